@@ -1,0 +1,45 @@
+"""The contract between the detector framework and a scoring method.
+
+A method learns what "normal" looks like from training images and scores new ones. The
+framework (`pipeline.detector`) decodes images, picks a method per line by
+cross-validation on the training split, normalises raw scores so the chosen threshold
+sits at 0.5, and saves/loads the model artifact. A method only sees decoded arrays.
+
+Inference code paths may use numpy and Pillow only (no torch, no scipy); `fit` may use
+anything in requirements.txt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+# State is what a method saves into the model artifact (an .npz plus JSON): numpy arrays
+# and JSON-able scalars/lists/dicts only.
+State = Mapping[str, Any]
+
+
+class Method(Protocol):
+    name: ClassVar[str]
+    # Longest side, in pixels, of the RGB uint8 arrays the framework passes in. The
+    # framework decodes JPEGs with Pillow's reduced-scale draft mode to at least this size.
+    input_size: int
+
+    def fit(self, normals: Sequence[np.ndarray], anomalies: Sequence[np.ndarray],
+            rng: np.random.Generator) -> None:
+        """Learn from HxWx3 uint8 arrays. `anomalies` may be empty (normal-only)."""
+        ...
+
+    def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        """Return (raw image score, anomaly map). Higher is more anomalous. The map is a
+        float32 HxW array (any resolution; the framework resizes it to the image)."""
+        ...
+
+    def state(self) -> State:
+        ...
+
+    @classmethod
+    def from_state(cls, state: State) -> Method:
+        ...

@@ -1,0 +1,162 @@
+"""Runtime settings of the handlers: the one place that reads environment variables.
+
+Pulumi (or the local stack) writes these variables; handlers read them once through
+`Settings.from_env()`. Nothing else in `pipeline/` touches `os.environ`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+DEFAULT_CONFIDENCE_THRESHOLD = 0.20
+DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
+DEFAULT_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class LinePolicy:
+    """Per-line overrides of the detector threshold and the low-confidence band."""
+
+    threshold: float | None = None
+    confidence_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    region: str
+    images_bucket: str = ""
+    results_bucket: str = ""
+    table_name: str = ""
+    tokens_table: str = ""
+    state_machine_arn: str = ""
+    topic_arn: str = ""
+    firehose_stream: str = ""
+    failure_queue_url: str = ""
+    detector_backend: str = "embedded"
+    model_uri: str = ""
+    sagemaker_endpoint: str = ""
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    image_extensions: tuple[str, ...] = DEFAULT_IMAGE_EXTENSIONS
+    lines: Mapping[str, LinePolicy] = field(default_factory=dict)
+    api_tokens: Mapping[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return cls(
+            region=region,
+            images_bucket=env.get("LINESIGHT_IMAGES_BUCKET", ""),
+            results_bucket=env.get("LINESIGHT_RESULTS_BUCKET", ""),
+            table_name=env.get("LINESIGHT_TABLE", ""),
+            tokens_table=env.get("LINESIGHT_TOKENS_TABLE", ""),
+            state_machine_arn=env.get("LINESIGHT_STATE_MACHINE_ARN", ""),
+            topic_arn=env.get("LINESIGHT_TOPIC_ARN", ""),
+            firehose_stream=env.get("LINESIGHT_FIREHOSE_STREAM", ""),
+            failure_queue_url=env.get("LINESIGHT_FAILURE_QUEUE_URL", ""),
+            detector_backend=env.get("LINESIGHT_DETECTOR", "embedded"),
+            model_uri=env.get("LINESIGHT_MODEL_URI", ""),
+            sagemaker_endpoint=env.get("LINESIGHT_SAGEMAKER_ENDPOINT", ""),
+            confidence_threshold=_fraction(env, "LINESIGHT_CONFIDENCE_THRESHOLD",
+                                           DEFAULT_CONFIDENCE_THRESHOLD),
+            max_upload_bytes=_positive_int(env, "LINESIGHT_MAX_UPLOAD_BYTES",
+                                           DEFAULT_MAX_UPLOAD_BYTES),
+            image_extensions=_extensions(env.get("LINESIGHT_IMAGE_EXTENSIONS", "")),
+            lines=_lines(env.get("LINESIGHT_LINES", "")),
+            api_tokens=_json_object(env, "LINESIGHT_API_TOKENS"),
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail with one clear message when a handler needs settings that are unset."""
+        missing = [name for name in names if not getattr(self, name)]
+        if missing:
+            raise SettingsError("missing settings: " + ", ".join(missing))
+
+    def policy_for(self, line_id: str) -> LinePolicy:
+        return self.lines.get(line_id, LinePolicy())
+
+    def confidence_threshold_for(self, line_id: str) -> float:
+        override = self.policy_for(line_id).confidence_threshold
+        return self.confidence_threshold if override is None else override
+
+
+@cache
+def current() -> Settings:
+    """The settings of this process, read once on first use (not at import time)."""
+    return Settings.from_env()
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number in [0, 1], got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _extensions(raw: str) -> tuple[str, ...]:
+    if not raw.strip():
+        return DEFAULT_IMAGE_EXTENSIONS
+    return tuple(part.strip().lower().lstrip(".") for part in raw.split(",") if part.strip())
+
+
+def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
+    raw = env.get(name, "")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"{name} must be a JSON object")
+    return value
+
+
+def _lines(raw: str) -> dict[str, LinePolicy]:
+    if not raw:
+        return {}
+    value = _json_object({"LINESIGHT_LINES": raw}, "LINESIGHT_LINES")
+    lines: dict[str, LinePolicy] = {}
+    for line_id, policy in value.items():
+        if not isinstance(policy, dict):
+            raise SettingsError(f"LINESIGHT_LINES[{line_id!r}] must be an object")
+        lines[line_id] = LinePolicy(
+            threshold=_optional_fraction(policy, "threshold", line_id),
+            confidence_threshold=_optional_fraction(policy, "confidenceThreshold", line_id),
+        )
+    return lines
+
+
+def _optional_fraction(policy: Mapping[str, Any], key: str, line_id: str) -> float | None:
+    if policy.get(key) is None:
+        return None
+    return _fraction({key: str(policy[key])}, f"LINESIGHT_LINES[{line_id!r}].{key}", 0.0)

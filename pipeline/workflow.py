@@ -1,0 +1,107 @@
+"""The Step Functions state machine, as data.
+
+Only service integrations (no Lambda task), so the same ASL runs in AWS and in moto's
+engine. Pulumi deploys it, the local stack provisions it, tests assert on it.
+
+Execution input (built by `pipeline.ingest.execution_input`):
+    {"item": <typed DynamoDB item>, "record": <record JSON>, "alert": {"send", "reason",
+     "subject", "message", "line_id"}}
+
+Exactly-once outcomes: the putItem is conditional on the image not being recorded yet,
+and only the execution that wrote the record goes on to alert. A duplicate delivery ends
+in `AlreadyRecorded` without an alert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DYNAMODB_RETRYABLE = (
+    "DynamoDB.ProvisionedThroughputExceededException",
+    "DynamoDB.ThrottlingException",
+    "DynamoDB.RequestLimitExceeded",
+    "DynamoDB.InternalServerErrorException",
+    "DynamoDB.AmazonDynamoDBException",
+    "States.Timeout",
+)
+CONDITIONAL_CHECK_FAILED = "DynamoDB.ConditionalCheckFailedException"
+
+
+def _retry(*errors: str, attempts: int = 4) -> list[dict[str, Any]]:
+    return [{
+        "ErrorEquals": list(errors),
+        "IntervalSeconds": 1,
+        "MaxAttempts": attempts,
+        "BackoffRate": 2.0,
+    }]
+
+
+def _to_failure_queue(next_state: str = "SendToFailureQueue") -> dict[str, Any]:
+    return {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": next_state}
+
+
+def state_machine_definition(*, table_name: str, topic_arn: str,
+                             failure_queue_url: str) -> dict[str, Any]:
+    """The ASL document for one environment."""
+    return {
+        "Comment": "LineSight: record a detection result once, then alert if needed.",
+        "StartAt": "RecordResult",
+        "States": {
+            "RecordResult": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::dynamodb:putItem",
+                "Parameters": {
+                    "TableName": table_name,
+                    "Item.$": "$.item",
+                    "ConditionExpression": "attribute_not_exists(image_id)",
+                },
+                "ResultPath": None,
+                "Retry": _retry(*DYNAMODB_RETRYABLE),
+                "Catch": [
+                    {"ErrorEquals": [CONDITIONAL_CHECK_FAILED], "ResultPath": None,
+                     "Next": "AlreadyRecorded"},
+                    _to_failure_queue(),
+                ],
+                "Next": "ShouldAlert",
+            },
+            "ShouldAlert": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.alert.send", "BooleanEquals": True,
+                             "Next": "PublishAlert"}],
+                "Default": "Recorded",
+            },
+            "PublishAlert": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sns:publish",
+                "Parameters": {
+                    "TopicArn": topic_arn,
+                    "Subject.$": "$.alert.subject",
+                    "Message.$": "$.alert.message",
+                    "MessageAttributes": {
+                        "line": {"DataType": "String", "StringValue.$": "$.alert.line_id"},
+                        "reason": {"DataType": "String", "StringValue.$": "$.alert.reason"},
+                    },
+                },
+                "ResultPath": "$.published",
+                "Retry": _retry("States.ALL"),
+                "Catch": [_to_failure_queue()],
+                "Next": "Alerted",
+            },
+            "SendToFailureQueue": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage",
+                "Parameters": {
+                    "QueueUrl": failure_queue_url,
+                    "MessageBody.$": "$",
+                },
+                "ResultPath": None,
+                "Retry": _retry("States.ALL"),
+                "Next": "Failed",
+            },
+            "Failed": {"Type": "Fail", "Error": "LineSight.WorkflowFailed",
+                       "Cause": "The input was sent to the failure queue."},
+            "AlreadyRecorded": {"Type": "Succeed"},
+            "Recorded": {"Type": "Succeed"},
+            "Alerted": {"Type": "Succeed"},
+        },
+    }
