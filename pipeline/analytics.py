@@ -1,0 +1,106 @@
+"""The results lake: rows for Firehose, its S3 destination, and the QuickSight manifest.
+
+A lake row is the result record plus Year, Month, Day, Hour, Minute and Region, as in the
+seed, with the seed's column names so existing QuickSight analyses keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.records import ResultRecord, iso
+
+LAKE_PREFIX = "lake/"
+LAKE_ERROR_PREFIX = "lake-errors/"
+# Firehose partitions by line (dynamic partitioning, key extracted from the row) and date.
+LAKE_PARTITIONED_PREFIX = (
+    LAKE_PREFIX + "line=!{partitionKeyFromQuery:line}/"
+    "year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/"
+)
+LAKE_ERROR_OUTPUT_PREFIX = (
+    LAKE_ERROR_PREFIX + "!{firehose:error-output-type}/year=!{timestamp:yyyy}/"
+    "month=!{timestamp:MM}/day=!{timestamp:dd}/"
+)
+MANIFEST_KEY = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Buffering:
+    seconds: int = 60
+    megabytes: int = 64  # dynamic partitioning requires at least 64 MB
+
+
+def lake_row(record: ResultRecord, region: str) -> dict[str, Any]:
+    """One JSON row of the lake.
+
+    >>> from pipeline.records import parse_time
+    >>> t = parse_time("2026-03-04T05:06:07+00:00")
+    >>> row = lake_row(ResultRecord("i", "L1", "C1", "s3://b/k", t, t, "OK"), "eu-west-1")
+    >>> row["AssemblyLineId"], row["Year"], row["Minute"], row["Region"]
+    ('L1', 2026, 6, 'eu-west-1')
+    """
+    captured = record.captured_at
+    return {
+        "ImageId": record.image_id,
+        "AssemblyLineId": record.line_id,
+        "CameraId": record.camera_id,
+        "ImageUrl": record.s3_uri,
+        "DateTime": iso(captured),
+        "ProcessedAt": iso(record.processed_at),
+        "Status": record.status,
+        "Reason": record.reason,
+        "IsAnomalous": record.is_anomalous,
+        "Confidence": record.confidence,
+        "Score": record.score,
+        "Threshold": record.threshold,
+        "ModelVersion": record.model_version,
+        "HeatmapUrl": record.heatmap_uri,
+        "AlertReason": record.alert_reason,
+        "Year": captured.year,
+        "Month": captured.month,
+        "Day": captured.day,
+        "Hour": captured.hour,
+        "Minute": captured.minute,
+        "Region": region,
+    }
+
+
+def encode_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, bytes]]:
+    """Firehose records: one JSON object per line, newline-terminated."""
+    return [{"Data": (json.dumps(row, sort_keys=True) + "\n").encode()} for row in rows]
+
+
+def s3_destination(*, bucket_arn: str, role_arn: str, buffering: Buffering) -> dict[str, Any]:
+    """The Firehose ExtendedS3DestinationConfiguration (API field names)."""
+    return {
+        "BucketARN": bucket_arn,
+        "RoleARN": role_arn,
+        "Prefix": LAKE_PARTITIONED_PREFIX,
+        "ErrorOutputPrefix": LAKE_ERROR_OUTPUT_PREFIX,
+        "BufferingHints": {"IntervalInSeconds": buffering.seconds,
+                           "SizeInMBs": buffering.megabytes},
+        "CompressionFormat": "UNCOMPRESSED",
+        "DynamicPartitioningConfiguration": {"Enabled": True},
+        "ProcessingConfiguration": {
+            "Enabled": True,
+            "Processors": [{
+                "Type": "MetadataExtraction",
+                "Parameters": [
+                    {"ParameterName": "MetadataExtractionQuery",
+                     "ParameterValue": "{line: .AssemblyLineId}"},
+                    {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"},
+                ],
+            }],
+        },
+    }
+
+
+def quicksight_manifest(bucket: str) -> dict[str, Any]:
+    """The QuickSight S3 manifest that points at the lake."""
+    return {
+        "fileLocations": [{"URIPrefixes": [f"s3://{bucket}/{LAKE_PREFIX}"]}],
+        "globalUploadSettings": {"format": "JSON"},
+    }
