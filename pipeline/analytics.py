@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline import aws
 from pipeline.records import ResultRecord, iso
 
 LAKE_PREFIX = "lake/"
@@ -25,6 +26,7 @@ LAKE_ERROR_OUTPUT_PREFIX = (
     "month=!{timestamp:MM}/day=!{timestamp:dd}/"
 )
 MANIFEST_KEY = "manifest.json"
+FIREHOSE_BATCH = 500  # put_record_batch takes at most 500 records per call
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,22 @@ def lake_row(record: ResultRecord, region: str) -> dict[str, Any]:
 def encode_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, bytes]]:
     """Firehose records: one JSON object per line, newline-terminated."""
     return [{"Data": (json.dumps(row, sort_keys=True) + "\n").encode()} for row in rows]
+
+
+def send_rows(stream_name: str, rows: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Send (id, row) pairs to Firehose; return the ids of the rows Firehose refused
+    (`FailedPutCount` > 0), so the caller reports only those as failed."""
+    failed: list[str] = []
+    firehose = aws.client("firehose")
+    for start in range(0, len(rows), FIREHOSE_BATCH):
+        chunk = rows[start:start + FIREHOSE_BATCH]
+        response = firehose.put_record_batch(
+            DeliveryStreamName=stream_name, Records=encode_rows(row for _, row in chunk))
+        if response.get("FailedPutCount", 0):
+            failed.extend(row_id for (row_id, _), result
+                          in zip(chunk, response["RequestResponses"], strict=True)
+                          if result.get("ErrorCode"))
+    return failed
 
 
 def s3_destination(*, bucket_arn: str, role_arn: str, buffering: Buffering) -> dict[str, Any]:

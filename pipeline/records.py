@@ -75,6 +75,7 @@ class ResultRecord:
     idempotency_key: str = ""
     inference_ms: float = 0.0
     review: dict[str, Any] = field(default_factory=dict)
+    client_image_id: str = ""
 
     @property
     def line_camera(self) -> str:

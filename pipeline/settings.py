@@ -48,7 +48,6 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     image_extensions: tuple[str, ...] = DEFAULT_IMAGE_EXTENSIONS
     lines: Mapping[str, LinePolicy] = field(default_factory=dict)
-    api_tokens: Mapping[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,7 +72,6 @@ class Settings:
                                            DEFAULT_MAX_UPLOAD_BYTES),
             image_extensions=_extensions(env.get("LINESIGHT_IMAGE_EXTENSIONS", "")),
             lines=_lines(env.get("LINESIGHT_LINES", "")),
-            api_tokens=_json_object(env, "LINESIGHT_API_TOKENS"),
         )
 
     def require(self, *names: str) -> None:

@@ -79,6 +79,8 @@ def state_machine_definition(*, table_name: str, topic_arn: str,
                     "Message.$": "$.alert.message",
                     "MessageAttributes": {
                         "line": {"DataType": "String", "StringValue.$": "$.alert.line_id"},
+                        "camera": {"DataType": "String",
+                                   "StringValue.$": "$.record.camera_id"},
                         "reason": {"DataType": "String", "StringValue.$": "$.alert.reason"},
                     },
                 },

@@ -1,0 +1,53 @@
+# LineSight: `make demo` runs the whole pipeline locally; `make test` runs the tests.
+# Both install what they need into .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-unit test-functional test-infra test-e2e samples model lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+samples: install
+	$(PY) -m scripts.make_samples --out resources/samples
+
+model: samples
+	test -f models/demo/model.json || $(VENV)/bin/linesight train resources/samples --out models/demo
+
+demo: install
+	$(VENV)/bin/linesight demo
+
+test: install
+	$(PY) -m pytest tests/unit tests/functional tests/infra -q
+	$(PY) -m pytest tests/e2e -q
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+test-functional: install
+	$(PY) -m pytest tests/functional -q
+
+test-infra: install
+	$(PY) -m pytest tests/infra -q
+
+test-e2e: install
+	$(PY) -m pytest tests/e2e -q
+
+lint: install
+	$(VENV)/bin/ruff check pipeline api/app.py api/chalicelib scripts tests benchmarks
+
+bench: install
+	$(PY) benchmarks/detector.py
+	$(PY) benchmarks/load.py
+
+clean:
+	rm -rf .linesight out build models

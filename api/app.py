@@ -1,0 +1,207 @@
+"""LineSight's Chalice app: the authorized upload and query API, and the event handlers.
+
+Thin by design: parse the event, call `pipeline`, shape the answer. Handlers:
+- `token_authorizer`: built-in authorizer on the `Authorization` header (per-camera tokens);
+- `app` routes: GET /getsignedurl (the seed's), POST /uploads, GET /results,
+  GET /results/{image_id}, POST /results/{image_id}/review;
+- `ingest`: SQS messages carrying S3 ObjectCreated notifications;
+- `to_lake`: DynamoDB stream records of the results table, to Firehose.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chalice import (
+    AuthResponse,
+    BadRequestError,
+    Chalice,
+    ForbiddenError,
+    NotFoundError,
+    Response,
+)
+from chalicelib.telemetry import emit_lake_rows, emit_outcome, emit_unexpected_error
+
+from pipeline import analytics, ingest as ingest_step, queries, reviews, tokens, uploads
+from pipeline.aws import client
+from pipeline.detector import load_detector
+from pipeline.records import ResultRecord, parse_time
+from pipeline.settings import current
+
+app = Chalice(app_name="linesight")
+app.log.setLevel(logging.INFO)
+log = logging.getLogger("linesight")
+
+
+# --- API -----------------------------------------------------------------------------
+
+@app.authorizer(ttl_seconds=int(tokens.CACHE_TTL_SECONDS))
+def token_authorizer(auth_request: Any) -> AuthResponse:
+    token = (auth_request.token or "").removeprefix("Bearer ").strip()
+    scope = tokens.verify(current().tokens_table, token)
+    if scope is None:
+        # Chalice turns an empty route list into 401 Unauthorized.
+        return AuthResponse(routes=[], principal_id="anonymous")
+    return AuthResponse(routes=["*"], principal_id=scope.token_id,
+                        context={"line_id": scope.line_id, "camera_id": scope.camera_id})
+
+
+def _scope() -> tuple[str, str]:
+    context = (app.current_request.context or {}).get("authorizer") or {}
+    return context.get("line_id", ""), context.get("camera_id", "")
+
+
+def _target(line_id: Any, camera_id: Any, image_id: Any, content_type: Any
+            ) -> uploads.UploadTarget:
+    try:
+        target = uploads.new_target(line_id, camera_id, image_id or "",
+                                    content_type or "image/jpeg")
+    except uploads.UploadRequestError as exc:
+        raise BadRequestError(str(exc)) from None
+    allowed_line, allowed_camera = _scope()
+    if (target.line_id, target.camera_id) != (allowed_line, allowed_camera):
+        raise ForbiddenError(
+            f"this token may upload for line {allowed_line!r} camera {allowed_camera!r} only")
+    return target
+
+
+@app.route("/getsignedurl", methods=["GET"], authorizer=token_authorizer)
+def get_signed_url() -> dict[str, Any]:
+    """The seed's route: a presigned PUT URL for one image."""
+    params = app.current_request.query_params or {}
+    target = _target(params.get("assemblylineid"), params.get("cameraid"),
+                     params.get("imageid"), params.get("contenttype"))
+    settings = current()
+    url = uploads.presigned_put(client("s3"), settings.images_bucket, target)
+    return {"uploadURL": url, "photoFilename": target.key, "key": target.key,
+            "image_id": target.upload_id, "headers": _put_headers(target),
+            "expires_in": uploads.MAX_EXPIRY_SECONDS}
+
+
+def _put_headers(target: uploads.UploadTarget) -> dict[str, str]:
+    headers = {"Content-Type": target.content_type}
+    headers.update({f"x-amz-meta-{k}": v for k, v in target.metadata.items()})
+    return headers
+
+
+@app.route("/uploads", methods=["POST"], authorizer=token_authorizer)
+def create_upload() -> Response:
+    """A presigned POST: exact key, content type and metadata, size range."""
+    body = app.current_request.json_body
+    if not isinstance(body, dict):
+        raise BadRequestError("the body must be a JSON object")
+    target = _target(body.get("line_id"), body.get("camera_id"), body.get("image_id"),
+                     body.get("content_type"))
+    settings = current()
+    post = uploads.presigned_post(client("s3"), settings.images_bucket, target,
+                                  settings.max_upload_bytes)
+    return Response(body=post, status_code=201)
+
+
+@app.route("/results", methods=["GET"], authorizer=token_authorizer)
+def list_results() -> dict[str, Any]:
+    params = app.current_request.query_params or {}
+    try:
+        query = queries.ResultQuery(
+            line_id=params.get("line", ""),
+            camera_id=params.get("camera", ""),
+            since=parse_time(params["since"]) if params.get("since") else None,
+            until=parse_time(params["until"]) if params.get("until") else None,
+            anomalous=_flag(params.get("anomalous"), "anomalous"),
+            reviewed=_flag(params.get("reviewed"), "reviewed"),
+            limit=int(params.get("limit", "100")),
+        )
+        page = queries.query_results(current().table_name, query, params.get("next_token", ""))
+    except (ValueError, queries.QueryError) as exc:
+        raise BadRequestError(str(exc)) from None
+    return {"results": [record.to_json() for record in page.records],
+            "next_token": page.next_token or None}
+
+
+def _flag(value: str | None, name: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name} must be true or false")
+
+
+@app.route("/results/{image_id}", methods=["GET"], authorizer=token_authorizer)
+def get_result(image_id: str) -> dict[str, Any]:
+    record = queries.get_result(current().table_name, image_id)
+    if record is None:
+        raise NotFoundError(f"no result for image {image_id!r} (yet)")
+    return record.to_json()
+
+
+@app.route("/results/{image_id}/review", methods=["POST"], authorizer=token_authorizer)
+def review_result(image_id: str) -> dict[str, Any]:
+    body = app.current_request.json_body
+    if not isinstance(body, dict):
+        raise BadRequestError("the body must be a JSON object")
+    token_id = (app.current_request.context or {}).get("authorizer", {}).get("principalId", "")
+    try:
+        record = reviews.record_review(current().table_name, image_id, body.get("label"),
+                                       str(body.get("note", "")), reviewer=token_id or "api")
+    except reviews.ReviewError as exc:
+        raise BadRequestError(str(exc)) from None
+    if record is None:
+        raise NotFoundError(f"no result for image {image_id!r}")
+    return record.to_json()
+
+
+# --- Event handlers --------------------------------------------------------------------
+
+# The queue and stream named here are placeholders for `chalice package`; the Pulumi
+# program creates the real event source mappings (see infra/api.py).
+@app.on_sqs_message(queue="linesight-ingest", batch_size=10)
+def ingest(event: Any) -> dict[str, Any]:
+    """Every S3 notification in the batch: detect, then start the workflow. Expected
+    problems become INVALID records; unexpected errors fail only their own message."""
+    settings = current()
+    settings.require("state_machine_arn", "table_name")
+    detector = load_detector(settings.detector_backend, settings.model_uri,
+                             settings.sagemaker_endpoint)
+    failures = []
+    for message in event:
+        message_id = message.to_dict().get("messageId", "")
+        try:
+            for ref in ingest_step.object_refs(message.body):
+                outcome = ingest_step.process(ref, settings, detector)
+                emit_outcome(outcome)
+        except Exception:
+            log.exception("ingest failed for message %s; it will be retried", message_id)
+            emit_unexpected_error("ingest")
+            failures.append({"itemIdentifier": message_id})
+    return {"batchItemFailures": failures}
+
+
+@app.on_dynamodb_record(stream_arn="arn:aws:dynamodb:region:account:table/linesight/stream/x",
+                        batch_size=100)
+def to_lake(event: Any) -> dict[str, Any]:
+    """INSERTs of the results table become lake rows in Firehose. Rows Firehose refuses
+    are reported back, so only they are retried."""
+    settings = current()
+    settings.require("firehose_stream")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    failures: list[dict[str, str]] = []
+    for record in event:
+        sequence = record.sequence_number
+        if record.event_name != "INSERT" or not record.new_image:
+            continue
+        try:
+            result = ResultRecord.from_item(record.new_image)
+        except (KeyError, ValueError, TypeError):
+            log.exception("cannot decode stream record %s", sequence)
+            failures.append({"itemIdentifier": sequence})
+            continue
+        rows.append((sequence, analytics.lake_row(result, record.aws_region or settings.region)))
+    if rows:
+        failed = analytics.send_rows(settings.firehose_stream, rows)
+        failures.extend({"itemIdentifier": sequence} for sequence in failed)
+        emit_lake_rows(len(rows) - len(failed))
+    return {"batchItemFailures": failures}
+

@@ -1,0 +1,215 @@
+"""The ingest step: one uploaded object in, one result record and one workflow execution out.
+
+Runs in the SQS-triggered handler. Expected problems with the image or its metadata end
+in an INVALID record (recorded, never retried); only unexpected errors propagate, so the
+message is retried and finally lands in the DLQ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+from botocore.exceptions import ClientError
+
+from pipeline import aws
+from pipeline.alerts import AlertDecision, AlertPolicy, decide
+from pipeline.detector import DetectionResult, Detector, InvalidImageError
+from pipeline.records import STATUS_INVALID, STATUS_OK, ResultRecord, parse_time, utc_now
+from pipeline.settings import Settings
+from pipeline.uploads import META_CAMERA, META_IMAGE, META_LINE, parse_key
+
+log = logging.getLogger(__name__)
+
+HEATMAP_PREFIX = "heatmaps/"
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One S3 ObjectCreated event, decoded."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    event_time: datetime
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same object version, same key: the execution name and dedup key.
+
+        >>> ObjectRef("b", "k", "e", 1, utc_now()).idempotency_key[:12]
+        '4a5c3bd1a2b8'
+        """
+        digest = hashlib.sha256(f"{self.bucket}/{self.key}/{self.etag}".encode()).hexdigest()
+        return digest[:64]
+
+
+def object_refs(message_body: str) -> Iterator[ObjectRef]:
+    """Every object in one SQS message body holding an S3 event notification.
+
+    S3's `s3:TestEvent` (sent when the notification is configured) yields nothing.
+    A body that is not an S3 event raises ValueError (a poison message).
+    """
+    try:
+        event = json.loads(message_body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"message body is not JSON: {exc.msg}") from None
+    if not isinstance(event, dict):
+        raise ValueError("message body is not an S3 event notification")
+    if event.get("Event") == "s3:TestEvent":
+        return
+    records = event.get("Records")
+    if not isinstance(records, list):
+        raise ValueError("message body is not an S3 event notification")
+    for record in records:
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = record["s3"]
+        yield ObjectRef(
+            bucket=s3["bucket"]["name"],
+            key=unquote_plus(s3["object"]["key"]),
+            etag=str(s3["object"].get("eTag") or s3["object"].get("etag") or ""),
+            size=int(s3["object"].get("size", 0)),
+            event_time=parse_time(record["eventTime"]),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: ResultRecord
+    alert: AlertDecision
+    execution_name: str
+    duplicate: bool = False
+
+
+def analyse(ref: ObjectRef, settings: Settings, detector: Detector) -> ResultRecord:
+    """Read the object, check its metadata, run the detector, store the heatmap."""
+    parts = parse_key(ref.key)
+    line_id = parts.line_id if parts else "unknown"
+    camera_id = parts.camera_id if parts else "unknown"
+    image_id = parts.upload_id if parts else ref.idempotency_key[:32]
+    base = ResultRecord(
+        image_id=image_id, line_id=line_id, camera_id=camera_id, s3_uri=ref.uri,
+        captured_at=ref.event_time, processed_at=ref.event_time, status=STATUS_INVALID,
+        idempotency_key=ref.idempotency_key, model_version=detector.model_version,
+        threshold=_threshold(settings, line_id, detector),
+    )
+
+    def invalid(reason: str, message: str) -> ResultRecord:
+        log.warning("invalid upload %s: %s: %s", ref.uri, reason, message)
+        return base.with_changes(reason=f"{reason}: {message}", processed_at=utc_now())
+
+    if parts is None:
+        return invalid("unexpected_key", "the object key was not issued by the upload API")
+    if ref.size > settings.max_upload_bytes:
+        return invalid("too_large",
+                       f"{ref.size} bytes is over the limit of {settings.max_upload_bytes}")
+    s3 = aws.client("s3")
+    try:
+        obj = s3.get_object(Bucket=ref.bucket, Key=ref.key)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            return invalid("missing_object", "the object was deleted before it was read")
+        raise
+    metadata: Mapping[str, str] = obj.get("Metadata", {})
+    problem = _metadata_problem(metadata, line_id, camera_id)
+    base = base.with_changes(client_image_id=metadata.get(META_IMAGE, ""))
+    if problem:
+        return invalid("bad_metadata", problem)
+    if int(obj.get("ContentLength", 0)) > settings.max_upload_bytes:
+        return invalid("too_large", f"over the limit of {settings.max_upload_bytes} bytes")
+    body = obj["Body"].read()
+    started = time.perf_counter()
+    try:
+        result = detector.detect(body, obj.get("ContentType", ""),
+                                 threshold=settings.policy_for(line_id).threshold)
+    except InvalidImageError as exc:
+        return invalid(exc.reason, str(exc))
+    inference_ms = (time.perf_counter() - started) * 1000.0
+    heatmap_uri = _store_heatmap(settings, base, result)
+    return base.with_changes(
+        status=STATUS_OK,
+        is_anomalous=result.is_anomalous,
+        confidence=round(result.confidence, 4),
+        score=round(result.score, 4),
+        threshold=round(result.threshold, 4),
+        model_version=result.model_version,
+        anomalies=result.anomalies,
+        heatmap_uri=heatmap_uri,
+        inference_ms=round(result.inference_ms or inference_ms, 2),
+        processed_at=utc_now(),
+    )
+
+
+def alert_policy(settings: Settings, line_id: str) -> AlertPolicy:
+    return AlertPolicy(confidence_threshold=settings.confidence_threshold_for(line_id))
+
+
+def execution_input(record: ResultRecord, alert: AlertDecision) -> dict[str, Any]:
+    return {
+        "item": record.to_item(),
+        "record": record.to_json(),
+        "alert": {"send": alert.send, "reason": alert.reason or "none",
+                  "subject": alert.subject, "message": alert.message,
+                  "line_id": record.line_id},
+    }
+
+
+def start_workflow(record: ResultRecord, settings: Settings) -> Outcome:
+    """Start the workflow, named by the idempotency key. A name that already ran
+    (STANDARD workflows keep names for 90 days) is a duplicate delivery, not an error."""
+    alert = decide(record, alert_policy(settings, record.line_id))
+    record = record.with_changes(alert_reason=alert.reason)
+    payload = execution_input(record, alert)
+    try:
+        aws.client("stepfunctions").start_execution(
+            stateMachineArn=settings.state_machine_arn,
+            name=record.idempotency_key,
+            input=json.dumps(payload))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
+            raise
+        return Outcome(record, alert, record.idempotency_key, duplicate=True)
+    return Outcome(record, alert, record.idempotency_key)
+
+
+def process(ref: ObjectRef, settings: Settings, detector: Detector) -> Outcome:
+    return start_workflow(analyse(ref, settings, detector), settings)
+
+
+def _threshold(settings: Settings, line_id: str, detector: Detector) -> float:
+    override = settings.policy_for(line_id).threshold
+    return override if override is not None else getattr(detector, "threshold", 0.5)
+
+
+def _metadata_problem(metadata: Mapping[str, str], line_id: str, camera_id: str) -> str:
+    line = metadata.get(META_LINE)
+    camera = metadata.get(META_CAMERA)
+    if not line or not camera:
+        return "the upload has no line or camera metadata"
+    if line != line_id or camera != camera_id:
+        return (f"metadata says line {line!r} camera {camera!r} but the upload was issued "
+                f"for line {line_id!r} camera {camera_id!r}")
+    return ""
+
+
+def _store_heatmap(settings: Settings, record: ResultRecord, result: DetectionResult) -> str:
+    if not result.heatmap_png or not settings.results_bucket:
+        return ""
+    key = (f"{HEATMAP_PREFIX}{record.line_id}/{record.camera_id}/"
+           f"{record.captured_at:%Y/%m/%d}/{record.image_id}.png")
+    aws.client("s3").put_object(Bucket=settings.results_bucket, Key=key,
+                                Body=result.heatmap_png, ContentType="image/png")
+    return f"s3://{settings.results_bucket}/{key}"

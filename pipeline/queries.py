@@ -1,0 +1,124 @@
+"""Reading results back: by image id (GetItem) and by line/camera/time (index queries)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipeline import aws
+from pipeline.records import ResultRecord, iso, line_camera_key
+from pipeline.tables import INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
+
+MAX_PAGE = 500
+
+
+class QueryError(ValueError):
+    """A bad query parameter (HTTP 400); the message names it."""
+
+
+@dataclass(frozen=True)
+class ResultQuery:
+    line_id: str = ""
+    camera_id: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    anomalous: bool | None = None
+    reviewed: bool | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[ResultRecord]
+    next_token: str
+
+
+def get_result(table: str, image_id: str) -> ResultRecord | None:
+    item = aws.client("dynamodb").get_item(
+        TableName=table, Key={"image_id": {"S": image_id}}, ConsistentRead=True).get("Item")
+    return ResultRecord.from_item(item) if item else None
+
+
+def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
+    """One page of results, newest first when a line is given (a key query on an index);
+    without a line it is a scan, which is fine for small tables and dashboards."""
+    if query.camera_id and not query.line_id:
+        raise QueryError("camera needs line")
+    if not 1 <= query.limit <= MAX_PAGE:
+        raise QueryError(f"limit must be between 1 and {MAX_PAGE}")
+    args: dict[str, Any] = {"TableName": table, "Limit": query.limit}
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    filters: list[str] = []
+    if next_token:
+        args["ExclusiveStartKey"] = _decode_token(next_token)
+    if query.line_id:
+        index, hash_name, hash_value = (
+            (INDEX_BY_LINE_CAMERA, "line_camera", line_camera_key(query.line_id, query.camera_id))
+            if query.camera_id else (INDEX_BY_LINE, "line_id", query.line_id))
+        condition = "#h = :h"
+        names["#h"], values[":h"] = hash_name, {"S": hash_value}
+        names["#t"] = TIME_KEY
+        if query.since and query.until:
+            condition += " AND #t BETWEEN :since AND :until"
+        elif query.since:
+            condition += " AND #t >= :since"
+        elif query.until:
+            condition += " AND #t <= :until"
+        args.update(IndexName=index, KeyConditionExpression=condition, ScanIndexForward=False)
+    else:
+        if query.since:
+            filters.append("#t >= :since")
+        if query.until:
+            filters.append("#t <= :until")
+        if query.since or query.until:
+            names["#t"] = TIME_KEY
+    if query.since:
+        values[":since"] = {"S": iso(query.since)}
+    if query.until:
+        values[":until"] = {"S": iso(query.until)}
+    if query.anomalous is not None:
+        filters.append("is_anomalous = :a")
+        values[":a"] = {"BOOL": query.anomalous}
+    if query.reviewed is not None:
+        filters.append("attribute_exists(review.label)" if query.reviewed
+                       else "attribute_not_exists(review.label)")
+    if filters:
+        args["FilterExpression"] = " AND ".join(filters)
+    if names:
+        args["ExpressionAttributeNames"] = names
+    if values:
+        args["ExpressionAttributeValues"] = values
+    ddb = aws.client("dynamodb")
+    response = ddb.query(**args) if query.line_id else ddb.scan(**args)
+    records = [ResultRecord.from_item(item) for item in response.get("Items", [])]
+    last = response.get("LastEvaluatedKey")
+    return Page(records, _encode_token(last) if last else "")
+
+
+def iter_results(table: str, query: ResultQuery) -> Iterator[ResultRecord]:
+    token = ""
+    while True:
+        page = query_results(table, query, token)
+        yield from page.records
+        if not page.next_token:
+            return
+        token = page.next_token
+
+
+def _encode_token(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
+
+
+def _decode_token(token: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, json.JSONDecodeError):
+        raise QueryError("next_token is not a token this API issued") from None
+    if not isinstance(key, dict):
+        raise QueryError("next_token is not a token this API issued")
+    return key

@@ -1,0 +1,33 @@
+"""Human review of a result: a verdict recorded beside the model's."""
+
+from __future__ import annotations
+
+from pipeline import aws
+from pipeline.records import ResultRecord, iso, utc_now
+
+LABELS = ("normal", "anomaly")
+
+
+class ReviewError(ValueError):
+    """A review we refuse (HTTP 400)."""
+
+
+def record_review(table: str, image_id: str, label: object, note: str,
+                  reviewer: str) -> ResultRecord | None:
+    """Store the verdict on the record; None when the image has no record."""
+    if label not in LABELS:
+        raise ReviewError(f"label must be one of {', '.join(LABELS)} (got {label!r})")
+    if len(note) > 1000:
+        raise ReviewError("note must be at most 1000 characters")
+    ddb = aws.client("dynamodb")
+    review = {"M": {"label": {"S": str(label)}, "note": {"S": note},
+                    "reviewer": {"S": reviewer}, "reviewed_at": {"S": iso(utc_now())}}}
+    try:
+        response = ddb.update_item(
+            TableName=table, Key={"image_id": {"S": image_id}},
+            UpdateExpression="SET review = :r",
+            ConditionExpression="attribute_exists(image_id)",
+            ExpressionAttributeValues={":r": review}, ReturnValues="ALL_NEW")
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return None
+    return ResultRecord.from_item(response["Attributes"])

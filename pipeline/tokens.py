@@ -1,0 +1,185 @@
+"""Per-camera API tokens, stored only as salted hashes with their scope.
+
+A token reads `ls_<token_id>_<secret>`. The tokens table holds, per `token_id`: the salt,
+SHA-256(salt + secret), the line and camera it may upload for, its expiry and whether it
+is revoked. The secret is 32 random bytes, so a fast salted hash is enough (a slow KDF
+protects guessable passwords, not random keys). Comparison is constant-time.
+Verifications are cached for `CACHE_TTL_SECONDS`, so a revoked token is refused within it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipeline import aws
+from pipeline.records import iso, parse_time, utc_now
+
+CACHE_TTL_SECONDS = 30.0
+_TOKEN = re.compile(r"^ls_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
+
+
+@dataclass(frozen=True)
+class Scope:
+    token_id: str
+    line_id: str
+    camera_id: str
+
+    def allows(self, line_id: str, camera_id: str) -> bool:
+        return self.line_id == line_id and self.camera_id == camera_id
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token_id: str
+    line_id: str
+    camera_id: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked: bool
+    description: str = ""
+
+
+def _hash(salt: str, secret: str) -> str:
+    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+
+def is_well_formed(token: str) -> bool:
+    """
+    >>> is_well_formed("ls_0123456789abcdef_" + "A" * 43)
+    True
+    >>> is_well_formed("allow")
+    False
+    """
+    return bool(_TOKEN.match(token))
+
+
+def create_token(table: str, line_id: str, camera_id: str, *,
+                 expires_at: datetime | None = None, description: str = "") -> tuple[str, str]:
+    """Store a new token's hash and scope; return (token_id, token). The token itself is
+    never stored and cannot be shown again."""
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_hex(16)
+    item: dict[str, Any] = {
+        "token_id": {"S": token_id},
+        "salt": {"S": salt},
+        "hash": {"S": _hash(salt, secret)},
+        "line_id": {"S": line_id},
+        "camera_id": {"S": camera_id},
+        "created_at": {"S": iso(utc_now())},
+        "revoked": {"BOOL": False},
+    }
+    if expires_at is not None:
+        item["expires_at"] = {"S": iso(expires_at)}
+    if description:
+        item["description"] = {"S": description}
+    aws.client("dynamodb").put_item(TableName=table, Item=item,
+                                    ConditionExpression="attribute_not_exists(token_id)")
+    return token_id, f"ls_{token_id}_{secret}"
+
+
+def revoke_token(table: str, token_id: str) -> bool:
+    """Mark a token revoked; False when there is no such token."""
+    ddb = aws.client("dynamodb")
+    try:
+        ddb.update_item(TableName=table, Key={"token_id": {"S": token_id}},
+                        UpdateExpression="SET revoked = :t",
+                        ConditionExpression="attribute_exists(token_id)",
+                        ExpressionAttributeValues={":t": {"BOOL": True}})
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return False
+    _cache.clear()
+    return True
+
+
+def list_tokens(table: str) -> list[TokenInfo]:
+    paginator = aws.client("dynamodb").get_paginator("scan")
+    infos = [_info(item) for page in paginator.paginate(TableName=table)
+             for item in page.get("Items", [])]
+    return sorted(infos, key=lambda info: (info.line_id, info.camera_id, info.created_at))
+
+
+class _Cache:
+    """token -> (scope or None, expiry on the monotonic clock)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Scope | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[bool, Scope | None]:
+        with self._lock:
+            entry = self._entries.get(token)
+        if entry is None or entry[1] < time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, token: str, scope: Scope | None) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[token] = (scope, time.monotonic() + CACHE_TTL_SECONDS)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_cache = _Cache()
+
+
+def verify(table: str, token: str) -> Scope | None:
+    """The token's scope, or None when it is malformed, unknown, revoked or expired."""
+    if not is_well_formed(token):
+        return None
+    hit, scope = _cache.get(token)
+    if hit:
+        return scope
+    scope = _lookup(table, token)
+    _cache.put(token, scope)
+    return scope
+
+
+def _lookup(table: str, token: str) -> Scope | None:
+    match = _TOKEN.match(token)
+    assert match is not None
+    item = aws.client("dynamodb").get_item(
+        TableName=table, Key={"token_id": {"S": match["id"]}}, ConsistentRead=True).get("Item")
+    if not item:
+        return None
+    expected = item["hash"]["S"]
+    if not hmac.compare_digest(expected, _hash(item["salt"]["S"], match["secret"])):
+        return None
+    info = _info(item)
+    if info.revoked or (info.expires_at is not None and info.expires_at <= utc_now()):
+        return None
+    return Scope(info.token_id, info.line_id, info.camera_id)
+
+
+def _info(item: dict[str, Any]) -> TokenInfo:
+    return TokenInfo(
+        token_id=item["token_id"]["S"],
+        line_id=item["line_id"]["S"],
+        camera_id=item["camera_id"]["S"],
+        created_at=parse_time(item["created_at"]["S"]),
+        expires_at=parse_time(item["expires_at"]["S"]) if "expires_at" in item else None,
+        revoked=item.get("revoked", {}).get("BOOL", False),
+        description=item.get("description", {}).get("S", ""),
+    )
+
+
+def tokens_table_args(table_name: str) -> dict[str, Any]:
+    """CreateTable arguments for the tokens table (the local stack uses them)."""
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "token_id", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "token_id", "AttributeType": "S"}],
+    }

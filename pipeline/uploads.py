@@ -1,0 +1,152 @@
+"""Upload rules: validated IDs, server-chosen object keys, and presigned uploads.
+
+The server chooses every key (`{line}/{camera}/{yyyy}/{mm}/{dd}/{upload_id}.{ext}`), so
+uploads never overwrite each other. Line, camera and the camera's own image id travel
+as `x-amz-meta-*` and are bound into the signature, so they cannot be forged. moto does
+not enforce presigned conditions, so the conditions built here are tested directly.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipeline.records import utc_now
+
+MAX_EXPIRY_SECONDS = 300
+CONTENT_TYPES = {"image/jpeg": "jpg", "image/png": "png"}
+EXTENSION_CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
+META_LINE = "assemblylineid"
+META_CAMERA = "cameraid"
+META_IMAGE = "imageid"
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KEY = re.compile(
+    r"^(?P<line>[^/]+)/(?P<camera>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
+    r"(?P<upload_id>[0-9a-f]{32})\.(?P<ext>[a-z]+)$"
+)
+
+
+class UploadRequestError(ValueError):
+    """A client sent an upload request we refuse; the message says why (HTTP 400)."""
+
+
+def validate_id(value: object, name: str, *, required: bool = True) -> str:
+    """Check an ID from a client: 1-64 characters of letters, digits, `_`, `-`, `.`,
+    starting with a letter or digit. No path separators, no `..`.
+
+    >>> validate_id("line-1", "line_id")
+    'line-1'
+    >>> validate_id("../etc", "line_id")
+    Traceback (most recent call last):
+    ...
+    pipeline.uploads.UploadRequestError: line_id must be 1-64 characters of A-Z a-z 0-9 _ - . (got '../etc')
+    """
+    if value is None or value == "":
+        if required:
+            raise UploadRequestError(f"{name} is required")
+        return ""
+    if not isinstance(value, str) or not _ID.match(value) or ".." in value:
+        raise UploadRequestError(
+            f"{name} must be 1-64 characters of A-Z a-z 0-9 _ - . (got {value!r})")
+    return value
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    line_id: str
+    camera_id: str
+    client_image_id: str
+    upload_id: str
+    key: str
+    content_type: str
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        meta = {META_LINE: self.line_id, META_CAMERA: self.camera_id}
+        if self.client_image_id:
+            meta[META_IMAGE] = self.client_image_id
+        return meta
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    line_id: str
+    camera_id: str
+    upload_id: str
+    extension: str
+
+
+def content_type_for(value: str | None) -> str:
+    """Normalise and check the declared content type (jpeg or png only)."""
+    content_type = (value or "").split(";")[0].strip().lower()
+    if content_type == "image/jpg":
+        content_type = "image/jpeg"
+    if content_type not in CONTENT_TYPES:
+        raise UploadRequestError(
+            f"content_type must be one of {', '.join(sorted(CONTENT_TYPES))} "
+            f"(got {value!r})")
+    return content_type
+
+
+def new_target(line_id: str, camera_id: str, client_image_id: str, content_type: str,
+               now: datetime | None = None) -> UploadTarget:
+    line_id = validate_id(line_id, "line_id")
+    camera_id = validate_id(camera_id, "camera_id")
+    client_image_id = validate_id(client_image_id, "image_id", required=False)
+    content_type = content_type_for(content_type)
+    when = now or utc_now()
+    upload_id = uuid.uuid4().hex
+    key = (f"{line_id}/{camera_id}/{when:%Y/%m/%d}/{upload_id}."
+           f"{CONTENT_TYPES[content_type]}")
+    return UploadTarget(line_id, camera_id, client_image_id, upload_id, key, content_type)
+
+
+def parse_key(key: str) -> KeyParts | None:
+    """The parts of a server-chosen key, or None for a key we did not issue.
+
+    >>> parse_key("L1/C1/2026/01/02/" + "a" * 32 + ".jpg").camera_id
+    'C1'
+    >>> parse_key("somewhere/else.jpg") is None
+    True
+    """
+    match = _KEY.match(key)
+    if not match:
+        return None
+    return KeyParts(match["line"], match["camera"], match["upload_id"], match["ext"])
+
+
+def post_policy(target: UploadTarget, max_bytes: int) -> tuple[dict[str, str], list[Any]]:
+    """Fields and conditions of a presigned POST: the exact key, the exact content type,
+    the exact metadata, and a size range up to the configured maximum."""
+    fields: dict[str, str] = {"Content-Type": target.content_type}
+    fields.update({f"x-amz-meta-{name}": value for name, value in target.metadata.items()})
+    conditions: list[Any] = [{name: value} for name, value in fields.items()]
+    conditions.append(["content-length-range", 1, max_bytes])
+    return fields, conditions
+
+
+def presigned_post(s3: Any, bucket: str, target: UploadTarget, max_bytes: int,
+                   expires_in: int = MAX_EXPIRY_SECONDS) -> dict[str, Any]:
+    fields, conditions = post_policy(target, max_bytes)
+    post = s3.generate_presigned_post(
+        Bucket=bucket, Key=target.key, Fields=fields, Conditions=conditions,
+        ExpiresIn=min(expires_in, MAX_EXPIRY_SECONDS))
+    return {"url": post["url"], "fields": post["fields"], "key": target.key,
+            "image_id": target.upload_id, "expires_in": min(expires_in, MAX_EXPIRY_SECONDS),
+            "max_bytes": max_bytes}
+
+
+def presigned_put(s3: Any, bucket: str, target: UploadTarget,
+                  expires_in: int = MAX_EXPIRY_SECONDS) -> str:
+    """A presigned PUT URL (the seed's style). Content type and metadata are signed, so
+    the camera must send exactly those headers. PUT cannot carry a size condition; the
+    ingest step refuses objects over the maximum instead."""
+    return s3.generate_presigned_url(
+        "put_object",
+        Params={"Bucket": bucket, "Key": target.key, "ContentType": target.content_type,
+                "Metadata": target.metadata},
+        ExpiresIn=min(expires_in, MAX_EXPIRY_SECONDS))

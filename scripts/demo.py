@@ -1,0 +1,159 @@
+"""`make demo`: the whole pipeline on this machine, end to end, then show what happened.
+
+1. make the sample images if missing, 2. train the embedded detector if needed,
+3. start the local stack, 4. upload through the API with scripts/uploadImages.py over
+2 lines x 2 cameras (plus two unusable files, to show how they are recorded),
+5. wait for every result, lake row and alert, 6. print a per-line/camera table,
+7. write out/demo/summary.json and the HTML report. Exit non-zero unless
+uploaded = results = lake rows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from scripts.local_stack import REPO, LocalStack, Topology
+from scripts.observe import AlertTap, all_records, lake_rows, summarize, wait_until
+
+console = Console()
+UPLOADER = REPO / "scripts" / "uploadImages.py"
+
+
+def ensure_samples(samples: Path) -> None:
+    if (samples / "train" / "normal").is_dir() and (samples / "test").is_dir():
+        return
+    console.print(f"making sample images in {samples} ...")
+    subprocess.run([sys.executable, "-m", "scripts.make_samples", "--out", str(samples)],
+                   check=True, cwd=REPO)
+
+
+def ensure_model(samples: Path, model: Path) -> None:
+    if (model / "model.json").exists():
+        console.print(f"using the trained model in {model}")
+        return
+    from pipeline.detector.training import train_model
+
+    console.print(f"training the embedded detector on {samples / 'train'} ...")
+    report = train_model(samples, model)
+    console.print(f"trained: {report}")
+
+
+def plan_uploads(samples: Path, out: Path, topology: Topology) -> dict[tuple[str, str], Path]:
+    """Spread the test images over every line and camera, one folder per camera; add a
+    text file named .jpg and a truncated JPEG to the last camera."""
+    images = sorted(p for folder in ("normal", "anomaly")
+                    for p in (samples / "test" / folder).glob("*.jpg"))
+    cameras = [(line, camera) for line, cams in topology.lines.items() for camera in cams]
+    folders: dict[tuple[str, str], Path] = {}
+    root = out / "uploads"
+    shutil.rmtree(root, ignore_errors=True)
+    for index, image in enumerate(images):
+        line, camera = cameras[index % len(cameras)]
+        folder = folders.setdefault((line, camera), root / line / camera)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, folder / f"{image.parent.name}-{image.name}")
+    bad = folders[cameras[-1]]
+    (bad / "not-an-image.jpg").write_text("<html>this is not a photo</html>\n")
+    (bad / "truncated.jpg").write_bytes(images[0].read_bytes()[:600])
+    return folders
+
+
+def upload_all(folders: dict[tuple[str, str], Path], api_url: str, camera_tokens: dict[str, str],
+               out: Path) -> list[dict[str, Any]]:
+    def run(item: tuple[tuple[str, str], Path]) -> list[dict[str, Any]]:
+        (line, camera), folder = item
+        manifest = out / "uploads" / f"{line}-{camera}.json"
+        # The seed's positional arguments: DIRECTORY CAMERA_ID ASSEMBLY_LINE_ID
+        # API_ENDPOINT AUTH_TOKEN TIME_BETWEEN_REQUESTS
+        subprocess.run([sys.executable, str(UPLOADER), str(folder), camera, line,
+                        f"{api_url}/getsignedurl", camera_tokens[f"{line}/{camera}"], "0",
+                        "--concurrency", "4", "--manifest-out", str(manifest)],
+                       check=False, cwd=REPO)
+        return json.loads(manifest.read_text()) if manifest.exists() else []
+
+    with ThreadPoolExecutor(max_workers=len(folders)) as pool:
+        return [upload for batch in pool.map(run, folders.items()) for upload in batch]
+
+
+def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0) -> int:
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_samples(samples)
+    ensure_model(samples, model)
+    topology = Topology()
+    with LocalStack(model, topology) as stack:
+        info = stack.info
+        assert info is not None
+        console.print(f"local stack up: API {info.api_url}, AWS emulator {info.aws_endpoint_url}")
+        folders = plan_uploads(samples, out, topology)
+        uploads = upload_all(folders, info.api_url, info.camera_tokens, out)
+        uploaded = [u for u in uploads if u["ok"]]
+        expected = {u["image_id"] for u in uploaded}
+        ddb, s3 = stack.client("dynamodb"), stack.client("s3")
+        tap = AlertTap(stack.client("sqs"), info.alerts_queue_url)
+        console.print(f"uploaded {len(uploaded)} of {len(uploads)} files; waiting for results ...")
+
+        def settled() -> bool:
+            records = {r.image_id for r in all_records(ddb, info.table)}
+            return expected <= records and len(lake_rows(s3, info.results_bucket)) >= len(records)
+
+        finished = wait_until(settled, timeout)
+        time.sleep(1.0)  # let the last alerts reach the tap queue
+        records = [r for r in all_records(ddb, info.table) if r.image_id in expected]
+        rows = [r for r in lake_rows(s3, info.results_bucket) if r["ImageId"] in expected]
+        alerts = tap.drain()
+        report_path = write_report(stack, out)
+    table = summarize(records, rows, alerts)
+    show(table)
+    summary = {
+        "uploaded": len(uploaded),
+        "results": len(records),
+        "lake_rows": len(rows),
+        "alerts": len(alerts),
+        "anomalous": sum(r.is_anomalous for r in records),
+        "invalid": sum(r.status == "INVALID" for r in records),
+        "report": str(report_path),
+        "seconds": round(time.monotonic() - started, 1),
+        "per_camera": {f"{line}/{camera}": counts for (line, camera), counts in table.items()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    ok = finished and summary["uploaded"] == summary["results"] == summary["lake_rows"]
+    console.print(f"summary: {out / 'summary.json'}")
+    console.print(f"report:  {report_path}")
+    if ok:
+        console.print(f"[green]every one of {len(uploaded)} uploads went through every stage[/green]")
+        return 0
+    console.print(f"[red]incomplete:[/red] uploaded {summary['uploaded']}, results "
+                  f"{summary['results']}, lake rows {summary['lake_rows']}")
+    return 1
+
+
+def write_report(stack: LocalStack, out: Path) -> Path:
+    from scripts.cli_results import build_report_from_stack
+
+    return build_report_from_stack(stack, out / "report.html")
+
+
+def show(table: dict[tuple[str, str], dict[str, int]]) -> None:
+    view = Table(title="LineSight demo: what happened, per line and camera")
+    for column in ("line", "camera", "processed", "anomalous", "low conf.", "invalid",
+                   "alerts sent", "lake rows"):
+        view.add_column(column, justify="left" if column in ("line", "camera") else "right")
+    totals = dict.fromkeys(("processed", "anomalous", "low_confidence", "invalid", "alerts",
+                            "lake_rows"), 0)
+    for (line, camera), counts in table.items():
+        view.add_row(line, camera, *(str(counts[k]) for k in totals))
+        for key in totals:
+            totals[key] += counts[key]
+    view.add_row("[b]all[/b]", "", *(f"[b]{totals[k]}[/b]" for k in totals))
+    console.print(view)

@@ -1,0 +1,296 @@
+"""The local stand-in for Lambda's event source mappings (the one piece of local glue).
+
+Pollers read the ingest SQS queue and the results table's stream and call the real
+Chalice handlers with Lambda-shaped events and Lambda's batch semantics:
+- SQS: batches of up to 10; messages named in `batchItemFailures` (or the whole batch if
+  the handler raises) are not deleted, so they come back after the visibility timeout
+  and the queue's redrive policy moves them to the DLQ after maxReceiveCount.
+- DynamoDB streams: batches in shard order; on a partial failure the batch is retried
+  from the first failed record, a bounded number of times, then the failed records go
+  to the on-failure queue and the shard moves on (bisect-on-error, record age aside).
+While a handler runs, what it prints (Powertools' EMF metric lines) is captured per thread
+and put into CloudWatch, as Lambda's log pipeline would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+log = logging.getLogger("linesight.local")
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def lambda_context(name: str) -> SimpleNamespace:
+    return SimpleNamespace(function_name=name, aws_request_id=str(uuid.uuid4()),
+                           memory_limit_in_mb=1024, invoked_function_arn=f"local:{name}",
+                           get_remaining_time_in_millis=lambda: 60_000)
+
+
+# --- EMF capture ----------------------------------------------------------------------
+
+class _ThreadRoutedStdout(io.TextIOBase):
+    """sys.stdout that sends a capturing thread's writes to its own buffer."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.buffers: dict[int, io.StringIO] = {}
+
+    def write(self, text: str) -> int:
+        buffer = self.buffers.get(threading.get_ident())
+        return buffer.write(text) if buffer is not None else self.real.write(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+
+_router: _ThreadRoutedStdout | None = None
+_router_lock = threading.Lock()
+
+
+def _install_router() -> _ThreadRoutedStdout:
+    global _router
+    with _router_lock:
+        if _router is None:
+            _router = _ThreadRoutedStdout(sys.stdout)
+            sys.stdout = _router
+        return _router
+
+
+def emf_to_metric_data(line: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """Turn one Embedded Metric Format log line into PutMetricData arguments.
+
+    >>> ns, data = emf_to_metric_data(json.dumps({"_aws": {"Timestamp": 0,
+    ...     "CloudWatchMetrics": [{"Namespace": "N", "Dimensions": [["line"]],
+    ...     "Metrics": [{"Name": "M", "Unit": "Count"}]}]}, "line": "L1", "M": [2]}))
+    >>> ns, data[0]["MetricName"], data[0]["Dimensions"], data[0]["Value"]
+    ('N', 'M', [{'Name': 'line', 'Value': 'L1'}], 2.0)
+    """
+    try:
+        blob = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    meta = blob.get("_aws") if isinstance(blob, dict) else None
+    if not meta:
+        return None
+    timestamp = datetime.fromtimestamp(meta.get("Timestamp", 0) / 1000.0, UTC)
+    namespace = ""
+    data: list[dict[str, Any]] = []
+    for directive in meta.get("CloudWatchMetrics", []):
+        namespace = directive["Namespace"]
+        dimension_sets = directive.get("Dimensions") or [[]]
+        for metric in directive.get("Metrics", []):
+            values = blob.get(metric["Name"])
+            for value in values if isinstance(values, list) else [values]:
+                for dims in dimension_sets:
+                    data.append({
+                        "MetricName": metric["Name"],
+                        "Dimensions": [{"Name": d, "Value": str(blob[d])} for d in dims],
+                        "Value": float(value),
+                        "Unit": metric.get("Unit", "None"),
+                        "Timestamp": timestamp,
+                    })
+    return (namespace, data) if data else None
+
+
+def invoke(handler: Handler, event: dict[str, Any], name: str,
+           cloudwatch: Any | None) -> Any:
+    """Call a handler as Lambda would, turning its EMF output into CloudWatch metrics."""
+    router = _install_router()
+    buffer = io.StringIO()
+    router.buffers[threading.get_ident()] = buffer
+    try:
+        return handler(event, lambda_context(name))
+    finally:
+        del router.buffers[threading.get_ident()]
+        _flush_metrics(buffer.getvalue(), cloudwatch)
+
+
+def _flush_metrics(output: str, cloudwatch: Any | None) -> None:
+    for line in output.splitlines():
+        parsed = emf_to_metric_data(line)
+        if parsed is None:
+            if line.strip():
+                router = _router
+                (router.real if router else sys.stdout).write(line + "\n")
+            continue
+        if cloudwatch is not None:
+            namespace, data = parsed
+            for start in range(0, len(data), 1000):
+                cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start:start + 1000])
+
+
+# --- pollers --------------------------------------------------------------------------
+
+@dataclass
+class PollerStats:
+    batches: int = 0
+    records: int = 0
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class SqsPoller(threading.Thread):
+    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, region: str,
+                 handler: Handler, name: str, stop: threading.Event,
+                 cloudwatch: Any | None = None, batch_size: int = 10) -> None:
+        super().__init__(name=f"poller-{name}", daemon=True)
+        self.sqs, self.queue_url, self.queue_arn, self.region = sqs, queue_url, queue_arn, region
+        self.handler, self.function_name, self.stop_event = handler, name, stop
+        self.cloudwatch, self.batch_size = cloudwatch, batch_size
+        self.stats = PollerStats()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.poll_once(wait_seconds=1)
+            except Exception as exc:  # keep polling, as Lambda's poller would
+                log.exception("SQS poller %s", self.function_name)
+                self.stats.errors.append(str(exc))
+                time.sleep(0.5)
+
+    def poll_once(self, wait_seconds: int = 0) -> int:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=wait_seconds, AttributeNames=["All"],
+            MessageAttributeNames=["All"])
+        messages = response.get("Messages", [])
+        if not messages:
+            return 0
+        event = {"Records": [self._record(m) for m in messages]}
+        failed: set[str]
+        try:
+            result = invoke(self.handler, event, self.function_name, self.cloudwatch)
+            failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+        except Exception:
+            log.exception("handler %s raised; the whole batch will be retried",
+                          self.function_name)
+            failed = {m["MessageId"] for m in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+        self.stats.batches += 1
+        self.stats.records += len(messages)
+        self.stats.failures += len(failed)
+        return len(messages)
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": message.get("MessageAttributes", {}),
+            "md5OfBody": message.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn,
+            "awsRegion": self.region,
+        }
+
+
+class StreamPoller(threading.Thread):
+    def __init__(self, streams: Any, stream_arn: str, handler: Handler, name: str,
+                 stop: threading.Event, *, sqs: Any = None, on_failure_url: str = "",
+                 cloudwatch: Any | None = None, batch_size: int = 100,
+                 max_retries: int = 3) -> None:
+        super().__init__(name=f"poller-{name}", daemon=True)
+        self.streams, self.stream_arn, self.handler = streams, stream_arn, handler
+        self.function_name, self.stop_event = name, stop
+        self.sqs, self.on_failure_url, self.cloudwatch = sqs, on_failure_url, cloudwatch
+        self.batch_size, self.max_retries = batch_size, max_retries
+        self.iterators: dict[str, str] = {}
+        self.stats = PollerStats()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                if not self.poll_once():
+                    time.sleep(0.2)
+            except Exception as exc:
+                log.exception("stream poller %s", self.function_name)
+                self.stats.errors.append(str(exc))
+                time.sleep(0.5)
+
+    def _refresh_shards(self) -> None:
+        shards = self.streams.describe_stream(StreamArn=self.stream_arn)[
+            "StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id not in self.iterators:
+                self.iterators[shard_id] = self.streams.get_shard_iterator(
+                    StreamArn=self.stream_arn, ShardId=shard_id,
+                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+
+    def poll_once(self) -> int:
+        self._refresh_shards()
+        seen = 0
+        for shard_id, iterator in list(self.iterators.items()):
+            response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
+            self.iterators[shard_id] = response.get("NextShardIterator") or iterator
+            records = [self._record(r) for r in response.get("Records", [])]
+            if records:
+                self._deliver(records)
+                seen += len(records)
+        return seen
+
+    def _deliver(self, records: list[dict[str, Any]]) -> None:
+        batch = records
+        for attempt in range(self.max_retries + 1):
+            try:
+                result = invoke(self.handler, {"Records": batch}, self.function_name,
+                                self.cloudwatch)
+                failed = [f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])]
+            except Exception:
+                log.exception("handler %s raised on a stream batch", self.function_name)
+                failed = [batch[0]["dynamodb"]["SequenceNumber"]]
+            self.stats.batches += 1
+            self.stats.records += len(batch)
+            if not failed:
+                return
+            # Lambda checkpoints before the lowest failed record and retries from there.
+            sequences = [r["dynamodb"]["SequenceNumber"] for r in batch]
+            first = min(sequences.index(s) for s in failed if s in sequences)
+            batch = batch[first:]
+            self.stats.failures += len(failed)
+            time.sleep(min(0.2 * 2 ** attempt, 2.0))
+        self._send_to_on_failure(batch)
+
+    def _send_to_on_failure(self, batch: list[dict[str, Any]]) -> None:
+        if not (self.sqs and self.on_failure_url):
+            return
+        info = {"requestContext": {"condition": "RetryAttemptsExhausted",
+                                   "functionArn": f"local:{self.function_name}"},
+                "DDBStreamBatchInfo": {
+                    "streamArn": self.stream_arn,
+                    "startSequenceNumber": batch[0]["dynamodb"]["SequenceNumber"],
+                    "endSequenceNumber": batch[-1]["dynamodb"]["SequenceNumber"],
+                    "batchSize": len(batch)}}
+        self.sqs.send_message(QueueUrl=self.on_failure_url, MessageBody=json.dumps(info))
+
+    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        # Fill in what Lambda's mapping adds and moto's stream records may lack.
+        record = dict(record)
+        dynamodb = dict(record.get("dynamodb", {}))
+        created = dynamodb.get("ApproximateCreationDateTime", time.time())
+        if isinstance(created, datetime):
+            created = created.timestamp()
+        dynamodb["ApproximateCreationDateTime"] = created
+        dynamodb.setdefault("SizeBytes", len(json.dumps(dynamodb.get("NewImage", {}))))
+        dynamodb.setdefault("StreamViewType", "NEW_IMAGE")
+        record["dynamodb"] = dynamodb
+        record.setdefault("eventSourceARN", self.stream_arn)
+        record.setdefault("awsRegion", "us-east-1")
+        record.setdefault("eventID", str(uuid.uuid4()))
+        record.setdefault("eventSource", "aws:dynamodb")
+        return record

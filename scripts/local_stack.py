@@ -1,0 +1,424 @@
+"""The whole pipeline on this machine: moto server + the real handlers + Chalice's local server.
+
+`LocalStack` starts a moto server on 127.0.0.1 (a free port) with Step Functions execution
+enabled, provisions the same resources the Pulumi program deploys from the same
+definitions in `pipeline/` (table schema, ASL, Firehose destination, QuickSight manifest,
+dashboard, alarms), points the handlers at it through the standard `AWS_ENDPOINT_URL`,
+serves the Chalice app, and runs the event-source pollers. `linesight local up` runs it
+until Ctrl-C; the demo and the end-to-end tests use it as a context manager.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from pipeline import alarms, analytics, aws, dashboard, tables, tokens, workflow
+from pipeline.settings import current
+from scripts.event_sources import SqsPoller, StreamPoller
+
+REPO = Path(__file__).resolve().parents[1]
+API_DIR = REPO / "api"
+STATE_FILE = REPO / ".linesight" / "local.json"
+ACCOUNT = "123456789012"
+log = logging.getLogger("linesight.local")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What the local stack serves: lines, cameras and their policies."""
+
+    lines: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"line-1": ("cam-1", "cam-2"), "line-2": ("cam-1", "cam-2")})
+    line_policies: dict[str, dict[str, float]] = field(default_factory=dict)
+    confidence_threshold: float = 0.20
+    max_upload_bytes: int = 15 * 1024 * 1024
+    image_extensions: tuple[str, ...] = ("jpg", "jpeg", "png")
+    anomaly_rate_alarm: float = 0.2
+    latency_p95_alarm_ms: float = 5000.0
+
+
+@dataclass(frozen=True)
+class Names:
+    prefix: str = "linesight-local"
+
+    @property
+    def images_bucket(self) -> str:
+        return f"{self.prefix}-images"
+
+    @property
+    def results_bucket(self) -> str:
+        return f"{self.prefix}-results"
+
+    @property
+    def table(self) -> str:
+        return f"{self.prefix}-results"
+
+    @property
+    def tokens_table(self) -> str:
+        return f"{self.prefix}-tokens"
+
+    @property
+    def ingest_queue(self) -> str:
+        return f"{self.prefix}-ingest"
+
+    @property
+    def ingest_dlq(self) -> str:
+        return f"{self.prefix}-ingest-dlq"
+
+    @property
+    def failure_queue(self) -> str:
+        return f"{self.prefix}-workflow-failures"
+
+    @property
+    def lake_failure_queue(self) -> str:
+        return f"{self.prefix}-lake-failures"
+
+    @property
+    def alerts_tap_queue(self) -> str:
+        return f"{self.prefix}-alerts-tap"
+
+    @property
+    def topic(self) -> str:
+        return f"{self.prefix}-alerts"
+
+    @property
+    def firehose(self) -> str:
+        return f"{self.prefix}-lake"
+
+    @property
+    def state_machine(self) -> str:
+        return f"{self.prefix}-workflow"
+
+    @property
+    def dashboard(self) -> str:
+        return self.prefix
+
+
+@dataclass
+class StackInfo:
+    """What `.linesight/local.json` holds."""
+
+    api_url: str
+    aws_endpoint_url: str
+    region: str
+    images_bucket: str
+    results_bucket: str
+    table: str
+    tokens_table: str
+    queue_url: str
+    dlq_url: str
+    failure_queue_url: str
+    lake_failure_queue_url: str
+    alerts_queue_url: str
+    topic_arn: str
+    state_machine_arn: str
+    firehose_stream: str
+    dashboard: str
+    model_uri: str
+    token: str
+    line_id: str
+    camera_id: str
+    camera_tokens: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(url: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up: {exc}") from None
+            time.sleep(0.1)
+
+
+class LocalStack:
+    def __init__(self, model_dir: Path, topology: Topology | None = None, *,
+                 region: str = "us-east-1", names: Names | None = None,
+                 api_port: int = 0, moto_port: int = 0, ingest_workers: int = 2,
+                 visibility_timeout: int = 5, max_receive_count: int = 3,
+                 write_state: bool = True) -> None:
+        self.model_dir = Path(model_dir)
+        self.topology = topology or Topology()
+        self.region = region
+        self.names = names or Names()
+        self.api_port = api_port or free_port()
+        self.moto_port = moto_port or free_port()
+        self.ingest_workers = ingest_workers
+        self.visibility_timeout = visibility_timeout
+        self.max_receive_count = max_receive_count
+        self.write_state = write_state
+        self.stop_event = threading.Event()
+        self.pollers: list[Any] = []
+        self.info: StackInfo | None = None
+        self._moto: Any = None
+        self._api: Any = None
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- lifecycle --
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.moto_port}"
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id="local", aws_secret_access_key="local",
+                            config=Config(s3={"addressing_style": "path"}))
+
+    def start(self) -> StackInfo:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # moto's Step Functions engine calls the other services through localhost:MOTO_PORT.
+        self._saved_env.setdefault("MOTO_PORT", os.environ.get("MOTO_PORT"))
+        os.environ["MOTO_PORT"] = str(self.moto_port)
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port,
+                                        verbose=False)
+        self._moto.start()
+        _wait_for(f"{self.endpoint}/moto-api/")
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/config", method="POST",
+            data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+            headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=5).close()
+        info = self.provision()
+        info.environment = self.handler_environment(info)
+        self._set_environment(info)
+        info.camera_tokens = self._create_tokens(info.tokens_table)
+        info.token = info.camera_tokens[f"{info.line_id}/{info.camera_id}"]
+        self._start_api()
+        self._start_pollers(info)
+        self.info = info
+        if self.write_state:
+            STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+            STATE_FILE.write_text(json.dumps(asdict(info), indent=2))
+        return info
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for poller in self.pollers:
+            poller.join(timeout=5)
+        if self._api is not None:
+            self._api.shutdown()
+        if self._moto is not None:
+            self._moto.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        aws.reset()
+        current.cache_clear()
+
+    # -- provisioning: the same definitions the Pulumi program deploys --
+
+    def provision(self) -> StackInfo:
+        names, topo = self.names, self.topology
+        s3, sqs, ddb = self.client("s3"), self.client("sqs"), self.client("dynamodb")
+        sns, sfn = self.client("sns"), self.client("stepfunctions")
+        firehose, iam = self.client("firehose"), self.client("iam")
+
+        for bucket in (names.images_bucket, names.results_bucket):
+            s3.create_bucket(Bucket=bucket)
+        dlq_url = sqs.create_queue(QueueName=names.ingest_dlq)["QueueUrl"]
+        queue_url = sqs.create_queue(QueueName=names.ingest_queue, Attributes={
+            "VisibilityTimeout": str(self.visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": self._queue_arn(names.ingest_dlq),
+                                         "maxReceiveCount": str(self.max_receive_count)}),
+        })["QueueUrl"]
+        failure_url = sqs.create_queue(QueueName=names.failure_queue)["QueueUrl"]
+        lake_failure_url = sqs.create_queue(QueueName=names.lake_failure_queue)["QueueUrl"]
+        alerts_url = sqs.create_queue(QueueName=names.alerts_tap_queue)["QueueUrl"]
+        s3.put_bucket_notification_configuration(
+            Bucket=names.images_bucket,
+            NotificationConfiguration={"QueueConfigurations": [
+                {"QueueArn": self._queue_arn(names.ingest_queue), "Events": ["s3:ObjectCreated:*"],
+                 "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": f".{ext}"}]}}}
+                for ext in topo.image_extensions]})
+
+        ddb.create_table(**tables.create_table_args(names.table))
+        ddb.create_table(**tokens.tokens_table_args(names.tokens_table))
+
+        topic_arn = sns.create_topic(Name=names.topic)["TopicArn"]
+        # The alert tap: every alert lands here too, so the demo reads alerts back.
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs",
+                      Endpoint=self._queue_arn(names.alerts_tap_queue))
+
+        role = iam.create_role(RoleName=f"{names.prefix}-local", AssumeRolePolicyDocument="{}")
+        role_arn = role["Role"]["Arn"]
+        firehose.create_delivery_stream(
+            DeliveryStreamName=names.firehose, DeliveryStreamType="DirectPut",
+            ExtendedS3DestinationConfiguration=analytics.s3_destination(
+                bucket_arn=f"arn:aws:s3:::{names.results_bucket}", role_arn=role_arn,
+                buffering=analytics.Buffering()))
+        s3.put_object(Bucket=names.results_bucket, Key=analytics.MANIFEST_KEY,
+                      Body=json.dumps(analytics.quicksight_manifest(names.results_bucket),
+                                      indent=2).encode(), ContentType="application/json")
+
+        definition = workflow.state_machine_definition(
+            table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url)
+        state_machine_arn = sfn.create_state_machine(
+            name=names.state_machine, definition=json.dumps(definition), roleArn=role_arn,
+            type="EXPRESS")["stateMachineArn"]
+
+        model_uri = self._upload_model(s3)
+        self._provision_monitoring(names, topic_arn, state_machine_arn)
+
+        first_line = next(iter(topo.lines))
+        first_camera = topo.lines[first_line][0]
+        return StackInfo(
+            api_url=f"http://127.0.0.1:{self.api_port}", aws_endpoint_url=self.endpoint,
+            region=self.region, images_bucket=names.images_bucket,
+            results_bucket=names.results_bucket, table=names.table,
+            tokens_table=names.tokens_table, queue_url=queue_url, dlq_url=dlq_url,
+            failure_queue_url=failure_url, lake_failure_queue_url=lake_failure_url,
+            alerts_queue_url=alerts_url, topic_arn=topic_arn,
+            state_machine_arn=state_machine_arn, firehose_stream=names.firehose,
+            dashboard=names.dashboard, model_uri=model_uri,
+            token="", line_id=first_line, camera_id=first_camera,
+        )
+
+    def _queue_arn(self, name: str) -> str:
+        return f"arn:aws:sqs:{self.region}:{ACCOUNT}:{name}"
+
+    def _upload_model(self, s3: Any) -> str:
+        if not (self.model_dir / "model.json").exists():
+            raise FileNotFoundError(
+                f"no model in {self.model_dir}: train one with `linesight train`")
+        prefix = f"models/{self.model_dir.name}/"
+        for path in sorted(self.model_dir.rglob("*")):
+            if path.is_file():
+                s3.upload_file(str(path), self.names.results_bucket,
+                               prefix + path.relative_to(self.model_dir).as_posix())
+        return f"s3://{self.names.results_bucket}/{prefix}"
+
+    def _provision_monitoring(self, names: Names, topic_arn: str,
+                              state_machine_arn: str) -> None:
+        """The same dashboard and alarms the Pulumi program deploys."""
+        lines = {line: list(cameras) for line, cameras in self.topology.lines.items()}
+        dead_letter_queues = {"ingest-dlq": names.ingest_dlq,
+                              "workflow-failures": names.failure_queue,
+                              "lake-failures": names.lake_failure_queue}
+        cloudwatch = self.client("cloudwatch")
+        body = dashboard.dashboard_body(
+            region=self.region, prefix=names.prefix, lines=lines,
+            state_machine_arn=state_machine_arn, topic_arn=topic_arn,
+            dead_letter_queues=dead_letter_queues)
+        cloudwatch.put_dashboard(DashboardName=names.dashboard, DashboardBody=json.dumps(body))
+        for alarm in alarms.alarm_definitions(
+                prefix=names.prefix, lines=lines,
+                anomaly_rates=dict.fromkeys(lines, self.topology.anomaly_rate_alarm),
+                topic_arn=topic_arn, state_machine_arn=state_machine_arn,
+                dead_letter_queues=dead_letter_queues, ingest_function=f"{names.prefix}-ingest",
+                latency_p95_ms=self.topology.latency_p95_alarm_ms):
+            cloudwatch.put_metric_alarm(**alarm)
+
+    def _create_tokens(self, table: str) -> dict[str, str]:
+        """One token per camera, made by the same mechanism as `linesight tokens create`."""
+        return {f"{line}/{camera}": tokens.create_token(
+                    table, line, camera, description="local stack demo camera")[1]
+                for line, cameras in self.topology.lines.items() for camera in cameras}
+
+    # -- the handlers' environment: what Pulumi sets on the functions, plus the endpoint --
+
+    def handler_environment(self, info: StackInfo) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "LINESIGHT_IMAGES_BUCKET": info.images_bucket,
+            "LINESIGHT_RESULTS_BUCKET": info.results_bucket,
+            "LINESIGHT_TABLE": info.table,
+            "LINESIGHT_TOKENS_TABLE": info.tokens_table,
+            "LINESIGHT_STATE_MACHINE_ARN": info.state_machine_arn,
+            "LINESIGHT_TOPIC_ARN": info.topic_arn,
+            "LINESIGHT_FIREHOSE_STREAM": info.firehose_stream,
+            "LINESIGHT_FAILURE_QUEUE_URL": info.failure_queue_url,
+            "LINESIGHT_DETECTOR": "embedded",
+            "LINESIGHT_MODEL_URI": info.model_uri,
+            "LINESIGHT_CONFIDENCE_THRESHOLD": str(self.topology.confidence_threshold),
+            "LINESIGHT_MAX_UPLOAD_BYTES": str(self.topology.max_upload_bytes),
+            "LINESIGHT_IMAGE_EXTENSIONS": ",".join(self.topology.image_extensions),
+            "LINESIGHT_LINES": json.dumps(self.topology.line_policies),
+            "POWERTOOLS_SERVICE_NAME": "linesight",
+        }
+
+    def _set_environment(self, info: StackInfo) -> None:
+        for key, value in info.environment.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        aws.reset()
+        current.cache_clear()
+
+    def _start_api(self) -> None:
+        from chalice.config import Config as ChaliceConfig
+        from chalice.local import create_local_server
+
+        app_module = load_app_module()
+        config = ChaliceConfig.create(chalice_stage="dev", app_name="linesight",
+                                      project_dir=str(API_DIR))
+        self._api = create_local_server(app_module.app, config, "127.0.0.1", self.api_port)
+        threading.Thread(target=self._api.server.serve_forever, name="chalice-local",
+                         daemon=True).start()
+
+    def _start_pollers(self, info: StackInfo) -> None:
+        app_module = load_app_module()
+        cloudwatch = self.client("cloudwatch")
+        for worker in range(self.ingest_workers):
+            self.pollers.append(SqsPoller(
+                self.client("sqs"), info.queue_url, self._queue_arn(self.names.ingest_queue),
+                self.region, app_module.ingest, f"ingest-{worker}", self.stop_event,
+                cloudwatch=cloudwatch))
+        stream_arn = self.client("dynamodb").describe_table(
+            TableName=info.table)["Table"]["LatestStreamArn"]
+        self.pollers.append(StreamPoller(
+            self.client("dynamodbstreams"), stream_arn, app_module.to_lake, "to-lake",
+            self.stop_event, sqs=self.client("sqs"), on_failure_url=info.lake_failure_queue_url,
+            cloudwatch=cloudwatch))
+        for poller in self.pollers:
+            poller.start()
+
+
+def load_app_module() -> Any:
+    """Import the Chalice app the way `chalice local` does: from the api/ folder."""
+    if str(API_DIR) not in sys.path:
+        sys.path.insert(0, str(API_DIR))
+    return importlib.import_module("app")
+
+
+def read_state(path: Path = STATE_FILE) -> StackInfo:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: start the stack with `linesight local up`")
+    return StackInfo(**json.loads(path.read_text()))
