@@ -9,7 +9,6 @@ from __future__ import annotations
 NAMESPACE = "LineSight"
 DIMENSION_LINE = "line"
 DIMENSION_CAMERA = "camera"
-SERVICE = "linesight"
 
 PROCESSED = "ProcessedImageCount"
 ANOMALIES = "DetectedAnomalyCount"

@@ -62,7 +62,6 @@ def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
             if query.camera_id else (INDEX_BY_LINE, "line_id", query.line_id))
         condition = "#h = :h"
         names["#h"], values[":h"] = hash_name, {"S": hash_value}
-        names["#t"] = TIME_KEY
         if query.since and query.until:
             condition += " AND #t BETWEEN :since AND :until"
         elif query.since:
@@ -75,8 +74,8 @@ def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
             filters.append("#t >= :since")
         if query.until:
             filters.append("#t <= :until")
-        if query.since or query.until:
-            names["#t"] = TIME_KEY
+    if query.since or query.until:
+        names["#t"] = TIME_KEY
     if query.since:
         values[":since"] = {"S": iso(query.since)}
     if query.until:

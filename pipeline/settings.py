@@ -157,4 +157,5 @@ def _lines(raw: str) -> dict[str, LinePolicy]:
 def _optional_fraction(policy: Mapping[str, Any], key: str, line_id: str) -> float | None:
     if policy.get(key) is None:
         return None
-    return _fraction({key: str(policy[key])}, f"LINESIGHT_LINES[{line_id!r}].{key}", 0.0)
+    name = f"LINESIGHT_LINES[{line_id!r}].{key}"
+    return _fraction({name: str(policy[key])}, name, 0.0)

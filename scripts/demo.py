@@ -85,13 +85,14 @@ def upload_all(folders: dict[tuple[str, str], Path], api_url: str, camera_tokens
         return [upload for batch in pool.map(run, folders.items()) for upload in batch]
 
 
-def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0) -> int:
+def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
+             write_state: bool = True) -> int:
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     ensure_samples(samples)
     ensure_model(samples, model)
     topology = Topology()
-    with LocalStack(model, topology) as stack:
+    with LocalStack(model, topology, write_state=write_state) as stack:
         info = stack.info
         assert info is not None
         console.print(f"local stack up: API {info.api_url}, AWS emulator {info.aws_endpoint_url}")

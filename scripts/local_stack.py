@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,13 +207,19 @@ class LocalStack:
                                         verbose=False)
         self._moto.start()
         _wait_for(f"{self.endpoint}/moto-api/")
+        # moto's backends are per process: start from nothing even if a stack ran before.
+        urllib.request.urlopen(urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset", method="POST"), timeout=5).close()
         request = urllib.request.Request(
             f"{self.endpoint}/moto-api/config", method="POST",
             data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
             headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=5).close()
         info = self.provision()
-        info.environment = self.handler_environment(info)
+        # The only local difference: the endpoint (and fake credentials for it).
+        info.environment = {**self.handler_environment(info),
+                            "AWS_ENDPOINT_URL": self.endpoint,
+                            "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
         self._set_environment(info)
         info.camera_tokens = self._create_tokens(info.tokens_table)
         info.token = info.camera_tokens[f"{info.line_id}/{info.camera_id}"]
@@ -242,11 +249,14 @@ class LocalStack:
 
     # -- provisioning: the same definitions the Pulumi program deploys --
 
-    def provision(self) -> StackInfo:
+    def provision(self, client: Callable[[str], Any] | None = None) -> StackInfo:
+        """Create every resource. `client` makes boto3 clients (default: the moto server's);
+        the functional tests pass in-process moto clients to provision the same way."""
+        client = client or self.client
         names, topo = self.names, self.topology
-        s3, sqs, ddb = self.client("s3"), self.client("sqs"), self.client("dynamodb")
-        sns, sfn = self.client("sns"), self.client("stepfunctions")
-        firehose, iam = self.client("firehose"), self.client("iam")
+        s3, sqs, ddb = client("s3"), client("sqs"), client("dynamodb")
+        sns, sfn = client("sns"), client("stepfunctions")
+        firehose, iam = client("firehose"), client("iam")
 
         for bucket in (names.images_bucket, names.results_bucket):
             s3.create_bucket(Bucket=bucket)
@@ -292,7 +302,7 @@ class LocalStack:
             type="EXPRESS")["stateMachineArn"]
 
         model_uri = self._upload_model(s3)
-        self._provision_monitoring(names, topic_arn, state_machine_arn)
+        self._provision_monitoring(client("cloudwatch"), names, topic_arn, state_machine_arn)
 
         first_line = next(iter(topo.lines))
         first_camera = topo.lines[first_line][0]
@@ -315,21 +325,23 @@ class LocalStack:
         if not (self.model_dir / "model.json").exists():
             raise FileNotFoundError(
                 f"no model in {self.model_dir}: train one with `linesight train`")
-        prefix = f"models/{self.model_dir.name}/"
+        # Immutable prefix per model version: a warm function's cached copy is never stale.
+        version = json.loads((self.model_dir / "model.json").read_text()).get(
+            "model_version", self.model_dir.name)
+        prefix = f"models/{version}/"
         for path in sorted(self.model_dir.rglob("*")):
             if path.is_file():
                 s3.upload_file(str(path), self.names.results_bucket,
                                prefix + path.relative_to(self.model_dir).as_posix())
         return f"s3://{self.names.results_bucket}/{prefix}"
 
-    def _provision_monitoring(self, names: Names, topic_arn: str,
+    def _provision_monitoring(self, cloudwatch: Any, names: Names, topic_arn: str,
                               state_machine_arn: str) -> None:
         """The same dashboard and alarms the Pulumi program deploys."""
         lines = {line: list(cameras) for line, cameras in self.topology.lines.items()}
         dead_letter_queues = {"ingest-dlq": names.ingest_dlq,
                               "workflow-failures": names.failure_queue,
                               "lake-failures": names.lake_failure_queue}
-        cloudwatch = self.client("cloudwatch")
         body = dashboard.dashboard_body(
             region=self.region, prefix=names.prefix, lines=lines,
             state_machine_arn=state_machine_arn, topic_arn=topic_arn,
@@ -352,12 +364,10 @@ class LocalStack:
     # -- the handlers' environment: what Pulumi sets on the functions, plus the endpoint --
 
     def handler_environment(self, info: StackInfo) -> dict[str, str]:
+        """What Pulumi sets on the functions (the same LINESIGHT_* names)."""
         return {
-            "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
             "LINESIGHT_IMAGES_BUCKET": info.images_bucket,
             "LINESIGHT_RESULTS_BUCKET": info.results_bucket,
             "LINESIGHT_TABLE": info.table,
@@ -372,7 +382,6 @@ class LocalStack:
             "LINESIGHT_MAX_UPLOAD_BYTES": str(self.topology.max_upload_bytes),
             "LINESIGHT_IMAGE_EXTENSIONS": ",".join(self.topology.image_extensions),
             "LINESIGHT_LINES": json.dumps(self.topology.line_policies),
-            "POWERTOOLS_SERVICE_NAME": "linesight",
         }
 
     def _set_environment(self, info: StackInfo) -> None:

@@ -2,7 +2,9 @@
 
 Each line and camera gets its own dimensions, so every data point is written with
 `single_metric` (Powertools' one-metric EMF blob). Names come from `pipeline.metrics`,
-the same module the dashboard and alarms read.
+the same module the dashboard and alarms read. The dimensions are exactly line and
+camera: do not set POWERTOOLS_SERVICE_NAME on these functions, or Powertools adds a
+`service` dimension and the alarms (which name line and camera only) see nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pipeline.records import STATUS_INVALID
 
 
 def _put(name: str, value: float, unit: str, dimensions: dict[str, str]) -> None:
-    with single_metric(name=name, unit=unit, value=value, namespace=metrics.NAMESPACE,
-                       default_dimensions={"service": metrics.SERVICE}) as metric:
+    with single_metric(name=name, unit=unit, value=value,
+                       namespace=metrics.NAMESPACE) as metric:
         for key, dim_value in dimensions.items():
             metric.add_dimension(name=key, value=dim_value)
 

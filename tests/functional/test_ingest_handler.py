@@ -1,0 +1,141 @@
+"""The ingest handler against in-process moto: record, alert, duplicates, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import MotoStack, load_event
+
+
+def _wait_for_executions(stack: MotoStack, count: int, timeout: float = 30.0) -> list[dict]:
+    sfn = stack.client("stepfunctions")
+    deadline = time.monotonic() + timeout
+    while True:
+        executions = sfn.list_executions(stateMachineArn=stack.info.state_machine_arn)[
+            "executions"]
+        done = [e for e in executions if e["status"] != "RUNNING"]
+        if len(done) >= count or time.monotonic() > deadline:
+            return done
+        time.sleep(0.1)
+
+
+def _records(stack: MotoStack) -> list[dict[str, Any]]:
+    return stack.client("dynamodb").scan(TableName=stack.info.table)["Items"]
+
+
+def _alerts(stack: MotoStack) -> list[dict[str, Any]]:
+    sqs = stack.client("sqs")
+    messages = sqs.receive_message(QueueUrl=stack.info.alerts_queue_url,
+                                   MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"]) for m in messages]
+
+
+def _image(samples_dir: Path, label: str) -> bytes:
+    return sorted((samples_dir / "test" / label).glob("*.jpg"))[0].read_bytes()
+
+
+def test_anomalous_upload_is_recorded_and_alerted(moto_stack: MotoStack,
+                                                  samples_dir: Path) -> None:
+    import app
+
+    key = moto_stack.upload(_image(samples_dir, "anomaly"))
+    result = app.ingest(moto_stack.sqs_event_for(key), None)
+
+    assert result == {"batchItemFailures": []}
+    executions = _wait_for_executions(moto_stack, 1)
+    assert [e["status"] for e in executions] == ["SUCCEEDED"]
+    [item] = _records(moto_stack)
+    assert item["status"]["S"] == "OK"
+    assert item["is_anomalous"]["BOOL"] is True
+    assert item["line_camera"]["S"] == "line-1#cam-1"
+    assert item["heatmap_uri"]["S"].startswith(f"s3://{moto_stack.info.results_bucket}/heatmaps/")
+    [alert] = _alerts(moto_stack)
+    assert "line line-1, camera cam-1" in alert["Subject"]
+    assert alert["MessageAttributes"]["line"]["Value"] == "line-1"
+
+
+def test_normal_upload_is_recorded_without_alert(moto_stack: MotoStack,
+                                                 samples_dir: Path) -> None:
+    import app
+
+    key = moto_stack.upload(_image(samples_dir, "normal"), line="line-2", camera="cam-2")
+    app.ingest(moto_stack.sqs_event_for(key), None)
+
+    _wait_for_executions(moto_stack, 1)
+    [item] = _records(moto_stack)
+    assert item["is_anomalous"]["BOOL"] is False
+    assert _alerts(moto_stack) == []
+
+
+def test_duplicate_delivery_gives_one_record_and_one_alert(moto_stack: MotoStack,
+                                                           samples_dir: Path) -> None:
+    import app
+
+    key = moto_stack.upload(_image(samples_dir, "anomaly"))
+    event = moto_stack.sqs_event_for(key)
+    app.ingest(event, None)
+    _wait_for_executions(moto_stack, 1)
+    app.ingest(event, None)  # the same S3 event delivered again
+
+    time.sleep(0.5)  # a second execution, if one started, has had time to write
+    assert len(_records(moto_stack)) == 1
+    assert len(_alerts(moto_stack)) == 1
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"", "zero-byte object"),
+    (b"<html><body>not a photo</body></html>", "HTML named .jpg"),
+])
+def test_unusable_upload_is_recorded_invalid(moto_stack: MotoStack, body: bytes,
+                                             why: str) -> None:
+    import app
+
+    key = moto_stack.upload(body)
+    result = app.ingest(moto_stack.sqs_event_for(key), None)
+
+    assert result == {"batchItemFailures": []}, why
+    _wait_for_executions(moto_stack, 1)
+    [item] = _records(moto_stack)
+    assert item["status"]["S"] == "INVALID", why
+    assert item["reason"]["S"]
+    assert _alerts(moto_stack) == []
+
+
+def test_forged_metadata_is_recorded_invalid(moto_stack: MotoStack, samples_dir: Path) -> None:
+    import app
+
+    key = moto_stack.upload(_image(samples_dir, "normal"),
+                            metadata={"assemblylineid": "line-2", "cameraid": "cam-1"})
+    app.ingest(moto_stack.sqs_event_for(key), None)
+
+    _wait_for_executions(moto_stack, 1)
+    [item] = _records(moto_stack)
+    assert item["status"]["S"] == "INVALID"
+    assert item["reason"]["S"].startswith("bad_metadata")
+
+
+def test_s3_test_event_is_ignored(moto_stack: MotoStack) -> None:
+    import app
+
+    event = {"Records": [{"messageId": "t", "receiptHandle": "r",
+                          "body": json.dumps(load_event("s3_test_event.json"))}]}
+    assert app.ingest(event, None) == {"batchItemFailures": []}
+    assert _records(moto_stack) == []
+
+
+def test_poison_message_fails_only_itself(moto_stack: MotoStack, samples_dir: Path) -> None:
+    import app
+
+    key = moto_stack.upload(_image(samples_dir, "normal"))
+    good = moto_stack.sqs_event_for(key)["Records"][0]
+    poison = {"messageId": "poison", "receiptHandle": "r", "body": "not json"}
+    result = app.ingest({"Records": [poison, good]}, None)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
+    _wait_for_executions(moto_stack, 1)
+    assert len(_records(moto_stack)) == 1

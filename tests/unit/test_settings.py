@@ -1,0 +1,41 @@
+"""Handler settings: read once from the environment, with errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.confidence_threshold == 0.20
+    assert settings.max_upload_bytes == 15 * 1024 * 1024
+    assert settings.image_extensions == ("jpg", "jpeg", "png")
+
+
+def test_per_line_overrides() -> None:
+    settings = Settings.from_env({
+        "LINESIGHT_CONFIDENCE_THRESHOLD": "0.1",
+        "LINESIGHT_LINES": '{"L1": {"threshold": 0.6, "confidenceThreshold": 0.3}}'})
+    assert settings.policy_for("L1").threshold == 0.6
+    assert settings.confidence_threshold_for("L1") == 0.3
+    assert settings.confidence_threshold_for("L2") == 0.1
+    assert settings.policy_for("L2").threshold is None
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LINESIGHT_CONFIDENCE_THRESHOLD": "high"}, "LINESIGHT_CONFIDENCE_THRESHOLD"),
+    ({"LINESIGHT_CONFIDENCE_THRESHOLD": "1.5"}, "LINESIGHT_CONFIDENCE_THRESHOLD"),
+    ({"LINESIGHT_MAX_UPLOAD_BYTES": "-1"}, "LINESIGHT_MAX_UPLOAD_BYTES"),
+    ({"LINESIGHT_LINES": "{not json"}, "LINESIGHT_LINES"),
+    ({"LINESIGHT_LINES": '{"L1": {"threshold": 2}}'}, "LINESIGHT_LINES['L1'].threshold"),
+])
+def test_malformed_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Settings.from_env(env)
+
+
+def test_require_names_missing_settings() -> None:
+    with pytest.raises(SettingsError, match="state_machine_arn, table_name"):
+        Settings.from_env({}).require("state_machine_arn", "table_name")

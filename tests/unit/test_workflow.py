@@ -1,0 +1,44 @@
+"""The state machine definition: only service integrations, retries, and a catch-all."""
+
+from __future__ import annotations
+
+from pipeline.workflow import CONDITIONAL_CHECK_FAILED, state_machine_definition
+
+DEFINITION = state_machine_definition(table_name="results", topic_arn="arn:aws:sns:r:1:t",
+                                      failure_queue_url="https://sqs/1/failures")
+TASKS = {name: state for name, state in DEFINITION["States"].items()
+         if state["Type"] == "Task"}
+
+
+def test_only_service_integrations() -> None:
+    assert {state["Resource"] for state in TASKS.values()} == {
+        "arn:aws:states:::dynamodb:putItem", "arn:aws:states:::sns:publish",
+        "arn:aws:states:::sqs:sendMessage"}
+
+
+def test_every_task_retries() -> None:
+    assert all(state.get("Retry") for state in TASKS.values())
+
+
+def test_the_put_is_conditional_and_a_duplicate_skips_the_alert() -> None:
+    put = TASKS["RecordResult"]
+    assert put["Parameters"]["ConditionExpression"] == "attribute_not_exists(image_id)"
+    duplicate = put["Catch"][0]
+    assert duplicate["ErrorEquals"] == [CONDITIONAL_CHECK_FAILED]
+    assert DEFINITION["States"][duplicate["Next"]]["Type"] == "Succeed"
+    # Retrying the put on any error would retry duplicates too: only named errors retry.
+    assert CONDITIONAL_CHECK_FAILED not in put["Retry"][0]["ErrorEquals"]
+    assert "States.ALL" not in put["Retry"][0]["ErrorEquals"]
+
+
+def test_failures_go_to_the_failure_queue() -> None:
+    for name in ("RecordResult", "PublishAlert"):
+        assert TASKS[name]["Catch"][-1]["Next"] == "SendToFailureQueue"
+    send = TASKS["SendToFailureQueue"]
+    assert send["Parameters"]["QueueUrl"] == "https://sqs/1/failures"
+    assert DEFINITION["States"][send["Next"]]["Type"] == "Fail"
+
+
+def test_alert_carries_line_attribute_for_subscription_filters() -> None:
+    attributes = TASKS["PublishAlert"]["Parameters"]["MessageAttributes"]
+    assert attributes["line"]["StringValue.$"] == "$.alert.line_id"
