@@ -26,9 +26,12 @@ model: samples
 demo: install
 	$(VENV)/bin/linesight demo
 
+# Tiers: doctests + unit (pure), functional (handlers against moto), infra (Pulumi mocks),
+# then end-to-end on the local stack in its own process (it owns the process environment).
 test: install
-	$(PY) -m pytest tests/unit tests/functional tests/infra -q
-	$(PY) -m pytest tests/e2e -q
+	$(PY) -m pytest -q --doctest-modules pipeline scripts/event_sources.py scripts/uploadImages.py \
+		tests/unit tests/functional tests/infra
+	$(PY) -m pytest -q tests/e2e
 
 test-unit: install
 	$(PY) -m pytest tests/unit -q

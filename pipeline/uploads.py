@@ -40,16 +40,17 @@ def validate_id(value: object, name: str, *, required: bool = True) -> str:
 
     >>> validate_id("line-1", "line_id")
     'line-1'
-    >>> validate_id("../etc", "line_id")
+    >>> validate_id("../etc", "line_id")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pipeline.uploads.UploadRequestError: line_id must be 1-64 characters of A-Z a-z 0-9 _ - . (got '../etc')
+    pipeline.uploads.UploadRequestError: line_id must be 1-64 characters ... (got '../etc')
     """
     if value is None or value == "":
         if required:
             raise UploadRequestError(f"{name} is required")
         return ""
-    if not isinstance(value, str) or not _ID.match(value) or ".." in value:
+    # fullmatch: with match, `$` would also accept a trailing newline ("line-1\n").
+    if not isinstance(value, str) or not _ID.fullmatch(value) or ".." in value:
         raise UploadRequestError(
             f"{name} must be 1-64 characters of A-Z a-z 0-9 _ - . (got {value!r})")
     return value
@@ -82,6 +83,8 @@ class KeyParts:
 
 def content_type_for(value: str | None) -> str:
     """Normalise and check the declared content type (jpeg or png only)."""
+    if value is not None and not isinstance(value, str):
+        raise UploadRequestError(f"content_type must be a string (got {value!r})")
     content_type = (value or "").split(";")[0].strip().lower()
     if content_type == "image/jpg":
         content_type = "image/jpeg"
@@ -113,7 +116,7 @@ def parse_key(key: str) -> KeyParts | None:
     >>> parse_key("somewhere/else.jpg") is None
     True
     """
-    match = _KEY.match(key)
+    match = _KEY.fullmatch(key)
     if not match:
         return None
     return KeyParts(match["line"], match["camera"], match["upload_id"], match["ext"])

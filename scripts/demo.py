@@ -92,7 +92,7 @@ def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
     ensure_samples(samples)
     ensure_model(samples, model)
     topology = Topology()
-    with LocalStack(model, topology, write_state=write_state) as stack:
+    with LocalStack(model, topology, write_state=write_state, quiet=True) as stack:
         info = stack.info
         assert info is not None
         console.print(f"local stack up: API {info.api_url}, AWS emulator {info.aws_endpoint_url}")
@@ -132,7 +132,7 @@ def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
     console.print(f"summary: {out / 'summary.json'}")
     console.print(f"report:  {report_path}")
     if ok:
-        console.print(f"[green]every one of {len(uploaded)} uploads went through every stage[/green]")
+        console.print(f"[green]all {len(uploaded)} uploads went through every stage[/green]")
         return 0
     console.print(f"[red]incomplete:[/red] uploaded {summary['uploaded']}, results "
                   f"{summary['results']}, lake rows {summary['lake_rows']}")

@@ -10,6 +10,7 @@ until Ctrl-C; the demo and the end-to-end tests use it as a context manager.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -26,6 +27,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from chalice.local import ChaliceRequestHandler
 
 from pipeline import alarms, analytics, aws, dashboard, tables, tokens, workflow
 from pipeline.settings import current
@@ -160,7 +162,7 @@ class LocalStack:
                  region: str = "us-east-1", names: Names | None = None,
                  api_port: int = 0, moto_port: int = 0, ingest_workers: int = 2,
                  visibility_timeout: int = 5, max_receive_count: int = 3,
-                 write_state: bool = True) -> None:
+                 write_state: bool = True, quiet: bool = False) -> None:
         self.model_dir = Path(model_dir)
         self.topology = topology or Topology()
         self.region = region
@@ -171,6 +173,7 @@ class LocalStack:
         self.visibility_timeout = visibility_timeout
         self.max_receive_count = max_receive_count
         self.write_state = write_state
+        self.quiet = quiet
         self.stop_event = threading.Event()
         self.pollers: list[Any] = []
         self.info: StackInfo | None = None
@@ -399,6 +402,9 @@ class LocalStack:
         config = ChaliceConfig.create(chalice_stage="dev", app_name="linesight",
                                       project_dir=str(API_DIR))
         self._api = create_local_server(app_module.app, config, "127.0.0.1", self.api_port)
+        if self.quiet:
+            self._api.server.RequestHandlerClass = functools.partial(
+                _QuietRequestHandler, app_object=app_module.app, config=config)
         threading.Thread(target=self._api.server.serve_forever, name="chalice-local",
                          daemon=True).start()
 
@@ -418,6 +424,11 @@ class LocalStack:
             cloudwatch=cloudwatch))
         for poller in self.pollers:
             poller.start()
+
+
+class _QuietRequestHandler(ChaliceRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        """No access-log line per request (the demo prints its own summary)."""
 
 
 def load_app_module() -> Any:
