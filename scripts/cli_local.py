@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from scripts.local_stack import STATE_FILE, LocalStack, read_state
+from pipeline.stackconfig import ConfigError, load_stack_config
+from scripts.local_stack import REPO, STATE_FILE, LocalStack, Topology, read_state
 
 console = Console()
 DEFAULT_MODEL = Path("models/demo")
@@ -24,16 +25,19 @@ def up(
     model: Path = typer.Option(DEFAULT_MODEL, help="model directory from `linesight train`"),
     api_port: int = typer.Option(8000, help="port of the local API (0: any free port)"),
     workers: int = typer.Option(2, help="ingest pollers (Lambda concurrency stand-in)"),
+    stack_name: str = typer.Option("", "--stack",
+                                   help="serve the lines of Pulumi.<stack>.yaml (default: "
+                                        "2 lines x 2 cameras)"),
 ) -> None:
     """Start moto, provision every resource, serve the API and run the pollers until
     Ctrl-C. Writes .linesight/local.json with the endpoints and a demo camera token.
 
-    Example: linesight local up --model models/demo
+    Example: linesight local up --model models/demo --stack plant-a
     """
     if not (model / "model.json").exists():
         raise typer.BadParameter(f"{model} has no model.json; run `linesight train` first",
                                  param_hint="--model")
-    stack = LocalStack(model, api_port=api_port, ingest_workers=workers)
+    stack = LocalStack(model, _topology(stack_name), api_port=api_port, ingest_workers=workers)
     info = stack.start()
     console.print(f"[green]LineSight local stack is up[/green] (state in {STATE_FILE})")
     console.print(f"  API            {info.api_url}")
@@ -53,6 +57,18 @@ def up(
     finally:
         console.print("stopping...")
         stack.stop()
+
+
+def _topology(stack_name: str) -> Topology | None:
+    if not stack_name:
+        return None
+    path = REPO / f"Pulumi.{stack_name}.yaml"
+    if not path.exists():
+        raise typer.BadParameter(f"{path.name} not found", param_hint="--stack")
+    try:
+        return Topology.from_stack_config(load_stack_config(path, REPO / "Pulumi.yaml"))
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--stack") from None
 
 
 @local.command("env")
@@ -75,8 +91,10 @@ def register(app: typer.Typer) -> None:
         samples: Path = typer.Option(Path("resources/samples"), help="sample images"),
         model: Path = typer.Option(DEFAULT_MODEL, help="model directory (trained if missing)"),
     ) -> None:
-        """The whole pipeline end to end: samples, training, local stack, uploads over
-        2 lines x 2 cameras, results, alerts, lake rows, summary and report.
+        """Run the whole pipeline end to end and show what happened.
+
+        Samples, training, local stack, uploads over 2 lines x 2 cameras, results,
+        alerts, lake rows, a summary table, summary.json and the HTML report.
 
         Example: linesight demo
         """

@@ -31,6 +31,7 @@ from chalice.local import ChaliceRequestHandler
 
 from pipeline import alarms, analytics, aws, dashboard, tables, tokens, workflow
 from pipeline.settings import current
+from pipeline.stackconfig import StackConfig, parse_stack_config
 from scripts.event_sources import SqsPoller, StreamPoller
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,16 +43,50 @@ log = logging.getLogger("linesight.local")
 
 @dataclass(frozen=True)
 class Topology:
-    """What the local stack serves: lines, cameras and their policies."""
+    """What the local stack serves: lines, cameras and their policies. It is turned into
+    the same validated `StackConfig` a Pulumi stack reads (`to_stack_config`), or read
+    from one (`from_stack_config`, e.g. Pulumi.plant-a.yaml)."""
 
     lines: dict[str, tuple[str, ...]] = field(
-        default_factory=lambda: {"line-1": ("cam-1", "cam-2"), "line-2": ("cam-1", "cam-2")})
+        default_factory=lambda: {"line-1": ("cam-1", "cam-2"), "line-2": ("cam-3", "cam-4")})
     line_policies: dict[str, dict[str, float]] = field(default_factory=dict)
     confidence_threshold: float = 0.20
     max_upload_bytes: int = 15 * 1024 * 1024
     image_extensions: tuple[str, ...] = ("jpg", "jpeg", "png")
-    anomaly_rate_alarm: float = 0.2
-    latency_p95_alarm_ms: float = 5000.0
+    anomaly_rate_alarm: float = 0.25
+    latency_p95_alarm_ms: float = 30000.0
+
+    def to_stack_config(self, model_dir: Path) -> StackConfig:
+        return parse_stack_config({
+            "resourcePrefix": "linesight-local",
+            "confidenceThreshold": self.confidence_threshold,
+            "maxUploadBytes": self.max_upload_bytes,
+            "imageExtensions": list(self.image_extensions),
+            "anomalyRateAlarm": self.anomaly_rate_alarm,
+            "latencyAlarmMs": int(self.latency_p95_alarm_ms),
+            "modelPath": str(model_dir),
+            "lines": [{"id": line, "cameras": list(cameras),
+                       **self.line_policies.get(line, {})}
+                      for line, cameras in self.lines.items()],
+        }, stack="local")
+
+    @classmethod
+    def from_stack_config(cls, config: StackConfig) -> Topology:
+        policies = {}
+        for line in config.lines:
+            policy = {}
+            if line.threshold is not None:
+                policy["threshold"] = line.threshold
+            if line.confidence_threshold is not None:
+                policy["confidenceThreshold"] = line.confidence_threshold
+            policies[line.id] = policy
+        rates = set(config.anomaly_rate_alarms.values()) or {0.25}
+        return cls(lines=dict(config.line_cameras), line_policies=policies,
+                   confidence_threshold=config.confidence_threshold,
+                   max_upload_bytes=config.max_upload_bytes,
+                   image_extensions=config.image_extensions,
+                   anomaly_rate_alarm=max(rates),
+                   latency_p95_alarm_ms=float(config.latency_alarm_ms))
 
 
 @dataclass(frozen=True)
@@ -352,7 +387,7 @@ class LocalStack:
         cloudwatch.put_dashboard(DashboardName=names.dashboard, DashboardBody=json.dumps(body))
         for alarm in alarms.alarm_definitions(
                 prefix=names.prefix, lines=lines,
-                anomaly_rates=dict.fromkeys(lines, self.topology.anomaly_rate_alarm),
+                anomaly_rates=self.topology.to_stack_config(self.model_dir).anomaly_rate_alarms,
                 topic_arn=topic_arn, state_machine_arn=state_machine_arn,
                 dead_letter_queues=dead_letter_queues, ingest_function=f"{names.prefix}-ingest",
                 latency_p95_ms=self.topology.latency_p95_alarm_ms):
@@ -367,24 +402,17 @@ class LocalStack:
     # -- the handlers' environment: what Pulumi sets on the functions, plus the endpoint --
 
     def handler_environment(self, info: StackInfo) -> dict[str, str]:
-        """What Pulumi sets on the functions (the same LINESIGHT_* names)."""
+        """What Pulumi sets on the functions: the same `StackConfig.lambda_environment`."""
+        config = self.topology.to_stack_config(self.model_dir)
         return {
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
-            "LINESIGHT_IMAGES_BUCKET": info.images_bucket,
-            "LINESIGHT_RESULTS_BUCKET": info.results_bucket,
-            "LINESIGHT_TABLE": info.table,
-            "LINESIGHT_TOKENS_TABLE": info.tokens_table,
-            "LINESIGHT_STATE_MACHINE_ARN": info.state_machine_arn,
-            "LINESIGHT_TOPIC_ARN": info.topic_arn,
-            "LINESIGHT_FIREHOSE_STREAM": info.firehose_stream,
-            "LINESIGHT_FAILURE_QUEUE_URL": info.failure_queue_url,
-            "LINESIGHT_DETECTOR": "embedded",
-            "LINESIGHT_MODEL_URI": info.model_uri,
-            "LINESIGHT_CONFIDENCE_THRESHOLD": str(self.topology.confidence_threshold),
-            "LINESIGHT_MAX_UPLOAD_BYTES": str(self.topology.max_upload_bytes),
-            "LINESIGHT_IMAGE_EXTENSIONS": ",".join(self.topology.image_extensions),
-            "LINESIGHT_LINES": json.dumps(self.topology.line_policies),
+            **config.lambda_environment(
+                images_bucket=info.images_bucket, results_bucket=info.results_bucket,
+                table=info.table, tokens_table=info.tokens_table,
+                state_machine_arn=info.state_machine_arn, topic_arn=info.topic_arn,
+                firehose_stream=info.firehose_stream,
+                failure_queue_url=info.failure_queue_url, model_uri=info.model_uri),
         }
 
     def _set_environment(self, info: StackInfo) -> None:

@@ -63,7 +63,7 @@ def test_normal_upload_is_recorded_without_alert(moto_stack: MotoStack,
                                                  samples_dir: Path) -> None:
     import app
 
-    key = moto_stack.upload(_image(samples_dir, "normal"), line="line-2", camera="cam-2")
+    key = moto_stack.upload(_image(samples_dir, "normal"), line="line-2", camera="cam-3")
     app.ingest(moto_stack.sqs_event_for(key), None)
 
     _wait_for_executions(moto_stack, 1)
