@@ -1,0 +1,184 @@
+"""LineSight's CloudWatch alarms, as data: a list of PutMetricAlarm requests.
+
+Pulumi turns each into an `aws.cloudwatch.MetricAlarm` (`infra/monitoring.py`); the local
+stack can pass them to `cloudwatch.put_metric_alarm(**definition)` unchanged. Every alarm
+notifies `topic_arn` when it fires and when it clears.
+
+The handlers emit LineSight's metrics with exactly the dimensions {line, camera}
+(`api/chalicelib/telemetry.py`), so a line-level figure is metric math over the line's
+configured cameras. CloudWatch lets one alarm reference at most 10 metrics, which is why
+`pipeline.stackconfig` caps a line at 5 cameras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline import metrics
+
+PERIOD_SECONDS = 300
+ANOMALY_RATE_PERIODS = 3  # the rate is judged over 15 minutes
+MIN_IMAGES_FOR_RATE = 10  # fewer images in a period say nothing about a rate
+INGEST_STAGE = "ingest"  # the `stage` dimension of IngestErrorCount
+
+
+def camera_dimensions(line_id: str, camera_id: str) -> dict[str, str]:
+    """The dimensions a per-image metric is emitted with."""
+    return {metrics.DIMENSION_LINE: line_id, metrics.DIMENSION_CAMERA: camera_id}
+
+
+def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
+                      anomaly_rates: Mapping[str, float], topic_arn: str,
+                      state_machine_arn: str, dead_letter_queues: Mapping[str, str],
+                      ingest_function: str, latency_p95_ms: float) -> list[dict[str, Any]]:
+    """All alarms of one environment, in PutMetricAlarm shape.
+
+    prefix:            resource prefix; every AlarmName starts with it.
+    lines:             {line id: camera ids}, as configured.
+    anomaly_rates:     {line id: anomaly rate in [0, 1] above which the line alarms}.
+    topic_arn:         SNS topic notified on ALARM and OK.
+    state_machine_arn: the workflow whose failed or timed-out executions alarm.
+    dead_letter_queues: {short role, e.g. "ingest-dlq": queue name}; each alarms when
+                       it holds any message.
+    ingest_function:   the ingest Lambda's function name (its Errors count as ingest errors).
+    latency_p95_ms:    p95 capture-to-result latency of a line's worst camera that alarms.
+
+    The alarm names depend only on `prefix`, `lines` and the keys of
+    `dead_letter_queues`, so a caller can create one resource per definition before the
+    ARNs and names in the other arguments are known.
+    """
+    actions = {"AlarmActions": [topic_arn], "OKActions": [topic_arn]}
+    alarms: list[dict[str, Any]] = []
+    for line_index, (line_id, cameras) in enumerate(lines.items()):
+        alarms.append(_anomaly_rate(prefix, line_index, line_id, cameras,
+                                    anomaly_rates.get(line_id, 0.25)) | actions)
+        alarms.append(_latency(prefix, line_id, cameras, latency_p95_ms) | actions)
+    alarms.append(_ingest_errors(prefix, ingest_function) | actions)
+    alarms.append(_failed_executions(prefix, state_machine_arn) | actions)
+    for role, queue_name in dead_letter_queues.items():
+        alarms.append(_queue_not_empty(prefix, role, queue_name) | actions)
+    return alarms
+
+
+def _stat(query_id: str, namespace: str, name: str, dimensions: Mapping[str, str],
+          stat: str = "Sum") -> dict[str, Any]:
+    return {
+        "Id": query_id,
+        "MetricStat": {
+            "Metric": {"Namespace": namespace, "MetricName": name,
+                       "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]},
+            "Period": PERIOD_SECONDS,
+            "Stat": stat,
+        },
+        "ReturnData": False,
+    }
+
+
+def _expression(expression: str, label: str) -> dict[str, Any]:
+    return {"Id": "result", "Expression": expression, "Label": label, "ReturnData": True}
+
+
+def _anomaly_rate(prefix: str, index: int, line_id: str, cameras: Sequence[str],
+                  rate: float) -> dict[str, Any]:
+    anomalies = [_stat(f"a{j}", metrics.NAMESPACE, metrics.ANOMALIES,
+                       camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
+    processed = [_stat(f"p{j}", metrics.NAMESPACE, metrics.PROCESSED,
+                       camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
+    a_ids = ", ".join(q["Id"] for q in anomalies)
+    p_ids = ", ".join(q["Id"] for q in processed)
+    total = f"SUM([{p_ids}])"
+    expression = (f"IF({total} >= {MIN_IMAGES_FOR_RATE}, "
+                  f"SUM([{a_ids}]) / {total}, 0)")
+    return {
+        "AlarmName": f"{prefix}-anomaly-rate-{line_id}",
+        "AlarmDescription": (f"Line {line_id}: more than {rate:.0%} of its images were "
+                             f"anomalous in each of {ANOMALY_RATE_PERIODS} periods of "
+                             f"{PERIOD_SECONDS // 60} minutes (at least "
+                             f"{MIN_IMAGES_FOR_RATE} images per period)."),
+        "Metrics": anomalies + processed + [_expression(
+            expression, f"{metrics.ANOMALIES} / {metrics.PROCESSED}, line {line_id}")],
+        "ComparisonOperator": "GreaterThanThreshold",
+        "Threshold": rate,
+        "EvaluationPeriods": ANOMALY_RATE_PERIODS,
+        "DatapointsToAlarm": ANOMALY_RATE_PERIODS,
+        "TreatMissingData": "notBreaching",
+    }
+
+
+def _latency(prefix: str, line_id: str, cameras: Sequence[str],
+             threshold_ms: float) -> dict[str, Any]:
+    queries = [_stat(f"l{j}", metrics.NAMESPACE, metrics.END_TO_END_LATENCY,
+                     camera_dimensions(line_id, camera), stat="p95")
+               for j, camera in enumerate(cameras)]
+    ids = ", ".join(q["Id"] for q in queries)
+    return {
+        "AlarmName": f"{prefix}-latency-p95-{line_id}",
+        "AlarmDescription": (f"Line {line_id}: the p95 time from capture to result of its "
+                             f"slowest camera is above {threshold_ms:.0f} ms."),
+        "Metrics": queries + [_expression(f"MAX([{ids}])",
+                                          f"worst camera p95 {metrics.END_TO_END_LATENCY}")],
+        "ComparisonOperator": "GreaterThanThreshold",
+        "Threshold": float(threshold_ms),
+        "EvaluationPeriods": 3,
+        "DatapointsToAlarm": 2,
+        "TreatMissingData": "notBreaching",
+    }
+
+
+def _ingest_errors(prefix: str, function_name: str) -> dict[str, Any]:
+    return {
+        "AlarmName": f"{prefix}-ingest-errors",
+        "AlarmDescription": ("Ingest failed: messages the handler could not process "
+                             f"({metrics.INGEST_ERRORS}) or invocations that crashed "
+                             "(Lambda Errors). Failed messages are retried, then go to the "
+                             "ingest dead-letter queue."),
+        "Metrics": [
+            _stat("handled", metrics.NAMESPACE, metrics.INGEST_ERRORS,
+                  {"stage": INGEST_STAGE}),
+            _stat("crashed", "AWS/Lambda", "Errors", {"FunctionName": function_name}),
+            _expression("FILL(handled, 0) + FILL(crashed, 0)", "ingest errors"),
+        ],
+        "ComparisonOperator": "GreaterThanThreshold",
+        "Threshold": 0.0,
+        "EvaluationPeriods": 1,
+        "DatapointsToAlarm": 1,
+        "TreatMissingData": "notBreaching",
+    }
+
+
+def _failed_executions(prefix: str, state_machine_arn: str) -> dict[str, Any]:
+    dims = {"StateMachineArn": state_machine_arn}
+    return {
+        "AlarmName": f"{prefix}-failed-executions",
+        "AlarmDescription": ("Workflow executions failed or timed out; their input is in "
+                             "the workflow failure queue."),
+        "Metrics": [
+            _stat("failed", "AWS/States", "ExecutionsFailed", dims),
+            _stat("timedout", "AWS/States", "ExecutionsTimedOut", dims),
+            _expression("FILL(failed, 0) + FILL(timedout, 0)", "failed executions"),
+        ],
+        "ComparisonOperator": "GreaterThanThreshold",
+        "Threshold": 0.0,
+        "EvaluationPeriods": 1,
+        "DatapointsToAlarm": 1,
+        "TreatMissingData": "notBreaching",
+    }
+
+
+def _queue_not_empty(prefix: str, role: str, queue_name: str) -> dict[str, Any]:
+    return {
+        "AlarmName": f"{prefix}-{role}-not-empty",
+        "AlarmDescription": (f"The {role} queue holds messages that need a person: "
+                             "inspect them, fix the cause, then redrive or delete them."),
+        "Namespace": "AWS/SQS",
+        "MetricName": "ApproximateNumberOfMessagesVisible",
+        "Dimensions": [{"Name": "QueueName", "Value": queue_name}],
+        "Statistic": "Maximum",
+        "Period": PERIOD_SECONDS,
+        "ComparisonOperator": "GreaterThanThreshold",
+        "Threshold": 0.0,
+        "EvaluationPeriods": 1,
+        "DatapointsToAlarm": 1,
+        "TreatMissingData": "notBreaching",
+    }

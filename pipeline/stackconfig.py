@@ -1,0 +1,413 @@
+"""The stack configuration of one environment, parsed and validated once.
+
+Pulumi (`infra/config.py`) and the local stack both read a stack's config through
+`parse_stack_config` (or `load_stack_config` for a `Pulumi.<stack>.yaml` file), so both
+refuse the same mistakes with the same message, and that message names the key.
+
+The keys are declared, with a description and a default, in `Pulumi.yaml` (namespace
+`linesight`); `project_defaults` reads those defaults so they live in one place.
+The result is a frozen `StackConfig`; `StackConfig.lambda_environment` turns it (plus the
+names of the deployed resources) into the handlers' `LINESIGHT_*` variables, the ones
+`pipeline.settings.Settings.from_env` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.analytics import Buffering
+from pipeline.settings import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    DEFAULT_IMAGE_EXTENSIONS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+)
+
+NAMESPACE = "linesight"
+WORKFLOW_TYPES = ("EXPRESS", "STANDARD")
+DETECTOR_KEYS = ("modelPath", "modelUri", "sagemakerEndpoint")
+# A CloudWatch alarm's metric math may reference at most 10 metrics; the per-line
+# anomaly-rate alarm sums two metrics per camera (see pipeline.alarms).
+MAX_CAMERAS_PER_LINE = 5
+# Firehose dynamic partitioning needs a buffer of 64-128 MB and 60-900 s.
+FIREHOSE_MB = (64, 128)
+FIREHOSE_SECONDS = (60, 900)
+MAX_UPLOAD_BYTES = 5 * 1024**3  # S3's single-PUT limit bounds one upload
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as pipeline.uploads.validate_id
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$")
+_EMAIL = re.compile(r"^[^@\s,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+_EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
+_ENDPOINT = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+_LINE_KEYS = {"id", "cameras", "threshold", "confidenceThreshold", "alertEmails",
+              "anomalyRateAlarm"}
+
+
+class ConfigError(ValueError):
+    """The stack config is wrong; the message starts with the key (`linesight:<key>`)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{NAMESPACE}:{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    id: str
+    cameras: tuple[str, ...]
+    threshold: float | None = None
+    confidence_threshold: float | None = None
+    alert_emails: tuple[str, ...] = ()
+    anomaly_rate_alarm: float = 0.25
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Exactly one of: a local model directory to upload, an S3 URI, a SageMaker endpoint."""
+
+    model_path: str = ""
+    model_uri: str = ""
+    sagemaker_endpoint: str = ""
+
+    @property
+    def backend(self) -> str:
+        return "sagemaker" if self.sagemaker_endpoint else "embedded"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    resource_prefix: str
+    alert_emails: tuple[str, ...]
+    confidence_threshold: float
+    image_extensions: tuple[str, ...]
+    max_upload_bytes: int
+    workflow_type: str
+    detector: DetectorConfig
+    lines: tuple[LineConfig, ...]
+    image_retention_days: int
+    results_retention_days: int
+    buffering: Buffering
+    upload_origins: tuple[str, ...]
+    latency_alarm_ms: int
+    region: str = ""
+
+    @property
+    def line_cameras(self) -> dict[str, tuple[str, ...]]:
+        """{line id: its cameras}, in config order (what dashboard and alarms take)."""
+        return {line.id: line.cameras for line in self.lines}
+
+    @property
+    def anomaly_rate_alarms(self) -> dict[str, float]:
+        return {line.id: line.anomaly_rate_alarm for line in self.lines}
+
+    def subscriptions(self) -> dict[str, tuple[str, ...]]:
+        """{email: the lines it receives}; an empty tuple means every alert, unfiltered.
+
+        SNS keeps one subscription per (topic, endpoint), so an address listed for several
+        lines gets one subscription whose filter names all of them, and a stack-wide
+        address is never also subscribed with a filter.
+
+        >>> cfg = parse_stack_config({"alertEmails": ["ops@x.io"], "modelUri": "s3://models/v1/",
+        ...     "lines": [{"id": "A", "cameras": ["c1"], "alertEmails": ["a@x.io", "ops@x.io"]},
+        ...               {"id": "B", "cameras": ["c2"], "alertEmails": ["a@x.io"]}]})
+        >>> cfg.subscriptions()
+        {'ops@x.io': (), 'a@x.io': ('A', 'B')}
+        """
+        result: dict[str, tuple[str, ...]] = dict.fromkeys(self.alert_emails, ())
+        for line in self.lines:
+            for email in line.alert_emails:
+                if email in result and result[email] == ():
+                    continue
+                result[email] = result.get(email, ()) + (line.id,)
+        return result
+
+    def lines_env(self) -> str:
+        """LINESIGHT_LINES: {line_id: {threshold, confidenceThreshold}} (set keys only)."""
+        lines: dict[str, dict[str, float]] = {}
+        for line in self.lines:
+            policy: dict[str, float] = {}
+            if line.threshold is not None:
+                policy["threshold"] = line.threshold
+            if line.confidence_threshold is not None:
+                policy["confidenceThreshold"] = line.confidence_threshold
+            lines[line.id] = policy
+        return json.dumps(lines, sort_keys=True, separators=(",", ":"))
+
+    def lambda_environment(self, *, images_bucket: str, results_bucket: str, table: str,
+                           tokens_table: str, state_machine_arn: str, topic_arn: str,
+                           firehose_stream: str, failure_queue_url: str,
+                           model_uri: str = "") -> dict[str, str]:
+        """The handlers' environment (the names `pipeline.settings` reads), given the
+        deployed resources. `model_uri` is where an uploaded `modelPath` landed; without
+        it the config's own `modelUri` is used."""
+        return {
+            "LINESIGHT_IMAGES_BUCKET": images_bucket,
+            "LINESIGHT_RESULTS_BUCKET": results_bucket,
+            "LINESIGHT_TABLE": table,
+            "LINESIGHT_TOKENS_TABLE": tokens_table,
+            "LINESIGHT_STATE_MACHINE_ARN": state_machine_arn,
+            "LINESIGHT_TOPIC_ARN": topic_arn,
+            "LINESIGHT_FIREHOSE_STREAM": firehose_stream,
+            "LINESIGHT_FAILURE_QUEUE_URL": failure_queue_url,
+            "LINESIGHT_DETECTOR": self.detector.backend,
+            "LINESIGHT_MODEL_URI": model_uri or self.detector.model_uri,
+            "LINESIGHT_SAGEMAKER_ENDPOINT": self.detector.sagemaker_endpoint,
+            "LINESIGHT_CONFIDENCE_THRESHOLD": str(self.confidence_threshold),
+            "LINESIGHT_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
+            "LINESIGHT_IMAGE_EXTENSIONS": ",".join(self.image_extensions),
+            "LINESIGHT_LINES": self.lines_env(),
+        }
+
+
+# --- Reading ---------------------------------------------------------------------------
+
+def project_defaults(project_yaml: Path | str) -> dict[str, Any]:
+    """The `default` of every `linesight` key declared in Pulumi.yaml, by bare key."""
+    import yaml  # only where a file is read: the handlers never need PyYAML
+
+    project = yaml.safe_load(Path(project_yaml).read_text()) or {}
+    defaults: dict[str, Any] = {}
+    for key, declaration in (project.get("config") or {}).items():
+        bare = _bare_key(key)
+        if bare is None:
+            continue
+        defaults[bare] = (declaration.get("default") if isinstance(declaration, dict)
+                          else declaration)
+    return defaults
+
+
+def load_stack_config(stack_yaml: Path | str, project_yaml: Path | str) -> StackConfig:
+    """Read `Pulumi.<stack>.yaml` as Pulumi would: its `linesight:` keys over the
+    Pulumi.yaml defaults. `aws:region`, when present, becomes `region`."""
+    import yaml
+
+    path = Path(stack_yaml)
+    document = yaml.safe_load(path.read_text()) or {}
+    raw = document.get("config") or {}
+    values = {bare: value for key, value in raw.items()
+              if (bare := _bare_key(key)) is not None}
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
+    return parse_stack_config(values, project_defaults(project_yaml), stack=stack,
+                              region=str(raw.get("aws:region") or ""))
+
+
+def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+                       *, stack: str = "dev", region: str = "") -> StackConfig:
+    """Validate the config mapping (bare keys, values as YAML or JSON would give them)
+    over `defaults`; raises `ConfigError` naming the first wrong key."""
+    merged = {**(defaults or {}), **{k: v for k, v in values.items() if v is not None}}
+    unknown = sorted(set(values) - set(_KNOWN_KEYS))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown key; the keys are {', '.join(_KNOWN_KEYS)}")
+    confidence = _fraction(merged.get("confidenceThreshold", DEFAULT_CONFIDENCE_THRESHOLD),
+                           "confidenceThreshold")
+    default_rate = _fraction(merged.get("anomalyRateAlarm", 0.25), "anomalyRateAlarm")
+    lines = _lines(merged.get("lines"), default_rate)
+    retention_images = _whole(merged.get("imageRetentionDays", 90), "imageRetentionDays", 0)
+    retention_results = _whole(merged.get("resultsRetentionDays", 365),
+                               "resultsRetentionDays", 0)
+    return StackConfig(
+        stack=stack,
+        resource_prefix=_prefix(merged.get("resourcePrefix") or "", stack),
+        alert_emails=_emails(merged.get("alertEmails"), "alertEmails"),
+        confidence_threshold=confidence,
+        image_extensions=_extensions(merged.get("imageExtensions", list(DEFAULT_IMAGE_EXTENSIONS))),
+        max_upload_bytes=_whole(merged.get("maxUploadBytes", DEFAULT_MAX_UPLOAD_BYTES),
+                                "maxUploadBytes", 1, MAX_UPLOAD_BYTES),
+        workflow_type=_workflow_type(merged.get("workflowType", "EXPRESS")),
+        detector=_detector(merged),
+        lines=lines,
+        image_retention_days=retention_images,
+        results_retention_days=retention_results,
+        buffering=Buffering(
+            seconds=_whole(merged.get("firehoseBufferSeconds", 60), "firehoseBufferSeconds",
+                           *FIREHOSE_SECONDS),
+            megabytes=_whole(merged.get("firehoseBufferMb", 64), "firehoseBufferMb",
+                             *FIREHOSE_MB)),
+        upload_origins=_origins(merged.get("uploadOrigins")),
+        latency_alarm_ms=_whole(merged.get("latencyAlarmMs", 30000), "latencyAlarmMs", 1),
+        region=region,
+    )
+
+
+_KNOWN_KEYS = (
+    "resourcePrefix", "alertEmails", "confidenceThreshold", "imageExtensions",
+    "maxUploadBytes", "workflowType", "modelPath", "modelUri", "sagemakerEndpoint",
+    "lines", "imageRetentionDays", "resultsRetentionDays", "firehoseBufferSeconds",
+    "firehoseBufferMb", "uploadOrigins", "anomalyRateAlarm", "latencyAlarmMs",
+)
+KNOWN_KEYS = _KNOWN_KEYS
+
+
+def _bare_key(key: str) -> str | None:
+    if ":" not in key:
+        return key
+    namespace, _, bare = key.partition(":")
+    return bare if namespace == NAMESPACE else None
+
+
+# --- Field parsers (each names its key) ---------------------------------------------
+
+def _decoded(value: Any) -> Any:
+    """Pulumi hands structured values over as JSON text; YAML hands them over parsed."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _fraction(value: Any, key: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"must be a number in [0, 1], got {value!r}") from None
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise ConfigError(key, f"must be in [0, 1], got {value!r}")
+    return number
+
+
+def _whole(value: Any, key: str, low: int, high: int | None = None) -> int:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"must be a whole number, got {value!r}") from None
+    if isinstance(value, bool) or number < low or (high is not None and number > high):
+        span = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(key, f"must be {span}, got {number}")
+    return number
+
+
+def _string_list(value: Any, key: str) -> list[str]:
+    value = _decoded(value)
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(key, f"must be a list of strings, got {value!r}")
+    return [item.strip() for item in value]
+
+
+def _emails(value: Any, key: str) -> tuple[str, ...]:
+    emails = _string_list(value, key)
+    for email in emails:
+        if not _EMAIL.match(email):
+            raise ConfigError(key, f"{email!r} is not an email address")
+    if len(set(emails)) != len(emails):
+        raise ConfigError(key, "lists an address twice")
+    return tuple(emails)
+
+
+def _prefix(value: Any, stack: str) -> str:
+    prefix = str(value).strip() or f"{NAMESPACE}-{stack}".lower()
+    if not _PREFIX.match(prefix):
+        raise ConfigError("resourcePrefix",
+                          f"must be 3-32 lowercase letters, digits or '-', got {prefix!r}")
+    return prefix
+
+
+def _extensions(value: Any) -> tuple[str, ...]:
+    extensions = [item.lower().lstrip(".") for item in _string_list(value, "imageExtensions")]
+    if not extensions:
+        raise ConfigError("imageExtensions", "must name at least one extension")
+    for extension in extensions:
+        if not _EXTENSION.match(extension):
+            raise ConfigError("imageExtensions", f"{extension!r} is not a file extension")
+    if len(set(extensions)) != len(extensions):
+        raise ConfigError("imageExtensions", "lists an extension twice")
+    return tuple(extensions)
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    origins = _string_list(value, "uploadOrigins")
+    for origin in origins:
+        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            raise ConfigError("uploadOrigins",
+                              f"{origin!r} must be '*' or a scheme://host[:port] origin")
+    return tuple(origins)
+
+
+def _workflow_type(value: Any) -> str:
+    kind = str(value).strip().upper()
+    if kind not in WORKFLOW_TYPES:
+        raise ConfigError("workflowType", f"must be EXPRESS or STANDARD, got {value!r}")
+    return kind
+
+
+def _detector(merged: Mapping[str, Any]) -> DetectorConfig:
+    chosen = {key: str(merged.get(key) or "").strip() for key in DETECTOR_KEYS}
+    set_keys = [key for key, value in chosen.items() if value]
+    if len(set_keys) != 1:
+        raise ConfigError("modelPath", "set exactly one of modelPath (a local model "
+                          "directory), modelUri (s3://bucket/prefix/) or sagemakerEndpoint"
+                          + (f"; got {', '.join(set_keys)}" if set_keys else ""))
+    if chosen["modelUri"] and not _S3_URI.match(chosen["modelUri"]):
+        raise ConfigError("modelUri", f"must be s3://bucket/prefix/, got {chosen['modelUri']!r}")
+    if chosen["sagemakerEndpoint"] and not _ENDPOINT.match(chosen["sagemakerEndpoint"]):
+        raise ConfigError("sagemakerEndpoint",
+                          f"{chosen['sagemakerEndpoint']!r} is not a SageMaker endpoint name")
+    return DetectorConfig(model_path=chosen["modelPath"], model_uri=chosen["modelUri"],
+                          sagemaker_endpoint=chosen["sagemakerEndpoint"])
+
+
+def _lines(value: Any, default_rate: float) -> tuple[LineConfig, ...]:
+    value = _decoded(value)
+    if not isinstance(value, list) or not value:
+        raise ConfigError("lines", "must be a list of at least one {id, cameras} line")
+    lines: list[LineConfig] = []
+    seen_cameras: dict[str, str] = {}
+    for index, entry in enumerate(value):
+        where = f"lines[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(where, f"must be a mapping with id and cameras, got {entry!r}")
+        unknown = sorted(set(entry) - _LINE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}",
+                              f"unknown line key; a line has {', '.join(sorted(_LINE_KEYS))}")
+        line_id = entry.get("id")
+        if not isinstance(line_id, str) or not _ID.match(line_id):
+            raise ConfigError(f"{where}.id", "must be 1-64 characters of A-Z a-z 0-9 _ - . "
+                              f"starting with a letter or digit, got {line_id!r}")
+        where = f"lines[{line_id}]"
+        if any(line.id == line_id for line in lines):
+            raise ConfigError(f"{where}.id", "two lines have this id")
+        cameras = entry.get("cameras")
+        if (not isinstance(cameras, list) or not cameras
+                or not all(isinstance(c, str) and _ID.match(c) for c in cameras)):
+            raise ConfigError(f"{where}.cameras",
+                              f"must be a non-empty list of camera ids, got {cameras!r}")
+        if len(cameras) > MAX_CAMERAS_PER_LINE:
+            raise ConfigError(f"{where}.cameras", f"at most {MAX_CAMERAS_PER_LINE} cameras per "
+                              "line (the line's anomaly-rate alarm sums two metrics per "
+                              "camera and CloudWatch allows 10); split the line")
+        for camera in cameras:
+            if camera in seen_cameras:
+                raise ConfigError(f"{where}.cameras", f"camera {camera!r} is already on line "
+                                  f"{seen_cameras[camera]!r} (camera ids are unique)")
+            seen_cameras[camera] = line_id
+        lines.append(LineConfig(
+            id=line_id,
+            cameras=tuple(cameras),
+            threshold=_optional_fraction(entry, "threshold", where),
+            confidence_threshold=_optional_fraction(entry, "confidenceThreshold", where),
+            alert_emails=_emails(entry.get("alertEmails"), f"{where}.alertEmails"),
+            anomaly_rate_alarm=(default_rate if entry.get("anomalyRateAlarm") is None else
+                                _fraction(entry["anomalyRateAlarm"],
+                                          f"{where}.anomalyRateAlarm")),
+        ))
+    return tuple(lines)
+
+
+def _optional_fraction(entry: Mapping[str, Any], key: str, where: str) -> float | None:
+    if entry.get(key) is None:
+        return None
+    return _fraction(entry[key], f"{where}.{key}")
+

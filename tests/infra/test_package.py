@@ -1,0 +1,135 @@
+"""The Lambda package: the code zip holds the app, the Chalice runtime and pipeline/; the
+layer holds the dependencies for the Lambda platform; both stay inside Lambda's limits.
+
+The layer is built with a fake pip here; one slow test runs the real pip (skipped offline).
+"""
+
+from __future__ import annotations
+
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from infra import package
+from tests.infra.conftest import REPO, fake_pip
+
+API = REPO / "api"
+
+
+@pytest.fixture(scope="module")
+def code(tmp_path_factory: pytest.TempPathFactory) -> package.Artifact:
+    return package.build_code(API, tmp_path_factory.mktemp("code"))
+
+
+@pytest.mark.parametrize("name", [
+    "app.py",                    # the Chalice app (handler "app.app" and friends)
+    "chalice/__init__.py",       # the Chalice runtime, as `chalice package` adds it
+    "chalice/app.py",
+    "chalicelib/telemetry.py",   # the app's own library
+    "pipeline/__init__.py",      # pipeline/ at the top level, through api/vendor/pipeline
+    "pipeline/workflow.py",
+    "pipeline/settings.py",
+    "pipeline/detector/loader.py",
+])
+def test_code_zip_contains(code: package.Artifact, name: str) -> None:
+    assert name in code.names
+
+
+def test_code_zip_has_all_of_pipeline_and_no_caches(code: package.Artifact) -> None:
+    sources = {f"pipeline/{p.relative_to(REPO / 'pipeline').as_posix()}"
+               for p in (REPO / "pipeline").rglob("*.py") if "__pycache__" not in p.parts}
+    assert sources <= set(code.names)
+    assert not [n for n in code.names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in code.names if n.startswith(("tests/", "infra/", "api/"))]
+
+
+def test_code_zip_is_reproducible(code: package.Artifact, tmp_path: Path) -> None:
+    again = package.build_code(API, tmp_path)
+    assert again.sha256_base64 == code.sha256_base64
+
+
+def test_code_zip_imports_in_a_clean_interpreter(code: package.Artifact, tmp_path: Path
+                                                 ) -> None:
+    """What Lambda does first: unzip to the task root and import the handler module (the
+    dependencies come from this venv, standing in for the layer)."""
+    import subprocess
+    import sys
+
+    task = tmp_path / "task"
+    with zipfile.ZipFile(code.path) as archive:
+        archive.extractall(task)
+    check = ("import sys; sys.path.insert(0, sys.argv[1]); import app, chalice, pipeline; "
+             "assert chalice.__file__.startswith(sys.argv[1]), chalice.__file__; "
+             "assert pipeline.__file__.startswith(sys.argv[1]), pipeline.__file__; "
+             "print(app.app.app_name)")
+    result = subprocess.run([sys.executable, "-c", check, str(task)], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "linesight"
+
+
+def test_layer_is_cached_by_requirements(tmp_path: Path) -> None:
+    calls = []
+
+    def counting_pip(requirements: Path, target: Path) -> None:
+        calls.append(requirements)
+        fake_pip(requirements, target)
+
+    first = package.build_layer(API / "requirements.txt", tmp_path, counting_pip)
+    second = package.build_layer(API / "requirements.txt", tmp_path, counting_pip)
+    assert len(calls) == 1
+    assert first == second
+    assert all(name.startswith("python/") for name in first.names)
+
+
+def test_small_package_is_within_limits(code: package.Artifact, tmp_path: Path) -> None:
+    layer = package.build_layer(API / "requirements.txt", tmp_path, fake_pip)
+    package.check_limits(code, layer)
+
+
+@pytest.mark.parametrize(("zipped", "unzipped", "message"), [
+    # a layer too big to upload with the API call
+    (60 * 1024 * 1024, 100 * 1024 * 1024, "zipped"),
+    # code plus layer too big once unzipped
+    (40 * 1024 * 1024, 250 * 1024 * 1024, "unzip"),
+])
+def test_oversized_package_is_refused(code: package.Artifact, zipped: int, unzipped: int,
+                                      message: str) -> None:
+    big = package.Artifact(Path("layer.zip"), "", zipped, unzipped, ())
+    with pytest.raises(package.PackageError, match=message):
+        package.check_limits(code, big)
+
+
+def test_model_files_and_digest(tmp_path: Path) -> None:
+    with pytest.raises(package.PackageError, match="model.json"):
+        package.model_files(tmp_path)
+    (tmp_path / "model.json").write_text("{}")
+    (tmp_path / "arrays.npz").write_bytes(b"1")
+    files = package.model_files(tmp_path)
+    assert [name for name, _ in files] == ["arrays.npz", "model.json"]
+    before = package.model_digest(files)
+    (tmp_path / "arrays.npz").write_bytes(b"2")
+    assert package.model_digest(files) != before
+
+
+def _pypi_reachable() -> bool:
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_real_layer_fits_lambda(code: package.Artifact) -> None:
+    """pip-installs api/requirements.txt for the Lambda platform (cached under build/)."""
+    if not _pypi_reachable():
+        pytest.skip("no route to the package index; the real layer build needs pip")
+    layer = package.build_layer(API / "requirements.txt", REPO / "build" / "lambda")
+    package.check_limits(code, layer)
+    tops = {name.split("/")[1] for name in layer.names}
+    assert {"numpy", "PIL", "aws_lambda_powertools"} <= tops
+    binaries = [n for n in layer.names if n.endswith(".so") and "cpython" in n]
+    assert binaries and all("cpython-312-x86_64-linux-gnu" in n for n in binaries)

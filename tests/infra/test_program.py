@@ -1,0 +1,399 @@
+"""The whole Pulumi program, run under mocks with both example stacks (Pulumi.dev.yaml:
+one line, two cameras, a local model; Pulumi.plant-a.yaml: three lines, an S3 model,
+STANDARD workflow, per-line thresholds and recipients).
+
+Resource properties are as the engine sees them: camelCase keys, numbers as floats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from infra.analytics import firehose_s3_configuration
+from infra.api import load_app
+from infra.iam import UNSCOPED_ACTIONS
+from infra.monitoring import metric_alarm_args
+from pipeline import tables
+from pipeline.alarms import alarm_definitions
+from pipeline.analytics import MANIFEST_KEY, quicksight_manifest, s3_destination
+from pipeline.dashboard import dashboard_body
+from pipeline.settings import Settings
+from pipeline.workflow import state_machine_definition
+from tests.infra.conftest import REPO, Deployed
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+STACKS = ["dev", "plant-a"]
+ENV_NAMES = {
+    "LINESIGHT_IMAGES_BUCKET", "LINESIGHT_RESULTS_BUCKET", "LINESIGHT_TABLE",
+    "LINESIGHT_TOKENS_TABLE", "LINESIGHT_STATE_MACHINE_ARN", "LINESIGHT_TOPIC_ARN",
+    "LINESIGHT_FIREHOSE_STREAM", "LINESIGHT_FAILURE_QUEUE_URL", "LINESIGHT_DETECTOR",
+    "LINESIGHT_MODEL_URI", "LINESIGHT_SAGEMAKER_ENDPOINT", "LINESIGHT_CONFIDENCE_THRESHOLD",
+    "LINESIGHT_MAX_UPLOAD_BYTES", "LINESIGHT_IMAGE_EXTENSIONS", "LINESIGHT_LINES",
+}
+FUNCTIONS = {"api": "app.app", "authorizer": "app.token_authorizer", "ingest": "app.ingest",
+             "to-lake": "app.to_lake"}
+
+
+def camel(value: Any) -> Any:
+    """snake_case keys to the engine's camelCase (keys without '_' are left alone)."""
+    if isinstance(value, dict):
+        return {re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), k): camel(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel(v) for v in value]
+    return value
+
+
+def drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_none(v) for v in value]
+    return value
+
+
+def prefixed(d: Deployed, suffix: str) -> str:
+    return f"{d.config.resource_prefix}-{suffix}"
+
+
+def queue(d: Deployed, suffix: str) -> dict[str, Any]:
+    return d.one("sqs/queue:Queue", prefixed(d, suffix)).props
+
+
+def function(d: Deployed, key: str) -> dict[str, Any]:
+    return d.one("lambda/function:Function", prefixed(d, key)).props
+
+
+def dead_letter_queues(d: Deployed) -> dict[str, str]:
+    return {role: queue(d, role)["name"]
+            for role in ("ingest-dlq", "workflow-failures", "lake-failures")}
+
+
+@pytest.fixture(params=STACKS)
+def d(request: pytest.FixtureRequest, deployed: dict[str, Deployed]) -> Deployed:
+    return deployed[request.param]
+
+
+# --- The graph -----------------------------------------------------------------------
+
+def test_resource_graph_follows_the_lines(d: Deployed) -> None:
+    alarms = {r.props["name"] for r in d.of_type("metricAlarm:MetricAlarm")}
+    for line in d.config.lines:
+        assert prefixed(d, f"anomaly-rate-{line.id}") in alarms
+        assert prefixed(d, f"latency-p95-{line.id}") in alarms
+    # two per line, ingest errors, failed executions, three queues
+    assert len(alarms) == 2 * len(d.config.lines) + 2 + 3
+    assert len(d.of_type("cloudwatch/dashboard:Dashboard")) == 1
+    assert len(d.of_type("lambda/function:Function")) == 4
+    assert len(d.of_type("lambda/eventSourceMapping:EventSourceMapping")) == 2
+    assert len(d.of_type("dynamodb/table:Table")) == 2
+    assert len(d.of_type("sfn/stateMachine:StateMachine")) == 1
+
+
+@pytest.mark.parametrize(("stack", "expected"), [
+    # dev: the stack-wide address only, unfiltered
+    ("dev", {"dev-alerts@example.com": None}),
+    # plant-a: one subscription per address; a shift lead on two lines gets one filter
+    ("plant-a", {"quality-plant-a@example.com": None,
+                 "press-shift-lead@example.com": ["press-1", "weld-2"],
+                 "weld-team@example.com": ["weld-2"],
+                 "paint-team@example.com": ["paint-3"]}),
+])
+def test_email_subscriptions_route_alerts_by_line(deployed: dict[str, Deployed], stack: str,
+                                                  expected: dict[str, Any]) -> None:
+    d = deployed[stack]
+    topic = d.one("sns/topic:Topic").props
+    found = {}
+    for sub in d.of_type("sns/topicSubscription:TopicSubscription"):
+        assert sub.props["protocol"] == "email"
+        assert sub.props["topic"] == topic["arn"]
+        policy = sub.props.get("filterPolicy")
+        found[sub.props["endpoint"]] = json.loads(policy)["line"] if policy else None
+        if policy:
+            assert sub.props["filterPolicyScope"] == "MessageAttributes"
+    assert found == expected
+
+
+def test_topic_is_encrypted_with_a_key_cloudwatch_may_use(d: Deployed) -> None:
+    key = d.one("kms/key:Key").props
+    assert d.one("sns/topic:Topic").props["kmsMasterKeyId"] == key["arn"]
+    assert key["enableKeyRotation"] is True
+    services = [s["Principal"].get("Service") for s in json.loads(key["policy"])["Statement"]]
+    assert "cloudwatch.amazonaws.com" in services
+
+
+# --- Wiring: environment, definitions ------------------------------------------------
+
+def test_every_function_gets_the_handlers_environment(d: Deployed) -> None:
+    images = d.one("s3/bucket:Bucket", prefixed(d, "images")).props["bucket"]
+    results = d.one("s3/bucket:Bucket", prefixed(d, "results")).props["bucket"]
+    expected = d.config.lambda_environment(
+        images_bucket=images, results_bucket=results,
+        table=d.one("dynamodb/table:Table", prefixed(d, "results")).props["name"],
+        tokens_table=d.one("dynamodb/table:Table", prefixed(d, "tokens")).props["name"],
+        state_machine_arn=d.one("sfn/stateMachine:StateMachine").props["arn"],
+        topic_arn=d.one("sns/topic:Topic").props["arn"],
+        firehose_stream=d.one("firehoseDeliveryStream:FirehoseDeliveryStream").props["name"],
+        failure_queue_url=queue(d, "workflow-failures")["url"],
+        model_uri=d.outputs["model_uri"])
+    assert set(expected) == ENV_NAMES
+    for key, handler in FUNCTIONS.items():
+        props = function(d, key)
+        assert props["handler"] == handler
+        assert props["environment"]["variables"] == expected
+        assert props["tracingConfig"] == {"mode": "Active"}
+    # The handlers read it back without complaint, with the per-line overrides intact.
+    settings = Settings.from_env(expected)
+    for line in d.config.lines:
+        assert settings.policy_for(line.id).threshold == line.threshold
+
+
+@pytest.mark.parametrize(("stack", "detector", "model_uri"), [
+    # dev: the local model directory is uploaded under a content hash
+    ("dev", "embedded", re.compile(r"^s3://linesight-dev-models-\w+/models/[0-9a-f]{16}/$")),
+    # plant-a: the model already in S3 is used as it is
+    ("plant-a", "embedded", re.compile(r"^s3://plant-a-models/linesight/2026-11/$")),
+])
+def test_the_detector_model_reaches_the_ingest_function(
+        deployed: dict[str, Deployed], stack: str, detector: str, model_uri: re.Pattern
+) -> None:
+    d = deployed[stack]
+    env = function(d, "ingest")["environment"]["variables"]
+    assert env["LINESIGHT_DETECTOR"] == detector
+    assert model_uri.match(env["LINESIGHT_MODEL_URI"])
+    objects = {o.props["key"] for o in d.of_type("s3/bucketObjectv2:BucketObjectv2")}
+    if stack == "dev":
+        prefix = env["LINESIGHT_MODEL_URI"].split("/", 3)[3]
+        assert {prefix + "model.json", prefix + "arrays.npz"} <= objects
+
+
+def test_state_machine_is_the_pipeline_definition(d: Deployed) -> None:
+    machine = d.one("sfn/stateMachine:StateMachine").props
+    assert json.loads(machine["definition"]) == state_machine_definition(
+        table_name=d.one("dynamodb/table:Table", prefixed(d, "results")).props["name"],
+        topic_arn=d.one("sns/topic:Topic").props["arn"],
+        failure_queue_url=queue(d, "workflow-failures")["url"])
+    assert machine["type"] == d.config.workflow_type
+    log_group = d.one("cloudwatch/logGroup:LogGroup", prefixed(d, "workflow")).props
+    assert machine["loggingConfiguration"]["logDestination"] == log_group["arn"] + ":*"
+    assert machine["tracingConfiguration"] == {"enabled": True}
+
+
+def test_dashboard_is_the_pipeline_definition(d: Deployed) -> None:
+    board = d.one("cloudwatch/dashboard:Dashboard").props
+    assert json.loads(board["dashboardBody"]) == dashboard_body(
+        region=d.outputs["dashboard_url"].split("region=")[1].split("#")[0],
+        prefix=d.config.resource_prefix, lines=d.config.line_cameras,
+        state_machine_arn=d.one("sfn/stateMachine:StateMachine").props["arn"],
+        topic_arn=d.one("sns/topic:Topic").props["arn"],
+        dead_letter_queues=dead_letter_queues(d))
+
+
+def test_alarms_are_the_pipeline_definitions_and_all_have_actions(d: Deployed) -> None:
+    topic_arn = d.one("sns/topic:Topic").props["arn"]
+    expected = alarm_definitions(
+        prefix=d.config.resource_prefix, lines=d.config.line_cameras,
+        anomaly_rates=d.config.anomaly_rate_alarms, topic_arn=topic_arn,
+        state_machine_arn=d.one("sfn/stateMachine:StateMachine").props["arn"],
+        dead_letter_queues=dead_letter_queues(d),
+        ingest_function=function(d, "ingest")["name"],
+        latency_p95_ms=d.config.latency_alarm_ms)
+    deployed_alarms = {r.props["name"]: r.props for r in d.of_type("metricAlarm:MetricAlarm")}
+    assert set(deployed_alarms) == {a["AlarmName"] for a in expected}
+    for definition in expected:
+        props = {k: v for k, v in deployed_alarms[definition["AlarmName"]].items()
+                 if k != "arn"}
+        assert props == camel(drop_none(metric_alarm_args(definition)))
+        assert props["alarmActions"] == [topic_arn]
+
+
+def test_results_table_matches_the_query_schema(d: Deployed) -> None:
+    table = d.one("dynamodb/table:Table", prefixed(d, "results")).props
+    create = tables.create_table_args("x")
+    assert table["hashKey"] == tables.HASH_KEY
+    assert {a["name"]: a["type"] for a in table["attributes"]} == tables.ATTRIBUTES
+    indexes = {i["name"]: [k["attributeName"] for k in i["keySchemas"]]
+               for i in table["globalSecondaryIndexes"]}
+    assert indexes == {name: list(keys) for name, keys in tables.INDEXES.items()}
+    assert table["streamViewType"] == create["StreamSpecification"]["StreamViewType"]
+    assert table["pointInTimeRecovery"] == {"enabled": True}
+    assert table["serverSideEncryption"] == {"enabled": True}
+    tokens = d.one("dynamodb/table:Table", prefixed(d, "tokens")).props
+    assert tokens["hashKey"] == "token_id"
+    assert tokens["pointInTimeRecovery"] == {"enabled": True}
+
+
+def test_firehose_writes_the_partitioned_lake(d: Deployed) -> None:
+    stream = d.one("firehoseDeliveryStream:FirehoseDeliveryStream").props
+    config = dict(stream["extendedS3Configuration"])
+    logging = config.pop("cloudwatchLoggingOptions")
+    results_arn = d.one("s3/bucket:Bucket", prefixed(d, "results")).props["arn"]
+    role_arn = d.one("iam/role:Role", prefixed(d, "lake-delivery")).props["arn"]
+    assert config == camel(firehose_s3_configuration(s3_destination(
+        bucket_arn=results_arn, role_arn=role_arn, buffering=d.config.buffering)))
+    assert logging["enabled"] is True
+
+
+def test_quicksight_manifest_is_a_bucket_object(d: Deployed) -> None:
+    results = d.one("s3/bucket:Bucket", prefixed(d, "results")).props["bucket"]
+    manifest = d.one("s3/bucketObjectv2:BucketObjectv2", prefixed(d, "quicksight-manifest"))
+    assert manifest.props["key"] == MANIFEST_KEY
+    assert json.loads(manifest.props["content"]) == quicksight_manifest(results)
+    assert d.outputs["manifest_uri"] == f"s3://{results}/{MANIFEST_KEY}"
+
+
+# --- Event sources --------------------------------------------------------------------
+
+def test_ingest_event_source_reports_partial_batch_failures(d: Deployed) -> None:
+    mapping = d.one("eventSourceMapping:EventSourceMapping", prefixed(d, "ingest")).props
+    assert mapping["eventSourceArn"] == queue(d, "ingest")["arn"]
+    assert mapping["functionName"] == function(d, "ingest")["arn"]
+    assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["batchSize"] == 10
+    ingest_queue = queue(d, "ingest")
+    redrive = json.loads(ingest_queue["redrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == queue(d, "ingest-dlq")["arn"]
+    assert redrive["maxReceiveCount"] >= 3
+    # SQS event sources want the visibility timeout at 6x the function timeout
+    assert ingest_queue["visibilityTimeoutSeconds"] >= 6 * function(d, "ingest")["timeout"]
+
+
+def test_stream_event_source_bisects_retries_and_parks_failures(d: Deployed) -> None:
+    mapping = d.one("eventSourceMapping:EventSourceMapping", prefixed(d, "to-lake")).props
+    table = d.one("dynamodb/table:Table", prefixed(d, "results")).props
+    assert mapping["eventSourceArn"] == table["streamArn"]
+    assert mapping["bisectBatchOnFunctionError"] is True
+    assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 0 < mapping["maximumRetryAttempts"] <= 10
+    assert 60 <= mapping["maximumRecordAgeInSeconds"] <= 6 * 3600
+    assert mapping["destinationConfig"] == {
+        "onFailure": {"destinationArn": queue(d, "lake-failures")["arn"]}}
+    assert mapping["startingPosition"] == "TRIM_HORIZON"
+
+
+# --- Storage hardening ------------------------------------------------------------------
+
+def test_every_bucket_is_hardened(d: Deployed) -> None:
+    buckets = d.of_type("s3/bucket:Bucket")
+    assert len(buckets) == (3 if d.config.detector.model_path else 2)
+    for bucket in buckets:
+        name, arn = bucket.name, bucket.props["arn"]
+        block = d.one("bucketPublicAccessBlock:BucketPublicAccessBlock", name).props
+        assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy",
+                                               "ignorePublicAcls", "restrictPublicBuckets"))
+        sse = d.one("bucketServerSideEncryptionConfiguration:"
+                    "BucketServerSideEncryptionConfiguration", name).props
+        assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"]
+        (statement,) = json.loads(d.one("bucketPolicy:BucketPolicy", name).props["policy"])[
+            "Statement"]
+        assert statement["Effect"] == "Deny"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert statement["Resource"] == [arn, arn + "/*"]
+        assert d.one("bucketLifecycleConfiguration:BucketLifecycleConfiguration", name)
+
+
+def test_images_bucket_lifecycle_cors_and_notifications(d: Deployed) -> None:
+    name = prefixed(d, "images")
+    rules = d.one("bucketLifecycleConfiguration:BucketLifecycleConfiguration", name).props[
+        "rules"]
+    assert {"days": d.config.image_retention_days} in [r.get("expiration") for r in rules]
+    (cors,) = d.one("bucketCorsConfiguration:BucketCorsConfiguration", name).props["corsRules"]
+    assert set(cors["allowedMethods"]) <= {"POST", "PUT"}
+    assert cors["allowedOrigins"] == list(d.config.upload_origins)
+    notification = d.one("bucketNotification:BucketNotification").props
+    assert notification["bucket"] == d.one("s3/bucket:Bucket", name).props["bucket"]
+    assert sorted(q["filterSuffix"] for q in notification["queues"]) == sorted(
+        f".{ext}" for ext in d.config.image_extensions)
+    assert {q["queueArn"] for q in notification["queues"]} == {queue(d, "ingest")["arn"]}
+    (statement,) = json.loads(d.one("sqs/queuePolicy:QueuePolicy").props["policy"])[
+        "Statement"]
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == d.one(
+        "s3/bucket:Bucket", name).props["arn"]
+
+
+# --- IAM --------------------------------------------------------------------------------
+
+def policies(d: Deployed) -> dict[str, list[dict[str, Any]]]:
+    return {r.name: json.loads(r.props["policy"])["Statement"]
+            for r in d.of_type("iam/rolePolicy:RolePolicy")}
+
+
+def test_one_role_per_function(d: Deployed) -> None:
+    roles = {f["role"] for f in (function(d, key) for key in FUNCTIONS)}
+    assert len(roles) == len(FUNCTIONS)
+
+
+def test_no_wildcard_resource_where_an_arn_is_known(d: Deployed) -> None:
+    for name, statements in policies(d).items():
+        for statement in statements:
+            resources = statement["Resource"]
+            resources = resources if isinstance(resources, list) else [resources]
+            assert all(isinstance(r, str) and r for r in resources), (name, statement)
+            if "*" in resources:
+                assert set(statement["Action"]) <= UNSCOPED_ACTIONS, (name, statement)
+            for resource in resources:
+                assert resource == "*" or resource.startswith("arn:aws:"), (name, resource)
+
+
+@pytest.mark.parametrize(("key", "allowed"), [
+    # the REST API: presign uploads, read results, record reviews - nothing more
+    ("api", {("s3:PutObject", "images/*"), ("dynamodb:GetItem", "results"),
+             ("dynamodb:Query", "results"), ("dynamodb:Scan", "results"),
+             ("dynamodb:UpdateItem", "results")}),
+    # the authorizer: look a token up
+    ("authorizer", {("dynamodb:GetItem", "tokens")}),
+])
+def test_request_path_roles_are_narrow(d: Deployed, key: str,
+                                       allowed: set[tuple[str, str]]) -> None:
+    names = {
+        "images/*": d.one("s3/bucket:Bucket", prefixed(d, "images")).props["arn"] + "/*",
+        "results": d.one("dynamodb/table:Table", prefixed(d, "results")).props["arn"],
+        "tokens": d.one("dynamodb/table:Table", prefixed(d, "tokens")).props["arn"],
+    }
+    log_group = d.one("cloudwatch/logGroup:LogGroup", prefixed(d, key)).props["arn"] + ":*"
+    granted = set()
+    for statement in policies(d)[prefixed(d, key)]:
+        if statement.get("Sid") in ("Logs", "Tracing"):
+            assert statement["Resource"] in ([log_group], ["*"])
+            continue
+        for action in statement["Action"]:
+            for resource in statement["Resource"]:
+                granted.add((action, resource))
+    expected = {(action, names[target]) for action, target in allowed}
+    # reads may also use the table's indexes
+    index = names["results"] + "/index/*"
+    assert granted - {(a, index) for a, _ in granted} == expected
+
+
+# --- API ----------------------------------------------------------------------------------
+
+def test_rest_api_is_the_chalice_app(d: Deployed) -> None:
+    app = load_app(REPO / "api")
+    body = json.loads(d.one("apigateway/restApi:RestApi").props["body"])
+    assert set(body["paths"]) == set(app.routes)
+    api_arn, auth_arn = function(d, "api")["arn"], function(d, "authorizer")["arn"]
+    for path, methods in app.routes.items():
+        for method in methods:
+            operation = body["paths"][path][method.lower()]
+            assert api_arn in operation["x-amazon-apigateway-integration"]["uri"]
+            assert operation["security"] == [{"token_authorizer": []}]
+    authorizer = body["securityDefinitions"]["token_authorizer"]
+    assert auth_arn in authorizer["x-amazon-apigateway-authorizer"]["authorizerUri"]
+    stage = d.one("apigateway/stage:Stage").props
+    assert stage["xrayTracingEnabled"] is True
+    assert d.outputs["api_url"] == stage["invokeUrl"]
+    permissions = {p.props["function"]: p.props["sourceArn"]
+                   for p in d.of_type("lambda/permission:Permission")}
+    assert set(permissions) == {function(d, "api")["name"], function(d, "authorizer")["name"]}
+
+
+def test_stack_outputs(d: Deployed) -> None:
+    for name in ("api_url", "images_bucket", "results_bucket", "table", "state_machine_arn",
+                 "topic_arn", "dashboard_url", "manifest_uri"):
+        assert d.outputs[name], name
+    assert d.outputs["dashboard_url"].endswith(f"#dashboards:name={d.config.resource_prefix}")

@@ -1,0 +1,156 @@
+"""The dashboard and alarm definitions: built on the metrics the handlers really emit,
+valid for CloudWatch, and every alarm has an action."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from contextlib import redirect_stdout
+from typing import Any
+
+import pytest
+
+from pipeline import metrics
+from pipeline.alarms import alarm_definitions, camera_dimensions
+from pipeline.dashboard import WIDTH, dashboard_body
+
+LINES = {"press-1": ("top", "side"), "weld-2": ("a", "b", "c", "d", "e")}
+TOPIC = "arn:aws:sns:us-east-1:123456789012:linesight-alerts"
+MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:linesight-workflow"
+QUEUES = {"ingest-dlq": "ls-ingest-dlq", "workflow-failures": "ls-wf", "lake-failures": "ls-lf"}
+QUERY_ID = re.compile(r"^[a-z][a-zA-Z0-9_]*$")
+AWS_METRICS = {"AWS/Lambda", "AWS/States", "AWS/SQS", "AWS/SNS"}
+
+
+def alarms() -> list[dict[str, Any]]:
+    return alarm_definitions(prefix="ls", lines=LINES, anomaly_rates={"press-1": 0.1},
+                             topic_arn=TOPIC, state_machine_arn=MACHINE,
+                             dead_letter_queues=QUEUES, ingest_function="ls-ingest",
+                             latency_p95_ms=20000)
+
+
+def board() -> dict[str, Any]:
+    return dashboard_body(region="us-east-1", prefix="ls", lines=LINES,
+                          state_machine_arn=MACHINE, topic_arn=TOPIC,
+                          dead_letter_queues=QUEUES)
+
+
+def emitted_dimensions(emit: Any, *args: Any) -> list[set[str]]:
+    """The dimension sets of the EMF blobs a telemetry function prints."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        emit(*args)
+    blobs = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    return [set(dims) for blob in blobs
+            for directive in blob["_aws"]["CloudWatchMetrics"] for dims in directive["Dimensions"]]
+
+
+def test_alarm_names_cover_every_line_and_queue() -> None:
+    names = [a["AlarmName"] for a in alarms()]
+    assert len(names) == len(set(names))
+    assert set(names) == {
+        "ls-anomaly-rate-press-1", "ls-latency-p95-press-1",
+        "ls-anomaly-rate-weld-2", "ls-latency-p95-weld-2",
+        "ls-ingest-errors", "ls-failed-executions",
+        "ls-ingest-dlq-not-empty", "ls-workflow-failures-not-empty", "ls-lake-failures-not-empty"}
+
+
+@pytest.mark.parametrize("alarm", alarms(), ids=lambda a: a["AlarmName"])
+def test_every_alarm_has_an_action_and_fits_cloudwatch(alarm: dict[str, Any]) -> None:
+    assert alarm["AlarmActions"] == [TOPIC]
+    assert alarm["OKActions"] == [TOPIC]
+    queries = alarm.get("Metrics", [])
+    if queries:
+        stats = [q for q in queries if "MetricStat" in q]
+        # CloudWatch: at most 10 metrics in one alarm's metric math, one result
+        assert len(stats) <= 10
+        assert [q["ReturnData"] for q in queries].count(True) == 1
+        assert all(QUERY_ID.match(q["Id"]) for q in queries)
+        metrics_used = [q["MetricStat"]["Metric"] for q in stats]
+    else:
+        metrics_used = [alarm]
+    for metric in metrics_used:
+        if metric["Namespace"] == metrics.NAMESPACE:
+            assert metric["MetricName"] in metrics.ALL
+
+
+def test_anomaly_rate_uses_the_line_override_and_all_its_cameras() -> None:
+    by_name = {a["AlarmName"]: a for a in alarms()}
+    press = by_name["ls-anomaly-rate-press-1"]
+    assert press["Threshold"] == 0.1
+    assert by_name["ls-anomaly-rate-weld-2"]["Threshold"] == 0.25
+    dims = [{d["Value"] for d in q["MetricStat"]["Metric"]["Dimensions"]}
+            for q in press["Metrics"] if "MetricStat" in q]
+    assert dims == [{"press-1", camera} for camera in ("top", "side")] * 2
+    assert "IF(" in press["Metrics"][-1]["Expression"]
+
+
+def test_alarms_and_dashboard_read_the_dimensions_the_handlers_write() -> None:
+    telemetry = pytest.importorskip("chalicelib.telemetry")
+    from pipeline.alerts import AlertDecision
+    from pipeline.ingest import Outcome
+    from pipeline.records import STATUS_OK, ResultRecord, parse_time
+
+    when = parse_time("2026-11-23T10:00:00+00:00")
+    record = ResultRecord("img", "press-1", "top", "s3://b/k", when, when, STATUS_OK,
+                          is_anomalous=True, confidence=0.9)
+    per_image = emitted_dimensions(telemetry.emit_outcome,
+                                   Outcome(record, AlertDecision(send=False), "x"))
+    assert per_image and all(d == set(camera_dimensions("press-1", "top")) for d in per_image)
+    errors = emitted_dimensions(telemetry.emit_unexpected_error, "ingest")
+    (ingest_errors,) = [a for a in alarms() if a["AlarmName"] == "ls-ingest-errors"]
+    handled = ingest_errors["Metrics"][0]["MetricStat"]["Metric"]
+    assert errors == [{d["Name"] for d in handled["Dimensions"]}]
+
+
+def test_dashboard_layout_and_queries() -> None:
+    widgets = board()["widgets"]
+    assert {w["type"] for w in widgets} == {"text", "metric"}
+    for widget in widgets:
+        assert 0 <= widget["x"] and widget["x"] + widget["width"] <= WIDTH
+        if widget["type"] != "metric":
+            continue
+        props = widget["properties"]
+        assert props["region"] == "us-east-1"
+        ids = [row[-1]["id"] for row in props["metrics"]
+               if isinstance(row[-1], dict) and "id" in row[-1]]
+        assert len(ids) == len(set(ids)) and all(QUERY_ID.match(i) for i in ids)
+        for row in props["metrics"]:
+            if isinstance(row[0], dict):
+                referenced = set(re.findall(r"\b[a-z][a-zA-Z0-9_]*\b", row[0]["expression"]))
+                assert referenced - {"SUM", "IF"} <= set(ids), row
+            else:
+                assert row[0] == metrics.NAMESPACE and row[1] in metrics.ALL or (
+                    row[0] in AWS_METRICS), row
+
+
+@pytest.mark.parametrize("title", [
+    "Totals for the selected time range",  # single values
+    "Anomaly percentage",
+    "Anomalous vs normal",                 # the pie
+    "Anomaly rate per line (%)",
+    "Invalid images per line",
+    "Capture to result, p50 / p95 (ms)",
+    "Inference, p50 / p95 (ms)",
+    "Workflow executions",                 # Step Functions
+    "Alerts (SNS)",
+    "Dead-letter depth and ingest errors",
+])
+def test_dashboard_has_the_widget(title: str) -> None:
+    assert title in [w["properties"].get("title") for w in board()["widgets"]]
+
+
+def test_definitions_are_accepted_by_the_cloudwatch_api(aws_env: None) -> None:
+    """botocore validates every request against the CloudWatch API model; moto stores it."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+        for alarm in alarms():
+            cloudwatch.put_metric_alarm(**alarm)
+        cloudwatch.put_dashboard(DashboardName="ls", DashboardBody=json.dumps(board()))
+        stored = cloudwatch.describe_alarms()["MetricAlarms"]
+        assert len(stored) == len(alarms())
+        assert all(a["AlarmActions"] == [TOPIC] for a in stored)

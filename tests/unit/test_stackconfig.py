@@ -1,0 +1,174 @@
+"""The stack config: Pulumi.yaml declares every key once, the examples parse, and every
+mistake is refused with a message that names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline import settings
+from pipeline.stackconfig import (
+    KNOWN_KEYS,
+    ConfigError,
+    StackConfig,
+    load_stack_config,
+    parse_stack_config,
+    project_defaults,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = REPO / "Pulumi.yaml"
+LINE = {"id": "line-1", "cameras": ["cam-1"]}
+VALID = {"modelUri": "s3://models-bucket/v1/", "lines": [LINE]}
+
+
+def parse(**changes: Any) -> StackConfig:
+    return parse_stack_config({**VALID, **changes}, project_defaults(PROJECT))
+
+
+def test_pulumi_yaml_declares_every_key_with_a_description_and_default() -> None:
+    declared = yaml.safe_load(PROJECT.read_text())["config"]
+    assert set(declared) == set(KNOWN_KEYS)
+    for key, declaration in declared.items():
+        assert declaration.get("description"), key
+        assert "default" in declaration, key
+
+
+def test_defaults_agree_with_the_handlers() -> None:
+    defaults = project_defaults(PROJECT)
+    assert float(defaults["confidenceThreshold"]) == settings.DEFAULT_CONFIDENCE_THRESHOLD
+    assert defaults["maxUploadBytes"] == settings.DEFAULT_MAX_UPLOAD_BYTES
+    assert tuple(defaults["imageExtensions"]) == settings.DEFAULT_IMAGE_EXTENSIONS
+    assert defaults["workflowType"] == "EXPRESS"
+
+
+@pytest.mark.parametrize(("stack", "lines", "cameras"), [
+    ("dev", 1, 2),       # one line, two cameras
+    ("plant-a", 3, 9),   # three lines, several cameras each
+])
+def test_example_stacks_parse(stack: str, lines: int, cameras: int) -> None:
+    config = load_stack_config(REPO / f"Pulumi.{stack}.yaml", PROJECT)
+    assert config.stack == stack
+    assert len(config.lines) == lines
+    assert sum(len(line.cameras) for line in config.lines) == cameras
+    assert config.region
+
+
+def test_plant_a_has_per_line_thresholds_and_recipients() -> None:
+    config = load_stack_config(REPO / "Pulumi.plant-a.yaml", PROJECT)
+    assert {line.id: line.threshold for line in config.lines} == {
+        "press-1": 0.55, "weld-2": 0.45, "paint-3": None}
+    assert config.subscriptions()["press-shift-lead@example.com"] == ("press-1", "weld-2")
+    assert config.workflow_type == "STANDARD"
+
+
+def test_defaults_fill_what_the_stack_leaves_out() -> None:
+    config = parse()
+    assert config.resource_prefix == "linesight-dev"
+    assert config.confidence_threshold == 0.20
+    assert config.workflow_type == "EXPRESS"
+    assert config.buffering.megabytes == 64
+    assert config.image_extensions == ("jpg", "jpeg", "png")
+
+
+@pytest.mark.parametrize(("values", "key"), [
+    # a bad email address, stack-wide and per line
+    ({"alertEmails": ["not-an-email"]}, "alertEmails"),
+    ({"lines": [{**LINE, "alertEmails": ["a@b"]}]}, "lines[line-1].alertEmails"),
+    # thresholds outside [0, 1]
+    ({"confidenceThreshold": 1.2}, "confidenceThreshold"),
+    ({"confidenceThreshold": "high"}, "confidenceThreshold"),
+    ({"lines": [{**LINE, "threshold": 2}]}, "lines[line-1].threshold"),
+    ({"lines": [{**LINE, "confidenceThreshold": -0.5}]}, "lines[line-1].confidenceThreshold"),
+    ({"lines": [{**LINE, "anomalyRateAlarm": 1.5}]}, "lines[line-1].anomalyRateAlarm"),
+    # an override for something a line does not have
+    ({"lines": [{**LINE, "thresold": 0.3}]}, "lines[0].thresold"),
+    # an unknown top-level key
+    ({"line": [LINE]}, "line"),
+    # duplicate cameras, duplicate lines, bad ids, empty camera lists
+    ({"lines": [LINE, {"id": "line-2", "cameras": ["cam-1"]}]}, "lines[line-2].cameras"),
+    ({"lines": [LINE, LINE]}, "lines[line-1].id"),
+    ({"lines": [{"id": "../x", "cameras": ["c"]}]}, "lines[0].id"),
+    ({"lines": [{"id": "line-1", "cameras": []}]}, "lines[line-1].cameras"),
+    ({"lines": [{"id": "line-1", "cameras": [f"c{i}" for i in range(6)]}]},
+     "lines[line-1].cameras"),
+    ({"lines": []}, "lines"),
+    ({"lines": "line-1"}, "lines"),
+    # workflow type
+    ({"workflowType": "SYNC"}, "workflowType"),
+    # detector: none, two, or malformed
+    ({"modelUri": ""}, "modelPath"),
+    ({"sagemakerEndpoint": "ep-1"}, "modelPath"),
+    ({"modelUri": "https://bucket/model"}, "modelUri"),
+    ({"modelUri": "", "sagemakerEndpoint": "bad name!"}, "sagemakerEndpoint"),
+    # sizes, retention, buffering
+    ({"maxUploadBytes": 0}, "maxUploadBytes"),
+    ({"imageRetentionDays": -1}, "imageRetentionDays"),
+    ({"resultsRetentionDays": "forever"}, "resultsRetentionDays"),
+    ({"firehoseBufferSeconds": 30}, "firehoseBufferSeconds"),
+    ({"firehoseBufferMb": 256}, "firehoseBufferMb"),
+    ({"imageExtensions": []}, "imageExtensions"),
+    ({"imageExtensions": ["jp g"]}, "imageExtensions"),
+    ({"uploadOrigins": ["example.com"]}, "uploadOrigins"),
+    ({"resourcePrefix": "Has_Upper"}, "resourcePrefix"),
+    ({"latencyAlarmMs": 0}, "latencyAlarmMs"),
+])
+def test_bad_config_names_the_key(values: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse(**values)
+    assert str(error.value).startswith(f"linesight:{key}:"), str(error.value)
+    assert error.value.key == key
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    # what YAML gives
+    ({"lines": [LINE], "confidenceThreshold": 0.3}, 0.3),
+    # what the Pulumi engine gives: strings, structured values as JSON text
+    ({"lines": '[{"id": "line-1", "cameras": ["cam-1"]}]', "confidenceThreshold": "0.3"}, 0.3),
+])
+def test_values_as_yaml_or_as_pulumi_hands_them_over(raw: dict[str, Any],
+                                                     expected: float) -> None:
+    config = parse(**raw)
+    assert config.confidence_threshold == expected
+    assert config.lines[0].cameras == ("cam-1",)
+
+
+def test_lambda_environment_round_trips_through_settings() -> None:
+    config = parse(lines=[{**LINE, "threshold": 0.6, "confidenceThreshold": 0.1},
+                          {"id": "line-2", "cameras": ["cam-2"]}],
+                   maxUploadBytes=1000, imageExtensions=["png"])
+    env = config.lambda_environment(
+        images_bucket="img", results_bucket="res", table="tbl", tokens_table="tok",
+        state_machine_arn="arn:sm", topic_arn="arn:topic", firehose_stream="fh",
+        failure_queue_url="https://q")
+    read = settings.Settings.from_env(env)
+    assert (read.images_bucket, read.results_bucket, read.table_name, read.tokens_table) == (
+        "img", "res", "tbl", "tok")
+    assert read.model_uri == "s3://models-bucket/v1/"
+    assert read.detector_backend == "embedded"
+    assert read.max_upload_bytes == 1000
+    assert read.image_extensions == ("png",)
+    assert read.policy_for("line-1") == settings.LinePolicy(0.6, 0.1)
+    assert read.policy_for("line-2") == settings.LinePolicy()
+
+
+def test_sagemaker_detector_environment() -> None:
+    config = parse(modelUri="", sagemakerEndpoint="defects-v2")
+    env = config.lambda_environment(
+        images_bucket="", results_bucket="", table="", tokens_table="", state_machine_arn="",
+        topic_arn="", firehose_stream="", failure_queue_url="")
+    assert env["LINESIGHT_DETECTOR"] == "sagemaker"
+    assert env["LINESIGHT_SAGEMAKER_ENDPOINT"] == "defects-v2"
+    assert env["LINESIGHT_MODEL_URI"] == ""
+
+
+def test_an_address_on_every_line_and_on_one_line_gets_one_subscription() -> None:
+    config = parse(alertEmails=["ops@example.com"],
+                   lines=[{**LINE, "alertEmails": ["ops@example.com", "lead@example.com"]},
+                          {"id": "line-2", "cameras": ["cam-2"],
+                           "alertEmails": ["lead@example.com"]}])
+    assert config.subscriptions() == {"ops@example.com": (),
+                                      "lead@example.com": ("line-1", "line-2")}
