@@ -25,7 +25,7 @@ from rich.table import Table
 from scripts.local_stack import REPO, LocalStack, Topology
 from scripts.observe import AlertTap, all_records, lake_rows, summarize, wait_until
 
-console = Console()
+console = Console(width=None if Console().is_terminal else 110)
 UPLOADER = REPO / "scripts" / "uploadImages.py"
 
 
@@ -116,6 +116,7 @@ def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
         report_path = write_report(stack, out)
     table = summarize(records, rows, alerts)
     show(table)
+    show_accuracy(uploaded, records)
     summary = {
         "uploaded": len(uploaded),
         "results": len(records),
@@ -143,6 +144,26 @@ def write_report(stack: LocalStack, out: Path) -> Path:
     from scripts.cli_results import build_report_from_stack
 
     return build_report_from_stack(stack, out / "report.html")
+
+
+def show_accuracy(uploaded: list[dict[str, Any]], records: list[Any]) -> None:
+    """Compare verdicts with what the sample files are (their folder is in the name)."""
+    verdicts = {r.image_id: r for r in records}
+    counts = {"caught": 0, "missed": 0, "false_alarms": 0, "normal_ok": 0}
+    for upload in uploaded:
+        record = verdicts.get(upload["image_id"])
+        name = Path(upload["file"]).name
+        if record is None or record.status != "OK":
+            continue
+        if name.startswith("anomaly-"):
+            counts["caught" if record.is_anomalous else "missed"] += 1
+        elif name.startswith("normal-"):
+            counts["false_alarms" if record.is_anomalous else "normal_ok"] += 1
+    console.print(
+        f"detector vs the samples' labels: {counts['caught']} of "
+        f"{counts['caught'] + counts['missed']} defective parts caught, "
+        f"{counts['false_alarms']} false alarms on "
+        f"{counts['false_alarms'] + counts['normal_ok']} good parts")
 
 
 def show(table: dict[tuple[str, str], dict[str, int]]) -> None:

@@ -10,7 +10,8 @@ import pytest
 from scripts.local_stack import LocalStack
 
 
-@pytest.fixture(scope="session")
+# Module scope: a test module that starts its own stack (test_demo) never overlaps it.
+@pytest.fixture(scope="module")
 def local_stack(trained_model: Path) -> Iterator[LocalStack]:
     with LocalStack(trained_model, write_state=False) as stack:
         yield stack
