@@ -23,7 +23,8 @@ from chalice import (
 )
 from chalicelib.telemetry import emit_lake_rows, emit_outcome, emit_unexpected_error
 
-from pipeline import analytics, ingest as ingest_step, queries, reviews, tokens, uploads
+from pipeline import analytics, queries, reviews, tokens, uploads
+from pipeline import ingest as ingest_step
 from pipeline.aws import client
 from pipeline.detector import load_detector
 from pipeline.records import ResultRecord, parse_time
@@ -36,13 +37,34 @@ log = logging.getLogger("linesight")
 
 # --- API -----------------------------------------------------------------------------
 
+try:  # chalice's local server and test client answer 401 for this class
+    from chalice.local import NotAuthorizedError as _LocalNotAuthorized
+except ImportError:  # a deployed Lambda ships chalice's runtime only
+    _LocalNotAuthorized = None
+
+
+class Unauthorized(_LocalNotAuthorized or Exception):  # type: ignore[misc]
+    """No valid token. API Gateway answers 401 when a TOKEN authorizer fails with exactly
+    the message "Unauthorized" (a Deny policy would give 403, which we keep for a valid
+    token used outside its scope); chalice local answers 401 for `NotAuthorizedError`."""
+
+    def __init__(self) -> None:
+        if _LocalNotAuthorized is None:
+            super().__init__("Unauthorized")
+        else:
+            super().__init__({"x-amzn-ErrorType": "UnauthorizedException"},
+                             b'{"message":"Unauthorized"}')
+
+    def __str__(self) -> str:
+        return "Unauthorized"
+
+
 @app.authorizer(ttl_seconds=int(tokens.CACHE_TTL_SECONDS))
 def token_authorizer(auth_request: Any) -> AuthResponse:
     token = (auth_request.token or "").removeprefix("Bearer ").strip()
     scope = tokens.verify(current().tokens_table, token)
-    if scope is None:
-        # Chalice turns an empty route list into 401 Unauthorized.
-        return AuthResponse(routes=[], principal_id="anonymous")
+    if scope is None:  # missing, malformed, unknown, revoked or expired: 401
+        raise Unauthorized()
     return AuthResponse(routes=["*"], principal_id=scope.token_id,
                         context={"line_id": scope.line_id, "camera_id": scope.camera_id})
 
@@ -145,7 +167,7 @@ def review_result(image_id: str) -> dict[str, Any]:
     token_id = (app.current_request.context or {}).get("authorizer", {}).get("principalId", "")
     try:
         record = reviews.record_review(current().table_name, image_id, body.get("label"),
-                                       str(body.get("note", "")), reviewer=token_id or "api")
+                                       body.get("note") or "", reviewer=token_id or "api")
     except reviews.ReviewError as exc:
         raise BadRequestError(str(exc)) from None
     if record is None:

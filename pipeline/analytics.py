@@ -57,6 +57,7 @@ def lake_row(record: ResultRecord, region: str) -> dict[str, Any]:
         "IsAnomalous": record.is_anomalous,
         "Confidence": record.confidence,
         "Score": record.score,
+        "RawScore": record.raw_score,
         "Threshold": record.threshold,
         "ModelVersion": record.model_version,
         "HeatmapUrl": record.heatmap_uri,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ class ObjectRef:
         """Same object version, same key: the execution name and dedup key.
 
         >>> ObjectRef("b", "k", "e", 1, utc_now()).idempotency_key[:12]
-        '4a5c3bd1a2b8'
+        '90a7fab64503'
         """
         digest = hashlib.sha256(f"{self.bucket}/{self.key}/{self.etag}".encode()).hexdigest()
         return digest[:64]
@@ -144,6 +145,7 @@ def analyse(ref: ObjectRef, settings: Settings, detector: Detector) -> ResultRec
         is_anomalous=result.is_anomalous,
         confidence=round(result.confidence, 4),
         score=round(result.score, 4),
+        raw_score=round(result.raw_score, 6),
         threshold=round(result.threshold, 4),
         model_version=result.model_version,
         anomalies=result.anomalies,
@@ -186,7 +188,39 @@ def start_workflow(record: ResultRecord, settings: Settings) -> Outcome:
 
 
 def process(ref: ObjectRef, settings: Settings, detector: Detector) -> Outcome:
-    return start_workflow(analyse(ref, settings, detector), settings)
+    """Analyse and start the workflow. An unexpected error is noted on the image (see
+    `note_failure`) and re-raised, so the message is retried and, in the end, dead-lettered."""
+    try:
+        return start_workflow(analyse(ref, settings, detector), settings)
+    except Exception as exc:
+        note_failure(ref, exc)
+        raise
+
+
+FAILURE_TAG = "linesight-error"
+FAILED_AT_TAG = "linesight-failed-at"
+_TAG_UNSAFE = re.compile(r"[^\w .:/=+@-]+")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short, S3-tag-safe description of an exception.
+
+    >>> failure_reason(RuntimeError("model <v3> missing!"))
+    'RuntimeError: model v3 missing'
+    """
+    return _TAG_UNSAFE.sub("", f"{type(exc).__name__}: {exc}").strip()[:256]
+
+
+def note_failure(ref: ObjectRef, exc: BaseException) -> None:
+    """Tag the image with why it could not be processed, so a dead letter that points at
+    it can say why (`linesight dlq list`). Best effort: a failure here is only logged."""
+    tags = [{"Key": FAILURE_TAG, "Value": failure_reason(exc)},
+            {"Key": FAILED_AT_TAG, "Value": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")}]
+    try:
+        aws.client("s3").put_object_tagging(Bucket=ref.bucket, Key=ref.key,
+                                            Tagging={"TagSet": tags})
+    except Exception:
+        log.warning("could not tag %s with its failure reason", ref.uri, exc_info=True)
 
 
 def _threshold(settings: Settings, line_id: str, detector: Detector) -> float:

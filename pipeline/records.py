@@ -66,6 +66,7 @@ class ResultRecord:
     is_anomalous: bool = False
     confidence: float = 0.0
     score: float = 0.0
+    raw_score: float = 0.0
     threshold: float = 0.0
     model_version: str = ""
     reason: str = ""
@@ -100,7 +101,7 @@ class ResultRecord:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         known["captured_at"] = parse_time(str(data["captured_at"]))
         known["processed_at"] = parse_time(str(data["processed_at"]))
-        for name in ("confidence", "score", "threshold", "inference_ms"):
+        for name in ("confidence", "score", "raw_score", "threshold", "inference_ms"):
             if name in known:
                 known[name] = float(known[name])
         known["is_anomalous"] = bool(known.get("is_anomalous", False))

@@ -6,19 +6,23 @@ from pipeline import aws
 from pipeline.records import ResultRecord, iso, utc_now
 
 LABELS = ("normal", "anomaly")
+MAX_NOTE = 1000
 
 
 class ReviewError(ValueError):
     """A review we refuse (HTTP 400)."""
 
 
-def record_review(table: str, image_id: str, label: object, note: str,
+def record_review(table: str, image_id: str, label: object, note: object,
                   reviewer: str) -> ResultRecord | None:
-    """Store the verdict on the record; None when the image has no record."""
+    """Store the verdict on the record, replacing an earlier review; None when the image
+    has no record (the update is conditional, so it never creates one)."""
     if label not in LABELS:
         raise ReviewError(f"label must be one of {', '.join(LABELS)} (got {label!r})")
-    if len(note) > 1000:
-        raise ReviewError("note must be at most 1000 characters")
+    if not isinstance(note, str):
+        raise ReviewError("note must be a string")
+    if len(note) > MAX_NOTE:
+        raise ReviewError(f"note must be at most {MAX_NOTE} characters")
     ddb = aws.client("dynamodb")
     review = {"M": {"label": {"S": str(label)}, "note": {"S": note},
                     "reviewer": {"S": reviewer}, "reviewed_at": {"S": iso(utc_now())}}}

@@ -4,7 +4,9 @@ A token reads `ls_<token_id>_<secret>`. The tokens table holds, per `token_id`: 
 SHA-256(salt + secret), the line and camera it may upload for, its expiry and whether it
 is revoked. The secret is 32 random bytes, so a fast salted hash is enough (a slow KDF
 protects guessable passwords, not random keys). Comparison is constant-time.
-Verifications are cached for `CACHE_TTL_SECONDS`, so a revoked token is refused within it.
+Verifications are cached for `CACHE_TTL_SECONDS` (never past the token's expiry). API
+Gateway caches the authorizer's answer for the same time in front of this process, so a
+revoked token is refused within `REVOCATION_SECONDS` = twice that.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 from pipeline import aws
 from pipeline.records import iso, parse_time, utc_now
 
-CACHE_TTL_SECONDS = 30.0
+REVOCATION_SECONDS = 30.0
+# Two caches in series (API Gateway's authorizer cache, then this process's): each gets half.
+CACHE_TTL_SECONDS = REVOCATION_SECONDS / 2
 _TOKEN = re.compile(r"^ls_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
 
 
@@ -58,7 +62,7 @@ def is_well_formed(token: str) -> bool:
     >>> is_well_formed("allow")
     False
     """
-    return bool(_TOKEN.match(token))
+    return bool(_TOKEN.fullmatch(token))
 
 
 def create_token(table: str, line_id: str, camera_id: str, *,
@@ -121,11 +125,11 @@ class _Cache:
             return False, None
         return True, entry[0]
 
-    def put(self, token: str, scope: Scope | None) -> None:
+    def put(self, token: str, scope: Scope | None, ttl: float = CACHE_TTL_SECONDS) -> None:
         with self._lock:
             if len(self._entries) > 10_000:
                 self._entries.clear()
-            self._entries[token] = (scope, time.monotonic() + CACHE_TTL_SECONDS)
+            self._entries[token] = (scope, time.monotonic() + ttl)
 
     def clear(self) -> None:
         with self._lock:
@@ -142,25 +146,28 @@ def verify(table: str, token: str) -> Scope | None:
     hit, scope = _cache.get(token)
     if hit:
         return scope
-    scope = _lookup(table, token)
-    _cache.put(token, scope)
+    scope, expires_at = _lookup(table, token)
+    ttl = CACHE_TTL_SECONDS
+    if expires_at is not None:  # an expiring token is not cached past its expiry
+        ttl = max(0.0, min(ttl, (expires_at - utc_now()).total_seconds()))
+    _cache.put(token, scope, ttl)
     return scope
 
 
-def _lookup(table: str, token: str) -> Scope | None:
-    match = _TOKEN.match(token)
+def _lookup(table: str, token: str) -> tuple[Scope | None, datetime | None]:
+    match = _TOKEN.fullmatch(token)
     assert match is not None
     item = aws.client("dynamodb").get_item(
         TableName=table, Key={"token_id": {"S": match["id"]}}, ConsistentRead=True).get("Item")
     if not item:
-        return None
+        return None, None
     expected = item["hash"]["S"]
     if not hmac.compare_digest(expected, _hash(item["salt"]["S"], match["secret"])):
-        return None
+        return None, None
     info = _info(item)
     if info.revoked or (info.expires_at is not None and info.expires_at <= utc_now()):
-        return None
-    return Scope(info.token_id, info.line_id, info.camera_id)
+        return None, None
+    return Scope(info.token_id, info.line_id, info.camera_id), info.expires_at
 
 
 def _info(item: dict[str, Any]) -> TokenInfo:

@@ -25,6 +25,7 @@ DYNAMODB_RETRYABLE = (
     "States.Timeout",
 )
 CONDITIONAL_CHECK_FAILED = "DynamoDB.ConditionalCheckFailedException"
+ALERT_ERROR_PATH = "$.alert_error"
 
 
 def _retry(*errors: str, attempts: int = 4) -> list[dict[str, Any]]:
@@ -36,8 +37,9 @@ def _retry(*errors: str, attempts: int = 4) -> list[dict[str, Any]]:
     }]
 
 
-def _to_failure_queue(next_state: str = "SendToFailureQueue") -> dict[str, Any]:
-    return {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": next_state}
+def _to_failure_queue(result_path: str = "$.error") -> dict[str, Any]:
+    return {"ErrorEquals": ["States.ALL"], "ResultPath": result_path,
+            "Next": "SendToFailureQueue"}
 
 
 def state_machine_definition(*, table_name: str, topic_arn: str,
@@ -86,7 +88,9 @@ def state_machine_definition(*, table_name: str, topic_arn: str,
                 },
                 "ResultPath": "$.published",
                 "Retry": _retry("States.ALL"),
-                "Catch": [_to_failure_queue()],
+                # `alert_error` (not `error`) tells the failure queue's reader that the
+                # record is stored and only the alert is owed (`linesight dlq redrive`).
+                "Catch": [_to_failure_queue(ALERT_ERROR_PATH)],
                 "Next": "Alerted",
             },
             "SendToFailureQueue": {

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.records import ResultRecord
 from pipeline.analytics import LAKE_PREFIX
+from pipeline.records import ResultRecord
 
 
 def all_records(ddb: Any, table: str) -> list[ResultRecord]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from pipeline import metrics
-from pipeline.alerts import REASON_LOW_CONFIDENCE, REASON_ANOMALOUS_LOW_CONFIDENCE
+from pipeline.alerts import REASON_ANOMALOUS_LOW_CONFIDENCE, REASON_LOW_CONFIDENCE
 from pipeline.ingest import Outcome
 from pipeline.records import STATUS_INVALID
 

@@ -28,6 +28,11 @@ class InvalidImageError(ValueError):
         self.reason = reason
 
 
+class DetectorError(RuntimeError):
+    """The backend could not score the image (endpoint down, model missing, a malformed
+    response). Unlike `InvalidImageError` this says nothing about the image: retry later."""
+
+
 @dataclass(frozen=True)
 class DetectionResult:
     is_anomalous: bool
@@ -39,6 +44,8 @@ class DetectionResult:
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     heatmap_png: bytes | None = None
     inference_ms: float = 0.0
+    # What decoding accepted but changed, e.g. "converted_from_l", "exif_orientation_6".
+    notes: tuple[str, ...] = ()
 
     def to_lookout(self) -> dict[str, Any]:
         """The Lookout for Vision DetectAnomalyResult shape, plus our extra fields."""

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from scripts.demo import run_demo
 from scripts.local_stack import LocalStack
 from scripts.observe import AlertTap, all_records, lake_rows, wait_until
 from scripts.uploadImages import upload_folder

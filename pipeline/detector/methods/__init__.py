@@ -1,0 +1,23 @@
+"""The registry of scoring methods that training chooses among, by name.
+
+Add a method with one import and one entry in `METHODS`. Training cross-validates every
+registered method whose class does not set `auto_select = False` (such a method, like the
+ONNX backbone one, needs an option the user supplies and is only tried when asked for).
+"""
+
+from __future__ import annotations
+
+from pipeline.detector.methods.align import AlignEnvelope
+from pipeline.detector.methods.base import Method, State
+from pipeline.detector.methods.baseline import PixelGaussian
+from pipeline.detector.methods.onnx_backbone import OnnxPatchCore
+from pipeline.detector.methods.shape import ObjectShape
+
+METHODS: dict[str, type[Method]] = {
+    PixelGaussian.name: PixelGaussian,
+    OnnxPatchCore.name: OnnxPatchCore,
+    AlignEnvelope.name: AlignEnvelope,
+    ObjectShape.name: ObjectShape,
+}
+
+__all__ = ["METHODS", "Method", "State"]

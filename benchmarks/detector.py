@@ -1,0 +1,136 @@
+"""Detector benchmark on the real photo sets in ../shared/datasets.
+
+    .venv/bin/python -m benchmarks.detector [--datasets circuitboard cookies] [--json out.json]
+
+For each data set: train on train/ (method and threshold chosen by cross-validation on
+train/ only), evaluate on test/, and print one row: method chosen, AUROC, F1, precision,
+recall, train seconds, ms per image (decode + detect, one image at a time, BLAS on one
+thread), the full-scale decode ms of the same JPEGs, their ratio, the same ratio in CPU
+time of the scoring thread (steadier when the machine is busy), and the artifact size.
+Also prints the peak RSS and the import time of `pipeline.detector`. A missing data set is
+skipped with a message. Nothing here is tuned to test/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pipeline.detector import artifact
+from pipeline.detector.evaluation import evaluate, test_images
+from pipeline.detector.threads import blas_threads
+from pipeline.detector.training import train_model
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+TARGETS = {"circuitboard": (0.97, 0.93), "cookies": (0.99, 0.93)}
+
+
+def full_decode_ms(paths: list[Path]) -> tuple[float, float]:
+    """Mean (wall, CPU) ms to decode each file at full resolution to RGB, bytes in memory."""
+    blobs = [path.read_bytes() for path in paths]
+    for blob in blobs[:2]:
+        Image.open(io.BytesIO(blob)).convert("RGB")
+    started, cpu_started = time.perf_counter(), time.thread_time()
+    for blob in blobs:
+        with Image.open(io.BytesIO(blob)) as image:
+            image.convert("RGB")
+    wall = (time.perf_counter() - started) * 1000.0 / len(blobs)
+    return wall, (time.thread_time() - cpu_started) * 1000.0 / len(blobs)
+
+
+def import_seconds() -> float:
+    """Wall time of `import pipeline.detector` in a fresh interpreter (the Lambda cold path)."""
+    code = ("import time; t = time.perf_counter(); import pipeline.detector, "
+            "pipeline.detector.embedded; print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    return float(out.stdout.strip())
+
+
+def bench(name: str, root: Path, work: Path) -> dict[str, Any]:
+    model_dir = work / name
+    started = time.perf_counter()
+    report = train_model(root, model_dir)
+    train_seconds = time.perf_counter() - started
+    evaluate(model_dir, root / "test", keep_heatmaps=False)  # warm-up: caches, first calls
+    result = evaluate(model_dir, root / "test", keep_heatmaps=False)
+    document = result.to_json()
+    paths = [path for paths in test_images(root / "test").values() for path in paths]
+    with blas_threads(1):
+        decode_ms, decode_cpu_ms = full_decode_ms(paths)
+    return {
+        "dataset": name, "method": report.method, "auroc": document["auroc"],
+        "f1": document["f1"], "precision": document["precision"],
+        "recall": document["recall"], "n_normal": document["n_normal"],
+        "n_anomaly": document["n_anomaly"], "train_s": train_seconds,
+        "ms_per_image": document["ms_per_image"], "full_decode_ms": decode_ms,
+        "ratio": document["ms_per_image"] / decode_ms,
+        "cpu_ms_per_image": document["cpu_ms_per_image"], "full_decode_cpu_ms": decode_cpu_ms,
+        "cpu_ratio": document["cpu_ms_per_image"] / decode_cpu_ms,
+        "artifact_mb": artifact.size_bytes(model_dir) / 1e6,
+        "cv_auroc": report.cv_auroc, "cv_f1": report.cv_f1,
+        "candidates": [{"method": c.method, "cv_auroc": c.auroc, "cv_f1": c.f1,
+                        "error": c.error} for c in report.candidates],
+        "threshold_rule": report.threshold_rule,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="*", default=["circuitboard", "cookies"])
+    parser.add_argument("--root", type=Path, default=DATASETS)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="linesight-bench-") as work:
+        for name in args.datasets:
+            root = args.root / name
+            if not (root / "train").is_dir() or not (root / "test").is_dir():
+                print(f"skipping {name}: {root} not found (../shared/datasets is absent?)")
+                continue
+            print(f"{name}: training and evaluating ...", flush=True)
+            rows.append(bench(name, root, Path(work)))
+
+    header = (f"{'dataset':<13}{'method':<16}{'AUROC':>7}{'F1':>7}{'prec':>7}{'recall':>7}"
+              f"{'n':>7}{'train s':>9}{'ms/img':>8}{'decode':>8}{'ratio':>7}{'cpu ratio':>10}"
+              f"{'MB':>6}")
+    print()
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(f"{row['dataset']:<13}{row['method']:<16}{row['auroc']:>7.3f}{row['f1']:>7.3f}"
+              f"{row['precision']:>7.3f}{row['recall']:>7.3f}"
+              f"{row['n_normal']:>3}+{row['n_anomaly']:<3}{row['train_s']:>9.1f}"
+              f"{row['ms_per_image']:>8.1f}{row['full_decode_ms']:>8.1f}{row['ratio']:>7.2f}"
+              f"{row['cpu_ratio']:>10.2f}{row['artifact_mb']:>6.1f}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    imported = import_seconds()
+    print(f"\npeak RSS {peak_mb:.0f} MB; import pipeline.detector {imported:.2f} s")
+    for row in rows:
+        target = TARGETS.get(row["dataset"])
+        if target:
+            met = row["auroc"] >= target[0] and row["f1"] >= target[1]
+            print(f"{row['dataset']}: target AUROC >= {target[0]}, F1 >= {target[1]}: "
+                  + ("met" if met else "MISSED"))
+        for candidate in row["candidates"]:
+            print(f"  cv {candidate['method']:<16} AUROC {candidate['cv_auroc']}  "
+                  f"F1 {candidate['cv_f1']}  {candidate['error']}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "peak_rss_mb": peak_mb,
+                                         "import_s": imported}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

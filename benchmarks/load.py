@@ -1,0 +1,336 @@
+"""Load test of the whole pipeline on the local stack: nothing lost, nothing duplicated.
+
+    python benchmarks/load.py [--count 1000] [--concurrency 16] [--workers 2] [--model DIR]
+
+Starts a `LocalStack` serving 4 lines x 4 cameras, uploads `--count` images through the API
+(presigned POST, one token per camera) from `--concurrency` threads, mixes in 2% bad files
+and re-sends 5% of the S3 notifications to the ingest queue (duplicate deliveries), waits
+until everything has drained, then prints:
+
+- throughput: unique uploads / (last record processed - first upload started), images/s;
+- p50 / p95 upload-to-record latency: record `processed_at` - that upload's start;
+- drain time: end of the upload phase -> every record, lake row and alert present;
+
+and checks: records == unique uploads, lake rows == records (one per image), bad files
+recorded INVALID, alerts == the records whose alert decision says send (one per image),
+and no dead letters. Exits 1 when a check fails. Without `--model` it trains one on
+generated samples first (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pipeline.alerts import AlertPolicy, decide  # noqa: E402
+from pipeline.records import STATUS_INVALID, ResultRecord, iso, utc_now  # noqa: E402
+from scripts.local_stack import LocalStack, StackInfo, Topology  # noqa: E402
+from scripts.observe import AlertTap, all_records, lake_rows  # noqa: E402
+from scripts.uploadImages import upload_post  # noqa: E402
+
+# Camera ids are unique across lines (stack config rule): cam-<line><n>.
+LINES = {f"line-{i}": tuple(f"cam-{i}{j}" for j in range(1, 5)) for i in range(1, 5)}
+DUPLICATE_RATE = 0.05
+BAD_RATE = 0.02
+_IMAGE_LINE = re.compile(r"^Image:\s+(\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Planned:
+    path: Path
+    line: str
+    camera: str
+    bad: bool = False
+    duplicate: bool = False
+
+
+@dataclass
+class Sent:
+    planned: Planned
+    started: float
+    finished: float = 0.0
+    image_id: str = ""
+    key: str = ""
+    error: str = ""
+
+
+@dataclass
+class LoadReport:
+    uploads: int = 0
+    failed_uploads: int = 0
+    duplicates_sent: int = 0
+    bad_files: int = 0
+    records: int = 0
+    invalid: int = 0
+    lake_rows: int = 0
+    alerts: int = 0
+    expected_alerts: int = 0
+    upload_seconds: float = 0.0
+    drain_seconds: float = 0.0
+    throughput: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    max_ms: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        return [
+            f"uploads           {self.uploads} unique ({self.bad_files} bad files, "
+            f"{self.failed_uploads} failed), {self.duplicates_sent} duplicate deliveries",
+            f"records           {self.records} ({self.invalid} INVALID)",
+            f"lake rows         {self.lake_rows}",
+            f"alerts            {self.alerts} (expected {self.expected_alerts})",
+            f"upload phase      {self.upload_seconds:.1f} s",
+            f"drain time        {self.drain_seconds:.1f} s after the last upload",
+            f"throughput        {self.throughput:.1f} images/s end to end",
+            f"latency           p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
+            f"max {self.max_ms:.0f} ms (upload start -> record processed)",
+            "checks            " + ("all passed" if self.ok else "; ".join(self.problems)),
+        ]
+
+
+def plan(count: int, samples: Path, workdir: Path, *, bad_rate: float = BAD_RATE,
+         duplicate_rate: float = DUPLICATE_RATE) -> list[Planned]:
+    """`count` uploads spread round-robin over every line and camera; every 1/bad_rate-th
+    is a bad file, every 1/duplicate_rate-th good one is delivered twice."""
+    images = sorted(p for p in (samples / "test").rglob("*.jpg"))
+    if not images:
+        raise FileNotFoundError(f"no sample images under {samples / 'test'}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    html = workdir / "not-a-photo.jpg"
+    html.write_bytes(b"<!doctype html><html><body>gateway error</body></html>")
+    truncated = workdir / "truncated.jpg"
+    truncated.write_bytes(images[0].read_bytes()[: images[0].stat().st_size // 2])
+    bad_files = [html, truncated]
+    cameras = [(line, camera) for line, cams in LINES.items() for camera in cams]
+    bad_every = round(1 / bad_rate) if bad_rate else 0
+    dup_every = round(1 / duplicate_rate) if duplicate_rate else 0
+    planned = []
+    for n in range(count):
+        line, camera = cameras[n % len(cameras)]
+        bad = bool(bad_every) and n % bad_every == bad_every // 2
+        path = bad_files[n % len(bad_files)] if bad else images[n % len(images)]
+        duplicate = not bad and bool(dup_every) and n % dup_every == 3
+        planned.append(Planned(path, line, camera, bad, duplicate))
+    return planned
+
+
+def notification(bucket: str, key: str, etag: str, size: int) -> str:
+    """The S3 ObjectCreated notification body S3 sent for this object."""
+    return json.dumps({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": iso(utc_now()), "eventName": "ObjectCreated:Post",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket,
+                                                    "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": quote_plus(key), "size": size, "eTag": etag}}}]})
+
+
+def _upload_all(stack: LocalStack, info: StackInfo, planned: list[Planned],
+                concurrency: int) -> list[Sent]:
+    s3, sqs = stack.client("s3"), stack.client("sqs")
+
+    def one(item: Planned) -> Sent:
+        sent = Sent(item, time.time())
+        token = info.camera_tokens[f"{item.line}/{item.camera}"]
+        try:
+            sent.image_id, sent.key = upload_post(info.api_url, token, item.path, item.line,
+                                                  item.camera)
+        except Exception as exc:  # a failed upload is counted, not fatal
+            sent.error = str(exc)
+        sent.finished = time.time()
+        if item.duplicate and sent.key:
+            head = s3.head_object(Bucket=info.images_bucket, Key=sent.key)
+            sqs.send_message(QueueUrl=info.queue_url, MessageBody=notification(
+                info.images_bucket, sent.key, head["ETag"].strip('"'), head["ContentLength"]))
+        return sent
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(one, planned))
+
+
+def _drain(stack: LocalStack, info: StackInfo, expected_ids: set[str], tap: AlertTap,
+           timeout: float) -> tuple[list[ResultRecord], list[dict[str, Any]]]:
+    ddb, s3 = stack.client("dynamodb"), stack.client("s3")
+    deadline = time.monotonic() + timeout
+    records: list[ResultRecord] = []
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        count = sum(page.get("Count", 0) for page in ddb.get_paginator("scan").paginate(
+            TableName=info.table, Select="COUNT"))
+        if count >= len(expected_ids):
+            records = all_records(ddb, info.table)
+            rows = lake_rows(s3, info.results_bucket)
+            if len(rows) >= len(records):
+                break
+        time.sleep(0.25)
+    else:
+        records = all_records(ddb, info.table)
+        rows = lake_rows(s3, info.results_bucket)
+    return records, rows
+
+
+def expected_alert_count(records: list[ResultRecord], topology: Topology) -> int:
+    def policy(line: str) -> AlertPolicy:
+        override = topology.line_policies.get(line, {}).get("confidenceThreshold")
+        return AlertPolicy(confidence_threshold=topology.confidence_threshold
+                           if override is None else float(override))
+
+    return sum(decide(record, policy(record.line_id)).send for record in records)
+
+
+def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int = 16,
+        workers: int = 2, timeout: float = 300.0, workdir: Path | None = None,
+        log: Any = print) -> LoadReport:
+    topology = Topology(lines=LINES)
+    report = LoadReport()
+    with tempfile.TemporaryDirectory() as scratch:
+        planned = plan(count, samples, workdir or Path(scratch))
+        with LocalStack(model_dir, topology, ingest_workers=workers,
+                        write_state=False) as stack:
+            info = stack.info
+            assert info is not None
+            tap = AlertTap(stack.client("sqs"), info.alerts_queue_url)
+            log(f"local stack up: {count} uploads over {len(LINES)} lines x 4 cameras, "
+                f"concurrency {concurrency}, {workers} ingest workers")
+            started = time.time()
+            sent = _upload_all(stack, info, planned, concurrency)
+            uploaded = time.time()
+            ok = [s for s in sent if s.image_id]
+            ids = {s.image_id for s in ok}
+            records, rows = _drain(stack, info, ids, tap, timeout)
+            # Alerts trail the records by one SNS hop: wait for the expected number.
+            expected = expected_alert_count(records, topology)
+            deadline = time.monotonic() + 30
+            while len(tap.drain()) < expected and time.monotonic() < deadline:
+                time.sleep(0.25)
+            drained = time.time()
+            time.sleep(1.0)  # anything extra (a duplicate alert) would arrive by now
+            alerts = tap.drain()
+            dead = {name: _queue_depth(stack, url) for name, url in (
+                ("ingest DLQ", info.dlq_url), ("workflow failures", info.failure_queue_url),
+                ("lake failures", info.lake_failure_queue_url))}
+
+    by_id = {s.image_id: s for s in ok}
+    latencies = sorted((r.processed_at.timestamp() - by_id[r.image_id].started) * 1000.0
+                       for r in records if r.image_id in by_id)
+    last_processed = max((r.processed_at.timestamp() for r in records), default=uploaded)
+    report.uploads = len(ok)
+    report.failed_uploads = len(sent) - len(ok)
+    report.duplicates_sent = sum(1 for s in ok if s.planned.duplicate)
+    report.bad_files = sum(1 for s in ok if s.planned.bad)
+    report.records = len(records)
+    report.invalid = sum(1 for r in records if r.status == STATUS_INVALID)
+    report.lake_rows = len(rows)
+    report.alerts = len(alerts)
+    report.expected_alerts = expected
+    report.upload_seconds = uploaded - started
+    report.drain_seconds = drained - uploaded
+    report.throughput = len(ok) / max(last_processed - started, 1e-9)
+    if latencies:
+        report.p50_ms = statistics.median(latencies)
+        report.p95_ms = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+        report.max_ms = latencies[-1]
+    report.problems = _check(report, ok, records, rows, alerts, dead)
+    if report.failed_uploads:
+        first = next(s.error for s in sent if not s.image_id)
+        report.problems.insert(0, f"{report.failed_uploads} uploads failed (first: {first})")
+    return report
+
+
+def _check(report: LoadReport, ok: list[Sent], records: list[ResultRecord],
+           rows: list[dict[str, Any]], alerts: list[dict[str, Any]],
+           dead: dict[str, int]) -> list[str]:
+    problems = []
+    ids = {s.image_id for s in ok}
+    recorded = {r.image_id for r in records}
+    if recorded != ids:
+        problems.append(f"records != unique uploads: {len(ids - recorded)} lost, "
+                        f"{len(recorded - ids)} unexpected")
+    lake = Counter(row["ImageId"] for row in rows)
+    if set(lake) != recorded or any(n > 1 for n in lake.values()):
+        problems.append(f"lake rows != records: {len(rows)} rows for {len(recorded)} records, "
+                        f"{sum(1 for n in lake.values() if n > 1)} duplicated")
+    bad = {s.image_id for s in ok if s.planned.bad}
+    invalid = {r.image_id for r in records if r.status == STATUS_INVALID}
+    if invalid != bad:
+        problems.append(f"INVALID records {len(invalid)} != bad files {len(bad)}")
+    alerted = Counter(m.group(1) for a in alerts if (m := _IMAGE_LINE.search(a["message"])))
+    if len(alerts) != report.expected_alerts or any(n > 1 for n in alerted.values()):
+        problems.append(f"alerts {len(alerts)} != expected {report.expected_alerts} "
+                        f"({sum(1 for n in alerted.values() if n > 1)} images alerted twice)")
+    if alerted.keys() & bad:
+        problems.append("a bad file was alerted")
+    problems.extend(f"{n} messages left in the {name}" for name, n in dead.items() if n)
+    return problems
+
+
+def _queue_depth(stack: LocalStack, url: str) -> int:
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                      "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+def _model(model: Path | None, samples: Path, scratch: Path) -> Path:
+    if model is not None:
+        if not (model / "model.json").exists():
+            raise SystemExit(f"error: {model} has no model.json")
+        return model
+    from pipeline.detector.training import train_model
+
+    out = scratch / "model"
+    print("training a model on the generated samples (no --model given)...")
+    train_model(samples, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help="unique uploads (1000)")
+    parser.add_argument("--concurrency", type=int, default=16, help="upload threads (16)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="ingest pollers, the Lambda concurrency stand-in (2)")
+    parser.add_argument("--model", type=Path, help="model directory (default: train one)")
+    parser.add_argument("--samples", type=Path, default=REPO / "resources" / "samples",
+                        help="sample images (generated if missing)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="drain timeout, s")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.concurrency < 1 or args.workers < 1:
+        parser.error("--count, --concurrency and --workers must be at least 1")
+    with tempfile.TemporaryDirectory() as scratch:
+        if not (args.samples / "test").is_dir():
+            from scripts.make_samples import generate
+
+            generate(args.samples)
+        model = _model(args.model, args.samples, Path(scratch))
+        report = run(model, args.samples, count=args.count, concurrency=args.concurrency,
+                     workers=args.workers, timeout=args.timeout)
+    print("\n".join(report.lines()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.__dict__, indent=2))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The model artifact: a directory with `model.json` (what was learned and how) and
+`arrays.npz` (the method's numpy arrays). Loading needs numpy and Pillow only.
+
+`model.json` holds the method name, its JSON-able state, the calibration (raw threshold and
+logistic width), the pixel threshold used for the heatmap and anomaly area, the training
+images' aspect ratio, the training report, and `model_version`: the first 12 hex digits of
+a SHA-256 over the arrays and the learned JSON, so the same training gives the same version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.detector.calibration import Calibration
+from pipeline.detector.methods import METHODS, Method
+
+FORMAT = "linesight-detector/1"
+MODEL_FILE = "model.json"
+ARRAYS_FILE = "arrays.npz"
+
+
+class ArtifactError(ValueError):
+    """The model directory is missing, incomplete or of an unknown format."""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """Everything inference needs: the fitted method and how to read its scores."""
+
+    method: Method
+    calibration: Calibration
+    pixel_threshold: float
+    expected_aspect: float | None
+    model_version: str = ""
+    # The training images' median longest side: far smaller uploads lack the detail.
+    expected_longest: int | None = None
+    # A per-line region of interest (x0, y0, x1, y1 fractions), applied before scoring.
+    roi: tuple[float, float, float, float] | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def method_name(self) -> str:
+        return self.method.name
+
+
+def save(model: TrainedModel, out_dir: Path) -> TrainedModel:
+    """Write the artifact; returns the model with its `model_version` filled in."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays, values = _split_state(model.method.state())
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    learned = {
+        "format": FORMAT,
+        "method": model.method.name,
+        "input_size": int(model.method.input_size),
+        "method_state": values,
+        "calibration": {"raw_threshold": model.calibration.raw_threshold,
+                        "scale": model.calibration.scale},
+        "pixel_threshold": model.pixel_threshold,
+        "expected_aspect": model.expected_aspect,
+        "expected_longest": model.expected_longest,
+        "roi": None if model.roi is None else list(model.roi),
+    }
+    digest = hashlib.sha256(buffer.getvalue())
+    digest.update(json.dumps(learned, sort_keys=True).encode())
+    version = digest.hexdigest()[:12]
+    document = {**learned, "model_version": version, "training": dict(model.info)}
+    (out_dir / ARRAYS_FILE).write_bytes(buffer.getvalue())
+    (out_dir / MODEL_FILE).write_text(json.dumps(document, indent=2, default=_json_default))
+    return dataclasses.replace(model, model_version=version)
+
+
+def load(model_dir: Path) -> TrainedModel:
+    """Read an artifact written by `save`."""
+    model_file = model_dir / MODEL_FILE
+    if not model_file.is_file():
+        raise ArtifactError(f"{model_dir} is not a LineSight model: no {MODEL_FILE}")
+    try:
+        document = json.loads(model_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{model_file} is not valid JSON: {exc.msg}") from None
+    if document.get("format") != FORMAT:
+        raise ArtifactError(f"{model_file} has format {document.get('format')!r}, "
+                            f"expected {FORMAT!r}")
+    name = document["method"]
+    if name not in METHODS:
+        raise ArtifactError(f"{model_file} needs method {name!r}, which this build lacks "
+                            f"(known: {', '.join(sorted(METHODS))})")
+    state: dict[str, Any] = dict(document["method_state"])
+    arrays_file = model_dir / ARRAYS_FILE
+    if arrays_file.is_file():
+        with np.load(arrays_file, allow_pickle=False) as arrays:
+            state.update({key: arrays[key] for key in arrays.files})
+    calibration = Calibration(float(document["calibration"]["raw_threshold"]),
+                              float(document["calibration"]["scale"]))
+    aspect = document.get("expected_aspect")
+    longest = document.get("expected_longest")
+    roi = document.get("roi")
+    return TrainedModel(
+        method=METHODS[name].from_state(state),
+        calibration=calibration,
+        pixel_threshold=float(document["pixel_threshold"]),
+        expected_aspect=None if aspect is None else float(aspect),
+        model_version=str(document["model_version"]),
+        info=document.get("training", {}),
+        expected_longest=None if longest is None else int(longest),
+        roi=None if roi is None else (float(roi[0]), float(roi[1]), float(roi[2]),
+                                      float(roi[3])),
+    )
+
+
+def size_bytes(model_dir: Path) -> int:
+    """The artifact's size on disk."""
+    return sum(path.stat().st_size for path in model_dir.rglob("*") if path.is_file())
+
+
+def _split_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays = {key: value for key, value in state.items() if isinstance(value, np.ndarray)}
+    values = {key: value for key, value in state.items() if key not in arrays}
+    return arrays, json.loads(json.dumps(values, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-able")

@@ -1,0 +1,301 @@
+"""Turning uploaded bytes into an RGB array a scoring method can use, or refusing them.
+
+Every refusal is an `InvalidImageError` with a short `reason` code that the pipeline
+records as INVALID. The policy is strict on purpose: LineSight accepts what a camera
+sends, and refuses the rest visibly rather than converting it and judging it wrongly.
+
+| reason | what was sent |
+| --- | --- |
+| `empty` | zero bytes |
+| `not_an_image` | bytes Pillow cannot identify (text, HTML, a PDF named .jpg, ...) |
+| `unsupported_format` | a real image in a format other than JPEG or PNG (GIF, WebP, TIFF, ...) |
+| `animated` | an animated PNG (more than one frame) |
+| `content_type_mismatch` | bytes of one format declared as another (a PNG sent as image/jpeg) |
+| `unsupported_mode` | CMYK, palette, 16-bit or 1-bit pixels (print files, screenshots) |
+| `too_large` | more than `MAX_PIXELS` pixels, judged from the header before decoding |
+| `too_small` | a side shorter than `MIN_SIDE`, or far below the training resolution |
+| `corrupt` | truncated or damaged data (checked in the JPEG markers, then in decoding) |
+| `off_size` | an aspect ratio far from the training images' (another camera or crop) |
+
+A content type that names no image format (empty, application/octet-stream) lets the
+bytes decide. Accepted with a note in `DecodedImage.notes`: greyscale and alpha images
+(converted to RGB, alpha dropped: `converted_from_<mode>`) and EXIF orientation (applied:
+`exif_orientation_<n>`).
+
+JPEGs are decoded with Pillow's draft mode (reduced-scale DCT), so a 2000x1334 photo is
+decoded at 1/2, 1/4 or 1/8 scale when the method only needs a few hundred pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline.detector.base import InvalidImageError
+
+MAX_PIXELS = 50_000_000
+MIN_SIDE = 16
+# A photo whose aspect ratio differs from the training images' by more than this factor
+# comes from another camera set-up or crop; scoring it would be meaningless.
+MAX_ASPECT_FACTOR = 1.25
+ACCEPTED_FORMATS = ("JPEG", "PNG")
+# What cameras send. Anything else is refused rather than converted: the model learnt from
+# 8-bit camera frames, and a converted print file or screenshot would be judged wrongly.
+ACCEPTED_MODES = ("RGB", "L", "RGBA", "LA")
+_MODE_ADVICE = {
+    "CMYK": "CMYK images come from print workflows, not cameras; send RGB",
+    "P": "palette images (screenshots, diagrams) are not camera frames; send RGB",
+    "PA": "palette images (screenshots, diagrams) are not camera frames; send RGB",
+    "I;16": "16-bit images are not supported; send 8 bits per channel",
+    "I;16B": "16-bit images are not supported; send 8 bits per channel",
+    "I": "16/32-bit images are not supported; send 8 bits per channel",
+    "1": "1-bit (black and white) images are not supported; send RGB or greyscale",
+}
+_CONTENT_TYPES = {
+    "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG",
+    "image/png": "PNG", "image/x-png": "PNG",
+    "image/gif": "GIF", "image/webp": "WEBP", "image/tiff": "TIFF", "image/bmp": "BMP",
+}
+_ORIENTATION_TAG = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An RGB uint8 HxWx3 array plus what decoding had to do to get it."""
+
+    rgb: np.ndarray
+    format: str
+    original_size: tuple[int, int]
+    notes: tuple[str, ...] = ()
+
+
+def content_type_format(content_type: str) -> str | None:
+    """The image format a Content-Type names, or None when it names none.
+
+    >>> content_type_format("image/jpeg; charset=binary")
+    'JPEG'
+    >>> content_type_format("application/octet-stream") is None
+    True
+    """
+    return _CONTENT_TYPES.get(content_type.split(";")[0].strip().lower())
+
+
+def fit_within(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(width, height) scaled so the longest side is `longest`, keeping the aspect ratio.
+
+    >>> fit_within((2000, 1334), 256)
+    (256, 171)
+    >>> fit_within((576, 768), 256)
+    (192, 256)
+    """
+    width, height = size
+    scale = longest / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+Roi = tuple[float, float, float, float]
+
+
+def parse_roi(text: str) -> Roi:
+    """A region of interest from "x0,y0,x1,y1" fractions of width and height.
+
+    >>> parse_roi("0.1, 0.2, 0.9, 1")
+    (0.1, 0.2, 0.9, 1.0)
+    >>> parse_roi("0.5,0,0.4,1")
+    Traceback (most recent call last):
+    ...
+    ValueError: region of interest must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    """
+    try:
+        x0, y0, x1, y1 = (float(part) for part in text.split(","))
+    except ValueError:
+        x0 = y0 = x1 = y1 = -1.0
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise ValueError("region of interest must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 "
+                         "and 0 <= y0 < y1 <= 1")
+    return x0, y0, x1, y1
+
+
+def roi_box(size: tuple[int, int], roi: Roi) -> tuple[int, int, int, int]:
+    """The pixel box (left, top, right, bottom) of `roi` in an image of `size`.
+
+    >>> roi_box((200, 100), (0.25, 0.0, 0.75, 0.5))
+    (50, 0, 150, 50)
+    """
+    width, height = size
+    left, top = round(roi[0] * width), round(roi[1] * height)
+    right = max(left + 1, round(roi[2] * width))
+    bottom = max(top + 1, round(roi[3] * height))
+    return left, top, right, bottom
+
+
+def roi_size(size: tuple[int, int], roi: Roi) -> tuple[int, int]:
+    """(width, height) of the region `roi` in an image of `size`."""
+    left, top, right, bottom = roi_box(size, roi)
+    return right - left, bottom - top
+
+
+def aspect_is_off(size: tuple[int, int], expected_aspect: float,
+                  factor: float = MAX_ASPECT_FACTOR) -> bool:
+    """Whether width/height differs from `expected_aspect` by more than `factor`.
+
+    >>> aspect_is_off((2000, 1334), 1.5)
+    False
+    >>> aspect_is_off((1334, 2000), 1.5)
+    True
+    """
+    ratio = (size[0] / size[1]) / expected_aspect
+    return max(ratio, 1.0 / ratio) > factor
+
+
+def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | None = None,
+           expected_aspect: float | None = None, min_longest: int | None = None,
+           roi: Roi | None = None) -> DecodedImage:
+    """Decode `image_bytes` to RGB, resized so the longest side is `longest_side` (when given).
+
+    `expected_aspect` (width/height of the training images) refuses other aspect ratios;
+    `min_longest` refuses images whose longest side is shorter (too little detail).
+    `roi` crops the upright image to a region of interest (fractions of width and height)
+    before resizing, so `longest_side` applies to the region.
+
+    Raises `InvalidImageError` for anything in the table at the top of this module.
+    """
+    if not image_bytes:
+        raise InvalidImageError("empty", "the upload is empty (0 bytes)")
+    image = _open(image_bytes)
+    _check_kind(image, image_bytes, content_type)
+    fmt = str(image.format)
+    orientation = _orientation(image)
+    upright = _check_size(image, orientation, expected_aspect, min_longest)
+    if image.format == "JPEG" and longest_side is not None:
+        region = roi_size(upright, roi) if roi else upright
+        scale = max(region) / longest_side
+        target = (max(1, round(upright[0] / scale)), max(1, round(upright[1] / scale)))
+        image.draft("RGB", (target[1], target[0]) if orientation in _SWAPS_AXES else target)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImageError("corrupt", f"the image is truncated or damaged: {exc}") from None
+
+    notes: list[str] = []
+    if orientation not in (None, 1):
+        image = ImageOps.exif_transpose(image)
+        notes.append(f"exif_orientation_{orientation}")
+    if image.mode != "RGB":
+        notes.append(f"converted_from_{image.mode.lower()}")
+        image = image.convert("RGB")
+    if roi is not None:
+        image = image.crop(roi_box(image.size, roi))
+    if longest_side is not None and max(image.size) != longest_side:
+        image = image.resize(fit_within(image.size, longest_side), Image.Resampling.BILINEAR,
+                             reducing_gap=2.0)
+    return DecodedImage(rgb=np.asarray(image, dtype=np.uint8), format=fmt,
+                        original_size=upright, notes=tuple(notes))
+
+
+def jpeg_damage(data: bytes) -> str:
+    """What is structurally wrong with a JPEG's markers ('' if nothing found).
+
+    Walks the header segments to the first start-of-scan, then checks that the first
+    end-of-image marker ends the file (or is followed only by another embedded JPEG, as
+    in multi-picture files, or by padding). Entropy-coded data escapes every 0xFF byte,
+    so an early end-of-image marker means the scan data was overwritten or cut.
+
+    >>> jpeg_damage(bytes.fromhex("ffd8 ffda 0002 1234 ffd9"))
+    ''
+    >>> jpeg_damage(bytes.fromhex("ffd8 ffda 0002 ffd9") + bytes(range(1, 101)))
+    'end-of-image marker 100 bytes before the end of the file'
+    """
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return f"expected a marker at byte {position}"
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if marker == 0xDA:
+            break
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    else:
+        return "no image data (start of scan) found"
+    end = data.find(b"\xff\xd9", position)
+    if end < 0:
+        return "no end-of-image marker: the file is cut short"
+    trailer = data[end + 2:]
+    if trailer and not trailer.startswith(b"\xff\xd8") and trailer.strip(b"\x00\xff"):
+        return f"end-of-image marker {len(trailer)} bytes before the end of the file"
+    return ""
+
+
+def _check_kind(image: Image.Image, image_bytes: bytes, content_type: str) -> None:
+    """Refuse formats, frames, content types and pixel modes a camera would not send."""
+    if image.format not in ACCEPTED_FORMATS:
+        raise InvalidImageError(
+            "unsupported_format",
+            f"{image.format} images are not supported; send JPEG or PNG")
+    if getattr(image, "n_frames", 1) > 1:
+        raise InvalidImageError("animated", "animated images are not supported")
+    claimed = content_type_format(content_type) if content_type else None
+    if claimed is not None and claimed != image.format:
+        raise InvalidImageError(
+            "content_type_mismatch",
+            f"the bytes are {image.format} but the upload says {content_type}: "
+            "a misconfigured camera or gateway?")
+    if image.mode not in ACCEPTED_MODES:
+        raise InvalidImageError("unsupported_mode", _MODE_ADVICE.get(
+            image.mode, f"{image.mode} pixels are not supported; send 8-bit RGB or greyscale"))
+    if image.format == "JPEG":
+        damage = jpeg_damage(image_bytes)
+        if damage:
+            raise InvalidImageError("corrupt", f"the JPEG is damaged: {damage}")
+
+
+def _check_size(image: Image.Image, orientation: int | None, expected_aspect: float | None,
+                min_longest: int | None) -> tuple[int, int]:
+    """The upright (width, height) from the header, refusing bombs and odd sizes."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise InvalidImageError(
+            "too_large", f"{width}x{height} is more than {MAX_PIXELS // 1_000_000} megapixels")
+    if min(width, height) < MIN_SIDE:
+        raise InvalidImageError("too_small", f"{width}x{height} is too small to inspect")
+    upright = (height, width) if orientation in _SWAPS_AXES else (width, height)
+    if expected_aspect is not None and aspect_is_off(upright, expected_aspect):
+        raise InvalidImageError(
+            "off_size",
+            f"{upright[0]}x{upright[1]} has aspect ratio {upright[0] / upright[1]:.2f}, far from "
+            f"the training images' {expected_aspect:.2f}: another camera or crop?")
+    if min_longest is not None and max(upright) < min_longest:
+        raise InvalidImageError(
+            "too_small",
+            f"{upright[0]}x{upright[1]} is too small: the model needs at least {min_longest} px")
+    return upright
+
+
+def _open(image_bytes: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(image_bytes))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImageError(
+            "too_large", f"the image is more than {MAX_PIXELS // 1_000_000} megapixels") from None
+    except UnidentifiedImageError:
+        raise InvalidImageError("not_an_image", "the bytes are not a recognisable image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImageError("corrupt", f"the image header is damaged: {exc}") from None
+    return image
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return value if isinstance(value, int) and 1 <= value <= 8 else None

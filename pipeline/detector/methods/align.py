@@ -1,0 +1,424 @@
+"""Align the part to a reference pose, then compare it with each aligned normal image.
+
+For a part photographed on a plain background at a slightly different place and angle in
+every photo (a circuit board on a mat):
+
+1. **Locate.** The background colour is the median of the image border; pixels far from
+   it (threshold by Otsu on the normal images) are the part. Their centroid and main
+   axis give a coarse pose.
+2. **Register.** Around the coarse pose, a few rotations (and the 180-degree flip) are
+   tried; for each, FFT phase correlation against the mean aligned normal image gives a
+   sub-pixel translation and a peak height. The best rotation is refined by a parabola
+   through the peak heights. The part is then resampled into a fixed crop at
+   1/`compare_factor` of the input resolution, and each colour channel gets a gain and
+   offset that match the mean normal image (lighting and exposure drift).
+3. **Compare.** For every stored normal image, a pixel's distance is how far each
+   channel lies outside that normal's values within `tolerance` pixels (summed over
+   channels; zero inside). The pixel's score is the `neighbours`-th smallest distance
+   over the normals: a pixel is normal if it resembles at least that many normal parts,
+   so one odd normal image (a bent LED) does not excuse the same oddity in every photo.
+4. **Normalise.** Some places vary a lot between normal parts (a bendable LED, a
+   potentiometer screw). Each normal image is scored against the others (leave-one-out);
+   the spatially smoothed maximum of those maps says how much distance is normal at each
+   place, and the box-blurred map is divided by it (plus `spread_floor`). The image
+   score is the map's maximum; the map is warped back onto the image.
+
+Works normal-only; labelled anomalies are not used. Without a distinct background the
+coarse pose falls back to the image centre and registration alone aligns the image.
+At most `max_normals` normal images are kept (the most diverse ones), so the artifact
+stays small however many images training has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image
+
+from pipeline.detector.methods.base import State
+
+# Pillow's affine transform wants the inverse map: output (u, v) -> input (x, y).
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class AlignEnvelope:
+    name: ClassVar[str] = "align"
+
+    def __init__(self, input_size: int = 1000, compare_factor: int = 2, tolerance: int = 1,
+                 neighbours: int = 2, map_blur: int = 2, spread_radius: int = 3,
+                 spread_floor: float = 2.0, search_degrees: float = 2.0,
+                 max_normals: int = 40) -> None:
+        self.input_size = input_size
+        self.compare_factor = compare_factor
+        self.tolerance = tolerance
+        self.neighbours = neighbours
+        self.map_blur = map_blur
+        self.spread_radius = spread_radius
+        self.spread_floor = spread_floor
+        self.search_degrees = search_degrees
+        self.max_normals = max_normals
+        self.shape: tuple[int, int] = (0, 0)  # (height, width) of the input images
+        self.background = np.zeros(3, np.float32)
+        self.part_threshold = 0.0
+        self.crop: tuple[int, int] = (0, 0)  # (width, height) in compare pixels
+        self.template = np.zeros((0, 0), np.float32)
+        self.colour_mean = np.zeros((3, 0, 0), np.float32)  # planar: channel, y, x
+        self.high = np.zeros((0, 3, 0, 0), np.uint8)  # per normal: max within tolerance
+        self.low = np.zeros((0, 3, 0, 0), np.uint8)  # per normal: min within tolerance
+        self.spread = np.zeros((0, 0), np.float32)
+        self._levels: list[tuple[np.ndarray, np.ndarray]] = []
+
+    # -- training -------------------------------------------------------------------------
+
+    def fit(self, normals: Sequence[np.ndarray], anomalies: Sequence[np.ndarray],
+            rng: np.random.Generator) -> None:
+        if len(normals) < 2:
+            raise ValueError("align needs at least two normal images")
+        self.shape = (int(normals[0].shape[0]), int(normals[0].shape[1]))
+        images = [Image.fromarray(self._sized(x)) for x in normals]
+        smalls = [np.asarray(self._small(im), np.float32) for im in images]
+        self.background = np.median([_border_colour(s) for s in smalls], axis=0)
+        distance = np.concatenate([np.abs(s - self.background).sum(-1).ravel()
+                                   for s in smalls[:8]])
+        self.part_threshold = _otsu(distance)
+
+        coarse = [self._coarse_pose(s) for s in smalls]
+        self.crop = self._crop_size(smalls, coarse)
+        halves = [self._half(im) for im in images]
+        greys = [half.convert("L") for half in halves]
+        poses = coarse
+        template = _warp(greys[0], poses[0], self.crop).astype(np.float32)
+        for rounds in range(3):
+            self._set_template(template)
+            pairs = zip(greys, poses, strict=True)
+            poses = [self._refine(g, p, try_flip=rounds == 0) for g, p in pairs]
+            warped = [_warp(g, p, self.crop) for g, p in zip(greys, poses, strict=True)]
+            template = np.mean(warped, axis=0)
+        self.template = template.astype(np.float32)
+        self._set_template(self.template)
+
+        aligned = [_warp(h, p, self.crop) for h, p in zip(halves, poses, strict=True)]
+        if len(aligned) > self.max_normals:
+            aligned = [aligned[i] for i in _diverse(aligned, self.max_normals)]
+        planar = np.stack([a.transpose(2, 0, 1).astype(np.float32) for a in aligned])
+        self.colour_mean = planar.mean(axis=0)
+        for _ in range(2):  # photometric matching shifts the mean a little; settle it
+            planar = np.stack([self._match_colour(a) for a in planar]).astype(np.float32)
+            self.colour_mean = planar.mean(axis=0)
+        stored = np.clip(np.rint(planar), 0, 255).astype(np.uint8)
+        t = self.tolerance
+        self.high = np.stack([_max_filter(a.transpose(1, 2, 0), t).transpose(2, 0, 1)
+                              for a in stored])
+        self.low = np.stack([(255 - _max_filter(255 - a.transpose(1, 2, 0), t)).transpose(
+            2, 0, 1) for a in stored])
+        everyone = np.arange(len(stored))
+        loo = [self._distance(stored[i], everyone != i) for i in everyone]
+        r = self.spread_radius
+        self.spread = _box(_max_filter(np.max(loo, axis=0), r), r)
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        im = Image.fromarray(self._sized(image))
+        half = self._half(im)
+        pose = self._pose(im, half)
+        planar = _warp(half, pose, self.crop).transpose(2, 0, 1).astype(np.float32)
+        matched = np.clip(np.rint(self._match_colour(planar)), 0, 255).astype(np.uint8)
+        everyone = np.ones(len(self.high), bool)
+        crop_map = self._distance(matched, everyone) / (self.spread + self.spread_floor)
+        shown = (max(1, half.size[0] // 2), max(1, half.size[1] // 2))
+        return float(crop_map.max()), self._unwarp(crop_map, pose, shown, 0.5)
+
+    def align(self, image: np.ndarray) -> np.ndarray:
+        """The part resampled into the reference crop (HxWx3 uint8, compare resolution)."""
+        im = Image.fromarray(self._sized(image))
+        half = self._half(im)
+        return _warp(half, self._pose(im, half), self.crop)
+
+    def _pose(self, im: Image.Image, half: Image.Image) -> tuple[float, float, float]:
+        pose = self._coarse_pose(np.asarray(self._small(im), np.float32))
+        return self._refine(half.convert("L"), pose, try_flip=True)
+
+    # -- artifact -------------------------------------------------------------------------
+
+    def state(self) -> State:
+        return {
+            "input_size": self.input_size, "compare_factor": self.compare_factor,
+            "tolerance": self.tolerance, "neighbours": self.neighbours,
+            "map_blur": self.map_blur, "spread_radius": self.spread_radius,
+            "spread_floor": self.spread_floor, "search_degrees": self.search_degrees,
+            "max_normals": self.max_normals, "shape": list(self.shape),
+            "background": self.background, "part_threshold": float(self.part_threshold),
+            "crop": list(self.crop), "template": self.template.astype(np.float16),
+            "colour_mean": self.colour_mean.astype(np.float16), "high": self.high,
+            "low": self.low, "spread": self.spread.astype(np.float16),
+        }
+
+    @classmethod
+    def from_state(cls, state: State) -> AlignEnvelope:
+        method = cls(int(state["input_size"]), int(state["compare_factor"]),
+                     int(state["tolerance"]), int(state["neighbours"]),
+                     int(state["map_blur"]), int(state["spread_radius"]),
+                     float(state["spread_floor"]), float(state["search_degrees"]),
+                     int(state["max_normals"]))
+        method.shape = (int(state["shape"][0]), int(state["shape"][1]))
+        method.background = np.asarray(state["background"], np.float32)
+        method.part_threshold = float(state["part_threshold"])
+        method.crop = (int(state["crop"][0]), int(state["crop"][1]))
+        method.template = np.asarray(state["template"], np.float32)
+        method.colour_mean = np.asarray(state["colour_mean"], np.float32)
+        method.high = np.asarray(state["high"], np.uint8)
+        method.low = np.asarray(state["low"], np.uint8)
+        method.spread = np.asarray(state["spread"], np.float32)
+        method._set_template(method.template)
+        return method
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _sized(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] == self.shape:
+            return image
+        height, width = self.shape
+        return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+
+    def _small_factor(self) -> int:
+        return max(1, max(self.shape) // 250)
+
+    def _small(self, im: Image.Image) -> Image.Image:
+        return im.reduce(self._small_factor())
+
+    def _half(self, im: Image.Image) -> Image.Image:
+        return im.reduce(self.compare_factor) if self.compare_factor > 1 else im
+
+    def _coarse_pose(self, small: np.ndarray) -> tuple[float, float, float]:
+        """(x, y, angle) of the part in compare pixels, from the colour mask's moments."""
+        mask = np.abs(small - self.background).sum(-1) > self.part_threshold
+        scale = self._small_factor() / self.compare_factor
+        height, width = small.shape[:2]
+        if mask.sum() < 0.002 * mask.size or mask.mean() > 0.9:
+            return (width * scale / 2, height * scale / 2, 0.0)
+        ys, xs = np.nonzero(mask)
+        cx, cy = xs.mean(), ys.mean()
+        cov = np.cov(np.stack([xs - cx, ys - cy]))
+        _, vectors = np.linalg.eigh(cov)
+        angle = float(np.arctan2(vectors[1, 1], vectors[0, 1]))
+        angle = (angle + np.pi / 2) % np.pi - np.pi / 2
+        offset = (self._small_factor() - 1) / 2
+        return ((cx + offset) * scale, (cy + offset) * scale, angle)
+
+    def _crop_size(self, smalls: Sequence[np.ndarray],
+                   poses: Sequence[tuple[float, float, float]]) -> tuple[int, int]:
+        scale = self._small_factor() / self.compare_factor
+        extents = []
+        for small, (cx, cy, angle) in zip(smalls, poses, strict=True):
+            mask = np.abs(small - self.background).sum(-1) > self.part_threshold
+            ys, xs = np.nonzero(mask)
+            if len(xs) < 10:
+                extents.append((small.shape[1] * scale / 2, small.shape[0] * scale / 2))
+                continue
+            dx, dy = xs * scale - cx, ys * scale - cy
+            u = dx * np.cos(angle) + dy * np.sin(angle)
+            v = -dx * np.sin(angle) + dy * np.cos(angle)
+            extents.append((np.percentile(np.abs(u), 99.5), np.percentile(np.abs(v), 99.5)))
+        half_u, half_v = np.median(extents, axis=0)
+        margin = 0.12 * half_u
+        width = int(2 * (half_u + margin)) // 8 * 8
+        height = int(2 * (half_v + margin)) // 8 * 8
+        return max(width, 16), max(height, 16)
+
+    def _set_template(self, template: np.ndarray) -> None:
+        """Prepare phase correlation against `template` at compare and half-compare scale."""
+        height, width = template.shape
+        small = template[:height // 2 * 2, :width // 2 * 2]
+        small = (small[0::2, 0::2] + small[1::2, 0::2] + small[0::2, 1::2]
+                 + small[1::2, 1::2]) / 4
+        self._levels = []
+        for level in (template, small):
+            window = np.outer(np.hanning(level.shape[0]), np.hanning(level.shape[1]))
+            window = window.astype(np.float32)
+            spectrum = np.fft.rfft2((level - level.mean()) * window)
+            self._levels.append((window, spectrum))
+
+    def _refine(self, grey: Image.Image, pose: tuple[float, float, float],
+                try_flip: bool) -> tuple[float, float, float]:
+        """Search rotations at half the compare scale, then fix the shift at full scale."""
+        cx, cy, angle = pose
+        small = grey.reduce(2)
+        small_crop = (self.crop[0] // 2, self.crop[1] // 2)
+        step = np.deg2rad(self.search_degrees / 2)
+        offsets = [-2 * step, -step, 0.0, step, 2 * step]
+        candidates = [angle + o for o in offsets] + ([angle + np.pi] if try_flip else [])
+        results = [self._phase_correlate(_warp(small, (cx / 2, cy / 2, a), small_crop), 1)
+                   for a in candidates]
+        peaks = np.array([r[0] for r in results])
+        best = int(np.argmax(peaks))
+        if best >= len(offsets):  # flipped: search around the flipped angle
+            return self._refine(grey, (cx, cy, angle + np.pi), try_flip=False)
+        refined = candidates[best]
+        if 0 < best < len(offsets) - 1:
+            before, at, after = peaks[best - 1], peaks[best], peaks[best + 1]
+            curvature = before - 2 * at + after
+            if curvature < 0:
+                refined += 0.5 * (before - after) / curvature * step
+        _, dy, dx = results[best]
+        pose = _moved((cx, cy, refined), 2 * dx, 2 * dy)
+        _, dy, dx = self._phase_correlate(_warp(grey, pose, self.crop), 0)
+        return _moved(pose, dx, dy)
+
+    def _phase_correlate(self, moving: np.ndarray, level: int) -> tuple[float, float, float]:
+        """(peak height, dy, dx): shifting `moving` by (dy, dx) best matches the template."""
+        window, template_spectrum = self._levels[level]
+        moving = moving.astype(np.float32)
+        spectrum = np.fft.rfft2((moving - moving.mean()) * window)
+        cross = template_spectrum * np.conj(spectrum)
+        cross /= np.abs(cross) + 1e-6
+        surface = np.fft.irfft2(cross, s=moving.shape)
+        height, width = surface.shape
+        py, px = divmod(int(np.argmax(surface)), width)
+        dy = py + _vertex(surface[(py - 1) % height, px], surface[py, px],
+                          surface[(py + 1) % height, px])
+        dx = px + _vertex(surface[py, (px - 1) % width], surface[py, px],
+                          surface[py, (px + 1) % width])
+        dy = dy - height if dy > height / 2 else dy
+        dx = dx - width if dx > width / 2 else dx
+        # the peak's height is split between pixels at half-pixel shifts: sum its 3x3
+        rows, cols = np.arange(py - 1, py + 2) % height, np.arange(px - 1, px + 2) % width
+        height_3x3 = float(surface[np.ix_(rows, cols)].sum())
+        return height_3x3, float(dy), float(dx)
+
+    def _match_colour(self, planar: np.ndarray) -> np.ndarray:
+        """Per-channel gain and offset (least squares) that best match the mean normal."""
+        out = np.empty_like(planar)
+        for c in range(planar.shape[0]):
+            x, ref = planar[c], self.colour_mean[c]
+            x_mean, ref_mean = float(x.mean()), float(ref.mean())
+            variance = float(((x - x_mean) ** 2).mean())
+            gain = float(((x - x_mean) * (ref - ref_mean)).mean()) / max(variance, 1e-6)
+            gain = min(max(gain, 0.5), 2.0)
+            out[c] = (x - x_mean) * gain + ref_mean
+        return out
+
+    def _distance(self, planar: np.ndarray, use: np.ndarray) -> np.ndarray:
+        """Blurred k-th smallest distance to the chosen normals' tolerance envelopes."""
+        high, low = self.high[use], self.low[use]
+        outside = np.maximum(planar, high)
+        outside -= high
+        below = np.minimum(planar, low)
+        np.subtract(low, below, out=below)
+        outside += below  # one of the two is zero, so uint8 cannot overflow
+        summed = outside[:, 0].astype(np.uint16)
+        summed += outside[:, 1]
+        summed += outside[:, 2]
+        k = max(1, min(self.neighbours, len(summed)))
+        smallest = [np.full(summed.shape[1:], np.iinfo(np.uint16).max, np.uint16)
+                    for _ in range(k)]
+        for distance in summed:  # insert into the k running minima
+            for j in range(k):
+                low_j = np.minimum(smallest[j], distance)
+                distance = np.maximum(smallest[j], distance)
+                smallest[j] = low_j
+        return _box(smallest[-1].astype(np.float32), self.map_blur)
+
+    def _unwarp(self, crop_map: np.ndarray, pose: tuple[float, float, float],
+                size: tuple[int, int], scale: float) -> np.ndarray:
+        """The crop's map resampled back onto the image (compare resolution x `scale`)."""
+        cx, cy, angle = pose
+        width, height = self.crop
+        cos, sin = float(np.cos(angle)), float(np.sin(angle))
+        # inverse of _warp: image (x, y) -> crop (u, v), with x, y = output / scale
+        u0 = width / 2 - (cos * cx + sin * cy)
+        v0 = height / 2 - (-sin * cx + cos * cy)
+        coefficients = (cos / scale, sin / scale, u0, -sin / scale, cos / scale, v0)
+        out = Image.fromarray(crop_map.astype(np.float32), mode="F").transform(
+            size, Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR)
+        return np.asarray(out, np.float32)
+
+
+def _moved(pose: tuple[float, float, float], dx: float, dy: float
+           ) -> tuple[float, float, float]:
+    """The pose whose crop shows what the crop of `pose` shows shifted by (dx, dy)."""
+    cx, cy, angle = pose
+    cos, sin = np.cos(angle), np.sin(angle)
+    return (cx - (cos * dx - sin * dy), cy - (sin * dx + cos * dy), angle)
+
+
+def _diverse(images: Sequence[np.ndarray], count: int) -> list[int]:
+    """Indices of `count` images picked greedily to cover the set (k-centre on thumbnails)."""
+    thumbs = np.stack([np.asarray(Image.fromarray(a).reduce(4), np.float32).ravel()
+                       for a in images])
+    chosen = [0]
+    nearest = ((thumbs - thumbs[0]) ** 2).sum(axis=1)
+    while len(chosen) < count:
+        pick = int(np.argmax(nearest))
+        chosen.append(pick)
+        nearest = np.minimum(nearest, ((thumbs - thumbs[pick]) ** 2).sum(axis=1))
+    return chosen
+
+
+def _warp(image: Image.Image, pose: tuple[float, float, float],
+          crop: tuple[int, int]) -> np.ndarray:
+    """Resample `image` so that `pose` (centre x, y and angle) lands in the crop's centre."""
+    cx, cy, angle = pose
+    width, height = crop
+    cos, sin = float(np.cos(angle)), float(np.sin(angle))
+    x0 = cx - cos * width / 2 + sin * height / 2
+    y0 = cy - sin * width / 2 - cos * height / 2
+    out = image.transform(crop, Image.Transform.AFFINE, (cos, -sin, x0, sin, cos, y0),
+                          resample=Image.Resampling.BILINEAR)
+    return np.asarray(out)
+
+
+def _border_colour(image: np.ndarray) -> np.ndarray:
+    border = np.concatenate([image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3),
+                             image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)])
+    return np.median(border, axis=0)
+
+
+def _otsu(values: np.ndarray) -> float:
+    counts, edges = np.histogram(values, 64)
+    centres = (edges[1:] + edges[:-1]) / 2
+    weight = np.cumsum(counts)
+    mass = np.cumsum(counts * centres)
+    between = (mass[-1] * weight - mass * weight[-1]) ** 2 / np.maximum(
+        weight * (weight[-1] - weight), 1e-9)
+    return float(centres[int(np.argmax(between))])
+
+
+def _vertex(before: float, at: float, after: float) -> float:
+    curvature = before - 2 * at + after
+    return 0.5 * (before - after) / curvature if curvature < 0 else 0.0
+
+
+def _max_filter(values: np.ndarray, radius: int) -> np.ndarray:
+    """Maximum over a (2r+1)x(2r+1) window of an HxW(xC) array (edges: window shrinks)."""
+    out = values.copy()
+    for axis in (0, 1):
+        source = out.copy()
+        length = source.shape[axis]
+        for s in range(1, min(radius, length - 1) + 1):
+            head = [slice(None)] * source.ndim
+            tail = [slice(None)] * source.ndim
+            head[axis], tail[axis] = slice(s, None), slice(None, length - s)
+            np.maximum(out[tuple(head)], source[tuple(tail)], out=out[tuple(head)])
+            np.maximum(out[tuple(tail)], source[tuple(head)], out=out[tuple(tail)])
+    return out
+
+
+def _box(values: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1)x(2r+1) window of an HxW array (edges: window shrinks)."""
+    out = values.astype(np.float32)
+    if radius <= 0:
+        return out
+    for axis in (0, 1):
+        length = out.shape[axis]
+        summed = np.cumsum(out, axis=axis, dtype=np.float64)
+        summed = np.concatenate([np.zeros_like(np.take(summed, [0], axis=axis)), summed],
+                                axis=axis)
+        index = np.arange(length)
+        lo, hi = np.clip(index - radius, 0, length), np.clip(index + radius + 1, 0, length)
+        shape = [-1 if k == axis else 1 for k in range(out.ndim)]
+        out = ((np.take(summed, hi, axis=axis) - np.take(summed, lo, axis=axis))
+               / (hi - lo).reshape(shape)).astype(np.float32)
+    return out

@@ -1,0 +1,95 @@
+"""Image-level metrics: AUROC, ROC and precision-recall curves, and the confusion matrix.
+Anomalous is the positive class; higher scores mean more anomalous."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Confusion:
+    true_positive: int
+    false_positive: int
+    true_negative: int
+    false_negative: int
+
+    @property
+    def precision(self) -> float:
+        flagged = self.true_positive + self.false_positive
+        return self.true_positive / flagged if flagged else 0.0
+
+    @property
+    def recall(self) -> float:
+        actual = self.true_positive + self.false_negative
+        return self.true_positive / actual if actual else 0.0
+
+    @property
+    def f1(self) -> float:
+        total = self.precision + self.recall
+        return 2 * self.precision * self.recall / total if total else 0.0
+
+
+def auroc(normal: Sequence[float], anomalous: Sequence[float]) -> float | None:
+    """Probability that an anomalous image outscores a normal one (ties count half).
+    None when either class is empty.
+
+    >>> auroc([0.1, 0.2], [0.3, 0.4])
+    1.0
+    >>> auroc([0.1, 0.5], [0.5, 0.2])
+    0.625
+    >>> auroc([0.1], []) is None
+    True
+    """
+    if not len(normal) or not len(anomalous):
+        return None
+    neg = np.asarray(normal, float)[None, :]
+    pos = np.asarray(anomalous, float)[:, None]
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
+
+
+def confusion(normal: Sequence[float], anomalous: Sequence[float],
+              threshold: float) -> Confusion:
+    """Counts when scores at or above `threshold` are called anomalous.
+
+    >>> c = confusion([0.1, 0.6], [0.7, 0.4], 0.5)
+    >>> c.true_positive, c.false_positive, c.true_negative, c.false_negative, c.f1
+    (1, 1, 1, 1, 0.5)
+    """
+    neg = np.asarray(normal, float)
+    pos = np.asarray(anomalous, float)
+    tp = int((pos >= threshold).sum())
+    fp = int((neg >= threshold).sum())
+    return Confusion(tp, fp, len(neg) - fp, len(pos) - tp)
+
+
+def roc_curve(normal: Sequence[float], anomalous: Sequence[float]
+              ) -> tuple[list[float], list[float]]:
+    """(false-positive rates, true-positive rates) from (0, 0) to (1, 1).
+
+    >>> roc_curve([0.1, 0.2], [0.3])
+    ([0.0, 0.0, 0.5, 1.0], [0.0, 1.0, 1.0, 1.0])
+    """
+    fpr, tpr = [0.0], [0.0]
+    for cut in sorted(set(normal) | set(anomalous), reverse=True):
+        counts = confusion(normal, anomalous, cut)
+        fpr.append(counts.false_positive / max(len(normal), 1))
+        tpr.append(counts.true_positive / max(len(anomalous), 1))
+    return fpr, tpr
+
+
+def pr_curve(normal: Sequence[float], anomalous: Sequence[float]
+             ) -> tuple[list[float], list[float]]:
+    """(recalls, precisions), one point per distinct score cut, highest cut first.
+
+    >>> pr_curve([0.1, 0.2], [0.3])
+    ([1.0, 1.0, 1.0], [1.0, 0.5, 0.3333333333333333])
+    """
+    recalls, precisions = [], []
+    for cut in sorted(set(normal) | set(anomalous), reverse=True):
+        counts = confusion(normal, anomalous, cut)
+        recalls.append(counts.recall)
+        precisions.append(counts.precision)
+    return recalls, precisions

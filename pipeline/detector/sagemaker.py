@@ -1,0 +1,162 @@
+"""The SageMaker endpoint backend, and the JSON contract its container speaks.
+
+Request: `invoke_endpoint` with the image bytes as `Body`, their `ContentType`,
+`Accept: application/json`, and `CustomAttributes: threshold=<t>` for a per-line override.
+
+Response (HTTP 200), what `invocation_response` builds from any `Detector`:
+
+    {"IsAnomalous": true, "Confidence": 0.93, "Anomalies": [...], "Score": 0.71,
+     "RawScore": 4.2, "Threshold": 0.5, "ModelVersion": "3f2a...", "InferenceMs": 12.5,
+     "Notes": [], "HeatmapPng": "<base64, optional>"}
+
+An image the container refuses is answered with HTTP 400 and
+`{"Error": "InvalidImage", "Reason": "<code>", "Message": "..."}`, which SageMaker passes
+back as a `ModelError`; the adapter turns it into `InvalidImageError`. Every other failure
+becomes `DetectorError` (retryable). The verdict is recomputed here from the normalised
+`Score`, so a threshold override works even if a container ignores `CustomAttributes`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from pipeline.detector.base import (
+    DEFAULT_THRESHOLD,
+    DetectionResult,
+    Detector,
+    DetectorError,
+    InvalidImageError,
+    verdict,
+)
+from pipeline.detector.embedded import check_threshold
+
+
+class SageMakerDetector:
+    """A `Detector` that calls a SageMaker real-time endpoint."""
+
+    def __init__(self, endpoint_name: str, client: Any = None) -> None:
+        if not endpoint_name:
+            raise ValueError("the sagemaker backend needs an endpoint name")
+        self.endpoint_name = endpoint_name
+        self.model_version = f"sagemaker:{endpoint_name}"
+        self.threshold = DEFAULT_THRESHOLD
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sagemaker-runtime")
+        return self._client
+
+    def detect(self, image_bytes: bytes, content_type: str, *,
+               threshold: float | None = None) -> DetectionResult:
+        if not image_bytes:
+            raise InvalidImageError("empty", "the upload is empty (0 bytes)")
+        applied = check_threshold(threshold)
+        started = time.perf_counter()
+        request: dict[str, Any] = {
+            "EndpointName": self.endpoint_name,
+            "Body": image_bytes,
+            "ContentType": content_type or "application/octet-stream",
+            "Accept": "application/json",
+        }
+        if threshold is not None:
+            request["CustomAttributes"] = f"threshold={applied}"
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.invoke_endpoint(**request)
+            body = response["Body"].read()
+        except ClientError as exc:
+            raise _invalid_image_or_none(exc) or DetectorError(
+                f"SageMaker endpoint {self.endpoint_name} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise DetectorError(f"SageMaker endpoint {self.endpoint_name} failed: {exc}") from exc
+        elapsed = (time.perf_counter() - started) * 1000.0
+        return parse_response(body, applied, elapsed, self.endpoint_name)
+
+
+def parse_response(body: bytes, threshold: float, elapsed_ms: float,
+                   endpoint_name: str = "") -> DetectionResult:
+    """A `DetectionResult` from the container's JSON answer."""
+    try:
+        document = json.loads(body)
+        if isinstance(document, dict) and document.get("Error") == "InvalidImage":
+            raise InvalidImageError(str(document.get("Reason", "invalid")),
+                                    str(document.get("Message", "")))
+        score = float(document["Score"])
+        version = str(document["ModelVersion"])
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, InvalidImageError):
+            raise
+        raise DetectorError(
+            f"SageMaker endpoint {endpoint_name} answered something other than the "
+            f"LineSight JSON contract: {body[:80]!r}") from None
+    is_anomalous, confidence = verdict(score, threshold)
+    heatmap = document.get("HeatmapPng")
+    return DetectionResult(
+        is_anomalous=is_anomalous,
+        confidence=confidence,
+        score=score,
+        threshold=threshold,
+        model_version=version,
+        raw_score=float(document.get("RawScore", 0.0)),
+        anomalies=list(document.get("Anomalies", [])),
+        heatmap_png=base64.b64decode(heatmap) if heatmap else None,
+        inference_ms=elapsed_ms,
+        notes=tuple(document.get("Notes", ())),
+    )
+
+
+def invocation_response(detector: Detector, body: bytes, content_type: str,
+                        custom_attributes: str = "") -> tuple[int, bytes]:
+    """What a SageMaker container answers for one invocation: (HTTP status, JSON body)."""
+    try:
+        threshold = _threshold_attribute(custom_attributes)
+        result = detector.detect(body, content_type, threshold=threshold)
+    except InvalidImageError as exc:
+        error = {"Error": "InvalidImage", "Reason": exc.reason, "Message": str(exc)}
+        return 400, json.dumps(error).encode()
+    except ValueError as exc:
+        error = {"Error": "BadRequest", "Reason": "bad_request", "Message": str(exc)}
+        return 400, json.dumps(error).encode()
+    document = {**result.to_lookout(), "InferenceMs": result.inference_ms,
+                "Notes": list(result.notes)}
+    if result.heatmap_png:
+        document["HeatmapPng"] = base64.b64encode(result.heatmap_png).decode()
+    return 200, json.dumps(document).encode()
+
+
+def _threshold_attribute(custom_attributes: str) -> float | None:
+    """The `threshold=<t>` entry of a CustomAttributes string, if any.
+
+    >>> _threshold_attribute("line=3, threshold=0.65")
+    0.65
+    >>> _threshold_attribute("") is None
+    True
+    """
+    for part in custom_attributes.replace(";", ",").split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == "threshold":
+            return float(value)
+    return None
+
+
+def _invalid_image_or_none(exc: Any) -> InvalidImageError | None:
+    """The InvalidImageError a container's 400 answer carries, if it is one."""
+    if exc.response.get("Error", {}).get("Code") != "ModelError":
+        return None
+    try:
+        document = json.loads(exc.response.get("OriginalMessage", "")
+                              or exc.response["Error"].get("OriginalMessage", ""))
+    except (ValueError, TypeError):
+        return None
+    if isinstance(document, dict) and document.get("Error") == "InvalidImage":
+        return InvalidImageError(str(document.get("Reason", "invalid")),
+                                 str(document.get("Message", "")))
+    return None

@@ -1,0 +1,587 @@
+"""Training: find the images, pick a scoring method and a threshold by cross-validation on
+the training split only, and write the model artifact.
+
+How the method is chosen. Every registered method (`methods.METHODS`, except those marked
+`auto_select = False` unless asked for) is cross-validated on the training images:
+
+- with labelled anomalies (at least 2): stratified k-fold, k = min(5, #normal, #anomaly);
+  each fold fits on the other folds' normals and anomalies and scores the held-out images;
+- normal-only: k-fold over the normals; each held-out normal is also copied with one
+  synthetic defect (cut-paste, scratch or blob; `synthetic.py`), and those copies play the
+  anomalies when comparing methods.
+
+The method with the best out-of-fold AUROC wins (ties: best F1, then fastest). It is then
+refit on all training images.
+
+How the threshold is chosen, from the winner's out-of-fold scores only: with labelled
+anomalies, the cut with the best F1, placed halfway between the two scores it separates;
+normal-only, above the highest held-out normal score by a quarter of its distance from the
+median (`calibration.normal_only_threshold`); synthetic defects never set the threshold.
+The pixel threshold (heatmap midpoint, anomaly area) is the one whose out-of-fold maps best
+match the anomaly masks (mean Dice) when masks exist, else the median of the held-out
+normal images' map maxima.
+Raw scores are normalised by a logistic that puts the threshold at 0.5 and the median
+held-out normal at 0.1 (`calibration.py`).
+
+Input is a folder (`train/normal`, optional `train/anomaly`, optional `masks/`; or directly
+`normal/` and `anomaly/`) or a Lookout for Vision / Ground Truth manifest; see
+`find_training_set` for how a manifest's `s3://` references become local files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline.detector import artifact, imageio
+from pipeline.detector.base import InvalidImageError
+from pipeline.detector.calibration import (
+    Calibration,
+    best_f1_threshold,
+    normal_only_threshold,
+    spread_scale,
+)
+from pipeline.detector.methods import METHODS, Method
+from pipeline.detector.metrics import auroc, confusion
+from pipeline.detector.synthetic import synthetic_anomaly
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_FOLDS = 5
+MIN_NORMALS = 3
+SEED = 20240601
+# progress(description, completed, total): called as training moves on.
+Progress = Callable[[str, int, int], None]
+
+
+class TrainingError(ValueError):
+    """The training input is unusable; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The labelled training images (and anomaly masks, when any) found in the input."""
+
+    normal: tuple[Path, ...]
+    anomaly: tuple[Path, ...]
+    masks: Mapping[str, Path] = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One method's cross-validation on the training split."""
+
+    method: str
+    auroc: float | None
+    f1: float | None
+    folds: int
+    fit_seconds: float
+    ms_per_image: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What training learned and how it decided."""
+
+    method: str
+    model_dir: str
+    model_version: str
+    n_normal: int
+    n_anomaly: int
+    n_synthetic: int
+    n_masks: int
+    cv_folds: int
+    cv_auroc: float | None
+    cv_f1: float | None
+    raw_threshold: float
+    threshold_rule: str
+    selection_rule: str
+    candidates: tuple[CandidateResult, ...]
+    artifact_bytes: int
+    train_seconds: float
+    skipped: tuple[str, ...] = ()
+    source: str = ""
+    pixel_threshold_rule: str = ""
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Fold:
+    """Out-of-fold scores collected while cross-validating one method."""
+
+    normal: list[float] = field(default_factory=list)
+    anomalous: list[float] = field(default_factory=list)
+    normal_map_peaks: list[float] = field(default_factory=list)
+    # (anomaly map, mask path) of held-out labelled anomalies that have a mask.
+    masked_maps: list[tuple[np.ndarray, Path]] = field(default_factory=list)
+    scored: int = 0
+    score_seconds: float = 0.0
+    fit_seconds: float = 0.0
+
+
+def train_model(data_dir: Path | str, out_dir: Path | str, *,
+                manifest: Path | str | None = None, progress: Progress | None = None,
+                methods: Sequence[str] | None = None, backbone: Path | str | None = None,
+                roi: imageio.Roi | None = None, seed: int = SEED) -> TrainReport:
+    """Train on `data_dir` (or the images `manifest` names) and write the model to `out_dir`.
+
+    `methods` limits the candidates to those names; `backbone` is an ONNX feature extractor
+    for the `onnx_patchcore` method (which is then a candidate too). `roi` is a region of
+    interest (x0, y0, x1, y1 as fractions of width and height) that training and every
+    later detection crop to first.
+    """
+    started = time.perf_counter()
+    notify = progress or (lambda description, completed, total: None)
+    candidates = _candidates(methods, backbone)
+    training_set = find_training_set(Path(data_dir), Path(manifest) if manifest else None)
+    rng = np.random.default_rng(seed)
+
+    images = _ImageCache(training_set, notify, roi)
+    sizes = sorted({method.input_size for _, method in candidates}, reverse=True)
+    for size in sizes:
+        images.at(size)
+    normal_count, anomaly_count = len(images.normal_paths), len(images.anomaly_paths)
+    if normal_count < MIN_NORMALS:
+        raise TrainingError(f"need at least {MIN_NORMALS} usable normal images, "
+                            f"found {normal_count}")
+    labelled = anomaly_count >= 2
+    folds = min(MAX_FOLDS, normal_count, anomaly_count) if labelled else min(MAX_FOLDS,
+                                                                              normal_count)
+
+    results: list[tuple[CandidateResult, _Fold | None]] = []
+    for index, (name, method) in enumerate(candidates):
+        notify(f"cross-validating {name}", index, len(candidates))
+        results.append(_cross_validate(name, method, images, folds, labelled, rng))
+    notify("cross-validating", len(candidates), len(candidates))
+
+    usable = [(result, fold) for result, fold in results if fold is not None]
+    if not usable:
+        errors = "; ".join(f"{result.method}: {result.error}" for result, _ in results)
+        raise TrainingError(f"every method failed during cross-validation: {errors}")
+    best, best_fold = max(usable, key=lambda pair: _rank(pair[0]))
+    assert best_fold is not None
+
+    raw_threshold, threshold_rule = _image_threshold(best_fold, labelled)
+    calibration = Calibration(raw_threshold,
+                              spread_scale(float(np.median(best_fold.normal)), raw_threshold))
+    pixel_threshold, pixel_rule = _pixel_threshold(best_fold, roi)
+
+    notify(f"fitting {best.method} on all images", 0, 1)
+    final = _fresh(best.method, candidates)
+    size = final.input_size
+    final.fit(images.at(size).normal, images.at(size).anomaly, rng)
+    notify(f"fitting {best.method} on all images", 1, 1)
+
+    out = Path(out_dir)
+    selection_rule = (
+        f"best out-of-fold AUROC over {len(candidates)} method(s), {folds}-fold "
+        + ("stratified CV on labelled normals and anomalies" if labelled else
+           "CV on normals, held-out normals with synthetic defects as anomalies"))
+    info = {
+        "method": best.method,
+        "selection_rule": selection_rule,
+        "threshold_rule": threshold_rule,
+        "pixel_threshold_rule": pixel_rule,
+        "cv_auroc": best.auroc,
+        "cv_f1": best.f1,
+        "cv_folds": folds,
+        "n_normal": normal_count,
+        "n_anomaly": anomaly_count,
+        "candidates": [asdict(result) for result, _ in results],
+        "source": training_set.source,
+        "roi": None if roi is None else list(roi),
+        "seed": seed,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    saved = artifact.save(artifact.TrainedModel(final, calibration, pixel_threshold,
+                                                images.aspect, info=info,
+                                                expected_longest=images.longest, roi=roi),
+                          out)
+    report = TrainReport(
+        method=best.method,
+        model_dir=str(out),
+        model_version=saved.model_version,
+        n_normal=normal_count,
+        n_anomaly=anomaly_count,
+        n_synthetic=0 if labelled else normal_count,
+        n_masks=len(training_set.masks),
+        cv_folds=folds,
+        cv_auroc=best.auroc,
+        cv_f1=best.f1,
+        raw_threshold=raw_threshold,
+        threshold_rule=threshold_rule,
+        selection_rule=selection_rule,
+        candidates=tuple(result for result, _ in results),
+        artifact_bytes=artifact.size_bytes(out),
+        train_seconds=time.perf_counter() - started,
+        skipped=tuple(images.skipped),
+        source=training_set.source,
+        pixel_threshold_rule=pixel_rule,
+        created_at=str(info["created_at"]),
+    )
+    (out / "train_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    log.info("trained %s (%s): cv auroc %s, threshold %.4g", report.method,
+             report.model_version, report.cv_auroc, raw_threshold)
+    return report
+
+
+def _image_threshold(fold: _Fold, labelled: bool) -> tuple[float, str]:
+    """The raw image threshold from out-of-fold scores, and how it was chosen."""
+    if labelled:
+        return (best_f1_threshold(fold.normal, fold.anomalous),
+                "best F1 on out-of-fold scores of the labelled training images, halfway "
+                "between the two scores it separates")
+    return (normal_only_threshold(fold.normal),
+            "normal-only: highest out-of-fold normal score plus 0.25 x its distance from "
+            "the median normal score")
+
+
+def _pixel_threshold(fold: _Fold, roi: imageio.Roi | None) -> tuple[float, str]:
+    """The anomaly-map threshold for the heatmap and anomaly area, and how it was chosen."""
+    from_masks = pixel_threshold_from_masks(
+        [(values, _load_mask(path, values.shape, roi)) for values, path in fold.masked_maps])
+    if from_masks is not None:
+        return from_masks, (f"best mean Dice against {len(fold.masked_maps)} anomaly masks "
+                            "on out-of-fold maps")
+    return (float(np.median(fold.normal_map_peaks)),
+            "median of the held-out normal images' map maxima")
+
+
+def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingSet:
+    """The labelled images in `data_dir`, or those a manifest names.
+
+    Folder layout: `train/normal/`, `train/anomaly/` (optional) and `masks/` (optional,
+    matched to anomalies by file stem); a folder with `normal/` and `anomaly/` directly
+    works too.
+
+    Manifest (JSON lines, Lookout for Vision / Ground Truth): `source-ref` is the image and
+    `anomaly-label` is 1 for anomalous, 0 for normal (checked against the label metadata's
+    `class-name` when present). Each reference is resolved to a local file: a relative
+    path is tried against the manifest's folder and then `data_dir`; an `s3://` URI (or a
+    relative path not found) is matched by file name anywhere under `data_dir`. When the
+    name exists more than once, a copy under a `train` folder is preferred, then one in a
+    folder named after its label; anything still ambiguous or missing is an error.
+    An `anomaly-mask-ref` is resolved the same way.
+    """
+    if not data_dir.is_dir():
+        raise TrainingError(f"{data_dir} is not a directory")
+    if manifest is not None:
+        return _from_manifest(manifest, data_dir)
+    root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
+    normal = _images_in(root / "normal")
+    anomaly = _images_in(root / "anomaly")
+    if not normal:
+        raise TrainingError(f"no normal images: expected JPEG/PNG files in "
+                            f"{data_dir}/train/normal/ (or {data_dir}/normal/)")
+    masks: dict[str, Path] = {}
+    stems = {path.stem for path in anomaly}
+    for mask_root in (data_dir / "masks", root / "masks"):
+        for path in _images_in(mask_root, recursive=True):
+            if path.stem in stems:
+                masks.setdefault(path.stem, path)
+    return TrainingSet(tuple(normal), tuple(anomaly), masks, source=f"folder {data_dir}")
+
+
+def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
+    if not manifest.is_file():
+        raise TrainingError(f"manifest {manifest} does not exist")
+    index: dict[str, list[Path]] = {}
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            index.setdefault(path.name, []).append(path)
+    normal: list[Path] = []
+    anomaly: list[Path] = []
+    masks: dict[str, Path] = {}
+    missing: list[str] = []
+    for number, line in enumerate(manifest.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            ref = str(entry["source-ref"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise TrainingError(f"{manifest}:{number} is not a manifest line with a "
+                                f"source-ref") from None
+        is_anomaly = manifest_label(entry, f"{manifest}:{number}")
+        image = _resolve(ref, manifest.parent, data_dir, index,
+                         "anomaly" if is_anomaly else "normal")
+        if image is None:
+            missing.append(ref)
+            continue
+        (anomaly if is_anomaly else normal).append(image)
+        mask_ref = entry.get("anomaly-mask-ref")
+        if is_anomaly and mask_ref:
+            mask = _resolve(str(mask_ref), manifest.parent, data_dir, index, "masks")
+            if mask is not None:
+                masks[image.stem] = mask
+    if missing:
+        shown = ", ".join(missing[:3])
+        raise TrainingError(f"{len(missing)} image(s) in {manifest.name} not found under "
+                            f"{data_dir} by file name, e.g. {shown}")
+    if not normal:
+        raise TrainingError(f"{manifest} lists no normal images (anomaly-label 0)")
+    return TrainingSet(tuple(normal), tuple(anomaly), masks,
+                       source=f"manifest {manifest} resolved under {data_dir}")
+
+
+def manifest_label(entry: Mapping[str, Any], where: str = "manifest") -> bool:
+    """Whether a manifest entry is labelled anomalous (anomaly-label 1).
+
+    >>> manifest_label({"anomaly-label": 1,
+    ...                 "anomaly-label-metadata": {"class-name": "anomaly"}})
+    True
+    >>> manifest_label({"anomaly-label": 0})
+    False
+    """
+    if "anomaly-label" not in entry:
+        raise TrainingError(f"{where} has no anomaly-label")
+    try:
+        value = int(entry["anomaly-label"])
+    except (TypeError, ValueError):
+        raise TrainingError(f"{where}: anomaly-label must be 0 or 1, "
+                            f"got {entry['anomaly-label']!r}") from None
+    if value not in (0, 1):
+        raise TrainingError(f"{where}: anomaly-label must be 0 or 1, got {value}")
+    class_name = entry.get("anomaly-label-metadata", {}).get("class-name")
+    if class_name in ("normal", "anomaly") and (class_name == "anomaly") != bool(value):
+        raise TrainingError(f"{where}: anomaly-label {value} contradicts class-name "
+                            f"{class_name!r}")
+    return bool(value)
+
+
+def _resolve(ref: str, manifest_dir: Path, data_dir: Path, index: Mapping[str, list[Path]],
+             label: str) -> Path | None:
+    if not ref.startswith("s3://"):
+        for base in (manifest_dir, data_dir):
+            candidate = base / ref
+            if candidate.is_file():
+                return candidate
+    name = ref.rsplit("/", 1)[-1]
+    found = index.get(name, [])
+    if len(found) <= 1:
+        return found[0] if found else None
+    for prefer in (lambda p: "train" in p.parts, lambda p: p.parent.name == label):
+        narrowed = [path for path in found if prefer(path)]
+        if len(narrowed) == 1:
+            return narrowed[0]
+        found = narrowed or found
+    raise TrainingError(f"{name} matches several files under {data_dir}: "
+                        + ", ".join(str(path) for path in found[:3]))
+
+
+def _images_in(folder: Path, recursive: bool = False) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    paths = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(path for path in paths
+                  if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _candidates(methods: Sequence[str] | None, backbone: Path | str | None
+                ) -> list[tuple[str, Method]]:
+    names = list(methods) if methods else [
+        name for name, cls in METHODS.items()
+        if getattr(cls, "auto_select", True) or (backbone and name == "onnx_patchcore")]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise TrainingError(f"unknown method(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(METHODS))}")
+    chosen: list[tuple[str, Method]] = []
+    for name in names:
+        cls: Any = METHODS[name]
+        if name == "onnx_patchcore":
+            if not backbone:
+                raise TrainingError("onnx_patchcore needs --backbone model.onnx")
+            chosen.append((name, cls(backbone=Path(backbone).read_bytes())))
+        else:
+            chosen.append((name, cls()))
+    return chosen
+
+
+def _fresh(name: str, candidates: Iterable[tuple[str, Method]]) -> Method:
+    """A new, unfitted copy of the candidate called `name` (options included)."""
+    for candidate_name, method in candidates:
+        if candidate_name == name:
+            return copy.deepcopy(method)
+    raise KeyError(name)
+
+
+def _rank(result: CandidateResult) -> tuple[float, float, float]:
+    return (result.auroc or 0.0, result.f1 or 0.0, -result.ms_per_image)
+
+
+class _ImageCache:
+    """Training images decoded once per input size (JPEG draft decode, two threads)."""
+
+    def __init__(self, training_set: TrainingSet, notify: Progress,
+                 roi: imageio.Roi | None = None) -> None:
+        self.training_set = training_set
+        self.roi = roi
+        self.notify = notify
+        self.skipped: list[str] = []
+        self.masks = training_set.masks
+        self.normal_paths = list(training_set.normal)
+        self.anomaly_paths = list(training_set.anomaly)
+        self.aspect: float | None = None
+        self.longest: int | None = None
+        self._by_size: dict[int, _Decoded] = {}
+
+    def mask_for(self, anomaly_index: int) -> Path | None:
+        """The mask file of the n-th (usable) anomaly image, if it has one."""
+        return self.masks.get(self.anomaly_paths[anomaly_index].stem)
+
+    def at(self, size: int) -> _Decoded:
+        if size not in self._by_size:
+            self._by_size[size] = self._decode(size)
+        return self._by_size[size]
+
+    def _decode(self, size: int) -> _Decoded:
+        paths = self.normal_paths + self.anomaly_paths
+        done = 0
+
+        def one(path: Path) -> imageio.DecodedImage | str:
+            try:
+                return imageio.decode(path.read_bytes(), longest_side=size, roi=self.roi)
+            except InvalidImageError as exc:
+                return f"{path.name}: {exc.reason} ({exc})"
+
+        decoded: list[imageio.DecodedImage | str] = []
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for item in pool.map(one, paths):
+                decoded.append(item)
+                done += 1
+                self.notify(f"decoding images at {size} px", done, len(paths))
+        bad = {path for path, item in zip(paths, decoded, strict=True) if isinstance(item, str)}
+        if bad:
+            self.skipped.extend(item for item in decoded if isinstance(item, str))
+            log.warning("skipped %d unreadable training image(s)", len(bad))
+            self.normal_paths = [path for path in self.normal_paths if path not in bad]
+            self.anomaly_paths = [path for path in self.anomaly_paths if path not in bad]
+        good = [item for item in decoded if not isinstance(item, str)]
+        aspects = [item.original_size[0] / item.original_size[1] for item in good]
+        if aspects and self.aspect is None:
+            self.aspect = float(np.median(aspects))
+            self.longest = int(np.median([max(item.original_size) for item in good]))
+        n_normal = len(self.normal_paths)
+        return _Decoded([item.rgb for item in good[:n_normal]],
+                        [item.rgb for item in good[n_normal:]])
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    normal: list[np.ndarray]
+    anomaly: list[np.ndarray]
+
+
+def _fold_ids(count: int, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """A fold number for each of `count` items, shuffled, as even as possible."""
+    return rng.permutation(np.arange(count) % folds)
+
+
+def _cross_validate(name: str, template: Method, images: _ImageCache, folds: int,
+                    labelled: bool, rng: np.random.Generator
+                    ) -> tuple[CandidateResult, _Fold | None]:
+    data = images.at(template.input_size)
+    normal_fold = _fold_ids(len(data.normal), folds, rng)
+    anomaly_fold = _fold_ids(len(data.anomaly), folds, rng) if labelled else np.zeros(0, int)
+    collected = _Fold()
+    try:
+        for fold in range(folds):
+            method = _fresh(name, [(name, template)])
+            train_normal = [img for img, f in zip(data.normal, normal_fold, strict=True)
+                            if f != fold]
+            train_anomaly = [img for img, f in zip(data.anomaly, anomaly_fold, strict=True)
+                             if f != fold] if labelled else []
+            started = time.perf_counter()
+            method.fit(train_normal, train_anomaly, rng)
+            collected.fit_seconds += time.perf_counter() - started
+            held_normal = [img for img, f in zip(data.normal, normal_fold, strict=True)
+                           if f == fold]
+            if labelled:
+                held = [(img, images.mask_for(index)) for index, (img, f) in
+                        enumerate(zip(data.anomaly, anomaly_fold, strict=True)) if f == fold]
+            else:
+                held = [(synthetic_anomaly(img, rng), None) for img in held_normal]
+            for image in held_normal:
+                score, anomaly_map = _score(method, image, collected)
+                collected.normal.append(score)
+                collected.normal_map_peaks.append(float(np.max(anomaly_map)))
+            for image, mask in held:
+                score, anomaly_map = _score(method, image, collected)
+                collected.anomalous.append(score)
+                if mask is not None:
+                    collected.masked_maps.append((anomaly_map, mask))
+    except Exception as exc:  # a research method may fail on some data; others go on
+        log.warning("method %s failed during cross-validation: %s", name, exc)
+        return CandidateResult(name, None, None, folds, collected.fit_seconds, 0.0,
+                               error=f"{type(exc).__name__}: {exc}"), None
+    scores = collected.normal + collected.anomalous
+    if not all(np.isfinite(scores)):
+        return CandidateResult(name, None, None, folds, collected.fit_seconds, 0.0,
+                               error="non-finite scores"), None
+    area = auroc(collected.normal, collected.anomalous)
+    f1 = None
+    if labelled:
+        threshold = best_f1_threshold(collected.normal, collected.anomalous)
+        f1 = confusion(collected.normal, collected.anomalous, threshold).f1
+    ms = collected.score_seconds * 1000.0 / max(collected.scored, 1)
+    return CandidateResult(name, area, f1, folds, collected.fit_seconds, ms), collected
+
+
+def _score(method: Method, image: np.ndarray, collected: _Fold) -> tuple[float, np.ndarray]:
+    started = time.perf_counter()
+    raw, anomaly_map = method.score(image)
+    collected.score_seconds += time.perf_counter() - started
+    collected.scored += 1
+    return float(raw), np.asarray(anomaly_map, np.float32)
+
+
+def pixel_threshold_from_masks(maps_and_masks: Sequence[tuple[np.ndarray, np.ndarray]]
+                               ) -> float | None:
+    """The map value that best reproduces the masks (best mean Dice), or None.
+
+    >>> spot = np.zeros((8, 8), np.float32); spot[2:4, 2:4] = 5.0; spot[6, 6] = 1.0
+    >>> threshold = pixel_threshold_from_masks([(spot, spot > 2)])
+    >>> 1.0 < threshold <= 5.0
+    True
+    """
+    pairs = [(values, mask) for values, mask in maps_and_masks if mask.any()]
+    if not pairs:
+        return None
+    pooled = np.concatenate([values.ravel() for values, _ in pairs])
+    candidates = np.unique(np.quantile(pooled, np.linspace(0.5, 0.999, 60)))
+    best, best_dice = None, -1.0
+    for candidate in candidates:
+        dice = np.mean([2.0 * np.logical_and(values >= candidate, mask).sum()
+                        / ((values >= candidate).sum() + mask.sum())
+                        for values, mask in pairs])
+        if dice > best_dice:
+            best, best_dice = float(candidate), float(dice)
+    return best
+
+
+def _load_mask(path: Path, shape: tuple[int, int], roi: imageio.Roi | None) -> np.ndarray:
+    """A boolean HxW mask (any non-black pixel) at a map's resolution."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGBA").convert("RGB")
+    if roi is not None:
+        rgb = rgb.crop(imageio.roi_box(rgb.size, roi))
+    small = rgb.resize((shape[1], shape[0]), Image.Resampling.BOX)
+    return np.asarray(small, np.uint8).max(axis=2) > 64

@@ -1,0 +1,314 @@
+"""Dead letters: what failed, why, which image it was, and putting it back in the flow.
+
+Three queues hold what the pipeline could not finish:
+
+| queue | what lands there | redrive |
+| --- | --- | --- |
+| `ingest` | S3 notifications the ingest handler failed on `maxReceiveCount` times (SQS redrive policy) | back to the ingest queue |
+| `workflow` | the input of an execution that failed after its retries (the state machine's Catch) | record missing: a new execution; record stored but the alert failed (`alert_error`): the alert is published |
+| `lake` | stream batches the lake handler gave up on (`DDBStreamBatchInfo`) | the records are re-read from the stream and sent to Firehose |
+
+SQS keeps no reason with a dead letter, so the ingest step tags the image with one
+(`pipeline.ingest.FAILURE_TAG`) before its message is retried; `describe` reads it back.
+Everything here is a plain SQS receive/send/delete (moto has no StartMessageMoveTask), and
+every redrive sends before it deletes: at worst a message is delivered twice, which the
+idempotency key and the conditional put absorb.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from pipeline import analytics, ingest
+from pipeline.records import ResultRecord
+from pipeline.uploads import parse_key
+
+QUEUES = ("ingest", "workflow", "lake")
+_PEEK_VISIBILITY_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead letter, decoded for a person."""
+
+    queue: str
+    message_id: str
+    receipt_handle: str
+    body: str
+    reason: str
+    image: str = ""
+    line_id: str = ""
+    camera_id: str = ""
+    image_id: str = ""
+    receive_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RedriveResult:
+    moved: int = 0
+    alerts_published: int = 0
+    executions_started: int = 0
+    lake_rows_sent: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+# --- reading -----------------------------------------------------------------------------
+
+def receive_all(sqs: Any, queue_url: str, *, limit: int = 1000,
+                visibility_timeout: int = _PEEK_VISIBILITY_SECONDS) -> list[dict[str, Any]]:
+    """Receive up to `limit` messages (each once), hidden for `visibility_timeout` s."""
+    messages: dict[str, dict[str, Any]] = {}
+    while len(messages) < limit:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=min(10, limit - len(messages)),
+            VisibilityTimeout=visibility_timeout, WaitTimeSeconds=0,
+            AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+        fresh = [m for m in batch if m["MessageId"] not in messages]
+        if not fresh:
+            break
+        messages.update((m["MessageId"], m) for m in fresh)
+    return list(messages.values())
+
+
+def release(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
+    """Make peeked messages visible again at once."""
+    for start in range(0, len(messages), 10):
+        chunk = messages[start:start + 10]
+        sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(chunk)])
+
+
+def peek(sqs: Any, queue_url: str, queue: str, s3: Any | None = None,
+         limit: int = 1000) -> list[DeadLetter]:
+    """Every dead letter in `queue_url`, decoded, left in the queue."""
+    messages = receive_all(sqs, queue_url, limit=limit)
+    try:
+        return [letter for message in messages for letter in describe(queue, message, s3)]
+    finally:
+        release(sqs, queue_url, messages)
+
+
+def describe(queue: str, message: dict[str, Any], s3: Any | None = None
+             ) -> list[DeadLetter]:
+    """What a dead letter is about (one entry per image it names) and why it failed."""
+    if queue not in QUEUES:
+        raise ValueError(f"queue must be one of {', '.join(QUEUES)}, not {queue!r}")
+    common = {
+        "queue": queue, "message_id": message["MessageId"],
+        "receipt_handle": message.get("ReceiptHandle", ""), "body": message["Body"],
+        "receive_count": int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
+    }
+    return list({"ingest": _describe_ingest, "workflow": _describe_workflow,
+                 "lake": _describe_lake}[queue](message["Body"], common, s3))
+
+
+def _describe_ingest(body: str, common: dict[str, Any], s3: Any | None
+                     ) -> Iterator[DeadLetter]:
+    try:
+        refs = list(ingest.object_refs(body))
+    except (ValueError, KeyError, TypeError) as exc:
+        yield DeadLetter(**common, reason=f"poison message: {exc}")
+        return
+    if not refs:
+        yield DeadLetter(**common, reason="no ObjectCreated record in the notification")
+    for ref in refs:
+        parts = parse_key(ref.key)
+        yield DeadLetter(
+            **common, reason=_tagged_reason(s3, ref), image=ref.uri,
+            line_id=parts.line_id if parts else "", camera_id=parts.camera_id if parts else "",
+            image_id=parts.upload_id if parts else "")
+
+
+def _tagged_reason(s3: Any | None, ref: ingest.ObjectRef) -> str:
+    if s3 is None:
+        return "unknown (no S3 client to read the image's tags)"
+    try:
+        tags = s3.get_object_tagging(Bucket=ref.bucket, Key=ref.key)["TagSet"]
+    except ClientError as exc:
+        return f"unknown (cannot read the image's tags: {exc.response['Error']['Code']})"
+    by_key = {tag["Key"]: tag["Value"] for tag in tags}
+    reason = by_key.get(ingest.FAILURE_TAG)
+    if not reason:
+        return "unknown (the image carries no failure tag; see the ingest logs)"
+    when = by_key.get(ingest.FAILED_AT_TAG)
+    return f"{reason} (last failed {when})" if when else reason
+
+
+def _describe_workflow(body: str, common: dict[str, Any], s3: Any | None
+                       ) -> Iterator[DeadLetter]:
+    try:
+        state = json.loads(body)
+        record = state["record"]
+    except (ValueError, KeyError, TypeError):
+        yield DeadLetter(**common, reason="not a workflow failure (unreadable input)")
+        return
+    alert_failed = "alert_error" in state
+    error = state.get("alert_error" if alert_failed else "error") or {}
+    step = "alert not sent" if alert_failed else "record not stored"
+    cause = str(error.get("Cause", ""))
+    reason = f"{step}: {error.get('Error', 'unknown error')}"
+    if cause:
+        reason += f" ({cause[:200]})"
+    yield DeadLetter(**common, reason=reason, image=str(record.get("s3_uri", "")),
+                     line_id=str(record.get("line_id", "")),
+                     camera_id=str(record.get("camera_id", "")),
+                     image_id=str(record.get("image_id", "")),
+                     extra={"alert_failed": alert_failed})
+
+
+def _describe_lake(body: str, common: dict[str, Any], s3: Any | None
+                   ) -> Iterator[DeadLetter]:
+    try:
+        info = json.loads(body)
+        batch = info["DDBStreamBatchInfo"]
+    except (ValueError, KeyError, TypeError):
+        yield DeadLetter(**common, reason="not a stream on-failure record (unreadable)")
+        return
+    condition = info.get("requestContext", {}).get("condition", "unknown")
+    yield DeadLetter(
+        **common,
+        reason=(f"{condition}: {batch.get('batchSize', '?')} stream records "
+                f"{batch.get('startSequenceNumber')}..{batch.get('endSequenceNumber')}"),
+        extra={"batch": batch})
+
+
+# --- redriving ---------------------------------------------------------------------------
+
+def redrive_to_queue(sqs: Any, dlq_url: str, source_url: str, limit: int = 1000
+                     ) -> RedriveResult:
+    """Move dead letters back to their source queue: send, then delete."""
+    result = RedriveResult()
+    messages = receive_all(sqs, dlq_url, limit=limit)
+    for start in range(0, len(messages), 10):
+        chunk = messages[start:start + 10]
+        sent = sqs.send_message_batch(QueueUrl=source_url, Entries=[
+            {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(chunk)])
+        ok = {int(entry["Id"]) for entry in sent.get("Successful", [])}
+        result.failed.extend(chunk[i]["MessageId"] for i in range(len(chunk)) if i not in ok)
+        _delete(sqs, dlq_url, [chunk[i] for i in sorted(ok)])
+        result.moved += len(ok)
+    release(sqs, dlq_url, [m for m in messages if m["MessageId"] in set(result.failed)])
+    return result
+
+
+@dataclass(frozen=True)
+class WorkflowTargets:
+    """What a workflow redrive needs to reach."""
+
+    state_machine_arn: str
+    table: str
+    topic_arn: str
+
+
+def redrive_workflow(sqs: Any, failure_url: str, targets: WorkflowTargets, *, sfn: Any,
+                     ddb: Any, sns: Any, limit: int = 1000) -> RedriveResult:
+    """Finish what each failed execution could not: a record that was never stored gets a
+    new execution (its conditional put keeps it exactly-once); a stored record whose alert
+    failed gets the alert published."""
+    result = RedriveResult()
+    for message in receive_all(sqs, failure_url, limit=limit):
+        try:
+            done = _finish_execution(json.loads(message["Body"]), targets, sfn, ddb, sns,
+                                     result)
+        except (ClientError, ValueError, KeyError, TypeError):
+            done = False
+        if done:
+            _delete(sqs, failure_url, [message])
+            result.moved += 1
+        else:
+            result.failed.append(message["MessageId"])
+            release(sqs, failure_url, [message])
+    return result
+
+
+def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any, ddb: Any,
+                      sns: Any, result: RedriveResult) -> bool:
+    record = ResultRecord.from_json(state["record"])
+    alert = state["alert"]
+    stored = "Item" in ddb.get_item(TableName=targets.table,
+                                    Key={"image_id": {"S": record.image_id}},
+                                    ConsistentRead=True, ProjectionExpression="image_id")
+    if not stored:
+        payload = {name: state[name] for name in ("item", "record", "alert")}
+        name = f"{record.idempotency_key[:40]}-redrive-{uuid.uuid4().hex[:12]}"
+        sfn.start_execution(stateMachineArn=targets.state_machine_arn, name=name,
+                            input=json.dumps(payload))
+        result.executions_started += 1
+        return True
+    if "alert_error" in state and alert.get("send"):
+        sns.publish(TopicArn=targets.topic_arn, Subject=alert["subject"],
+                    Message=alert["message"], MessageAttributes={
+                        "line": {"DataType": "String", "StringValue": alert["line_id"]},
+                        "camera": {"DataType": "String", "StringValue": record.camera_id},
+                        "reason": {"DataType": "String", "StringValue": alert["reason"]}})
+        result.alerts_published += 1
+    # Otherwise another delivery stored the record and owned its alert: nothing is owed.
+    return True
+
+
+def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stream: str,
+                 region: str, send: Callable[..., list[str]] = analytics.send_rows,
+                 limit: int = 1000) -> RedriveResult:
+    """Re-read each failed stream batch from the stream and send its INSERTs to Firehose."""
+    result = RedriveResult()
+    for message in receive_all(sqs, lake_failure_url, limit=limit):
+        try:
+            batch = json.loads(message["Body"])["DDBStreamBatchInfo"]
+            rows = [(r["dynamodb"]["SequenceNumber"], analytics.lake_row(
+                        ResultRecord.from_item(r["dynamodb"]["NewImage"]), region))
+                    for r in _stream_records(streams, batch) if r["eventName"] == "INSERT"]
+            failed = send(firehose_stream, rows) if rows else []
+        except (ClientError, ValueError, KeyError, TypeError):
+            failed = ["?"]
+        if failed:
+            result.failed.append(message["MessageId"])
+            release(sqs, lake_failure_url, [message])
+            continue
+        result.lake_rows_sent += len(rows)
+        result.moved += 1
+        _delete(sqs, lake_failure_url, [message])
+    return result
+
+
+def _stream_records(streams: Any, batch: dict[str, Any]) -> list[dict[str, Any]]:
+    start, end = int(batch["startSequenceNumber"]), int(batch["endSequenceNumber"])
+    shards = ([batch["shardId"]] if batch.get("shardId") else
+              [s["ShardId"] for s in streams.describe_stream(
+                  StreamArn=batch["streamArn"])["StreamDescription"]["Shards"]])
+    for shard in shards:
+        try:
+            iterator = streams.get_shard_iterator(
+                StreamArn=batch["streamArn"], ShardId=shard,
+                ShardIteratorType="AT_SEQUENCE_NUMBER",
+                SequenceNumber=batch["startSequenceNumber"])["ShardIterator"]
+        except ClientError:
+            continue  # the batch came from another shard
+        found: list[dict[str, Any]] = []
+        while iterator:
+            response = streams.get_records(ShardIterator=iterator, Limit=1000)
+            records = response.get("Records", [])
+            found.extend(r for r in records
+                         if start <= int(r["dynamodb"]["SequenceNumber"]) <= end)
+            if not records or int(records[-1]["dynamodb"]["SequenceNumber"]) >= end:
+                break
+            iterator = response.get("NextShardIterator")
+        if found:
+            return found
+    raise ValueError("the batch's records are no longer in the stream (24 h retention)")
+
+
+def _delete(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
+    for start in range(0, len(messages), 10):
+        chunk = messages[start:start + 10]
+        if chunk:
+            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(chunk)])

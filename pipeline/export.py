@@ -1,0 +1,178 @@
+"""Export results as a training set that `linesight train` accepts: closing the loop.
+
+The folder holds `train/normal/` and `train/anomaly/` (the layout training reads without a
+manifest) and `manifest.jsonl`, one Lookout for Vision / Ground Truth line per image with
+`source-ref` (the image's S3 URI) and `anomaly-label` (1 anomalous, 0 normal), so
+`linesight train OUT_DIR --manifest OUT_DIR/manifest.jsonl` works too: training matches an
+`s3://` reference to the local copy by file name, which is why the copy keeps the object's
+name (the server-chosen keys end in a unique upload id).
+
+The label is a person's review (`review.label`) when `reviewed` is asked for, otherwise the
+model's verdict. Invalid results have no usable image and are never exported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pipeline.records import STATUS_INVALID, ResultRecord, iso, utc_now
+
+LABELS = ("normal", "anomaly")
+MANIFEST = "manifest.jsonl"
+JOB_NAME = "linesight-export"
+
+
+class ExportError(ValueError):
+    """The export cannot be written as asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """One image of the data set: where it comes from, its label and where it goes."""
+
+    record: ResultRecord
+    label: str  # "normal" or "anomaly"
+    path: str  # relative to the output folder, e.g. "train/anomaly/<upload id>.jpg"
+    human: bool  # labelled by a person (True) or by the model's verdict (False)
+
+    @property
+    def is_anomaly(self) -> bool:
+        return self.label == "anomaly"
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    out_dir: Path
+    normal: int
+    anomaly: int
+    skipped: tuple[str, ...] = ()  # image ids whose object could not be read
+
+    @property
+    def total(self) -> int:
+        return self.normal + self.anomaly
+
+
+def label_of(record: ResultRecord, reviewed: bool) -> tuple[str, bool] | None:
+    """(label, by a person) for an exportable record, or None when it is not exported.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> r = ResultRecord("i", "L", "C", "s3://b/k.jpg", t, t, "OK", is_anomalous=True)
+    >>> label_of(r, reviewed=False), label_of(r, reviewed=True)
+    (('anomaly', False), None)
+    >>> label_of(r.with_changes(review={"label": "normal"}), reviewed=True)
+    ('normal', True)
+    """
+    if record.status == STATUS_INVALID or not record.s3_uri.startswith("s3://"):
+        return None
+    human = (record.review or {}).get("label")
+    if human in LABELS:
+        return str(human), True
+    if reviewed:
+        return None
+    return ("anomaly" if record.is_anomalous else "normal"), False
+
+
+def plan_export(records: Iterable[ResultRecord], *, reviewed: bool) -> list[ExportItem]:
+    """Which images go where, oldest first. A person's label wins over the model's when
+    there is one; with `reviewed`, only reviewed images are exported."""
+    items: list[ExportItem] = []
+    used: set[str] = set()
+    for record in sorted(records, key=lambda r: (r.captured_at, r.image_id)):
+        labelled = label_of(record, reviewed)
+        if labelled is None:
+            continue
+        label, human = labelled
+        name = _file_name(record)
+        if name.lower() in used:  # keep names unique; training matches by file name
+            name = f"{_safe(record.image_id)}-{name}"
+        used.add(name.lower())
+        items.append(ExportItem(record, label, f"train/{label}/{name}", human))
+    return items
+
+
+def manifest_entry(item: ExportItem, created: str) -> dict[str, Any]:
+    """One Lookout for Vision / Ground Truth manifest line."""
+    record = item.record
+    return {
+        "source-ref": record.s3_uri,
+        "anomaly-label": 1 if item.is_anomaly else 0,
+        "anomaly-label-metadata": {
+            "class-name": item.label,
+            "confidence": 1.0 if item.human else round(record.confidence, 4),
+            "human-annotated": "yes" if item.human else "no",
+            "creation-date": created,
+            "type": "groundtruth/image-classification",
+            "job-name": JOB_NAME,
+        },
+        "linesight": {"image_id": record.image_id, "line_id": record.line_id,
+                      "camera_id": record.camera_id, "captured_at": iso(record.captured_at),
+                      "model_verdict": ("anomaly" if record.is_anomalous else "normal"),
+                      "model_version": record.model_version, "local_path": item.path},
+    }
+
+
+def write_dataset(items: list[ExportItem], out_dir: Path, fetch: Callable[[str], bytes], *,
+                  overwrite: bool = False,
+                  advance: Callable[[], None] | None = None) -> ExportSummary:
+    """Download each image with `fetch(s3_uri)` into `out_dir` and write the manifest.
+
+    An image whose object cannot be read (deleted since) is skipped and reported; the
+    manifest lists only the images written.
+    """
+    if not items:
+        raise ExportError("no results to export (with --reviewed, only reviewed images "
+                          "count: review some with `linesight review`)")
+    existing = [out_dir / "train", out_dir / MANIFEST]
+    if any(path.exists() for path in existing):
+        if not overwrite:
+            raise ExportError(f"{out_dir} already holds a data set; choose an empty folder "
+                              "or pass --overwrite")
+        shutil.rmtree(out_dir / "train", ignore_errors=True)
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+    for label in LABELS:
+        (out_dir / "train" / label).mkdir(parents=True, exist_ok=True)
+    created = iso(utc_now())
+    written: list[ExportItem] = []
+    skipped: list[str] = []
+    for item in items:
+        try:
+            data = fetch(item.record.s3_uri)
+        except KeyError:
+            skipped.append(item.record.image_id)
+        else:
+            (out_dir / item.path).write_bytes(data)
+            written.append(item)
+        if advance:
+            advance()
+    with (out_dir / MANIFEST).open("w") as manifest:
+        for item in written:
+            manifest.write(json.dumps(manifest_entry(item, created), sort_keys=True) + "\n")
+    anomalies = sum(item.is_anomaly for item in written)
+    return ExportSummary(out_dir, len(written) - anomalies, anomalies, tuple(skipped))
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """
+    >>> split_s3_uri("s3://bucket/a/b.jpg")
+    ('bucket', 'a/b.jpg')
+    """
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    bucket, key = uri[5:].split("/", 1)
+    return bucket, key
+
+
+def _file_name(record: ResultRecord) -> str:
+    name = PurePosixPath(split_s3_uri(record.s3_uri)[1]).name
+    return _safe(name) or f"{_safe(record.image_id)}.jpg"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip(".")[:120]

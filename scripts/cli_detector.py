@@ -1,0 +1,166 @@
+"""The detector commands of the `linesight` CLI: `train` and `evaluate`.
+
+`scripts/cli.py` (the typer root) calls `register(app)` to add them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `evaluate` to the `linesight` app."""
+    app.command("train", no_args_is_help=True)(train)
+    app.command("evaluate", no_args_is_help=True)(evaluate)
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(description: str, completed: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = progress.add_task(description, total=total)
+            progress.update(tasks[description], completed=completed, total=total)
+
+        yield update
+
+
+def train(
+    data_dir: Annotated[Path, typer.Argument(
+        help="Folder with train/normal (and optionally train/anomaly, masks/), "
+             "or the folder the manifest's images are under.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the model directory.")],
+    manifest: Annotated[Path | None, typer.Option(
+        help="A Lookout for Vision / Ground Truth manifest (JSON lines) naming the images.")
+    ] = None,
+    method: Annotated[list[str] | None, typer.Option(
+        "--method", help="Only consider this method (repeatable). Default: all registered.")
+    ] = None,
+    backbone: Annotated[Path | None, typer.Option(
+        help="An ONNX feature extractor for the PatchCore-style onnx_patchcore method.")
+    ] = None,
+    roi: Annotated[str | None, typer.Option(
+        help="Region of interest x0,y0,x1,y1 as fractions of width and height, e.g. "
+             "0.1,0,0.9,1; training and detection look only there.")] = None,
+) -> None:
+    """Train a detector on a folder of images and print what it learned.
+
+    The method and the threshold are chosen by cross-validation on the training images only.
+
+    Example:
+
+        linesight train resources/samples --out build/model
+    """
+    from pipeline.detector.imageio import parse_roi
+    from pipeline.detector.training import TrainingError, train_model
+
+    if not data_dir.is_dir():
+        raise typer.BadParameter(f"{data_dir} is not a directory", param_hint="DATA_DIR")
+    if manifest is not None and not manifest.is_file():
+        raise typer.BadParameter(f"{manifest} does not exist", param_hint="--manifest")
+    if backbone is not None and not backbone.is_file():
+        raise typer.BadParameter(f"{backbone} does not exist", param_hint="--backbone")
+    try:
+        region = parse_roi(roi) if roi else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--roi") from None
+    try:
+        with _progress_bar() as update:
+            report = train_model(data_dir, out, manifest=manifest, progress=update,
+                                 methods=method, backbone=backbone, roi=region)
+    except (TrainingError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+
+    table = Table(title="cross-validation on the training split", show_edge=False)
+    for column in ("method", "AUROC", "F1", "fit s", "ms/image", "note"):
+        table.add_column(column)
+    for candidate in report.candidates:
+        chosen = "chosen" if candidate.method == report.method else ""
+        table.add_row(candidate.method, _fmt(candidate.auroc), _fmt(candidate.f1),
+                      f"{candidate.fit_seconds:.1f}", f"{candidate.ms_per_image:.1f}",
+                      candidate.error or chosen)
+    console.print(table)
+    console.print(f"images: {report.n_normal} normal, {report.n_anomaly} anomalous"
+                  + (f", {report.n_masks} masks" if report.n_masks else "")
+                  + (f"; skipped {len(report.skipped)} unreadable" if report.skipped else ""))
+    console.print(f"method: [bold]{report.method}[/bold] ({report.selection_rule})")
+    console.print(f"cross-validated AUROC {_fmt(report.cv_auroc)}, F1 {_fmt(report.cv_f1)}")
+    console.print(f"threshold: raw {report.raw_threshold:.4g} = 0.5 normalised "
+                  f"({report.threshold_rule})")
+    console.print(f"model {report.model_version} written to {report.model_dir} "
+                  f"({report.artifact_bytes / 1e6:.2f} MB) in {report.train_seconds:.1f} s")
+
+
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by train.")],
+    test_dir: Annotated[Path, typer.Argument(help="Folder with normal/ and anomaly/ images.")],
+    json_out: Annotated[Path, typer.Option("--json", help="Where to write the metrics JSON.")],
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", help="Also write a self-contained HTML report.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Override the threshold (normalised; the trained one is 0.5).")
+    ] = None,
+) -> None:
+    """Score a labelled test folder and report AUROC, F1, precision, recall and speed.
+
+    ms_per_image is the mean of decode plus detect, one image at a time, on one thread.
+
+    Example:
+
+        linesight evaluate build/model resources/samples/test --json out.json --html out.html
+    """
+    from pipeline.detector.artifact import ArtifactError
+    from pipeline.detector.evaluation import EvaluationError
+    from pipeline.detector.evaluation import evaluate as run_evaluation
+    from pipeline.detector.report import render_html
+
+    if not (model_dir / "model.json").is_file():
+        raise typer.BadParameter(f"{model_dir} is not a model directory (no model.json)",
+                                 param_hint="MODEL_DIR")
+    if not test_dir.is_dir():
+        raise typer.BadParameter(f"{test_dir} is not a directory", param_hint="TEST_DIR")
+    try:
+        with _progress_bar() as update:
+            result = run_evaluation(model_dir, test_dir, threshold=threshold, progress=update,
+                                    keep_heatmaps=html_out is not None)
+    except (EvaluationError, ArtifactError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    document = result.to_json()
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(document, indent=2))
+    if html_out is not None:
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        html_out.write_text(render_html(result))
+    counts = result.confusion
+    console.print(
+        f"AUROC {document['auroc']:.3f}  F1 {document['f1']:.3f}  "
+        f"precision {document['precision']:.3f}  recall {document['recall']:.3f}  "
+        f"threshold {document['threshold']:.2f}  ({document['n_normal']} normal, "
+        f"{document['n_anomaly']} anomalous; FP {counts.false_positive}, "
+        f"FN {counts.false_negative})")
+    console.print(f"{document['ms_per_image']:.1f} ms per image (decode + detect, one thread; "
+                  f"{document['cpu_ms_per_image']:.1f} ms of CPU)")
+    if result.invalid:
+        console.print(f"[yellow]{len(result.invalid)} image(s) refused as invalid[/yellow]")
+    console.print(f"wrote {json_out}" + (f" and {html_out}" if html_out else ""))
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,145 @@
+"""`linesight dlq list|redrive`: inspect dead letters and put them back in the flow.
+
+The queues, table, topic and stream come from a stack description with the keys of
+`.linesight/local.json` (default: the running local stack's). See `pipeline.dlq` for what
+each queue holds and what redriving it does.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import aws, dlq
+from pipeline.settings import current
+from scripts.cli_tokens import fail
+
+console = Console()
+dlq_app = typer.Typer(help="Inspect and redrive dead letters (ingest, workflow, lake).",
+                      no_args_is_help=True)
+
+
+class Queue(str, Enum):
+    ingest = "ingest"
+    workflow = "workflow"
+    lake = "lake"
+
+
+QueueOption = Annotated[list[Queue] | None, typer.Option(
+    "--queue", help="Which dead-letter queue (repeatable; default: all three).",
+    show_default=False)]
+StateOption = Annotated[Path | None, typer.Option(
+    "--state", help="Stack description with the keys of .linesight/local.json "
+                    "(default: the running local stack's).", show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `dlq` group to the `linesight` app."""
+    app.add_typer(dlq_app, name="dlq")
+
+
+def _stack(state: Path | None) -> Any:
+    from scripts.local_stack import STATE_FILE, read_state
+
+    try:
+        info = read_state(state or STATE_FILE)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    except (TypeError, ValueError) as exc:
+        fail(f"{state} is not a stack description: {exc}")
+    for key, value in info.environment.items():
+        if key.startswith("AWS_"):
+            os.environ[key] = value
+    aws.reset()
+    current.cache_clear()
+    return info
+
+
+def _queue_url(info: Any, queue: Queue) -> str:
+    return {Queue.ingest: info.dlq_url, Queue.workflow: info.failure_queue_url,
+            Queue.lake: info.lake_failure_queue_url}[queue]
+
+
+@dlq_app.command("list")
+def list_(queue: QueueOption = None, state: StateOption = None,
+          limit: Annotated[int, typer.Option(min=1, help="At most this many per queue.")] = 100
+          ) -> None:
+    """Show dead letters: the image each refers to and why it failed. They stay queued.
+
+    Example:
+
+        linesight dlq list --queue ingest
+    """
+    info = _stack(state)
+    queues = queue or list(Queue)
+    view = Table("queue", "line", "camera", "image", "reason", "receives", title="dead letters")
+    total = 0
+    try:
+        for name in queues:
+            for letter in dlq.peek(aws.client("sqs"), _queue_url(info, name), name.value,
+                                   s3=aws.client("s3"), limit=limit):
+                total += 1
+                view.add_row(name.value, letter.line_id or "-", letter.camera_id or "-",
+                             letter.image or letter.message_id, letter.reason,
+                             str(letter.receive_count or ""))
+    except (ClientError, BotoCoreError) as exc:
+        fail(f"cannot read the queues: {exc}")
+    if total:
+        console.print(view)
+    else:
+        console.print("no dead letters in " + ", ".join(q.value for q in queues))
+
+
+@dlq_app.command("redrive")
+def redrive(queue: QueueOption = None, state: StateOption = None,
+            limit: Annotated[int, typer.Option(min=1, help="At most this many per queue.")
+                             ] = 1000) -> None:
+    """Put dead letters back in the flow: ingest ones go back to the ingest queue, failed
+    executions are finished (record stored, or alert published), lake batches are re-sent.
+
+    Example:
+
+        linesight dlq redrive --queue ingest
+    """
+    info = _stack(state)
+    failed = 0
+    try:
+        for name in queue or list(Queue):
+            result = _redrive(info, name, limit)
+            failed += len(result.failed)
+            console.print(
+                f"{name.value}: {result.moved} redriven"
+                + (f", {result.executions_started} executions started" if
+                   result.executions_started else "")
+                + (f", {result.alerts_published} alerts published" if
+                   result.alerts_published else "")
+                + (f", {result.lake_rows_sent} lake rows sent" if result.lake_rows_sent else "")
+                + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
+                   result.failed else ""))
+    except (ClientError, BotoCoreError) as exc:
+        fail(f"redrive stopped: {exc}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _redrive(info: Any, queue: Queue, limit: int) -> dlq.RedriveResult:
+    sqs = aws.client("sqs")
+    if queue is Queue.ingest:
+        return dlq.redrive_to_queue(sqs, info.dlq_url, info.queue_url, limit=limit)
+    if queue is Queue.workflow:
+        targets = dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn)
+        return dlq.redrive_workflow(sqs, info.failure_queue_url, targets,
+                                    sfn=aws.client("stepfunctions"),
+                                    ddb=aws.client("dynamodb"), sns=aws.client("sns"),
+                                    limit=limit)
+    return dlq.redrive_lake(sqs, info.lake_failure_queue_url,
+                            streams=aws.client("dynamodbstreams"),
+                            firehose_stream=info.firehose_stream, region=info.region,
+                            limit=limit)

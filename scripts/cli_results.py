@@ -1,0 +1,661 @@
+"""The results commands of the `linesight` CLI: `results`, `report`, `review`,
+`export-dataset` and `upload`, plus `build_report_from_stack` for `make demo`.
+
+Which stack: `--table`/`--endpoint-url` options, else the LINESIGHT_* (and AWS_*) environment
+variables the handlers use, else `.linesight/local.json` written by `linesight local up`.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.records import STATUS_INVALID, ResultRecord, parse_time
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+    from scripts.local_stack import LocalStack
+
+console = Console()
+err = Console(stderr=True)
+log = logging.getLogger("linesight.results")
+
+FORMATS = ("table", "json", "csv")
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+LOCAL_STATE_HINT = "start the local stack with `linesight local up`, or set LINESIGHT_TABLE"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the results commands to the `linesight` app."""
+    app.command("results")(results)
+    app.command("report")(report)
+    app.command("review", no_args_is_help=True)(review)
+    app.command("export-dataset", no_args_is_help=True)(export_dataset)
+    app.command("upload", no_args_is_help=True)(upload)
+
+
+# --- finding the stack ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stack:
+    """The resolved stack: handler settings plus what a CLI user needs for the API."""
+
+    settings: Settings
+    api_url: str = ""
+    camera_tokens: dict[str, str] | None = None
+    default_token: str = ""
+
+
+TableOption = Annotated[str | None, typer.Option(
+    "--table", help="Results table (default: LINESIGHT_TABLE, else .linesight/local.json).")]
+EndpointOption = Annotated[str | None, typer.Option(
+    "--endpoint-url", help="AWS endpoint, e.g. a moto server (default: AWS_ENDPOINT_URL).")]
+
+
+def connect(table: str | None = None, endpoint_url: str | None = None) -> Stack:
+    """Point `pipeline` at a stack: .linesight/local.json < environment < options."""
+    from pipeline import aws
+    from pipeline.settings import SettingsError, current
+    from scripts.local_stack import read_state
+
+    api_url, camera_tokens, token = os.environ.get("LINESIGHT_API_URL", ""), None, ""
+    if not table and not os.environ.get("LINESIGHT_TABLE"):
+        try:
+            info = read_state()
+        except FileNotFoundError:
+            _fail(f"no stack to read: {LOCAL_STATE_HINT}")
+        os.environ.update(info.environment)
+        api_url = api_url or info.api_url
+        camera_tokens, token = dict(info.camera_tokens), info.token
+    if table:
+        os.environ["LINESIGHT_TABLE"] = table
+    if endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    aws.reset()
+    current.cache_clear()
+    try:
+        settings = current()
+    except SettingsError as exc:
+        _fail(str(exc))
+    return Stack(settings, api_url, camera_tokens, os.environ.get("LINESIGHT_TOKEN", token))
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _aws_errors() -> Iterator[None]:
+    """AWS trouble (stack not running, missing table, no credentials) as one line."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        _fail(f"AWS said {error.get('Code', 'error')}: {error.get('Message', exc)}", 1)
+    except BotoCoreError as exc:
+        _fail(f"{exc} (is the stack running? {LOCAL_STATE_HINT})", 1)
+
+
+def parse_when(value: str | None, name: str) -> datetime | None:
+    """A time option: ISO-8601 with a zone, a date (midnight UTC) or an age like `2h`.
+
+    >>> parse_when("2026-01-02", "--since").isoformat()
+    '2026-01-02T00:00:00+00:00'
+    >>> parse_when("2026-01-02T03:04:05Z", "--since").hour
+    3
+    """
+    if not value:
+        return None
+    value = value.strip()
+    relative = _RELATIVE.fullmatch(value)
+    if relative:
+        amount, unit = int(relative[1]), _UNITS[relative[2]]
+        return datetime.now(UTC) - timedelta(**{unit: amount})
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        hint = ("add a zone, e.g. 2026-01-02T08:00:00Z" if "zone" in str(exc)
+                else "use e.g. 2h, 3d, 2026-01-02 or 2026-01-02T08:00:00Z")
+        raise typer.BadParameter(f"{value!r} is not a time: {hint}", param_hint=name) from None
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+# --- results ------------------------------------------------------------------------------
+
+SinceOption = Annotated[str | None, typer.Option(
+    "--since", help="From this time: ISO-8601 with zone, a date (UTC), or an age: 30m, 2h, 7d.")]
+UntilOption = Annotated[str | None, typer.Option(
+    "--until", help="Up to this time (same forms as --since).")]
+
+
+def results(
+    line: Annotated[str, typer.Option("--line", help="Only this line.")] = "",
+    camera: Annotated[str, typer.Option("--camera", help="Only this camera (needs --line).")
+                      ] = "",
+    since: SinceOption = None,
+    until: UntilOption = None,
+    anomalous: Annotated[bool | None, typer.Option(
+        "--anomalous/--no-anomalous", help="Only anomalous / only not anomalous results.")
+    ] = None,
+    reviewed: Annotated[bool | None, typer.Option(
+        "--reviewed/--not-reviewed", help="Only results a person reviewed / did not review.")
+    ] = None,
+    output: Annotated[str, typer.Option(
+        "--format", help="table, json or csv.", case_sensitive=False)] = "table",
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000,
+                                       help="At most this many results.")] = 50,
+    table: TableOption = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """List results, newest first when --line is given.
+
+    Example:
+
+        linesight results --line line-1 --since 2h --anomalous --format csv > anomalies.csv
+    """
+    from pipeline.queries import MAX_PAGE, QueryError, ResultQuery, iter_results
+
+    output = output.lower()
+    if output not in FORMATS:
+        raise typer.BadParameter(f"{output!r} is not one of {', '.join(FORMATS)}",
+                                 param_hint="--format")
+    if camera and not line:
+        raise typer.BadParameter("--camera needs --line", param_hint="--camera")
+    query = ResultQuery(line_id=line, camera_id=camera, since=parse_when(since, "--since"),
+                        until=parse_when(until, "--until"), anomalous=anomalous,
+                        reviewed=reviewed, limit=min(limit, MAX_PAGE))
+    stack = connect(table, endpoint_url)
+    found: list[ResultRecord] = []
+    with _aws_errors():
+        try:
+            for record in iter_results(stack.settings.table_name, query):
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        except QueryError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    if not line:  # a scan comes back in no particular order
+        found.sort(key=lambda r: r.captured_at, reverse=True)
+    if output == "json":
+        typer.echo(json.dumps([r.to_json() for r in found], indent=2))
+    elif output == "csv":
+        typer.echo(records_csv(found), nl=False)
+    else:
+        _print_table(found, limit)
+
+
+CSV_COLUMNS = ("image_id", "line_id", "camera_id", "captured_at", "processed_at", "status",
+               "is_anomalous", "score", "confidence", "threshold", "alert_reason", "reason",
+               "review_label", "review_note", "model_version", "s3_uri", "heatmap_uri")
+
+
+def records_csv(records: Sequence[ResultRecord]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        row = record.to_json()
+        row["review_label"] = (record.review or {}).get("label", "")
+        row["review_note"] = (record.review or {}).get("note", "")
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _print_table(records: Sequence[ResultRecord], limit: int) -> None:
+    if not records:
+        console.print("no results match")
+        return
+    view = Table(show_edge=False, header_style="bold")
+    for column, justify in (("captured (UTC)", "left"), ("line", "left"), ("camera", "left"),
+                            ("image", "left"), ("verdict", "left"), ("score", "right"),
+                            ("confidence", "right"), ("alert", "left"), ("review", "left")):
+        view.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for r in records:
+        if r.status == STATUS_INVALID:
+            verdict = f"[grey50]invalid: {r.reason.split(':', 1)[0]}[/grey50]"
+        else:
+            verdict = "[red]anomalous[/red]" if r.is_anomalous else "normal"
+        alert = r.alert_reason.replace("_", " ")
+        if "low" in alert:
+            alert = f"[dark_orange]{alert}[/dark_orange]"
+        view.add_row(r.captured_at.strftime("%Y-%m-%d %H:%M:%S"), r.line_id, r.camera_id,
+                     r.image_id, verdict,
+                     "" if r.status == STATUS_INVALID else f"{r.score:.3f}",
+                     "" if r.status == STATUS_INVALID else f"{r.confidence:.3f}",
+                     alert, (r.review or {}).get("label", ""))
+    console.print(view)
+    more = " (the limit; use --limit for more)" if len(records) >= limit else ""
+    console.print(f"{len(records)} result{'s' if len(records) != 1 else ''}{more}")
+
+
+# --- report -------------------------------------------------------------------------------
+
+def report(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the HTML page.")
+                   ] = Path("report.html"),
+    since: SinceOption = None,
+    until: UntilOption = None,
+    line: Annotated[str, typer.Option("--line", help="Only this line.")] = "",
+    title: Annotated[str, typer.Option("--title", help="The page's title.")
+                     ] = "LineSight quality report",
+    table: TableOption = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Write a self-contained HTML report of the results (prints its path).
+
+    It shows per line/camera counts, the anomaly rate over time, a confidence histogram,
+    the latest anomalies with heatmaps, the alert log and model-vs-human disagreement.
+    It loads nothing from the network when opened.
+
+    Example:
+
+        linesight report --since 24h --out report.html
+    """
+    from pipeline.queries import ResultQuery, iter_results
+
+    since_at, until_at = parse_when(since, "--since"), parse_when(until, "--until")
+    stack = connect(table, endpoint_url)
+    settings = stack.settings
+    query = ResultQuery(line_id=line, since=since_at, until=until_at, limit=500)
+    from pipeline import aws
+
+    with _aws_errors(), _progress() as progress:
+        task = progress.add_task("reading results", total=None)
+        records = []
+        for record in iter_results(settings.table_name, query):
+            records.append(record)
+            progress.advance(task)
+        page = render_report(
+            records, aws.client, failure_queue_url=settings.failure_queue_url,
+            confidence_threshold=settings.confidence_threshold, since=since_at,
+            until=until_at, title=title, source=settings.table_name, progress=progress)
+    written = _write(out, page)
+    console.print(str(written))
+
+
+def _write(out: Path, page: str) -> Path:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    return out.resolve()
+
+
+def build_report_from_stack(stack: LocalStack, out_path: Path) -> Path:
+    """The demo's report: every result of a running LocalStack, written to `out_path`."""
+    from scripts.observe import all_records
+
+    info = stack.info
+    if info is None:
+        raise RuntimeError("the local stack is not running")
+    records = all_records(stack.client("dynamodb"), info.table)
+    topology = getattr(stack, "topology", None)
+    threshold = float(info.environment.get("LINESIGHT_CONFIDENCE_THRESHOLD", "")
+                      or getattr(topology, "confidence_threshold", 0.20))
+    page = render_report(records, stack.client, failure_queue_url=info.failure_queue_url,
+                         confidence_threshold=threshold, source=info.table,
+                         title="LineSight quality report (local demo)")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(page, encoding="utf-8")
+    return out_path.resolve()
+
+
+def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any], *,
+                  failure_queue_url: str = "", confidence_threshold: float = 0.20,
+                  since: datetime | None = None, until: datetime | None = None,
+                  title: str = "LineSight quality report", source: str = "",
+                  progress: Progress | None = None) -> str:
+    """Read what the page needs besides the records (images, failures, metrics), build it.
+
+    `client(service)` makes boto3 clients, so the CLI (pipeline.aws) and the demo (the
+    local stack's) share this."""
+    from pipeline.report import build_report, latest_anomalies
+
+    s3 = client("s3")
+    wanted = latest_anomalies(records)
+    task = progress.add_task("reading images", total=len(wanted)) if progress else None
+
+    def one(record: ResultRecord) -> tuple[str, Any]:
+        image = _report_image(s3, record)
+        if progress is not None and task is not None:
+            progress.advance(task)
+        return record.image_id, image
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        images = dict(pool.map(one, wanted))
+    failures = peek_queue(client("sqs"), failure_queue_url) if failure_queue_url else []
+    period_start = since or (min(r.captured_at for r in records) if records else None)
+    metrics = cloudwatch_totals(client("cloudwatch"), period_start, until)
+    return build_report(records, failures=failures, images=images, metrics=metrics,
+                        confidence_threshold=confidence_threshold, since=since, until=until,
+                        title=title, source=source)
+
+
+def _report_image(s3: Any, record: ResultRecord) -> Any:
+    from pipeline.report import ReportImage
+
+    photo = _read_s3(s3, record.s3_uri)
+    heatmap = _read_s3(s3, record.heatmap_uri) if record.heatmap_uri else b""
+    link = ""
+    if photo:
+        bucket, key = _split(record.s3_uri)
+        link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                         ExpiresIn=7 * 24 * 3600)
+    return ReportImage(photo=photo, heatmap=heatmap, link=link)
+
+
+def _split(uri: str) -> tuple[str, str]:
+    from pipeline.export import split_s3_uri
+
+    return split_s3_uri(uri)
+
+
+def _read_s3(s3: Any, uri: str) -> bytes:
+    """The object's bytes, or b"" when it is gone or unreadable (the page says so)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        bucket, key = _split(uri)
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (ValueError, ClientError, BotoCoreError) as exc:
+        log.warning("cannot read %s for the report: %s", uri, exc)
+        return b""
+
+
+def peek_queue(sqs: Any, queue_url: str, most: int = 200) -> list[dict[str, Any]]:
+    """The messages of a queue, decoded, without consuming them: each received message is
+    made visible again at once."""
+    seen: dict[str, dict[str, Any]] = {}
+    handles: list[str] = []
+    try:
+        while len(seen) < most:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                           VisibilityTimeout=30, WaitTimeSeconds=0
+                                           ).get("Messages", [])
+            new = [m for m in messages if m["MessageId"] not in seen]
+            if not new:
+                break
+            for message in new:
+                handles.append(message["ReceiptHandle"])
+                try:
+                    body = json.loads(message["Body"])
+                except json.JSONDecodeError:
+                    body = {"error": {"Error": "unreadable message", "Cause": message["Body"]}}
+                seen[message["MessageId"]] = body if isinstance(body, dict) else {}
+    finally:
+        for start in range(0, len(handles), 10):
+            sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for i, handle in enumerate(handles[start:start + 10])])
+    return list(seen.values())
+
+
+def cloudwatch_totals(cloudwatch: Any, since: datetime | None,
+                      until: datetime | None) -> dict[str, float] | None:
+    """LineSight's metrics summed over every line and camera for the period (counts as
+    totals, latencies as mean and max); None when CloudWatch has none or cannot say."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipeline import metrics
+
+    end = until or datetime.now(UTC) + timedelta(minutes=1)
+    start = since or end - timedelta(days=1)
+    start -= timedelta(minutes=1)
+    span = max((end - start).total_seconds(), 60.0)
+    period = 60 * max(1, int(span // 60 // 1000) + 1)
+    sums: dict[str, float] = {}
+    samples: dict[str, float] = {}
+    peaks: dict[str, float] = {}
+    try:
+        paginator = cloudwatch.get_paginator("list_metrics")
+        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        for page in paginator.paginate(Namespace=metrics.NAMESPACE):
+            for metric in page.get("Metrics", []):
+                name = metric["MetricName"]
+                identity = (name, tuple(sorted((d["Name"], d["Value"])
+                                               for d in metric.get("Dimensions", []))))
+                if identity in seen:  # moto lists a metric once per put; CloudWatch once
+                    continue
+                seen.add(identity)
+                points = cloudwatch.get_metric_statistics(
+                    Namespace=metrics.NAMESPACE, MetricName=name,
+                    Dimensions=metric.get("Dimensions", []), StartTime=start, EndTime=end,
+                    Period=period, Statistics=["Sum", "SampleCount", "Maximum"]
+                ).get("Datapoints", [])
+                for point in points:
+                    sums[name] = sums.get(name, 0.0) + float(point.get("Sum", 0.0))
+                    samples[name] = samples.get(name, 0.0) + float(point.get("SampleCount", 0))
+                    peaks[name] = max(peaks.get(name, 0.0), float(point.get("Maximum", 0.0)))
+    except (ClientError, BotoCoreError) as exc:
+        log.warning("no CloudWatch metrics for the report: %s", exc)
+        return None
+    if not sums:
+        return None
+    shown: dict[str, float] = {}
+    for name in metrics.ALL:
+        if name not in sums:
+            continue
+        if name in metrics.LATENCIES_MS:
+            shown[f"{name}, mean (ms)"] = sums[name] / max(samples[name], 1.0)
+            shown[f"{name}, max (ms)"] = peaks[name]
+        else:
+            shown[name] = sums[name]
+    return shown
+
+
+# --- review -------------------------------------------------------------------------------
+
+def review(
+    image_id: Annotated[str, typer.Argument(help="The result's image id (see `results`).")],
+    label: Annotated[str, typer.Option("--label", help="normal or anomaly.",
+                                       case_sensitive=False)],
+    note: Annotated[str, typer.Option("--note", help="Why, for whoever retrains.")] = "",
+    reviewer: Annotated[str, typer.Option(
+        "--reviewer", help="Who reviewed (default: your user name).")] = "",
+    table: TableOption = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Record a person's verdict beside the model's.
+
+    Example:
+
+        linesight review 3f2c9a0d8e7b4c1a9f00112233445566 --label normal --note "glare"
+    """
+    from pipeline import reviews
+
+    label = label.lower()
+    if label not in reviews.LABELS:
+        raise typer.BadParameter(f"{label!r} is not one of {', '.join(reviews.LABELS)}",
+                                 param_hint="--label")
+    stack = connect(table, endpoint_url)
+    who = reviewer or f"cli:{_user()}"
+    with _aws_errors():
+        try:
+            record = reviews.record_review(stack.settings.table_name, image_id, label, note,
+                                           reviewer=who)
+        except reviews.ReviewError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    if record is None:
+        _fail(f"no result for image {image_id!r} in {stack.settings.table_name}")
+    model = "anomalous" if record.is_anomalous else "normal"
+    if record.status == STATUS_INVALID:
+        model = "invalid"
+    agree = (label == "anomaly") == record.is_anomalous
+    verdict = "agrees with" if agree else "[bold]disagrees[/bold] with"
+    console.print(f"recorded: {image_id} is {label} ({who}); this {verdict} the model "
+                  f"({model}, score {record.score:.3f})")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+# --- export-dataset -------------------------------------------------------------------------
+
+def export_dataset(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write train/ and manifest.jsonl.")],
+    reviewed: Annotated[bool, typer.Option(
+        "--reviewed", help="Only images a person reviewed, labelled as the person said. "
+                           "Without it: every valid image, labelled by the model unless "
+                           "a person reviewed it.")] = False,
+    line: Annotated[str, typer.Option("--line", help="Only this line.")] = "",
+    since: SinceOption = None,
+    until: UntilOption = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a data set already in OUT_DIR.")] = False,
+    table: TableOption = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Write a training set from the results, for `linesight train`.
+
+    OUT_DIR gets train/normal, train/anomaly and a Lookout / Ground Truth
+    manifest.jsonl (source-ref, anomaly-label); images are downloaded from S3.
+
+    Example:
+
+        linesight export-dataset --reviewed data/reviewed
+
+        linesight train data/reviewed --out models/retrained
+    """
+    from pipeline import aws
+    from pipeline.export import ExportError, plan_export, write_dataset
+    from pipeline.queries import ResultQuery, iter_results
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise typer.BadParameter(f"{out_dir} is a file", param_hint="OUT_DIR")
+    query = ResultQuery(line_id=line, since=parse_when(since, "--since"),
+                        until=parse_when(until, "--until"),
+                        reviewed=True if reviewed else None, limit=500)
+    stack = connect(table, endpoint_url)
+    with _aws_errors():
+        records = list(iter_results(stack.settings.table_name, query))
+        items = plan_export(records, reviewed=reviewed)
+        s3 = aws.client("s3")
+        try:
+            with _progress() as progress:
+                task = progress.add_task("downloading images", total=len(items))
+                summary = write_dataset(items, out_dir, lambda uri: _fetch(s3, uri),
+                                        overwrite=overwrite,
+                                        advance=lambda: progress.advance(task))
+        except ExportError as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
+    source = "people's reviews" if reviewed else "the model's verdicts (and any reviews)"
+    console.print(f"wrote {summary.total} images to {out_dir}: {summary.normal} normal, "
+                  f"{summary.anomaly} anomaly, labelled by {source}")
+    if summary.skipped:
+        console.print(f"[dark_orange]skipped {len(summary.skipped)} whose image is gone[/]")
+    console.print(f"manifest: {out_dir / 'manifest.jsonl'}")
+    console.print(f"next: linesight train {out_dir} --out models/retrained")
+
+
+def _fetch(s3: Any, uri: str) -> bytes:
+    from botocore.exceptions import ClientError
+
+    bucket, key = _split(uri)
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
+            raise KeyError(uri) from None
+        raise
+
+
+# --- upload ---------------------------------------------------------------------------------
+
+def upload(
+    directory: Annotated[Path, typer.Argument(help="Folder of .jpg/.jpeg/.png images.")],
+    line: Annotated[str, typer.Option("--line", help="The assembly line id.")],
+    camera: Annotated[str, typer.Option("--camera", help="The camera id.")],
+    token: Annotated[str | None, typer.Option(
+        "--token", help="The camera's API token (default: LINESIGHT_TOKEN, else the local "
+                        "stack's token for this camera).")] = None,
+    api_url: Annotated[str | None, typer.Option(
+        "--api-url", help="The API's base URL (default: LINESIGHT_API_URL, else the local "
+                          "stack's).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64,
+                                             help="Parallel uploads.")] = 4,
+    retries: Annotated[int, typer.Option("--retries", min=0, max=10,
+                                         help="Retries on 5xx and network errors.")] = 3,
+    post: Annotated[bool, typer.Option(
+        "--post", help="Use POST /uploads (presigned POST) instead of GET /getsignedurl.")
+    ] = False,
+) -> None:
+    """Upload a folder of images through the API, as a camera on that line would.
+
+    Example:
+
+        linesight upload resources/samples/test/anomaly --line line-1 --camera cam-1
+    """
+    from scripts.uploadImages import EXTENSIONS, upload_folder
+
+    if not directory.is_dir():
+        raise typer.BadParameter(f"{directory} is not a folder", param_hint="DIRECTORY")
+    if not any(p.suffix.lower() in EXTENSIONS for p in directory.iterdir() if p.is_file()):
+        raise typer.BadParameter(f"{directory} has no .jpg, .jpeg or .png files",
+                                 param_hint="DIRECTORY")
+    url, secret = api_url or os.environ.get("LINESIGHT_API_URL", ""), token or ""
+    if not secret:
+        secret = os.environ.get("LINESIGHT_TOKEN", "")
+    if not url or not secret:
+        from scripts.local_stack import read_state
+
+        try:
+            info = read_state()
+        except FileNotFoundError:
+            _fail("no API to upload to: pass --api-url and --token, or start the local "
+                  "stack with `linesight local up`")
+        url = url or info.api_url
+        secret = secret or info.camera_tokens.get(f"{line}/{camera}", "")
+        if not secret:
+            _fail(f"the local stack has no token for line {line!r} camera {camera!r}; "
+                  "pass --token (see `linesight tokens`)")
+    uploads = upload_folder(directory, camera, line, url, secret, concurrency=concurrency,
+                            retries=retries, progress=True, post=post)
+    failed = [u for u in uploads if not u.ok]
+    refused = {u.status for u in failed}
+    if failed and len(failed) == len(uploads) and refused <= {401, 403}:
+        _fail(f"the API refused every upload ({', '.join(map(str, sorted(refused)))}): the "
+              f"token is not valid for line {line!r} camera {camera!r}; pass that camera's "
+              "token with --token (see `linesight tokens`)")
+    for item in failed[:10]:
+        err.print(f"[red]failed[/red] {Path(item.file).name}: {item.error}")
+    if len(failed) > 10:
+        err.print(f"... and {len(failed) - 10} more")
+    console.print(f"{len(uploads) - len(failed)} of {len(uploads)} images uploaded for line "
+                  f"{line} camera {camera}")
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,208 @@
+"""`linesight tokens create|list|revoke`: per-camera API tokens.
+
+A token is printed once, when it is created; the table keeps only its salted hash and its
+scope (see `pipeline.tokens`). The tokens table is `--table`, else `LINESIGHT_TOKENS_TABLE`,
+else the running local stack's (`.linesight/local.json`, whose endpoint is then used).
+`scripts/cli.py` (the typer root) calls `register(app)` to add the group.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, NoReturn
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import aws, tokens
+from pipeline.records import iso, parse_time, utc_now
+from pipeline.settings import current
+from pipeline.uploads import UploadRequestError, validate_id
+
+console = Console()
+err = Console(stderr=True)
+tokens_app = typer.Typer(help="Create, list and revoke per-camera API tokens.",
+                         no_args_is_help=True)
+
+_DURATION = re.compile(r"(?P<n>\d+)\s*(?P<unit>[mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_TOKEN_ID = re.compile(r"[0-9a-f]{16}")
+
+TableOption = Annotated[str | None, typer.Option(
+    "--table", help="Tokens table name (default: $LINESIGHT_TOKENS_TABLE, else the "
+                    "running local stack's).", show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `tokens` group to the `linesight` app."""
+    app.add_typer(tokens_app, name="tokens")
+
+
+def use_local_stack() -> object:
+    """Point boto3 at the running local stack and return its state (`StackInfo`)."""
+    from scripts.local_stack import read_state
+
+    try:
+        info = read_state()
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    for key, value in info.environment.items():
+        if key.startswith("AWS_"):
+            os.environ[key] = value
+    aws.reset()
+    current.cache_clear()
+    return info
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one clear line and stop (never a traceback)."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def resolve_table(table: str | None) -> str:
+    if table:
+        return table
+    if os.environ.get("LINESIGHT_TOKENS_TABLE"):
+        return os.environ["LINESIGHT_TOKENS_TABLE"]
+    info = use_local_stack()
+    return str(info.tokens_table)  # type: ignore[attr-defined]
+
+
+def parse_expiry(value: str, now: datetime | None = None) -> datetime:
+    """`30d`, `12h`, `90m`, `2w`, or an ISO-8601 time with a zone; must be in the future.
+
+    >>> from pipeline.records import parse_time
+    >>> parse_expiry("30d", parse_time("2026-01-01T00:00:00+00:00")).isoformat()
+    '2026-01-31T00:00:00+00:00'
+    >>> parse_expiry("2030-05-01T12:00:00Z").year
+    2030
+    """
+    now = now or utc_now()
+    match = _DURATION.fullmatch(value.strip().lower())
+    if match:
+        when = now + timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+    else:
+        try:
+            when = parse_time(value.strip())
+        except ValueError:
+            raise typer.BadParameter(
+                f"{value!r} is neither a duration (30d, 12h, 90m, 2w) nor an ISO-8601 time "
+                "with a zone (2027-01-01T00:00:00Z)", param_hint="--expires") from None
+    if when <= now:
+        raise typer.BadParameter(f"{value!r} is in the past", param_hint="--expires")
+    return when
+
+
+@tokens_app.command("create")
+def create(
+    line: Annotated[str, typer.Option("--line", help="Line the token may upload for.")],
+    camera: Annotated[str, typer.Option("--camera", help="Camera the token may upload for.")],
+    expires: Annotated[str | None, typer.Option(
+        "--expires", help="Lifetime (30d, 12h, 2w) or an ISO-8601 time; default: never.",
+        show_default=False)] = None,
+    description: Annotated[str, typer.Option(
+        "--description", help="A note for `tokens list`, e.g. where the camera is.")] = "",
+    table: TableOption = None,
+) -> None:
+    """Create a token for one camera and print it. It is shown only this once.
+
+    Example:
+
+        linesight tokens create --line line-1 --camera cam-2 --expires 90d --description "press 4"
+    """
+    try:
+        line = validate_id(line, "--line")
+        camera = validate_id(camera, "--camera")
+    except UploadRequestError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    expires_at = parse_expiry(expires) if expires else None
+    name = resolve_table(table)
+    try:
+        token_id, token = tokens.create_token(name, line, camera, expires_at=expires_at,
+                                              description=description)
+    except (ClientError, BotoCoreError) as exc:
+        fail(_describe_aws_error(exc, name))
+    err.print(f"Created token [bold]{token_id}[/bold] for line {line} camera {camera}"
+              + (f", expires {iso(expires_at)}" if expires_at else "")
+              + ". Store it now: it cannot be shown again.", highlight=False)
+    typer.echo(token)
+
+
+@tokens_app.command("list")
+def list_(table: TableOption = None) -> None:
+    """List tokens with their scope and status (never the secrets).
+
+    Example:
+
+        linesight tokens list
+    """
+    name = resolve_table(table)
+    try:
+        infos = tokens.list_tokens(name)
+    except (ClientError, BotoCoreError) as exc:
+        fail(_describe_aws_error(exc, name))
+    now = utc_now()
+    view = Table(title=f"tokens in {name}")
+    view.add_column("ID", no_wrap=True, min_width=16)
+    for column in ("line", "camera", "status", "created", "expires"):
+        view.add_column(column, no_wrap=True)
+    view.add_column("description", overflow="fold")
+    for info in infos:
+        if info.revoked:
+            status = "[red]revoked[/red]"
+        elif info.expires_at is not None and info.expires_at <= now:
+            status = "[yellow]expired[/yellow]"
+        else:
+            status = "[green]active[/green]"
+        view.add_row(info.token_id, info.line_id, info.camera_id, status,
+                     f"{info.created_at:%Y-%m-%d %H:%M}",
+                     f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "never",
+                     info.description)
+    console.print(view)
+
+
+@tokens_app.command("revoke", no_args_is_help=True)
+def revoke(
+    token_id: Annotated[str, typer.Argument(
+        help="The token's ID (from `tokens list`), or the whole token.")],
+    table: TableOption = None,
+) -> None:
+    """Revoke a token. API requests with it are refused within
+    {seconds} seconds (the authorizer caches verdicts briefly).
+
+    Example:
+
+        linesight tokens revoke 3f9c2a71d04be815
+    """
+    candidate = token_id.strip()
+    if tokens.is_well_formed(candidate):
+        candidate = candidate.split("_")[1]
+    if not _TOKEN_ID.fullmatch(candidate):
+        raise typer.BadParameter(f"{token_id!r} is not a token ID (16 hex digits)",
+                                 param_hint="TOKEN_ID")
+    name = resolve_table(table)
+    try:
+        found = tokens.revoke_token(name, candidate)
+    except (ClientError, BotoCoreError) as exc:
+        fail(_describe_aws_error(exc, name))
+    if not found:
+        fail(f"no token {candidate} in {name}")
+    typer.echo(f"revoked {candidate}; refused within {int(tokens.REVOCATION_SECONDS)} s")
+
+
+revoke.__doc__ = (revoke.__doc__ or "").replace(
+    "{seconds}", str(int(tokens.REVOCATION_SECONDS)))
+
+
+def _describe_aws_error(exc: Exception, table: str) -> str:
+    if isinstance(exc, ClientError):
+        code = exc.response["Error"]["Code"]
+        if code == "ResourceNotFoundException":
+            return f"tokens table {table!r} does not exist (check --table)"
+        return f"{code}: {exc.response['Error'].get('Message', '')}"
+    return f"cannot reach AWS: {exc}"

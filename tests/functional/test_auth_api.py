@@ -1,0 +1,186 @@
+"""The authorized upload API through Chalice's test client (its local API Gateway, with
+the built-in authorizer) against moto: 401 without a valid token, 403 outside its scope,
+400 for bad IDs, and the upload rules on both routes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+from pipeline import tokens
+from pipeline.records import utc_now
+from tests.conftest import REPO, MotoStack
+
+
+@pytest.fixture
+def client(shared_stack: MotoStack) -> Iterator[Any]:
+    import app
+    from chalice.test import Client
+
+    tokens._cache.clear()
+    with Client(app.app, project_dir=str(REPO / "api")) as test_client:
+        yield test_client
+    tokens._cache.clear()
+
+
+@pytest.fixture
+def token(shared_stack: MotoStack) -> str:
+    return tokens.create_token(shared_stack.info.tokens_table, "line-1", "cam-1")[1]
+
+
+def _post(client: Any, token: str | None, body: Any, raw: bool = False) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = token
+    return client.http.post("/uploads", headers=headers,
+                            body=body if raw else json.dumps(body).encode())
+
+
+def _get(client: Any, token: str | None, **params: str) -> Any:
+    headers = {"Authorization": token} if token is not None else {}
+    return client.http.get("/getsignedurl?" + urlencode(params), headers=headers)
+
+
+GOOD = {"line_id": "line-1", "camera_id": "cam-1", "image_id": "frame-1",
+        "content_type": "image/png"}
+SEED = {"assemblylineid": "line-1", "cameraid": "cam-1", "imageid": "frame-1"}
+
+
+def test_a_valid_token_gets_a_presigned_post_for_its_camera(client: Any, token: str,
+                                                           shared_stack: MotoStack) -> None:
+    response = _post(client, token, GOOD)
+    assert response.status_code == 201, response.body
+    body = json.loads(response.body)
+    policy = json.loads(base64.b64decode(body["fields"]["policy"]))
+    exact = {k: v for c in policy["conditions"] if isinstance(c, dict) for k, v in c.items()}
+    assert exact["key"] == body["key"] and body["key"].startswith("line-1/cam-1/")
+    assert exact["Content-Type"] == "image/png"
+    assert exact["x-amz-meta-assemblylineid"] == "line-1"
+    assert exact["x-amz-meta-cameraid"] == "cam-1"
+    assert ["content-length-range", 1, shared_stack.local.topology.max_upload_bytes] \
+        in policy["conditions"]
+    assert body["expires_in"] <= 300
+
+
+def test_bearer_prefix_is_accepted(client: Any, token: str) -> None:
+    assert _post(client, f"Bearer {token}", GOOD).status_code == 201
+
+
+@pytest.mark.parametrize("header, why", [
+    (None, "no Authorization header"),
+    ("", "empty header"),
+    ("allow", "the seed's demo literal"),
+    ("Bearer ", "Bearer and nothing"),
+    ("ls_0123456789abcdef_short", "malformed"),
+    ("ls_0123456789abcdef_" + "A" * 43, "well formed but unknown"),
+])
+def test_no_valid_token_is_401(client: Any, header: str | None, why: str) -> None:
+    assert _post(client, header, GOOD).status_code == 401, why
+    assert _get(client, header, **SEED).status_code == 401, why
+
+
+def test_a_wrong_secret_is_401(client: Any, token: str) -> None:
+    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    assert _post(client, forged, GOOD).status_code == 401
+
+
+@pytest.mark.parametrize("line, camera, why", [
+    ("line-2", "cam-1", "another line"),
+    ("line-1", "cam-2", "another camera"),
+    ("line-2", "cam-2", "both"),
+])
+def test_a_token_cannot_upload_for_another_camera(client: Any, token: str, line: str,
+                                                  camera: str, why: str) -> None:
+    body = {**GOOD, "line_id": line, "camera_id": camera}
+    assert _post(client, token, body).status_code == 403, why
+    seed = {**SEED, "assemblylineid": line, "cameraid": camera}
+    assert _get(client, token, **seed).status_code == 403, why
+
+
+def test_a_revoked_token_is_refused_within_the_ttl(client: Any, shared_stack: MotoStack,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import app
+
+    table = shared_stack.info.tokens_table
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    assert _post(client, token, GOOD).status_code == 201  # now cached as valid
+    # Revoked by `linesight tokens revoke` in another process: this one's cache is not told.
+    shared_stack.client("dynamodb").update_item(
+        TableName=table, Key={"token_id": {"S": token_id}}, UpdateExpression="SET revoked = :t",
+        ExpressionAttributeValues={":t": {"BOOL": True}})
+    now = tokens.time.monotonic()
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: now + tokens.CACHE_TTL_SECONDS + 1)
+    assert _post(client, token, GOOD).status_code == 401
+    # API Gateway's own cache of the authorizer is no longer than this process's.
+    assert app.token_authorizer.config.ttl_seconds <= tokens.CACHE_TTL_SECONDS
+
+
+def test_an_expired_token_is_401(client: Any, shared_stack: MotoStack) -> None:
+    _, token = tokens.create_token(shared_stack.info.tokens_table, "line-1", "cam-1",
+                                   expires_at=utc_now() - timedelta(minutes=1))
+    assert _post(client, token, GOOD).status_code == 401
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("line_id", "../line-1", "path traversal"),
+    ("camera_id", "cam/1", "path separator"),
+    ("image_id", "x" * 65, "too long"),
+    ("image_id", "frame 1", "space"),
+    ("content_type", "image/gif", "not on the whitelist"),
+    ("content_type", "text/html", "not on the whitelist"),
+    ("line_id", None, "missing"),
+])
+def test_bad_ids_and_types_are_400(client: Any, token: str, field: str, value: Any,
+                                   why: str) -> None:
+    body = {**GOOD, field: value}
+    assert _post(client, token, body).status_code == 400, why
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "not an object"),
+])
+def test_a_malformed_body_is_400(client: Any, token: str, raw: bytes, why: str) -> None:
+    assert _post(client, token, raw, raw=True).status_code == 400, why
+
+
+@pytest.mark.parametrize("param, value, why", [
+    ("assemblylineid", "../line-1", "path traversal"),
+    ("cameraid", "cam\\1", "backslash"),
+    ("imageid", "a" * 65, "too long"),
+    ("contenttype", "image/gif", "not on the whitelist"),
+])
+def test_the_seed_route_applies_the_same_id_rules(client: Any, token: str, param: str,
+                                                  value: str, why: str) -> None:
+    assert _get(client, token, **{**SEED, param: value}).status_code == 400, why
+
+
+def test_the_seed_route_signs_key_type_and_metadata_for_five_minutes(
+        client: Any, token: str) -> None:
+    response = _get(client, token, **SEED)
+    assert response.status_code == 200, response.body
+    body = json.loads(response.body)
+    url = urlsplit(body["uploadURL"])
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert url.path.endswith("/" + body["photoFilename"])
+    assert body["photoFilename"].startswith("line-1/cam-1/")
+    assert int(query["X-Amz-Expires"]) <= 300
+    signed = set(query["X-Amz-SignedHeaders"].split(";"))
+    assert {"content-type", "x-amz-meta-assemblylineid", "x-amz-meta-cameraid"} <= signed
+    assert body["headers"]["Content-Type"] == "image/jpeg"
+    assert body["headers"]["x-amz-meta-cameraid"] == "cam-1"
+
+
+def test_the_demo_token_of_the_stack_comes_from_the_same_mechanism(
+        client: Any, shared_stack: MotoStack) -> None:
+    demo = shared_stack.info.camera_tokens["line-1/cam-1"]
+    assert tokens.is_well_formed(demo)
+    assert _post(client, demo, GOOD).status_code == 201
+    stored = shared_stack.client("dynamodb").scan(TableName=shared_stack.info.tokens_table)
+    assert demo not in json.dumps(stored["Items"])

@@ -1,0 +1,196 @@
+"""`linesight dlq list|redrive` against in-process moto: every dead letter shows the image
+it refers to and why it failed, and a redrive puts it back in the flow exactly once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tests.conftest import MotoStack
+from tests.functional.conftest import (
+    alerts,
+    lake_rows,
+    queue_bodies,
+    records,
+    sqs_message,
+    wait_until_idle,
+)
+
+
+def _anomaly(samples_dir: Path) -> bytes:
+    return sorted((samples_dir / "test" / "anomaly").glob("*.jpg"))[0].read_bytes()
+
+
+@pytest.fixture
+def cli(moto_stack: MotoStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from pipeline import aws
+    from scripts import cli_dlq
+
+    state = tmp_path / "local.json"
+    state.write_text(json.dumps(asdict(moto_stack.info)))  # in-process: no endpoint to set
+    monkeypatch.setenv("COLUMNS", "250")
+    # In-process moto does not route botocore's account-ID stream endpoints.
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    aws.reset()
+    app = typer.Typer()
+    cli_dlq.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["dlq", *args, "--state", str(state)])
+
+
+def test_an_ingest_dead_letter_names_its_image_and_reason_and_redrives(
+        cli: Any, moto_stack: MotoStack, samples_dir: Path) -> None:
+    from pipeline import ingest
+
+    info = moto_stack.info
+    sqs = moto_stack.client("sqs")
+    key = moto_stack.upload(_anomaly(samples_dir))
+    body = sqs_message(moto_stack, key)["body"]
+    [ref] = list(ingest.object_refs(body))
+    ingest.note_failure(ref, TimeoutError("read timed out"))  # what the handler leaves
+    sqs.send_message(QueueUrl=info.dlq_url, MessageBody=body)  # what SQS's redrive does
+
+    listed = cli("list", "--queue", "ingest")
+    assert listed.exit_code == 0, listed.output
+    assert key in listed.stdout and "TimeoutError: read timed out" in listed.stdout
+    assert "line-1" in listed.stdout and "cam-1" in listed.stdout
+    assert len(queue_bodies(moto_stack, info.dlq_url)) == 1  # listing leaves it queued
+
+    sqs.purge_queue(QueueUrl=info.queue_url)
+    moved = cli("redrive", "--queue", "ingest")
+    assert moved.exit_code == 0, moved.output
+    assert "ingest: 1 redriven" in moved.stdout
+    assert queue_bodies(moto_stack, info.dlq_url) == []
+    assert queue_bodies(moto_stack, info.queue_url) == [json.loads(body)]
+
+
+def test_a_parked_alert_is_listed_and_redriven_once(cli: Any, moto_stack: MotoStack,
+                                                    samples_dir: Path,
+                                                    fast_retries: list[float]) -> None:
+    import app
+    import boto3
+
+    session = boto3._get_default_session()
+
+    def down(**_: Any) -> Any:
+        from types import SimpleNamespace
+
+        return (SimpleNamespace(status_code=500, headers={}),
+                {"Error": {"Code": "InternalError", "Message": "SNS is down"},
+                 "ResponseMetadata": {"HTTPStatusCode": 500, "RequestId": "x"}})
+
+    session.events.register_first("before-call.sns.Publish", down)
+    try:
+        key = moto_stack.upload(_anomaly(samples_dir))
+        app.ingest({"Records": [sqs_message(moto_stack, key)]}, None)
+        wait_until_idle(moto_stack)
+    finally:
+        session.events.unregister("before-call.sns.Publish", down)
+
+    listed = cli("list", "--queue", "workflow")
+    assert listed.exit_code == 0, listed.output
+    assert "alert not sent: SNS.InternalError" in listed.stdout
+    assert key in listed.stdout
+
+    redriven = cli("redrive", "--queue", "workflow")
+    assert redriven.exit_code == 0, redriven.output
+    assert "1 alerts published" in redriven.stdout
+    assert len(alerts(moto_stack)) == 1
+    assert "no dead letters" in cli("list", "--queue", "workflow").stdout
+    # A second redrive finds nothing: the alert is not sent twice.
+    assert cli("redrive", "--queue", "workflow").exit_code == 0
+    assert alerts(moto_stack) == []
+    assert len(records(moto_stack)) == 1
+
+
+def test_a_failed_lake_batch_is_listed_and_resent(cli: Any, moto_stack: MotoStack,
+                                                  samples_dir: Path) -> None:
+    import app
+    from scripts.event_sources import StreamPoller
+    from tests.functional.conftest import streams_client
+
+    key = moto_stack.upload(_anomaly(samples_dir))
+    app.ingest({"Records": [sqs_message(moto_stack, key)]}, None)
+    wait_until_idle(moto_stack)
+    arn = moto_stack.client("dynamodb").describe_table(
+        TableName=moto_stack.info.table)["Table"]["LatestStreamArn"]
+    streams = streams_client()
+
+    def firehose_down(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"batchItemFailures": [{"itemIdentifier": r["dynamodb"]["SequenceNumber"]}
+                                      for r in event["Records"]]}
+
+    poller = StreamPoller(streams, arn, firehose_down, "to-lake", stop=None,  # type: ignore[arg-type]
+                          sqs=moto_stack.client("sqs"),
+                          on_failure_url=moto_stack.info.lake_failure_queue_url,
+                          max_retries=0)
+    assert poller.poll_once() == 1
+    assert lake_rows(moto_stack) == []
+
+    listed = cli("list", "--queue", "lake")
+    assert listed.exit_code == 0, listed.output
+    assert "RetryAttemptsExhausted: 1 stream records" in listed.stdout
+
+    redriven = cli("redrive", "--queue", "lake")
+    assert redriven.exit_code == 0, redriven.output
+    assert "1 lake rows sent" in redriven.stdout
+    [row] = lake_rows(moto_stack)
+    assert key.endswith(row["ImageId"] + ".jpg")
+
+
+def test_empty_queues_say_so(cli: Any) -> None:
+    result = cli("list")
+    assert result.exit_code == 0, result.output
+    assert "no dead letters in ingest, workflow, lake" in result.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["list", "--queue", "nowhere"], "nowhere"),
+    (["redrive", "--limit", "0"], "limit"),
+])
+def test_mistakes_are_one_clear_line(cli: Any, args: list[str], expected: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert expected in result.output and "Traceback" not in result.output
+
+
+def test_a_missing_stack_is_one_clear_line(tmp_path: Path) -> None:
+    from scripts import cli_dlq
+
+    app = typer.Typer()
+    cli_dlq.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    result = CliRunner().invoke(app, ["dlq", "list", "--state", str(tmp_path / "none.json")])
+    assert result.exit_code == 2
+    assert "linesight local up" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["list", "redrive"])
+def test_help_has_an_example(command: str) -> None:
+    from scripts import cli_dlq
+
+    app = typer.Typer()
+    cli_dlq.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    result = CliRunner().invoke(app, ["dlq", command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.stdout and f"linesight dlq {command}" in result.stdout

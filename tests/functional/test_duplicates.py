@@ -1,0 +1,151 @@
+"""Exactly-once outcomes over at-least-once delivery: however often an upload is delivered
+or its execution retried, it gives 1 record, 1 alert and 1 lake row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import MotoStack
+from tests.functional.conftest import (
+    alerts,
+    history_states,
+    lake_rows,
+    records,
+    sqs_message,
+    stream_records,
+    wait_for_executions,
+    wait_until_idle,
+)
+
+
+def _anomaly(samples_dir: Path) -> bytes:
+    return sorted((samples_dir / "test" / "anomaly").glob("*.jpg"))[0].read_bytes()
+
+
+def _to_lake(stack: MotoStack) -> dict[str, Any]:
+    import app
+
+    return app.to_lake({"Records": stream_records(stack)}, None)
+
+
+def _assert_exactly_once(stack: MotoStack) -> None:
+    [item] = records(stack)
+    assert len(alerts(stack)) == 1
+    assert _to_lake(stack) == {"batchItemFailures": []}
+    rows = lake_rows(stack)
+    assert [row["ImageId"] for row in rows] == [item["image_id"]["S"]]
+
+
+def test_the_same_s3_event_in_one_batch_and_again_later(moto_stack: MotoStack,
+                                                        samples_dir: Path) -> None:
+    import app
+
+    key = moto_stack.upload(_anomaly(samples_dir))
+    first = sqs_message(moto_stack, key, "m-1")
+    second = sqs_message(moto_stack, key, "m-2")  # S3 may notify twice: two messages
+    assert app.ingest({"Records": [first, second]}, None) == {"batchItemFailures": []}
+    wait_for_executions(moto_stack, 1)
+    assert app.ingest({"Records": [sqs_message(moto_stack, key, "m-3")]}, None) == {
+        "batchItemFailures": []}
+
+    wait_until_idle(moto_stack)
+    _assert_exactly_once(moto_stack)
+
+
+def test_a_redelivered_message_after_a_crash(moto_stack: MotoStack, samples_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler starts the execution, then dies before the message is deleted: SQS
+    delivers the same message again after the visibility timeout."""
+    import app
+
+    key = moto_stack.upload(_anomaly(samples_dir))
+    message = sqs_message(moto_stack, key)
+    crashes = iter([RuntimeError("the Lambda ran out of time")])
+
+    def crash_once(outcome: Any) -> None:
+        error = next(crashes, None)
+        if error:
+            raise error
+
+    monkeypatch.setattr(app, "emit_outcome", crash_once)
+    assert app.ingest({"Records": [message]}, None) == {
+        "batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
+    assert app.ingest({"Records": [message]}, None) == {"batchItemFailures": []}
+
+    # The second start is refused as a duplicate name, or runs and finds the record.
+    assert all(e["status"] == "SUCCEEDED" for e in wait_until_idle(moto_stack))
+    _assert_exactly_once(moto_stack)
+
+
+def test_a_retried_execution_does_not_record_or_alert_again(moto_stack: MotoStack,
+                                                            samples_dir: Path) -> None:
+    """An execution started again with the same input (a redrive, or a Standard workflow
+    retried under a new name) ends in AlreadyRecorded, without an alert."""
+    import app
+
+    key = moto_stack.upload(_anomaly(samples_dir))
+    app.ingest({"Records": [sqs_message(moto_stack, key)]}, None)
+    [first] = wait_for_executions(moto_stack, 1)
+    sfn = moto_stack.client("stepfunctions")
+    payload = sfn.describe_execution(executionArn=first["executionArn"])["input"]
+    for attempt in range(2):
+        sfn.start_execution(stateMachineArn=moto_stack.info.state_machine_arn,
+                            name=f"retry-{attempt}", input=payload)
+
+    done = wait_for_executions(moto_stack, 3)
+    retried = [e for e in done if e["name"].startswith("retry-")]
+    assert len(retried) == 2
+    for execution in retried:
+        states = history_states(moto_stack, execution["executionArn"])
+        assert "AlreadyRecorded" in states and "PublishAlert" not in states, states
+    _assert_exactly_once(moto_stack)
+
+
+def test_concurrent_deliveries_race_to_one_record(moto_stack: MotoStack,
+                                                  samples_dir: Path) -> None:
+    """Two executions for the same image at the same time: the conditional put lets one
+    write (and alert); the other ends in AlreadyRecorded."""
+    key = moto_stack.upload(_anomaly(samples_dir))
+    from pipeline import ingest
+    from pipeline.detector import load_detector
+    from pipeline.settings import current
+
+    settings = current()
+    [ref] = list(ingest.object_refs(sqs_message(moto_stack, key)["body"]))
+    record = ingest.analyse(ref, settings, load_detector(
+        settings.detector_backend, settings.model_uri))
+    alert = ingest.decide(record, ingest.alert_policy(settings, record.line_id))
+    payload = json.dumps(ingest.execution_input(record.with_changes(
+        alert_reason=alert.reason), alert))
+    sfn = moto_stack.client("stepfunctions")
+    for name in ("racer-a", "racer-b"):
+        sfn.start_execution(stateMachineArn=moto_stack.info.state_machine_arn, name=name,
+                            input=payload)
+
+    done = wait_for_executions(moto_stack, 2)
+    endings = sorted("AlreadyRecorded" in history_states(moto_stack, e["executionArn"])
+                     for e in done)
+    assert endings == [False, True]
+    _assert_exactly_once(moto_stack)
+
+
+def test_the_lake_gets_one_row_per_insert_only(moto_stack: MotoStack,
+                                               samples_dir: Path) -> None:
+    """A review (MODIFY) of a stored record does not add a second lake row."""
+    import app
+
+    key = moto_stack.upload(_anomaly(samples_dir))
+    app.ingest({"Records": [sqs_message(moto_stack, key)]}, None)
+    wait_for_executions(moto_stack, 1)
+    [item] = records(moto_stack)
+    moto_stack.client("dynamodb").update_item(
+        TableName=moto_stack.info.table, Key={"image_id": item["image_id"]},
+        UpdateExpression="SET reviewed = :t", ExpressionAttributeValues={":t": {"BOOL": True}})
+    events = stream_records(moto_stack)
+    assert [e["eventName"] for e in events] == ["INSERT", "MODIFY"]
+    assert app.to_lake({"Records": events}, None) == {"batchItemFailures": []}
+    assert len(lake_rows(moto_stack)) == 1

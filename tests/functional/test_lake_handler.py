@@ -1,0 +1,114 @@
+"""The lake handler (`to_lake`): INSERTs become lake rows in Firehose; rows Firehose refuses
+(`FailedPutCount` > 0) and records that cannot be decoded are the only ones reported in
+`batchItemFailures`, so only they are retried."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.stub import ANY, Stubber
+
+from tests.conftest import MotoStack, load_event
+from tests.functional.conftest import lake_rows
+
+
+def _insert(image_id: str, sequence: str) -> dict[str, Any]:
+    return load_event("dynamodb_stream_insert.json", image_id=image_id,
+                      sequence=sequence)["Records"][0]
+
+
+def _event(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"Records": list(records)}
+
+
+@pytest.fixture
+def firehose(moto_stack: MotoStack) -> Iterator[Stubber]:
+    """The handler's own Firehose client, stubbed."""
+    from pipeline import aws
+
+    with Stubber(aws.client("firehose")) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+def _put_response(*errors: str | None) -> dict[str, Any]:
+    return {"FailedPutCount": sum(1 for e in errors if e), "Encrypted": False,
+            "RequestResponses": [
+                {"ErrorCode": e, "ErrorMessage": "injected"} if e else {"RecordId": f"r{i}"}
+                for i, e in enumerate(errors)]}
+
+
+def test_inserts_become_lake_rows(moto_stack: MotoStack) -> None:
+    import app
+
+    event = _event(_insert("a" * 32, "100"), _insert("b" * 32, "101"))
+    assert app.to_lake(event, None) == {"batchItemFailures": []}
+
+    rows = sorted(lake_rows(moto_stack), key=lambda row: row["ImageId"])
+    assert [row["ImageId"] for row in rows] == ["a" * 32, "b" * 32]
+    row = rows[0]
+    assert (row["AssemblyLineId"], row["CameraId"], row["IsAnomalous"]) == ("line-1", "cam-1",
+                                                                           True)
+    assert (row["Year"], row["Month"], row["Day"], row["Hour"], row["Minute"]) == (
+        2026, 11, 23, 10, 15)
+    assert row["Region"] == "us-east-1"
+
+
+def test_only_the_rows_firehose_refused_are_reported(firehose: Stubber) -> None:
+    import app
+
+    records = [_insert(c * 32, str(200 + i)) for i, c in enumerate("abcd")]
+    firehose.add_response("put_record_batch", _put_response(
+        None, "ServiceUnavailableException", None, "InternalFailure"),
+        {"DeliveryStreamName": ANY, "Records": ANY})
+
+    result = app.to_lake(_event(*records), None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "201"},
+                                            {"itemIdentifier": "203"}]}
+
+
+def test_all_rows_sent_means_no_failures(firehose: Stubber) -> None:
+    import app
+
+    firehose.add_response("put_record_batch", _put_response(None, None),
+                          {"DeliveryStreamName": ANY, "Records": ANY})
+    assert app.to_lake(_event(_insert("a" * 32, "1"), _insert("b" * 32, "2")), None) == {
+        "batchItemFailures": []}
+
+
+def test_an_undecodable_record_fails_alone(firehose: Stubber) -> None:
+    import app
+
+    broken = _insert("c" * 32, "301")
+    del broken["dynamodb"]["NewImage"]["captured_at"]
+    firehose.add_response("put_record_batch", _put_response(None, None),
+                          {"DeliveryStreamName": ANY, "Records": ANY})
+    result = app.to_lake(_event(_insert("a" * 32, "300"), broken, _insert("b" * 32, "302")),
+                         None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "301"}]}
+
+
+def test_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) -> None:
+    import app
+
+    modify = _insert("a" * 32, "400")
+    modify["eventName"] = "MODIFY"
+    remove = _insert("b" * 32, "401")
+    remove["eventName"] = "REMOVE"
+    # No Firehose call at all (the stub would fail on an unexpected call).
+    assert app.to_lake(_event(modify, remove), None) == {"batchItemFailures": []}
+
+
+def test_more_rows_than_one_firehose_call_takes(firehose: Stubber) -> None:
+    import app
+    from pipeline.analytics import FIREHOSE_BATCH
+
+    records = [_insert(f"{i:032x}", str(1000 + i)) for i in range(FIREHOSE_BATCH + 3)]
+    firehose.add_response("put_record_batch", _put_response(*[None] * FIREHOSE_BATCH),
+                          {"DeliveryStreamName": ANY, "Records": ANY})
+    firehose.add_response("put_record_batch", _put_response(None, "InternalFailure", None),
+                          {"DeliveryStreamName": ANY, "Records": ANY})
+    result = app.to_lake(_event(*records), None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": str(1000 + FIREHOSE_BATCH + 1)}]}

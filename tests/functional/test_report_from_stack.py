@@ -1,0 +1,81 @@
+"""`build_report_from_stack` (the demo's report) against in-process moto: it reads the
+records, the anomalies' images and heatmaps, and the workflow failure queue."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.functional.results_stack import ResultsStack, jpeg, record, results_stack
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[ResultsStack]:
+    with results_stack(tmp_path) as stack:
+        yield stack
+
+
+def test_report_reads_records_images_and_failures(stack: ResultsStack, tmp_path: Path) -> None:
+    from scripts.cli_results import build_report_from_stack
+
+    info = stack.info
+    heatmap_key = "heatmaps/line-1/cam-2/defect.png"
+    stack.client("s3").put_object(Bucket=info.results_bucket, Key=heatmap_key,
+                                  Body=jpeg(200, defect=True))
+    anomalous = stack.put(record(info, 1, camera="cam-2", anomalous=True,
+                                 heatmap_uri=f"s3://{info.results_bucket}/{heatmap_key}"),
+                          image=jpeg(defect=True))
+    stack.put(record(info, 2), image=jpeg())
+    stack.put(record(info, 3, line="line-2", status="INVALID"))
+    failed = record(info, 4, line="line-2", camera="cam-2")
+    stack.client("sqs").send_message(QueueUrl=info.failure_queue_url, MessageBody=json.dumps(
+        {"record": failed.to_json(), "error": {"Error": "States.TaskFailed",
+                                               "Cause": "SNS is down"}}))
+
+    path = build_report_from_stack(stack, tmp_path / "out" / "report.html")
+
+    page = path.read_text()
+    assert path.is_absolute() and path.name == "report.html"
+    # two data-URI images (photo and heatmap) for the one anomaly, in the tile and large
+    assert len(re.findall(r'<img src="data:image/jpeg;base64,', page)) == 4
+    assert anomalous.image_id in page
+    assert "States.TaskFailed" in page and "SNS is down" in page
+    assert "not_an_image" in page
+    # the failure is still in its queue for `linesight dlq` to redrive
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=info.failure_queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "1"
+
+
+def test_report_sums_cloudwatch_metrics_once(stack: ResultsStack, tmp_path: Path) -> None:
+    from scripts.cli_results import build_report_from_stack
+
+    stack.put(record(stack.info, 1), image=jpeg())
+    cloudwatch = stack.client("cloudwatch")
+    now = datetime.now(UTC)
+    for camera, seconds in (("cam-1", 1), ("cam-1", 2), ("cam-2", 3)):  # 3 separate puts
+        cloudwatch.put_metric_data(Namespace="LineSight", MetricData=[{
+            "MetricName": "ProcessedImageCount", "Value": 1.0, "Unit": "Count",
+            "Timestamp": now - timedelta(seconds=seconds),
+            "Dimensions": [{"Name": "line", "Value": "line-1"},
+                           {"Name": "camera", "Value": camera}]}])
+
+    page = build_report_from_stack(stack, tmp_path / "report.html").read_text()
+
+    metrics = page[page.index('<section id="metrics">'):]
+    assert re.search(r"<td>ProcessedImageCount</td><td class=num>3</td>"
+                     r'<td class="num red">1</td>', metrics), metrics[:600]
+
+
+def test_report_of_an_empty_stack_says_so(stack: ResultsStack, tmp_path: Path) -> None:
+    from scripts.cli_results import build_report_from_stack
+
+    page = build_report_from_stack(stack, tmp_path / "report.html").read_text()
+
+    assert "No results in this period." in page
+    assert "<img" not in page

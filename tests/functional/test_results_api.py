@@ -1,0 +1,137 @@
+"""GET /results (filters, pagination) and GET /results/{image_id} through Chalice's test
+client, against in-process moto, with a real token from `pipeline.tokens`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pipeline import tokens
+from tests.functional.results_stack import ResultsStack, record, results_stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResultsStack]:
+    """One stack for the module: these tests only read."""
+    with results_stack(tmp_path_factory.mktemp("stack")) as stack:
+        info = stack.info
+        # line-1/cam-1: minutes 0..5, anomalous at 1 and 4; line-1/cam-2: 10, 11;
+        # line-2/cam-1: 20 (anomalous), 21 (invalid)
+        for index in range(6):
+            stack.put(record(info, index, anomalous=index in (1, 4)))
+        stack.put(record(info, 10, camera="cam-2"))
+        stack.put(record(info, 11, camera="cam-2"))
+        stack.put(record(info, 20, line="line-2", anomalous=True))
+        stack.put(record(info, 21, line="line-2", status="INVALID"))
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def api(stack: ResultsStack) -> Iterator[Any]:
+    from chalice.test import Client
+
+    from scripts.local_stack import load_app_module
+
+    _, token = tokens.create_token(stack.info.tokens_table, "line-1", "cam-1")
+    with Client(load_app_module().app) as client:
+        yield _Api(client, token)
+
+
+class _Api:
+    def __init__(self, client: Any, token: str) -> None:
+        self.client = client
+        self.token = token
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": self.token if token is None else token}
+        response = self.client.http.get(path, headers=headers)
+        return response.status_code, json.loads(response.body or b"null")
+
+
+def ids(body: dict[str, Any]) -> list[int]:
+    return [int(result["image_id"], 16) for result in body["results"]]
+
+
+@pytest.mark.parametrize("query, expected", [
+    # a line: its cameras, newest first
+    ("line=line-1", [11, 10, 5, 4, 3, 2, 1, 0]),
+    # a camera of a line
+    ("line=line-1&camera=cam-2", [11, 10]),
+    # time range on the index's sort key (captured_at; record n is at minute n)
+    ("line=line-1&since=2026-11-23T08:02:00Z&until=2026-11-23T08:05:00Z", [5, 4, 3, 2]),
+    ("line=line-1&since=2026-11-23T08:10:00%2B00:00", [11, 10]),
+    # verdict filters
+    ("line=line-1&anomalous=true", [4, 1]),
+    ("line=line-2&anomalous=false", [21]),
+])
+def test_filters(api: _Api, query: str, expected: list[int]) -> None:
+    status, body = api.get(f"/results?{query}")
+    assert status == 200, body
+    assert ids(body) == expected
+    assert body["next_token"] is None
+
+
+def test_without_a_line_every_result_is_listed(api: _Api) -> None:
+    status, body = api.get("/results?limit=100")
+    assert status == 200
+    assert sorted(ids(body)) == [0, 1, 2, 3, 4, 5, 10, 11, 20, 21]
+
+
+def test_pagination_follows_next_token(api: _Api) -> None:
+    seen: list[int] = []
+    pages = 0
+    token = ""
+    while True:
+        status, body = api.get(f"/results?line=line-1&limit=3&next_token={token}")
+        assert status == 200, body
+        assert len(body["results"]) <= 3
+        seen += ids(body)
+        pages += 1
+        if not body["next_token"]:
+            break
+        token = body["next_token"]
+    assert seen == [11, 10, 5, 4, 3, 2, 1, 0]
+    assert pages >= 3
+
+
+@pytest.mark.parametrize("query, message", [
+    ("camera=cam-1", "camera needs line"),
+    ("line=line-1&limit=0", "limit"),
+    ("line=line-1&limit=many", "invalid literal"),
+    ("line=line-1&since=yesterday", "Invalid isoformat"),
+    ("line=line-1&since=2026-11-23T08:00:00", "no time zone"),
+    ("line=line-1&anomalous=maybe", "anomalous must be true or false"),
+    ("line=line-1&next_token=not-a-token", "next_token"),
+])
+def test_bad_queries_are_400_with_the_reason(api: _Api, query: str, message: str) -> None:
+    status, body = api.get(f"/results?{query}")
+    assert status == 400
+    assert message in body["Message"]
+
+
+def test_get_one_result_includes_status(api: _Api, stack: ResultsStack) -> None:
+    status, body = api.get(f"/results/{20:032x}")
+    assert status == 200
+    assert (body["status"], body["is_anomalous"], body["line_id"]) == ("OK", True, "line-2")
+    assert body["captured_at"] == "2026-11-23T08:20:00.000+00:00"
+
+    status, body = api.get(f"/results/{21:032x}")
+    assert (status, body["status"]) == (200, "INVALID")
+    assert body["reason"].startswith("not_an_image")
+
+
+def test_unknown_image_is_404(api: _Api) -> None:
+    status, body = api.get(f"/results/{999:032x}")
+    assert status == 404
+    assert "no result" in body["Message"]
+
+
+@pytest.mark.parametrize("token", ["", "ls_0000_wrong", "Bearer nonsense"])
+def test_results_need_a_valid_token(api: _Api, token: str) -> None:
+    status, _ = api.get("/results?line=line-1", token=token)
+    assert status == 401
+    status, _ = api.get(f"/results/{1:032x}", token=token)
+    assert status == 401

@@ -1,0 +1,207 @@
+"""The review loop: POST /results/{image_id}/review through Chalice's test client against
+in-process moto with a real token, the review showing in GET /results/{id} and in
+`reviewed` queries (API and CLI), and `export-dataset --reviewed` feeding `train`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pipeline import tokens
+from pipeline.detector.training import find_training_set
+from tests.functional.results_stack import ResultsStack, jpeg, record, results_stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResultsStack]:
+    """One stack for the module; each test reviews its own images (distinct indexes)."""
+    with results_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def api(stack: ResultsStack) -> Iterator[Any]:
+    from chalice.test import Client
+
+    from scripts.local_stack import load_app_module
+
+    token_id, token = tokens.create_token(stack.info.tokens_table, "line-1", "cam-1")
+    with Client(load_app_module().app) as client:
+        yield _Api(client, token, token_id)
+
+
+class _Api:
+    def __init__(self, client: Any, token: str, token_id: str) -> None:
+        self.client = client
+        self.token = token
+        self.token_id = token_id
+
+    def call(self, method: str, path: str, body: Any = None,
+             token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": self.token if token is None else token,
+                   "Content-Type": "application/json"}
+        send = getattr(self.client.http, method)
+        response = (send(path, headers=headers) if body is None else
+                    send(path, headers=headers, body=json.dumps(body)))
+        return response.status_code, json.loads(response.body or b"null")
+
+    def review(self, image_id: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+        return self.call("post", f"/results/{image_id}/review", body, token)
+
+
+def cli(*args: str) -> Any:
+    from scripts.cli_results import register
+
+    app = typer.Typer()
+    register(app)
+    return CliRunner().invoke(app, list(args))
+
+
+def test_review_is_recorded_beside_the_verdict(api: _Api, stack: ResultsStack) -> None:
+    stored = stack.put(record(stack.info, 1, anomalous=True))
+
+    status, body = api.review(stored.image_id, {"label": "normal", "note": "glare on the rim"})
+
+    assert status == 200, body
+    assert body["is_anomalous"] is True  # the model's verdict stays
+    assert body["review"]["label"] == "normal"
+    assert body["review"]["note"] == "glare on the rim"
+    assert body["review"]["reviewer"] == api.token_id
+    status, fetched = api.call("get", f"/results/{stored.image_id}")
+    assert status == 200
+    assert fetched["review"]["label"] == "normal"
+    assert fetched["review"]["reviewed_at"].endswith("+00:00")
+
+
+def test_a_later_review_replaces_the_earlier_and_a_note_is_optional(
+        api: _Api, stack: ResultsStack) -> None:
+    stored = stack.put(record(stack.info, 7))
+    assert api.review(stored.image_id, {"label": "anomaly", "note": "scratch?"})[0] == 200
+
+    status, body = api.review(stored.image_id, {"label": "normal", "note": None})
+
+    assert status == 200
+    assert (body["review"]["label"], body["review"]["note"]) == ("normal", "")
+
+
+def test_reviewed_queries_list_only_reviewed_results(api: _Api, stack: ResultsStack) -> None:
+    reviewed = stack.put(record(stack.info, 2, line="line-3"))
+    unreviewed = stack.put(record(stack.info, 3, line="line-3"))
+    assert api.review(reviewed.image_id, {"label": "anomaly"})[0] == 200
+
+    _, only = api.call("get", "/results?line=line-3&reviewed=true")
+    _, others = api.call("get", "/results?line=line-3&reviewed=false")
+
+    assert [r["image_id"] for r in only["results"]] == [reviewed.image_id]
+    assert [r["image_id"] for r in others["results"]] == [unreviewed.image_id]
+    result = cli("results", "--line", "line-3", "--reviewed", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [r["image_id"] for r in json.loads(result.stdout)] == [reviewed.image_id]
+    result = cli("results", "--line", "line-3", "--not-reviewed", "--format", "csv")
+    assert result.stdout.splitlines()[1].startswith(unreviewed.image_id + ",")
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"label": "broken"}, "label must be one of normal, anomaly"),
+    ({"label": "Anomaly"}, "label must be one of"),  # labels are exact
+    ({"note": "no label"}, "label must be one of"),
+    ({"label": "normal", "note": "x" * 1001}, "note must be at most 1000"),
+    ({"label": "normal", "note": ["a", "list"]}, "note must be a string"),
+    (["normal"], "the body must be a JSON object"),
+])
+def test_bad_review_is_400(api: _Api, stack: ResultsStack, body: Any, message: str) -> None:
+    stored = stack.put(record(stack.info, 4))
+
+    status, answer = api.review(stored.image_id, body)
+
+    assert status == 400
+    assert message in answer["Message"]
+    assert not api.call("get", f"/results/{stored.image_id}")[1]["review"]
+
+
+def test_review_of_an_unknown_image_is_404_and_creates_nothing(api: _Api,
+                                                                stack: ResultsStack) -> None:
+    missing = f"{999_999:032x}"
+
+    status, answer = api.review(missing, {"label": "normal"})
+
+    assert status == 404
+    assert missing in answer["Message"]
+    item = stack.client("dynamodb").get_item(TableName=stack.info.table,
+                                             Key={"image_id": {"S": missing}})
+    assert "Item" not in item
+
+
+@pytest.mark.parametrize("token", ["", "ls_0000_wrong"])
+def test_review_needs_a_valid_token(api: _Api, stack: ResultsStack, token: str) -> None:
+    stored = stack.put(record(stack.info, 5))
+
+    status, _ = api.review(stored.image_id, {"label": "normal"}, token=token)
+
+    assert status == 401
+    assert not api.call("get", f"/results/{stored.image_id}")[1]["review"]
+
+
+def test_cli_review_records_and_reports_disagreement(stack: ResultsStack) -> None:
+    stored = stack.put(record(stack.info, 6, anomalous=True))
+
+    result = cli("review", stored.image_id, "--label", "normal", "--note", "dust",
+                 "--reviewer", "qe-anna")
+
+    assert result.exit_code == 0, result.output
+    assert "disagrees" in result.stdout
+    item = stack.client("dynamodb").get_item(TableName=stack.info.table,
+                                             Key={"image_id": {"S": stored.image_id}})["Item"]
+    assert item["review"]["M"]["reviewer"]["S"] == "qe-anna"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["review", f"{888_888:032x}", "--label", "normal"], "no result for image"),
+    (["review", f"{1:032x}", "--label", "maybe"], "'maybe' is not one of normal, anomaly"),
+    (["results", "--camera", "cam-1"], "--camera needs --line"),
+    (["results", "--since", "yesterday"], "is not a time"),
+    (["results", "--format", "xml"], "'xml' is not one of table, json, csv"),
+])
+def test_cli_mistakes_are_one_clear_line(stack: ResultsStack, args: list[str],
+                                         message: str) -> None:
+    result = cli(*args)
+
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_export_reviewed_is_a_training_set(stack: ResultsStack, tmp_path: Path) -> None:
+    info = stack.info
+    labels = {10: "normal", 11: "normal", 12: "normal", 13: "anomaly", 14: "normal"}
+    for index, label in labels.items():
+        stored = stack.put(record(info, index, line="line-9", anomalous=index == 14),
+                           image=jpeg(140 + index, defect=label == "anomaly"))
+        assert cli("review", stored.image_id, "--label", label).exit_code == 0
+    stack.put(record(info, 15, line="line-9"), image=jpeg())  # not reviewed: left out
+    out = tmp_path / "reviewed"
+
+    result = cli("export-dataset", str(out), "--reviewed", "--line", "line-9")
+
+    assert result.exit_code == 0, result.output
+    assert "wrote 5 images" in result.stdout
+    folder = find_training_set(out)
+    assert (len(folder.normal), len(folder.anomaly)) == (4, 1)
+    manifest = find_training_set(out, out / "manifest.jsonl")
+    assert sorted(manifest.normal) == sorted(folder.normal)
+    assert manifest.anomaly == folder.anomaly
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert all(line["source-ref"].startswith(f"s3://{info.images_bucket}/line-9/")
+               for line in lines)
+    # the person's label wins: record 14 was anomalous to the model, normal to a person
+    assert (out / "train" / "normal" / f"{14:032x}.jpg").is_file()
+
+    again = cli("export-dataset", str(out), "--reviewed", "--line", "line-9")
+    assert again.exit_code == 2
+    assert "already holds a data set" in again.output

@@ -1,0 +1,103 @@
+"""How the results commands find the stack, and how they read times: no AWS involved."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from scripts import cli_results
+from scripts.local_stack import StackInfo
+
+
+def state(**environment: str) -> StackInfo:
+    fields: dict[str, Any] = dict.fromkeys(StackInfo.__dataclass_fields__, "")
+    fields.update(api_url="http://127.0.0.1:8123", token="tok-demo",
+                  camera_tokens={"line-1/cam-1": "tok-1"}, environment=environment)
+    return StackInfo(**fields)
+
+
+@pytest.fixture
+def clean_env(aws_env: None, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[pytest.MonkeyPatch]:
+    """`connect` writes os.environ itself (as the CLI process should), so put it back."""
+    saved = dict(os.environ)
+    monkeypatch.delenv("LINESIGHT_API_URL", raising=False)
+    monkeypatch.delenv("LINESIGHT_TOKEN", raising=False)
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_local_state_is_used_when_nothing_else_says(clean_env: pytest.MonkeyPatch) -> None:
+    info = state(LINESIGHT_TABLE="from-state", AWS_ENDPOINT_URL="http://127.0.0.1:5999")
+    clean_env.setattr("scripts.local_stack.read_state", lambda: info)
+
+    stack = cli_results.connect()
+
+    assert stack.settings.table_name == "from-state"
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5999"
+    assert (stack.api_url, stack.default_token) == ("http://127.0.0.1:8123", "tok-demo")
+
+
+def test_environment_beats_the_local_state(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("LINESIGHT_TABLE", "from-env")
+    clean_env.setattr("scripts.local_stack.read_state",
+                      lambda: pytest.fail("the state file must not be read"))
+
+    assert cli_results.connect().settings.table_name == "from-env"
+
+
+def test_options_beat_the_environment(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("LINESIGHT_TABLE", "from-env")
+
+    stack = cli_results.connect(table="from-option", endpoint_url="http://127.0.0.1:6001")
+
+    assert stack.settings.table_name == "from-option"
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:6001"
+
+
+def test_no_stack_at_all_is_one_line(clean_env: pytest.MonkeyPatch) -> None:
+    def missing() -> StackInfo:
+        raise FileNotFoundError(".linesight/local.json not found")
+
+    clean_env.setattr("scripts.local_stack.read_state", missing)
+    app = typer.Typer()
+    cli_results.register(app)
+
+    result = CliRunner().invoke(app, ["results"])
+
+    assert result.exit_code == 2
+    assert "no stack to read" in result.output
+    assert "Traceback" not in result.output
+
+
+NOW = datetime.now(UTC)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-01-02", datetime(2026, 1, 2, tzinfo=UTC)),  # a date is midnight UTC
+    ("2026-01-02T08:30:00Z", datetime(2026, 1, 2, 8, 30, tzinfo=UTC)),
+    ("2026-01-02T10:30:00+02:00", datetime(2026, 1, 2, 8, 30, tzinfo=UTC)),
+    ("90m", NOW - timedelta(minutes=90)),  # an age
+    ("2d", NOW - timedelta(days=2)),
+])
+def test_times(text: str, expected: datetime) -> None:
+    parsed = cli_results.parse_when(text, "--since")
+    assert parsed is not None
+    assert abs((parsed - expected).total_seconds()) < 60
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("2026-01-02T08:30:00", "add a zone"),  # a time without a zone is not guessed
+    ("yesterday", "use e.g. 2h"),
+    ("5 parsecs", "use e.g. 2h"),
+])
+def test_bad_times_name_the_fix(text: str, hint: str) -> None:
+    with pytest.raises(typer.BadParameter, match=hint):
+        cli_results.parse_when(text, "--since")

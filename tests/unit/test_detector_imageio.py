@@ -1,0 +1,207 @@
+"""Decoding uploads: what is refused as INVALID (and why), what is accepted and noted."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.detector import InvalidImageError
+from pipeline.detector.imageio import decode
+
+
+def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _photo(size: tuple[int, int] = (96, 64), mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels).convert(mode)
+
+
+def _jpeg(size: tuple[int, int] = (96, 64), **options: object) -> bytes:
+    return _encode(_photo(size), "JPEG", quality=90, **options)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (valid CRC), with no pixel data to speak of."""
+    real = _encode(Image.new("L", (4, 4)), "PNG")
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    patched = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return real[:8] + patched + real[8 + 25:]
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A JPEG whose SOF0 header claims width x height."""
+    data = bytearray(_jpeg((16, 16)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def _animated(fmt: str) -> bytes:
+    frames = [Image.new("RGB", (32, 32), color) for color in ("red", "blue")]
+    return _encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+
+
+def _overwritten_scan() -> bytes:
+    data = _jpeg((256, 256))
+    start = data.index(b"\xff\xda") + 20
+    return data[:start] + b"\xff\xd0\xff\xd9\xff\x00" * ((len(data) - start) // 6)
+
+
+def _with_orientation(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(_photo((200, 100)), "JPEG", exif=exif.tobytes())
+
+
+REFUSED = [
+    # zero bytes: an upload that lost its body
+    pytest.param(b"", "image/jpeg", "empty", id="empty"),
+    # an HTML error page saved as .jpg by a camera gateway
+    pytest.param(b"<html><body>502 Bad Gateway</body></html>", "image/jpeg", "not_an_image",
+                 id="html-named-jpg"),
+    # plain text
+    pytest.param(b"hello, not an image", "text/plain", "not_an_image", id="text"),
+    # a JPEG cut off half way (interrupted upload)
+    pytest.param(_jpeg((256, 256))[:1500], "image/jpeg", "corrupt", id="truncated-jpeg"),
+    # a JPEG cut off inside its header
+    pytest.param(_jpeg()[:40], "image/jpeg", "corrupt", id="header-only-jpeg"),
+    # animated GIF: not a format we accept at all
+    pytest.param(_animated("GIF"), "image/gif", "unsupported_format", id="animated-gif"),
+    # animated PNG (APNG): a PNG, but which frame would we judge?
+    pytest.param(_animated("PNG"), "image/png", "animated", id="animated-png"),
+    # BMP: a real image in a format cameras here do not send
+    pytest.param(_encode(_photo(), "BMP"), "image/bmp", "unsupported_format", id="bmp"),
+    # a 100-megapixel PNG header: refused before a single pixel is decoded
+    pytest.param(_png_claiming(10_000, 10_000), "image/png", "too_large", id="png-bomb"),
+    # 60 MP claimed by a JPEG header, under Pillow's own bomb limit but over ours
+    pytest.param(_jpeg_claiming(8_000, 7_500), "image/jpeg", "too_large", id="jpeg-60mp"),
+    # a thumbnail far too small to inspect
+    pytest.param(_encode(_photo((8, 8)), "PNG"), "image/png", "too_small", id="tiny"),
+    # floating-point greyscale saved as TIFF: not a format we accept
+    pytest.param(_encode(Image.new("F", (32, 32)), "TIFF"), "image/tiff",
+                 "unsupported_format", id="float-tiff"),
+    # a PNG uploaded as image/jpeg: a misconfigured gateway, made visible
+    pytest.param(_encode(_photo(), "PNG"), "image/jpeg", "content_type_mismatch",
+                 id="png-as-jpeg"),
+    # a JPEG uploaded as image/png
+    pytest.param(_jpeg(), "image/png", "content_type_mismatch", id="jpeg-as-png"),
+    # CMYK JPEG: a print-workflow file, not a camera frame
+    pytest.param(_encode(_photo(mode="CMYK"), "JPEG"), "image/jpeg", "unsupported_mode",
+                 id="cmyk-jpeg"),
+    # palette PNG: a screenshot or diagram
+    pytest.param(_encode(_photo(mode="P"), "PNG"), "image/png", "unsupported_mode",
+                 id="palette-png"),
+    # 16-bit greyscale PNG: refused rather than rescaled behind the model's back
+    pytest.param(_encode(Image.fromarray(np.full((64, 96), 40000, np.uint16)), "PNG"),
+                 "image/png", "unsupported_mode", id="16bit-png"),
+    # 1-bit black-and-white PNG
+    pytest.param(_encode(_photo(mode="1"), "PNG"), "image/png", "unsupported_mode",
+                 id="bilevel-png"),
+    # scan data overwritten by markers: Pillow would decode it as grey without complaint
+    pytest.param(_overwritten_scan(), "image/jpeg", "corrupt", id="overwritten-scan"),
+]
+
+
+@pytest.mark.parametrize(("data", "content_type", "reason"), REFUSED)
+def test_refuses_unusable_bytes_with_a_reason(data: bytes, content_type: str,
+                                              reason: str) -> None:
+    with pytest.raises(InvalidImageError) as caught:
+        decode(data, content_type, longest_side=64)
+    assert caught.value.reason == reason
+    assert str(caught.value)
+
+
+ACCEPTED = [
+    # the normal case: a JPEG sent as a JPEG
+    pytest.param(_jpeg(), "image/jpeg", (), id="jpeg"),
+    # a PNG sent as a PNG
+    pytest.param(_encode(_photo(), "PNG"), "image/png", (), id="png"),
+    # no useful content type at all: the bytes decide
+    pytest.param(_jpeg(), "application/octet-stream", (), id="octet-stream"),
+    pytest.param(_jpeg(), "", (), id="no-content-type"),
+    # a JPEG with trailing padding after the end-of-image marker (some cameras do this)
+    pytest.param(_jpeg() + b"\x00" * 64, "image/jpeg", (), id="jpeg-padded"),
+    # RGBA PNG: alpha dropped
+    pytest.param(_encode(_photo(mode="RGBA"), "PNG"), "image/png", ("converted_from_rgba",),
+                 id="rgba-png"),
+    # greyscale JPEG (monochrome line cameras): replicated to three channels
+    pytest.param(_encode(_photo(mode="L"), "JPEG"), "image/jpeg", ("converted_from_l",),
+                 id="grey-jpeg"),
+]
+
+
+@pytest.mark.parametrize(("data", "content_type", "notes"), ACCEPTED)
+def test_accepts_what_cameras_send(data: bytes, content_type: str,
+                                   notes: tuple[str, ...]) -> None:
+    decoded = decode(data, content_type, longest_side=48)
+    assert decoded.format in ("JPEG", "PNG")
+    assert decoded.rgb.dtype == np.uint8
+    assert decoded.rgb.shape == (32, 48, 3)
+    assert decoded.notes == notes
+
+
+@pytest.mark.parametrize(("orientation", "shape"), [
+    (1, (100, 200, 3)),  # upright: as stored
+    (3, (100, 200, 3)),  # upside down: rotated 180, same shape
+    (6, (200, 100, 3)),  # camera held on its side: width and height swap
+    (8, (200, 100, 3)),  # the other side
+])
+def test_exif_orientation_is_honoured(orientation: int, shape: tuple[int, ...]) -> None:
+    decoded = decode(_with_orientation(orientation), "image/jpeg")
+    assert decoded.rgb.shape == shape
+    assert decoded.original_size == (shape[1], shape[0])
+
+
+def test_draft_decode_reaches_the_requested_size() -> None:
+    decoded = decode(_jpeg((1024, 768)), "image/jpeg", longest_side=128)
+    assert decoded.rgb.shape == (96, 128, 3)
+    assert decoded.original_size == (1024, 768)
+
+
+@pytest.mark.parametrize(("size", "refused"), [
+    ((300, 200), False),  # the trained aspect ratio
+    ((330, 200), False),  # a slightly different crop
+    ((200, 300), True),   # portrait where the line shoots landscape
+    ((600, 200), True),   # a panorama
+])
+def test_off_size_images_are_refused(size: tuple[int, int], refused: bool) -> None:
+    data = _encode(_photo(size), "PNG")
+    if refused:
+        with pytest.raises(InvalidImageError, match="aspect") as caught:
+            decode(data, "image/png", longest_side=64, expected_aspect=1.5)
+        assert caught.value.reason == "off_size"
+    else:
+        assert decode(data, "image/png", longest_side=64, expected_aspect=1.5).rgb.shape[1] == 64
+
+
+def test_too_small_for_the_model() -> None:
+    with pytest.raises(InvalidImageError) as caught:
+        decode(_encode(_photo((40, 30)), "PNG"), "image/png", longest_side=256,
+               min_longest=128)
+    assert caught.value.reason == "too_small"
+
+
+def test_region_of_interest_is_cropped_before_resizing() -> None:
+    pixels = np.zeros((100, 200, 3), np.uint8)
+    pixels[:, 100:] = 255  # right half white
+    data = _encode(Image.fromarray(pixels), "PNG")
+    decoded = decode(data, "image/png", longest_side=50, roi=(0.5, 0.0, 1.0, 1.0))
+    assert decoded.rgb.shape == (50, 50, 3)
+    assert decoded.rgb.min() == 255
+
+
+def test_region_of_interest_with_jpeg_draft_keeps_enough_resolution() -> None:
+    decoded = decode(_jpeg((1600, 1200)), "image/jpeg", longest_side=200,
+                     roi=(0.0, 0.0, 0.25, 0.25))
+    assert decoded.rgb.shape == (150, 200, 3)

@@ -1,0 +1,344 @@
+"""Training and evaluation on a small generated set, manifests, and the embedded detector."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.detector import (
+    DetectionResult,
+    Detector,
+    InvalidImageError,
+    artifact,
+    clear_cache,
+    load_detector,
+)
+from pipeline.detector.evaluation import evaluate
+from pipeline.detector.training import TrainingError, find_training_set, train_model
+from scripts.cli_detector import register
+from scripts.make_samples import generate
+
+SMALL = {("train", "normal"): 16, ("train", "anomaly"): 8,
+         ("test", "normal"): 8, ("test", "anomaly"): 8}
+DATASETS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("samples")
+    generate(out, counts=SMALL, size=160)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model")
+    train_model(samples, out, methods=["pixel_gaussian"])
+    return out
+
+
+def test_train_then_evaluate_separates_the_generated_parts(samples: Path,
+                                                           model_dir: Path) -> None:
+    report = json.loads((model_dir / "train_report.json").read_text())
+    assert report["method"] == "pixel_gaussian"
+    assert report["n_normal"] == 16 and report["n_anomaly"] == 8
+    assert "best F1" in report["threshold_rule"]
+    result = evaluate(model_dir, samples / "test")
+    assert result.auroc >= 0.9
+    assert result.confusion.f1 >= 0.8
+    document = result.to_json()
+    for key in ("auroc", "f1", "precision", "recall", "threshold", "n_normal", "n_anomaly",
+                "ms_per_image"):
+        assert isinstance(document[key], int | float), key
+    assert len(document["images"]) == 16
+
+
+def test_evaluation_lists_refused_images_and_leaves_them_out(samples: Path, model_dir: Path,
+                                                             tmp_path: Path) -> None:
+    test = tmp_path / "test"
+    shutil.copytree(samples / "test", test)
+    (test / "anomaly" / "upload-error.jpg").write_text("<html>502</html>")
+    result = evaluate(model_dir, test)
+    assert [item["reason"] for item in result.invalid] == ["not_an_image"]
+    assert result.to_json()["n_anomaly"] == 8
+
+
+def test_normal_only_training_uses_the_percentile_rule(samples: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(samples / "train" / "normal", data / "train" / "normal")
+    report = train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    assert report.n_anomaly == 0 and report.n_synthetic == 16
+    assert "normal-only" in report.threshold_rule
+    assert report.cv_auroc is not None  # judged against synthetic defects
+    detector = load_detector("embedded", str(tmp_path / "model"))
+    normal = next((samples / "test" / "normal").glob("*.jpg")).read_bytes()
+    assert 0.0 < detector.detect(normal, "image/jpeg").score < 0.5
+
+
+def test_the_embedded_detector_fills_the_lookout_shape(samples: Path, model_dir: Path) -> None:
+    clear_cache()
+    detector = load_detector("embedded", str(model_dir))
+    assert isinstance(detector, Detector)
+    assert load_detector("embedded", str(model_dir)) is detector  # cached
+    image = next((samples / "test" / "anomaly").glob("*.jpg")).read_bytes()
+    result = detector.detect(image, "image/jpeg")
+    assert isinstance(result, DetectionResult)
+    assert result.model_version == detector.model_version and len(result.model_version) == 12
+    assert result.threshold == 0.5
+    names = [item["Name"] for item in result.anomalies]
+    assert names[0] == "background"
+    total = sum(item["PixelAnomaly"]["TotalPercentageArea"] for item in result.anomalies)
+    assert total == pytest.approx(100.0, abs=0.01)
+    if result.is_anomalous:
+        assert names == ["background", "anomaly"]
+    assert result.heatmap_png is not None and result.heatmap_png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 1_000 < len(result.heatmap_png) < 100_000
+    lookout = result.to_lookout()
+    assert {"IsAnomalous", "Confidence", "Anomalies", "Score", "Threshold",
+            "ModelVersion"} <= lookout.keys()
+
+
+def test_threshold_override_moves_the_verdict_not_the_score(samples: Path,
+                                                            model_dir: Path) -> None:
+    detector = load_detector("embedded", str(model_dir))
+    image = next((samples / "test" / "anomaly").glob("*.jpg")).read_bytes()
+    default = detector.detect(image, "image/jpeg")
+    strict = detector.detect(image, "image/jpeg", threshold=0.0)
+    lenient = detector.detect(image, "image/jpeg", threshold=1.0)
+    assert default.score == strict.score == lenient.score
+    assert strict.is_anomalous and not lenient.is_anomalous
+    at_threshold = detector.detect(image, "image/jpeg", threshold=default.score)
+    assert at_threshold.confidence == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        detector.detect(image, "image/jpeg", threshold=2.0)
+
+
+def test_invalid_images_raise_through_the_detector(model_dir: Path) -> None:
+    detector = load_detector("embedded", str(model_dir))
+    with pytest.raises(InvalidImageError) as caught:
+        detector.detect(b"<html>oops</html>", "image/jpeg")
+    assert caught.value.reason == "not_an_image"
+
+
+def test_artifact_round_trip_is_stable_and_small(model_dir: Path, tmp_path: Path) -> None:
+    model = artifact.load(model_dir)
+    again = artifact.save(model, tmp_path / "copy")
+    assert again.model_version == model.model_version
+    assert artifact.size_bytes(model_dir) < 50_000_000
+    with pytest.raises(artifact.ArtifactError, match="model.json"):
+        artifact.load(tmp_path)
+
+
+def test_region_of_interest_is_kept_in_the_model(samples: Path, tmp_path: Path) -> None:
+    roi = (0.1, 0.1, 0.9, 0.9)
+    train_model(samples, tmp_path / "model", methods=["pixel_gaussian"], roi=roi)
+    assert artifact.load(tmp_path / "model").roi == roi
+    clear_cache()
+    detector = load_detector("embedded", str(tmp_path / "model"))
+    image = next((samples / "test" / "normal").glob("*.jpg")).read_bytes()
+    assert detector.detect(image, "image/jpeg").heatmap_png
+
+
+def test_masks_set_the_pixel_threshold(samples: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(samples / "train", data / "train")
+    (data / "masks").mkdir()
+    mask = np.zeros((160, 160), np.uint8)
+    mask[60:100, 60:100] = 255
+    for image in (data / "train" / "anomaly").glob("*.jpg"):
+        Image.fromarray(mask).save(data / "masks" / f"{image.stem}.png")
+    report = train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    assert report.n_masks == 8
+    assert "Dice" in report.pixel_threshold_rule
+
+
+def test_training_errors_are_one_clear_sentence(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="not a directory"):
+        train_model(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "train" / "normal").mkdir(parents=True)
+    with pytest.raises(TrainingError, match="no normal images"):
+        train_model(tmp_path, tmp_path / "out")
+    with pytest.raises(TrainingError, match="unknown method"):
+        train_model(tmp_path, tmp_path / "out", methods=["nope"])
+
+
+class _Constant:
+    """A useless method: every image scores the same."""
+
+    name = "constant"
+    input_size = 64
+
+    def fit(self, normals, anomalies, rng):
+        self.fitted = True
+
+    def score(self, image):
+        return 1.0, np.ones((8, 8), np.float32)
+
+    def state(self):
+        return {}
+
+    @classmethod
+    def from_state(cls, state):
+        return cls()
+
+
+class _Broken(_Constant):
+    """A method that fails on every image."""
+
+    name = "broken"
+
+    def score(self, image):
+        raise RuntimeError("boom")
+
+
+def test_selection_picks_the_best_cross_validated_method(samples: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    from pipeline.detector import methods
+
+    monkeypatch.setitem(methods.METHODS, "constant", _Constant)
+    monkeypatch.setitem(methods.METHODS, "broken", _Broken)
+    progress: list[tuple[str, int, int]] = []
+    report = train_model(samples, tmp_path / "model", progress=lambda *step: progress.append(step),
+                         methods=["constant", "broken", "pixel_gaussian"])
+    by_name = {candidate.method: candidate for candidate in report.candidates}
+    assert report.method == "pixel_gaussian"
+    assert by_name["constant"].auroc == 0.5
+    assert "boom" in by_name["broken"].error and by_name["broken"].auroc is None
+    assert by_name["pixel_gaussian"].folds == 5
+    assert any(step[0].startswith("cross-validating") for step in progress)
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["method"] == (
+        "pixel_gaussian")
+
+
+def _write_manifest(path: Path, entries: list[tuple[str, int]]) -> None:
+    lines = [json.dumps({"source-ref": ref, "anomaly-label": label,
+                         "anomaly-label-metadata": {
+                             "class-name": "anomaly" if label else "normal",
+                             "type": "groundtruth/image-classification"}})
+             for ref, label in entries]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_manifest_with_s3_refs_maps_to_local_files_by_name(samples: Path,
+                                                           tmp_path: Path) -> None:
+    normal = sorted((samples / "train" / "normal").glob("*.jpg"))[:6]
+    anomaly = sorted((samples / "train" / "anomaly").glob("*.jpg"))[:3]
+    manifest = tmp_path / "train.manifest"
+    _write_manifest(manifest, [(f"s3://old-bucket/images/{p.name}", 0) for p in normal]
+                    + [(f"s3://old-bucket/images/{p.name}", 1) for p in anomaly])
+    found = find_training_set(samples, manifest)
+    assert [p.name for p in found.normal] == [p.name for p in normal]
+    assert [p.name for p in found.anomaly] == [p.name for p in anomaly]
+    report = train_model(samples, tmp_path / "model", manifest=manifest,
+                         methods=["pixel_gaussian"])
+    assert (report.n_normal, report.n_anomaly) == (6, 3)
+
+
+def test_manifest_with_relative_refs_and_missing_files(samples: Path, tmp_path: Path) -> None:
+    manifest = samples / "relative.manifest"
+    _write_manifest(manifest, [("train/normal/normal-001.jpg", 0),
+                               ("train/anomaly/anomaly-001-scratch.jpg", 1)])
+    found = find_training_set(samples, manifest)
+    assert found.anomaly[0] == samples / "train" / "anomaly" / "anomaly-001-scratch.jpg"
+    missing = tmp_path / "missing.manifest"
+    _write_manifest(missing, [("s3://bucket/nowhere.jpg", 0)])
+    with pytest.raises(TrainingError, match="not found"):
+        find_training_set(samples, missing)
+    contradicting = tmp_path / "bad.manifest"
+    contradicting.write_text(json.dumps({"source-ref": "x.jpg", "anomaly-label": 0,
+                                         "anomaly-label-metadata": {"class-name": "anomaly"}}))
+    with pytest.raises(TrainingError, match="contradicts"):
+        find_training_set(samples, contradicting)
+
+
+@pytest.mark.dataset
+def test_real_lookout_manifests_resolve_against_the_cookies_folder() -> None:
+    cookies = DATASETS / "cookies"
+    if not (cookies / "manifests").is_dir():
+        pytest.skip(f"{cookies} is absent: the shared cookie data set is not on this machine")
+    for name in ("train_class.manifest", "train_segmentation.manifest"):
+        found = find_training_set(cookies, cookies / "manifests" / name)
+        assert (len(found.normal), len(found.anomaly)) == (31, 32)
+        assert all("train" in path.parts for path in found.normal + found.anomaly)
+        assert all(path.parent.name == "anomaly" for path in found.anomaly)
+    segmentation = find_training_set(cookies, cookies / "manifests" / "train_segmentation.manifest")
+    assert len(segmentation.masks) == 32
+
+
+def test_cli_train_and_evaluate(samples: Path, tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", str(samples), "--out", str(tmp_path / "m"),
+                                  "--method", "pixel_gaussian"])
+    assert trained.exit_code == 0, trained.output
+    assert "pixel_gaussian" in trained.output and "threshold" in trained.output
+    evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(samples / "test"),
+                                    "--json", str(tmp_path / "out.json"),
+                                    "--html", str(tmp_path / "out.html")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads((tmp_path / "out.json").read_text())["n_anomaly"] == 8
+    page = (tmp_path / "out.html").read_text()
+    assert "<svg" in page and "ROC" in page and "Confusion matrix" in page
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "/nonexistent/dir", "--out", "/tmp/x"],  # a typo in the data folder
+    ["evaluate", "/nonexistent/model", ".", "--json", "/tmp/x.json"],  # no such model
+])
+def test_cli_mistakes_are_one_line_not_a_traceback(args: list[str]) -> None:
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_cli_empty_test_folder(model_dir: Path, tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["evaluate", str(model_dir), str(tmp_path),
+                                      "--json", str(tmp_path / "x.json")])
+    assert result.exit_code == 2
+    assert "no normal images" in result.output
+
+
+@pytest.mark.parametrize("module", [
+    "pipeline.detector.base", "pipeline.detector.calibration", "pipeline.detector.imageio",
+    "pipeline.detector.metrics", "pipeline.detector.heatmap", "pipeline.detector.embedded",
+    "pipeline.detector.loader", "pipeline.detector.sagemaker", "pipeline.detector.ops",
+    "pipeline.detector.training", "pipeline.detector.synthetic",
+])
+def test_doctests(module: str) -> None:
+    outcome = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert outcome.attempted > 0 and outcome.failed == 0
+
+
+def test_inference_imports_no_torch_or_scipy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.detector, pipeline.detector.embedded; "
+            "bad = [m for m in ('torch', 'scipy', 'sklearn') if m in sys.modules]; "
+            "sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_synthetic_defects_change_the_image() -> None:
+    from pipeline.detector.synthetic import KINDS, synthetic_anomaly
+
+    image = np.full((64, 64, 3), 120, np.uint8)
+    for kind in KINDS:
+        changed = synthetic_anomaly(image, np.random.default_rng(1), kind)
+        assert (changed != image).any(), kind

@@ -1,0 +1,249 @@
+"""Per-camera tokens: salted hashes only, constant-time checks, a short cache, revocation,
+expiry, and the `linesight tokens` commands. DynamoDB is in-process moto (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import tokens
+from pipeline.records import utc_now
+
+TABLE = "tokens-test"
+
+
+class Clock:
+    """Monotonic and wall clocks that only move when told to."""
+
+    def __init__(self) -> None:
+        self.mono = 1000.0
+        self.wall = utc_now()
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def table(aws_env: None) -> Iterator[str]:
+    from moto import mock_aws
+
+    with mock_aws():
+        boto3.client("dynamodb").create_table(**tokens.tokens_table_args(TABLE))
+        tokens._cache.clear()
+        yield TABLE
+        tokens._cache.clear()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: fake.mono)
+    monkeypatch.setattr(tokens, "utc_now", lambda: fake.wall)
+    return fake
+
+
+def _items(table: str) -> list[dict[str, Any]]:
+    return boto3.client("dynamodb").scan(TableName=table)["Items"]
+
+
+def _revoke_elsewhere(table: str, token_id: str) -> None:
+    """Revoke as another process would (this process's cache is not told)."""
+    boto3.client("dynamodb").update_item(
+        TableName=table, Key={"token_id": {"S": token_id}},
+        UpdateExpression="SET revoked = :t", ExpressionAttributeValues={":t": {"BOOL": True}})
+
+
+def test_only_a_salted_hash_and_the_scope_are_stored(table: str) -> None:
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    _, other = tokens.create_token(table, "line-1", "cam-1")
+    secret = token.split("_", 2)[2]
+
+    [item] = [i for i in _items(table) if i["token_id"]["S"] == token_id]
+    stored = " ".join(str(value) for value in item.values())
+    assert secret not in stored and token not in stored
+    assert item["hash"]["S"] == hashlib.sha256(f"{item['salt']['S']}:{secret}".encode()
+                                               ).hexdigest()
+    assert (item["line_id"]["S"], item["camera_id"]["S"]) == ("line-1", "cam-1")
+    salts = {i["salt"]["S"] for i in _items(table)}
+    assert len(salts) == 2  # one salt per token
+    assert token != other
+
+
+def test_a_valid_token_yields_its_scope(table: str) -> None:
+    token_id, token = tokens.create_token(table, "line-2", "cam-3")
+    scope = tokens.verify(table, token)
+    assert scope == tokens.Scope(token_id, "line-2", "cam-3")
+    assert scope.allows("line-2", "cam-3")
+    assert not scope.allows("line-2", "cam-1") and not scope.allows("line-1", "cam-3")
+
+
+@pytest.mark.parametrize("mangle, why", [
+    (lambda t: "", "missing"),
+    (lambda t: "allow", "the seed's demo literal"),
+    (lambda t: t + "\n", "trailing newline (re.match with $ would accept it)"),
+    (lambda t: t[:-1], "secret one character short"),
+    (lambda t: t.replace("ls_", "xx_", 1), "wrong prefix"),
+    (lambda t: t[:-4] + ("AAAA" if not t.endswith("AAAA") else "BBBB"), "wrong secret"),
+    (lambda t: "ls_" + "0" * 16 + t[19:], "unknown token id, real secret"),
+])
+def test_bad_tokens_are_refused(table: str, mangle: Any, why: str) -> None:
+    _, token = tokens.create_token(table, "line-1", "cam-1")
+    assert tokens.verify(table, mangle(token)) is None, why
+
+
+def test_the_hash_is_compared_in_constant_time(table: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str]] = []
+    real = tokens.hmac.compare_digest
+
+    def spy(a: str, b: str) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(tokens.hmac, "compare_digest", spy)
+    _, token = tokens.create_token(table, "line-1", "cam-1")
+    assert tokens.verify(table, token) is not None
+    assert len(calls) == 1 and calls[0][0] == calls[0][1]
+
+
+def test_verdicts_are_cached_so_the_table_is_not_read_per_request(
+        table: str, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import aws
+
+    _, token = tokens.create_token(table, "line-1", "cam-1")
+    ddb = aws.client("dynamodb")
+    reads: list[dict[str, Any]] = []
+    real_get = ddb.get_item
+    monkeypatch.setattr(ddb, "get_item", lambda **kw: reads.append(kw) or real_get(**kw))
+
+    for _ in range(5):
+        assert tokens.verify(table, token) is not None
+    assert len(reads) == 1
+    clock.advance(tokens.CACHE_TTL_SECONDS + 0.1)
+    assert tokens.verify(table, token) is not None
+    assert len(reads) == 2
+
+
+def test_a_revoked_token_is_refused_once_the_cache_expires(table: str, clock: Clock) -> None:
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    assert tokens.verify(table, token) is not None  # cached as valid
+    _revoke_elsewhere(table, token_id)
+
+    clock.advance(tokens.CACHE_TTL_SECONDS - 1)
+    assert tokens.verify(table, token) is not None  # still cached: the documented bound
+    clock.advance(1.1)
+    assert tokens.verify(table, token) is None
+
+
+def test_the_revocation_bound_covers_both_caches() -> None:
+    # API Gateway caches the authorizer for CACHE_TTL_SECONDS, then this process does.
+    assert 2 * tokens.CACHE_TTL_SECONDS <= tokens.REVOCATION_SECONDS
+
+
+def test_revoke_in_this_process_takes_effect_at_once(table: str) -> None:
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    assert tokens.verify(table, token) is not None
+    assert tokens.revoke_token(table, token_id) is True
+    assert tokens.verify(table, token) is None
+    assert tokens.revoke_token(table, "0123456789abcdef") is False
+
+
+def test_an_expired_token_is_refused(table: str, clock: Clock) -> None:
+    _, token = tokens.create_token(table, "line-1", "cam-1",
+                                   expires_at=clock.wall - timedelta(seconds=1))
+    assert tokens.verify(table, token) is None
+
+
+def test_a_cached_token_is_not_trusted_past_its_expiry(table: str, clock: Clock) -> None:
+    _, token = tokens.create_token(table, "line-1", "cam-1",
+                                   expires_at=clock.wall + timedelta(seconds=3))
+    assert tokens.verify(table, token) is not None
+    clock.advance(3.5)  # well inside the cache TTL, but past the expiry
+    assert tokens.verify(table, token) is None
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli(table: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import typer
+
+    from scripts import cli_tokens
+
+    monkeypatch.setenv("LINESIGHT_TOKENS_TABLE", table)
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables: room for every column
+    app = typer.Typer()
+    cli_tokens.register(app)
+
+    @app.callback()
+    def _root() -> None:  # keeps `tokens` a subcommand
+        pass
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_cli_create_prints_the_token_once_and_list_never_shows_it(cli: Any,
+                                                                  table: str) -> None:
+    created = cli("tokens", "create", "--line", "line-1", "--camera", "cam-2",
+                  "--expires", "30d", "--description", "press 4")
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip().splitlines()[-1]
+    assert tokens.is_well_formed(token)
+    scope = tokens.verify(table, token)
+    assert scope is not None and (scope.line_id, scope.camera_id) == ("line-1", "cam-2")
+
+    listed = cli("tokens", "list")
+    assert listed.exit_code == 0, listed.output
+    assert scope.token_id in listed.stdout and "press 4" in listed.stdout
+    assert token.split("_", 2)[2] not in listed.stdout
+
+
+def test_cli_revoke(cli: Any, table: str) -> None:
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    result = cli("tokens", "revoke", token_id)
+    assert result.exit_code == 0, result.output
+    assert tokens.verify(table, token) is None
+    assert "revoked" in cli("tokens", "list").stdout
+
+
+@pytest.mark.parametrize("args, expected, why", [
+    (["create", "--line", "../etc", "--camera", "c"], "line", "path in an ID"),
+    (["create", "--line", "l", "--camera", "c" * 65], "camera", "ID too long"),
+    (["create", "--line", "l", "--camera", "c", "--expires", "soon"], "expires",
+     "unparseable expiry"),
+    (["create", "--line", "l", "--camera", "c", "--expires", "2001-01-01T00:00:00Z"],
+     "past", "expiry in the past"),
+    (["revoke", "nope"], "token ID", "not an ID"),
+    (["revoke", "0123456789abcdef"], "no token", "unknown ID"),
+])
+def test_cli_mistakes_are_one_clear_line(cli: Any, args: list[str], expected: str,
+                                         why: str) -> None:
+    result = cli("tokens", *args)
+    assert result.exit_code == 2, why
+    assert expected in result.output, (why, result.output)
+    assert "Traceback" not in result.output and result.exception is None or isinstance(
+        result.exception, SystemExit), why
+
+
+@pytest.mark.parametrize("command", ["create", "list", "revoke"])
+def test_cli_help_has_an_example(cli: Any, command: str) -> None:
+    result = cli("tokens", command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.stdout and f"linesight tokens {command}" in result.stdout
+
+
+def test_parse_expiry_accepts_durations_and_zoned_times() -> None:
+    from scripts.cli_tokens import parse_expiry
+
+    now = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+    assert parse_expiry("12h", now) == now + timedelta(hours=12)
+    assert parse_expiry("2w", now) == now + timedelta(weeks=2)
+    assert parse_expiry("2026-02-01T00:00:00+01:00", now).hour == 23
