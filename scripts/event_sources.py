@@ -39,32 +39,31 @@ def lambda_context(name: str) -> SimpleNamespace:
 
 # --- EMF capture ----------------------------------------------------------------------
 
+# thread id -> what that thread's handler printed, while it runs under `invoke`
+_buffers: dict[int, io.StringIO] = {}
+_router_lock = threading.Lock()
+
+
 class _ThreadRoutedStdout(io.TextIOBase):
     """sys.stdout that sends a capturing thread's writes to its own buffer."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
-        self.buffers: dict[int, io.StringIO] = {}
 
     def write(self, text: str) -> int:
-        buffer = self.buffers.get(threading.get_ident())
+        buffer = _buffers.get(threading.get_ident())
         return buffer.write(text) if buffer is not None else self.real.write(text)
 
     def flush(self) -> None:
         self.real.flush()
 
 
-_router: _ThreadRoutedStdout | None = None
-_router_lock = threading.Lock()
-
-
-def _install_router() -> _ThreadRoutedStdout:
-    global _router
+def _install_router() -> None:
+    """Route sys.stdout through the capture (again, if someone replaced sys.stdout since,
+    as pytest does between tests)."""
     with _router_lock:
-        if _router is None:
-            _router = _ThreadRoutedStdout(sys.stdout)
-            sys.stdout = _router
-        return _router
+        if not isinstance(sys.stdout, _ThreadRoutedStdout):
+            sys.stdout = _ThreadRoutedStdout(sys.stdout)
 
 
 def emf_to_metric_data(line: str) -> tuple[str, list[dict[str, Any]]] | None:
@@ -106,13 +105,13 @@ def emf_to_metric_data(line: str) -> tuple[str, list[dict[str, Any]]] | None:
 def invoke(handler: Handler, event: dict[str, Any], name: str,
            cloudwatch: Any | None) -> Any:
     """Call a handler as Lambda would, turning its EMF output into CloudWatch metrics."""
-    router = _install_router()
+    _install_router()
     buffer = io.StringIO()
-    router.buffers[threading.get_ident()] = buffer
+    _buffers[threading.get_ident()] = buffer
     try:
         return handler(event, lambda_context(name))
     finally:
-        del router.buffers[threading.get_ident()]
+        del _buffers[threading.get_ident()]
         _flush_metrics(buffer.getvalue(), cloudwatch)
 
 
@@ -121,8 +120,7 @@ def _flush_metrics(output: str, cloudwatch: Any | None) -> None:
         parsed = emf_to_metric_data(line)
         if parsed is None:
             if line.strip():
-                router = _router
-                (router.real if router else sys.stdout).write(line + "\n")
+                sys.stdout.write(line + "\n")
             continue
         if cloudwatch is not None:
             namespace, data = parsed

@@ -10,7 +10,6 @@ until Ctrl-C; the demo and the end-to-end tests use it as a context manager.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import logging
@@ -27,7 +26,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from chalice.local import ChaliceRequestHandler
+from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
 
 from pipeline import alarms, analytics, aws, dashboard, tables, tokens, workflow
 from pipeline.settings import current
@@ -424,15 +423,17 @@ class LocalStack:
 
     def _start_api(self) -> None:
         from chalice.config import Config as ChaliceConfig
-        from chalice.local import create_local_server
 
-        app_module = load_app_module()
+        app = load_app_module().app
         config = ChaliceConfig.create(chalice_stage="dev", app_name="linesight",
                                       project_dir=str(API_DIR))
-        self._api = create_local_server(app_module.app, config, "127.0.0.1", self.api_port)
-        if self.quiet:
-            self._api.server.RequestHandlerClass = functools.partial(
-                _QuietRequestHandler, app_object=app_module.app, config=config)
+        if not isinstance(app, LocalChalice):
+            # What chalice's create_local_server does, once per process: a second stack in
+            # the same process (tests, the demo after `local up`) reuses the converted app.
+            CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+            app.__class__ = CustomLocalChalice
+        handler = _QuietRequestHandler if self.quiet else ChaliceRequestHandler
+        self._api = LocalDevServer(app, config, "127.0.0.1", self.api_port, handler_cls=handler)
         threading.Thread(target=self._api.server.serve_forever, name="chalice-local",
                          daemon=True).start()
 
