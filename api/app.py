@@ -21,6 +21,7 @@ from chalice import (
     NotFoundError,
     Response,
 )
+from chalice.app import Request
 from chalicelib.telemetry import emit_lake_rows, emit_outcome, emit_unexpected_error
 
 from pipeline import analytics, queries, reviews, tokens, uploads
@@ -37,6 +38,7 @@ log = logging.getLogger("linesight")
 
 # --- API -----------------------------------------------------------------------------
 
+_LocalNotAuthorized: type[Exception] | None
 try:  # chalice's local server and test client answer 401 for this class
     from chalice.local import NotAuthorizedError as _LocalNotAuthorized
 except ImportError:  # a deployed Lambda ships chalice's runtime only
@@ -69,8 +71,14 @@ def token_authorizer(auth_request: Any) -> AuthResponse:
                         context={"line_id": scope.line_id, "camera_id": scope.camera_id})
 
 
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None, "only called while Chalice handles a request"
+    return request
+
+
 def _scope() -> tuple[str, str]:
-    context = (app.current_request.context or {}).get("authorizer") or {}
+    context = (_request().context or {}).get("authorizer") or {}
     return context.get("line_id", ""), context.get("camera_id", "")
 
 
@@ -91,7 +99,7 @@ def _target(line_id: Any, camera_id: Any, image_id: Any, content_type: Any
 @app.route("/getsignedurl", methods=["GET"], authorizer=token_authorizer)
 def get_signed_url() -> dict[str, Any]:
     """The seed's route: a presigned PUT URL for one image."""
-    params = app.current_request.query_params or {}
+    params: dict[str, str] = _request().query_params or {}
     target = _target(params.get("assemblylineid"), params.get("cameraid"),
                      params.get("imageid"), params.get("contenttype"))
     settings = current()
@@ -110,7 +118,7 @@ def _put_headers(target: uploads.UploadTarget) -> dict[str, str]:
 @app.route("/uploads", methods=["POST"], authorizer=token_authorizer)
 def create_upload() -> Response:
     """A presigned POST: exact key, content type and metadata, size range."""
-    body = app.current_request.json_body
+    body = _request().json_body
     if not isinstance(body, dict):
         raise BadRequestError("the body must be a JSON object")
     target = _target(body.get("line_id"), body.get("camera_id"), body.get("image_id"),
@@ -123,7 +131,7 @@ def create_upload() -> Response:
 
 @app.route("/results", methods=["GET"], authorizer=token_authorizer)
 def list_results() -> dict[str, Any]:
-    params = app.current_request.query_params or {}
+    params: dict[str, str] = _request().query_params or {}
     try:
         query = queries.ResultQuery(
             line_id=params.get("line", ""),
@@ -161,13 +169,15 @@ def get_result(image_id: str) -> dict[str, Any]:
 
 @app.route("/results/{image_id}/review", methods=["POST"], authorizer=token_authorizer)
 def review_result(image_id: str) -> dict[str, Any]:
-    body = app.current_request.json_body
+    body = _request().json_body
     if not isinstance(body, dict):
         raise BadRequestError("the body must be a JSON object")
-    token_id = (app.current_request.context or {}).get("authorizer", {}).get("principalId", "")
+    token_id = (_request().context or {}).get("authorizer", {}).get("principalId", "")
     try:
+        # A token reviews only its own line's images (another line's look absent: 404).
         record = reviews.record_review(current().table_name, image_id, body.get("label"),
-                                       body.get("note") or "", reviewer=token_id or "api")
+                                       body.get("note") or "", reviewer=token_id or "api",
+                                       line_id=_scope()[0])
     except reviews.ReviewError as exc:
         raise BadRequestError(str(exc)) from None
     if record is None:

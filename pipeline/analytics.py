@@ -7,7 +7,7 @@ seed, with the seed's column names so existing QuickSight analyses keep working.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +76,7 @@ def encode_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, bytes]]:
     return [{"Data": (json.dumps(row, sort_keys=True) + "\n").encode()} for row in rows]
 
 
-def send_rows(stream_name: str, rows: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """Send (id, row) pairs to Firehose; return the ids of the rows Firehose refused
     (`FailedPutCount` > 0), so the caller reports only those as failed."""
     failed: list[str] = []

@@ -2,11 +2,13 @@
 
 Three queues hold what the pipeline could not finish:
 
-| queue | what lands there | redrive |
-| --- | --- | --- |
-| `ingest` | S3 notifications the ingest handler failed on `maxReceiveCount` times (SQS redrive policy) | back to the ingest queue |
-| `workflow` | the input of an execution that failed after its retries (the state machine's Catch) | record missing: a new execution; record stored but the alert failed (`alert_error`): the alert is published |
-| `lake` | stream batches the lake handler gave up on (`DDBStreamBatchInfo`) | the records are re-read from the stream and sent to Firehose |
+- `ingest`: S3 notifications the ingest handler failed on `maxReceiveCount` times (the
+  queue's redrive policy). Redrive: back to the ingest queue.
+- `workflow`: the input of an execution that failed after its retries (the state
+  machine's Catch). Redrive: a record that was never stored gets a new execution; a
+  stored record whose alert failed (`alert_error`) gets its alert published.
+- `lake`: stream batches the lake handler gave up on (`DDBStreamBatchInfo`). Redrive: the
+  records are re-read from the stream and sent to Firehose.
 
 SQS keeps no reason with a dead letter, so the ingest step tags the image with one
 (`pipeline.ingest.FAILURE_TAG`) before its message is retried; `describe` reads it back.

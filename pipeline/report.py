@@ -321,7 +321,8 @@ def _header(title: str, records: Sequence[ResultRecord], since: datetime | None,
         ("per-camera", "Cameras"), ("over-time", "Over time"), ("confidence", "Confidence"),
         ("anomalies", "Anomalies"), ("alerts", "Alerts"), ("review", "Reviews"),
         ("invalid", "Invalid")))
-    return (f'<header><div class="brand">LineSight</div><h1>{_e(title)}</h1>'
+    return (f'<header><div class="brand">LineSight &middot; generated '
+            f'{_e(_when(generated_at))}</div><h1>{_e(title)}</h1>'
             f'<p class="period">{period} &middot; {len(lines)} line'
             f'{"s" if len(lines) != 1 else ""}, {len(cameras)} camera'
             f'{"s" if len(cameras) != 1 else ""}</p><nav>{nav}</nav></header>')

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline import aws
 from pipeline.records import ResultRecord, iso, utc_now
 
@@ -14,9 +16,10 @@ class ReviewError(ValueError):
 
 
 def record_review(table: str, image_id: str, label: object, note: object,
-                  reviewer: str) -> ResultRecord | None:
+                  reviewer: str, line_id: str = "") -> ResultRecord | None:
     """Store the verdict on the record, replacing an earlier review; None when the image
-    has no record (the update is conditional, so it never creates one)."""
+    has no record (the update is conditional, so it never creates one) or, with
+    `line_id`, when the image belongs to another line."""
     if label not in LABELS:
         raise ReviewError(f"label must be one of {', '.join(LABELS)} (got {label!r})")
     if not isinstance(note, str):
@@ -26,12 +29,16 @@ def record_review(table: str, image_id: str, label: object, note: object,
     ddb = aws.client("dynamodb")
     review = {"M": {"label": {"S": str(label)}, "note": {"S": note},
                     "reviewer": {"S": reviewer}, "reviewed_at": {"S": iso(utc_now())}}}
+    condition = "attribute_exists(image_id)"
+    values: dict[str, Any] = {":r": review}
+    if line_id:
+        condition += " AND line_id = :line"
+        values[":line"] = {"S": line_id}
     try:
         response = ddb.update_item(
             TableName=table, Key={"image_id": {"S": image_id}},
-            UpdateExpression="SET review = :r",
-            ConditionExpression="attribute_exists(image_id)",
-            ExpressionAttributeValues={":r": review}, ReturnValues="ALL_NEW")
+            UpdateExpression="SET review = :r", ConditionExpression=condition,
+            ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
     except ddb.exceptions.ConditionalCheckFailedException:
         return None
     return ResultRecord.from_item(response["Attributes"])

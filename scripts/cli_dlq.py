@@ -8,7 +8,7 @@ each queue holds and what redriving it does.
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +26,7 @@ dlq_app = typer.Typer(help="Inspect and redrive dead letters (ingest, workflow, 
                       no_args_is_help=True)
 
 
-class Queue(str, Enum):
+class Queue(StrEnum):
     ingest = "ingest"
     workflow = "workflow"
     lake = "lake"

@@ -17,7 +17,7 @@ from pipeline.ingest import Outcome
 from pipeline.records import STATUS_INVALID
 
 
-def _put(name: str, value: float, unit: str, dimensions: dict[str, str]) -> None:
+def _put(name: str, value: float, unit: MetricUnit, dimensions: dict[str, str]) -> None:
     with single_metric(name=name, unit=unit, value=value,
                        namespace=metrics.NAMESPACE) as metric:
         for key, dim_value in dimensions.items():

@@ -10,8 +10,9 @@ How the method is chosen. Every registered method (`methods.METHODS`, except tho
   synthetic defect (cut-paste, scratch or blob; `synthetic.py`), and those copies play the
   anomalies when comparing methods.
 
-The method with the best out-of-fold AUROC wins (ties: best F1, then fastest). It is then
-refit on all training images.
+All candidates share one fold assignment. The method with the best out-of-fold AUROC wins
+(ties: best F1, then fastest); an ensemble of the best two (mean robust z-score) replaces
+it only if it gains `ENSEMBLE_MARGIN` AUROC. The winner is refit on all training images.
 
 How the threshold is chosen, from the winner's out-of-fold scores only: with labelled
 anomalies, the cut with the best F1, placed halfway between the two scores it separates;
@@ -53,6 +54,7 @@ from pipeline.detector.calibration import (
     spread_scale,
 )
 from pipeline.detector.methods import METHODS, Method
+from pipeline.detector.methods.ensemble import ScoreEnsemble, robust_scale
 from pipeline.detector.metrics import auroc, confusion
 from pipeline.detector.synthetic import synthetic_anomaly
 
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_FOLDS = 5
 MIN_NORMALS = 3
+# An ensemble costs the time of both members at inference: it must earn that.
+ENSEMBLE_MARGIN = 0.02
 SEED = 20240601
 # progress(description, completed, total): called as training moves on.
 Progress = Callable[[str, int, int], None]
@@ -129,6 +133,10 @@ class _Fold:
     normal: list[float] = field(default_factory=list)
     anomalous: list[float] = field(default_factory=list)
     normal_map_peaks: list[float] = field(default_factory=list)
+    # Which image each score above belongs to (index into the normal images; for
+    # anomalies, into the anomalies, or the normal image a synthetic defect was drawn on).
+    normal_index: list[int] = field(default_factory=list)
+    anomalous_index: list[int] = field(default_factory=list)
     # (anomaly map, mask path) of held-out labelled anomalies that have a mask.
     masked_maps: list[tuple[np.ndarray, Path]] = field(default_factory=list)
     scored: int = 0
@@ -164,12 +172,15 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     labelled = anomaly_count >= 2
     folds = min(MAX_FOLDS, normal_count, anomaly_count) if labelled else min(MAX_FOLDS,
                                                                               normal_count)
+    split = _Split(folds, labelled, _fold_ids(normal_count, folds, rng),
+                   _fold_ids(anomaly_count, folds, rng) if labelled else np.zeros(0, int),
+                   seed)
 
     results: list[tuple[CandidateResult, _Fold | None]] = []
     for index, (name, method) in enumerate(candidates):
-        notify(f"cross-validating {name}", index, len(candidates))
-        results.append(_cross_validate(name, method, images, folds, labelled, rng))
-    notify("cross-validating", len(candidates), len(candidates))
+        notify("cross-validating methods", index, len(candidates))
+        results.append(_cross_validate(name, method, images, split))
+    notify("cross-validating methods", len(candidates), len(candidates))
 
     usable = [(result, fold) for result, fold in results if fold is not None]
     if not usable:
@@ -177,6 +188,13 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
         raise TrainingError(f"every method failed during cross-validation: {errors}")
     best, best_fold = max(usable, key=lambda pair: _rank(pair[0]))
     assert best_fold is not None
+    ensemble = _ensemble_candidate(results, split)
+    if ensemble is not None:
+        results.append((ensemble.result, None))
+        if (ensemble.result.auroc or 0.0) >= (best.auroc or 0.0) + ENSEMBLE_MARGIN:
+            best, best_fold = ensemble.result, ensemble.fold
+        else:
+            ensemble = None
 
     raw_threshold, threshold_rule = _image_threshold(best_fold, labelled)
     calibration = Calibration(raw_threshold,
@@ -184,7 +202,12 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     pixel_threshold, pixel_rule = _pixel_threshold(best_fold, roi)
 
     notify(f"fitting {best.method} on all images", 0, 1)
-    final = _fresh(best.method, candidates)
+    final: Method
+    if ensemble is not None:
+        final = ScoreEnsemble([_fresh(name, candidates) for name in ensemble.members],
+                              ensemble.scales)
+    else:
+        final = _fresh(best.method, candidates)
     size = final.input_size
     final.fit(images.at(size).normal, images.at(size).anomaly, rng)
     notify(f"fitting {best.method} on all images", 1, 1)
@@ -193,7 +216,8 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     selection_rule = (
         f"best out-of-fold AUROC over {len(candidates)} method(s), {folds}-fold "
         + ("stratified CV on labelled normals and anomalies" if labelled else
-           "CV on normals, held-out normals with synthetic defects as anomalies"))
+           "CV on normals, held-out normals with synthetic defects as anomalies")
+        + f"; an ensemble of the best two is chosen only if it gains {ENSEMBLE_MARGIN} AUROC")
     info = {
         "method": best.method,
         "selection_rule": selection_rule,
@@ -399,6 +423,9 @@ def _candidates(methods: Sequence[str] | None, backbone: Path | str | None
     names = list(methods) if methods else [
         name for name, cls in METHODS.items()
         if getattr(cls, "auto_select", True) or (backbone and name == "onnx_patchcore")]
+    if ScoreEnsemble.name in names:
+        raise TrainingError("the ensemble is built by training from the best two methods; "
+                            "name its members instead")
     unknown = [name for name in names if name not in METHODS]
     if unknown:
         raise TrainingError(f"unknown method(s) {', '.join(unknown)}; "
@@ -495,54 +522,117 @@ def _fold_ids(count: int, folds: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(np.arange(count) % folds)
 
 
-def _cross_validate(name: str, template: Method, images: _ImageCache, folds: int,
-                    labelled: bool, rng: np.random.Generator
+@dataclass(frozen=True)
+class _Split:
+    """One fold assignment shared by every candidate, so their out-of-fold scores line up
+    image by image (which the ensemble needs)."""
+
+    folds: int
+    labelled: bool
+    normal_fold: np.ndarray
+    anomaly_fold: np.ndarray
+    seed: int
+
+
+def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Split
                     ) -> tuple[CandidateResult, _Fold | None]:
     data = images.at(template.input_size)
-    normal_fold = _fold_ids(len(data.normal), folds, rng)
-    anomaly_fold = _fold_ids(len(data.anomaly), folds, rng) if labelled else np.zeros(0, int)
     collected = _Fold()
     try:
-        for fold in range(folds):
+        for fold in range(split.folds):
             method = _fresh(name, [(name, template)])
-            train_normal = [img for img, f in zip(data.normal, normal_fold, strict=True)
+            train_normal = [img for img, f in zip(data.normal, split.normal_fold, strict=True)
                             if f != fold]
-            train_anomaly = [img for img, f in zip(data.anomaly, anomaly_fold, strict=True)
-                             if f != fold] if labelled else []
+            train_anomaly = [img for img, f in zip(data.anomaly, split.anomaly_fold,
+                                                   strict=True) if f != fold]
             started = time.perf_counter()
-            method.fit(train_normal, train_anomaly, rng)
+            method.fit(train_normal, train_anomaly, np.random.default_rng([split.seed, fold]))
             collected.fit_seconds += time.perf_counter() - started
-            held_normal = [img for img, f in zip(data.normal, normal_fold, strict=True)
-                           if f == fold]
-            if labelled:
-                held = [(img, images.mask_for(index)) for index, (img, f) in
-                        enumerate(zip(data.anomaly, anomaly_fold, strict=True)) if f == fold]
-            else:
-                held = [(synthetic_anomaly(img, rng), None) for img in held_normal]
-            for image in held_normal:
-                score, anomaly_map = _score(method, image, collected)
+            held_normal = [index for index, f in enumerate(split.normal_fold) if f == fold]
+            for index in held_normal:
+                score, anomaly_map = _score(method, data.normal[index], collected)
                 collected.normal.append(score)
+                collected.normal_index.append(index)
                 collected.normal_map_peaks.append(float(np.max(anomaly_map)))
-            for image, mask in held:
+            if split.labelled:
+                held = [(index, data.anomaly[index], images.mask_for(index))
+                        for index, f in enumerate(split.anomaly_fold) if f == fold]
+            else:
+                # The same synthetic defect on the same image for every candidate.
+                held = [(index, synthetic_anomaly(
+                    data.normal[index], np.random.default_rng([split.seed, 7, index])), None)
+                    for index in held_normal]
+            for index, image, mask in held:
                 score, anomaly_map = _score(method, image, collected)
                 collected.anomalous.append(score)
+                collected.anomalous_index.append(index)
                 if mask is not None:
                     collected.masked_maps.append((anomaly_map, mask))
     except Exception as exc:  # a research method may fail on some data; others go on
         log.warning("method %s failed during cross-validation: %s", name, exc)
-        return CandidateResult(name, None, None, folds, collected.fit_seconds, 0.0,
+        return CandidateResult(name, None, None, split.folds, collected.fit_seconds, 0.0,
                                error=f"{type(exc).__name__}: {exc}"), None
-    scores = collected.normal + collected.anomalous
-    if not all(np.isfinite(scores)):
-        return CandidateResult(name, None, None, folds, collected.fit_seconds, 0.0,
+    if not all(np.isfinite(collected.normal + collected.anomalous)):
+        return CandidateResult(name, None, None, split.folds, collected.fit_seconds, 0.0,
                                error="non-finite scores"), None
+    ms = collected.score_seconds * 1000.0 / max(collected.scored, 1)
+    return _result(name, collected, split, ms), collected
+
+
+def _result(name: str, collected: _Fold, split: _Split, ms: float) -> CandidateResult:
     area = auroc(collected.normal, collected.anomalous)
     f1 = None
-    if labelled:
+    if split.labelled:
         threshold = best_f1_threshold(collected.normal, collected.anomalous)
         f1 = confusion(collected.normal, collected.anomalous, threshold).f1
-    ms = collected.score_seconds * 1000.0 / max(collected.scored, 1)
-    return CandidateResult(name, area, f1, folds, collected.fit_seconds, ms), collected
+    return CandidateResult(name, area, f1, split.folds, collected.fit_seconds, ms)
+
+
+def _ensemble_candidate(results: Sequence[tuple[CandidateResult, _Fold | None]],
+                        split: _Split) -> _Ensemble | None:
+    """The cross-validated ensemble of the two best methods, or None if fewer than two work.
+
+    Out-of-fold scores line up image by image (one shared split), so the ensemble's score
+    for an image is the mean of its members' robust z-scores for that image.
+    """
+    usable = sorted(((result, fold) for result, fold in results if fold is not None),
+                    key=lambda pair: _rank(pair[0]), reverse=True)[:2]
+    if len(usable) < 2:
+        return None
+    folds = [fold for _, fold in usable]
+    scales = [robust_scale(fold.normal) for fold in folds]
+
+    def combine(kind: str) -> tuple[list[float], list[int]]:
+        per_member = []
+        for fold, (centre, spread) in zip(folds, scales, strict=True):
+            scores = fold.normal if kind == "normal" else fold.anomalous
+            indices = fold.normal_index if kind == "normal" else fold.anomalous_index
+            per_member.append({i: (s - centre) / spread for i, s in zip(indices, scores,
+                                                                        strict=True)})
+        order = sorted(per_member[0])
+        return [float(np.mean([member[i] for member in per_member])) for i in order], order
+
+    combined = _Fold()
+    combined.normal, combined.normal_index = combine("normal")
+    combined.anomalous, combined.anomalous_index = combine("anomalous")
+    peaks = [dict(zip(fold.normal_index, fold.normal_map_peaks, strict=True))
+             for fold in folds]
+    combined.normal_map_peaks = [
+        float(np.mean([(peak[i] - c) / s for peak, (c, s) in zip(peaks, scales, strict=True)]))
+        for i in combined.normal_index]
+    combined.fit_seconds = sum(fold.fit_seconds for fold in folds)
+    ms = sum(result.ms_per_image for result, _ in usable)
+    names = [result.method for result, _ in usable]
+    return _Ensemble(_result(f"ensemble({'+'.join(names)})", combined, split, ms), combined,
+                     names, scales)
+
+
+@dataclass(frozen=True)
+class _Ensemble:
+    result: CandidateResult
+    fold: _Fold
+    members: list[str]
+    scales: list[tuple[float, float]]
 
 
 def _score(method: Method, image: np.ndarray, collected: _Fold) -> tuple[float, np.ndarray]:

@@ -174,6 +174,7 @@ def test_a_key_the_api_did_not_issue_is_recorded_invalid(
         shared_stack: MotoStack, samples_dir: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     import app
+
     from pipeline.ingest import object_refs
 
     key = "uploads/by-hand/photo.jpg"

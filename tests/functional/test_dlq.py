@@ -117,6 +117,7 @@ def test_a_parked_alert_is_listed_and_redriven_once(cli: Any, moto_stack: MotoSt
 def test_a_failed_lake_batch_is_listed_and_resent(cli: Any, moto_stack: MotoStack,
                                                   samples_dir: Path) -> None:
     import app
+
     from scripts.event_sources import StreamPoller
     from tests.functional.conftest import streams_client
 

@@ -74,7 +74,6 @@ def _ingest(stack: MotoStack, samples_dir: Path) -> str:
 def test_sns_down_keeps_the_record_retries_then_parks_the_alert(
         moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float],
         inject: Any) -> None:
-    from pipeline import dlq
 
     inject("sns.Publish", lambda params: _error("InternalError", 500))
     _ingest(moto_stack, samples_dir)
@@ -219,6 +218,7 @@ def test_a_detector_that_raises_retries_then_dead_letters_the_image(
     """Through the real queue and its redrive policy (maxReceiveCount 3), with the local
     event source's Lambda semantics."""
     import app
+
     from pipeline import dlq, ingest
     from scripts.event_sources import SqsPoller
 

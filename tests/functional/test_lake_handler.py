@@ -103,6 +103,7 @@ def test_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) -> None:
 
 def test_more_rows_than_one_firehose_call_takes(firehose: Stubber) -> None:
     import app
+
     from pipeline.analytics import FIREHOSE_BATCH
 
     records = [_insert(f"{i:032x}", str(1000 + i)) for i in range(FIREHOSE_BATCH + 3)]

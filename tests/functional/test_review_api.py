@@ -91,19 +91,22 @@ def test_a_later_review_replaces_the_earlier_and_a_note_is_optional(
 
 
 def test_reviewed_queries_list_only_reviewed_results(api: _Api, stack: ResultsStack) -> None:
-    reviewed = stack.put(record(stack.info, 2, line="line-3"))
-    unreviewed = stack.put(record(stack.info, 3, line="line-3"))
+    # camera cam-9 of line-1 is this module's own, so other tests' records stay out
+    reviewed = stack.put(record(stack.info, 2, camera="cam-9"))
+    unreviewed = stack.put(record(stack.info, 3, camera="cam-9"))
     assert api.review(reviewed.image_id, {"label": "anomaly"})[0] == 200
 
-    _, only = api.call("get", "/results?line=line-3&reviewed=true")
-    _, others = api.call("get", "/results?line=line-3&reviewed=false")
+    _, only = api.call("get", "/results?line=line-1&camera=cam-9&reviewed=true")
+    _, others = api.call("get", "/results?line=line-1&camera=cam-9&reviewed=false")
 
     assert [r["image_id"] for r in only["results"]] == [reviewed.image_id]
     assert [r["image_id"] for r in others["results"]] == [unreviewed.image_id]
-    result = cli("results", "--line", "line-3", "--reviewed", "--format", "json")
+    result = cli("results", "--line", "line-1", "--camera", "cam-9", "--reviewed",
+                 "--format", "json")
     assert result.exit_code == 0, result.output
     assert [r["image_id"] for r in json.loads(result.stdout)] == [reviewed.image_id]
-    result = cli("results", "--line", "line-3", "--not-reviewed", "--format", "csv")
+    result = cli("results", "--line", "line-1", "--camera", "cam-9", "--not-reviewed",
+                 "--format", "csv")
     assert result.stdout.splitlines()[1].startswith(unreviewed.image_id + ",")
 
 
@@ -205,3 +208,12 @@ def test_export_reviewed_is_a_training_set(stack: ResultsStack, tmp_path: Path) 
     again = cli("export-dataset", str(out), "--reviewed", "--line", "line-9")
     assert again.exit_code == 2
     assert "already holds a data set" in again.output
+
+
+def test_a_token_reviews_only_its_own_lines_images(api: _Api, stack: ResultsStack) -> None:
+    other_line = stack.put(record(stack.info, 41, line="line-2", camera="cam-3"))
+
+    status, _ = api.review(other_line.image_id, {"label": "anomaly"})  # token is line-1's
+
+    assert status == 404  # another line's image looks absent rather than forbidden
+    assert not api.call("get", f"/results/{other_line.image_id}")[1]["review"]

@@ -103,7 +103,7 @@ def test_cli_backbone_option(samples: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "onnx_patchcore" in result.output
     trained = json.loads((tmp_path / "m" / "train_report.json").read_text())
-    assert {c["method"] for c in trained["candidates"]} == {"onnx_patchcore", "pixel_gaussian"}
+    assert {"onnx_patchcore", "pixel_gaussian"} <= {c["method"] for c in trained["candidates"]}
 
 
 def test_memory_bank_helpers() -> None:

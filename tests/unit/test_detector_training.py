@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -218,6 +219,62 @@ def test_selection_picks_the_best_cross_validated_method(samples: Path, tmp_path
     assert any(step[0].startswith("cross-validating") for step in progress)
     assert json.loads((tmp_path / "model" / "model.json").read_text())["method"] == (
         "pixel_gaussian")
+
+
+class _Channel:
+    """Scores an image by the mean of one colour channel."""
+
+    name = "red"
+    channel = 0
+    input_size = 32
+
+    def fit(self, normals, anomalies, rng):
+        self.fitted = True
+
+    def score(self, image):
+        plane = image[..., self.channel].astype(np.float32)
+        return float(plane.mean()), plane
+
+    def state(self):
+        return {"marker": np.zeros(1, np.float32)}
+
+    @classmethod
+    def from_state(cls, state):
+        assert state["marker"].shape == (1,)
+        return cls()
+
+
+class _Green(_Channel):
+    name = "green"
+    channel = 1
+
+
+def test_an_ensemble_wins_when_its_members_see_different_defects(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.detector import methods
+
+    monkeypatch.setitem(methods.METHODS, "red", _Channel)
+    monkeypatch.setitem(methods.METHODS, "green", _Green)
+    rng = np.random.default_rng(0)
+    for label, count in (("normal", 12), ("anomaly", 8)):
+        folder = tmp_path / "data" / "train" / label
+        folder.mkdir(parents=True)
+        for index in range(count):
+            colour = rng.normal(100, 3, 3)
+            if label == "anomaly":
+                colour[index % 2] += 40  # half too red, half too green
+            pixels = np.clip(np.broadcast_to(colour, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{index}.png")
+    report = train_model(tmp_path / "data", tmp_path / "model", methods=["red", "green"])
+    by_name = {candidate.method: candidate for candidate in report.candidates}
+    assert by_name["red"].auroc < 0.95 and by_name["green"].auroc < 0.95
+    assert report.method.startswith("ensemble(") and report.cv_auroc == 1.0
+    clear_cache()
+    detector = load_detector("embedded", str(tmp_path / "model"))
+    odd = np.zeros((32, 32, 3), np.uint8) + np.array([100, 145, 100], np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(odd).save(buffer, "PNG")
+    assert detector.detect(buffer.getvalue(), "image/png").is_anomalous
 
 
 def _write_manifest(path: Path, entries: list[tuple[str, int]]) -> None:

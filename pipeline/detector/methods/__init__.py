@@ -10,12 +10,14 @@ from __future__ import annotations
 from pipeline.detector.methods.align import AlignEnvelope
 from pipeline.detector.methods.base import Method, State
 from pipeline.detector.methods.baseline import PixelGaussian
+from pipeline.detector.methods.ensemble import ScoreEnsemble
 from pipeline.detector.methods.onnx_backbone import OnnxPatchCore
 from pipeline.detector.methods.shape import ObjectShape
 
 METHODS: dict[str, type[Method]] = {
     PixelGaussian.name: PixelGaussian,
     OnnxPatchCore.name: OnnxPatchCore,
+    ScoreEnsemble.name: ScoreEnsemble,
     AlignEnvelope.name: AlignEnvelope,
     ObjectShape.name: ObjectShape,
 }

@@ -47,9 +47,9 @@ class AlignEnvelope:
     name: ClassVar[str] = "align"
 
     def __init__(self, input_size: int = 1000, compare_factor: int = 2, tolerance: int = 1,
-                 neighbours: int = 2, map_blur: int = 2, spread_radius: int = 3,
+                 neighbours: int = 1, map_blur: int = 2, spread_radius: int = 3,
                  spread_floor: float = 2.0, search_degrees: float = 2.0,
-                 max_normals: int = 40) -> None:
+                 max_normals: int = 40, background_weight: float = 0.5) -> None:
         self.input_size = input_size
         self.compare_factor = compare_factor
         self.tolerance = tolerance
@@ -59,15 +59,18 @@ class AlignEnvelope:
         self.spread_floor = spread_floor
         self.search_degrees = search_degrees
         self.max_normals = max_normals
+        self.background_weight = background_weight
         self.shape: tuple[int, int] = (0, 0)  # (height, width) of the input images
         self.background = np.zeros(3, np.float32)
         self.part_threshold = 0.0
         self.crop: tuple[int, int] = (0, 0)  # (width, height) in compare pixels
         self.template = np.zeros((0, 0), np.float32)
+        self.flip_below = np.inf  # try the 180-degree turn when the match is weaker
         self.colour_mean = np.zeros((3, 0, 0), np.float32)  # planar: channel, y, x
         self.high = np.zeros((0, 3, 0, 0), np.uint8)  # per normal: max within tolerance
         self.low = np.zeros((0, 3, 0, 0), np.uint8)  # per normal: min within tolerance
         self.spread = np.zeros((0, 0), np.float32)
+        self.weight = np.zeros((0, 0), np.float32)  # 1 on and near the part, less elsewhere
         self._levels: list[tuple[np.ndarray, np.ndarray]] = []
 
     # -- training -------------------------------------------------------------------------
@@ -93,11 +96,15 @@ class AlignEnvelope:
         for rounds in range(3):
             self._set_template(template)
             pairs = zip(greys, poses, strict=True)
-            poses = [self._refine(g, p, try_flip=rounds == 0) for g, p in pairs]
+            flip_below = np.inf if rounds == 0 else -np.inf
+            poses = [self._refine(g, p, flip_below) for g, p in pairs]
             warped = [_warp(g, p, self.crop) for g, p in zip(greys, poses, strict=True)]
             template = np.mean(warped, axis=0)
         self.template = template.astype(np.float32)
         self._set_template(self.template)
+        peaks = [self._search_rotation(g.reduce(2), p)[0]
+                 for g, p in zip(greys, poses, strict=True)]
+        self.flip_below = 0.75 * float(np.median(peaks))
 
         aligned = [_warp(h, p, self.crop) for h, p in zip(halves, poses, strict=True)]
         if len(aligned) > self.max_normals:
@@ -117,6 +124,7 @@ class AlignEnvelope:
         loo = [self._distance(stored[i], everyone != i) for i in everyone]
         r = self.spread_radius
         self.spread = _box(_max_filter(np.max(loo, axis=0), r), r)
+        self.weight = self._part_weight(aligned)
 
     # -- scoring --------------------------------------------------------------------------
 
@@ -127,7 +135,8 @@ class AlignEnvelope:
         planar = _warp(half, pose, self.crop).transpose(2, 0, 1).astype(np.float32)
         matched = np.clip(np.rint(self._match_colour(planar)), 0, 255).astype(np.uint8)
         everyone = np.ones(len(self.high), bool)
-        crop_map = self._distance(matched, everyone) / (self.spread + self.spread_floor)
+        crop_map = self._distance(matched, everyone) * self.weight / (self.spread
+                                                                      + self.spread_floor)
         shown = (max(1, half.size[0] // 2), max(1, half.size[1] // 2))
         return float(crop_map.max()), self._unwarp(crop_map, pose, shown, 0.5)
 
@@ -138,8 +147,8 @@ class AlignEnvelope:
         return _warp(half, self._pose(im, half), self.crop)
 
     def _pose(self, im: Image.Image, half: Image.Image) -> tuple[float, float, float]:
-        pose = self._coarse_pose(np.asarray(self._small(im), np.float32))
-        return self._refine(half.convert("L"), pose, try_flip=True)
+        pose = self._coarse_pose(np.asarray(self._small(im, half), np.float32))
+        return self._refine(half.convert("L"), pose, self.flip_below)
 
     # -- artifact -------------------------------------------------------------------------
 
@@ -149,9 +158,11 @@ class AlignEnvelope:
             "tolerance": self.tolerance, "neighbours": self.neighbours,
             "map_blur": self.map_blur, "spread_radius": self.spread_radius,
             "spread_floor": self.spread_floor, "search_degrees": self.search_degrees,
-            "max_normals": self.max_normals, "shape": list(self.shape),
+            "max_normals": self.max_normals, "background_weight": self.background_weight,
+            "shape": list(self.shape), "weight": self.weight.astype(np.float16),
             "background": self.background, "part_threshold": float(self.part_threshold),
             "crop": list(self.crop), "template": self.template.astype(np.float16),
+            "flip_below": self.flip_below,
             "colour_mean": self.colour_mean.astype(np.float16), "high": self.high,
             "low": self.low, "spread": self.spread.astype(np.float16),
         }
@@ -162,16 +173,18 @@ class AlignEnvelope:
                      int(state["tolerance"]), int(state["neighbours"]),
                      int(state["map_blur"]), int(state["spread_radius"]),
                      float(state["spread_floor"]), float(state["search_degrees"]),
-                     int(state["max_normals"]))
+                     int(state["max_normals"]), float(state["background_weight"]))
         method.shape = (int(state["shape"][0]), int(state["shape"][1]))
         method.background = np.asarray(state["background"], np.float32)
         method.part_threshold = float(state["part_threshold"])
         method.crop = (int(state["crop"][0]), int(state["crop"][1]))
         method.template = np.asarray(state["template"], np.float32)
+        method.flip_below = float(state["flip_below"])
         method.colour_mean = np.asarray(state["colour_mean"], np.float32)
         method.high = np.asarray(state["high"], np.uint8)
         method.low = np.asarray(state["low"], np.uint8)
         method.spread = np.asarray(state["spread"], np.float32)
+        method.weight = np.asarray(state["weight"], np.float32)
         method._set_template(method.template)
         return method
 
@@ -186,8 +199,12 @@ class AlignEnvelope:
     def _small_factor(self) -> int:
         return max(1, max(self.shape) // 250)
 
-    def _small(self, im: Image.Image) -> Image.Image:
-        return im.reduce(self._small_factor())
+    def _small(self, im: Image.Image, half: Image.Image | None = None) -> Image.Image:
+        """The image at about 250 pixels, for locating the part (from `half` if given)."""
+        factor = self._small_factor()
+        if half is not None and factor % self.compare_factor == 0:
+            return half.reduce(factor // self.compare_factor)
+        return im.reduce(factor)
 
     def _half(self, im: Image.Image) -> Image.Image:
         return im.reduce(self.compare_factor) if self.compare_factor > 1 else im
@@ -242,30 +259,62 @@ class AlignEnvelope:
             self._levels.append((window, spectrum))
 
     def _refine(self, grey: Image.Image, pose: tuple[float, float, float],
-                try_flip: bool) -> tuple[float, float, float]:
-        """Search rotations at half the compare scale, then fix the shift at full scale."""
-        cx, cy, angle = pose
+                flip_below: float) -> tuple[float, float, float]:
+        """Search rotations at half the compare scale, then fix the shift at full scale.
+
+        The part turned by 180 degrees is tried too when the best match is weaker than
+        `flip_below` (a fraction of what normal training images reach)."""
         small = grey.reduce(2)
-        small_crop = (self.crop[0] // 2, self.crop[1] // 2)
+        peak, pose = self._search_rotation(small, pose)
+        if peak < flip_below:
+            cx, cy, angle = pose
+            flipped_peak, flipped = self._search_rotation(small, (cx, cy, angle + np.pi))
+            if flipped_peak > peak:
+                pose = flipped
+        _, dy, dx = self._phase_correlate(_warp(grey, pose, self.crop), 0)
+        pose = _moved(pose, dx, dy)
+        # final touch at full compare scale: a quarter step either way, parabola, shift
+        cx, cy, angle = pose
+        quarter = np.deg2rad(self.search_degrees / 8)
+        fine = [self._phase_correlate(_warp(grey, (cx, cy, angle + k * quarter), self.crop), 0)
+                for k in (-1, 0, 1)]
+        before, at, after = (f[0] for f in fine)
+        curvature = before - 2 * at + after
+        best = int(np.argmax([before, at, after])) - 1
+        offset = float(best)
+        if best == 0 and curvature < 0:
+            offset = 0.5 * (before - after) / curvature
+        _, dy, dx = fine[best + 1]
+        return _moved((cx, cy, angle + best * quarter), dx, dy)[:2] + (angle + offset * quarter,)
+
+    def _search_rotation(self, small: Image.Image, pose: tuple[float, float, float]
+                         ) -> tuple[float, tuple[float, float, float]]:
+        """(peak, pose): the best of a few rotations around `pose`, stepping outwards
+        while the match improves, then a parabola through the best three."""
+        cx, cy, angle = pose
+        crop = (self.crop[0] // 2, self.crop[1] // 2)
         step = np.deg2rad(self.search_degrees / 2)
-        offsets = [-2 * step, -step, 0.0, step, 2 * step]
-        candidates = [angle + o for o in offsets] + ([angle + np.pi] if try_flip else [])
-        results = [self._phase_correlate(_warp(small, (cx / 2, cy / 2, a), small_crop), 1)
-                   for a in candidates]
-        peaks = np.array([r[0] for r in results])
-        best = int(np.argmax(peaks))
-        if best >= len(offsets):  # flipped: search around the flipped angle
-            return self._refine(grey, (cx, cy, angle + np.pi), try_flip=False)
-        refined = candidates[best]
-        if 0 < best < len(offsets) - 1:
-            before, at, after = peaks[best - 1], peaks[best], peaks[best + 1]
+
+        def match(k: int) -> tuple[float, float, float]:
+            return self._phase_correlate(_warp(small, (cx / 2, cy / 2, angle + k * step),
+                                               crop), 1)
+
+        tried = {k: match(k) for k in (-1, 0, 1)}
+        best = max(tried, key=lambda k: tried[k][0])
+        while best != 0 and abs(best) < 2:
+            outward = best + (1 if best > 0 else -1)
+            tried[outward] = match(outward)
+            if tried[outward][0] <= tried[best][0]:
+                break
+            best = outward
+        refined = angle + best * step
+        if best - 1 in tried and best + 1 in tried:
+            before, at, after = tried[best - 1][0], tried[best][0], tried[best + 1][0]
             curvature = before - 2 * at + after
             if curvature < 0:
                 refined += 0.5 * (before - after) / curvature * step
-        _, dy, dx = results[best]
-        pose = _moved((cx, cy, refined), 2 * dx, 2 * dy)
-        _, dy, dx = self._phase_correlate(_warp(grey, pose, self.crop), 0)
-        return _moved(pose, dx, dy)
+        peak, dy, dx = tried[best]
+        return peak, _moved((cx, cy, refined), 2 * dx, 2 * dy)
 
     def _phase_correlate(self, moving: np.ndarray, level: int) -> tuple[float, float, float]:
         """(peak height, dy, dx): shifting `moving` by (dy, dx) best matches the template."""
@@ -288,6 +337,15 @@ class AlignEnvelope:
         height_3x3 = float(surface[np.ix_(rows, cols)].sum())
         return height_3x3, float(dy), float(dx)
 
+    def _part_weight(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
+        """1 where most aligned normals show the part (grown by 2.5% of the crop width),
+        `background_weight` further out: lint on the mat matters less than the part."""
+        votes = np.mean([np.abs(a.astype(np.float32) - self.background).sum(axis=-1)
+                         > self.part_threshold for a in aligned], axis=0) > 0.5
+        near = _max_filter(votes.astype(np.float32), max(1, round(0.025 * self.crop[0])))
+        weight = near + (1.0 - near) * self.background_weight
+        return _box(weight, 2)
+
     def _match_colour(self, planar: np.ndarray) -> np.ndarray:
         """Per-channel gain and offset (least squares) that best match the mean normal."""
         out = np.empty_like(planar)
@@ -308,10 +366,11 @@ class AlignEnvelope:
         below = np.minimum(planar, low)
         np.subtract(low, below, out=below)
         outside += below  # one of the two is zero, so uint8 cannot overflow
-        summed = outside[:, 0].astype(np.uint16)
-        summed += outside[:, 1]
+        summed = np.add(outside[:, 0], outside[:, 1], dtype=np.uint16)
         summed += outside[:, 2]
         k = max(1, min(self.neighbours, len(summed)))
+        if k == 1:
+            return _box(summed.min(axis=0).astype(np.float32), self.map_blur)
         smallest = [np.full(summed.shape[1:], np.iinfo(np.uint16).max, np.uint16)
                     for _ in range(k)]
         for distance in summed:  # insert into the k running minima
@@ -413,12 +472,17 @@ def _box(values: np.ndarray, radius: int) -> np.ndarray:
         return out
     for axis in (0, 1):
         length = out.shape[axis]
-        summed = np.cumsum(out, axis=axis, dtype=np.float64)
-        summed = np.concatenate([np.zeros_like(np.take(summed, [0], axis=axis)), summed],
-                                axis=axis)
+        source = out if axis == 1 else out.copy()
+        total = source.copy()
+        for s in range(1, min(radius, length - 1) + 1):
+            if axis == 0:
+                total[s:] += source[:-s]
+                total[:-s] += source[s:]
+            else:
+                total[:, s:] += source[:, :-s]
+                total[:, :-s] += source[:, s:]
         index = np.arange(length)
-        lo, hi = np.clip(index - radius, 0, length), np.clip(index + radius + 1, 0, length)
+        count = (np.minimum(index, radius) + np.minimum(length - 1 - index, radius) + 1)
         shape = [-1 if k == axis else 1 for k in range(out.ndim)]
-        out = ((np.take(summed, hi, axis=axis) - np.take(summed, lo, axis=axis))
-               / (hi - lo).reshape(shape)).astype(np.float32)
+        out = total / count.reshape(shape).astype(np.float32)
     return out
