@@ -11,6 +11,7 @@ Thin by design: parse the event, call `pipeline`, shape the answer. Handlers:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from chalice import (
@@ -99,7 +100,7 @@ def _target(line_id: Any, camera_id: Any, image_id: Any, content_type: Any
 @app.route("/getsignedurl", methods=["GET"], authorizer=token_authorizer)
 def get_signed_url() -> dict[str, Any]:
     """The seed's route: a presigned PUT URL for one image."""
-    params: dict[str, str] = _request().query_params or {}
+    params: Mapping[str, str] = _request().query_params or {}
     target = _target(params.get("assemblylineid"), params.get("cameraid"),
                      params.get("imageid"), params.get("contenttype"))
     settings = current()
@@ -131,7 +132,7 @@ def create_upload() -> Response:
 
 @app.route("/results", methods=["GET"], authorizer=token_authorizer)
 def list_results() -> dict[str, Any]:
-    params: dict[str, str] = _request().query_params or {}
+    params: Mapping[str, str] = _request().query_params or {}
     try:
         query = queries.ResultQuery(
             line_id=params.get("line", ""),
