@@ -191,10 +191,31 @@ def process(ref: ObjectRef, settings: Settings, detector: Detector) -> Outcome:
     """Analyse and start the workflow. An unexpected error is noted on the image (see
     `note_failure`) and re-raised, so the message is retried and, in the end, dead-lettered."""
     try:
+        recorded = already_recorded(ref, settings)
+        if recorded is not None:
+            return recorded
         return start_workflow(analyse(ref, settings, detector), settings)
     except Exception as exc:
         note_failure(ref, exc)
         raise
+
+
+def already_recorded(ref: ObjectRef, settings: Settings) -> Outcome | None:
+    """A redelivery of an upload whose record is already written: no second detection, no
+    second execution, no second set of metrics. (EXPRESS workflows do not refuse a reused
+    execution name; the conditional put still guards deliveries that overlap.)"""
+    parts = parse_key(ref.key)
+    if parts is None:
+        return None
+    item = aws.client("dynamodb").get_item(
+        TableName=settings.table_name, Key={"image_id": {"S": parts.upload_id}},
+        ConsistentRead=True).get("Item")
+    if not item:
+        return None
+    record = ResultRecord.from_item(item)
+    if record.idempotency_key != ref.idempotency_key:
+        return None  # the same key with other bytes: the workflow's put decides
+    return Outcome(record, AlertDecision(send=False), ref.idempotency_key, duplicate=True)
 
 
 FAILURE_TAG = "linesight-error"

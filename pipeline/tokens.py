@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline import aws
 from pipeline.records import iso, parse_time, utc_now
+from pipeline.uploads import validate_id
 
 REVOCATION_SECONDS = 30.0
 # Two caches in series (API Gateway's authorizer cache, then this process's): each gets half.
@@ -68,7 +69,9 @@ def is_well_formed(token: str) -> bool:
 def create_token(table: str, line_id: str, camera_id: str, *,
                  expires_at: datetime | None = None, description: str = "") -> tuple[str, str]:
     """Store a new token's hash and scope; return (token_id, token). The token itself is
-    never stored and cannot be shown again."""
+    never stored and cannot be shown again. The scope must be IDs the upload API accepts."""
+    line_id = validate_id(line_id, "line_id")
+    camera_id = validate_id(camera_id, "camera_id")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)

@@ -7,9 +7,16 @@ Execution input (built by `pipeline.ingest.execution_input`):
     {"item": <typed DynamoDB item>, "record": <record JSON>, "alert": {"send", "reason",
      "subject", "message", "line_id"}}
 
-Exactly-once outcomes: the putItem is conditional on the image not being recorded yet,
-and only the execution that wrote the record goes on to alert. A duplicate delivery ends
-in `AlreadyRecorded` without an alert.
+Exactly-once outcomes: the putItem is conditional, and only the execution that wrote the
+record goes on to alert; a duplicate delivery ends in `AlreadyRecorded` without an alert.
+What "conditional" means depends on the workflow type:
+- EXPRESS (the default): names are not unique, so a redelivered upload can start a second
+  execution with the same idempotency key. The put requires that the image is not
+  recorded at all. The price: if DynamoDB commits a put but answers with a retryable
+  error, the retry finds the record and that one alert is skipped (the record is kept).
+- STANDARD: a name runs once in 90 days (the ingest handler treats ExecutionAlreadyExists
+  as a duplicate), so a record with the same idempotency key can only be this execution's
+  own earlier attempt: the put accepts it and the alert still goes out.
 """
 
 from __future__ import annotations
@@ -42,9 +49,25 @@ def _to_failure_queue(result_path: str = "$.error") -> dict[str, Any]:
             "Next": "SendToFailureQueue"}
 
 
-def state_machine_definition(*, table_name: str, topic_arn: str,
-                             failure_queue_url: str) -> dict[str, Any]:
+def put_condition(workflow_type: str) -> tuple[str, dict[str, Any]]:
+    """The putItem condition and its values for a workflow type (see the module doc)."""
+    if workflow_type == "STANDARD":
+        return ("attribute_not_exists(image_id) OR idempotency_key = :k",
+                {":k": {"S.$": "$.record.idempotency_key"}})
+    return "attribute_not_exists(image_id)", {}
+
+
+def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_url: str,
+                             workflow_type: str = "EXPRESS") -> dict[str, Any]:
     """The ASL document for one environment."""
+    condition, values = put_condition(workflow_type)
+    put_parameters: dict[str, Any] = {
+        "TableName": table_name,
+        "Item.$": "$.item",
+        "ConditionExpression": condition,
+    }
+    if values:
+        put_parameters["ExpressionAttributeValues"] = values
     return {
         "Comment": "LineSight: record a detection result once, then alert if needed.",
         "StartAt": "RecordResult",
@@ -52,11 +75,7 @@ def state_machine_definition(*, table_name: str, topic_arn: str,
             "RecordResult": {
                 "Type": "Task",
                 "Resource": "arn:aws:states:::dynamodb:putItem",
-                "Parameters": {
-                    "TableName": table_name,
-                    "Item.$": "$.item",
-                    "ConditionExpression": "attribute_not_exists(image_id)",
-                },
+                "Parameters": put_parameters,
                 "ResultPath": None,
                 "Retry": _retry(*DYNAMODB_RETRYABLE),
                 "Catch": [

@@ -54,6 +54,7 @@ class Topology:
     image_extensions: tuple[str, ...] = ("jpg", "jpeg", "png")
     anomaly_rate_alarm: float = 0.25
     latency_p95_alarm_ms: float = 30000.0
+    workflow_type: str = "EXPRESS"
 
     def to_stack_config(self, model_dir: Path) -> StackConfig:
         return parse_stack_config({
@@ -63,6 +64,7 @@ class Topology:
             "imageExtensions": list(self.image_extensions),
             "anomalyRateAlarm": self.anomaly_rate_alarm,
             "latencyAlarmMs": int(self.latency_p95_alarm_ms),
+            "workflowType": self.workflow_type,
             "modelPath": str(model_dir),
             "lines": [{"id": line, "cameras": list(cameras),
                        **self.line_policies.get(line, {})}
@@ -85,7 +87,8 @@ class Topology:
                    max_upload_bytes=config.max_upload_bytes,
                    image_extensions=config.image_extensions,
                    anomaly_rate_alarm=max(rates),
-                   latency_p95_alarm_ms=float(config.latency_alarm_ms))
+                   latency_p95_alarm_ms=float(config.latency_alarm_ms),
+                   workflow_type=config.workflow_type)
 
 
 @dataclass(frozen=True)
@@ -333,10 +336,11 @@ class LocalStack:
                                       indent=2).encode(), ContentType="application/json")
 
         definition = workflow.state_machine_definition(
-            table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url)
+            table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url,
+            workflow_type=topo.workflow_type)
         state_machine_arn = sfn.create_state_machine(
             name=names.state_machine, definition=json.dumps(definition), roleArn=role_arn,
-            type="EXPRESS")["stateMachineArn"]
+            type=topo.workflow_type)["stateMachineArn"]
 
         model_uri = self._upload_model(s3)
         self._provision_monitoring(client("cloudwatch"), names, topic_arn, state_machine_arn)

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,21 +121,38 @@ class MotoStack:
             "awsRegion": REGION}]}
 
 
-@pytest.fixture
-def moto_stack(aws_env: None, trained_model: Path, monkeypatch: pytest.MonkeyPatch
-               ) -> Iterator[MotoStack]:
+@contextmanager
+def _provisioned(model: Path, monkeypatch: pytest.MonkeyPatch,
+                 topology: Any = None) -> Iterator[MotoStack]:
     from moto import mock_aws
 
+    from pipeline.detector import clear_cache
     from scripts.local_stack import LocalStack
 
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        local = LocalStack(trained_model, write_state=False)
+        local = LocalStack(model, topology, write_state=False)
         info = local.provision(client=lambda service: boto3.client(service, region_name=REGION))
         for key, value in local.handler_environment(info).items():
             monkeypatch.setenv(key, value)
         _reset_caches()
         info.camera_tokens = local._create_tokens(info.tokens_table)
         yield MotoStack(info, local)
-    from pipeline.detector import clear_cache
-
     clear_cache()
+
+
+@pytest.fixture
+def moto_stack(aws_env: None, trained_model: Path, monkeypatch: pytest.MonkeyPatch
+               ) -> Iterator[MotoStack]:
+    """The default stack: an EXPRESS workflow."""
+    with _provisioned(trained_model, monkeypatch) as stack:
+        yield stack
+
+
+@pytest.fixture(params=["EXPRESS", "STANDARD"])
+def moto_stack_any_workflow(request: pytest.FixtureRequest, aws_env: None, trained_model: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoStack]:
+    """The stack once per workflow type, for claims that must hold for both."""
+    from scripts.local_stack import Topology
+
+    with _provisioned(trained_model, monkeypatch, Topology(workflow_type=request.param)) as stack:
+        yield stack

@@ -72,19 +72,20 @@ def test_normal_upload_is_recorded_without_alert(moto_stack: MotoStack,
     assert _alerts(moto_stack) == []
 
 
-def test_duplicate_delivery_gives_one_record_and_one_alert(moto_stack: MotoStack,
-                                                           samples_dir: Path) -> None:
+def test_duplicate_delivery_gives_one_record_and_one_alert(
+        moto_stack_any_workflow: MotoStack, samples_dir: Path) -> None:
     import app
 
-    key = moto_stack.upload(_image(samples_dir, "anomaly"))
-    event = moto_stack.sqs_event_for(key)
+    stack = moto_stack_any_workflow
+    key = stack.upload(_image(samples_dir, "anomaly"))
+    event = stack.sqs_event_for(key)
     app.ingest(event, None)
-    _wait_for_executions(moto_stack, 1)
+    _wait_for_executions(stack, 1)
     app.ingest(event, None)  # the same S3 event delivered again
 
     time.sleep(0.5)  # a second execution, if one started, has had time to write
-    assert len(_records(moto_stack)) == 1
-    assert len(_alerts(moto_stack)) == 1
+    assert len(_records(stack)) == 1
+    assert len(_alerts(stack)) == 1
 
 
 @pytest.mark.parametrize("body, why", [
@@ -139,3 +140,21 @@ def test_poison_message_fails_only_itself(moto_stack: MotoStack, samples_dir: Pa
     assert result == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
     _wait_for_executions(moto_stack, 1)
     assert len(_records(moto_stack)) == 1
+
+
+def test_redelivery_after_the_record_is_written_is_not_counted_again(
+        moto_stack: MotoStack, samples_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import app
+
+    key = moto_stack.upload(_image(samples_dir, "anomaly"))
+    event = moto_stack.sqs_event_for(key)
+    app.ingest(event, None)
+    _wait_for_executions(moto_stack, 1)
+    assert "ProcessedImageCount" in capsys.readouterr().out
+
+    assert app.ingest(event, None) == {"batchItemFailures": []}  # e.g. an SQS redelivery
+
+    assert "ProcessedImageCount" not in capsys.readouterr().out  # metrics count it once
+    executions = moto_stack.client("stepfunctions").list_executions(
+        stateMachineArn=moto_stack.info.state_machine_arn)["executions"]
+    assert len(executions) == 1  # and no second workflow ran

@@ -76,6 +76,17 @@ def test_only_a_salted_hash_and_the_scope_are_stored(table: str) -> None:
     assert token != other
 
 
+@pytest.mark.parametrize("line, camera", [("../line", "cam-1"), ("line-1", "cam/1"),
+                                          ("", "cam-1")])
+def test_a_token_is_only_scoped_to_ids_the_upload_api_accepts(table: str, line: str,
+                                                               camera: str) -> None:
+    from pipeline.uploads import UploadRequestError
+
+    with pytest.raises(UploadRequestError):
+        tokens.create_token(table, line, camera)
+    assert _items(table) == []
+
+
 def test_a_valid_token_yields_its_scope(table: str) -> None:
     token_id, token = tokens.create_token(table, "line-2", "cam-3")
     scope = tokens.verify(table, token)

@@ -31,6 +31,18 @@ def test_the_put_is_conditional_and_a_duplicate_skips_the_alert() -> None:
     assert "States.ALL" not in put["Retry"][0]["ErrorEquals"]
 
 
+def test_standard_workflows_let_an_execution_finish_its_own_put() -> None:
+    # A STANDARD name runs once, so a record with our idempotency key is our own earlier
+    # attempt (a put that committed but answered with an error): go on and alert.
+    standard = state_machine_definition(table_name="t", topic_arn="arn:aws:sns:r:1:t",
+                                        failure_queue_url="q", workflow_type="STANDARD")
+    put = standard["States"]["RecordResult"]["Parameters"]
+    assert put["ConditionExpression"] == (
+        "attribute_not_exists(image_id) OR idempotency_key = :k")
+    assert put["ExpressionAttributeValues"] == {":k": {"S.$": "$.record.idempotency_key"}}
+    assert "ExpressionAttributeValues" not in TASKS["RecordResult"]["Parameters"]
+
+
 def test_failures_go_to_the_failure_queue() -> None:
     for name in ("RecordResult", "PublishAlert"):
         assert TASKS[name]["Catch"][-1]["Next"] == "SendToFailureQueue"
