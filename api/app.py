@@ -216,7 +216,7 @@ def ingest(event: Any) -> dict[str, Any]:
                         batch_size=100)
 def to_lake(event: Any) -> dict[str, Any]:
     """INSERTs of the results table become lake rows in Firehose. Rows Firehose refuses
-    are reported back, so only they are retried."""
+    are retried here; only rows it refuses every time are reported back to Lambda."""
     settings = current()
     settings.require("firehose_stream")
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -228,8 +228,10 @@ def to_lake(event: Any) -> dict[str, Any]:
         try:
             result = ResultRecord.from_item(record.new_image)
         except (KeyError, ValueError, TypeError):
-            log.exception("cannot decode stream record %s", sequence)
-            failures.append({"itemIdentifier": sequence})
+            # Permanent: retrying cannot help, and reporting it would make Lambda resend
+            # every later record of the batch. The record itself stays in the table.
+            log.exception("cannot decode stream record %s; it gets no lake row", sequence)
+            emit_unexpected_error("lake-decode")
             continue
         rows.append((sequence, analytics.lake_row(result, record.aws_region or settings.region)))
     if rows:

@@ -7,6 +7,7 @@ seed, with the seed's column names so existing QuickSight analyses keep working.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,20 +77,33 @@ def encode_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, bytes]]:
     return [{"Data": (json.dumps(row, sort_keys=True) + "\n").encode()} for row in rows]
 
 
-def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
-    """Send (id, row) pairs to Firehose; return the ids of the rows Firehose refused
-    (`FailedPutCount` > 0), so the caller reports only those as failed."""
-    failed: list[str] = []
+def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]], *,
+              attempts: int = 3, backoff_seconds: float = 0.1) -> list[str]:
+    """Send (id, row) pairs to Firehose; return the ids of rows it still refused after
+    `attempts` tries.
+
+    Only refused rows (`FailedPutCount` > 0) are sent again, inside this invocation: a
+    stream batch reported back to Lambda is retried from its first failed record, which
+    would put every later row into the lake twice.
+    """
     firehose = aws.client("firehose")
-    for start in range(0, len(rows), FIREHOSE_BATCH):
-        chunk = rows[start:start + FIREHOSE_BATCH]
-        response = firehose.put_record_batch(
-            DeliveryStreamName=stream_name, Records=encode_rows(row for _, row in chunk))
-        if response.get("FailedPutCount", 0):
-            failed.extend(row_id for (row_id, _), result
-                          in zip(chunk, response["RequestResponses"], strict=True)
-                          if result.get("ErrorCode"))
-    return failed
+    pending = list(rows)
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(backoff_seconds * 2 ** (attempt - 1))
+        refused: list[tuple[str, Mapping[str, Any]]] = []
+        for start in range(0, len(pending), FIREHOSE_BATCH):
+            chunk = pending[start:start + FIREHOSE_BATCH]
+            response = firehose.put_record_batch(
+                DeliveryStreamName=stream_name, Records=encode_rows(row for _, row in chunk))
+            if response.get("FailedPutCount", 0):
+                refused.extend(pair for pair, result
+                               in zip(chunk, response["RequestResponses"], strict=True)
+                               if result.get("ErrorCode"))
+        if not refused:
+            return []
+        pending = refused
+    return [row_id for row_id, _ in pending]
 
 
 def s3_destination(*, bucket_arn: str, role_arn: str, buffering: Buffering) -> dict[str, Any]:

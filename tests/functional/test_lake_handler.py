@@ -1,6 +1,7 @@
-"""The lake handler (`to_lake`): INSERTs become lake rows in Firehose; rows Firehose refuses
-(`FailedPutCount` > 0) and records that cannot be decoded are the only ones reported in
-`batchItemFailures`, so only they are retried."""
+"""The lake handler (`to_lake`): INSERTs become lake rows in Firehose. Rows Firehose refuses
+(`FailedPutCount` > 0) are re-sent alone inside the invocation; only rows refused every
+time are reported in `batchItemFailures`. A record that cannot be decoded is logged and
+counted, not reported (Lambda would resend every later record of the batch)."""
 
 from __future__ import annotations
 
@@ -56,17 +57,34 @@ def test_inserts_become_lake_rows(moto_stack: MotoStack) -> None:
     assert row["Region"] == "us-east-1"
 
 
-def test_only_the_rows_firehose_refused_are_reported(firehose: Stubber) -> None:
+def test_refused_rows_are_re_sent_alone_and_then_succeed(firehose: Stubber) -> None:
     import app
 
     records = [_insert(c * 32, str(200 + i)) for i, c in enumerate("abcd")]
     firehose.add_response("put_record_batch", _put_response(
         None, "ServiceUnavailableException", None, "InternalFailure"),
         {"DeliveryStreamName": ANY, "Records": ANY})
+    # the retry carries only the two refused rows (the stub checks there is a second call)
+    firehose.add_response("put_record_batch", _put_response(None, None),
+                          {"DeliveryStreamName": ANY, "Records": ANY})
+
+    assert app.to_lake(_event(*records), None) == {"batchItemFailures": []}
+
+
+def test_only_rows_refused_every_time_are_reported(firehose: Stubber) -> None:
+    import app
+
+    records = [_insert(c * 32, str(200 + i)) for i, c in enumerate("abcd")]
+    firehose.add_response("put_record_batch", _put_response(
+        None, "ServiceUnavailableException", None, "InternalFailure"),
+        {"DeliveryStreamName": ANY, "Records": ANY})
+    firehose.add_response("put_record_batch", _put_response(None, "InternalFailure"),
+                          {"DeliveryStreamName": ANY, "Records": ANY})
+    firehose.add_response("put_record_batch", _put_response("InternalFailure"),
+                          {"DeliveryStreamName": ANY, "Records": ANY})
 
     result = app.to_lake(_event(*records), None)
-    assert result == {"batchItemFailures": [{"itemIdentifier": "201"},
-                                            {"itemIdentifier": "203"}]}
+    assert result == {"batchItemFailures": [{"itemIdentifier": "203"}]}
 
 
 def test_all_rows_sent_means_no_failures(firehose: Stubber) -> None:
@@ -78,7 +96,8 @@ def test_all_rows_sent_means_no_failures(firehose: Stubber) -> None:
         "batchItemFailures": []}
 
 
-def test_an_undecodable_record_fails_alone(firehose: Stubber) -> None:
+def test_an_undecodable_record_is_counted_not_retried(
+        firehose: Stubber, capsys: pytest.CaptureFixture[str]) -> None:
     import app
 
     broken = _insert("c" * 32, "301")
@@ -87,7 +106,8 @@ def test_an_undecodable_record_fails_alone(firehose: Stubber) -> None:
                           {"DeliveryStreamName": ANY, "Records": ANY})
     result = app.to_lake(_event(_insert("a" * 32, "300"), broken, _insert("b" * 32, "302")),
                          None)
-    assert result == {"batchItemFailures": [{"itemIdentifier": "301"}]}
+    assert result == {"batchItemFailures": []}
+    assert '"stage":"lake-decode"' in capsys.readouterr().out.replace(" ", "")
 
 
 def test_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) -> None:
@@ -111,5 +131,8 @@ def test_more_rows_than_one_firehose_call_takes(firehose: Stubber) -> None:
                           {"DeliveryStreamName": ANY, "Records": ANY})
     firehose.add_response("put_record_batch", _put_response(None, "InternalFailure", None),
                           {"DeliveryStreamName": ANY, "Records": ANY})
+    for _ in range(2):  # the refused row alone, refused again on both retries
+        firehose.add_response("put_record_batch", _put_response("InternalFailure"),
+                              {"DeliveryStreamName": ANY, "Records": ANY})
     result = app.to_lake(_event(*records), None)
     assert result == {"batchItemFailures": [{"itemIdentifier": str(1000 + FIREHOSE_BATCH + 1)}]}
