@@ -89,6 +89,7 @@ class LoadReport:
     p95_ms: float = 0.0
     max_ms: float = 0.0
     problems: list[str] = field(default_factory=list)
+    pollers: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +107,7 @@ class LoadReport:
             f"throughput        {self.throughput:.1f} images/s end to end",
             f"latency           p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
             f"max {self.max_ms:.0f} ms (upload start -> record processed)",
+            *(f"poller            {line}" for line in self.pollers),
             "checks            " + ("all passed" if self.ok else "; ".join(self.problems)),
         ]
 
@@ -236,6 +238,11 @@ def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int =
             dead = {name: _queue_depth(stack, url) for name, url in (
                 ("ingest DLQ", info.dlq_url), ("workflow failures", info.failure_queue_url),
                 ("lake failures", info.lake_failure_queue_url))}
+            report.pollers = [
+                f"{p.function_name}: {p.stats.batches} batches, {p.stats.records} records, "
+                f"{p.stats.failures} reported failed, {len(p.stats.errors)} poll errors"
+                for p in stack.pollers]
+            twins = _lake_twins(stack.client("s3"), info.results_bucket)
 
     by_id = {s.image_id: s for s in ok}
     latencies = sorted((r.processed_at.timestamp() - by_id[r.image_id].started) * 1000.0
@@ -258,10 +265,25 @@ def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int =
         report.p95_ms = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
         report.max_ms = latencies[-1]
     report.problems = _check(report, ok, records, rows, alerts, dead)
+    report.problems.extend(twins)
     if report.failed_uploads:
         first = next(s.error for s in sent if not s.image_id)
         report.problems.insert(0, f"{report.failed_uploads} uploads failed (first: {first})")
     return report
+
+
+def _lake_twins(s3: Any, bucket: str) -> list[str]:
+    """For each image with more than one lake row: the Firehose objects that hold them
+    (one object: one batch sent a record twice; several: a batch was sent again)."""
+    where: dict[str, list[str]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="lake/"):
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+            for line in body.splitlines():
+                if line.strip():
+                    where.setdefault(json.loads(line)["ImageId"], []).append(obj["Key"])
+    return [f"lake row of {image} {len(keys)} times in {len(set(keys))} Firehose object(s)"
+            for image, keys in where.items() if len(keys) > 1]
 
 
 def _check(report: LoadReport, ok: list[Sent], records: list[ResultRecord],

@@ -112,7 +112,10 @@ def invoke(handler: Handler, event: dict[str, Any], name: str,
         return handler(event, lambda_context(name))
     finally:
         del _buffers[threading.get_ident()]
-        _flush_metrics(buffer.getvalue(), cloudwatch)
+        try:
+            _flush_metrics(buffer.getvalue(), cloudwatch)
+        except Exception:  # metrics must never turn a handled batch into a failed one
+            log.exception("could not put the metrics %s printed", name)
 
 
 def _flush_metrics(output: str, cloudwatch: Any | None) -> None:
@@ -201,12 +204,12 @@ class StreamPoller(threading.Thread):
     def __init__(self, streams: Any, stream_arn: str, handler: Handler, name: str,
                  stop: threading.Event, *, sqs: Any = None, on_failure_url: str = "",
                  cloudwatch: Any | None = None, batch_size: int = 100,
-                 max_retries: int = 3) -> None:
+                 max_retries: int = 3, region: str = "us-east-1") -> None:
         super().__init__(name=f"poller-{name}", daemon=True)
         self.streams, self.stream_arn, self.handler = streams, stream_arn, handler
         self.function_name, self.stop_event = name, stop
         self.sqs, self.on_failure_url, self.cloudwatch = sqs, on_failure_url, cloudwatch
-        self.batch_size, self.max_retries = batch_size, max_retries
+        self.batch_size, self.max_retries, self.region = batch_size, max_retries, region
         self.iterators: dict[str, str] = {}
         self.stats = PollerStats()
 
@@ -235,11 +238,12 @@ class StreamPoller(threading.Thread):
         seen = 0
         for shard_id, iterator in list(self.iterators.items()):
             response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
-            self.iterators[shard_id] = response.get("NextShardIterator") or iterator
             records = [self._record(r) for r in response.get("Records", [])]
             if records:
                 self._deliver(records)
                 seen += len(records)
+            # Move on only once the batch is delivered (or sent to the on-failure queue).
+            self.iterators[shard_id] = response.get("NextShardIterator") or iterator
         return seen
 
     def _deliver(self, records: list[dict[str, Any]]) -> None:
@@ -258,8 +262,9 @@ class StreamPoller(threading.Thread):
                 return
             # Lambda checkpoints before the lowest failed record and retries from there.
             sequences = [r["dynamodb"]["SequenceNumber"] for r in batch]
-            first = min(sequences.index(s) for s in failed if s in sequences)
-            batch = batch[first:]
+            known = [sequences.index(s) for s in failed if s in sequences]
+            # An identifier that is not in the batch fails the whole batch, as in Lambda.
+            batch = batch[min(known):] if len(known) == len(failed) else batch
             self.stats.failures += len(failed)
             time.sleep(min(0.2 * 2 ** attempt, 2.0))
         self._send_to_on_failure(batch)
@@ -288,7 +293,7 @@ class StreamPoller(threading.Thread):
         dynamodb.setdefault("StreamViewType", "NEW_IMAGE")
         record["dynamodb"] = dynamodb
         record.setdefault("eventSourceARN", self.stream_arn)
-        record.setdefault("awsRegion", "us-east-1")
+        record.setdefault("awsRegion", self.region)
         record.setdefault("eventID", str(uuid.uuid4()))
         record.setdefault("eventSource", "aws:dynamodb")
         return record

@@ -454,7 +454,7 @@ class LocalStack:
         self.pollers.append(StreamPoller(
             self.client("dynamodbstreams"), stream_arn, app_module.to_lake, "to-lake",
             self.stop_event, sqs=self.client("sqs"), on_failure_url=info.lake_failure_queue_url,
-            cloudwatch=cloudwatch))
+            cloudwatch=cloudwatch, region=self.region))
         for poller in self.pollers:
             poller.start()
 

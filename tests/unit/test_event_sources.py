@@ -1,0 +1,111 @@
+"""The local event-source stand-in keeps Lambda's batch semantics (fakes, no network)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from scripts.event_sources import SqsPoller, StreamPoller
+
+
+class FakeStreams:
+    """One shard holding `records`, served in one batch."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        self.served = False
+
+    def describe_stream(self, StreamArn: str) -> dict[str, Any]:  # noqa: N803 - boto names
+        return {"StreamDescription": {"Shards": [{"ShardId": "s-1"}]}}
+
+    def get_shard_iterator(self, **_: Any) -> dict[str, Any]:
+        return {"ShardIterator": "it-0"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:  # noqa: N803
+        batch = [] if self.served else self.records
+        self.served = True
+        return {"Records": batch, "NextShardIterator": "it-1"}
+
+
+class FakeSqs:
+    def __init__(self, messages: list[dict[str, Any]] | None = None) -> None:
+        self.messages = messages or []
+        self.sent: list[str] = []
+        self.deleted: list[str] = []
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> None:  # noqa: N803
+        self.sent.append(MessageBody)
+
+    def receive_message(self, **_: Any) -> dict[str, Any]:
+        batch, self.messages = self.messages, []
+        return {"Messages": batch}
+
+    def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> None:  # noqa: N803
+        self.deleted.extend(entry["ReceiptHandle"] for entry in Entries)
+
+
+def _stream_record(sequence: str) -> dict[str, Any]:
+    return {"eventName": "INSERT", "dynamodb": {"SequenceNumber": sequence, "NewImage": {}}}
+
+
+def _poller(records: list[dict[str, Any]], handler: Any, sqs: FakeSqs) -> StreamPoller:
+    poller = StreamPoller(FakeStreams(records), "arn:stream", handler, "to-lake",
+                          threading.Event(), sqs=sqs, on_failure_url="q", max_retries=2)
+    return poller
+
+
+def test_a_partial_failure_is_retried_from_the_first_failed_record() -> None:
+    seen: list[list[str]] = []
+
+    def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        sequences = [r["dynamodb"]["SequenceNumber"] for r in event["Records"]]
+        seen.append(sequences)
+        return {"batchItemFailures": [{"itemIdentifier": "2"}] if len(seen) == 1 else []}
+
+    sqs = FakeSqs()
+    _poller([_stream_record(s) for s in "123"], handler, sqs).poll_once()
+
+    assert seen == [["1", "2", "3"], ["2", "3"]]
+    assert sqs.sent == []
+
+
+def test_retries_are_bounded_then_the_batch_goes_to_the_on_failure_queue() -> None:
+    calls = []
+
+    def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        calls.append(len(event["Records"]))
+        return {"batchItemFailures": [{"itemIdentifier": "unknown"}]}  # not in the batch
+
+    sqs = FakeSqs()
+    poller = _poller([_stream_record(s) for s in "12"], handler, sqs)
+    poller.poll_once()
+
+    assert calls == [2, 2, 2]  # an unknown identifier fails the whole batch each time
+    [info] = [json.loads(body) for body in sqs.sent]
+    assert info["DDBStreamBatchInfo"]["batchSize"] == 2
+    assert poller.iterators["s-1"] == "it-1"  # and only then does the shard move on
+
+
+def test_sqs_messages_named_in_batch_item_failures_are_not_deleted() -> None:
+    messages = [{"MessageId": m, "ReceiptHandle": f"rh-{m}", "Body": "{}"} for m in "abc"]
+    sqs = FakeSqs(messages)
+
+    def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        assert [r["messageId"] for r in event["Records"]] == ["a", "b", "c"]
+        return {"batchItemFailures": [{"itemIdentifier": "b"}]}
+
+    SqsPoller(sqs, "q", "arn:q", "us-east-1", handler, "ingest", threading.Event()).poll_once()
+
+    assert sqs.deleted == ["rh-a", "rh-c"]  # b comes back after the visibility timeout
+
+
+def test_a_handler_that_raises_fails_the_whole_sqs_batch() -> None:
+    sqs = FakeSqs([{"MessageId": "a", "ReceiptHandle": "rh-a", "Body": "{}"}])
+
+    def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    SqsPoller(sqs, "q", "arn:q", "us-east-1", handler, "ingest", threading.Event()).poll_once()
+
+    assert sqs.deleted == []
