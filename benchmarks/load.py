@@ -43,7 +43,7 @@ from pipeline.alerts import AlertPolicy, decide  # noqa: E402
 from pipeline.records import STATUS_INVALID, ResultRecord, iso, utc_now  # noqa: E402
 from scripts.local_stack import LocalStack, StackInfo, Topology  # noqa: E402
 from scripts.observe import AlertTap, all_records, lake_rows  # noqa: E402
-from scripts.uploadImages import upload_post  # noqa: E402
+from scripts.uploadImages import request_post  # noqa: E402
 
 # Camera ids are unique across lines (stack config rule): cam-<line><n>.
 LINES = {f"line-{i}": tuple(f"cam-{i}{j}" for j in range(1, 5)) for i in range(1, 5)}
@@ -156,8 +156,9 @@ def _upload_all(stack: LocalStack, info: StackInfo, planned: list[Planned],
         sent = Sent(item, time.time())
         token = info.camera_tokens[f"{item.line}/{item.camera}"]
         try:
-            sent.image_id, sent.key = upload_post(info.api_url, token, item.path, item.line,
-                                                  item.camera)
+            ticket = request_post(info.api_url, token, item.path, item.line, item.camera)
+            ticket.send(item.path.read_bytes())
+            sent.image_id, sent.key = ticket.image_id, ticket.key
         except Exception as exc:  # a failed upload is counted, not fatal
             sent.error = str(exc)
         sent.finished = time.time()
@@ -243,6 +244,8 @@ def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int =
                 f"{p.stats.failures} reported failed, {len(p.stats.errors)} poll errors"
                 for p in stack.pollers]
             twins = _lake_twins(stack.client("s3"), info.results_bucket)
+            if twins:
+                twins.append(_stream_sequence_repeats(stack, info.table))
 
     by_id = {s.image_id: s for s in ok}
     latencies = sorted((r.processed_at.timestamp() - by_id[r.image_id].started) * 1000.0
@@ -284,6 +287,25 @@ def _lake_twins(s3: Any, bucket: str) -> list[str]:
                     where.setdefault(json.loads(line)["ImageId"], []).append(obj["Key"])
     return [f"lake row of {image} {len(keys)} times in {len(set(keys))} Firehose object(s)"
             for image, keys in where.items() if len(keys) > 1]
+
+
+def _stream_sequence_repeats(stack: LocalStack, table: str) -> str:
+    """Whether the emulator's stream gave two records the same sequence number."""
+    streams = stack.client("dynamodbstreams")
+    arn = stack.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    numbers: Counter[str] = Counter()
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            response = streams.get_records(ShardIterator=iterator, Limit=1000)
+            if not response["Records"]:
+                break
+            numbers.update(r["dynamodb"]["SequenceNumber"] for r in response["Records"])
+            iterator = response.get("NextShardIterator")
+    repeated = {n: c for n, c in numbers.items() if c > 1}
+    return (f"stream: {sum(numbers.values())} records read back, sequence numbers repeated: "
+            f"{repeated or 'none'}")
 
 
 def _check(report: LoadReport, ok: list[Sent], records: list[ResultRecord],

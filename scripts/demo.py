@@ -88,6 +88,8 @@ def upload_all(folders: dict[tuple[str, str], Path], api_url: str, camera_tokens
 def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
              write_state: bool = True) -> int:
     started = time.monotonic()
+    # Absolute paths: the uploader runs as a subprocess in the repository folder.
+    out, samples, model = out.resolve(), samples.resolve(), model.resolve()
     out.mkdir(parents=True, exist_ok=True)
     ensure_samples(samples)
     ensure_model(samples, model)
@@ -109,10 +111,12 @@ def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
             return expected <= records and len(lake_rows(s3, info.results_bucket)) >= len(records)
 
         finished = wait_until(settled, timeout)
-        time.sleep(1.0)  # let the last alerts reach the tap queue
         records = [r for r in all_records(ddb, info.table) if r.image_id in expected]
         rows = [r for r in lake_rows(s3, info.results_bucket) if r["ImageId"] in expected]
-        alerts = tap.drain()
+        # Every record whose alert decision said "send" must show up on the topic.
+        wanted = sum(1 for r in records if r.alert_reason)
+        wait_until(lambda: len(tap.drain()) >= wanted, timeout=30)
+        alerts = tap.alerts
         report_path = write_report(stack, out)
     table = summarize(records, rows, alerts)
     show(table)
@@ -129,7 +133,8 @@ def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
         "per_camera": {f"{line}/{camera}": counts for (line, camera), counts in table.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    ok = finished and summary["uploaded"] == summary["results"] == summary["lake_rows"]
+    ok = (finished and len(uploaded) == len(uploads)
+          and summary["uploaded"] == summary["results"] == summary["lake_rows"])
     console.print(f"summary: {out / 'summary.json'}")
     console.print(f"report:  {report_path}")
     if ok:

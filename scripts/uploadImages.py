@@ -83,7 +83,16 @@ def _content_type(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def upload_put(base: str, token: str, path: Path, line: str, camera: str) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Ticket:
+    """One presigned upload: where the file goes, and how to send it there."""
+
+    image_id: str
+    key: str
+    send: Callable[[bytes], None]
+
+
+def request_put(base: str, token: str, path: Path, line: str, camera: str) -> Ticket:
     params = urllib.parse.urlencode({"cameraid": camera, "assemblylineid": line,
                                      "imageid": _image_id(path),
                                      "contenttype": _upload_content_type(path)})
@@ -91,28 +100,32 @@ def upload_put(base: str, token: str, path: Path, line: str, camera: str) -> tup
                        headers={"Authorization": token})
     answer = json.loads(body)
     headers = answer.get("headers") or {"Content-Type": _upload_content_type(path)}
-    _request("PUT", answer["uploadURL"], data=path.read_bytes(), headers=headers)
-    return answer.get("image_id", ""), answer.get("photoFilename", "")
+
+    def send(data: bytes) -> None:
+        _request("PUT", answer["uploadURL"], data=data, headers=headers)
+
+    return Ticket(answer.get("image_id", ""), answer.get("photoFilename", ""), send)
 
 
-def upload_post(base: str, token: str, path: Path, line: str, camera: str) -> tuple[str, str]:
+def request_post(base: str, token: str, path: Path, line: str, camera: str) -> Ticket:
     payload = json.dumps({"line_id": line, "camera_id": camera, "image_id": _image_id(path),
                           "content_type": _upload_content_type(path)}).encode()
     _, body = _request("POST", f"{base}/uploads", data=payload,
                        headers={"Authorization": token, "Content-Type": "application/json"})
     answer = json.loads(body)
-    boundary = uuid.uuid4().hex
-    parts = []
-    for name, value in answer["fields"].items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                     f"{value}\r\n".encode())
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                 f'filename="{path.name}"\r\nContent-Type: {answer["fields"]["Content-Type"]}'
-                 "\r\n\r\n".encode() + path.read_bytes() + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    _request("POST", answer["url"], data=b"".join(parts),
-             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    return answer["image_id"], answer["key"]
+
+    def send(data: bytes) -> None:
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                 f"{value}\r\n".encode() for name, value in answer["fields"].items()]
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                     f'filename="{path.name}"\r\nContent-Type: '
+                     f'{answer["fields"]["Content-Type"]}\r\n\r\n'.encode() + data + b"\r\n")
+        parts.append(f"--{boundary}--\r\n".encode())
+        _request("POST", answer["url"], data=b"".join(parts),
+                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    return Ticket(answer["image_id"], answer["key"], send)
 
 
 def _upload_content_type(path: Path) -> str:
@@ -121,17 +134,34 @@ def _upload_content_type(path: Path) -> str:
 
 
 def _image_id(path: Path) -> str:
-    stem = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in path.stem)
-    return stem[:64] or "image"
+    """The camera's own id for a file, in the API's alphabet (A-Z a-z 0-9 _ - .).
+
+    >>> [_image_id(Path(n)) for n in ("_DSC0001.JPG", "a..b.jpg", "ü-1.jpg", "...png")]
+    ['DSC0001', 'a.b', 'x-1', 'image']
+    """
+    stem = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "_-." else "x"
+                   for ch in path.stem)
+    while ".." in stem:
+        stem = stem.replace("..", ".")
+    stem = stem.lstrip("_-.")[:64].rstrip(".")
+    return stem or "image"
 
 
-def upload_one(send: Callable[..., tuple[str, str]], base: str, token: str, path: Path,
+def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path,
                line: str, camera: str, retries: int) -> Upload:
+    """Ask for one presigned upload, then send the file, retrying 5xx and network errors.
+    A retry re-sends to the same URL: if an earlier attempt did arrive, the same key and
+    bytes make the same object (same ETag), which the pipeline records once."""
     started = time.time()
+    ticket: Ticket | None = None
+    data = path.read_bytes()
     for attempt in range(1, retries + 2):
         try:
-            image_id, key = send(base, token, path, line, camera)
-            return Upload(str(path), True, image_id, key, 200, "", attempt, started, time.time())
+            if ticket is None:
+                ticket = request(base, token, path, line, camera)
+            ticket.send(data)
+            return Upload(str(path), True, ticket.image_id, ticket.key, 200, "", attempt,
+                          started, time.time())
         except UploadError as exc:
             if not exc.retryable or attempt > retries:
                 return Upload(str(path), False, status=exc.status, error=str(exc),
@@ -146,7 +176,7 @@ def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token:
     files = sorted(p for p in directory.iterdir()
                    if p.is_file() and p.suffix.lower() in EXTENSIONS)
     base = api_base(endpoint)
-    send = upload_post if post else upload_put
+    send = request_post if post else request_put
     results: list[Upload] = []
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,

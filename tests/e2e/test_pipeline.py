@@ -49,9 +49,10 @@ def processed(local_stack: LocalStack, samples_dir: Path,
         return len(records) == len(ids) == len(rows)
 
     assert wait_until(done, timeout=60), "not every upload reached the lake in 60 s"
-    tap = AlertTap(local_stack.client("sqs"), info.alerts_queue_url)
-    wait_until(lambda: len(tap.drain()) >= 3, timeout=10)
     records = {r.image_id: r for r in all_records(ddb, info.table)}
+    tap = AlertTap(local_stack.client("sqs"), info.alerts_queue_url)
+    wanted = sum(1 for i in ids.values() if records[i].alert_reason)
+    wait_until(lambda: len(tap.drain()) >= wanted, timeout=30)
     return {"ids": ids, "records": records, "alerts": tap.alerts,
             "rows": lake_rows(s3, info.results_bucket)}
 
