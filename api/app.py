@@ -133,21 +133,34 @@ def create_upload() -> Response:
 @app.route("/results", methods=["GET"], authorizer=token_authorizer)
 def list_results() -> dict[str, Any]:
     params: Mapping[str, str] = _request().query_params or {}
+    # A token reads its own line's results: the line defaults to it, another is refused.
+    own_line = _scope()[0]
+    line = params.get("line") or own_line
+    if line != own_line:
+        raise ForbiddenError(f"this token may read line {own_line!r} only")
     try:
         query = queries.ResultQuery(
-            line_id=params.get("line", ""),
+            line_id=line,
             camera_id=params.get("camera", ""),
             since=parse_time(params["since"]) if params.get("since") else None,
             until=parse_time(params["until"]) if params.get("until") else None,
             anomalous=_flag(params.get("anomalous"), "anomalous"),
             reviewed=_flag(params.get("reviewed"), "reviewed"),
-            limit=int(params.get("limit", "100")),
+            limit=_limit(params.get("limit")),
         )
         page = queries.query_results(current().table_name, query, params.get("next_token", ""))
     except (ValueError, queries.QueryError) as exc:
         raise BadRequestError(str(exc)) from None
     return {"results": [record.to_json() for record in page.records],
             "next_token": page.next_token or None}
+
+
+def _limit(value: str | None) -> int:
+    if not value:
+        return 100
+    if not value.isdigit():
+        raise ValueError(f"limit must be a whole number from 1 to {queries.MAX_PAGE}")
+    return int(value)
 
 
 def _flag(value: str | None, name: str) -> bool | None:
@@ -163,7 +176,7 @@ def _flag(value: str | None, name: str) -> bool | None:
 @app.route("/results/{image_id}", methods=["GET"], authorizer=token_authorizer)
 def get_result(image_id: str) -> dict[str, Any]:
     record = queries.get_result(current().table_name, image_id)
-    if record is None:
+    if record is None or record.line_id != _scope()[0]:  # another line's image looks absent
         raise NotFoundError(f"no result for image {image_id!r} (yet)")
     return record.to_json()
 
