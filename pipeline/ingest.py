@@ -263,8 +263,10 @@ def _metadata_problem(metadata: Mapping[str, str], line_id: str, camera_id: str)
 def _store_heatmap(settings: Settings, record: ResultRecord, result: DetectionResult) -> str:
     if not result.heatmap_png or not settings.results_bucket:
         return ""
+    # Keyed by the object version (idempotency key), so a re-uploaded object under the
+    # same key never overwrites the heatmap that belongs to the recorded verdict.
     key = (f"{HEATMAP_PREFIX}{record.line_id}/{record.camera_id}/"
-           f"{record.captured_at:%Y/%m/%d}/{record.image_id}.png")
+           f"{record.captured_at:%Y/%m/%d}/{record.image_id}-{record.idempotency_key[:16]}.png")
     aws.client("s3").put_object(Bucket=settings.results_bucket, Key=key,
                                 Body=result.heatmap_png, ContentType="image/png")
     return f"s3://{settings.results_bucket}/{key}"

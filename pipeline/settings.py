@@ -75,10 +75,11 @@ class Settings:
         )
 
     def require(self, *names: str) -> None:
-        """Fail with one clear message when a handler needs settings that are unset."""
-        missing = [name for name in names if not getattr(self, name)]
+        """Fail with one clear message, naming the variables, when a handler needs
+        settings that are unset."""
+        missing = [_VARIABLES[name] for name in names if not getattr(self, name)]
         if missing:
-            raise SettingsError("missing settings: " + ", ".join(missing))
+            raise SettingsError("missing environment variables: " + ", ".join(missing))
 
     def policy_for(self, line_id: str) -> LinePolicy:
         return self.lines.get(line_id, LinePolicy())
@@ -86,6 +87,20 @@ class Settings:
     def confidence_threshold_for(self, line_id: str) -> float:
         override = self.policy_for(line_id).confidence_threshold
         return self.confidence_threshold if override is None else override
+
+
+_VARIABLES = {
+    "images_bucket": "LINESIGHT_IMAGES_BUCKET",
+    "results_bucket": "LINESIGHT_RESULTS_BUCKET",
+    "table_name": "LINESIGHT_TABLE",
+    "tokens_table": "LINESIGHT_TOKENS_TABLE",
+    "state_machine_arn": "LINESIGHT_STATE_MACHINE_ARN",
+    "topic_arn": "LINESIGHT_TOPIC_ARN",
+    "firehose_stream": "LINESIGHT_FIREHOSE_STREAM",
+    "failure_queue_url": "LINESIGHT_FAILURE_QUEUE_URL",
+    "model_uri": "LINESIGHT_MODEL_URI",
+    "sagemaker_endpoint": "LINESIGHT_SAGEMAKER_ENDPOINT",
+}
 
 
 @cache

@@ -323,6 +323,12 @@ def _extensions(value: Any) -> tuple[str, ...]:
             raise ConfigError("imageExtensions", f"{extension!r} is not a file extension")
     if len(set(extensions)) != len(extensions):
         raise ConfigError("imageExtensions", "lists an extension twice")
+    # The upload API names objects .jpg or .png; without both, uploads would never be
+    # inspected (no notification, no record, no dead letter).
+    issued = {"jpg", "png"}
+    if not issued <= set(extensions):
+        raise ConfigError("imageExtensions", "must include jpg and png, the extensions the "
+                          "upload API gives objects")
     return tuple(extensions)
 
 

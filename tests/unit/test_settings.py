@@ -37,5 +37,6 @@ def test_malformed_settings_name_the_variable(env: dict[str, str], message: str)
 
 
 def test_require_names_missing_settings() -> None:
-    with pytest.raises(SettingsError, match="state_machine_arn, table_name"):
+    with pytest.raises(SettingsError,
+                       match="LINESIGHT_STATE_MACHINE_ARN, LINESIGHT_TABLE"):
         Settings.from_env({}).require("state_machine_arn", "table_name")

@@ -112,6 +112,8 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     ({"firehoseBufferMb": 256}, "firehoseBufferMb"),
     ({"imageExtensions": []}, "imageExtensions"),
     ({"imageExtensions": ["jp g"]}, "imageExtensions"),
+    # without jpg, the API's .jpg uploads would never be inspected
+    ({"imageExtensions": ["jpeg", "png"]}, "imageExtensions"),
     ({"uploadOrigins": ["example.com"]}, "uploadOrigins"),
     ({"resourcePrefix": "Has_Upper"}, "resourcePrefix"),
     ({"latencyAlarmMs": 0}, "latencyAlarmMs"),
@@ -139,7 +141,7 @@ def test_values_as_yaml_or_as_pulumi_hands_them_over(raw: dict[str, Any],
 def test_lambda_environment_round_trips_through_settings() -> None:
     config = parse(lines=[{**LINE, "threshold": 0.6, "confidenceThreshold": 0.1},
                           {"id": "line-2", "cameras": ["cam-2"]}],
-                   maxUploadBytes=1000, imageExtensions=["png"])
+                   maxUploadBytes=1000, imageExtensions=["png", "jpg"])
     env = config.lambda_environment(
         images_bucket="img", results_bucket="res", table="tbl", tokens_table="tok",
         state_machine_arn="arn:sm", topic_arn="arn:topic", firehose_stream="fh",

@@ -85,7 +85,8 @@ class AlignEnvelope:
             raise ValueError("align needs at least two normal images")
         self.shape = (int(normals[0].shape[0]), int(normals[0].shape[1]))
         images = [Image.fromarray(self._sized(x)) for x in normals]
-        smalls = [np.asarray(self._small(im), np.float32) for im in images]
+        scaled = [self._compare_image(im) for im in images]
+        smalls = [np.asarray(self._small(image), np.float32) for image in scaled]
         self.background = np.median([_border_colour(s) for s in smalls], axis=0)
         distance = np.concatenate([np.abs(s - self.background).sum(-1).ravel()
                                    for s in smalls[:8]])
@@ -93,7 +94,6 @@ class AlignEnvelope:
 
         coarse = [self._coarse_pose(s) for s in smalls]
         self.crop = self._crop_size(smalls, coarse)
-        scaled = [self._compare_image(im) for im in images]
         greys = [image.convert("L") for image in scaled]
         poses = coarse
         template = _warp(greys[0], poses[0], self.crop).astype(np.float32)
@@ -152,7 +152,7 @@ class AlignEnvelope:
         return _warp(scaled, self._pose(im, scaled), self.crop)
 
     def _pose(self, im: Image.Image, scaled: Image.Image) -> tuple[float, float, float]:
-        pose = self._coarse_pose(np.asarray(self._small(im, scaled), np.float32))
+        pose = self._coarse_pose(np.asarray(self._small(scaled), np.float32))
         return self._refine(scaled.convert("L"), pose, self.flip_below)
 
     # -- artifact -------------------------------------------------------------------------
@@ -202,14 +202,12 @@ class AlignEnvelope:
         return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
     def _small_factor(self) -> int:
-        return max(1, max(self.shape) // 250)
+        """The reduction from the compare image to about 250 pixels (for locating the part)."""
+        return max(1, max(self.shape) // (250 * self.compare_factor))
 
-    def _small(self, im: Image.Image, scaled: Image.Image | None = None) -> Image.Image:
-        """The image at about 250 pixels, for locating the part (from `scaled` if given)."""
+    def _small(self, scaled: Image.Image) -> Image.Image:
         factor = self._small_factor()
-        if scaled is not None and factor % self.compare_factor == 0:
-            return scaled.reduce(factor // self.compare_factor)
-        return im.reduce(factor)
+        return scaled.reduce(factor) if factor > 1 else scaled
 
     def _compare_image(self, im: Image.Image) -> Image.Image:
         return im.reduce(self.compare_factor) if self.compare_factor > 1 else im
@@ -217,22 +215,21 @@ class AlignEnvelope:
     def _coarse_pose(self, small: np.ndarray) -> tuple[float, float, float]:
         """(x, y, angle) of the part in compare pixels, from the colour mask's moments."""
         mask = np.abs(small - self.background).sum(-1) > self.part_threshold
-        scale = self._small_factor() / self.compare_factor
+        scale = self._small_factor()
         height, width = small.shape[:2]
         if mask.sum() < 0.002 * mask.size or mask.mean() > 0.9:
             return (width * scale / 2, height * scale / 2, 0.0)
         ys, xs = np.nonzero(mask)
         cx, cy = xs.mean(), ys.mean()
-        cov = np.cov(np.stack([xs - cx, ys - cy]))
-        _, vectors = np.linalg.eigh(cov)
-        angle = float(np.arctan2(vectors[1, 1], vectors[0, 1]))
-        angle = (angle + np.pi / 2) % np.pi - np.pi / 2
-        offset = (self._small_factor() - 1) / 2
+        dx, dy = xs - cx, ys - cy
+        # main axis of the second moments (closed form for a 2x2 covariance)
+        angle = 0.5 * float(np.arctan2(2 * np.mean(dx * dy), np.mean(dx * dx) - np.mean(dy * dy)))
+        offset = (scale - 1) / 2
         return ((cx + offset) * scale, (cy + offset) * scale, angle)
 
     def _crop_size(self, smalls: Sequence[np.ndarray],
                    poses: Sequence[tuple[float, float, float]]) -> tuple[int, int]:
-        scale = self._small_factor() / self.compare_factor
+        scale = self._small_factor()
         extents = []
         for small, (cx, cy, angle) in zip(smalls, poses, strict=True):
             mask = np.abs(small - self.background).sum(-1) > self.part_threshold
