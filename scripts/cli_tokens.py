@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +22,9 @@ from pipeline import aws, tokens
 from pipeline.records import iso, parse_time, utc_now
 from pipeline.settings import current
 from pipeline.uploads import UploadRequestError, validate_id
+
+if TYPE_CHECKING:
+    from scripts.local_stack import StackInfo
 
 console = Console()
 err = Console(stderr=True)
@@ -42,7 +45,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(tokens_app, name="tokens")
 
 
-def use_local_stack() -> object:
+def use_local_stack() -> StackInfo:
     """Point boto3 at the running local stack and return its state (`StackInfo`)."""
     from scripts.local_stack import read_state
 
@@ -69,8 +72,7 @@ def resolve_table(table: str | None) -> str:
         return table
     if os.environ.get("LINESIGHT_TOKENS_TABLE"):
         return os.environ["LINESIGHT_TOKENS_TABLE"]
-    info = use_local_stack()
-    return str(info.tokens_table)  # type: ignore[attr-defined]
+    return use_local_stack().tokens_table
 
 
 def parse_expiry(value: str, now: datetime | None = None) -> datetime:

@@ -152,7 +152,7 @@ def test_lambda_environment_round_trips_through_settings() -> None:
     assert read.model_uri == "s3://models-bucket/v1/"
     assert read.detector_backend == "embedded"
     assert read.max_upload_bytes == 1000
-    assert read.image_extensions == ("png",)
+    assert read.image_extensions == ("png", "jpg")
     assert read.policy_for("line-1") == settings.LinePolicy(0.6, 0.1)
     assert read.policy_for("line-2") == settings.LinePolicy()
 

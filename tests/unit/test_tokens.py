@@ -225,6 +225,36 @@ def test_cli_revoke(cli: Any, table: str) -> None:
     assert "revoked" in cli("tokens", "list").stdout
 
 
+def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import typer
+
+    from scripts import cli_tokens, local_stack
+
+    monkeypatch.delenv("LINESIGHT_TOKENS_TABLE", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    state = tmp_path / "local.json"
+    fields = {name: "" for name in local_stack.StackInfo.__dataclass_fields__}
+    fields.update(tokens_table=table, camera_tokens={},
+                  environment={"AWS_DEFAULT_REGION": "us-east-1", "LINESIGHT_X": "not exported"})
+    state.write_text(json.dumps(fields))
+    monkeypatch.setattr(local_stack, "read_state", lambda: local_stack.StackInfo(
+        **json.loads(state.read_text())))
+    app = typer.Typer()
+    cli_tokens.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    result = CliRunner().invoke(app, ["tokens", "create", "--line", "l1", "--camera", "c1"])
+    assert result.exit_code == 0, result.output
+    assert tokens.verify(table, result.stdout.strip().splitlines()[-1]) is not None
+    assert "LINESIGHT_X" not in __import__("os").environ
+
+
 @pytest.mark.parametrize("args, expected, why", [
     (["create", "--line", "../etc", "--camera", "c"], "line", "path in an ID"),
     (["create", "--line", "l", "--camera", "c" * 65], "camera", "ID too long"),
