@@ -104,7 +104,12 @@ def get_signed_url() -> dict[str, Any]:
     target = _target(params.get("assemblylineid"), params.get("cameraid"),
                      params.get("imageid"), params.get("contenttype"))
     settings = current()
-    url = uploads.presigned_put(client("s3"), settings.images_bucket, target)
+    try:
+        length = uploads.declared_length(params.get("contentlength"), settings.max_upload_bytes)
+    except uploads.UploadRequestError as exc:
+        raise BadRequestError(str(exc)) from None
+    url = uploads.presigned_put(client("s3"), settings.images_bucket, target,
+                                content_length=length)
     return {"uploadURL": url, "photoFilename": target.key, "key": target.key,
             "image_id": target.upload_id, "headers": _put_headers(target),
             "expires_in": uploads.MAX_EXPIRY_SECONDS}

@@ -143,13 +143,34 @@ def presigned_post(s3: Any, bucket: str, target: UploadTarget, max_bytes: int,
             "max_bytes": max_bytes}
 
 
+def declared_length(value: str | None, max_bytes: int) -> int | None:
+    """The size a camera declares for a PUT upload (optional, as in the seed's API).
+
+    >>> declared_length("2048", 4096), declared_length(None, 4096)
+    (2048, None)
+    >>> declared_length("9000", 4096)
+    Traceback (most recent call last):
+    ...
+    pipeline.uploads.UploadRequestError: contentlength 9000 is over the limit of 4096 bytes
+    """
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise UploadRequestError(f"contentlength must be a positive whole number (got {value!r})")
+    if int(value) > max_bytes:
+        raise UploadRequestError(f"contentlength {value} is over the limit of {max_bytes} bytes")
+    return int(value)
+
+
 def presigned_put(s3: Any, bucket: str, target: UploadTarget,
-                  expires_in: int = MAX_EXPIRY_SECONDS) -> str:
+                  expires_in: int = MAX_EXPIRY_SECONDS, content_length: int | None = None) -> str:
     """A presigned PUT URL (the seed's style). Content type and metadata are signed, so
-    the camera must send exactly those headers. PUT cannot carry a size condition; the
-    ingest step refuses objects over the maximum instead."""
-    return s3.generate_presigned_url(
-        "put_object",
-        Params={"Bucket": bucket, "Key": target.key, "ContentType": target.content_type,
-                "Metadata": target.metadata},
-        ExpiresIn=min(expires_in, MAX_EXPIRY_SECONDS))
+    the camera must send exactly those headers. A declared `content_length` is signed too,
+    so S3 refuses any other size; without one (seed clients) the ingest step refuses
+    objects over the maximum instead."""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": target.key,
+                              "ContentType": target.content_type, "Metadata": target.metadata}
+    if content_length is not None:
+        params["ContentLength"] = content_length
+    return s3.generate_presigned_url("put_object", Params=params,
+                                     ExpiresIn=min(expires_in, MAX_EXPIRY_SECONDS))

@@ -95,7 +95,8 @@ class Ticket:
 def request_put(base: str, token: str, path: Path, line: str, camera: str) -> Ticket:
     params = urllib.parse.urlencode({"cameraid": camera, "assemblylineid": line,
                                      "imageid": _image_id(path),
-                                     "contenttype": _upload_content_type(path)})
+                                     "contenttype": _upload_content_type(path),
+                                     "contentlength": path.stat().st_size})
     _, body = _request("GET", f"{base}/getsignedurl?{params}",
                        headers={"Authorization": token})
     answer = json.loads(body)

@@ -1,0 +1,52 @@
+"""The seed-compatible PUT route: a declared size is checked and signed (moto checks no
+signatures, so the test reads what was signed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+from pipeline import tokens
+from tests.conftest import REPO, MotoStack
+
+SEED = {"assemblylineid": "line-1", "cameraid": "cam-1", "imageid": "frame-1"}
+
+
+@pytest.fixture
+def call(shared_stack: MotoStack) -> Iterator[Any]:
+    import app
+    from chalice.test import Client
+
+    token = tokens.create_token(shared_stack.info.tokens_table, "line-1", "cam-1")[1]
+    with Client(app.app, project_dir=str(REPO / "api")) as client:
+        yield lambda **params: client.http.get("/getsignedurl?" + urlencode(params),
+                                               headers={"Authorization": token})
+
+
+def test_a_declared_size_is_signed(call: Any) -> None:
+    response = call(**SEED, contentlength="2048")
+    assert response.status_code == 200, response.body
+    signed = parse_qs(urlsplit(json.loads(response.body)["uploadURL"]).query)
+    assert "content-length" in signed["X-Amz-SignedHeaders"][0].split(";")
+
+
+@pytest.mark.parametrize("length, why", [
+    (str(15 * 1024 * 1024 + 1), "one byte over the default 15 MB"),
+    ("0", "empty"),
+    ("12kb", "not a number"),
+])
+def test_a_bad_declared_size_is_refused(call: Any, length: str, why: str) -> None:
+    response = call(**SEED, contentlength=length)
+    assert response.status_code == 400, why
+    assert "contentlength" in json.loads(response.body)["Message"]
+
+
+def test_without_a_size_the_seed_request_still_works(call: Any) -> None:
+    response = call(**SEED)
+    assert response.status_code == 200
+    signed = parse_qs(urlsplit(json.loads(response.body)["uploadURL"]).query)
+    assert "content-length" not in signed["X-Amz-SignedHeaders"][0]
