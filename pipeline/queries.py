@@ -118,6 +118,10 @@ def _decode_token(token: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, json.JSONDecodeError):
         raise QueryError("next_token is not a token this API issued") from None
-    if not isinstance(key, dict):
+    # A key this API issued maps attribute names to typed string values, e.g. {"S": "..."}.
+    well_formed = isinstance(key, dict) and key and all(
+        isinstance(value, dict) and len(value) == 1 and isinstance(value.get("S"), str)
+        for value in key.values())
+    if not well_formed:
         raise QueryError("next_token is not a token this API issued")
     return key

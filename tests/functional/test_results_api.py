@@ -114,6 +114,8 @@ def test_pagination_follows_next_token(api: _Api) -> None:
     ("line=line-1&since=2026-11-23T08:00:00", "no time zone"),
     ("line=line-1&anomalous=maybe", "anomalous must be true or false"),
     ("line=line-1&next_token=not-a-token", "next_token"),
+    # valid base64 JSON, but not a key this API issued (it used to reach DynamoDB: a 500)
+    ("line=line-1&next_token=eyJpbWFnZV9pZCI6IDF9", "next_token"),
 ])
 def test_bad_queries_are_400_with_the_reason(api: _Api, query: str, message: str) -> None:
     status, body = api.get(f"/results?{query}")
