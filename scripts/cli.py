@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import typer
@@ -50,6 +51,10 @@ def _register_all() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not sys.stdout.isatty():
+        # Piped or captured output (CI logs, `| less`): rich would assume 80 columns and
+        # squeeze the tables; give them room instead.
+        os.environ.setdefault("COLUMNS", "130")
     _register_all()
     try:
         app()

@@ -69,7 +69,6 @@ class AlignEnvelope:
         self.part_threshold = 0.0
         self.crop: tuple[int, int] = (0, 0)  # (width, height) in compare pixels
         self.template = np.zeros((0, 0), np.float32)
-        self.steadiness = np.ones((0, 0), np.float32)  # registration weight per place
         self.flip_below = np.inf  # try the 180-degree turn when the match is weaker
         self.colour_mean = np.zeros((3, 0, 0), np.float32)  # planar: channel, y, x
         self.high = np.zeros((0, 3, 0, 0), np.uint8)  # per normal: max within tolerance
@@ -106,10 +105,7 @@ class AlignEnvelope:
             warped = [_warp(g, p, self.crop) for g, p in zip(greys, poses, strict=True)]
             template = np.mean(warped, axis=0)
         self.template = template.astype(np.float32)
-        spread = np.std(warped, axis=0)
-        self.steadiness = (1.0 / (1.0 + spread / max(float(np.median(spread)), 1.0))).astype(
-            np.float32)
-        self._set_template(self.template, self.steadiness)
+        self._set_template(self.template)
         peaks = [self._search_rotation(g.reduce(2), p)[0]
                  for g, p in zip(greys, poses, strict=True)]
         self.flip_below = 0.75 * float(np.median(peaks))
@@ -171,7 +167,7 @@ class AlignEnvelope:
             "shape": list(self.shape), "weight": self.weight.astype(np.float16),
             "background": self.background, "part_threshold": float(self.part_threshold),
             "crop": list(self.crop), "template": self.template,
-            "flip_below": self.flip_below, "steadiness": self.steadiness.astype(np.float16),
+            "flip_below": self.flip_below,
             "colour_mean": self.colour_mean.astype(np.float16), "high": self.high,
             "low": self.low, "spread": self.spread.astype(np.float16),
         }
@@ -194,8 +190,7 @@ class AlignEnvelope:
         method.low = np.asarray(state["low"], np.uint8)
         method.spread = np.asarray(state["spread"], np.float32)
         method.weight = np.asarray(state["weight"], np.float32)
-        method.steadiness = np.asarray(state["steadiness"], np.float32)
-        method._set_template(method.template, method.steadiness)
+        method._set_template(method.template)
         return method
 
     # -- helpers --------------------------------------------------------------------------
@@ -252,18 +247,18 @@ class AlignEnvelope:
         height = int(2 * (half_v + margin)) // 8 * 8
         return max(width, 16), max(height, 16)
 
-    def _set_template(self, template: np.ndarray, steadiness: np.ndarray | None = None
-                      ) -> None:
-        """Prepare phase correlation against `template` at compare and half-compare scale,
-        weighting each place by its `steadiness` (1 where normal parts agree)."""
-        weight = np.ones_like(template) if steadiness is None else steadiness
-        levels = []
-        for level, w in ((template, weight), (_halve(template), _halve(weight))):
+    def _set_template(self, template: np.ndarray) -> None:
+        """Prepare phase correlation against `template` at compare and half-compare scale."""
+        height, width = template.shape
+        small = template[:height // 2 * 2, :width // 2 * 2]
+        small = (small[0::2, 0::2] + small[1::2, 0::2] + small[0::2, 1::2]
+                 + small[1::2, 1::2]) / 4
+        self._levels = []
+        for level in (template, small):
             window = np.outer(np.hanning(level.shape[0]), np.hanning(level.shape[1]))
-            window = (window * w).astype(np.float32)
+            window = window.astype(np.float32)
             spectrum = np.fft.rfft2((level - level.mean()) * window)
-            levels.append((window, spectrum))
-        self._levels = levels
+            self._levels.append((window, spectrum))
 
     def _refine(self, grey: Image.Image, pose: tuple[float, float, float],
                 flip_below: float) -> tuple[float, float, float]:
@@ -399,13 +394,6 @@ class AlignEnvelope:
         out = Image.fromarray(crop_map.astype(np.float32), mode="F").transform(
             size, Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR)
         return np.asarray(out, np.float32)
-
-
-def _halve(values: np.ndarray) -> np.ndarray:
-    """2x2 mean (odd edges dropped)."""
-    height, width = values.shape
-    v = values[:height // 2 * 2, :width // 2 * 2]
-    return (v[0::2, 0::2] + v[1::2, 0::2] + v[0::2, 1::2] + v[1::2, 1::2]) / 4
 
 
 def _moved(pose: tuple[float, float, float], dx: float, dy: float
