@@ -1,6 +1,7 @@
 """Load test of the whole pipeline on the local stack: nothing lost, nothing duplicated.
 
     python benchmarks/load.py [--count 1000] [--concurrency 16] [--workers 2] [--model DIR]
+                              [--rate N] [--moto-process] [--json FILE]
 
 Starts a `LocalStack` serving 4 lines x 4 cameras, uploads `--count` images through the API
 (presigned POST, one token per camera) from `--concurrency` threads, mixes in 2% bad files
@@ -149,10 +150,15 @@ def notification(bucket: str, key: str, etag: str, size: int) -> str:
 
 
 def _upload_all(stack: LocalStack, info: StackInfo, planned: list[Planned],
-                concurrency: int) -> list[Sent]:
+                concurrency: int, rate: float = 0.0) -> list[Sent]:
+    """Upload everything; with `rate` > 0, start at most `rate` uploads per second."""
     s3, sqs = stack.client("s3"), stack.client("sqs")
+    begin = time.monotonic()
 
-    def one(item: Planned) -> Sent:
+    def one(numbered: tuple[int, Planned]) -> Sent:
+        n, item = numbered
+        if rate > 0:
+            time.sleep(max(0.0, begin + n / rate - time.monotonic()))
         sent = Sent(item, time.time())
         token = info.camera_tokens[f"{item.line}/{item.camera}"]
         try:
@@ -169,7 +175,7 @@ def _upload_all(stack: LocalStack, info: StackInfo, planned: list[Planned],
         return sent
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(one, planned))
+        return list(pool.map(one, enumerate(planned)))
 
 
 def _drain(stack: LocalStack, info: StackInfo, expected_ids: set[str], tap: AlertTap,
@@ -205,7 +211,7 @@ def expected_alert_count(records: list[ResultRecord], topology: Topology) -> int
 
 def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int = 16,
         workers: int = 2, timeout: float = 300.0, workdir: Path | None = None,
-        moto_process: bool = False, log: Any = print) -> LoadReport:
+        moto_process: bool = False, rate: float = 0.0, log: Any = print) -> LoadReport:
     topology = Topology(lines=LINES)
     report = LoadReport()
     _quiet_local_api()
@@ -223,7 +229,7 @@ def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int =
             log(f"local stack up: {count} uploads over {len(LINES)} lines x 4 cameras, "
                 f"concurrency {concurrency}, {workers} ingest workers")
             started = time.time()
-            sent = _upload_all(stack, info, planned, concurrency)
+            sent = _upload_all(stack, info, planned, concurrency, rate)
             uploaded = time.time()
             ok = [s for s in sent if s.image_id]
             ids = {s.image_id for s in ok}
@@ -393,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample images (generated if missing)")
     parser.add_argument("--timeout", type=float, default=300.0, help="drain timeout, s")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="start at most this many uploads per second (0: no limit); "
+                             "below the stack's capacity the latency is service time")
     parser.add_argument("--moto-process", action="store_true",
                         help="experiment: run moto in its own process, not in-process")
     args = parser.parse_args(argv)
@@ -407,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         model = _model(args.model, args.samples, Path(scratch))
         report = run(model, args.samples, count=args.count, concurrency=args.concurrency,
                      workers=args.workers, timeout=args.timeout,
-                     moto_process=args.moto_process)
+                     moto_process=args.moto_process, rate=args.rate)
     print("\n".join(report.lines()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -162,8 +162,13 @@ def function_statements(spec: FunctionSpec, args: ChaliceAppArgs) -> list[iam.St
                        "sqs:ChangeMessageVisibility"], [args.ingest_queue_arn],
                       sid="IngestQueue"),
             iam.allow(["s3:GetObject"], [cat(args.images_bucket_arn, "/*")], sid="ReadImages"),
+            # an image that could not be processed is tagged with why (`linesight dlq list`)
+            iam.allow(["s3:PutObjectTagging"], [cat(args.images_bucket_arn, "/*")],
+                      sid="TagFailedImages"),
             iam.allow(["s3:PutObject"], [cat(args.results_bucket_arn, "/", HEATMAP_PREFIX, "*")],
                       sid="WriteHeatmaps"),
+            # a redelivered upload whose record exists is recognised before detection
+            iam.allow(["dynamodb:GetItem"], [args.table_arn], sid="FindRecordedUploads"),
             iam.allow(["states:StartExecution"], [args.state_machine_arn],
                       sid="StartWorkflow"),
         ]

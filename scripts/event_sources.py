@@ -119,16 +119,21 @@ def invoke(handler: Handler, event: dict[str, Any], name: str,
 
 
 def _flush_metrics(output: str, cloudwatch: Any | None) -> None:
+    """Put every metric one invocation printed, one PutMetricData call per namespace."""
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
     for line in output.splitlines():
         parsed = emf_to_metric_data(line)
         if parsed is None:
             if line.strip():
                 sys.stdout.write(line + "\n")
             continue
-        if cloudwatch is not None:
-            namespace, data = parsed
-            for start in range(0, len(data), 1000):
-                cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start:start + 1000])
+        namespace, data = parsed
+        by_namespace.setdefault(namespace, []).extend(data)
+    if cloudwatch is None:
+        return
+    for namespace, data in by_namespace.items():
+        for start in range(0, len(data), 1000):
+            cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start:start + 1000])
 
 
 # --- pollers --------------------------------------------------------------------------
@@ -211,6 +216,7 @@ class StreamPoller(threading.Thread):
         self.sqs, self.on_failure_url, self.cloudwatch = sqs, on_failure_url, cloudwatch
         self.batch_size, self.max_retries, self.region = batch_size, max_retries, region
         self.iterators: dict[str, str] = {}
+        self._recent: dict[str, None] = {}  # eventIDs handed out, oldest first
         self.stats = PollerStats()
 
     def run(self) -> None:
@@ -238,13 +244,27 @@ class StreamPoller(threading.Thread):
         seen = 0
         for shard_id, iterator in list(self.iterators.items()):
             response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
-            records = [self._record(r) for r in response.get("Records", [])]
+            records = [self._record(r) for r in response.get("Records", [])
+                       if not self._seen(r.get("eventID", ""))]
             if records:
                 self._deliver(records)
                 seen += len(records)
             # Move on only once the batch is delivered (or sent to the on-failure queue).
             self.iterators[shard_id] = response.get("NextShardIterator") or iterator
         return seen
+
+    def _seen(self, event_id: str) -> bool:
+        """True for a stream record this poller has already handed out. moto can serve
+        one record twice under concurrent writes; Lambda's mapping never does, so the
+        stand-in must not either (filtering on sequence numbers could drop a record)."""
+        if not event_id:
+            return False
+        if event_id in self._recent:
+            return True
+        self._recent[event_id] = None
+        if len(self._recent) > 50_000:
+            self._recent.pop(next(iter(self._recent)))
+        return False
 
     def _deliver(self, records: list[dict[str, Any]]) -> None:
         batch = records

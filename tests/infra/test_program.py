@@ -371,6 +371,17 @@ def test_request_path_roles_are_narrow(d: Deployed, key: str,
     assert granted - {(a, index) for a, _ in granted} == expected
 
 
+def test_ingest_role_covers_what_the_ingest_step_calls(d: Deployed) -> None:
+    images = d.one("s3/bucket:Bucket", prefixed(d, "images")).props["arn"] + "/*"
+    results = d.one("dynamodb/table:Table", prefixed(d, "results")).props["arn"]
+    granted = {(action, resource) for statement in policies(d)[prefixed(d, "ingest")]
+               for action in statement["Action"] for resource in statement["Resource"]}
+    # read the upload, tag it when it fails, recognise a redelivery of a recorded upload
+    assert {("s3:GetObject", images), ("s3:PutObjectTagging", images),
+            ("dynamodb:GetItem", results)} <= granted
+    assert ("dynamodb:PutItem", results) not in granted  # only the workflow writes records
+
+
 # --- API ----------------------------------------------------------------------------------
 
 def test_rest_api_is_the_chalice_app(d: Deployed) -> None:

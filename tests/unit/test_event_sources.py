@@ -109,3 +109,17 @@ def test_a_handler_that_raises_fails_the_whole_sqs_batch() -> None:
     SqsPoller(sqs, "q", "arn:q", "us-east-1", handler, "ingest", threading.Event()).poll_once()
 
     assert sqs.deleted == []
+
+
+def test_a_stream_record_served_twice_is_delivered_once() -> None:
+    seen: list[str] = []
+
+    def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        seen.extend(r["eventID"] for r in event["Records"])
+        return {"batchItemFailures": []}
+
+    twice = [dict(_stream_record("1"), eventID="e-1"), dict(_stream_record("1"), eventID="e-1"),
+             dict(_stream_record("2"), eventID="e-2")]
+    _poller(twice, handler, FakeSqs()).poll_once()
+
+    assert seen == ["e-1", "e-2"]
