@@ -7,7 +7,6 @@ each queue holds and what redriving it does.
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +17,6 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import aws, dlq
-from pipeline.settings import current
 from scripts.cli_tokens import fail
 
 console = Console()
@@ -46,20 +44,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _stack(state: Path | None) -> Any:
-    from scripts.local_stack import STATE_FILE, read_state
+    from scripts.local_stack import STATE_FILE, use_state
 
     try:
-        info = read_state(state or STATE_FILE)
+        return use_state(state or STATE_FILE)
     except FileNotFoundError as exc:
         fail(str(exc))
     except (TypeError, ValueError) as exc:
         fail(f"{state} is not a stack description: {exc}")
-    for key, value in info.environment.items():
-        if key.startswith("AWS_"):
-            os.environ[key] = value
-    aws.reset()
-    current.cache_clear()
-    return info
 
 
 def _queue_url(info: Any, queue: Queue) -> str:

@@ -74,15 +74,14 @@ def connect(table: str | None = None, endpoint_url: str | None = None) -> Stack:
     """Point `pipeline` at a stack: .linesight/local.json < environment < options."""
     from pipeline import aws
     from pipeline.settings import SettingsError, current
-    from scripts.local_stack import read_state
+    from scripts.local_stack import use_state
 
     api_url, camera_tokens, token = os.environ.get("LINESIGHT_API_URL", ""), None, ""
     if not table and not os.environ.get("LINESIGHT_TABLE"):
         try:
-            info = read_state()
+            info = use_state()
         except FileNotFoundError:
             _fail(f"no stack to read: {LOCAL_STATE_HINT}")
-        os.environ.update(info.environment)
         api_url = api_url or info.api_url
         camera_tokens, token = dict(info.camera_tokens), info.token
     if table:

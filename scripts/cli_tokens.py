@@ -18,9 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import aws, tokens
+from pipeline import tokens
 from pipeline.records import iso, parse_time, utc_now
-from pipeline.settings import current
 from pipeline.uploads import UploadRequestError, validate_id
 
 if TYPE_CHECKING:
@@ -47,18 +46,12 @@ def register(app: typer.Typer) -> None:
 
 def use_local_stack() -> StackInfo:
     """Point boto3 at the running local stack and return its state (`StackInfo`)."""
-    from scripts.local_stack import read_state
+    from scripts.local_stack import use_state
 
     try:
-        info = read_state()
+        return use_state()
     except FileNotFoundError as exc:
         fail(str(exc))
-    for key, value in info.environment.items():
-        if key.startswith("AWS_"):
-            os.environ[key] = value
-    aws.reset()
-    current.cache_clear()
-    return info
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -475,3 +475,13 @@ def read_state(path: Path = STATE_FILE) -> StackInfo:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: start the stack with `linesight local up`")
     return StackInfo(**json.loads(path.read_text()))
+
+
+def use_state(path: Path = STATE_FILE) -> StackInfo:
+    """Point this process at a running local stack: its handlers' environment (endpoint,
+    fake credentials, LINESIGHT_*), with the cached clients and settings forgotten."""
+    info = read_state(path)
+    os.environ.update(info.environment)
+    aws.reset()
+    current.cache_clear()
+    return info

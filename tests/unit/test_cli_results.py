@@ -36,7 +36,7 @@ def clean_env(aws_env: None, monkeypatch: pytest.MonkeyPatch
 
 def test_local_state_is_used_when_nothing_else_says(clean_env: pytest.MonkeyPatch) -> None:
     info = state(LINESIGHT_TABLE="from-state", AWS_ENDPOINT_URL="http://127.0.0.1:5999")
-    clean_env.setattr("scripts.local_stack.read_state", lambda: info)
+    clean_env.setattr("scripts.local_stack.read_state", lambda *_: info)
 
     stack = cli_results.connect()
 
@@ -48,7 +48,7 @@ def test_local_state_is_used_when_nothing_else_says(clean_env: pytest.MonkeyPatc
 def test_environment_beats_the_local_state(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("LINESIGHT_TABLE", "from-env")
     clean_env.setattr("scripts.local_stack.read_state",
-                      lambda: pytest.fail("the state file must not be read"))
+                      lambda *_: pytest.fail("the state file must not be read"))
 
     assert cli_results.connect().settings.table_name == "from-env"
 
@@ -63,7 +63,7 @@ def test_options_beat_the_environment(clean_env: pytest.MonkeyPatch) -> None:
 
 
 def test_no_stack_at_all_is_one_line(clean_env: pytest.MonkeyPatch) -> None:
-    def missing() -> StackInfo:
+    def missing(*_: object) -> StackInfo:
         raise FileNotFoundError(".linesight/local.json not found")
 
     clean_env.setattr("scripts.local_stack.read_state", missing)

@@ -241,7 +241,7 @@ def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
     fields.update(tokens_table=table, camera_tokens={},
                   environment={"AWS_DEFAULT_REGION": "us-east-1", "LINESIGHT_X": "not exported"})
     state.write_text(json.dumps(fields))
-    monkeypatch.setattr(local_stack, "read_state", lambda: local_stack.StackInfo(
+    monkeypatch.setattr(local_stack, "read_state", lambda *_: local_stack.StackInfo(
         **json.loads(state.read_text())))
     app = typer.Typer()
     cli_tokens.register(app)
@@ -253,7 +253,8 @@ def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
     result = CliRunner().invoke(app, ["tokens", "create", "--line", "l1", "--camera", "c1"])
     assert result.exit_code == 0, result.output
     assert tokens.verify(table, result.stdout.strip().splitlines()[-1]) is not None
-    assert "LINESIGHT_X" not in os.environ  # only the AWS_ settings are taken over
+    # the stack's environment is taken over, as for every command that finds the stack
+    assert os.environ.pop("LINESIGHT_X") == "not exported"
 
 
 @pytest.mark.parametrize("args, expected, why", [
