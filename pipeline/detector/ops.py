@@ -39,3 +39,27 @@ def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return values.astype(np.float32, copy=False)
     image = Image.fromarray(values.astype(np.float32), mode="F")
     return np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def border_colour(image: np.ndarray) -> np.ndarray:
+    """The median colour of an HxWx3 image's two-pixel border (the background)."""
+    border = np.concatenate([image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3),
+                             image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)])
+    return np.median(border, axis=0)
+
+
+def otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of `values` over a 64-bin histogram (between-class variance max):
+    the centre of the last bin of the lower class.
+
+    >>> t = otsu(np.array([0.1] * 50 + [0.9] * 50))
+    >>> 0.1 <= t < 0.9
+    True
+    """
+    counts, edges = np.histogram(values, 64)
+    centres = (edges[1:] + edges[:-1]) / 2
+    weight = np.cumsum(counts)
+    mass = np.cumsum(counts * centres)
+    between = (mass[-1] * weight - mass * weight[-1]) ** 2 / np.maximum(
+        weight * (weight[-1] - weight), 1e-9)
+    return float(centres[int(np.argmax(between))])

@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.detector.methods.base import State
+from pipeline.detector.ops import border_colour, otsu
 
 
 class AlignEnvelope:
@@ -87,10 +88,10 @@ class AlignEnvelope:
         images = [Image.fromarray(self._sized(x)) for x in normals]
         scaled = [self._compare_image(im) for im in images]
         smalls = [np.asarray(self._small(image), np.float32) for image in scaled]
-        self.background = np.median([_border_colour(s) for s in smalls], axis=0)
+        self.background = np.median([border_colour(s) for s in smalls], axis=0)
         distance = np.concatenate([np.abs(s - self.background).sum(-1).ravel()
                                    for s in smalls[:8]])
-        self.part_threshold = _otsu(distance)
+        self.part_threshold = otsu(distance)
 
         coarse = [self._coarse_pose(s) for s in smalls]
         self.crop = self._crop_size(smalls, coarse)
@@ -428,22 +429,6 @@ def _warp(image: Image.Image, pose: tuple[float, float, float],
     out = image.transform(crop, Image.Transform.AFFINE, (cos, -sin, x0, sin, cos, y0),
                           resample=Image.Resampling.BILINEAR)
     return np.asarray(out)
-
-
-def _border_colour(image: np.ndarray) -> np.ndarray:
-    border = np.concatenate([image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3),
-                             image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)])
-    return np.median(border, axis=0)
-
-
-def _otsu(values: np.ndarray) -> float:
-    counts, edges = np.histogram(values, 64)
-    centres = (edges[1:] + edges[:-1]) / 2
-    weight = np.cumsum(counts)
-    mass = np.cumsum(counts * centres)
-    between = (mass[-1] * weight - mass * weight[-1]) ** 2 / np.maximum(
-        weight * (weight[-1] - weight), 1e-9)
-    return float(centres[int(np.argmax(between))])
 
 
 def _vertex(before: float, at: float, after: float) -> float:

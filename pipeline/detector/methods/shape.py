@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.detector.methods.base import State
+from pipeline.detector.ops import border_colour, otsu
 
 _BASE_SIZE = 96
 _RADII = (1, 2, 3, 4, 6)
@@ -59,9 +60,9 @@ class ObjectShape:
             rng: np.random.Generator) -> None:
         if len(normals) < 2:
             raise ValueError("shape needs at least two normal images")
-        self.background = np.median([_border_colour(_ycbcr(x)) for x in normals], axis=0)
+        self.background = np.median([border_colour(_ycbcr(x)) for x in normals], axis=0)
         distances = np.concatenate([self._distance(x).ravel() for x in normals[:16]])
-        self.threshold = _otsu(distances)
+        self.threshold = otsu(distances)
         normal_features = np.array([self._features(x)[0] for x in normals])
         self.mean = normal_features.mean(axis=0)
         self.scale = normal_features.std(axis=0) + 1e-3
@@ -229,19 +230,3 @@ def _logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, floa
         if np.abs(step).max() < 1e-6:
             break
     return beta[:-1], float(beta[-1])
-
-
-def _border_colour(image: np.ndarray) -> np.ndarray:
-    border = np.concatenate([image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3),
-                             image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)])
-    return np.median(border, axis=0)
-
-
-def _otsu(values: np.ndarray) -> float:
-    counts, edges = np.histogram(values, 64)
-    centres = (edges[1:] + edges[:-1]) / 2
-    weight = np.cumsum(counts)
-    mass = np.cumsum(counts * centres)
-    between = (mass[-1] * weight - mass * weight[-1]) ** 2 / np.maximum(
-        weight * (weight[-1] - weight), 1e-9)
-    return float(centres[int(np.argmax(between))])
