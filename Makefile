@@ -28,7 +28,7 @@ demo: install
 
 # Tiers: doctests + unit (pure), functional (handlers against moto), infra (Pulumi mocks),
 # then end-to-end on the local stack in its own process (it owns the process environment).
-test: install
+test: install lint
 	$(PY) -m pytest -q --doctest-modules pipeline scripts/event_sources.py scripts/uploadImages.py \
 		tests/unit tests/functional tests/infra
 	$(PY) -m pytest -q tests/e2e
@@ -46,7 +46,8 @@ test-e2e: install
 	$(PY) -m pytest tests/e2e -q
 
 lint: install
-	$(VENV)/bin/ruff check pipeline api/app.py api/chalicelib scripts tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/detector.py
