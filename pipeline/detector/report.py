@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,19 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.4em .8em;tex
 figure{margin:0;width:260px;font-size:.8em}figure img{width:256px;border:1px solid #999}
 .muted{color:#666}
 """
+
+
+def _how_chosen(model_dir: str) -> str:
+    """How training chose the method and the threshold (from the model's model.json)."""
+    try:
+        training = json.loads((Path(model_dir) / "model.json").read_text()).get("training", {})
+    except (OSError, ValueError):
+        return ""
+    rules = [("Method", training.get("selection_rule")),
+             ("Threshold", training.get("threshold_rule"))]
+    items = "".join(f"<li><b>{name}:</b> {html.escape(str(rule))}</li>"
+                    for name, rule in rules if rule)
+    return f"<h2>How the model was chosen</h2><ul>{items}</ul>" if items else ""
 
 
 def render_html(evaluation: Evaluation) -> str:
@@ -56,6 +70,7 @@ def render_html(evaluation: Evaluation) -> str:
         f"({html.escape(evaluation.method)}) from {html.escape(evaluation.model_dir)}; "
         f"test images from {html.escape(evaluation.test_dir)}</p>",
         summary,
+        _how_chosen(evaluation.model_dir),
         "<h2>Curves</h2><div class='charts'>",
         _line_chart("ROC", fpr, tpr, "false-positive rate", "true-positive rate", True),
         _line_chart("Precision-recall", recall, precision, "recall", "precision", False),

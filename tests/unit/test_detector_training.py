@@ -347,6 +347,7 @@ def test_cli_train_and_evaluate(samples: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out.json").read_text())["n_anomaly"] == 8
     page = (tmp_path / "out.html").read_text()
     assert "<svg" in page and "ROC" in page and "Confusion matrix" in page
+    assert "How the model was chosen" in page and "out-of-fold" in page  # the threshold's story
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
 
 
