@@ -167,7 +167,7 @@ def show_accuracy(uploaded: list[dict[str, Any]], records: list[Any]) -> None:
     console.print(
         f"detector vs the samples' labels: {counts['caught']} of "
         f"{counts['caught'] + counts['missed']} defective parts caught, "
-        f"{counts['false_alarms']} false alarms on "
+        f"{counts['false_alarms']} false alarm{'' if counts['false_alarms'] == 1 else 's'} on "
         f"{counts['false_alarms'] + counts['normal_ok']} good parts")
 
 
