@@ -156,7 +156,8 @@ def analyse(ref: ObjectRef, settings: Settings, detector: Detector) -> ResultRec
 
 
 def alert_policy(settings: Settings, line_id: str) -> AlertPolicy:
-    return AlertPolicy(confidence_threshold=settings.confidence_threshold_for(line_id))
+    return AlertPolicy(confidence_threshold=settings.confidence_threshold_for(line_id),
+                       alert_on_invalid=settings.alert_on_invalid)
 
 
 def execution_input(record: ResultRecord, alert: AlertDecision) -> dict[str, Any]:

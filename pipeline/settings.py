@@ -48,6 +48,7 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     image_extensions: tuple[str, ...] = DEFAULT_IMAGE_EXTENSIONS
     lines: Mapping[str, LinePolicy] = field(default_factory=dict)
+    alert_on_invalid: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +73,7 @@ class Settings:
                                            DEFAULT_MAX_UPLOAD_BYTES),
             image_extensions=_extensions(env.get("LINESIGHT_IMAGE_EXTENSIONS", "")),
             lines=_lines(env.get("LINESIGHT_LINES", "")),
+            alert_on_invalid=_flag(env, "LINESIGHT_ALERT_ON_INVALID"),
         )
 
     def require(self, *names: str) -> None:
@@ -133,6 +135,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
 def _extensions(raw: str) -> tuple[str, ...]:

@@ -95,6 +95,7 @@ class StackConfig:
     buffering: Buffering
     upload_origins: tuple[str, ...]
     latency_alarm_ms: int
+    alert_on_invalid: bool = False
     region: str = ""
 
     @property
@@ -162,6 +163,7 @@ class StackConfig:
             "LINESIGHT_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             "LINESIGHT_IMAGE_EXTENSIONS": ",".join(self.image_extensions),
             "LINESIGHT_LINES": self.lines_env(),
+            "LINESIGHT_ALERT_ON_INVALID": "true" if self.alert_on_invalid else "false",
         }
 
 
@@ -232,6 +234,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
                              *FIREHOSE_MB)),
         upload_origins=_origins(merged.get("uploadOrigins")),
         latency_alarm_ms=_whole(merged.get("latencyAlarmMs", 30000), "latencyAlarmMs", 1),
+        alert_on_invalid=_boolean(merged.get("alertOnInvalid", False), "alertOnInvalid"),
         region=region,
     )
 
@@ -240,7 +243,7 @@ _KNOWN_KEYS = (
     "resourcePrefix", "alertEmails", "confidenceThreshold", "imageExtensions",
     "maxUploadBytes", "workflowType", "modelPath", "modelUri", "sagemakerEndpoint",
     "lines", "imageRetentionDays", "resultsRetentionDays", "firehoseBufferSeconds",
-    "firehoseBufferMb", "uploadOrigins", "anomalyRateAlarm", "latencyAlarmMs",
+    "firehoseBufferMb", "uploadOrigins", "anomalyRateAlarm", "latencyAlarmMs", "alertOnInvalid",
 )
 KNOWN_KEYS = _KNOWN_KEYS
 
@@ -272,6 +275,18 @@ def _fraction(value: Any, key: str) -> float:
     if isinstance(value, bool) or not 0.0 <= number <= 1.0:
         raise ConfigError(key, f"must be in [0, 1], got {value!r}")
     return number
+
+
+def _boolean(value: Any, key: str) -> bool:
+    """
+    >>> _boolean("true", "k"), _boolean(False, "k")
+    (True, False)
+    """
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "false"):
+        return str(value).strip().lower() == "true"
+    raise ConfigError(key, f"must be true or false, got {value!r}")
 
 
 def _whole(value: Any, key: str, low: int, high: int | None = None) -> int:

@@ -55,6 +55,7 @@ class Topology:
     anomaly_rate_alarm: float = 0.25
     latency_p95_alarm_ms: float = 30000.0
     workflow_type: str = "EXPRESS"
+    alert_on_invalid: bool = False
 
     def to_stack_config(self, model_dir: Path) -> StackConfig:
         return parse_stack_config({
@@ -65,6 +66,7 @@ class Topology:
             "anomalyRateAlarm": self.anomaly_rate_alarm,
             "latencyAlarmMs": int(self.latency_p95_alarm_ms),
             "workflowType": self.workflow_type,
+            "alertOnInvalid": self.alert_on_invalid,
             "modelPath": str(model_dir),
             "lines": [{"id": line, "cameras": list(cameras),
                        **self.line_policies.get(line, {})}
@@ -88,7 +90,8 @@ class Topology:
                    image_extensions=config.image_extensions,
                    anomaly_rate_alarm=max(rates),
                    latency_p95_alarm_ms=float(config.latency_alarm_ms),
-                   workflow_type=config.workflow_type)
+                   workflow_type=config.workflow_type,
+                   alert_on_invalid=config.alert_on_invalid)
 
 
 @dataclass(frozen=True)

@@ -158,3 +158,22 @@ def test_redelivery_after_the_record_is_written_is_not_counted_again(
     executions = moto_stack.client("stepfunctions").list_executions(
         stateMachineArn=moto_stack.info.state_machine_arn)["executions"]
     assert len(executions) == 1  # and no second workflow ran
+
+
+def test_unusable_uploads_alert_when_the_stack_says_so(aws_env: None, trained_model: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import app
+
+    from scripts.local_stack import Topology
+    from tests.conftest import _provisioned
+
+    with _provisioned(trained_model, monkeypatch, Topology(alert_on_invalid=True)) as stack:
+        key = stack.upload(b"<html>not a photo</html>")
+        app.ingest(stack.sqs_event_for(key), None)
+        _wait_for_executions(stack, 1)
+
+        [item] = _records(stack)
+        assert item["status"]["S"] == "INVALID"
+        [alert] = _alerts(stack)
+        assert alert["Subject"].startswith("LineSight: Unusable image")
+        assert alert["MessageAttributes"]["reason"]["Value"] == "invalid"

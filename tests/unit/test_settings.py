@@ -40,3 +40,13 @@ def test_require_names_missing_settings() -> None:
     with pytest.raises(SettingsError,
                        match="LINESIGHT_STATE_MACHINE_ARN, LINESIGHT_TABLE"):
         Settings.from_env({}).require("state_machine_arn", "table_name")
+
+
+@pytest.mark.parametrize("raw, expected", [("", False), ("false", False), ("true", True)])
+def test_alert_on_invalid_switch(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"LINESIGHT_ALERT_ON_INVALID": raw}).alert_on_invalid is expected
+
+
+def test_alert_on_invalid_must_be_a_boolean() -> None:
+    with pytest.raises(SettingsError, match="LINESIGHT_ALERT_ON_INVALID"):
+        Settings.from_env({"LINESIGHT_ALERT_ON_INVALID": "sometimes"})
