@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.records import STATUS_INVALID, ResultRecord, iso, utc_now
+from pipeline.reviews import LABELS  # a data set's classes are the review labels
 
-LABELS = ("normal", "anomaly")
 MANIFEST = "manifest.jsonl"
 JOB_NAME = "linesight-export"
 
