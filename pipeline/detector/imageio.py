@@ -175,7 +175,10 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
     if image.format == "JPEG" and longest_side is not None:
         region = roi_size(upright, roi) if roi else upright
         scale = max(region) / longest_side
-        target = (max(1, round(upright[0] / scale)), max(1, round(upright[1] / scale)))
+        # Rounded down: Pillow picks the largest DCT scale that keeps both sides at least
+        # this size, so rounding the short side up (1334 / 4 = 333.5 -> 334) would cost a
+        # decode at twice the size and a resize.
+        target = (max(1, int(upright[0] / scale + 1e-6)), max(1, int(upright[1] / scale + 1e-6)))
         image.draft("RGB", (target[1], target[0]) if orientation in _SWAPS_AXES else target)
     try:
         image.load()

@@ -169,6 +169,17 @@ def test_draft_decode_reaches_the_requested_size() -> None:
     assert decoded.original_size == (1024, 768)
 
 
+def test_draft_decode_uses_the_smallest_dct_scale_for_an_odd_short_side() -> None:
+    """2000x1334 at 500 px: a 1/4-scale decode (500x334), not a 1/2-scale one resized
+    (1334 / 4 is 333.5, which must not make Pillow fall back to 1/2)."""
+    data = _jpeg((2000, 1334))
+    quarter = Image.open(io.BytesIO(data))
+    quarter.draft("RGB", (500, 333))
+    assert quarter.size == (500, 334)
+    decoded = decode(data, "image/jpeg", longest_side=500)
+    assert np.array_equal(decoded.rgb, np.asarray(quarter.convert("RGB")))
+
+
 @pytest.mark.parametrize(("size", "refused"), [
     ((300, 200), False),  # the trained aspect ratio
     ((330, 200), False),  # a slightly different crop

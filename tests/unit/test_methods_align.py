@@ -1,4 +1,4 @@
-"""The align method on synthetic parts: a patterned board on a plain mat, moved and turned."""
+"""The align methods on synthetic parts: a patterned board on a plain mat, moved and turned."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.detector.methods.align import AlignEnvelope
+from pipeline.detector.methods.align import AlignEnvelope, AlignPatch
 
 SIZE = (240, 160)  # width, height
 
@@ -37,11 +37,11 @@ def _photo(dx: float, dy: float, degrees: float, defect: bool = False) -> np.nda
     return image
 
 
-@pytest.fixture(scope="module")
-def fitted() -> AlignEnvelope:
+@pytest.fixture(scope="module", params=[AlignEnvelope, AlignPatch], ids=lambda c: c.name)
+def fitted(request: pytest.FixtureRequest) -> AlignEnvelope:
     rng = np.random.default_rng(0)
     normals = [_photo(*rng.uniform(-8, 8, 2), rng.uniform(-3, 3)) for _ in range(8)]
-    method = AlignEnvelope(input_size=max(SIZE), compare_factor=1)
+    method: AlignEnvelope = request.param(input_size=max(SIZE), compare_factor=1)
     method.fit(normals, [], rng)
     return method
 
@@ -61,7 +61,7 @@ def test_upside_down_part_is_aligned(fitted: AlignEnvelope) -> None:
 
 def test_state_round_trip_scores_the_same(fitted: AlignEnvelope) -> None:
     image = _photo(2, 2, 1.0, defect=True)
-    again = AlignEnvelope.from_state(fitted.state())
+    again = type(fitted).from_state(fitted.state())
     assert again.score(image)[0] == pytest.approx(fitted.score(image)[0], rel=1e-2)
 
 
@@ -69,3 +69,29 @@ def test_other_image_size_is_resized(fitted: AlignEnvelope) -> None:
     image = np.asarray(Image.fromarray(_photo(0, 0, 0.0)).resize((300, 200)))
     score, _ = fitted.score(image)
     assert np.isfinite(score)
+
+
+
+def _compare(cls: type[AlignEnvelope], normal: np.ndarray, image: np.ndarray) -> float:
+    """The largest distance `cls` finds between `image` and one stored `normal` (planar)."""
+    method = cls(map_blur=0)
+    method._remember(normal[None])
+    inner = method._distance(image, np.ones(1, bool))[2:-2, 2:-2]  # edges: no neighbours
+    return float(inner.max())
+
+
+def test_patch_distance_tolerates_a_shift_but_not_a_jumble() -> None:
+    rng = np.random.default_rng(5)
+    normal = rng.integers(0, 256, (3, 40, 60)).astype(np.uint8)  # fine texture everywhere
+    shifted = np.roll(normal, (1, -1), axis=(1, 2))
+    # each pixel replaced by one of its neighbours: locally the same values, jumbled
+    ys, xs = np.indices(normal.shape[1:])
+    ys = np.clip(ys + rng.integers(-1, 2, ys.shape), 0, 39)
+    xs = np.clip(xs + rng.integers(-1, 2, xs.shape), 0, 59)
+    jumbled = normal[:, ys, xs]
+    for cls in (AlignEnvelope, AlignPatch):
+        assert _compare(cls, normal, normal) == 0.0
+        assert _compare(cls, normal, shifted) == 0.0  # within the 1-px tolerance
+    # the envelope asks only "is each value found within a pixel?"; a patch must match whole
+    assert _compare(AlignEnvelope, normal, jumbled) == 0.0
+    assert _compare(AlignPatch, normal, jumbled) > 20.0

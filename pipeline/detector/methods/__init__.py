@@ -7,7 +7,7 @@ ONNX backbone one, needs an option the user supplies and is only tried when aske
 
 from __future__ import annotations
 
-from pipeline.detector.methods.align import AlignEnvelope
+from pipeline.detector.methods.align import AlignEnvelope, AlignPatch
 from pipeline.detector.methods.base import Method, State
 from pipeline.detector.methods.baseline import PixelGaussian
 from pipeline.detector.methods.ensemble import ScoreEnsemble
@@ -19,6 +19,7 @@ METHODS: dict[str, type[Method]] = {
     OnnxPatchCore.name: OnnxPatchCore,
     ScoreEnsemble.name: ScoreEnsemble,
     AlignEnvelope.name: AlignEnvelope,
+    AlignPatch.name: AlignPatch,
     ObjectShape.name: ObjectShape,
 }
 

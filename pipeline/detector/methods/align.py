@@ -39,7 +39,7 @@ ones), so the artifact stays small however many images training has.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 from PIL import Image
@@ -120,11 +120,7 @@ class AlignEnvelope:
             planar = np.stack([self._match_colour(a) for a in planar]).astype(np.float32)
             self.colour_mean = planar.mean(axis=0)
         stored = np.clip(np.rint(planar), 0, 255).astype(np.uint8)
-        t = self.tolerance
-        self.high = np.stack([_max_filter(a.transpose(1, 2, 0), t).transpose(2, 0, 1)
-                              for a in stored])
-        self.low = np.stack([(255 - _max_filter(255 - a.transpose(1, 2, 0), t)).transpose(
-            2, 0, 1) for a in stored])
+        self._remember(stored)
         everyone = np.arange(len(stored))
         loo = [self._distance(stored[i], everyone != i) for i in everyone]
         r = self.spread_radius
@@ -140,7 +136,7 @@ class AlignEnvelope:
         pose = self._pose(im, scaled)
         planar = _warp(scaled, pose, self.crop).transpose(2, 0, 1).astype(np.float32)
         matched = np.clip(np.rint(self._match_colour(planar)), 0, 255).astype(np.uint8)
-        everyone = np.ones(len(self.high), bool)
+        everyone = np.ones(self.normal_count, bool)
         crop_map = self._distance(matched, everyone) * self.weight / (self.spread
                                                                       + self.spread_floor)
         shown = (max(1, scaled.size[0] // 2), max(1, scaled.size[1] // 2))
@@ -156,6 +152,27 @@ class AlignEnvelope:
         pose = self._coarse_pose(np.asarray(self._small(scaled), np.float32))
         return self._refine(scaled.convert("L"), pose, self.flip_below)
 
+    # -- what is kept of the normal images ----------------------------------------------
+
+    @property
+    def normal_count(self) -> int:
+        return len(self.high)
+
+    def _remember(self, stored: np.ndarray) -> None:
+        """Keep what `_distance` compares with: each normal's min/max within `tolerance`."""
+        t = self.tolerance
+        self.high = np.stack([_max_filter(a.transpose(1, 2, 0), t).transpose(2, 0, 1)
+                              for a in stored])
+        self.low = np.stack([(255 - _max_filter(255 - a.transpose(1, 2, 0), t)).transpose(
+            2, 0, 1) for a in stored])
+
+    def _appearance(self) -> State:
+        return {"high": self.high, "low": self.low}
+
+    def _restore(self, state: State) -> None:
+        self.high = np.asarray(state["high"], np.uint8)
+        self.low = np.asarray(state["low"], np.uint8)
+
     # -- artifact -------------------------------------------------------------------------
 
     def state(self) -> State:
@@ -169,12 +186,12 @@ class AlignEnvelope:
             "background": self.background, "part_threshold": float(self.part_threshold),
             "crop": list(self.crop), "template": self.template,
             "flip_below": self.flip_below,
-            "colour_mean": self.colour_mean.astype(np.float16), "high": self.high,
-            "low": self.low, "spread": self.spread.astype(np.float16),
+            "colour_mean": self.colour_mean.astype(np.float16),
+            "spread": self.spread.astype(np.float16), **self._appearance(),
         }
 
     @classmethod
-    def from_state(cls, state: State) -> AlignEnvelope:
+    def from_state(cls, state: State) -> Self:
         method = cls(int(state["input_size"]), int(state["compare_factor"]),
                      int(state["tolerance"]), int(state["neighbours"]),
                      int(state["map_blur"]), int(state["spread_radius"]),
@@ -187,8 +204,7 @@ class AlignEnvelope:
         method.template = np.asarray(state["template"], np.float32)
         method.flip_below = float(state["flip_below"])
         method.colour_mean = np.asarray(state["colour_mean"], np.float32)
-        method.high = np.asarray(state["high"], np.uint8)
-        method.low = np.asarray(state["low"], np.uint8)
+        method._restore(state)
         method.spread = np.asarray(state["spread"], np.float32)
         method.weight = np.asarray(state["weight"], np.float32)
         method._set_template(method.template)
@@ -395,6 +411,75 @@ class AlignEnvelope:
         out = Image.fromarray(crop_map.astype(np.float32), mode="F").transform(
             size, Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR)
         return np.asarray(out, np.float32)
+
+
+class AlignPatch(AlignEnvelope):
+    """`align` with a stricter comparison: whole 3x3 patches, each normal shifted as one.
+
+    Step 3 becomes: for every stored normal and every shift of up to `tolerance` pixels,
+    the sum of squared colour differences over the 3x3 patch around a pixel; the pixel's
+    distance is the root mean square of the best (normal, shift) pair. The envelope lets
+    every pixel and channel find its own neighbour, which also excuses a scratch or a
+    bent pin whose pixels each resemble something nearby; here a patch must match one
+    normal at one offset, and large differences weigh more than many small ones. It
+    compares at a quarter of the photo's resolution (a 1/4-scale JPEG draft halved), so
+    it costs about what `align` costs although every normal is compared whole.
+
+    Chosen on the circuitboard training split by cross-validation (out-of-fold AUROC 0.96
+    against 0.94 for `align`); the rest of the method (locating, registering, the
+    normalisation by what varies among normal parts) is `align`'s.
+    """
+
+    name: ClassVar[str] = "align_patch"
+
+    def __init__(self, input_size: int = 500, compare_factor: int = 2, tolerance: int = 1,
+                 neighbours: int = 1, map_blur: int = 2, spread_radius: int = 3,
+                 spread_floor: float = 2.0, search_degrees: float = 2.0,
+                 max_normals: int = 40, background_weight: float = 0.5) -> None:
+        super().__init__(input_size, compare_factor, tolerance, neighbours, map_blur,
+                         spread_radius, spread_floor, search_degrees, max_normals,
+                         background_weight)
+        self.normals = np.zeros((0, 3, 0, 0), np.uint8)  # aligned, colour-matched, planar
+        self._padded = np.zeros((0, 3, 0, 0), np.float32)
+
+    @property
+    def normal_count(self) -> int:
+        return len(self.normals)
+
+    def _remember(self, stored: np.ndarray) -> None:
+        self.normals = stored
+        margin = self.tolerance + 1  # the shift, and the patch's own radius
+        self._padded = np.pad(stored.astype(np.float32),
+                              ((0, 0), (0, 0), (margin, margin), (margin, margin)), mode="edge")
+
+    def _appearance(self) -> State:
+        return {"normals": self.normals}
+
+    def _restore(self, state: State) -> None:
+        self._remember(np.asarray(state["normals"], np.uint8))
+
+    def _distance(self, planar: np.ndarray, use: np.ndarray) -> np.ndarray:
+        """Blurred RMS colour difference of each 3x3 patch to its best-matching normal,
+        each normal shifted by up to `tolerance` pixels as a whole."""
+        t = self.tolerance
+        height, width = planar.shape[1:]
+        image = np.pad(planar.astype(np.float32), ((0, 0), (1, 1), (1, 1)), mode="edge")
+        best = np.full((height, width), np.inf, np.float32)
+        normals = self._padded if use.all() else self._padded[use]  # a view when scoring
+        squared = np.empty((len(normals), *image.shape), np.float32)
+        for dy in range(-t, t + 1):
+            for dx in range(-t, t + 1):
+                window = normals[:, :, t + dy:t + dy + height + 2, t + dx:t + dx + width + 2]
+                np.subtract(window, image, out=squared)
+                np.multiply(squared, squared, out=squared)
+                pixel = squared[:, 0] + squared[:, 1]
+                pixel += squared[:, 2]
+                rows = pixel[:, :-2] + pixel[:, 1:-1]
+                rows += pixel[:, 2:]
+                patch = rows[:, :, :-2] + rows[:, :, 1:-1]
+                patch += rows[:, :, 2:]
+                np.minimum(best, patch.min(axis=0), out=best)
+        return _box(np.sqrt(best / 9.0), self.map_blur)
 
 
 def _moved(pose: tuple[float, float, float], dx: float, dy: float
