@@ -29,7 +29,7 @@ demo: install
 # Tiers: doctests + unit (pure), functional (handlers against moto), infra (Pulumi mocks),
 # then end-to-end on the local stack in its own process (it owns the process environment).
 test: install lint
-	$(PY) -m pytest -q --doctest-modules pipeline scripts/event_sources.py scripts/uploadImages.py \
+	$(PY) -m pytest -q --doctest-modules pipeline scripts/event_sources.py scripts/emulator.py scripts/uploadImages.py \
 		tests/unit tests/functional tests/infra
 	$(PY) -m pytest -q tests/e2e
 

@@ -217,11 +217,21 @@ def ingest(event: Any) -> dict[str, Any]:
     detector = load_detector(settings.detector_backend, settings.model_uri,
                              settings.sagemaker_endpoint)
     failures = []
+    batch: list[tuple[str, list[ingest_step.ObjectRef]]] = []
     for message in event:
         message_id = message.to_dict().get("messageId", "")
         try:
-            for ref in ingest_step.object_refs(message.body):
-                outcome = ingest_step.process(ref, settings, detector)
+            batch.append((message_id, list(ingest_step.object_refs(message.body))))
+        except Exception:
+            log.exception("message %s is not an S3 event; it will be retried", message_id)
+            emit_unexpected_error("ingest")
+            failures.append({"itemIdentifier": message_id})
+    # One read for the whole batch: which of its images are recorded already.
+    recorded = ingest_step.recorded_items((ref for _, refs in batch for ref in refs), settings)
+    for message_id, refs in batch:
+        try:
+            for ref in refs:
+                outcome = ingest_step.process(ref, settings, detector, recorded)
                 emit_outcome(outcome)
         except Exception:
             log.exception("ingest failed for message %s; it will be retried", message_id)

@@ -1,7 +1,7 @@
 """Load test of the whole pipeline on the local stack: nothing lost, nothing duplicated.
 
     python benchmarks/load.py [--count 1000] [--concurrency 16] [--workers 2] [--model DIR]
-                              [--rate N] [--moto-process] [--json FILE]
+                              [--rate N] [--moto-in-process] [--json FILE]
 
 Starts a `LocalStack` serving 4 lines x 4 cameras, uploads `--count` images through the API
 (presigned POST, one token per camera) from `--concurrency` threads, mixes in 2% bad files
@@ -11,6 +11,9 @@ until everything has drained, then prints:
 - throughput: unique uploads / (last record processed - first upload started), images/s;
 - p50 / p95 upload-to-record latency: record `processed_at` - that upload's start;
 - drain time: end of the upload phase -> every record, lake row and alert present;
+- CPU per image over the run, the emulator's and this process's (CPU time, not wall
+  time: robust on a shared machine), and the AWS calls per image by operation with the
+  emulator's CPU for each (`scripts/emulator.py` counts them as they arrive);
 
 and checks: records == unique uploads, lake rows == records (one per image), bad files
 recorded INVALID, alerts == the records whose alert decision says send (one per image),
@@ -23,11 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +93,11 @@ class LoadReport:
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     max_ms: float = 0.0
+    emulator_cpu_ms: float = 0.0
+    emulator_request_cpu_ms: float = 0.0
+    own_cpu_ms: float = 0.0
+    calls_per_image: dict[str, float] = field(default_factory=dict)
+    request_cpu_ms: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     pollers: list[str] = field(default_factory=list)
 
@@ -108,6 +117,11 @@ class LoadReport:
             f"throughput        {self.throughput:.1f} images/s end to end",
             f"latency           p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
             f"max {self.max_ms:.0f} ms (upload start -> record processed)",
+            f"CPU per image     emulator {self.emulator_cpu_ms:.1f} ms (its request threads "
+            f"{self.emulator_request_cpu_ms:.1f} ms), load process {self.own_cpu_ms:.1f} ms",
+            "calls per image   " + ", ".join(
+                f"{op} {n:g} ({self.request_cpu_ms.get(op, 0.0):.1f} ms)"
+                for op, n in self.calls_per_image.items() if n >= 0.005),
             *(f"poller            {line}" for line in self.pollers),
             "checks            " + ("all passed" if self.ok else "; ".join(self.problems)),
         ]
@@ -200,6 +214,11 @@ def _drain(stack: LocalStack, info: StackInfo, expected_ids: set[str], tap: Aler
     return records, rows
 
 
+def _read_alerts(tap: AlertTap, done: threading.Event) -> None:
+    while not done.wait(1.0):
+        tap.drain()
+
+
 def expected_alert_count(records: list[ResultRecord], topology: Topology) -> int:
     def policy(line: str) -> AlertPolicy:
         override = topology.line_policies.get(line, {}).get("confidenceThreshold")
@@ -211,35 +230,42 @@ def expected_alert_count(records: list[ResultRecord], topology: Topology) -> int
 
 def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int = 16,
         workers: int = 2, timeout: float = 300.0, workdir: Path | None = None,
-        moto_process: bool = False, rate: float = 0.0, log: Any = print) -> LoadReport:
+        moto_process: bool = True, rate: float = 0.0, log: Any = print) -> LoadReport:
     topology = Topology(lines=LINES)
     report = LoadReport()
     _quiet_local_api()
-    if moto_process:
-        import moto.server
-
-        moto.server.ThreadedMotoServer = _MotoProcess  # type: ignore[misc,assignment]
     with tempfile.TemporaryDirectory() as scratch:
         planned = plan(count, samples, workdir or Path(scratch))
-        with LocalStack(model_dir, topology, ingest_workers=workers,
-                        write_state=False) as stack:
+        with LocalStack(model_dir, topology, ingest_workers=workers, write_state=False,
+                        moto_process=moto_process) as stack:
             info = stack.info
             assert info is not None
             tap = AlertTap(stack.client("sqs"), info.alerts_queue_url)
+            # Read alerts as they come, as a subscriber would: a queue left to grow makes
+            # every SNS delivery to it slower in the emulator (its SendMessage counts the
+            # queue each time).
+            reading = threading.Event()
+            reader = threading.Thread(target=_read_alerts, args=(tap, reading), daemon=True)
+            reader.start()
             log(f"local stack up: {count} uploads over {len(LINES)} lines x 4 cameras, "
                 f"concurrency {concurrency}, {workers} ingest workers")
+            emulator_before, ours_before = stack.emulator.read_stats(), os.times()
             started = time.time()
             sent = _upload_all(stack, info, planned, concurrency, rate)
             uploaded = time.time()
             ok = [s for s in sent if s.image_id]
             ids = {s.image_id for s in ok}
             records, rows = _drain(stack, info, ids, tap, timeout)
+            reading.set()
+            reader.join()
             # Alerts trail the records by one SNS hop: wait for the expected number.
             expected = expected_alert_count(records, topology)
             deadline = time.monotonic() + 30
             while len(tap.drain()) < expected and time.monotonic() < deadline:
                 time.sleep(0.25)
             drained = time.time()
+            cpu = _cpu_use(emulator_before, stack.emulator.read_stats(), ours_before,
+                           os.times(), in_process=not moto_process)
             time.sleep(1.0)  # anything extra (a duplicate alert) would arrive by now
             alerts = tap.drain()
             dead = {name: _queue_depth(stack, url) for name, url in (
@@ -273,12 +299,51 @@ def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int =
         report.p50_ms = statistics.median(latencies)
         report.p95_ms = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
         report.max_ms = latencies[-1]
+    per_image = 1000.0 / max(len(ok), 1)
+    report.emulator_cpu_ms = cpu.emulator_seconds * per_image
+    report.emulator_request_cpu_ms = sum(cpu.request_seconds.values()) * per_image
+    report.own_cpu_ms = cpu.own_seconds * per_image
+    report.calls_per_image = {op: round(n * per_image / 1000.0, 3)
+                              for op, n in sorted(cpu.calls.items(), key=lambda kv: -kv[1])}
+    report.request_cpu_ms = {op: round(seconds * per_image, 2) for op, seconds in sorted(
+        cpu.request_seconds.items(), key=lambda kv: -kv[1])}
     report.problems = _check(report, ok, records, rows, alerts, dead)
     report.problems.extend(twins)
     if report.failed_uploads:
         first = next(s.error for s in sent if not s.image_id)
         report.problems.insert(0, f"{report.failed_uploads} uploads failed (first: {first})")
     return report
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds over the measured phase: the emulator's, this process's without the
+    emulator's, and the emulator's request threads per operation (with their calls)."""
+
+    emulator_seconds: float
+    own_seconds: float
+    request_seconds: dict[str, float]
+    calls: dict[str, int]
+
+
+def _cpu_use(emulator_before: dict[str, Any], emulator_after: dict[str, Any],
+             ours_before: os.times_result, ours_after: os.times_result, *,
+             in_process: bool) -> CpuUse:
+    """With the emulator in this process its CPU is known only per request (the Step
+    Functions engine's own threads count as ours); in its own process, all of it."""
+    calls = {op: n - emulator_before["calls"].get(op, 0)
+             for op, n in emulator_after["calls"].items()}
+    requests = {op: seconds - emulator_before["cpu_seconds"].get(op, 0.0)
+                for op, seconds in emulator_after["cpu_seconds"].items()}
+    ours = (ours_after.user + ours_after.system) - (ours_before.user + ours_before.system)
+    if in_process:
+        emulator = sum(requests.values())
+        ours -= emulator
+    else:
+        emulator = (emulator_after["process_cpu_seconds"]
+                    - emulator_before["process_cpu_seconds"])
+    return CpuUse(emulator, ours, {op: s for op, s in requests.items() if calls.get(op)},
+                  {op: n for op, n in calls.items() if n})
 
 
 def _lake_twins(s3: Any, bucket: str) -> list[str]:
@@ -341,26 +406,6 @@ def _check(report: LoadReport, ok: list[Sent], records: list[ResultRecord],
     return problems
 
 
-class _MotoProcess:
-    """`ThreadedMotoServer`'s interface, with the emulator in a process of its own (its own
-    GIL). An experiment switch (`--moto-process`): it shows how much of the local stack's
-    limit is moto sharing one interpreter with the handlers and pollers."""
-
-    def __init__(self, ip_address: str, port: int, verbose: bool = False) -> None:
-        self.address, self.port = ip_address, port
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.address, "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-
-
 def _quiet_local_api() -> None:
     """Chalice's local server logs every request to stderr: 1,000s of lines here."""
     from chalice.local import ChaliceRequestHandler
@@ -402,8 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="start at most this many uploads per second (0: no limit); "
                              "below the stack's capacity the latency is service time")
-    parser.add_argument("--moto-process", action="store_true",
-                        help="experiment: run moto in its own process, not in-process")
+    parser.add_argument("--moto-in-process", action="store_true",
+                        help="run the emulator on a thread of this process, as `linesight "
+                             "local up` does (default: in its own process, which is faster: "
+                             "it does not share this process's GIL)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the INVALID warnings of the bad files
     if args.count < 1 or args.concurrency < 1 or args.workers < 1:
@@ -416,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         model = _model(args.model, args.samples, Path(scratch))
         report = run(model, args.samples, count=args.count, concurrency=args.concurrency,
                      workers=args.workers, timeout=args.timeout,
-                     moto_process=args.moto_process, rate=args.rate)
+                     moto_process=not args.moto_in_process, rate=args.rate)
     print("\n".join(report.lines()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -168,7 +168,9 @@ def function_statements(spec: FunctionSpec, args: ChaliceAppArgs) -> list[iam.St
             iam.allow(["s3:PutObject"], [cat(args.results_bucket_arn, "/", HEATMAP_PREFIX, "*")],
                       sid="WriteHeatmaps"),
             # a redelivered upload whose record exists is recognised before detection
-            iam.allow(["dynamodb:GetItem"], [args.table_arn], sid="FindRecordedUploads"),
+            # (one BatchGetItem per SQS batch, GetItem for what that leaves unanswered)
+            iam.allow(["dynamodb:BatchGetItem", "dynamodb:GetItem"], [args.table_arn],
+                      sid="FindRecordedUploads"),
             iam.allow(["states:StartExecution"], [args.state_machine_arn],
                       sid="StartWorkflow"),
         ]

@@ -12,13 +12,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import aws
 from pipeline.alerts import AlertDecision, AlertPolicy, decide
@@ -188,29 +188,89 @@ def start_workflow(record: ResultRecord, settings: Settings) -> Outcome:
     return Outcome(record, alert, record.idempotency_key)
 
 
-def process(ref: ObjectRef, settings: Settings, detector: Detector) -> Outcome:
+@dataclass
+class Recorded:
+    """What one batch knows about its images' records: image id -> the stored item, or
+    None when the image has none. Read once for the whole batch (`recorded_items`) and
+    updated as the batch starts workflows, so an upload delivered twice within one
+    batch is processed once. An image it does not know is looked up on its own."""
+
+    items: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def knows(self, image_id: str) -> bool:
+        return image_id in self.items
+
+
+BATCH_GET_KEYS = 100  # BatchGetItem reads at most 100 keys per call
+
+
+def recorded_items(refs: Iterable[ObjectRef], settings: Settings, *,
+                   attempts: int = 3) -> Recorded:
+    """The records of a batch's images, in one strongly consistent BatchGetItem per 100
+    images instead of a GetItem each. Best effort: keys DynamoDB leaves unprocessed
+    after `attempts` tries, or a failed call, leave those images to `already_recorded`."""
+    ids = sorted({parts.upload_id for ref in refs if (parts := parse_key(ref.key))})
+    recorded = Recorded()
+    ddb = aws.client("dynamodb")
+    for start in range(0, len(ids), BATCH_GET_KEYS):
+        chunk = ids[start:start + BATCH_GET_KEYS]
+        request: dict[str, Any] = {settings.table_name: {
+            "Keys": [{"image_id": {"S": image_id}} for image_id in chunk],
+            "ConsistentRead": True}}
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            for attempt in range(attempts):
+                if attempt:
+                    time.sleep(0.05 * 2 ** attempt)
+                response = ddb.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(settings.table_name, []):
+                    found[item["image_id"]["S"]] = item
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        except (ClientError, BotoCoreError):
+            log.warning("could not read the batch's records; each image is looked up alone",
+                        exc_info=True)
+            continue
+        unprocessed = {key["image_id"]["S"]
+                       for key in request.get(settings.table_name, {}).get("Keys", [])}
+        recorded.items.update({image_id: found.get(image_id) for image_id in chunk
+                               if image_id not in unprocessed})
+    return recorded
+
+
+def process(ref: ObjectRef, settings: Settings, detector: Detector,
+            recorded: Recorded | None = None) -> Outcome:
     """Analyse and start the workflow. An unexpected error is noted on the image (see
-    `note_failure`) and re-raised, so the message is retried and, in the end, dead-lettered."""
+    `note_failure`) and re-raised, so the message is retried and, in the end, dead-lettered.
+    `recorded` is what the batch already read about its images' records."""
     try:
-        recorded = already_recorded(ref, settings)
-        if recorded is not None:
-            return recorded
-        return start_workflow(analyse(ref, settings, detector), settings)
+        previous = already_recorded(ref, settings, recorded)
+        if previous is not None:
+            return previous
+        outcome = start_workflow(analyse(ref, settings, detector), settings)
     except Exception as exc:
         note_failure(ref, exc)
         raise
+    if recorded is not None:
+        recorded.items[outcome.record.image_id] = outcome.record.to_item()
+    return outcome
 
 
-def already_recorded(ref: ObjectRef, settings: Settings) -> Outcome | None:
+def already_recorded(ref: ObjectRef, settings: Settings,
+                     recorded: Recorded | None = None) -> Outcome | None:
     """A redelivery of an upload whose record is already written: no second detection, no
     second execution, no second set of metrics. (EXPRESS workflows do not refuse a reused
     execution name; the conditional put still guards deliveries that overlap.)"""
     parts = parse_key(ref.key)
     if parts is None:
         return None
-    item = aws.client("dynamodb").get_item(
-        TableName=settings.table_name, Key={"image_id": {"S": parts.upload_id}},
-        ConsistentRead=True).get("Item")
+    if recorded is not None and recorded.knows(parts.upload_id):
+        item = recorded.items[parts.upload_id]
+    else:
+        item = aws.client("dynamodb").get_item(
+            TableName=settings.table_name, Key={"image_id": {"S": parts.upload_id}},
+            ConsistentRead=True).get("Item")
     if not item:
         return None
     record = ResultRecord.from_item(item)

@@ -5,11 +5,15 @@ Chalice handlers with Lambda-shaped events and Lambda's batch semantics:
 - SQS: batches of up to 10; messages named in `batchItemFailures` (or the whole batch if
   the handler raises) are not deleted, so they come back after the visibility timeout
   and the queue's redrive policy moves them to the DLQ after maxReceiveCount.
-- DynamoDB streams: batches in shard order; on a partial failure the batch is retried
-  from the first failed record, a bounded number of times, then the failed records go
-  to the on-failure queue and the shard moves on (bisect-on-error, record age aside).
+- DynamoDB streams: each shard polled 4 times a second, records gathered for up to the
+  mapping's batching window (or until the batch is full), batches in shard order; on a
+  partial failure the batch is retried from the first failed record, a bounded number
+  of times, then the failed records go to the on-failure queue and the shard moves on
+  (bisect-on-error, record age aside). Shards are listed again now and then, not on
+  every poll.
 While a handler runs, what it prints (Powertools' EMF metric lines) is captured per thread
-and put into CloudWatch, as Lambda's log pipeline would.
+and handed to a `MetricsSink`, which puts it into CloudWatch a moment later in one call,
+as Lambda's log pipeline extracts EMF asynchronously.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ def emf_to_metric_data(line: str) -> tuple[str, list[dict[str, Any]]] | None:
 
 
 def invoke(handler: Handler, event: dict[str, Any], name: str,
-           cloudwatch: Any | None) -> Any:
+           metrics: MetricsSink | None) -> Any:
     """Call a handler as Lambda would, turning its EMF output into CloudWatch metrics."""
     _install_router()
     buffer = io.StringIO()
@@ -113,13 +117,15 @@ def invoke(handler: Handler, event: dict[str, Any], name: str,
     finally:
         del _buffers[threading.get_ident()]
         try:
-            _flush_metrics(buffer.getvalue(), cloudwatch)
+            for namespace, data in _metric_data(buffer.getvalue()).items():
+                if metrics is not None:
+                    metrics.add(namespace, data)
         except Exception:  # metrics must never turn a handled batch into a failed one
-            log.exception("could not put the metrics %s printed", name)
+            log.exception("could not read the metrics %s printed", name)
 
 
-def _flush_metrics(output: str, cloudwatch: Any | None) -> None:
-    """Put every metric one invocation printed, one PutMetricData call per namespace."""
+def _metric_data(output: str) -> dict[str, list[dict[str, Any]]]:
+    """The metric data one invocation printed, by namespace; other lines are printed."""
     by_namespace: dict[str, list[dict[str, Any]]] = {}
     for line in output.splitlines():
         parsed = emf_to_metric_data(line)
@@ -129,11 +135,40 @@ def _flush_metrics(output: str, cloudwatch: Any | None) -> None:
             continue
         namespace, data = parsed
         by_namespace.setdefault(namespace, []).extend(data)
-    if cloudwatch is None:
-        return
-    for namespace, data in by_namespace.items():
-        for start in range(0, len(data), 1000):
-            cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start:start + 1000])
+    return by_namespace
+
+
+class MetricsSink(threading.Thread):
+    """The CloudWatch end of Lambda's log pipeline: metric data from every invocation,
+    put at most once per `interval` seconds (one PutMetricData per namespace and 1,000
+    points), and once more when `stop` is set. In AWS, EMF lines become metrics
+    asynchronously too."""
+
+    def __init__(self, cloudwatch: Any, stop: threading.Event, interval: float = 1.0) -> None:
+        super().__init__(name="metrics-sink", daemon=True)
+        self.cloudwatch, self.stop_event, self.interval = cloudwatch, stop, interval
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, namespace: str, data: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._pending.setdefault(namespace, []).extend(data)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for namespace, data in pending.items():
+            for start in range(0, len(data), 1000):
+                try:
+                    self.cloudwatch.put_metric_data(Namespace=namespace,
+                                                    MetricData=data[start:start + 1000])
+                except Exception:  # metrics never fail a handled batch
+                    log.exception("could not put %d metric data points", len(data))
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.flush()
+        self.flush()
 
 
 # --- pollers --------------------------------------------------------------------------
@@ -149,11 +184,11 @@ class PollerStats:
 class SqsPoller(threading.Thread):
     def __init__(self, sqs: Any, queue_url: str, queue_arn: str, region: str,
                  handler: Handler, name: str, stop: threading.Event,
-                 cloudwatch: Any | None = None, batch_size: int = 10) -> None:
+                 metrics: MetricsSink | None = None, batch_size: int = 10) -> None:
         super().__init__(name=f"poller-{name}", daemon=True)
         self.sqs, self.queue_url, self.queue_arn, self.region = sqs, queue_url, queue_arn, region
         self.handler, self.function_name, self.stop_event = handler, name, stop
-        self.cloudwatch, self.batch_size = cloudwatch, batch_size
+        self.metrics, self.batch_size = metrics, batch_size
         self.stats = PollerStats()
 
     def run(self) -> None:
@@ -176,7 +211,7 @@ class SqsPoller(threading.Thread):
         event = {"Records": [self._record(m) for m in messages]}
         failed: set[str]
         try:
-            result = invoke(self.handler, event, self.function_name, self.cloudwatch)
+            result = invoke(self.handler, event, self.function_name, self.metrics)
             failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
         except Exception:
             log.exception("handler %s raised; the whole batch will be retried",
@@ -206,30 +241,45 @@ class SqsPoller(threading.Thread):
 
 
 class StreamPoller(threading.Thread):
+    POLL_SECONDS = 0.25  # Lambda polls each shard of a DynamoDB stream 4 times a second
+
     def __init__(self, streams: Any, stream_arn: str, handler: Handler, name: str,
                  stop: threading.Event, *, sqs: Any = None, on_failure_url: str = "",
-                 cloudwatch: Any | None = None, batch_size: int = 100,
-                 max_retries: int = 3, region: str = "us-east-1") -> None:
+                 metrics: MetricsSink | None = None, batch_size: int = 100,
+                 batching_window: float = 0.0, max_retries: int = 3,
+                 shard_refresh_seconds: float = 30.0, region: str = "us-east-1") -> None:
         super().__init__(name=f"poller-{name}", daemon=True)
         self.streams, self.stream_arn, self.handler = streams, stream_arn, handler
         self.function_name, self.stop_event = name, stop
-        self.sqs, self.on_failure_url, self.cloudwatch = sqs, on_failure_url, cloudwatch
+        self.sqs, self.on_failure_url, self.metrics = sqs, on_failure_url, metrics
         self.batch_size, self.max_retries, self.region = batch_size, max_retries, region
+        self.batching_window, self.shard_refresh_seconds = batching_window, shard_refresh_seconds
         self.iterators: dict[str, str] = {}
+        self._gathered: dict[str, list[dict[str, Any]]] = {}  # shard -> records not yet sent
+        self._gathering_since: dict[str, float] = {}
+        self._shards_listed = -float("inf")
         self._recent: dict[str, None] = {}  # eventIDs handed out, oldest first
         self.stats = PollerStats()
 
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                if not self.poll_once():
-                    time.sleep(0.2)
+                if self.poll_once() < self.batch_size:
+                    self.stop_event.wait(self.POLL_SECONDS)
             except Exception as exc:
                 log.exception("stream poller %s", self.function_name)
                 self.stats.errors.append(str(exc))
                 time.sleep(0.5)
+        try:
+            self.poll_once(flush=True)  # what was gathered still goes out
+        except Exception:
+            log.exception("stream poller %s, delivering its last batch", self.function_name)
 
     def _refresh_shards(self) -> None:
+        """List the stream's shards when the last listing is old or a shard has closed."""
+        if self.iterators and time.monotonic() - self._shards_listed < self.shard_refresh_seconds:
+            return
+        self._shards_listed = time.monotonic()
         shards = self.streams.describe_stream(StreamArn=self.stream_arn)[
             "StreamDescription"]["Shards"]
         for shard in shards:
@@ -239,19 +289,33 @@ class StreamPoller(threading.Thread):
                     StreamArn=self.stream_arn, ShardId=shard_id,
                     ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
 
-    def poll_once(self) -> int:
+    def poll_once(self, flush: bool = False) -> int:
+        """Read every shard once; deliver the batches that are full or whose batching
+        window has passed (all of them with `flush`). Returns the records delivered."""
         self._refresh_shards()
-        seen = 0
+        delivered = 0
         for shard_id, iterator in list(self.iterators.items()):
-            response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
-            records = [self._record(r) for r in response.get("Records", [])
-                       if not self._seen(r.get("eventID", ""))]
-            if records:
-                self._deliver(records)
-                seen += len(records)
-            # Move on only once the batch is delivered (or sent to the on-failure queue).
-            self.iterators[shard_id] = response.get("NextShardIterator") or iterator
-        return seen
+            gathered = self._gathered.setdefault(shard_id, [])
+            if len(gathered) < self.batch_size:
+                response = self.streams.get_records(ShardIterator=iterator,
+                                                    Limit=self.batch_size - len(gathered))
+                fresh = [self._record(r) for r in response.get("Records", [])
+                         if not self._seen(r.get("eventID", ""))]
+                if fresh and not gathered:
+                    self._gathering_since[shard_id] = time.monotonic()
+                gathered.extend(fresh)
+                following = response.get("NextShardIterator")
+                if following:
+                    self.iterators[shard_id] = following
+                else:  # a closed shard, read to its end: look for its children now
+                    self._shards_listed = -float("inf")
+            waited = time.monotonic() - self._gathering_since.get(shard_id, 0.0)
+            if gathered and (flush or len(gathered) >= self.batch_size
+                             or waited >= self.batching_window):
+                self._gathered[shard_id] = []
+                self._deliver(gathered)
+                delivered += len(gathered)
+        return delivered
 
     def _seen(self, event_id: str) -> bool:
         """True for a stream record this poller has already handed out. moto can serve
@@ -271,7 +335,7 @@ class StreamPoller(threading.Thread):
         for attempt in range(self.max_retries + 1):
             try:
                 result = invoke(self.handler, {"Records": batch}, self.function_name,
-                                self.cloudwatch)
+                                self.metrics)
                 failed = [f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])]
             except Exception:
                 log.exception("handler %s raised on a stream batch", self.function_name)

@@ -1,7 +1,9 @@
 """The whole pipeline on this machine: moto server + the real handlers + Chalice's local server.
 
 `LocalStack` starts a moto server on 127.0.0.1 (a free port) with Step Functions execution
-enabled, provisions the same resources the Pulumi program deploys from the same
+enabled (`scripts/emulator.py`: on a thread here, or in its own process with
+`moto_process=True`, which the load benchmark uses because it does not share this
+process's GIL), provisions the same resources the Pulumi program deploys from the same
 definitions in `pipeline/` (table schema, ASL, Firehose destination, QuickSight manifest,
 dashboard, alarms), points the handlers at it through the standard `AWS_ENDPOINT_URL`,
 serves the Chalice app, and runs the event-source pollers. `linesight local up` runs it
@@ -26,17 +28,28 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
+from chalice.local import (
+    ChaliceRequestHandler,
+    CustomLocalChalice,
+    LocalChalice,
+    LocalDevServer,
+    ThreadedHTTPServer,
+)
 
 from pipeline import alarms, analytics, aws, dashboard, tables, tokens, workflow
 from pipeline.settings import current
 from pipeline.stackconfig import StackConfig, parse_stack_config
-from scripts.event_sources import SqsPoller, StreamPoller
+from scripts.emulator import Emulator
+from scripts.event_sources import MetricsSink, SqsPoller, StreamPoller
 
 REPO = Path(__file__).resolve().parents[1]
 API_DIR = REPO / "api"
 STATE_FILE = REPO / ".linesight" / "local.json"
 ACCOUNT = "123456789012"
+# The lake stream mapping's batching window here. The deployed mapping waits up to 5 s
+# (infra/api.py STREAM_BATCHING_WINDOW_SECONDS); 1 s keeps the demo and tests quick while
+# still handing the to_lake handler a batch per second rather than a call per record.
+LAKE_BATCHING_WINDOW_SECONDS = 1.0
 log = logging.getLogger("linesight.local")
 
 
@@ -202,7 +215,8 @@ class LocalStack:
                  region: str = "us-east-1", names: Names | None = None,
                  api_port: int = 0, moto_port: int = 0, ingest_workers: int = 2,
                  visibility_timeout: int = 5, max_receive_count: int = 3,
-                 write_state: bool = True, quiet: bool = False) -> None:
+                 write_state: bool = True, quiet: bool = False,
+                 moto_process: bool = False) -> None:
         self.model_dir = Path(model_dir)
         self.topology = topology or Topology()
         self.region = region
@@ -214,10 +228,12 @@ class LocalStack:
         self.max_receive_count = max_receive_count
         self.write_state = write_state
         self.quiet = quiet
+        self.moto_process = moto_process
         self.stop_event = threading.Event()
         self.pollers: list[Any] = []
+        self.metrics: MetricsSink | None = None
         self.info: StackInfo | None = None
-        self._moto: Any = None
+        self._moto: Emulator | None = None
         self._api: Any = None
         self._saved_env: dict[str, str | None] = {}
 
@@ -239,15 +255,15 @@ class LocalStack:
                             aws_access_key_id="local", aws_secret_access_key="local",
                             config=Config(s3={"addressing_style": "path"}))
 
-    def start(self) -> StackInfo:
-        from moto.server import ThreadedMotoServer
+    @property
+    def emulator(self) -> Emulator:
+        assert self._moto is not None, "the stack is not started"
+        return self._moto
 
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    def start(self) -> StackInfo:
         # moto's Step Functions engine calls the other services through localhost:MOTO_PORT.
         self._saved_env.setdefault("MOTO_PORT", os.environ.get("MOTO_PORT"))
-        os.environ["MOTO_PORT"] = str(self.moto_port)
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port,
-                                        verbose=False)
+        self._moto = Emulator("127.0.0.1", self.moto_port, in_process=not self.moto_process)
         self._moto.start()
         _wait_for(f"{self.endpoint}/moto-api/")
         # moto's backends are per process: start from nothing even if a stack ran before.
@@ -278,6 +294,9 @@ class LocalStack:
         self.stop_event.set()
         for poller in self.pollers:
             poller.join(timeout=5)
+        if self.metrics is not None:  # after the pollers: their last metrics go out too
+            self.metrics.stop_event.set()
+            self.metrics.join(timeout=5)
         if self._api is not None:
             self._api.shutdown()
         if self._moto is not None:
@@ -440,26 +459,37 @@ class LocalStack:
             CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
             app.__class__ = CustomLocalChalice
         handler = _QuietRequestHandler if self.quiet else ChaliceRequestHandler
-        self._api = LocalDevServer(app, config, "127.0.0.1", self.api_port, handler_cls=handler)
+        self._api = LocalDevServer(app, config, "127.0.0.1", self.api_port, handler_cls=handler,
+                                   server_cls=_ApiServer)
         threading.Thread(target=self._api.server.serve_forever, name="chalice-local",
                          daemon=True).start()
 
     def _start_pollers(self, info: StackInfo) -> None:
         app_module = load_app_module()
-        cloudwatch = self.client("cloudwatch")
+        self.metrics = MetricsSink(self.client("cloudwatch"), threading.Event())
+        self.metrics.start()
         for worker in range(self.ingest_workers):
             self.pollers.append(SqsPoller(
                 self.client("sqs"), info.queue_url, self._queue_arn(self.names.ingest_queue),
                 self.region, app_module.ingest, f"ingest-{worker}", self.stop_event,
-                cloudwatch=cloudwatch))
+                metrics=self.metrics))
         stream_arn = self.client("dynamodb").describe_table(
             TableName=info.table)["Table"]["LatestStreamArn"]
         self.pollers.append(StreamPoller(
             self.client("dynamodbstreams"), stream_arn, app_module.to_lake, "to-lake",
             self.stop_event, sqs=self.client("sqs"), on_failure_url=info.lake_failure_queue_url,
-            cloudwatch=cloudwatch, region=self.region))
+            metrics=self.metrics, batching_window=LAKE_BATCHING_WINDOW_SECONDS,
+            region=self.region))
         for poller in self.pollers:
             poller.start()
+
+
+class _ApiServer(ThreadedHTTPServer):
+    """Chalice's local server with a listen backlog for a fleet of cameras: with the
+    default of 5, cameras connecting at once overflow it (the kernel counts
+    ListenOverflows) and an upload can fail with a reset connection."""
+
+    request_queue_size = 128
 
 
 class _QuietRequestHandler(ChaliceRequestHandler):

@@ -124,9 +124,15 @@ def test_query_api_returns_records_with_status(local_stack: LocalStack,
 def test_metrics_dashboard_and_alarms(local_stack: LocalStack,
                                       processed: dict[str, Any]) -> None:
     cloudwatch = local_stack.client("cloudwatch")
-    names = {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="LineSight")["Metrics"]}
-    assert {"ProcessedImageCount", "DetectedAnomalyCount", "InvalidImageCount",
-            "InferenceLatency", "EndToEndLatency"} <= names
+    wanted = {"ProcessedImageCount", "DetectedAnomalyCount", "InvalidImageCount",
+              "InferenceLatency", "EndToEndLatency"}
+
+    def names() -> set[str]:
+        return {m["MetricName"]
+                for m in cloudwatch.list_metrics(Namespace="LineSight")["Metrics"]}
+
+    # Metrics arrive a moment after the invocation that printed them, as in AWS.
+    assert wait_until(lambda: wanted <= names(), timeout=10), names()
     dims = {d["Name"] for m in cloudwatch.list_metrics(
         Namespace="LineSight", MetricName="ProcessedImageCount")["Metrics"]
         for d in m["Dimensions"]}

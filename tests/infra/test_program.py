@@ -379,7 +379,7 @@ def test_ingest_role_covers_what_the_ingest_step_calls(d: Deployed) -> None:
                for action in statement["Action"] for resource in statement["Resource"]}
     # read the upload, tag it when it fails, recognise a redelivery of a recorded upload
     assert {("s3:GetObject", images), ("s3:PutObjectTagging", images),
-            ("dynamodb:GetItem", results)} <= granted
+            ("dynamodb:BatchGetItem", results), ("dynamodb:GetItem", results)} <= granted
     assert ("dynamodb:PutItem", results) not in granted  # only the workflow writes records
 
 

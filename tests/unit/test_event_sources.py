@@ -6,7 +6,7 @@ import json
 import threading
 from typing import Any
 
-from scripts.event_sources import SqsPoller, StreamPoller
+from scripts.event_sources import MetricsSink, SqsPoller, StreamPoller, invoke
 
 
 class FakeStreams:
@@ -26,6 +26,34 @@ class FakeStreams:
         batch = [] if self.served else self.records
         self.served = True
         return {"Records": batch, "NextShardIterator": "it-1"}
+
+
+class TrickleStreams:
+    """One shard that gains one record before each read, and counts shard listings."""
+
+    def __init__(self) -> None:
+        self.listings = 0
+        self.written = 0
+
+    def describe_stream(self, StreamArn: str) -> dict[str, Any]:  # noqa: N803 - boto names
+        self.listings += 1
+        return {"StreamDescription": {"Shards": [{"ShardId": "s-1"}]}}
+
+    def get_shard_iterator(self, **_: Any) -> dict[str, Any]:
+        return {"ShardIterator": "it-0"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:  # noqa: N803
+        self.written += 1
+        record = dict(_stream_record(str(self.written)), eventID=f"e-{self.written}")
+        return {"Records": [record], "NextShardIterator": f"it-{self.written}"}
+
+
+class FakeCloudWatch:
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, int]] = []
+
+    def put_metric_data(self, Namespace: str, MetricData: list[dict[str, Any]]) -> None:  # noqa: N803
+        self.puts.append((Namespace, len(MetricData)))
 
 
 class FakeSqs:
@@ -123,3 +151,71 @@ def test_a_stream_record_served_twice_is_delivered_once() -> None:
     _poller(twice, handler, FakeSqs()).poll_once()
 
     assert seen == ["e-1", "e-2"]
+
+
+def _batches(into: list[list[str]]) -> Any:
+    def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        into.append([r["dynamodb"]["SequenceNumber"] for r in event["Records"]])
+        return {"batchItemFailures": []}
+
+    return handler
+
+
+def test_stream_records_wait_for_the_batching_window_then_go_as_one_batch() -> None:
+    batches: list[list[str]] = []
+    poller = StreamPoller(TrickleStreams(), "arn:stream", _batches(batches), "to-lake",
+                          threading.Event(), batching_window=3600.0)
+
+    assert [poller.poll_once(), poller.poll_once()] == [0, 0]  # gathered, within the window
+    assert batches == []
+    poller.batching_window = 0.0  # the window has passed
+    assert poller.poll_once() == 3
+    assert batches == [["1", "2", "3"]]
+
+
+def test_a_full_batch_does_not_wait_for_the_window() -> None:
+    batches: list[list[str]] = []
+    poller = StreamPoller(TrickleStreams(), "arn:stream", _batches(batches), "to-lake",
+                          threading.Event(), batch_size=2, batching_window=3600.0)
+
+    assert [poller.poll_once(), poller.poll_once(), poller.poll_once()] == [0, 2, 0]
+    assert poller.poll_once(flush=True) == 2  # what is gathered goes out when stopping
+    assert batches == [["1", "2"], ["3", "4"]]
+
+
+def test_shards_are_listed_now_and_then_not_on_every_poll() -> None:
+    streams = TrickleStreams()
+    poller = StreamPoller(streams, "arn:stream", _batches([]), "to-lake", threading.Event())
+    for _ in range(5):
+        poller.poll_once()
+    assert streams.listings == 1
+    poller.shard_refresh_seconds = 0.0
+    poller.poll_once()
+    assert streams.listings == 2
+
+
+def _emf_handler(event: dict[str, Any], _: Any) -> None:
+    print(json.dumps({"_aws": {"Timestamp": 0, "CloudWatchMetrics": [{
+        "Namespace": "LineSight", "Dimensions": [["line"]],
+        "Metrics": [{"Name": "ProcessedImageCount", "Unit": "Count"}]}]},
+        "line": "line-1", "ProcessedImageCount": [1]}))
+
+
+def test_metrics_of_many_invocations_are_put_in_one_call() -> None:
+    cloudwatch = FakeCloudWatch()
+    sink = MetricsSink(cloudwatch, threading.Event())
+    for _ in range(3):
+        invoke(_emf_handler, {"Records": []}, "ingest", sink)
+    assert cloudwatch.puts == []  # not one call per invocation
+    sink.flush()
+    assert cloudwatch.puts == [("LineSight", 3)]
+
+
+def test_the_metrics_sink_puts_what_is_left_when_it_stops() -> None:
+    cloudwatch, stop = FakeCloudWatch(), threading.Event()
+    sink = MetricsSink(cloudwatch, stop, interval=3600.0)
+    sink.start()
+    invoke(_emf_handler, {"Records": []}, "ingest", sink)
+    stop.set()
+    sink.join(timeout=5)
+    assert cloudwatch.puts == [("LineSight", 1)]

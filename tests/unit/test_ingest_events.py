@@ -29,3 +29,49 @@ def test_test_event_yields_nothing() -> None:
 def test_poison_bodies_raise(body: str) -> None:
     with pytest.raises(ValueError):
         list(object_refs(body))
+
+
+class _FakeDynamoDB:
+    """BatchGetItem that leaves some keys unprocessed the first `unprocessed_rounds` times."""
+
+    def __init__(self, stored: dict[str, dict], unprocessed_rounds: int) -> None:
+        self.stored, self.unprocessed_rounds, self.calls = stored, unprocessed_rounds, 0
+
+    def batch_get_item(self, RequestItems: dict) -> dict:  # noqa: N803 - boto names
+        self.calls += 1
+        [(table, request)] = RequestItems.items()
+        keys = request["Keys"]
+        assert request["ConsistentRead"] is True
+        served, left = (keys[:1], keys[1:]) if self.calls <= self.unprocessed_rounds else (
+            keys, [])
+        return {"Responses": {table: [self.stored[k["image_id"]["S"]] for k in served
+                                      if k["image_id"]["S"] in self.stored]},
+                "UnprocessedKeys": {table: {"Keys": left, "ConsistentRead": True}}
+                if left else {}}
+
+
+@pytest.mark.parametrize("unprocessed_rounds, known", [
+    (0, {"a", "b", "c", "d"}),  # one call answers every key
+    (1, {"a", "b", "c", "d"}),  # keys left unprocessed are asked for again
+    (5, {"a", "b", "c"}),  # d is still unprocessed after 3 tries: it is looked up alone
+])
+def test_a_batch_reads_its_records_once_and_retries_unprocessed_keys(
+        monkeypatch: pytest.MonkeyPatch, unprocessed_rounds: int, known: set[str]) -> None:
+    from pipeline import aws, ingest
+    from pipeline.records import utc_now
+    from pipeline.settings import Settings
+
+    ids = {letter: letter * 32 for letter in "abcd"}  # upload ids, in their sorted order
+    stored = {ids["b"]: {"image_id": {"S": ids["b"]}}}
+    fake = _FakeDynamoDB(stored, unprocessed_rounds)
+    monkeypatch.setattr(aws, "client", lambda service: fake)
+    monkeypatch.setattr(ingest.time, "sleep", lambda seconds: None)
+    refs = [ingest.ObjectRef("bucket", f"line-1/cam-1/2026/01/02/{ids[letter]}.jpg", "e", 1,
+                             utc_now()) for letter in "dcab"]
+
+    recorded = ingest.recorded_items(refs, Settings(region="us-east-1", table_name="t"))
+
+    assert set(recorded.items) == {ids[letter] for letter in known}
+    assert recorded.items[ids["b"]] == stored[ids["b"]]
+    assert all(recorded.items[ids[letter]] is None for letter in known - {"b"})
+    assert fake.calls == min(unprocessed_rounds + 1, 3)
