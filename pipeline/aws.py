@@ -13,8 +13,11 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+# A Lambda container runs one invocation at a time; the pool size matters where one process
+# serves several threads (the local stack's API server, ingest workers and pollers).
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5},
-                 s3={"addressing_style": "path"}, signature_version="s3v4")
+                 s3={"addressing_style": "path"}, signature_version="s3v4",
+                 max_pool_connections=32)
 
 
 @cache

@@ -45,7 +45,10 @@ def ensure_model(samples: Path, model: Path) -> None:
 
     console.print(f"training the embedded detector on {samples / 'train'} ...")
     report = train_model(samples, model)
-    console.print(f"trained: {report}")
+    auroc = "-" if report.cv_auroc is None else f"{report.cv_auroc:.3f}"
+    console.print(f"trained {report.method} (cross-validated AUROC {auroc}; "
+                  f"{report.n_normal} normal, {report.n_anomaly} anomalous images): model "
+                  f"{report.model_version} in {report.train_seconds:.0f} s")
 
 
 def plan_uploads(samples: Path, out: Path, topology: Topology) -> dict[tuple[str, str], Path]:
