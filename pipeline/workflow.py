@@ -31,12 +31,30 @@ DYNAMODB_RETRYABLE = (
     "DynamoDB.AmazonDynamoDBException",
     "States.Timeout",
 )
+# Publish errors that no retry can cure (a wrong topic, a missing permission, a bad
+# message or a KMS key that is off): the alert goes straight to the failure queue instead
+# of 15 s of backoff first. Anything else, throttling and 5xx included, is retried.
+SNS_PERMANENT = (
+    "SNS.AuthorizationErrorException",
+    "SNS.InvalidParameterException",
+    "SNS.InvalidParameterValueException",
+    "SNS.InvalidSecurityException",
+    "SNS.KMSAccessDeniedException",
+    "SNS.KMSDisabledException",
+    "SNS.KMSInvalidStateException",
+    "SNS.KMSNotFoundException",
+    "SNS.NotFoundException",
+)
 CONDITIONAL_CHECK_FAILED = "DynamoDB.ConditionalCheckFailedException"
 ALERT_ERROR_PATH = "$.alert_error"
 
 
-def _retry(*errors: str, attempts: int = 4) -> list[dict[str, Any]]:
-    return [{
+def _retry(*errors: str, attempts: int = 4, never: tuple[str, ...] = ()
+           ) -> list[dict[str, Any]]:
+    """Retry `errors` with backoff; `never` lists errors matched first and not retried
+    (retriers are tried in order, and MaxAttempts 0 means no retry)."""
+    permanent = [{"ErrorEquals": list(never), "MaxAttempts": 0}] if never else []
+    return [*permanent, {
         "ErrorEquals": list(errors),
         "IntervalSeconds": 1,
         "MaxAttempts": attempts,
@@ -106,7 +124,7 @@ def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_u
                     },
                 },
                 "ResultPath": "$.published",
-                "Retry": _retry("States.ALL"),
+                "Retry": _retry("States.ALL", never=SNS_PERMANENT),
                 # `alert_error` (not `error`) tells the failure queue's reader that the
                 # record is stored and only the alert is owed (`linesight dlq redrive`).
                 "Catch": [_to_failure_queue(ALERT_ERROR_PATH)],

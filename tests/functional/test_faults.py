@@ -90,6 +90,20 @@ def test_sns_down_keeps_the_record_retries_then_parks_the_alert(
     assert parked["record"]["image_id"] == item["image_id"]["S"]
 
 
+def test_an_sns_error_no_retry_can_cure_parks_the_alert_at_once(
+        moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float]) -> None:
+    # a real permanent error: the topic is gone, so Publish answers NotFound
+    moto_stack.client("sns").delete_topic(TopicArn=moto_stack.info.topic_arn)
+    _ingest(moto_stack, samples_dir)
+    [execution] = wait_until_idle(moto_stack)
+
+    assert "SendToFailureQueue" in history_states(moto_stack, execution["executionArn"])
+    assert fast_retries == []  # no backoff for an error that cannot go away
+    [parked] = queue_bodies(moto_stack, moto_stack.info.failure_queue_url)
+    assert parked["alert_error"]["Error"] == "SNS.NotFoundException"
+    assert [item["status"]["S"] for item in records(moto_stack)] == ["OK"]
+
+
 def test_a_parked_alert_is_sent_once_by_the_redrive(
         moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float]) -> None:
     from pipeline import dlq

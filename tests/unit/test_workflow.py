@@ -20,6 +20,22 @@ def test_every_task_retries() -> None:
     assert all(state.get("Retry") for state in TASKS.values())
 
 
+def test_states_all_is_only_ever_the_last_retrier() -> None:
+    # ASL rule: States.ALL must stand alone, in the last retrier; the ones before it win.
+    for state in TASKS.values():
+        for position, retrier in enumerate(state["Retry"]):
+            if "States.ALL" in retrier["ErrorEquals"]:
+                assert retrier["ErrorEquals"] == ["States.ALL"]
+                assert position == len(state["Retry"]) - 1
+
+
+def test_a_publish_error_no_retry_can_cure_is_not_retried() -> None:
+    never, retried = TASKS["PublishAlert"]["Retry"]
+    assert never["MaxAttempts"] == 0 and "SNS.NotFoundException" in never["ErrorEquals"]
+    assert "SNS.InternalErrorException" not in never["ErrorEquals"]  # 5xx: worth a retry
+    assert retried["ErrorEquals"] == ["States.ALL"] and retried["MaxAttempts"] > 0
+
+
 def test_the_put_is_conditional_and_a_duplicate_skips_the_alert() -> None:
     put = TASKS["RecordResult"]
     assert put["Parameters"]["ConditionExpression"] == "attribute_not_exists(image_id)"
