@@ -117,8 +117,9 @@ def invoke(handler: Handler, event: dict[str, Any], name: str,
     finally:
         del _buffers[threading.get_ident()]
         try:
-            for namespace, data in _metric_data(buffer.getvalue()).items():
-                if metrics is not None:
+            printed = _metric_data(buffer.getvalue())  # non-metric lines are printed here
+            if metrics is not None:
+                for namespace, data in printed.items():
                     metrics.add(namespace, data)
         except Exception:  # metrics must never turn a handled batch into a failed one
             log.exception("could not read the metrics %s printed", name)

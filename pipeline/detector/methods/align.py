@@ -39,7 +39,7 @@ ones), so the artifact stays small however many images training has.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from PIL import Image
@@ -192,11 +192,14 @@ class AlignEnvelope:
 
     @classmethod
     def from_state(cls, state: State) -> Self:
-        method = cls(int(state["input_size"]), int(state["compare_factor"]),
-                     int(state["tolerance"]), int(state["neighbours"]),
-                     int(state["map_blur"]), int(state["spread_radius"]),
-                     float(state["spread_floor"]), float(state["search_degrees"]),
-                     int(state["max_normals"]), float(state["background_weight"]))
+        method = cls(input_size=int(state["input_size"]),
+                     compare_factor=int(state["compare_factor"]),
+                     tolerance=int(state["tolerance"]), neighbours=int(state["neighbours"]),
+                     map_blur=int(state["map_blur"]), spread_radius=int(state["spread_radius"]),
+                     spread_floor=float(state["spread_floor"]),
+                     search_degrees=float(state["search_degrees"]),
+                     max_normals=int(state["max_normals"]),
+                     background_weight=float(state["background_weight"]))
         method.shape = (int(state["shape"][0]), int(state["shape"][1]))
         method.background = np.asarray(state["background"], np.float32)
         method.part_threshold = float(state["part_threshold"])
@@ -432,13 +435,10 @@ class AlignPatch(AlignEnvelope):
 
     name: ClassVar[str] = "align_patch"
 
-    def __init__(self, input_size: int = 500, compare_factor: int = 2, tolerance: int = 1,
-                 neighbours: int = 1, map_blur: int = 2, spread_radius: int = 3,
-                 spread_floor: float = 2.0, search_degrees: float = 2.0,
-                 max_normals: int = 40, background_weight: float = 0.5) -> None:
-        super().__init__(input_size, compare_factor, tolerance, neighbours, map_blur,
-                         spread_radius, spread_floor, search_degrees, max_normals,
-                         background_weight)
+    def __init__(self, input_size: int = 500, compare_factor: int = 2,
+                 **settings: Any) -> None:
+        """`align`'s settings; only the resolution defaults differ."""
+        super().__init__(input_size, compare_factor, **settings)
         self.normals = np.zeros((0, 3, 0, 0), np.uint8)  # aligned, colour-matched, planar
         self._padded = np.zeros((0, 3, 0, 0), np.float32)
 
