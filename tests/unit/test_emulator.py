@@ -89,6 +89,24 @@ def test_the_emulator_counts_calls_and_cpu_per_operation(
     assert stats["process_cpu_seconds"] > 0
 
 
+def test_a_request_is_counted_before_its_response_goes_out() -> None:
+    """A client that has its answer and then asks for the stats finds its call counted
+    (the server thread may not have finished with the connection yet)."""
+    stats = emulator.OperationStats()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"{}"]
+
+    app_measured = emulator.measured(app, stats)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/",
+               "HTTP_X_AMZ_TARGET": "AmazonSQS.SendMessage"}
+    assert app_measured(environ, lambda *args: None) == [b"{}"]
+    snapshot = stats.snapshot()
+    assert snapshot["calls"] == {"sqs.SendMessage": 1}
+    assert set(snapshot["cpu_seconds"]) == {"sqs.SendMessage"}
+
+
 def test_the_step_functions_engine_reuses_its_clients(untuned_afterwards: None) -> None:
     from moto.settings import moto_server_port
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
