@@ -10,7 +10,9 @@ How the method is chosen. Every registered method (`methods.METHODS`, except tho
   copied with one synthetic defect (cut-paste, scratch or blob; `synthetic.py`), and those
   copies play the anomalies when comparing methods.
 
-All candidates share one fold assignment. The method with the best out-of-fold AUROC wins
+A method that cannot be trained on the set (the `cnn` without enough labelled anomalies,
+or without torch) is listed in the report as not tried. All candidates share one fold
+assignment. The method with the best out-of-fold AUROC wins
 (ties: best F1, then fastest); an ensemble of the best two (mean robust z-score) replaces
 it only if it gains `ENSEMBLE_MARGIN` AUROC. The winner is refit on all training images.
 
@@ -181,6 +183,12 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
                    seed)
 
     results: list[tuple[CandidateResult, _Fold | None]] = []
+    for name, reason in _unavailable(candidates, normal_count, anomaly_count):
+        if methods:
+            raise TrainingError(f"method {name} {reason}")
+        results.append((CandidateResult(name, None, None, folds, 0.0, 0.0,
+                                        error=f"not tried: {reason}"), None))
+        candidates = [(other, method) for other, method in candidates if other != name]
     for index, (name, method) in enumerate(candidates):
         notify("cross-validating methods", index, len(candidates))
         results.append(_cross_validate(name, method, images, split))
@@ -444,6 +452,19 @@ def _candidates(methods: Sequence[str] | None, backbone: Path | str | None
         else:
             chosen.append((name, cls()))
     return chosen
+
+
+def _unavailable(candidates: Sequence[tuple[str, Method]], normal_count: int,
+                 anomaly_count: int) -> list[tuple[str, str]]:
+    """(name, reason) of each candidate that cannot be trained on this set (a method says
+    so with an `unavailable(normal_count, anomaly_count)` class method)."""
+    found = []
+    for name, method in candidates:
+        check = getattr(type(method), "unavailable", None)
+        reason = check(normal_count, anomaly_count) if check else None
+        if reason:
+            found.append((name, reason))
+    return found
 
 
 def _fresh(name: str, candidates: Iterable[tuple[str, Method]]) -> Method:

@@ -2,7 +2,9 @@
 
 Add a method with one import and one entry in `METHODS`. Training cross-validates every
 registered method whose class does not set `auto_select = False` (such a method, like the
-ONNX backbone one, needs an option the user supplies and is only tried when asked for).
+ONNX backbone one, needs an option the user supplies and is only tried when asked for);
+one with an `unavailable(normal_count, anomaly_count)` class method is skipped, with its
+reason in the report, where that returns one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pipeline.detector.methods.align import AlignEnvelope, AlignPatch
 from pipeline.detector.methods.base import Method, State
 from pipeline.detector.methods.baseline import PixelGaussian
+from pipeline.detector.methods.cnn import SmallCnn
 from pipeline.detector.methods.ensemble import ScoreEnsemble
 from pipeline.detector.methods.onnx_backbone import OnnxPatchCore
 from pipeline.detector.methods.shape import ObjectShape
@@ -21,6 +24,7 @@ METHODS: dict[str, type[Method]] = {
     AlignEnvelope.name: AlignEnvelope,
     AlignPatch.name: AlignPatch,
     ObjectShape.name: ObjectShape,
+    SmallCnn.name: SmallCnn,
 }
 
 __all__ = ["METHODS", "Method", "State"]

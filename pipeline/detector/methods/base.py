@@ -6,7 +6,8 @@ cross-validation on the training split, normalises raw scores so the chosen thre
 sits at 0.5, and saves/loads the model artifact. A method only sees decoded arrays.
 
 Inference code paths may use numpy and Pillow only (no torch, no scipy); `fit` may use
-anything in requirements.txt.
+anything in requirements.txt, and torch (requirements-train.txt) if the method says
+through an `unavailable(normal_count, anomaly_count)` class method when it is missing.
 """
 
 from __future__ import annotations

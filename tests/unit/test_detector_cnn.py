@@ -1,0 +1,168 @@
+"""The `cnn` method: learned with torch from labelled anomalies, run with numpy."""
+
+from __future__ import annotations
+
+import doctest
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pipeline.detector.methods import METHODS, cnn
+from pipeline.detector.methods.cnn import MIN_ANOMALIES, SmallCnn
+from pipeline.detector.metrics import auroc
+from pipeline.detector.training import TrainingError, train_model
+
+needs_torch = pytest.mark.skipif(
+    SmallCnn.unavailable(0, MIN_ANOMALIES) is not None,
+    reason="torch is not installed (training only: pip install torch==2.13.0+cpu)")
+
+
+def _textured(rng: np.random.Generator, size: int = 64, scratch: bool = False
+              ) -> np.ndarray:
+    """Grey cast-like surface: a fresh random grain every time, so no pixel statistics of
+    the normals describe it; an anomaly adds one short scratch, no darker than the grain's
+    darkest spots, anywhere at any angle."""
+    grain = rng.normal(128, 18, (size // 4, size // 4))
+    surface = np.asarray(Image.fromarray(grain.clip(0, 255).astype(np.uint8)).resize(
+        (size, size), Image.Resampling.BICUBIC), np.float32)
+    surface += rng.normal(0, 6, surface.shape)
+    image = Image.fromarray(surface.clip(0, 255).astype(np.uint8))
+    if scratch:
+        y, x = rng.integers(10, size - 10, 2)
+        angle = rng.uniform(0, np.pi)
+        dx, dy = 7 * np.cos(angle), 7 * np.sin(angle)
+        ImageDraw.Draw(image).line([(x - dx, y - dy), (x + dx, y + dy)], fill=85, width=2)
+    return np.repeat(np.asarray(image)[:, :, None], 3, axis=2)
+
+
+def _set(rng: np.random.Generator, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    return ([_textured(rng) for _ in range(count)],
+            [_textured(rng, scratch=True) for _ in range(count)])
+
+
+def test_doctests() -> None:
+    outcome = doctest.testmod(cnn)
+    assert outcome.attempted > 0 and outcome.failed == 0
+
+
+@pytest.mark.parametrize("normal, anomalous, expected", [
+    (20, MIN_ANOMALIES - 1, "needs at least"),  # too few labelled anomalies
+    (20, 0, "needs at least"),  # normal-only training
+])
+def test_it_says_why_it_cannot_be_trained(normal: int, anomalous: int, expected: str) -> None:
+    assert expected in (SmallCnn.unavailable(normal, anomalous) or "")
+
+
+@needs_torch
+def test_it_learns_a_defect_that_the_normals_statistics_miss() -> None:
+    rng = np.random.default_rng(3)
+    normals, anomalies = _set(rng, 16)
+    method = SmallCnn(side=64)
+    method.fit(normals, anomalies, np.random.default_rng(0))
+    test_normals, test_anomalies = _set(np.random.default_rng(4), 12)
+
+    learned = auroc([method.score(image)[0] for image in test_normals],
+                    [method.score(image)[0] for image in test_anomalies])
+    assert learned is not None and learned >= 0.9
+
+    from pipeline.detector.methods.baseline import PixelGaussian
+    statistics = PixelGaussian(input_size=64)
+    statistics.fit(normals, [], np.random.default_rng(0))
+    per_pixel = auroc([statistics.score(image)[0] for image in test_normals],
+                      [statistics.score(image)[0] for image in test_anomalies])
+    assert per_pixel is not None and per_pixel < learned
+
+    # the map points at the scratch: its hottest cell lies on it (within a cell)
+    rng = np.random.default_rng(7)
+    image = _textured(rng, scratch=True)
+    plain = _textured(np.random.default_rng(7))
+    scratched = np.abs(image[:, :, 0].astype(int) - plain[:, :, 0]) > 0
+    _, anomaly_map = method.score(image)
+    cell = image.shape[0] // anomaly_map.shape[0]
+    y, x = np.unravel_index(np.argmax(anomaly_map), anomaly_map.shape)
+    assert scratched[max(0, (y - 1) * cell):(y + 2) * cell,
+                     max(0, (x - 1) * cell):(x + 2) * cell].any()
+
+
+@needs_torch
+def test_numpy_inference_matches_the_torch_network_with_batch_norm_folded() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    network = cnn._network(torch)
+    for module in network:
+        if isinstance(module, torch.nn.BatchNorm2d):  # statistics far from the identity
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    network.eval()
+    method = SmallCnn()
+    method.grid, method.layers = (64, 40), cnn._folded(torch, network)
+    image = np.random.default_rng(1).integers(0, 256, (40, 64, 3), np.uint8)
+
+    score, anomaly_map = method.score(image)
+    values = (image.astype(np.float32) / 255.0 - method.mean) / method.std
+    with torch.no_grad():
+        expected = network(torch.from_numpy(values.transpose(2, 0, 1)[None].copy()))[0, 0]
+    assert anomaly_map.shape == (5, 8)
+    np.testing.assert_allclose(anomaly_map, expected.numpy(), atol=1e-4)
+    assert score == pytest.approx(cnn._top_mean(expected.numpy().ravel(), 0.02), abs=1e-4)
+
+
+class _QuickCnn(SmallCnn):
+    """Smaller and shorter training than the default, for the test's time."""
+
+    def __init__(self, side: int = 64, top_fraction: float = 0.02) -> None:
+        super().__init__(side=side, top_fraction=top_fraction, min_steps=20)
+
+
+@needs_torch
+def test_a_saved_model_scores_the_same_and_without_torch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(METHODS, "cnn", _QuickCnn)
+    rng = np.random.default_rng(5)
+    normals, anomalies = _set(rng, 12)
+    for label, images in (("normal", normals), ("anomaly", anomalies)):
+        folder = tmp_path / "data" / "train" / label
+        folder.mkdir(parents=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"{label}{index}.png")
+    report = train_model(tmp_path / "data", tmp_path / "model", methods=["cnn"])
+    assert report.method == "cnn" and report.cv_auroc is not None
+
+    probe = tmp_path / "data" / "train" / "anomaly" / "anomaly0.png"
+    code = (
+        "import sys; from pathlib import Path; from pipeline.detector import load_detector; "
+        f"d = load_detector('embedded', {str(tmp_path / 'model')!r}); "
+        f"r = d.detect(Path({str(probe)!r}).read_bytes(), 'image/png'); "
+        "print(r.score); sys.exit(2 if 'torch' in sys.modules else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    from pipeline.detector import clear_cache, load_detector
+    clear_cache()
+    here = load_detector("embedded", str(tmp_path / "model")).detect(probe.read_bytes(),
+                                                                     "image/png")
+    assert float(run.stdout.split()[-1]) == pytest.approx(here.score, abs=1e-6)
+
+
+def test_training_lists_it_as_not_tried_without_enough_anomalies(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    normals, anomalies = _set(rng, 6)
+    for label, images in (("normal", normals), ("anomaly", anomalies[:3])):
+        folder = tmp_path / "data" / "train" / label
+        folder.mkdir(parents=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"{label}{index}.png")
+
+    report = train_model(tmp_path / "data", tmp_path / "model")
+    skipped = {candidate.method: candidate.error for candidate in report.candidates}["cnn"]
+    assert skipped == "not tried: needs at least 8 labelled anomalies, found 3"
+    assert report.method != "cnn"
+    with pytest.raises(TrainingError, match="cnn needs at least 8 labelled anomalies"):
+        train_model(tmp_path / "data", tmp_path / "model", methods=["cnn"])
