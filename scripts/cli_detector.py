@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
 
 
 @contextmanager
-def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display; yields the `progress(description, completed, total)`
+    callback training and evaluation report to (one bar per description)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -80,7 +82,7 @@ def train(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--roi") from None
     try:
-        with _progress_bar() as update:
+        with progress_bar() as update:
             report = train_model(data_dir, out, manifest=manifest, progress=update,
                                  methods=method, backbone=backbone, roi=region)
     except (TrainingError, OSError) as exc:
@@ -136,7 +138,7 @@ def evaluate(
     if not test_dir.is_dir():
         raise typer.BadParameter(f"{test_dir} is not a directory", param_hint="TEST_DIR")
     try:
-        with _progress_bar() as update:
+        with progress_bar() as update:
             result = run_evaluation(model_dir, test_dir, threshold=threshold, progress=update,
                                     keep_heatmaps=html_out is not None)
     except (EvaluationError, ArtifactError, OSError) as exc:

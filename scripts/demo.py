@@ -42,9 +42,11 @@ def ensure_model(samples: Path, model: Path) -> None:
         console.print(f"using the trained model in {model}")
         return
     from pipeline.detector.training import train_model
+    from scripts.cli_detector import progress_bar
 
     console.print(f"training the embedded detector on {samples / 'train'} ...")
-    report = train_model(samples, model)
+    with progress_bar() as progress:
+        report = train_model(samples, model, progress=progress)
     auroc = "-" if report.cv_auroc is None else f"{report.cv_auroc:.3f}"
     console.print(f"trained {report.method} (cross-validated AUROC {auroc}; "
                   f"{report.n_normal} normal, {report.n_anomaly} anomalous images): model "

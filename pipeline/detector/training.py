@@ -191,7 +191,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
         candidates = [(other, method) for other, method in candidates if other != name]
     for index, (name, method) in enumerate(candidates):
         notify("cross-validating methods", index, len(candidates))
-        results.append(_cross_validate(name, method, images, split))
+        results.append(_cross_validate(name, method, images, split, notify))
     notify("cross-validating methods", len(candidates), len(candidates))
 
     usable = [(result, fold) for result, fold in results if fold is not None]
@@ -559,8 +559,8 @@ class _Split:
     seed: int
 
 
-def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Split
-                    ) -> tuple[CandidateResult, _Fold | None]:
+def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Split,
+                    notify: Progress | None = None) -> tuple[CandidateResult, _Fold | None]:
     data = images.at(template.input_size)
     collected = _Fold()
     try:
@@ -593,6 +593,8 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
                 collected.anomalous_index.append(index)
                 if mask is not None:
                     collected.masked_maps.append((anomaly_map, mask))
+            if notify:
+                notify(f"  {name}: folds", fold + 1, split.folds)
     except Exception as exc:  # a research method may fail on some data; others go on
         log.warning("method %s failed during cross-validation: %s", name, exc)
         return CandidateResult(name, None, None, split.folds, collected.fit_seconds, 0.0,

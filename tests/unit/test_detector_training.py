@@ -217,6 +217,9 @@ def test_selection_picks_the_best_cross_validated_method(samples: Path, tmp_path
     assert "boom" in by_name["broken"].error and by_name["broken"].auroc is None
     assert by_name["pixel_gaussian"].folds == 8  # min(10, 16 normal, 8 anomalies)
     assert any(step[0].startswith("cross-validating") for step in progress)
+    # each method's folds too, so a slow method does not look stuck
+    assert ("  pixel_gaussian: folds", 8, 8) in progress
+    assert ("  broken: folds", 1, 8) not in progress  # it failed in its first fold
     assert json.loads((tmp_path / "model" / "model.json").read_text())["method"] == (
         "pixel_gaussian")
 
