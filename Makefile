@@ -15,7 +15,8 @@ $(STAMP): requirements.txt requirements-train.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-train.txt \
-		|| echo "torch (CPU build) is not available here: training will skip the cnn method"
+		|| echo "torch's CPU build is not available here: training will skip the cnn method" \
+		   "(add --extra-index-url https://download.pytorch.org/whl/cpu to get it)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 

@@ -10,8 +10,9 @@ How the method is chosen. Every registered method (`methods.METHODS`, except tho
   copied with one synthetic defect (cut-paste, scratch or blob; `synthetic.py`), and those
   copies play the anomalies when comparing methods.
 
-A method that cannot be trained on the set (the `cnn` without enough labelled anomalies,
-or without torch) is listed in the report as not tried. All candidates share one fold
+A method that cannot be trained on the set (the `cnn` without enough labelled anomalies
+in each fold's training part, or without torch) is listed in the report as not tried; if
+it was asked for by name, training stops with the reason instead. All candidates share one fold
 assignment. The method with the best out-of-fold AUROC wins
 (ties: best F1, then fastest); an ensemble of the best two (mean robust z-score) replaces
 it only if it gains `ENSEMBLE_MARGIN` AUROC. The winner is refit on all training images.
@@ -183,10 +184,10 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
                    seed)
 
     results: list[tuple[CandidateResult, _Fold | None]] = []
-    for name, reason in _unavailable(candidates, normal_count, anomaly_count):
+    for name, reason in _unavailable(candidates, split):
         if methods:
             raise TrainingError(f"method {name} {reason}")
-        results.append((CandidateResult(name, None, None, folds, 0.0, 0.0,
+        results.append((CandidateResult(name, None, None, 0, 0.0, 0.0,
                                         error=f"not tried: {reason}"), None))
         candidates = [(other, method) for other, method in candidates if other != name]
     for index, (name, method) in enumerate(candidates):
@@ -454,15 +455,23 @@ def _candidates(methods: Sequence[str] | None, backbone: Path | str | None
     return chosen
 
 
-def _unavailable(candidates: Sequence[tuple[str, Method]], normal_count: int,
-                 anomaly_count: int) -> list[tuple[str, str]]:
+def _unavailable(candidates: Sequence[tuple[str, Method]], split: _Split
+                 ) -> list[tuple[str, str]]:
     """(name, reason) of each candidate that cannot be trained on this set (a method says
-    so with an `unavailable(normal_count, anomaly_count)` class method)."""
+    so with an `unavailable(normal_count, anomaly_count)` class method). It is asked about
+    the smallest training part of a cross-validation fold, which every fold model must
+    learn from."""
+    normal = len(split.normal_fold) - int(np.bincount(split.normal_fold).max())
+    anomalous = (len(split.anomaly_fold) - int(np.bincount(split.anomaly_fold).max())
+                 if split.labelled else 0)
     found = []
     for name, method in candidates:
         check = getattr(type(method), "unavailable", None)
-        reason = check(normal_count, anomaly_count) if check else None
+        reason = check(normal, anomalous) if check else None
         if reason:
+            if split.labelled:
+                reason += (f" (in each cross-validation fold's training part; "
+                           f"{len(split.anomaly_fold)} in all, {split.folds} folds)")
             found.append((name, reason))
     return found
 

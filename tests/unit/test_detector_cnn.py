@@ -49,12 +49,22 @@ def test_doctests() -> None:
     assert outcome.attempted > 0 and outcome.failed == 0
 
 
-@pytest.mark.parametrize("normal, anomalous, expected", [
-    (20, MIN_ANOMALIES - 1, "needs at least"),  # too few labelled anomalies
-    (20, 0, "needs at least"),  # normal-only training
+@pytest.mark.parametrize("anomalous, torch_installed, expected", [
+    (MIN_ANOMALIES - 1, True, "needs at least 8 labelled anomalies"),  # too few
+    (0, True, "needs at least 8 labelled anomalies"),  # normal-only training
+    (MIN_ANOMALIES, False, "needs torch for training"),  # enough, but no torch
 ])
-def test_it_says_why_it_cannot_be_trained(normal: int, anomalous: int, expected: str) -> None:
-    assert expected in (SmallCnn.unavailable(normal, anomalous) or "")
+def test_it_says_why_it_cannot_be_trained(anomalous: int, torch_installed: bool,
+                                          expected: str, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    if not torch_installed:
+        find_spec = cnn.importlib.util.find_spec
+        monkeypatch.setattr(cnn.importlib.util, "find_spec",
+                            lambda name: None if name == "torch" else find_spec(name))
+    assert expected in (SmallCnn.unavailable(20, anomalous) or "")
+    with pytest.raises(ValueError, match=expected):
+        SmallCnn().fit([np.zeros((8, 8, 3), np.uint8)] * 20,
+                       [np.zeros((8, 8, 3), np.uint8)] * anomalous, np.random.default_rng(0))
 
 
 @needs_torch
@@ -93,7 +103,7 @@ def test_numpy_inference_matches_the_torch_network_with_batch_norm_folded() -> N
     import torch
 
     torch.manual_seed(0)
-    network = cnn._network(torch)
+    network = cnn._network(torch).to(memory_format=torch.channels_last)  # as trained
     for module in network:
         if isinstance(module, torch.nn.BatchNorm2d):  # statistics far from the identity
             module.running_mean.uniform_(-1, 1)
@@ -162,7 +172,23 @@ def test_training_lists_it_as_not_tried_without_enough_anomalies(tmp_path: Path)
 
     report = train_model(tmp_path / "data", tmp_path / "model")
     skipped = {candidate.method: candidate.error for candidate in report.candidates}["cnn"]
-    assert skipped == "not tried: needs at least 8 labelled anomalies, found 3"
+    assert skipped.startswith("not tried: needs at least 8 labelled anomalies, found 2 "
+                              "(in each cross-validation fold's training part; 3 in all")
     assert report.method != "cnn"
     with pytest.raises(TrainingError, match="cnn needs at least 8 labelled anomalies"):
+        train_model(tmp_path / "data", tmp_path / "model", methods=["cnn"])
+
+
+def test_eight_anomalies_are_too_few_when_each_fold_trains_on_seven(tmp_path: Path) -> None:
+    """With 16 normals and 8 anomalies there are 8 folds, each holding one anomaly out:
+    the method must be asked about the 7 it would learn from, not the 8 in all."""
+    rng = np.random.default_rng(8)
+    normals, anomalies = _set(rng, 16)
+    for label, images in (("normal", normals), ("anomaly", anomalies[:MIN_ANOMALIES])):
+        folder = tmp_path / "data" / "train" / label
+        folder.mkdir(parents=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"{label}{index}.png")
+
+    with pytest.raises(TrainingError, match="found 7 .*8 in all, 8 folds"):
         train_model(tmp_path / "data", tmp_path / "model", methods=["cnn"])

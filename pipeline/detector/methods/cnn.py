@@ -6,7 +6,7 @@ that distance is weak. With enough labelled anomalies (`MIN_ANOMALIES`) the defe
 themselves can be learned: this network sees each image resized to one grid
 (`side` pixels on its longest side) and learns from scratch, with no pretrained weights.
 
-Shape: four 3x3 convolutions (16, 32, 32, 64 channels) with batch norm and ReLU, a 2x2
+Shape: four 3x3 convolutions (8, 16, 32, 32 channels) with batch norm and ReLU, a 2x2
 max pool after each of the first three, and a 1x1 head that gives a defect logit for each
 8x8-pixel cell. Those logits are the anomaly map; the image score is the mean of the
 highest `top_fraction` of them, so one small defect is enough to raise it.
@@ -60,7 +60,8 @@ class SmallCnn:
             return (f"needs at least {MIN_ANOMALIES} labelled anomalies, "
                     f"found {anomaly_count}")
         if importlib.util.find_spec("torch") is None:
-            return "needs torch for training (pip install torch==2.13.0+cpu)"
+            return ("needs torch for training (pip install torch==2.13.0+cpu "
+                    "--extra-index-url https://download.pytorch.org/whl/cpu)")
         return None
 
     def fit(self, normals: Sequence[np.ndarray], anomalies: Sequence[np.ndarray],
@@ -73,18 +74,22 @@ class SmallCnn:
         heights, widths = zip(*(image.shape[:2] for image in normals), strict=True)
         self.grid = _grid(int(np.median(widths)), int(np.median(heights)), self.side)
         pixels = np.stack([resize_rgb(image, self.grid) for image in [*normals, *anomalies]]
-                          ).astype(np.float32) / 255.0
+                          ).astype(np.float32)
+        pixels /= 255.0
         self.mean = pixels.mean(axis=(0, 1, 2)).astype(np.float32)
         self.std = (pixels.std(axis=(0, 1, 2)) + 1e-3).astype(np.float32)
-        inputs = torch.from_numpy(np.ascontiguousarray(
-            ((pixels - self.mean) / self.std).transpose(0, 3, 1, 2)))
+        pixels -= self.mean
+        pixels /= self.std
+        # NHWC memory seen as NCHW: channels-last, which `_train` uses, without a copy
+        inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2)
         labels = torch.tensor([0.0] * len(normals) + [1.0] * len(anomalies))
 
         threads = torch.get_num_threads()
-        torch.set_num_threads(2)
+        torch.set_num_threads(min(2, threads))
         try:
-            torch.manual_seed(int(rng.integers(2 ** 31)))
-            network = _train(torch, inputs, labels, len(normals), self, rng)
+            with torch.random.fork_rng(devices=[]):  # the caller's torch RNG is left alone
+                torch.manual_seed(int(rng.integers(2 ** 31)))
+                network = _train(torch, inputs, labels, len(normals), self, rng)
         finally:
             torch.set_num_threads(threads)
         self.layers = _folded(torch, network)
