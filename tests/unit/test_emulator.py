@@ -20,6 +20,7 @@ _AUTH = "AWS4-HMAC-SHA256 Credential=k/20260101/us-east-1/{}/aws4_request, Signe
 def untuned_afterwards(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Whatever a test tunes is put back, so other tests see moto as it ships."""
     import moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_factory  # noqa: F401, E501
+    from moto import backends
     from moto.sqs import models
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
     from moto.stepfunctions.parser.asl.utils import boto_client, json_path
@@ -30,6 +31,7 @@ def untuned_afterwards(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(AmazonStateLanguageParser, "parse",
                         AmazonStateLanguageParser.__dict__["parse"])
     monkeypatch.setattr(json_path, "parse", json_path.parse)
+    monkeypatch.setattr(backends, "list_of_moto_modules", backends.list_of_moto_modules)
     for name in ("messages", "approximate_number_of_messages_delayed",
                  "approximate_number_of_messages_not_visible"):
         monkeypatch.setattr(models.Queue, name, models.Queue.__dict__[name])
@@ -175,6 +177,31 @@ def _queue_state() -> tuple[dict[str, Any], list[str]]:
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
         "ApproximateNumberOfMessagesDelayed"])["Attributes"]
     return counts, received
+
+
+def test_the_server_lists_motos_modules_once_and_finds_the_same_backends(
+        untuned_afterwards: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from moto import backends
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    hosts = ["s3", "sqs", "dynamodb", "moto_api", "sqs.us-east-1.amazonaws.com",
+             "dynamodb.us-east-1.amazonaws.com", "states.us-east-1.amazonaws.com",
+             "s3.amazonaws.com", "nothing-of-moto.example.com"]
+    untuned = [dispatcher.get_backend_for_host(host) for host in hosts]
+
+    emulator.cache_module_list()
+    listed = []
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listed.append(path) or listdir(path))
+    tuned = [dispatcher.get_backend_for_host(host) for host in hosts]
+
+    assert tuned == untuned
+    assert untuned[:4] == ["s3", "sqs", "dynamodb", "moto_api"]
+    assert listed == []  # the folder was read once, by the tuning
+    assert list(backends.list_of_moto_modules()) == sorted(backends.list_of_moto_modules())
 
 
 def test_sqs_counts_read_the_clock_once_and_answer_as_before(
