@@ -155,11 +155,13 @@ def declared_length(value: str | None, max_bytes: int) -> int | None:
     """
     if value is None or value == "":
         return None
-    if not value.isdigit() or int(value) < 1:
+    # isdigit() alone admits "²" and other digits int() refuses
+    length = int(value) if value.isascii() and value.isdigit() else 0
+    if length < 1:
         raise UploadRequestError(f"contentlength must be a positive whole number (got {value!r})")
-    if int(value) > max_bytes:
+    if length > max_bytes:
         raise UploadRequestError(f"contentlength {value} is over the limit of {max_bytes} bytes")
-    return int(value)
+    return length
 
 
 def presigned_put(s3: Any, bucket: str, target: UploadTarget,

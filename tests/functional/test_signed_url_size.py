@@ -38,6 +38,7 @@ def test_a_declared_size_is_signed(call: Any) -> None:
     (str(15 * 1024 * 1024 + 1), "one byte over the default 15 MB"),
     ("0", "empty"),
     ("12kb", "not a number"),
+    ("²", "a digit int() does not read"),
 ])
 def test_a_bad_declared_size_is_refused(call: Any, length: str, why: str) -> None:
     response = call(**SEED, contentlength=length)
