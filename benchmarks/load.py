@@ -233,11 +233,10 @@ def run(model_dir: Path, samples: Path, *, count: int = 1000, concurrency: int =
         moto_process: bool = True, rate: float = 0.0, log: Any = print) -> LoadReport:
     topology = Topology(lines=LINES)
     report = LoadReport()
-    _quiet_local_api()
     with tempfile.TemporaryDirectory() as scratch:
         planned = plan(count, samples, workdir or Path(scratch))
         with LocalStack(model_dir, topology, ingest_workers=workers, write_state=False,
-                        moto_process=moto_process) as stack:
+                        moto_process=moto_process, quiet=True) as stack:
             info = stack.info
             assert info is not None
             tap = AlertTap(stack.client("sqs"), info.alerts_queue_url)
@@ -404,13 +403,6 @@ def _check(report: LoadReport, ok: list[Sent], records: list[ResultRecord],
         problems.append("a bad file was alerted")
     problems.extend(f"{n} messages left in the {name}" for name, n in dead.items() if n)
     return problems
-
-
-def _quiet_local_api() -> None:
-    """Chalice's local server logs every request to stderr: 1,000s of lines here."""
-    from chalice.local import ChaliceRequestHandler
-
-    ChaliceRequestHandler.log_message = lambda *args, **kwargs: None  # type: ignore[method-assign]
 
 
 def _queue_depth(stack: LocalStack, url: str) -> int:

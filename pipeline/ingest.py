@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipeline import aws
 from pipeline.alerts import AlertDecision, AlertPolicy, decide
 from pipeline.detector import DetectionResult, Detector, InvalidImageError
+from pipeline.queries import get_result
 from pipeline.records import STATUS_INVALID, STATUS_OK, ResultRecord, parse_time, utc_now
 from pipeline.settings import Settings
 from pipeline.uploads import META_CAMERA, META_IMAGE, META_LINE, parse_key
@@ -267,13 +268,11 @@ def already_recorded(ref: ObjectRef, settings: Settings,
         return None
     if recorded is not None and recorded.knows(parts.upload_id):
         item = recorded.items[parts.upload_id]
+        record = ResultRecord.from_item(item) if item else None
     else:
-        item = aws.client("dynamodb").get_item(
-            TableName=settings.table_name, Key={"image_id": {"S": parts.upload_id}},
-            ConsistentRead=True).get("Item")
-    if not item:
+        record = get_result(settings.table_name, parts.upload_id)
+    if record is None:
         return None
-    record = ResultRecord.from_item(item)
     if record.idempotency_key != ref.idempotency_key:
         return None  # the same key with other bytes: the workflow's put decides
     return Outcome(record, AlertDecision(send=False), ref.idempotency_key, duplicate=True)

@@ -154,7 +154,6 @@ def measured(app: Wsgi, stats: OperationStats) -> Wsgi:
             body = json.dumps(stats.snapshot()).encode()
             start_response("200 OK", [("Content-Type", "application/json"),
                                       ("Content-Length", str(len(body)))])
-            _current.operation = None
             return [body]
         body = b""
         length = environ.get("CONTENT_LENGTH")
@@ -365,8 +364,7 @@ class Emulator:
         else:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "scripts.emulator", "--host", self.host,
-                 "--port", str(self.port)],
-                env={**os.environ, "MOTO_PORT": str(self.port)})
+                 "--port", str(self.port)])  # MOTO_PORT is inherited
 
     def stop(self) -> None:
         if self._server is not None:
