@@ -20,7 +20,14 @@ from pipeline import metrics
 PERIOD_SECONDS = 300
 ANOMALY_RATE_PERIODS = 3  # the rate is judged over 15 minutes
 MIN_IMAGES_FOR_RATE = 10  # fewer images in a period say nothing about a rate
-INGEST_STAGE = "ingest"  # the `stage` dimension of IngestErrorCount
+# The `stage` values api/app.py emits IngestErrorCount with, and what an error there costs.
+# A stage missing here alarms nowhere (tests/unit/test_dashboard_alarms.py checks app.py).
+ERROR_STAGES = {
+    "ingest": "an image message failed; it is retried, then goes to the ingest dead-letter "
+              "queue",
+    "lake-decode": "a results-stream record could not be decoded; the result stays in the "
+                   "table but gets no lake row",
+}
 
 
 def camera_dimensions(line_id: str, camera_id: str) -> dict[str, str]:
@@ -41,7 +48,7 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
     state_machine_arn: the workflow whose failed or timed-out executions alarm.
     dead_letter_queues: {short role, e.g. "ingest-dlq": queue name}; each alarms when
                        it holds any message.
-    ingest_function:   the ingest Lambda's function name (its Errors count as ingest errors).
+    ingest_function:   the ingest Lambda's function name (its Errors count as handler errors).
     latency_p95_ms:    p95 capture-to-result latency of a line's worst camera that alarms.
 
     The alarm names depend only on `prefix`, `lines` and the keys of
@@ -127,18 +134,19 @@ def _latency(prefix: str, line_id: str, cameras: Sequence[str],
 
 
 def _ingest_errors(prefix: str, function_name: str) -> dict[str, Any]:
+    # One alarm over every stage keeps the name (and the Pulumi resource) it always had.
+    stages = [_stat(stage.replace("-", "_"), metrics.NAMESPACE, metrics.INGEST_ERRORS,
+                    {"stage": stage}) for stage in ERROR_STAGES]
+    crashed = _stat("crashed", "AWS/Lambda", "Errors", {"FunctionName": function_name})
+    total = " + ".join(f"FILL({q['Id']}, 0)" for q in [*stages, crashed])
+    costs = " ".join(f"Stage {stage}: {cost}." for stage, cost in ERROR_STAGES.items())
     return {
         "AlarmName": f"{prefix}-ingest-errors",
-        "AlarmDescription": ("Ingest failed: messages the handler could not process "
-                             f"({metrics.INGEST_ERRORS}) or invocations that crashed "
-                             "(Lambda Errors). Failed messages are retried, then go to the "
-                             "ingest dead-letter queue."),
-        "Metrics": [
-            _stat("handled", metrics.NAMESPACE, metrics.INGEST_ERRORS,
-                  {"stage": INGEST_STAGE}),
-            _stat("crashed", "AWS/Lambda", "Errors", {"FunctionName": function_name}),
-            _expression("FILL(handled, 0) + FILL(crashed, 0)", "ingest errors"),
-        ],
+        "AlarmDescription": (f"A handler failed: {metrics.INGEST_ERRORS} in stages "
+                             f"{', '.join(ERROR_STAGES)}, or an ingest invocation crashed "
+                             f"(Lambda Errors). {costs}"),
+        "Metrics": [*stages, crashed, _expression(
+            total, f"{metrics.INGEST_ERRORS} ({', '.join(ERROR_STAGES)}) + ingest Lambda Errors")],
         "ComparisonOperator": "GreaterThanThreshold",
         "Threshold": 0.0,
         "EvaluationPeriods": 1,

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline import metrics
-from pipeline.alarms import INGEST_STAGE, camera_dimensions
+from pipeline.alarms import ERROR_STAGES, camera_dimensions
 
 PERIOD_SECONDS = 300
 WIDTH = 24  # the dashboard grid is 24 units wide
@@ -171,6 +171,6 @@ def _queues_and_errors(region: str, queues: Mapping[str, str]) -> dict[str, Any]
     rows: list[list[Any]] = [
         ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", name,
          {"stat": "Maximum", "label": f"{role} depth"}] for role, name in queues.items()]
-    rows.append([metrics.NAMESPACE, metrics.INGEST_ERRORS, "stage", INGEST_STAGE,
-                 {"label": "ingest errors"}])
+    rows += [[metrics.NAMESPACE, metrics.INGEST_ERRORS, "stage", stage,
+              {"label": f"{stage} errors"}] for stage in ERROR_STAGES]
     return _metric_widget(region, "Dead-letter depth and ingest errors", rows)

@@ -7,12 +7,13 @@ import io
 import json
 import re
 from contextlib import redirect_stdout
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline import metrics
-from pipeline.alarms import alarm_definitions, camera_dimensions
+from pipeline.alarms import ERROR_STAGES, alarm_definitions, camera_dimensions
 from pipeline.dashboard import WIDTH, dashboard_body
 
 LINES = {"press-1": ("top", "side"), "weld-2": ("a", "b", "c", "d", "e")}
@@ -36,13 +37,13 @@ def board() -> dict[str, Any]:
                           dead_letter_queues=QUEUES)
 
 
-def emitted_dimensions(emit: Any, *args: Any) -> list[set[str]]:
-    """The dimension sets of the EMF blobs a telemetry function prints."""
+def emitted_dimensions(emit: Any, *args: Any) -> list[dict[str, str]]:
+    """The dimensions ({name: value}) of the EMF blobs a telemetry function prints."""
     out = io.StringIO()
     with redirect_stdout(out):
         emit(*args)
     blobs = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
-    return [set(dims) for blob in blobs
+    return [{name: blob[name] for name in dims} for blob in blobs
             for directive in blob["_aws"]["CloudWatchMetrics"] for dims in directive["Dimensions"]]
 
 
@@ -97,11 +98,37 @@ def test_alarms_and_dashboard_read_the_dimensions_the_handlers_write() -> None:
                           is_anomalous=True, confidence=0.9)
     per_image = emitted_dimensions(telemetry.emit_outcome,
                                    Outcome(record, AlertDecision(send=False), "x"))
-    assert per_image and all(d == set(camera_dimensions("press-1", "top")) for d in per_image)
-    errors = emitted_dimensions(telemetry.emit_unexpected_error, "ingest")
+    assert per_image and all(d == camera_dimensions("press-1", "top") for d in per_image)
+
+
+@pytest.mark.parametrize("stage", [
+    "ingest",       # the ingest handler failed a message
+    "lake-decode",  # the lake handler could not decode a stream record: a row is missing
+])
+def test_alarm_and_dashboard_watch_each_error_stage(stage: str) -> None:
+    telemetry = pytest.importorskip("chalicelib.telemetry")
+    (emitted,) = emitted_dimensions(telemetry.emit_unexpected_error, stage)
     (ingest_errors,) = [a for a in alarms() if a["AlarmName"] == "ls-ingest-errors"]
-    handled = ingest_errors["Metrics"][0]["MetricStat"]["Metric"]
-    assert errors == [{d["Name"] for d in handled["Dimensions"]}]
+    alarmed = [{d["Name"]: d["Value"] for d in q["MetricStat"]["Metric"]["Dimensions"]}
+               for q in ingest_errors["Metrics"]
+               if q.get("MetricStat", {}).get("Metric", {}).get("MetricName")
+               == metrics.INGEST_ERRORS]
+    assert emitted in alarmed
+    assert stage in ingest_errors["AlarmDescription"]
+    rows = [row for widget in board()["widgets"] if widget["type"] == "metric"
+            for row in widget["properties"]["metrics"]
+            if row[:2] == [metrics.NAMESPACE, metrics.INGEST_ERRORS]]
+    # each stage is a line of its own: a visible row with the stage's dimensions
+    shown = [dict(zip(row[2:-1:2], row[3:-1:2], strict=True)) for row in rows
+             if row[-1].get("visible", True)]
+    assert emitted in shown
+
+
+def test_error_stages_are_the_ones_the_handlers_emit() -> None:
+    """A stage added to a handler but not to ERROR_STAGES would alarm nowhere."""
+    handlers = (Path(__file__).parents[2] / "api" / "app.py").read_text()
+    emitted = set(re.findall(r'emit_unexpected_error\("([^"]+)"\)', handlers))
+    assert emitted == set(ERROR_STAGES)
 
 
 def test_dashboard_layout_and_queries() -> None:

@@ -95,7 +95,8 @@ def emitted(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch)
     emit_outcome(outcome(reason="low_confidence"))
     emit_outcome(outcome(anomalous=True, reason="anomalous_low_confidence"))
     emit_outcome(outcome(status="INVALID"))
-    emit_unexpected_error("ingest")  # the stage api/app.py's ingest handler names
+    emit_unexpected_error("ingest")  # the stages api/app.py's handlers name
+    emit_unexpected_error("lake-decode")
     emit_lake_rows(3)
     refs = emitted_refs(list(emf_lines(capsys.readouterr().out)))
     assert refs, "the telemetry functions printed no EMF lines"
