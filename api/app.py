@@ -111,14 +111,8 @@ def get_signed_url() -> dict[str, Any]:
     url = uploads.presigned_put(client("s3"), settings.images_bucket, target,
                                 content_length=length)
     return {"uploadURL": url, "photoFilename": target.key, "key": target.key,
-            "image_id": target.upload_id, "headers": _put_headers(target),
+            "image_id": target.upload_id, "headers": uploads.put_headers(target),
             "expires_in": uploads.MAX_EXPIRY_SECONDS}
-
-
-def _put_headers(target: uploads.UploadTarget) -> dict[str, str]:
-    headers = {"Content-Type": target.content_type}
-    headers.update({f"x-amz-meta-{k}": v for k, v in target.metadata.items()})
-    return headers
 
 
 @app.route("/uploads", methods=["POST"], authorizer=token_authorizer)

@@ -164,14 +164,25 @@ def declared_length(value: str | None, max_bytes: int) -> int | None:
     return length
 
 
+def put_headers(target: UploadTarget) -> dict[str, str]:
+    """The headers a PUT to `presigned_put`'s URL must carry: all of them are signed."""
+    headers = {"Content-Type": target.content_type, "If-None-Match": "*"}
+    headers.update({f"x-amz-meta-{name}": value for name, value in target.metadata.items()})
+    return headers
+
+
 def presigned_put(s3: Any, bucket: str, target: UploadTarget,
                   expires_in: int = MAX_EXPIRY_SECONDS, content_length: int | None = None) -> str:
-    """A presigned PUT URL (the seed's style). Content type and metadata are signed, so
-    the camera must send exactly those headers. A declared `content_length` is signed too,
-    so S3 refuses any other size; without one (seed clients) the ingest step refuses
-    objects over the maximum instead."""
+    """A presigned PUT URL (the seed's style) for the headers `put_headers` gives.
+
+    Content type and metadata are signed, so the camera must send exactly those headers.
+    `If-None-Match: *` is signed too, so S3 refuses (412) a second PUT to the key: a URL
+    reused within its five minutes cannot replace an image the pipeline has already
+    judged. A declared `content_length` is signed as well, so S3 refuses any other size;
+    without one (seed clients) the ingest step refuses objects over the maximum instead."""
     params: dict[str, Any] = {"Bucket": bucket, "Key": target.key,
-                              "ContentType": target.content_type, "Metadata": target.metadata}
+                              "ContentType": target.content_type, "Metadata": target.metadata,
+                              "IfNoneMatch": "*"}
     if content_length is not None:
         params["ContentLength"] = content_length
     return s3.generate_presigned_url("put_object", Params=params,

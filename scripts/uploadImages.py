@@ -63,7 +63,8 @@ def _request(method: str, url: str, *, headers: dict[str, str] | None = None,
     except urllib.error.HTTPError as exc:
         body = exc.read()
         raise UploadError(exc.code, f"{method} {exc.code}: {body[:300].decode(errors='replace')}",
-                          retryable=exc.code >= 500 or exc.code == 429) from None
+                          # 409: a conditional PUT met one of ours still in flight
+                          retryable=exc.code >= 500 or exc.code in (409, 429)) from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         raise UploadError(0, f"{method} failed: {exc}", retryable=True) from None
 
@@ -151,16 +152,27 @@ def _image_id(path: Path) -> str:
 def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path,
                line: str, camera: str, retries: int) -> Upload:
     """Ask for one presigned upload, then send the file, retrying 5xx and network errors.
-    A retry re-sends to the same URL: if an earlier attempt did arrive, the same key and
-    bytes make the same object (same ETag), which the pipeline records once."""
+
+    A retry re-sends to the same URL. A PUT URL refuses a second write to its key (412,
+    `If-None-Match: *`), so a 412 after an earlier send of ours means that send arrived
+    (its answer was lost); on the first send it means someone else used the URL first."""
     started = time.time()
     ticket: Ticket | None = None
     data = path.read_bytes()
+    sent = 0
     for attempt in range(1, retries + 2):
         try:
             if ticket is None:
                 ticket = request(base, token, path, line, camera)
-            ticket.send(data)
+            sent += 1
+            try:
+                ticket.send(data)
+            except UploadError as exc:
+                if exc.status != 412:
+                    raise
+                if sent == 1:
+                    raise UploadError(412, "the upload URL was already used: S3 keeps the "
+                                      "image sent first", retryable=False) from None
             return Upload(str(path), True, ticket.image_id, ticket.key, 200, "", attempt,
                           started, time.time())
         except UploadError as exc:

@@ -1,5 +1,5 @@
-"""The seed-compatible PUT route: a declared size is checked and signed (moto checks no
-signatures, so the test reads what was signed)."""
+"""The seed-compatible PUT route: what is signed, a declared size, and one write per URL
+(moto checks no signatures, so the tests read what was signed)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,29 @@ def test_without_a_size_the_seed_request_still_works(call: Any) -> None:
     assert response.status_code == 200
     signed = parse_qs(urlsplit(json.loads(response.body)["uploadURL"]).query)
     assert "content-length" not in signed["X-Amz-SignedHeaders"][0]
+
+
+def test_the_headers_returned_are_exactly_the_signed_ones(call: Any) -> None:
+    body = json.loads(call(**SEED, contentlength="2048").body)
+    signed = parse_qs(urlsplit(body["uploadURL"]).query)["X-Amz-SignedHeaders"][0].split(";")
+    # content-length is sent by any HTTP client; host comes from the URL
+    assert {name.lower() for name in body["headers"]} == set(signed) - {"host",
+                                                                          "content-length"}
+    assert body["headers"]["If-None-Match"] == "*"
+
+
+def test_a_reused_put_url_cannot_replace_the_image(call: Any, shared_stack: MotoStack) -> None:
+    """Within its five minutes a URL could be used again with other bytes: S3 keeps the
+    image the pipeline judged and refuses the second write (moto honours If-None-Match)."""
+    import requests
+
+    body = json.loads(call(**SEED).body)
+    first = requests.put(body["uploadURL"], data=b"first image", headers=body["headers"],
+                         timeout=10)
+    again = requests.put(body["uploadURL"], data=b"other bytes", headers=body["headers"],
+                         timeout=10)
+    assert first.status_code == 200, first.text
+    assert again.status_code == 412, again.text
+    stored = shared_stack.client("s3").get_object(Bucket=shared_stack.info.images_bucket,
+                                                  Key=body["key"])
+    assert stored["Body"].read() == b"first image"
