@@ -3,10 +3,8 @@
 The user brings a pretrained backbone as an ONNX file (`linesight train --backbone
 model.onnx`); nothing is downloaded. Every 4-D output of the model (N, C, h, w) is a
 feature map; maps are resized to the first one's grid, concatenated along channels and
-averaged over 3x3 neighbourhoods (PatchCore's local aggregation). Training keeps the
-patch features of the normal images as a memory bank, thinned by greedy k-center coreset
-selection; an image's anomaly map is each patch's distance to its nearest neighbour in
-the bank, and its score is the map's maximum.
+averaged over 3x3 neighbourhoods (PatchCore's local aggregation). The memory bank and the
+scoring are `memory.PatchMemory`'s: each patch's distance to its nearest normal patch.
 
 The ONNX bytes travel inside the model artifact, so the deployed model needs only
 onnxruntime. Inference runs on one thread (Lambda-sized).
@@ -20,13 +18,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.detector.methods.base import State
+from pipeline.detector.methods.memory import PatchMemory
 from pipeline.detector.ops import box_blur, resize_map, resize_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class OnnxPatchCore:
+class OnnxPatchCore(PatchMemory):
     name: ClassVar[str] = "onnx_patchcore"
     # Needs the user's backbone: only a candidate when training is given --backbone.
     auto_select: ClassVar[bool] = False
@@ -34,12 +33,11 @@ class OnnxPatchCore:
     def __init__(self, backbone: bytes = b"", input_size: int = 224, bank_size: int = 4096,
                  mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__(bank_size)
         self.backbone = bytes(backbone)
         self.input_size = input_size
-        self.bank_size = bank_size
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
-        self.bank = np.zeros((0, 0), np.float32)
         self._session: Any = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OnnxPatchCore:
@@ -50,16 +48,7 @@ class OnnxPatchCore:
             rng: np.random.Generator) -> None:
         if not normals:
             raise ValueError("onnx_patchcore needs at least one normal image")
-        features = np.concatenate([self._patches(image)[0] for image in normals])
-        # PatchCore keeps 1-10 % of the patches; at least 1000, at most bank_size.
-        size = min(self.bank_size, max(1000, len(features) // 10))
-        self.bank = coreset(features, size, rng)
-
-    def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
-        patches, grid = self._patches(image)
-        distances = nearest_distances(patches, self.bank).reshape(grid)
-        anomaly_map = box_blur(distances, 1)
-        return float(anomaly_map.max()), anomaly_map
+        self._remember([self._patches(image)[0] for image in normals], rng)
 
     def state(self) -> State:
         return {"backbone": np.frombuffer(self.backbone, np.uint8),
@@ -113,39 +102,3 @@ class OnnxPatchCore:
         stacked = box_blur(np.stack(maps, axis=-1), 1)
         return stacked.reshape(height * width, -1), (height, width)
 
-
-def nearest_distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """Euclidean distance from each query row to its nearest bank row.
-
-    >>> nearest_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0]]))
-    array([0., 5.])
-    """
-    squared = ((queries ** 2).sum(axis=1)[:, None] - 2.0 * queries @ bank.T
-               + (bank ** 2).sum(axis=1)[None, :])
-    return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
-
-
-def coreset(features: np.ndarray, size: int, rng: np.random.Generator,
-            projection: int = 64) -> np.ndarray:
-    """At most `size` rows of `features` chosen by greedy k-center selection (PatchCore),
-    on a random projection for speed.
-
-    >>> rows = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
-    >>> coreset(rows, 10, np.random.default_rng(0)).shape
-    (10, 4)
-    """
-    if len(features) <= size:
-        return features.astype(np.float32)
-    dims = features.shape[1]
-    if dims > 2 * projection:
-        matrix = rng.normal(size=(dims, projection)).astype(np.float32) / np.sqrt(projection)
-        reduced = features @ matrix
-    else:
-        reduced = features
-    chosen = [int(rng.integers(len(features)))]
-    distance = ((reduced - reduced[chosen[0]]) ** 2).sum(axis=1)
-    for _ in range(size - 1):
-        index = int(distance.argmax())
-        chosen.append(index)
-        distance = np.minimum(distance, ((reduced - reduced[index]) ** 2).sum(axis=1))
-    return features[np.asarray(chosen)].astype(np.float32)

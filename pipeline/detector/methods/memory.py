@@ -1,0 +1,85 @@
+"""PatchCore's memory bank, shared by every method that scores patches by their nearest
+normal patch (`onnx_patchcore` on a user's backbone, `texture` on local statistics).
+
+A subclass says how an image becomes patch features (`_patches`: P x C rows and their
+(h, w) grid). Training keeps the normal images' patches as a bank, thinned by greedy
+k-center coreset selection; an image's anomaly map is each patch's distance to its
+nearest bank row, box-blurred over 3x3 patches, and its score is the map's maximum.
+Nothing here depends on where a patch sits in the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeline.detector.ops import box_blur
+
+
+class PatchMemory:
+    def __init__(self, bank_size: int) -> None:
+        self.bank_size = bank_size
+        self.bank = np.zeros((0, 0), np.float32)
+
+    def _patches(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        raise NotImplementedError
+
+    def _remember(self, features: Sequence[np.ndarray], rng: np.random.Generator,
+                  candidates: int | None = None) -> None:
+        """Keep the bank: PatchCore's 1-10 % of the patches, at least 1000, at most
+        `bank_size`; chosen among `candidates` random patches when given (for speed)."""
+        rows = np.concatenate(features)
+        size = min(self.bank_size, max(1000, len(rows) // 10))
+        if candidates is not None and len(rows) > max(candidates, size):
+            rows = rows[rng.choice(len(rows), candidates, replace=False)]
+        self.bank = coreset(rows, size, rng)
+
+    def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        patches, grid = self._patches(image)
+        distances = nearest_distances(patches, self.bank).reshape(grid)
+        anomaly_map = box_blur(distances, 1)
+        return float(anomaly_map.max()), anomaly_map
+
+
+def nearest_distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each query row to its nearest bank row.
+
+    >>> nearest_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0]]))
+    array([0., 5.])
+    """
+    # |q - b|^2 = |q|^2 + (|b|^2 - 2 q.b): the query's own term does not change the argmin
+    nearest = ((bank ** 2).sum(axis=1)[None, :] - 2.0 * queries @ bank.T).min(axis=1)
+    return np.sqrt(np.maximum(nearest + (queries ** 2).sum(axis=1), 0.0))
+
+
+def coreset(features: np.ndarray, size: int, rng: np.random.Generator,
+            projection: int = 64) -> np.ndarray:
+    """At most `size` rows of `features` chosen by greedy k-center selection (PatchCore),
+    on a random projection for speed.
+
+    >>> rows = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    >>> coreset(rows, 10, np.random.default_rng(0)).shape
+    (10, 4)
+    """
+    if len(features) <= size:
+        return features.astype(np.float32)
+    dims = features.shape[1]
+    if dims > 2 * projection:
+        matrix = rng.normal(size=(dims, projection)).astype(np.float32) / np.sqrt(projection)
+        reduced = features @ matrix
+    else:
+        reduced = features
+    reduced = reduced.astype(np.float32)
+    norms = (reduced ** 2).sum(axis=1)
+
+    def squared_distance(index: int) -> np.ndarray:  # to one row, as one matrix-vector
+        return norms - 2.0 * (reduced @ reduced[index]) + norms[index]
+
+    chosen = [int(rng.integers(len(features)))]
+    distance = squared_distance(chosen[0])
+    for _ in range(size - 1):
+        index = int(distance.argmax())
+        chosen.append(index)
+        np.minimum(distance, squared_distance(index), out=distance)
+    return features[np.asarray(chosen)].astype(np.float32)
