@@ -16,6 +16,7 @@ from pipeline.detector.methods.cnn import SmallCnn
 from pipeline.detector.methods.ensemble import ScoreEnsemble
 from pipeline.detector.methods.onnx_backbone import OnnxPatchCore
 from pipeline.detector.methods.shape import ObjectShape
+from pipeline.detector.methods.texture import TextureMemory
 
 METHODS: dict[str, type[Method]] = {
     PixelGaussian.name: PixelGaussian,
@@ -25,6 +26,7 @@ METHODS: dict[str, type[Method]] = {
     AlignPatch.name: AlignPatch,
     ObjectShape.name: ObjectShape,
     SmallCnn.name: SmallCnn,
+    TextureMemory.name: TextureMemory,
 }
 
 __all__ = ["METHODS", "Method", "State"]
