@@ -100,11 +100,12 @@ def lifecycle_rules(expire_after_days: int, prefixes: tuple[str, ...]) -> list[d
 
 def upload_cors_rule(origins: tuple[str, ...]) -> dict[str, Any]:
     """Only what a browser upload needs: the presigned POST (POST /uploads) and PUT
-    (GET /getsignedurl) with their content type and x-amz-meta-* headers."""
+    (GET /getsignedurl) with the headers `pipeline.uploads.put_headers` makes it send
+    (content type, x-amz-meta-*, and If-None-Match, which keeps the URL to one write)."""
     return {
         "allowed_methods": ["POST", "PUT"],
         "allowed_origins": list(origins),
-        "allowed_headers": ["content-type", "x-amz-meta-*"],
+        "allowed_headers": ["content-type", "if-none-match", "x-amz-meta-*"],
         "expose_headers": ["ETag"],
         "max_age_seconds": 3000,
     }

@@ -151,7 +151,8 @@ def _image_id(path: Path) -> str:
 
 def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path,
                line: str, camera: str, retries: int) -> Upload:
-    """Ask for one presigned upload, then send the file, retrying 5xx and network errors.
+    """Ask for one presigned upload, then send the file, retrying 5xx, 409, 429 and
+    network errors.
 
     A retry re-sends to the same URL. A PUT URL refuses a second write to its key (412,
     `If-None-Match: *`), so a 412 after an earlier send of ours means that send arrived
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between starting two uploads (0 for none)")
     parser.add_argument("--concurrency", type=int, default=4, help="parallel uploads (4)")
     parser.add_argument("--retries", type=int, default=3,
-                        help="retries of a failed upload on 5xx/network errors (3)")
+                        help="retries of a failed upload on 5xx, 409, 429 and network errors (3)")
     parser.add_argument("--post", action="store_true",
                         help="use POST /uploads (presigned POST) instead of GET /getsignedurl")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from fnmatch import fnmatch
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from infra.analytics import firehose_s3_configuration
 from infra.api import load_app
 from infra.iam import UNSCOPED_ACTIONS
 from infra.monitoring import metric_alarm_args
-from pipeline import tables
+from pipeline import tables, uploads
 from pipeline.alarms import alarm_definitions
 from pipeline.analytics import MANIFEST_KEY, quicksight_manifest, s3_destination
 from pipeline.dashboard import dashboard_body
@@ -307,6 +308,10 @@ def test_images_bucket_lifecycle_cors_and_notifications(d: Deployed) -> None:
     (cors,) = d.one("bucketCorsConfiguration:BucketCorsConfiguration", name).props["corsRules"]
     assert set(cors["allowedMethods"]) <= {"POST", "PUT"}
     assert cors["allowedOrigins"] == list(d.config.upload_origins)
+    # a browser's PUT sends every header the API tells it to; each must pass pre-flight
+    sent = uploads.put_headers(uploads.new_target("line-1", "cam-1", "frame-1", "image/png"))
+    assert all(any(fnmatch(name.lower(), allowed) for allowed in cors["allowedHeaders"])
+               for name in sent), (sent, cors["allowedHeaders"])
     notification = d.one("bucketNotification:BucketNotification").props
     assert notification["bucket"] == d.one("s3/bucket:Bucket", name).props["bucket"]
     assert sorted(q["filterSuffix"] for q in notification["queues"]) == sorted(

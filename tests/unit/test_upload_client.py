@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from pipeline import uploads
@@ -28,10 +27,15 @@ def endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3(endpoint: str, aws_env: None) -> Any:
-    client = boto3.client("s3", endpoint_url=endpoint)
+def s3(endpoint: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from pipeline import aws
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    aws.reset()
+    client = aws.client("s3")  # the API's own client: SigV4, as the URLs are signed
     client.create_bucket(Bucket=BUCKET)
-    return client
+    yield client
+    aws.reset()
 
 
 def ticket_for(s3: Any, send: Any = None) -> tuple[Ticket, str]:
