@@ -112,3 +112,18 @@ def test_memory_bank_helpers() -> None:
     from pipeline.detector.methods import onnx_backbone
 
     assert doctest.testmod(onnx_backbone).failed == 0
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0])  # features near zero / far from it
+def test_the_memory_bank_is_exact_far_from_zero(offset: float) -> None:
+    """Rounding must not pick a bank row twice, nor hide a distance (norm-based maths)."""
+    from pipeline.detector.methods.memory import coreset, nearest_distances
+
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.normal(0, 1e-3, (3000, 8)), rng.normal(0, 1, (300, 8))])
+    rows = (rows + offset).astype(np.float32)
+    bank = coreset(rows, 500, rng)
+    assert len(np.unique(bank, axis=0)) == 500
+    queries = rows[rng.choice(len(rows), 200)] + rng.normal(0, 0.1, (200, 8)).astype(np.float32)
+    naive = np.sqrt(((queries[:, None, :].astype(np.float64) - bank[None]) ** 2).sum(-1)).min(1)
+    assert np.allclose(nearest_distances(queries, bank), naive, rtol=1e-3, atol=1e-3)

@@ -42,15 +42,31 @@ class PatchMemory:
         return float(anomaly_map.max()), anomaly_map
 
 
-def nearest_distances(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
+def nearest_distances(queries: np.ndarray, bank: np.ndarray, chunk: int = 256) -> np.ndarray:
     """Euclidean distance from each query row to its nearest bank row.
 
     >>> nearest_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0]]))
     array([0., 5.])
     """
-    # |q - b|^2 = |q|^2 + (|b|^2 - 2 q.b): the query's own term does not change the argmin
-    nearest = ((bank ** 2).sum(axis=1)[None, :] - 2.0 * queries @ bank.T).min(axis=1)
-    return np.sqrt(np.maximum(nearest + (queries ** 2).sum(axis=1), 0.0))
+    # |q - b|^2 = |q|^2 + (|b|^2 - 2 q.b), the query's own term left out of the argmin;
+    # centred on the bank, so rows far from zero do not lose the difference to rounding;
+    # `chunk` queries at a time into one reused buffer (fresh multi-MB arrays per call
+    # cost more in page faults than the arithmetic)
+    centre = bank.mean(axis=0)
+    queries = queries - centre
+    bank_t = np.ascontiguousarray((bank - centre).T)
+    bank_norms = (bank_t ** 2).sum(axis=0)
+    dtype = np.result_type(queries, bank_t)
+    nearest = np.empty(len(queries), dtype)
+    products = np.empty((min(chunk, len(queries)), bank_t.shape[1]), dtype)
+    for start in range(0, len(queries), chunk):
+        rows = queries[start:start + chunk]
+        block = products[:len(rows)]
+        np.matmul(rows, bank_t, out=block)
+        block *= -2.0
+        block += bank_norms
+        nearest[start:start + chunk] = block.min(axis=1) + (rows ** 2).sum(axis=1)
+    return np.sqrt(np.maximum(nearest, 0.0))
 
 
 def coreset(features: np.ndarray, size: int, rng: np.random.Generator,
@@ -71,6 +87,7 @@ def coreset(features: np.ndarray, size: int, rng: np.random.Generator,
     else:
         reduced = features
     reduced = reduced.astype(np.float32)
+    reduced -= reduced.mean(axis=0)  # far from zero, rounding would hide small distances
     norms = (reduced ** 2).sum(axis=1)
 
     def squared_distance(index: int) -> np.ndarray:  # to one row, as one matrix-vector
@@ -82,4 +99,5 @@ def coreset(features: np.ndarray, size: int, rng: np.random.Generator,
         index = int(distance.argmax())
         chosen.append(index)
         np.minimum(distance, squared_distance(index), out=distance)
+        distance[index] = 0.0  # exactly, so rounding never picks a row twice
     return features[np.asarray(chosen)].astype(np.float32)

@@ -54,7 +54,9 @@ class TextureMemory(PatchMemory):
         described = [_describe(image, self.cell) for image in normals]
         rows = np.concatenate([d.reshape(-1, d.shape[-1]) for d in described])
         self.centre = rows.mean(axis=0).astype(np.float32)
-        self.scale = (rows.std(axis=0) + 1e-6).astype(np.float32)
+        # a floor of about one grey level: a statistic that never varied in training must
+        # not turn a one-level change into a huge distance
+        self.scale = (rows.std(axis=0) + 4e-3).astype(np.float32)
         self._remember([self._standardised(d) for d in described], rng, CANDIDATES)
 
     def _patches(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
@@ -85,6 +87,9 @@ def _describe(rgb: np.ndarray, cell: int) -> np.ndarray:
     >>> _describe(np.zeros((32, 48, 3), np.uint8), 4).shape
     (8, 12, 10)
     """
+    if min(rgb.shape[:2]) < cell:
+        raise ValueError(f"texture needs images of at least {cell} pixels a side "
+                         f"(got {rgb.shape[1]}x{rgb.shape[0]})")
     colour = rgb.astype(np.float32) * (1.0 / 255.0)
     grey = colour @ LUMA
     half = _cells(grey, 2)
@@ -107,11 +112,21 @@ def _cells(values: np.ndarray, size: int) -> np.ndarray:
     if size <= 1:
         return values.astype(np.float32, copy=False)
     height, width = values.shape[0] // size * size, values.shape[1] // size * size
-    blocks = values[:height, :width].reshape(height // size, size, width // size, size,
-                                             *values.shape[2:])
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+    rest = values.shape[2:]
+    # two single-axis sums: about 4x faster than one mean over two axes
+    rows = values[:height, :width].reshape(height // size, size, width, *rest).sum(axis=1)
+    blocks = rows.reshape(height // size, width // size, size, *rest).sum(axis=2)
+    return (blocks * np.float32(1.0 / (size * size))).astype(np.float32, copy=False)
 
 
 def _change(values: np.ndarray, axis: int) -> np.ndarray:
-    """|difference to the next pixel| along `axis` (0 at the last one)."""
-    return np.abs(np.diff(values, axis=axis, append=np.take(values, [-1], axis=axis)))
+    """|difference to the next pixel| along `axis`; the last pixel repeats the one before
+    (a zero there would make every border cell look smooth).
+
+    >>> _change(np.array([[0.0, 1.0, 3.0]]), 1)
+    array([[1., 2., 2.]])
+    """
+    change = np.abs(np.diff(values, axis=axis))
+    if change.shape[axis] == 0:
+        return np.zeros_like(values)
+    return np.concatenate([change, np.take(change, [-1], axis=axis)], axis=axis)
