@@ -154,11 +154,14 @@ def _conv(values: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarra
     _, height, width = values.shape
     pad = size // 2
     padded = np.pad(values, ((0, 0), (pad, pad), (pad, pad))) if pad else values
-    out = np.zeros((out_channels, height * width), np.float32)
+    # every kernel tap's shifted window stacked, then one matrix product (im2col): one
+    # large BLAS call is about a third faster here than one small one per tap
+    columns = np.empty((size, size, channels, height, width), np.float32)
     for dy in range(size):
         for dx in range(size):
-            window = padded[:, dy:dy + height, dx:dx + width].reshape(channels, -1)
-            out += weight[:, :, dy, dx] @ window
+            columns[dy, dx] = padded[:, dy:dy + height, dx:dx + width]
+    kernel = weight.transpose(0, 2, 3, 1).reshape(out_channels, -1)
+    out = kernel @ columns.reshape(size * size * channels, height * width)
     out += bias[:, None]
     return out.reshape(out_channels, height, width)
 
