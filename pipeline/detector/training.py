@@ -15,7 +15,9 @@ in each fold's training part, or without torch) is listed in the report as not t
 it was asked for by name, training stops with the reason instead. All candidates share one fold
 assignment. The method with the best out-of-fold AUROC wins
 (ties: best F1, then fastest); an ensemble of the best two (mean robust z-score) replaces
-it only if it gains `ENSEMBLE_MARGIN` AUROC. The winner is refit on all training images.
+it only if it gains `ENSEMBLE_MARGIN` AUROC and more than the best method's AUROC could
+move by chance on this many images (its standard error). The winner is refit on all
+training images.
 
 How the threshold is chosen, from the winner's out-of-fold scores only: with labelled
 anomalies, the cut with the best F1, placed halfway between the two scores it separates;
@@ -58,7 +60,7 @@ from pipeline.detector.calibration import (
 )
 from pipeline.detector.methods import METHODS, Method
 from pipeline.detector.methods.ensemble import ScoreEnsemble, robust_scale
-from pipeline.detector.metrics import auroc, confusion
+from pipeline.detector.metrics import auroc, auroc_standard_error, confusion
 from pipeline.detector.synthetic import synthetic_anomaly
 
 log = logging.getLogger(__name__)
@@ -184,7 +186,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
                    seed)
 
     results: list[tuple[CandidateResult, _Fold | None]] = []
-    for name, reason in _unavailable(candidates, split):
+    for name, reason in _unavailable(candidates, split, asked=bool(methods)):
         if methods:
             raise TrainingError(f"method {name} {reason}")
         results.append((CandidateResult(name, None, None, 0, 0.0, 0.0,
@@ -204,7 +206,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     ensemble = _ensemble_candidate(results, split)
     if ensemble is not None:
         results.append((ensemble.result, None))
-        if (ensemble.result.auroc or 0.0) >= (best.auroc or 0.0) + ENSEMBLE_MARGIN:
+        if (ensemble.result.auroc or 0.0) >= (best.auroc or 0.0) + _ensemble_margin(best_fold):
             best, best_fold = ensemble.result, ensemble.fold
         else:
             ensemble = None
@@ -230,7 +232,8 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
         f"best out-of-fold AUROC over {len(candidates)} method(s), {folds}-fold "
         + ("stratified CV on labelled normals and anomalies" if labelled else
            "CV on normals, held-out normals with synthetic defects as anomalies")
-        + f"; an ensemble of the best two is chosen only if it gains {ENSEMBLE_MARGIN} AUROC")
+        + f"; an ensemble of the best two is chosen only if it gains {ENSEMBLE_MARGIN} AUROC "
+        + "and more than the best method's standard error")
     info = {
         "method": best.method,
         "selection_rule": selection_rule,
@@ -455,12 +458,13 @@ def _candidates(methods: Sequence[str] | None, backbone: Path | str | None
     return chosen
 
 
-def _unavailable(candidates: Sequence[tuple[str, Method]], split: _Split
-                 ) -> list[tuple[str, str]]:
+def _unavailable(candidates: Sequence[tuple[str, Method]], split: _Split,
+                 asked: bool = False) -> list[tuple[str, str]]:
     """(name, reason) of each candidate that cannot be trained on this set (a method says
     so with an `unavailable(normal_count, anomaly_count)` class method). It is asked about
     the smallest training part of a cross-validation fold, which every fold model must
-    learn from."""
+    learn from. Normal-only, a method that synthetic defects would judge unfairly
+    (`fair_on_synthetic = False`) is left out unless it was `asked` for by name."""
     normal = len(split.normal_fold) - int(np.bincount(split.normal_fold).max())
     anomalous = (len(split.anomaly_fold) - int(np.bincount(split.anomaly_fold).max())
                  if split.labelled else 0)
@@ -468,6 +472,10 @@ def _unavailable(candidates: Sequence[tuple[str, Method]], split: _Split
     for name, method in candidates:
         check = getattr(type(method), "unavailable", None)
         reason = check(normal, anomalous) if check else None
+        if not (split.labelled or asked or getattr(type(method), "fair_on_synthetic", True)):
+            reason = ("normal-only training judges methods by synthetic defects, which "
+                      f"favour this one whatever the real defects are; ask for it by name "
+                      f"(--method {name}) to use it")
         if reason:
             if split.labelled:
                 reason += (f" (in each cross-validation fold's training part; "
@@ -482,6 +490,16 @@ def _fresh(name: str, candidates: Iterable[tuple[str, Method]]) -> Method:
         if candidate_name == name:
             return copy.deepcopy(method)
     raise KeyError(name)
+
+
+def _ensemble_margin(best: _Fold) -> float:
+    """What an ensemble must gain over the best method's out-of-fold AUROC: a clear
+    `ENSEMBLE_MARGIN`, and more than that AUROC's standard error on these images (with
+    synthetic defects, an AUROC of 0.65 on 31 + 31 images could be 0.58 or 0.72 by chance;
+    doubling the inference time on such a difference would be a coin toss)."""
+    value = auroc(best.normal, best.anomalous) or 0.0
+    return max(ENSEMBLE_MARGIN,
+               auroc_standard_error(value, len(best.normal), len(best.anomalous)))
 
 
 def _rank(result: CandidateResult) -> tuple[float, float, float]:

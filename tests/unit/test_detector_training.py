@@ -24,7 +24,12 @@ from pipeline.detector import (
     load_detector,
 )
 from pipeline.detector.evaluation import evaluate
-from pipeline.detector.training import TrainingError, find_training_set, train_model
+from pipeline.detector.training import (
+    ENSEMBLE_MARGIN,
+    TrainingError,
+    find_training_set,
+    train_model,
+)
 from scripts.cli_detector import register
 from scripts.make_samples import generate
 
@@ -403,3 +408,18 @@ def test_synthetic_defects_change_the_image() -> None:
     for kind in KINDS:
         changed = synthetic_anomaly(image, np.random.default_rng(1), kind)
         assert (changed != image).any(), kind
+
+
+@pytest.mark.parametrize("normal, anomalous, at_least, at_most", [
+    # perfectly separated: only the fixed margin is asked for
+    ([0.1] * 14, [0.9] * 8, ENSEMBLE_MARGIN, ENSEMBLE_MARGIN),
+    # a weak best method on 31 + 31 images (synthetic defects on cookies): its AUROC
+    # could move by about 0.07 by chance, and so must the ensemble's gain
+    (list(np.linspace(0.0, 1.0, 31)), list(np.linspace(0.2, 1.2, 31)), 0.06, 0.08),
+])
+def test_an_ensemble_must_gain_more_than_chance(normal: list[float], anomalous: list[float],
+                                                at_least: float, at_most: float) -> None:
+    from pipeline.detector.training import _ensemble_margin, _Fold
+
+    margin = _ensemble_margin(_Fold(normal=normal, anomalous=anomalous))
+    assert at_least <= margin <= at_most

@@ -124,14 +124,38 @@ def test_a_cell_must_be_even(cell: int) -> None:
         TextureMemory(cell=cell)
 
 
-def test_training_chooses_it_for_cloth(tmp_path: Path) -> None:
+def _cloth_folder(root: Path, anomalies: int) -> Path:
+    rng = np.random.default_rng(5)
+    for label, count in (("normal", 12), ("anomaly", anomalies)):
+        folder = root / "train" / label
+        folder.mkdir(parents=True)
+        for index in range(count):
+            defect = DEFECTS[index % 3] if label == "anomaly" else None
+            Image.fromarray(cloth(rng, defect)[0]).save(folder / f"{index}.png")
+    return root
+
+
+def test_training_chooses_it_for_cloth_with_labelled_defects(tmp_path: Path) -> None:
     from pipeline.detector.training import train_model
 
-    rng = np.random.default_rng(5)
-    folder = tmp_path / "train" / "normal"
-    folder.mkdir(parents=True)
-    for index in range(12):
-        Image.fromarray(cloth(rng)[0]).save(folder / f"{index}.png")
-    report = train_model(tmp_path, tmp_path / "model",
+    report = train_model(_cloth_folder(tmp_path, anomalies=6), tmp_path / "model",
                          methods=["pixel_gaussian", "texture"])
     assert report.method == "texture"
+
+
+def test_normal_only_it_is_used_when_asked_for(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synthetic defects would flatter it, so normal-only training leaves it out on its
+    own (and says why), but takes it when named."""
+    from pipeline.detector.methods import METHODS
+    from pipeline.detector.training import train_model
+
+    for name in set(METHODS) - {"pixel_gaussian", "texture"}:  # the rest only cost time
+        monkeypatch.delitem(METHODS, name)
+    data = _cloth_folder(tmp_path, anomalies=0)
+    automatic = train_model(data, tmp_path / "automatic")
+    (skipped,) = [c for c in automatic.candidates if c.method == "texture"]
+    assert automatic.method != "texture"
+    assert skipped.error.startswith("not tried") and "--method texture" in skipped.error
+    asked = train_model(data, tmp_path / "asked", methods=["pixel_gaussian", "texture"])
+    assert asked.method == "texture"

@@ -4,7 +4,9 @@ Add a method with one import and one entry in `METHODS`. Training cross-validate
 registered method whose class does not set `auto_select = False` (such a method, like the
 ONNX backbone one, needs an option the user supplies and is only tried when asked for);
 one with an `unavailable(normal_count, anomaly_count)` class method is skipped, with its
-reason in the report, where that returns one.
+reason in the report, where that returns one; one with `fair_on_synthetic = False` is
+skipped the same way in normal-only training (where synthetic defects judge the methods)
+unless asked for by name.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ A patch is `cell` x `cell` pixels of the image at `input_size` (4 x 4 at 256 px)
 description is averaged over 3x3 patches, as PatchCore aggregates. The statistics are
 standardised with the normal images' mean and spread, and `memory.PatchMemory` does
 the rest: a bank of normal patches, thinned by greedy coreset selection, and each patch's
-distance to its nearest normal patch as the anomaly map. No weights, numpy only, works
-normal-only; labelled anomalies are not used.
+distance to its nearest normal patch as the anomaly map. No weights, numpy only; labelled
+anomalies are not used. Training tries it automatically when labelled anomalies can judge
+it; normal-only, only when asked for (`fair_on_synthetic`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ CANDIDATES = 20_000  # the bank is chosen among this many random normal patches
 
 class TextureMemory(PatchMemory):
     name: ClassVar[str] = "texture"
+    # Normal-only, methods are compared on synthetic defects: local blobs, scratches and
+    # pasted patches, which local statistics catch whatever the real defects are (it won
+    # there on cookies, 0.653 against shape's 0.642, and then scored 0.661 on real cracks
+    # that shape caught all of). So normal-only it is used only when asked for by name.
+    fair_on_synthetic: ClassVar[bool] = False
 
     def __init__(self, input_size: int = 256, cell: int = 4, bank_size: int = 1000) -> None:
         if cell < 2 or cell % 2:
