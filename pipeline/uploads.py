@@ -72,6 +72,12 @@ class UploadTarget:
             meta[META_IMAGE] = self.client_image_id
         return meta
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Content type and metadata as the upload sends them (PUT headers, POST fields)."""
+        return {"Content-Type": self.content_type,
+                **{f"x-amz-meta-{name}": value for name, value in self.metadata.items()}}
+
 
 @dataclass(frozen=True)
 class KeyParts:
@@ -125,8 +131,7 @@ def parse_key(key: str) -> KeyParts | None:
 def post_policy(target: UploadTarget, max_bytes: int) -> tuple[dict[str, str], list[Any]]:
     """Fields and conditions of a presigned POST: the exact key, the exact content type,
     the exact metadata, and a size range up to the configured maximum."""
-    fields: dict[str, str] = {"Content-Type": target.content_type}
-    fields.update({f"x-amz-meta-{name}": value for name, value in target.metadata.items()})
+    fields = target.headers
     conditions: list[Any] = [{name: value} for name, value in fields.items()]
     conditions.append(["content-length-range", 1, max_bytes])
     return fields, conditions
@@ -166,9 +171,7 @@ def declared_length(value: str | None, max_bytes: int) -> int | None:
 
 def put_headers(target: UploadTarget) -> dict[str, str]:
     """The headers a PUT to `presigned_put`'s URL must carry: all of them are signed."""
-    headers = {"Content-Type": target.content_type, "If-None-Match": "*"}
-    headers.update({f"x-amz-meta-{name}": value for name, value in target.metadata.items()})
-    return headers
+    return {**target.headers, "If-None-Match": "*"}
 
 
 def presigned_put(s3: Any, bucket: str, target: UploadTarget,
