@@ -72,11 +72,12 @@ def test_other_image_size_is_resized(fitted: AlignEnvelope) -> None:
 
 
 
-def _compare(cls: type[AlignEnvelope], normal: np.ndarray, image: np.ndarray) -> float:
-    """The largest distance `cls` finds between `image` and one stored `normal` (planar)."""
-    method = cls(map_blur=0)
+def _compare(method: AlignEnvelope, normal: np.ndarray, image: np.ndarray,
+             edge: int = 2) -> float:
+    """The largest distance `method` finds between `image` and one stored `normal`
+    (planar), `edge` pixels in from the border (where neighbours are missing)."""
     method._remember(normal[None])
-    inner = method._distance(image, np.ones(1, bool))[2:-2, 2:-2]  # edges: no neighbours
+    inner = method._distance(image, np.ones(1, bool))[edge:-edge, edge:-edge]
     return float(inner.max())
 
 
@@ -89,9 +90,33 @@ def test_patch_distance_tolerates_a_shift_but_not_a_jumble() -> None:
     ys = np.clip(ys + rng.integers(-1, 2, ys.shape), 0, 39)
     xs = np.clip(xs + rng.integers(-1, 2, xs.shape), 0, 59)
     jumbled = normal[:, ys, xs]
-    for cls in (AlignEnvelope, AlignPatch):
-        assert _compare(cls, normal, normal) == 0.0
-        assert _compare(cls, normal, shifted) == 0.0  # within the 1-px tolerance
+    envelope, patches = AlignEnvelope(map_blur=0), AlignPatch(map_blur=0, detail_radius=0)
+    for method in (envelope, patches):
+        assert _compare(method, normal, normal) == 0.0
+        assert _compare(method, normal, shifted) == 0.0  # within the 1-px tolerance
     # the envelope asks only "is each value found within a pixel?"; a patch must match whole
-    assert _compare(AlignEnvelope, normal, jumbled) == 0.0
-    assert _compare(AlignPatch, normal, jumbled) > 20.0
+    assert _compare(envelope, normal, jumbled) == 0.0
+    assert _compare(patches, normal, jumbled) > 20.0
+
+
+def test_detail_comparison_ignores_shading_but_not_a_spot() -> None:
+    rng = np.random.default_rng(6)
+    normal = rng.integers(40, 200, (3, 60, 120)).astype(np.uint8)
+    shaded = np.rint(normal + np.linspace(0.0, 40.0, 120)).astype(np.uint8)  # light falls off
+    spotted = normal.copy()
+    spotted[:, 28:32, 58:62] = 255
+    colours, detail = AlignPatch(map_blur=0, detail_radius=0), AlignPatch(map_blur=0)
+    edge = detail.detail_radius + 2  # inside it, the local mean is a symmetric window
+    assert _compare(colours, normal, shaded, edge) > 30.0  # the plain colours differ
+    assert _compare(detail, normal, shaded, edge) < 1.0  # only rounding is left
+    assert _compare(detail, normal, spotted, edge) > 30.0
+
+
+def test_an_artifact_from_before_detail_radius_compares_colours() -> None:
+    method = AlignPatch(input_size=max(SIZE), compare_factor=1)
+    rng = np.random.default_rng(1)
+    method.fit([_photo(*rng.uniform(-8, 8, 2), rng.uniform(-3, 3)) for _ in range(4)], [], rng)
+    state = method.state()
+    assert AlignPatch.from_state(state).detail_radius == method.detail_radius == 12
+    del state["detail_radius"]
+    assert AlignPatch.from_state(state).detail_radius == 0

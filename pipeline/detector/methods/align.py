@@ -175,14 +175,33 @@ class AlignEnvelope:
 
     # -- artifact -------------------------------------------------------------------------
 
-    def state(self) -> State:
+    def settings(self) -> State:
+        """The constructor's arguments, as the artifact keeps them."""
         return {
             "input_size": self.input_size, "compare_factor": self.compare_factor,
             "tolerance": self.tolerance, "neighbours": self.neighbours,
             "map_blur": self.map_blur, "spread_radius": self.spread_radius,
             "spread_floor": self.spread_floor, "search_degrees": self.search_degrees,
             "max_normals": self.max_normals, "background_weight": self.background_weight,
-            "shape": list(self.shape), "weight": self.weight.astype(np.float16),
+        }
+
+    @classmethod
+    def settings_from(cls, state: State) -> dict[str, Any]:
+        """The constructor's arguments from a stored state (the inverse of `settings`)."""
+        return {"input_size": int(state["input_size"]),
+                "compare_factor": int(state["compare_factor"]),
+                "tolerance": int(state["tolerance"]), "neighbours": int(state["neighbours"]),
+                "map_blur": int(state["map_blur"]),
+                "spread_radius": int(state["spread_radius"]),
+                "spread_floor": float(state["spread_floor"]),
+                "search_degrees": float(state["search_degrees"]),
+                "max_normals": int(state["max_normals"]),
+                "background_weight": float(state["background_weight"])}
+
+    def state(self) -> State:
+        return {
+            **self.settings(), "shape": list(self.shape),
+            "weight": self.weight.astype(np.float16),
             "background": self.background, "part_threshold": float(self.part_threshold),
             "crop": list(self.crop), "template": self.template,
             "flip_below": self.flip_below,
@@ -192,14 +211,7 @@ class AlignEnvelope:
 
     @classmethod
     def from_state(cls, state: State) -> Self:
-        method = cls(input_size=int(state["input_size"]),
-                     compare_factor=int(state["compare_factor"]),
-                     tolerance=int(state["tolerance"]), neighbours=int(state["neighbours"]),
-                     map_blur=int(state["map_blur"]), spread_radius=int(state["spread_radius"]),
-                     spread_floor=float(state["spread_floor"]),
-                     search_degrees=float(state["search_degrees"]),
-                     max_normals=int(state["max_normals"]),
-                     background_weight=float(state["background_weight"]))
+        method = cls(**cls.settings_from(state))
         method.shape = (int(state["shape"][0]), int(state["shape"][1]))
         method.background = np.asarray(state["background"], np.float32)
         method.part_threshold = float(state["part_threshold"])
@@ -428,28 +440,53 @@ class AlignPatch(AlignEnvelope):
     compares at a quarter of the photo's resolution (a 1/4-scale JPEG draft halved), so
     it costs about what `align` costs although every normal is compared whole.
 
+    Before comparing, each image (and each stored normal) loses its local mean colour,
+    taken over `detail_radius` pixels (about 5 % of the compare image's width): what is
+    compared is detail (edges, legends, pins, solder) rather than shading, so light that
+    falls a little differently across the part from photo to photo is not a difference.
+
     Chosen on the circuitboard training split by cross-validation (out-of-fold AUROC 0.96
-    against 0.94 for `align`); the rest of the method (locating, registering, the
-    normalisation by what varies among normal parts) is `align`'s.
+    against 0.94 for `align`); `detail_radius` there too: over seven fold assignments and
+    5 and 10 folds, mean out-of-fold AUROC 0.947 without it, 0.965-0.968 with radii 6 to
+    16 (12 is the middle of that plateau). The rest of the method (locating, registering,
+    the normalisation by what varies among normal parts) is `align`'s.
     """
 
     name: ClassVar[str] = "align_patch"
 
     def __init__(self, input_size: int = 500, compare_factor: int = 2,
-                 **settings: Any) -> None:
-        """`align`'s settings; only the resolution defaults differ."""
+                 detail_radius: int = 12, **settings: Any) -> None:
+        """`align`'s settings (only the resolution defaults differ), and `detail_radius`
+        (compare pixels; 0 compares the colours as they are)."""
         super().__init__(input_size, compare_factor, **settings)
+        self.detail_radius = detail_radius
         self.normals = np.zeros((0, 3, 0, 0), np.uint8)  # aligned, colour-matched, planar
-        self._padded = np.zeros((0, 3, 0, 0), np.float32)
+        self._padded = np.zeros((0, 3, 0, 0), np.float32)  # their detail, padded
+
+    def settings(self) -> State:
+        return {**super().settings(), "detail_radius": self.detail_radius}
+
+    @classmethod
+    def settings_from(cls, state: State) -> dict[str, Any]:
+        # artifacts from before `detail_radius` compared the colours as they are
+        return {**super().settings_from(state),
+                "detail_radius": int(state.get("detail_radius", 0))}
 
     @property
     def normal_count(self) -> int:
         return len(self.normals)
 
+    def _detail(self, planar: np.ndarray) -> np.ndarray:
+        """Each channel minus its local mean over `detail_radius` (float32, planar)."""
+        planar = planar.astype(np.float32)
+        if self.detail_radius <= 0:
+            return planar
+        return planar - _box(planar, self.detail_radius)
+
     def _remember(self, stored: np.ndarray) -> None:
         self.normals = stored
         margin = self.tolerance + 1  # the shift, and the patch's own radius
-        self._padded = np.pad(stored.astype(np.float32),
+        self._padded = np.pad(self._detail(stored),
                               ((0, 0), (0, 0), (margin, margin), (margin, margin)), mode="edge")
 
     def _appearance(self) -> State:
@@ -459,27 +496,44 @@ class AlignPatch(AlignEnvelope):
         self._remember(np.asarray(state["normals"], np.uint8))
 
     def _distance(self, planar: np.ndarray, use: np.ndarray) -> np.ndarray:
-        """Blurred RMS colour difference of each 3x3 patch to its best-matching normal,
-        each normal shifted by up to `tolerance` pixels as a whole."""
+        """Blurred RMS difference of each 3x3 patch's detail to its best-matching normal,
+        each normal shifted by up to `tolerance` pixels as a whole.
+
+        The normals are compared a few at a time, so that the intermediate arrays stay in
+        the processor's cache: all twenty at once spill to memory and cost twice as much.
+        """
         t = self.tolerance
         height, width = planar.shape[1:]
-        image = np.pad(planar.astype(np.float32), ((0, 0), (1, 1), (1, 1)), mode="edge")
+        image = np.pad(self._detail(planar), ((0, 0), (1, 1), (1, 1)), mode="edge")
         best = np.full((height, width), np.inf, np.float32)
-        normals = self._padded if use.all() else self._padded[use]  # a view when scoring
-        squared = np.empty((len(normals), *image.shape), np.float32)
-        for dy in range(-t, t + 1):
-            for dx in range(-t, t + 1):
-                window = normals[:, :, t + dy:t + dy + height + 2, t + dx:t + dx + width + 2]
-                np.subtract(window, image, out=squared)
-                np.multiply(squared, squared, out=squared)
-                pixel = squared[:, 0] + squared[:, 1]
-                pixel += squared[:, 2]
-                rows = pixel[:, :-2] + pixel[:, 1:-1]
-                rows += pixel[:, 2:]
-                patch = rows[:, :, :-2] + rows[:, :, 1:-1]
-                patch += rows[:, :, 2:]
-                np.minimum(best, patch.min(axis=0), out=best)
+        chosen = np.flatnonzero(use)
+        count = int(np.clip(_CACHE_BYTES // image.nbytes, 1, max(1, len(chosen))))
+        squared = np.empty((count, *image.shape), np.float32)
+        pixel = np.empty((count, height + 2, width + 2), np.float32)
+        rows = np.empty((count, height, width + 2), np.float32)
+        patch = np.empty((count, height, width), np.float32)
+        for start in range(0, len(chosen), count):
+            part = chosen[start:start + count]
+            contiguous = part[-1] - part[0] == len(part) - 1
+            group = self._padded[part[0]:part[-1] + 1] if contiguous else self._padded[part]
+            n = len(part)
+            for dy in range(-t, t + 1):
+                for dx in range(-t, t + 1):
+                    window = group[:, :, t + dy:t + dy + height + 2, t + dx:t + dx + width + 2]
+                    np.subtract(window, image, out=squared[:n])
+                    np.multiply(squared[:n], squared[:n], out=squared[:n])
+                    np.add(squared[:n, 0], squared[:n, 1], out=pixel[:n])
+                    pixel[:n] += squared[:n, 2]
+                    np.add(pixel[:n, :-2], pixel[:n, 1:-1], out=rows[:n])
+                    rows[:n] += pixel[:n, 2:]
+                    np.add(rows[:n, :, :-2], rows[:n, :, 1:-1], out=patch[:n])
+                    patch[:n] += rows[:n, :, 2:]
+                    np.minimum(best, patch[:n].min(axis=0), out=best)
         return _box(np.sqrt(best / 9.0), self.map_blur)
+
+
+# What `AlignPatch._distance` keeps of the normals at once (a typical per-core L2 cache)
+_CACHE_BYTES = 1 << 20
 
 
 def _moved(pose: tuple[float, float, float], dx: float, dy: float
@@ -537,23 +591,24 @@ def _max_filter(values: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _box(values: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)x(2r+1) window of an HxW array (edges: window shrinks)."""
+    """Mean over a (2r+1)x(2r+1) window of an HxW array, or of each HxW plane of a stack
+    (edges: the window shrinks), from running sums, so a wide window costs what a narrow
+    one does.
+
+    >>> _box(np.array([[0.0, 3.0, 6.0, 9.0]]), 1).tolist()
+    [[1.5, 3.0, 6.0, 7.5]]
+    """
     out = values.astype(np.float32)
     if radius <= 0:
         return out
-    for axis in (0, 1):
+    for axis in (out.ndim - 2, out.ndim - 1):
         length = out.shape[axis]
-        source = out if axis == 1 else out.copy()
-        total = source.copy()
-        for s in range(1, min(radius, length - 1) + 1):
-            if axis == 0:
-                total[s:] += source[:-s]
-                total[:-s] += source[s:]
-            else:
-                total[:, s:] += source[:, :-s]
-                total[:, :-s] += source[:, s:]
+        running = np.cumsum(out, axis=axis, dtype=np.float64)
+        running = np.concatenate([np.zeros_like(running.take([0], axis=axis)), running],
+                                 axis=axis)
         index = np.arange(length)
-        count = (np.minimum(index, radius) + np.minimum(length - 1 - index, radius) + 1)
+        high, low = np.minimum(index + radius + 1, length), np.maximum(index - radius, 0)
         shape = [-1 if k == axis else 1 for k in range(out.ndim)]
-        out = total / count.reshape(shape).astype(np.float32)
+        sums = running.take(high, axis=axis) - running.take(low, axis=axis)
+        out = (sums / (high - low).reshape(shape)).astype(np.float32)
     return out
