@@ -30,7 +30,7 @@ from pipeline import ingest as ingest_step
 from pipeline.aws import client
 from pipeline.detector import load_detector
 from pipeline.records import ResultRecord, parse_time
-from pipeline.settings import current
+from pipeline.settings import current, parse_flag
 
 app = Chalice(app_name="linesight")
 app.log.setLevel(logging.INFO)
@@ -165,11 +165,10 @@ def _limit(value: str | None) -> int:
 def _flag(value: str | None, name: str) -> bool | None:
     if value is None or value == "":
         return None
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{name} must be true or false")
+    flag = parse_flag(value)
+    if flag is None:
+        raise ValueError(f"{name} must be true or false")
+    return flag
 
 
 @app.route("/results/{image_id}", methods=["GET"], authorizer=token_authorizer)

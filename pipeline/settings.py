@@ -56,17 +56,8 @@ class Settings:
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
         return cls(
             region=region,
-            images_bucket=env.get("LINESIGHT_IMAGES_BUCKET", ""),
-            results_bucket=env.get("LINESIGHT_RESULTS_BUCKET", ""),
-            table_name=env.get("LINESIGHT_TABLE", ""),
-            tokens_table=env.get("LINESIGHT_TOKENS_TABLE", ""),
-            state_machine_arn=env.get("LINESIGHT_STATE_MACHINE_ARN", ""),
-            topic_arn=env.get("LINESIGHT_TOPIC_ARN", ""),
-            firehose_stream=env.get("LINESIGHT_FIREHOSE_STREAM", ""),
-            failure_queue_url=env.get("LINESIGHT_FAILURE_QUEUE_URL", ""),
+            **{name: env.get(variable, "") for name, variable in _VARIABLES.items()},
             detector_backend=env.get("LINESIGHT_DETECTOR", "embedded"),
-            model_uri=env.get("LINESIGHT_MODEL_URI", ""),
-            sagemaker_endpoint=env.get("LINESIGHT_SAGEMAKER_ENDPOINT", ""),
             confidence_threshold=_fraction(env, "LINESIGHT_CONFIDENCE_THRESHOLD",
                                            DEFAULT_CONFIDENCE_THRESHOLD),
             max_upload_bytes=_positive_int(env, "LINESIGHT_MAX_UPLOAD_BYTES",
@@ -91,6 +82,7 @@ class Settings:
         return self.confidence_threshold if override is None else override
 
 
+# The settings that are plain names of resources, and the variables that carry them.
 _VARIABLES = {
     "images_bucket": "LINESIGHT_IMAGES_BUCKET",
     "results_bucket": "LINESIGHT_RESULTS_BUCKET",
@@ -137,13 +129,26 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def parse_flag(value: Any) -> bool | None:
+    """True or False from a bool or one of the usual words (any case), else None; the
+    one reading of a yes/no setting for stack config, environment and query strings.
+
+    >>> parse_flag("Yes"), parse_flag(" 0 "), parse_flag(True), parse_flag("maybe")
+    (True, False, True, None)
+    """
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    return True if word in ("true", "1", "yes") else False if word in ("false", "0", "no") \
+        else None
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "false", "0", "no"):
-        return False
-    if raw in ("true", "1", "yes"):
-        return True
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    raw = env.get(name, "")
+    value = parse_flag(raw) if raw.strip() else False
+    if value is None:
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return value
 
 
 def _extensions(raw: str) -> tuple[str, ...]:

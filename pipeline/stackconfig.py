@@ -25,6 +25,7 @@ from pipeline.settings import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_IMAGE_EXTENSIONS,
     DEFAULT_MAX_UPLOAD_BYTES,
+    parse_flag,
 )
 
 NAMESPACE = "linesight"
@@ -278,15 +279,10 @@ def _fraction(value: Any, key: str) -> float:
 
 
 def _boolean(value: Any, key: str) -> bool:
-    """
-    >>> _boolean("true", "k"), _boolean(False, "k")
-    (True, False)
-    """
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in ("true", "false"):
-        return str(value).strip().lower() == "true"
-    raise ConfigError(key, f"must be true or false, got {value!r}")
+    flag = parse_flag(value)
+    if flag is None:
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    return flag
 
 
 def _whole(value: Any, key: str, low: int, high: int | None = None) -> int:
