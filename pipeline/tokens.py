@@ -28,7 +28,8 @@ from pipeline.uploads import validate_id
 REVOCATION_SECONDS = 30.0
 # Two caches in series (API Gateway's authorizer cache, then this process's): each gets half.
 CACHE_TTL_SECONDS = REVOCATION_SECONDS / 2
-_TOKEN = re.compile(r"^ls_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
+_TOKEN_ID = re.compile(r"[0-9a-f]{16}")
+_TOKEN = re.compile(rf"^ls_(?P<id>{_TOKEN_ID.pattern})_(?P<secret>[A-Za-z0-9_-]{{43}})$")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,21 @@ def is_well_formed(token: str) -> bool:
     False
     """
     return bool(_TOKEN.fullmatch(token))
+
+
+def token_id_of(text: str) -> str | None:
+    """The token ID `text` names (an ID, or a whole token whose ID part it is), else None.
+
+    >>> token_id_of(" 3f9c2a71d04be815 "), token_id_of("ls_3f9c2a71d04be815_" + "A" * 43)
+    ('3f9c2a71d04be815', '3f9c2a71d04be815')
+    >>> token_id_of("3f9c") is None
+    True
+    """
+    text = text.strip()
+    match = _TOKEN.fullmatch(text)
+    if match:
+        return match["id"]
+    return text if _TOKEN_ID.fullmatch(text) else None
 
 
 def create_token(table: str, line_id: str, camera_id: str, *,

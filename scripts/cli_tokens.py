@@ -32,7 +32,6 @@ tokens_app = typer.Typer(help="Create, list and revoke per-camera API tokens.",
 
 _DURATION = re.compile(r"(?P<n>\d+)\s*(?P<unit>[mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 
 TableOption = Annotated[str | None, typer.Option(
     "--table", help="Tokens table name (default: $LINESIGHT_TOKENS_TABLE, else the "
@@ -174,10 +173,8 @@ def revoke(
 
         linesight tokens revoke 3f9c2a71d04be815
     """
-    candidate = token_id.strip()
-    if tokens.is_well_formed(candidate):
-        candidate = candidate.split("_")[1]
-    if not _TOKEN_ID.fullmatch(candidate):
+    candidate = tokens.token_id_of(token_id)
+    if candidate is None:
         raise typer.BadParameter(f"{token_id!r} is not a token ID (16 hex digits)",
                                  param_hint="TOKEN_ID")
     name = resolve_table(table)
