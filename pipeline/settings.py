@@ -139,8 +139,11 @@ def parse_flag(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
     word = str(value).strip().lower()
-    return True if word in ("true", "1", "yes") else False if word in ("false", "0", "no") \
-        else None
+    if word in ("true", "1", "yes"):
+        return True
+    if word in ("false", "0", "no"):
+        return False
+    return None
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
