@@ -10,6 +10,7 @@ import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.detector.evaluation import Evaluation, ScoredImage
 from pipeline.detector.metrics import pr_curve, roc_curve
@@ -31,10 +32,25 @@ def _how_chosen(model_dir: str) -> str:
     except (OSError, ValueError):
         return ""
     rules = [("Method", training.get("selection_rule")),
-             ("Threshold", training.get("threshold_rule"))]
+             ("Threshold", training.get("threshold_rule")),
+             ("Cross-validation", _cross_validation(training))]
     items = "".join(f"<li><b>{name}:</b> {html.escape(str(rule))}</li>"
                     for name, rule in rules if rule)
     return f"<h2>How the model was chosen</h2><ul>{items}</ul>" if items else ""
+
+
+def _cross_validation(training: dict[str, Any]) -> str:
+    """
+    >>> _cross_validation({"cv_auroc": 0.99, "cv_auroc_other_assignments": [0.95, 0.97]})
+    'out-of-fold AUROC 0.990 on the fold assignment training went by; 0.950, 0.970 on 2 others'
+    """
+    if training.get("cv_auroc") is None:
+        return ""
+    text = f"out-of-fold AUROC {training['cv_auroc']:.3f} on the fold assignment training went by"
+    others = training.get("cv_auroc_other_assignments") or []
+    if others:
+        text += f"; {', '.join(f'{value:.3f}' for value in others)} on {len(others)} others"
+    return text
 
 
 def render_html(evaluation: Evaluation) -> str:

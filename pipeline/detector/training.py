@@ -75,6 +75,11 @@ MIN_NORMALS = 3
 # An ensemble costs the time of both members at inference: it must earn that.
 ENSEMBLE_MARGIN = 0.02
 SEED = 20240601
+# The chosen method is cross-validated again on this many other fold assignments (the same
+# folds, shuffled differently). On 20 + 20 photos, which images happen to be held out
+# together moved one method's out-of-fold AUROC from 0.917 to 0.978: the report shows how
+# much the figure training went by depends on that.
+OTHER_ASSIGNMENTS = 2
 # progress(description, completed, total): called as training moves on.
 Progress = Callable[[str, int, int], None]
 
@@ -130,6 +135,8 @@ class TrainReport:
     source: str = ""
     pixel_threshold_rule: str = ""
     created_at: str = ""
+    # The chosen method's out-of-fold AUROC on other fold assignments (none for an ensemble)
+    cv_auroc_other_assignments: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +218,10 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
         else:
             ensemble = None
 
+    others: tuple[float, ...] = ()
+    if ensemble is None:
+        others = _other_assignments(best.method, dict(candidates)[best.method], images,
+                                    split, notify)
     raw_threshold, threshold_rule = _image_threshold(best_fold, labelled)
     calibration = Calibration(raw_threshold,
                               spread_scale(float(np.median(best_fold.normal)), raw_threshold))
@@ -242,6 +253,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
         "cv_auroc": best.auroc,
         "cv_f1": best.f1,
         "cv_folds": folds,
+        "cv_auroc_other_assignments": list(others),
         "n_normal": normal_count,
         "n_anomaly": anomaly_count,
         "candidates": [asdict(result) for result, _ in results],
@@ -275,6 +287,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
         source=training_set.source,
         pixel_threshold_rule=pixel_rule,
         created_at=str(info["created_at"]),
+        cv_auroc_other_assignments=others,
     )
     (out / "train_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     log.info("trained %s (%s): cv auroc %s, threshold %.4g", report.method,
@@ -500,6 +513,24 @@ def _ensemble_margin(best: _Fold) -> float:
     value = auroc(best.normal, best.anomalous) or 0.0
     return max(ENSEMBLE_MARGIN,
                auroc_standard_error(value, len(best.normal), len(best.anomalous)))
+
+
+def _other_assignments(name: str, template: Method, images: _ImageCache, split: _Split,
+                       notify: Progress) -> tuple[float, ...]:
+    """The out-of-fold AUROC of `name` on `OTHER_ASSIGNMENTS` other fold assignments."""
+    values = []
+    for number in range(1, OTHER_ASSIGNMENTS + 1):
+        notify(f"{name} on other fold assignments", number - 1, OTHER_ASSIGNMENTS)
+        rng = np.random.default_rng([split.seed, 101, number])
+        other = _Split(split.folds, split.labelled,
+                       _fold_ids(len(split.normal_fold), split.folds, rng),
+                       _fold_ids(len(split.anomaly_fold), split.folds, rng)
+                       if split.labelled else np.zeros(0, int), split.seed)
+        result, _ = _cross_validate(name, template, images, other)
+        if result.auroc is not None:
+            values.append(round(result.auroc, 4))
+    notify(f"{name} on other fold assignments", OTHER_ASSIGNMENTS, OTHER_ASSIGNMENTS)
+    return tuple(values)
 
 
 def _rank(result: CandidateResult) -> tuple[float, float, float]:

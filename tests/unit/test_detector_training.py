@@ -22,6 +22,7 @@ from pipeline.detector import (
     artifact,
     clear_cache,
     load_detector,
+    training,
 )
 from pipeline.detector.evaluation import evaluate
 from pipeline.detector.training import (
@@ -66,6 +67,25 @@ def test_train_then_evaluate_separates_the_generated_parts(samples: Path,
                 "ms_per_image"):
         assert isinstance(document[key], int | float), key
     assert len(document["images"]) == 16
+
+
+def test_the_chosen_method_is_cross_validated_on_other_fold_assignments(
+        samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    cross_validate = training._cross_validate
+
+    def watched(name, template, images, split, notify=None):  # type: ignore[no-untyped-def]
+        seen.append(tuple(split.normal_fold) + tuple(split.anomaly_fold))
+        return cross_validate(name, template, images, split, notify)
+
+    monkeypatch.setattr(training, "_cross_validate", watched)
+    report = train_model(samples, tmp_path / "model", methods=["pixel_gaussian"])
+    assert len(seen) == 1 + training.OTHER_ASSIGNMENTS == 3
+    assert len(set(seen)) == 3  # the same images, held out in three different groupings
+    others = report.cv_auroc_other_assignments
+    assert len(others) == 2 and all(0.5 <= value <= 1.0 for value in others)
+    stored = json.loads((tmp_path / "model" / "model.json").read_text())["training"]
+    assert stored["cv_auroc_other_assignments"] == list(others)
 
 
 def test_evaluation_lists_refused_images_and_leaves_them_out(samples: Path, model_dir: Path,
@@ -277,6 +297,7 @@ def test_an_ensemble_wins_when_its_members_see_different_defects(
     by_name = {candidate.method: candidate for candidate in report.candidates}
     assert by_name["red"].auroc < 0.95 and by_name["green"].auroc < 0.95
     assert report.method.startswith("ensemble(") and report.cv_auroc == 1.0
+    assert report.cv_auroc_other_assignments == ()  # its members would each need it
     clear_cache()
     detector = load_detector("embedded", str(tmp_path / "model"))
     odd = np.zeros((32, 32, 3), np.uint8) + np.array([100, 145, 100], np.uint8)
