@@ -97,6 +97,7 @@ def bench(name: str, root: Path, work: Path) -> dict[str, Any]:
         "cpu_ratio": cpu_ms / decode_cpu_ms,
         "artifact_mb": artifact.size_bytes(model_dir) / 1e6,
         "cv_auroc": report.cv_auroc, "cv_f1": report.cv_f1,
+        "cv_auroc_other_assignments": list(report.cv_auroc_other_assignments),
         "candidates": [{"method": c.method, "cv_auroc": c.auroc, "cv_f1": c.f1,
                         "error": c.error} for c in report.candidates],
         "threshold_rule": report.threshold_rule,
@@ -159,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         for candidate in row["candidates"]:
             print(f"  cv {candidate['method']:<32} AUROC {_figure(candidate['cv_auroc'])}  "
                   f"F1 {_figure(candidate['cv_f1'])}  {candidate['error'] or ''}")
+        if row["cv_auroc_other_assignments"]:
+            others = ", ".join(f"{value:.3f}" for value in row["cv_auroc_other_assignments"])
+            print(f"  {row['method']} on {len(row['cv_auroc_other_assignments'])} other fold "
+                  f"assignments: AUROC {others}")
     if scale_seconds is not None:
         print(f"training on {args.scale} generated images: {scale_seconds:.0f} s "
               f"(target <= 15 min for 400)")
