@@ -517,7 +517,10 @@ def _ensemble_margin(best: _Fold) -> float:
 
 def _other_assignments(name: str, template: Method, images: _ImageCache, split: _Split,
                        notify: Progress) -> tuple[float, ...]:
-    """The out-of-fold AUROC of `name` on `OTHER_ASSIGNMENTS` other fold assignments."""
+    """The out-of-fold AUROC of `name` on `OTHER_ASSIGNMENTS` other fold assignments (none
+    when training is leave-one-out over normals alone: every shuffle groups alike)."""
+    if not split.labelled and split.folds >= len(split.normal_fold):
+        return ()
     values = []
     for number in range(1, OTHER_ASSIGNMENTS + 1):
         notify(f"{name} on other fold assignments", number - 1, OTHER_ASSIGNMENTS)
@@ -528,7 +531,7 @@ def _other_assignments(name: str, template: Method, images: _ImageCache, split: 
                        if split.labelled else np.zeros(0, int), split.seed)
         result, _ = _cross_validate(name, template, images, other)
         if result.auroc is not None:
-            values.append(round(result.auroc, 4))
+            values.append(result.auroc)
     notify(f"{name} on other fold assignments", OTHER_ASSIGNMENTS, OTHER_ASSIGNMENTS)
     return tuple(values)
 

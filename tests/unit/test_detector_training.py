@@ -75,7 +75,10 @@ def test_the_chosen_method_is_cross_validated_on_other_fold_assignments(
     cross_validate = training._cross_validate
 
     def watched(name, template, images, split, notify=None):  # type: ignore[no-untyped-def]
-        seen.append(tuple(split.normal_fold) + tuple(split.anomaly_fold))
+        held_out = [[("normal", i) for i, f in enumerate(split.normal_fold) if f == fold]
+                    + [("anomaly", i) for i, f in enumerate(split.anomaly_fold) if f == fold]
+                    for fold in range(split.folds)]
+        seen.append(frozenset(frozenset(group) for group in held_out))
         return cross_validate(name, template, images, split, notify)
 
     monkeypatch.setattr(training, "_cross_validate", watched)
@@ -86,6 +89,17 @@ def test_the_chosen_method_is_cross_validated_on_other_fold_assignments(
     assert len(others) == 2 and all(0.5 <= value <= 1.0 for value in others)
     stored = json.loads((tmp_path / "model" / "model.json").read_text())["training"]
     assert stored["cv_auroc_other_assignments"] == list(others)
+
+
+def test_leave_one_out_over_normals_has_no_other_assignment(samples: Path,
+                                                              tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for path in sorted((samples / "train" / "normal").glob("*.jpg"))[:8]:
+        (data / "train" / "normal").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / "train" / "normal" / path.name)
+    report = train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    assert report.cv_folds == 8  # one normal per fold: any shuffle groups them alike
+    assert report.cv_auroc_other_assignments == ()
 
 
 def test_evaluation_lists_refused_images_and_leaves_them_out(samples: Path, model_dir: Path,

@@ -112,7 +112,7 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     ({"firehoseBufferMb": 256}, "firehoseBufferMb"),
     ({"imageExtensions": []}, "imageExtensions"),
     ({"imageExtensions": ["jp g"]}, "imageExtensions"),
-    ({"alertOnInvalid": "maybe"}, "alertOnInvalid"),  # a boolean, nothing else
+    ({"alertOnInvalid": "maybe"}, "alertOnInvalid"),  # true/false (or yes/no, 1/0), nothing else
     # without jpg, the API's .jpg uploads would never be inspected
     ({"imageExtensions": ["jpeg", "png"]}, "imageExtensions"),
     ({"uploadOrigins": ["example.com"]}, "uploadOrigins"),
