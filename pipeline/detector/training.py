@@ -188,9 +188,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     labelled = anomaly_count >= 2
     folds = min(MAX_FOLDS, normal_count, anomaly_count) if labelled else min(MAX_FOLDS,
                                                                               normal_count)
-    split = _Split(folds, labelled, _fold_ids(normal_count, folds, rng),
-                   _fold_ids(anomaly_count, folds, rng) if labelled else np.zeros(0, int),
-                   seed)
+    split = _Split.drawn(folds, labelled, normal_count, anomaly_count, rng, seed)
 
     results: list[tuple[CandidateResult, _Fold | None]] = []
     for name, reason in _unavailable(candidates, split, asked=bool(methods)):
@@ -524,11 +522,9 @@ def _other_assignments(name: str, template: Method, images: _ImageCache, split: 
     values = []
     for number in range(1, OTHER_ASSIGNMENTS + 1):
         notify(f"{name} on other fold assignments", number - 1, OTHER_ASSIGNMENTS)
-        rng = np.random.default_rng([split.seed, 101, number])
-        other = _Split(split.folds, split.labelled,
-                       _fold_ids(len(split.normal_fold), split.folds, rng),
-                       _fold_ids(len(split.anomaly_fold), split.folds, rng)
-                       if split.labelled else np.zeros(0, int), split.seed)
+        other = _Split.drawn(split.folds, split.labelled, len(split.normal_fold),
+                             len(split.anomaly_fold),
+                             np.random.default_rng([split.seed, 101, number]), split.seed)
         result, _ = _cross_validate(name, template, images, other)
         if result.auroc is not None:
             values.append(result.auroc)
@@ -618,6 +614,14 @@ class _Split:
     normal_fold: np.ndarray
     anomaly_fold: np.ndarray
     seed: int
+
+    @classmethod
+    def drawn(cls, folds: int, labelled: bool, normal_count: int, anomaly_count: int,
+              rng: np.random.Generator, seed: int) -> _Split:
+        """A fold assignment shuffled with `rng` (anomalies only when labelled)."""
+        return cls(folds, labelled, _fold_ids(normal_count, folds, rng),
+                   _fold_ids(anomaly_count, folds, rng) if labelled else np.zeros(0, int),
+                   seed)
 
 
 def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Split,
