@@ -89,8 +89,7 @@ class AlignEnvelope:
         scaled = [self._compare_image(im) for im in images]
         smalls = [np.asarray(self._small(image), np.float32) for image in scaled]
         self.background = np.median([border_colour(s) for s in smalls], axis=0)
-        distance = np.concatenate([np.abs(s - self.background).sum(-1).ravel()
-                                   for s in smalls[:8]])
+        distance = np.concatenate([self._off_background(s).ravel() for s in smalls[:8]])
         self.part_threshold = otsu(distance)
 
         coarse = [self._coarse_pose(s) for s in smalls]
@@ -244,9 +243,18 @@ class AlignEnvelope:
     def _compare_image(self, im: Image.Image) -> Image.Image:
         return im.reduce(self.compare_factor) if self.compare_factor > 1 else im
 
+    def _off_background(self, pixels: np.ndarray) -> np.ndarray:
+        """How far each pixel's colour lies from the background's (HxWx3 -> HxW, summed
+        over channels).
+
+        The channels are added one by one: numpy's sum over a last axis of length 3 takes
+        about three times as long, about 0.6 ms of `score` on a circuitboard photo."""
+        off = np.abs(np.asarray(pixels, np.float32) - self.background)
+        return off[..., 0] + off[..., 1] + off[..., 2]
+
     def _coarse_pose(self, small: np.ndarray) -> tuple[float, float, float]:
         """(x, y, angle) of the part in compare pixels, from the colour mask's moments."""
-        mask = np.abs(small - self.background).sum(-1) > self.part_threshold
+        mask = self._off_background(small) > self.part_threshold
         scale = self._small_factor()
         height, width = small.shape[:2]
         if mask.sum() < 0.002 * mask.size or mask.mean() > 0.9:
@@ -264,7 +272,7 @@ class AlignEnvelope:
         scale = self._small_factor()
         extents = []
         for small, (cx, cy, angle) in zip(smalls, poses, strict=True):
-            mask = np.abs(small - self.background).sum(-1) > self.part_threshold
+            mask = self._off_background(small) > self.part_threshold
             ys, xs = np.nonzero(mask)
             if len(xs) < 10:
                 extents.append((small.shape[1] * scale / 2, small.shape[0] * scale / 2))
@@ -373,8 +381,8 @@ class AlignEnvelope:
     def _part_weight(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
         """1 where most aligned normals show the part (grown by 2.5% of the crop width),
         `background_weight` further out: lint on the mat matters less than the part."""
-        votes = np.mean([np.abs(a.astype(np.float32) - self.background).sum(axis=-1)
-                         > self.part_threshold for a in aligned], axis=0) > 0.5
+        votes = np.mean([self._off_background(a) > self.part_threshold for a in aligned],
+                        axis=0) > 0.5
         near = _max_filter(votes.astype(np.float32), max(1, round(0.025 * self.crop[0])))
         weight = near + (1.0 - near) * self.background_weight
         return _box(weight, 2)
