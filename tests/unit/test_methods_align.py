@@ -120,3 +120,9 @@ def test_an_artifact_from_before_detail_radius_compares_colours() -> None:
     assert AlignPatch.from_state(state).detail_radius == method.detail_radius == 12
     del state["detail_radius"]
     assert AlignPatch.from_state(state).detail_radius == 0
+
+
+def test_align_patch_refuses_a_setting_it_would_ignore() -> None:
+    with pytest.raises(ValueError, match="neighbours must be 1, not 2"):
+        AlignPatch(neighbours=2)
+    assert AlignPatch(neighbours=1).neighbours == 1

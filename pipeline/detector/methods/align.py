@@ -476,7 +476,11 @@ class AlignPatch(AlignEnvelope):
                  **settings: Any) -> None:
         """`align`'s settings (the resolution, the map's blur and the spread's floor
         default differently), and `detail_radius` (compare pixels; 0 compares the
-        colours as they are)."""
+        colours as they are). A patch is compared with its nearest normal only, so
+        `neighbours` must be 1."""
+        if settings.get("neighbours", 1) != 1:
+            raise ValueError(f"align_patch compares each patch with its nearest normal "
+                             f"only: neighbours must be 1, not {settings['neighbours']}")
         super().__init__(input_size, compare_factor, map_blur=map_blur,
                          spread_floor=spread_floor, **settings)
         self.detail_radius = detail_radius
