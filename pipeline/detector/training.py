@@ -13,11 +13,11 @@ How the method is chosen. Every registered method (`methods.METHODS`, except tho
 A method that cannot be trained on the set (the `cnn` without enough labelled anomalies
 in each fold's training part, or without torch) is listed in the report as not tried; if
 it was asked for by name, training stops with the reason instead. All candidates share one fold
-assignment. The method with the best out-of-fold AUROC wins
-(ties: best F1, then fastest); an ensemble of the best two (mean robust z-score) replaces
-it only if it gains `ENSEMBLE_MARGIN` AUROC and more than the best method's AUROC could
-move by chance on this many images (its standard error). The winner is refit on all
-training images.
+assignment. The method with the best out-of-fold AUROC wins (ties: best F1, then the
+fastest, by the median time to score one held-out image); an ensemble of the best two
+(mean robust z-score) replaces it only if it gains `ENSEMBLE_MARGIN` AUROC and more than
+the best method's AUROC could move by chance on this many images (its standard error).
+The winner is refit on all training images.
 
 How the threshold is chosen, from the winner's out-of-fold scores only: with labelled
 anomalies, the cut with the best F1, placed halfway between the two scores it separates;
@@ -107,7 +107,7 @@ class CandidateResult:
     f1: float | None
     folds: int
     fit_seconds: float
-    ms_per_image: float
+    ms_per_image: float  # median over the held-out images, detect only
     error: str = ""
 
 
@@ -155,8 +155,9 @@ class _Fold:
     anomalous_index: list[int] = field(default_factory=list)
     # (anomaly map, mask path) of held-out labelled anomalies that have a mask.
     masked_maps: list[tuple[np.ndarray, Path]] = field(default_factory=list)
-    scored: int = 0
-    score_seconds: float = 0.0
+    # seconds each score took; their median is the candidate's ms/image, which breaks
+    # ties: a mean let one stall (a page fault, the other core busy) outweigh the rest
+    score_seconds: list[float] = field(default_factory=list)
     fit_seconds: float = 0.0
 
 
@@ -667,7 +668,7 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
     if not all(np.isfinite(collected.normal + collected.anomalous)):
         return CandidateResult(name, None, None, split.folds, collected.fit_seconds, 0.0,
                                error="non-finite scores"), None
-    ms = collected.score_seconds * 1000.0 / max(collected.scored, 1)
+    ms = float(np.median(collected.score_seconds)) * 1000.0 if collected.score_seconds else 0.0
     return _result(name, collected, split, ms), collected
 
 
@@ -730,8 +731,7 @@ class _Ensemble:
 def _score(method: Method, image: np.ndarray, collected: _Fold) -> tuple[float, np.ndarray]:
     started = time.perf_counter()
     raw, anomaly_map = method.score(image)
-    collected.score_seconds += time.perf_counter() - started
-    collected.scored += 1
+    collected.score_seconds.append(time.perf_counter() - started)
     return float(raw), np.asarray(anomaly_map, np.float32)
 
 

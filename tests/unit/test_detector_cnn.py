@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pipeline.detector.methods import METHODS, cnn
-from pipeline.detector.methods.cnn import MIN_ANOMALIES, SmallCnn
+from pipeline.detector.methods.cnn import MIN_ANOMALIES, CoarseCnn, SmallCnn
 from pipeline.detector.metrics import auroc
 from pipeline.detector.training import TrainingError, train_model
 
@@ -122,6 +123,40 @@ def test_numpy_inference_matches_the_torch_network_with_batch_norm_folded() -> N
     assert anomaly_map.shape == (5, 8)
     np.testing.assert_allclose(anomaly_map, expected.numpy(), atol=1e-4)
     assert score == pytest.approx(cnn._top_mean(expected.numpy().ravel(), 0.02), abs=1e-4)
+
+
+
+def test_the_coarse_variant_takes_a_camera_jpegs_eighth_scale_draft_as_it_is() -> None:
+    """Its point: a 768-pixel JPEG decodes at 1/8 scale, exactly its grid, with no resize."""
+    from pipeline.detector.imageio import decode
+
+    buffer = io.BytesIO()
+    photo = np.random.default_rng(2).integers(0, 256, (576, 768, 3), np.uint8)
+    Image.fromarray(photo).save(buffer, "JPEG", quality=95)
+    decoded = decode(buffer.getvalue(), "image/jpeg", longest_side=CoarseCnn().input_size)
+    draft = Image.open(io.BytesIO(buffer.getvalue()))
+    draft.draft("RGB", (96, 72))
+    assert draft.size == (96, 72)
+    np.testing.assert_array_equal(decoded.rgb, np.asarray(draft.convert("RGB")))
+    assert cnn._grid(768, 576, CoarseCnn().side) == (96, 72)
+
+
+def test_the_coarse_variant_saves_and_loads_as_itself() -> None:
+    rng = np.random.default_rng(3)
+    method = CoarseCnn()
+    method.grid = (96, 72)
+    previous = 3
+    for channels in (*cnn.CHANNELS, 1):
+        size = 1 if channels == 1 else 3
+        method.layers.append((rng.normal(0, 0.3, (channels, previous, size, size)).astype(
+            np.float32), rng.normal(0, 0.1, channels).astype(np.float32)))
+        previous = channels
+    image = rng.integers(0, 256, (72, 96, 3), np.uint8)
+
+    loaded = METHODS[CoarseCnn.name].from_state(method.state())
+    assert isinstance(loaded, CoarseCnn) and loaded.side == loaded.input_size == 96
+    assert loaded.score(image)[0] == method.score(image)[0]
+    assert loaded.score(image)[1].shape == (9, 12)  # one logit per 8x8 cell
 
 
 class _QuickCnn(SmallCnn):

@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -291,23 +292,53 @@ class _Green(_Channel):
     channel = 1
 
 
+
+class _SlowRed(_Channel):
+    """`red`'s very scores, at a cost (as `cnn` and `cnn_coarse` where both rank perfectly)."""
+
+    name = "slow_red"
+
+    def score(self, image):
+        time.sleep(0.02)
+        return super().score(image)
+
+
+def _colour_set(folder: Path, shifted_channels: tuple[int, ...]) -> Path:
+    """12 normal and 8 anomalous flat 32-px images; each anomaly has one channel shifted."""
+    rng = np.random.default_rng(0)
+    for label, count in (("normal", 12), ("anomaly", 8)):
+        (folder / "train" / label).mkdir(parents=True)
+        for index in range(count):
+            colour = rng.normal(100, 3, 3)
+            if label == "anomaly":
+                colour[shifted_channels[index % len(shifted_channels)]] += 40
+            pixels = np.clip(np.broadcast_to(colour, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / "train" / label / f"{index}.png")
+    return folder
+
+
+def test_a_tie_in_cross_validation_goes_to_the_faster_method(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.detector import methods
+
+    monkeypatch.setitem(methods.METHODS, "red", _Channel)
+    monkeypatch.setitem(methods.METHODS, "slow_red", _SlowRed)
+    data = _colour_set(tmp_path / "data", shifted_channels=(0,))
+    report = train_model(data, tmp_path / "model", methods=["slow_red", "red"])
+    by_name = {candidate.method: candidate for candidate in report.candidates}
+    assert by_name["slow_red"].auroc == by_name["red"].auroc == 1.0
+    assert by_name["slow_red"].f1 == by_name["red"].f1
+    assert report.method == "red"
+
+
 def test_an_ensemble_wins_when_its_members_see_different_defects(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.detector import methods
 
     monkeypatch.setitem(methods.METHODS, "red", _Channel)
     monkeypatch.setitem(methods.METHODS, "green", _Green)
-    rng = np.random.default_rng(0)
-    for label, count in (("normal", 12), ("anomaly", 8)):
-        folder = tmp_path / "data" / "train" / label
-        folder.mkdir(parents=True)
-        for index in range(count):
-            colour = rng.normal(100, 3, 3)
-            if label == "anomaly":
-                colour[index % 2] += 40  # half too red, half too green
-            pixels = np.clip(np.broadcast_to(colour, (32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{index}.png")
-    report = train_model(tmp_path / "data", tmp_path / "model", methods=["red", "green"])
+    data = _colour_set(tmp_path / "data", shifted_channels=(0, 1))  # half red, half green
+    report = train_model(data, tmp_path / "model", methods=["red", "green"])
     by_name = {candidate.method: candidate for candidate in report.candidates}
     assert by_name["red"].auroc < 0.95 and by_name["green"].auroc < 0.95
     assert report.method.startswith("ensemble(") and report.cv_auroc == 1.0

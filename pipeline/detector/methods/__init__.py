@@ -14,7 +14,7 @@ from __future__ import annotations
 from pipeline.detector.methods.align import AlignEnvelope, AlignPatch
 from pipeline.detector.methods.base import Method, State
 from pipeline.detector.methods.baseline import PixelGaussian
-from pipeline.detector.methods.cnn import SmallCnn
+from pipeline.detector.methods.cnn import CoarseCnn, SmallCnn
 from pipeline.detector.methods.ensemble import ScoreEnsemble
 from pipeline.detector.methods.onnx_backbone import OnnxPatchCore
 from pipeline.detector.methods.shape import ObjectShape
@@ -28,6 +28,7 @@ METHODS: dict[str, type[Method]] = {
     AlignPatch.name: AlignPatch,
     ObjectShape.name: ObjectShape,
     SmallCnn.name: SmallCnn,
+    CoarseCnn.name: CoarseCnn,
     TextureMemory.name: TextureMemory,
 }
 

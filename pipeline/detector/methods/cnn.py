@@ -125,6 +125,25 @@ class SmallCnn:
         return method
 
 
+
+class CoarseCnn(SmallCnn):
+    """`cnn` on a coarser grid: 96 pixels on the longest side instead of 128.
+
+    A typical 768-pixel camera JPEG then decodes at its 1/8-scale draft, exactly the size
+    needed, where 128 pixels take the 1/4 draft and a resize; with a network that sees
+    0.56 times the pixels, cookies' photos take 4.4 instead of 5.8 ms each. It sees less
+    detail, so training cross-validates both and keeps this one only where it does as well
+    (ties go to the faster method). On cookies' training split, over seven fold
+    assignments and 5 and 10 folds, its mean out-of-fold AUROC was 0.999 against 0.9999
+    at 128 pixels (two of the 14 runs at 0.99, against none).
+    """
+
+    name: ClassVar[str] = "cnn_coarse"
+
+    def __init__(self, side: int = 96, **settings: Any) -> None:
+        super().__init__(side=side, **settings)
+
+
 def _grid(width: int, height: int, side: int) -> tuple[int, int]:
     """(width, height) with the longest side `side` and both multiples of 8.
 
