@@ -117,7 +117,7 @@ def test_memory_bank_helpers() -> None:
 @pytest.mark.parametrize("offset", [0.0, 1000.0])  # features near zero / far from it
 def test_the_memory_bank_is_exact_far_from_zero(offset: float) -> None:
     """Rounding must not pick a bank row twice, nor hide a distance (norm-based maths)."""
-    from pipeline.detector.methods.memory import coreset, nearest_distances
+    from pipeline.detector.methods.memory import Bank, coreset, nearest_distances
 
     rng = np.random.default_rng(0)
     rows = np.concatenate([rng.normal(0, 1e-3, (3000, 8)), rng.normal(0, 1, (300, 8))])
@@ -127,3 +127,24 @@ def test_the_memory_bank_is_exact_far_from_zero(offset: float) -> None:
     queries = rows[rng.choice(len(rows), 200)] + rng.normal(0, 0.1, (200, 8)).astype(np.float32)
     naive = np.sqrt(((queries[:, None, :].astype(np.float64) - bank[None]) ** 2).sum(-1)).min(1)
     assert np.allclose(nearest_distances(queries, bank), naive, rtol=1e-3, atol=1e-3)
+    assert np.array_equal(nearest_distances(queries, Bank.of(bank)),
+                          nearest_distances(queries, bank))
+
+
+def test_a_method_makes_its_bank_ready_once_and_again_when_it_is_replaced() -> None:
+    from pipeline.detector.methods.texture import TextureMemory
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (64, 64, 3), np.uint8) for _ in range(3)]
+    method = TextureMemory(input_size=64)
+    method.fit(images[:2], [], rng)
+    first = method.score(images[2])[0]
+    ready = method._ready_bank()
+    assert method._ready_bank() is ready  # kept between images
+    assert method.score(images[2])[0] == first
+
+    method.bank = method.bank[: len(method.bank) // 4]  # as `from_state` replaces it
+    assert method._ready_bank() is not ready
+    fewer = TextureMemory(input_size=64)
+    fewer.centre, fewer.scale, fewer.bank = method.centre, method.scale, method.bank.copy()
+    assert method.score(images[2])[0] == fewer.score(images[2])[0] >= first

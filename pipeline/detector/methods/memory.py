@@ -11,6 +11,7 @@ Nothing here depends on where a patch sits in the image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +22,7 @@ class PatchMemory:
     def __init__(self, bank_size: int) -> None:
         self.bank_size = bank_size
         self.bank = np.zeros((0, 0), np.float32)
+        self._ready: tuple[np.ndarray, Bank] | None = None  # (the bank it was made from, it)
 
     def _patches(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         raise NotImplementedError
@@ -37,25 +39,50 @@ class PatchMemory:
 
     def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
         patches, grid = self._patches(image)
-        distances = nearest_distances(patches, self.bank).reshape(grid)
+        distances = nearest_distances(patches, self._ready_bank()).reshape(grid)
         anomaly_map = box_blur(distances, 1)
         return float(anomaly_map.max()), anomaly_map
 
+    def _ready_bank(self) -> Bank:
+        """`bank` made ready for queries once, not for every image: for a 4096-row bank of
+        256-dimensional features that is 3 of the 22 ms a query of 784 patches takes, and
+        39 of 147 ms at 1536 dimensions. Made again whenever `bank` is replaced."""
+        if self._ready is None or self._ready[0] is not self.bank:
+            self._ready = (self.bank, Bank.of(self.bank))
+        return self._ready[1]
 
-def nearest_distances(queries: np.ndarray, bank: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Euclidean distance from each query row to its nearest bank row.
+
+@dataclass(frozen=True)
+class Bank:
+    """Bank rows as `nearest_distances` uses them: centred, so rows far from zero do not
+    lose their differences to rounding, transposed for the matrix product, and each row's
+    squared norm."""
+
+    centre: np.ndarray
+    transposed: np.ndarray
+    norms: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> Bank:
+        centre = rows.mean(axis=0)
+        transposed = np.ascontiguousarray((rows - centre).T)
+        return cls(centre, transposed, (transposed ** 2).sum(axis=0))
+
+
+def nearest_distances(queries: np.ndarray, bank: np.ndarray | Bank, chunk: int = 256
+                      ) -> np.ndarray:
+    """Euclidean distance from each query row to its nearest bank row (`bank` as rows, or
+    made ready once with `Bank.of` when many queries share it).
 
     >>> nearest_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0]]))
     array([0., 5.])
     """
     # |q - b|^2 = |q|^2 + (|b|^2 - 2 q.b), the query's own term left out of the argmin;
-    # centred on the bank, so rows far from zero do not lose the difference to rounding;
     # `chunk` queries at a time into one reused buffer (fresh multi-MB arrays per call
     # cost more in page faults than the arithmetic)
-    centre = bank.mean(axis=0)
-    queries = queries - centre
-    bank_t = np.ascontiguousarray((bank - centre).T)
-    bank_norms = (bank_t ** 2).sum(axis=0)
+    ready = bank if isinstance(bank, Bank) else Bank.of(bank)
+    queries = queries - ready.centre
+    bank_t, bank_norms = ready.transposed, ready.norms
     dtype = np.result_type(queries, bank_t)
     nearest = np.empty(len(queries), dtype)
     products = np.empty((min(chunk, len(queries)), bank_t.shape[1]), dtype)
