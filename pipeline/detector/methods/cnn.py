@@ -125,7 +125,6 @@ class SmallCnn:
         return method
 
 
-
 class CoarseCnn(SmallCnn):
     """`cnn` on a coarser grid: 96 pixels on the longest side instead of 128.
 
