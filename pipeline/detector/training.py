@@ -15,9 +15,9 @@ in each fold's training part, or without torch) is listed in the report as not t
 it was asked for by name, training stops with the reason instead. All candidates share one fold
 assignment. The method with the best out-of-fold AUROC wins (ties: best F1, then the
 fastest, by the median time to score one held-out image); an ensemble of the best two
-(mean robust z-score) replaces it only if it gains `ENSEMBLE_MARGIN` AUROC and more than
-the best method's AUROC could move by chance on this many images (its standard error).
-The winner is refit on all training images.
+(mean robust z-score; never one method at two sizes) replaces it only if it gains
+`ENSEMBLE_MARGIN` AUROC and more than the best method's AUROC could move by chance on
+this many images (its standard error). The winner is refit on all training images.
 
 How the threshold is chosen, from the winner's out-of-fold scores only: with labelled
 anomalies, the cut with the best F1, placed halfway between the two scores it separates;
@@ -242,7 +242,8 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
         f"best out-of-fold AUROC over {len(candidates)} method(s), {folds}-fold "
         + ("stratified CV on labelled normals and anomalies" if labelled else
            "CV on normals, held-out normals with synthetic defects as anomalies")
-        + f"; an ensemble of the best two is chosen only if it gains {ENSEMBLE_MARGIN} AUROC "
+        + "; an ensemble of the best two (never one method at two sizes) is chosen only if "
+        + f"it gains {ENSEMBLE_MARGIN} AUROC "
         + "and more than the best method's standard error")
     info = {
         "method": best.method,
@@ -683,13 +684,19 @@ def _result(name: str, collected: _Fold, split: _Split, ms: float) -> CandidateR
 
 def _ensemble_candidate(results: Sequence[tuple[CandidateResult, _Fold | None]],
                         split: _Split) -> _Ensemble | None:
-    """The cross-validated ensemble of the two best methods, or None if fewer than two work.
+    """The cross-validated ensemble of the best method and the best of another family
+(`_family`), or None if there is no such pair.
 
     Out-of-fold scores line up image by image (one shared split), so the ensemble's score
     for an image is the mean of its members' robust z-scores for that image.
     """
-    usable = sorted(((result, fold) for result, fold in results if fold is not None),
-                    key=lambda pair: _rank(pair[0]), reverse=True)[:2]
+    ranked = sorted(((result, fold) for result, fold in results if fold is not None),
+                    key=lambda pair: _rank(pair[0]), reverse=True)
+    if not ranked:
+        return None
+    best_family = _family(ranked[0][0].method)
+    usable = ranked[:1] + [pair for pair in ranked[1:]
+                           if _family(pair[0].method) != best_family][:1]
     if len(usable) < 2:
         return None
     folds = [fold for _, fold in usable]
@@ -718,6 +725,14 @@ def _ensemble_candidate(results: Sequence[tuple[CandidateResult, _Fold | None]],
     names = [result.method for result, _ in usable]
     return _Ensemble(_result(f"ensemble({'+'.join(names)})", combined, split, ms), combined,
                      names, scales)
+
+
+def _family(name: str) -> str:
+    """The method that `name` is a variant of (`variant_of`: the same method at another
+    size), or `name` itself. An ensemble pairs the best method with the best of another
+    family: `cnn` and `cnn_coarse` tie where either does well, and together they would
+    take the place of a second opinion."""
+    return str(getattr(METHODS.get(name), "variant_of", name))
 
 
 @dataclass(frozen=True)

@@ -297,6 +297,7 @@ class _SlowRed(_Channel):
     """`red`'s very scores, at a cost (as `cnn` and `cnn_coarse` where both rank perfectly)."""
 
     name = "slow_red"
+    variant_of = "red"
 
     def score(self, image):
         time.sleep(0.02)
@@ -349,6 +350,23 @@ def test_an_ensemble_wins_when_its_members_see_different_defects(
     buffer = io.BytesIO()
     Image.fromarray(odd).save(buffer, "PNG")
     assert detector.detect(buffer.getvalue(), "image/png").is_anomalous
+
+
+
+
+def test_an_ensemble_pairs_two_families_not_one_method_at_two_sizes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`slow_red` ranks second (red's scores, slower) but repeats red's opinion; the pair
+    is red and green, which see different defects."""
+    from pipeline.detector import methods
+
+    for method in (_Channel, _SlowRed, _Green):
+        monkeypatch.setitem(methods.METHODS, method.name, method)
+    data = _colour_set(tmp_path / "data", shifted_channels=(0, 0, 1))  # 2/3 red, 1/3 green
+    report = train_model(data, tmp_path / "model", methods=["red", "slow_red", "green"])
+    by_name = {candidate.method: candidate for candidate in report.candidates}
+    assert by_name["slow_red"].auroc == by_name["red"].auroc > by_name["green"].auroc
+    assert report.method == "ensemble(red+green)"
 
 
 def _write_manifest(path: Path, entries: list[tuple[str, int]]) -> None:

@@ -6,7 +6,8 @@ ONNX backbone one, needs an option the user supplies and is only tried when aske
 one with an `unavailable(normal_count, anomaly_count)` class method is skipped, with its
 reason in the report, where that returns one; one with `fair_on_synthetic = False` is
 skipped the same way in normal-only training (where synthetic defects judge the methods)
-unless asked for by name.
+unless asked for by name. A class that is another's settings at another size says so with
+`variant_of = "<that method's name>"`: training then never pairs the two in an ensemble.
 """
 
 from __future__ import annotations

@@ -138,6 +138,8 @@ class CoarseCnn(SmallCnn):
     """
 
     name: ClassVar[str] = "cnn_coarse"
+    # one network at two sizes: an ensemble of the two would only repeat one opinion
+    variant_of: ClassVar[str] = SmallCnn.name
 
     def __init__(self, side: int = 96, **settings: Any) -> None:
         super().__init__(side=side, **settings)
