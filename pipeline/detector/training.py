@@ -62,6 +62,7 @@ from pipeline.detector.methods import METHODS, Method
 from pipeline.detector.methods.ensemble import ScoreEnsemble, robust_scale
 from pipeline.detector.metrics import auroc, auroc_standard_error, confusion
 from pipeline.detector.synthetic import synthetic_anomaly
+from pipeline.detector.threads import blas_threads
 
 log = logging.getLogger(__name__)
 
@@ -744,9 +745,16 @@ class _Ensemble:
 
 
 def _score(method: Method, image: np.ndarray, collected: _Fold) -> tuple[float, np.ndarray]:
-    started = time.perf_counter()
-    raw, anomaly_map = method.score(image)
-    collected.score_seconds.append(time.perf_counter() - started)
+    """Score one held-out image as the pipeline does, on one BLAS thread, and time it.
+
+    On two threads the timing swung with whatever else the cores were doing (torch's
+    threads, just done training a network, among them): in one benchmark run `cnn` at
+    128 px timed faster than at 96 px, though it does nearly twice the work, and won
+    their tie."""
+    with blas_threads(1):
+        started = time.perf_counter()
+        raw, anomaly_map = method.score(image)
+        collected.score_seconds.append(time.perf_counter() - started)
     return float(raw), np.asarray(anomaly_map, np.float32)
 
 

@@ -9,6 +9,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -352,6 +353,35 @@ def test_an_ensemble_wins_when_its_members_see_different_defects(
     assert detector.detect(buffer.getvalue(), "image/png").is_anomalous
 
 
+
+
+class _ThreadCounting(_Channel):
+    """Notes how many BLAS threads numpy had while it scored."""
+
+    name = "thread_counting"
+    seen: ClassVar[set[int]] = set()
+
+    def score(self, image):
+        from pipeline.detector.threads import _openblas
+
+        functions = _openblas()
+        assert functions is not None
+        self.seen.add(int(functions[1]()))
+        return super().score(image)
+
+
+def test_cross_validation_scores_on_one_blas_thread_as_the_pipeline_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.detector import methods
+    from pipeline.detector.threads import _openblas
+
+    if _openblas() is None:
+        pytest.skip("numpy's OpenBLAS thread setter is not reachable on this build")
+    monkeypatch.setitem(methods.METHODS, _ThreadCounting.name, _ThreadCounting)
+    _ThreadCounting.seen.clear()
+    data = _colour_set(tmp_path / "data", shifted_channels=(0,))
+    train_model(data, tmp_path / "model", methods=[_ThreadCounting.name])
+    assert _ThreadCounting.seen == {1}
 
 
 def test_an_ensemble_pairs_two_families_not_one_method_at_two_sizes(
