@@ -35,6 +35,7 @@ from PIL import Image
 
 from pipeline.detector import artifact
 from pipeline.detector.evaluation import evaluate, test_images
+from pipeline.detector.metrics import listed
 from pipeline.detector.threads import blas_threads
 from pipeline.detector.training import train_model
 from scripts.make_samples import generate
@@ -189,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  cv {candidate['method']:<32} AUROC {_figure(candidate['cv_auroc'])}  "
                   f"F1 {_figure(candidate['cv_f1'])}  {candidate['error'] or ''}")
         if row["cv_auroc_other_assignments"]:
-            others = ", ".join(f"{value:.3f}" for value in row["cv_auroc_other_assignments"])
-            print(f"  {row['method']} on {len(row['cv_auroc_other_assignments'])} other fold "
-                  f"assignments: AUROC {others}")
+            others = row["cv_auroc_other_assignments"]
+            print(f"  {row['method']} on {len(others)} other fold assignments: "
+                  f"AUROC {listed(others)}")
     if scale_seconds is not None:
         verdict = ("" if args.scale != 400 else
                    ": met" if scale_seconds <= MAX_TRAIN_S_400 else ": MISSED")

@@ -69,6 +69,7 @@ def train(
         linesight train resources/samples --out build/model
     """
     from pipeline.detector.imageio import parse_roi
+    from pipeline.detector.metrics import listed
     from pipeline.detector.training import TrainingError, train_model
 
     if not data_dir.is_dir():
@@ -104,17 +105,13 @@ def train(
     console.print(f"method: [bold]{report.method}[/bold] ({report.selection_rule})")
     console.print(f"cross-validated AUROC {_fmt(report.cv_auroc)}, F1 {_fmt(report.cv_f1)}")
     if report.cv_auroc_other_assignments:
-        console.print("  AUROC on other fold assignments: "
-                      + _assignments(report.cv_auroc_other_assignments))
+        console.print(f"  AUROC on other fold assignments: "
+                      f"{listed(report.cv_auroc_other_assignments)} (how much the figure "
+                      "depends on which images are held out together)")
     console.print(f"threshold: raw {report.raw_threshold:.4g} = 0.5 normalised "
                   f"({report.threshold_rule})")
     console.print(f"model {report.model_version} written to {report.model_dir} "
                   f"({report.artifact_bytes / 1e6:.2f} MB) in {report.train_seconds:.1f} s")
-
-
-def _assignments(aurocs: tuple[float, ...]) -> str:
-    values = ", ".join(f"{value:.3f}" for value in aurocs)
-    return f"{values} (how much the figure depends on which images are held out together)"
 
 
 def evaluate(

@@ -3,7 +3,7 @@ Anomalous is the positive class; higher scores mean more anomalous."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,3 +110,12 @@ def pr_curve(normal: Sequence[float], anomalous: Sequence[float]
         recalls.append(counts.recall)
         precisions.append(counts.precision)
     return recalls, precisions
+
+
+def listed(aurocs: Iterable[float]) -> str:
+    """AUROCs as the CLI, the HTML report and the benchmark list them.
+
+    >>> listed([0.968, 0.98])
+    '0.968, 0.980'
+    """
+    return ", ".join(f"{value:.3f}" for value in aurocs)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detector.evaluation import Evaluation, ScoredImage
-from pipeline.detector.metrics import pr_curve, roc_curve
+from pipeline.detector.metrics import listed, pr_curve, roc_curve
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
@@ -49,7 +49,7 @@ def _cross_validation(training: dict[str, Any]) -> str:
     text = f"out-of-fold AUROC {training['cv_auroc']:.3f} on the fold assignment training went by"
     others = training.get("cv_auroc_other_assignments") or []
     if others:
-        text += f"; {', '.join(f'{value:.3f}' for value in others)} on {len(others)} others"
+        text += f"; {listed(others)} on {len(others)} others"
     return text
 
 
