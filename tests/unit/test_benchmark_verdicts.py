@@ -39,3 +39,29 @@ def test_each_target_missed_alone(change: dict[str, float], missed: str) -> None
 def test_targets_that_do_not_apply_are_left_out() -> None:
     found = verdicts({**MET, "dataset": "my-line", "n_train": 400})
     assert not any(verdict.startswith(("AUROC", "training")) for verdict in found)
+
+
+def test_jittered_photos_keep_the_resolution_and_differ_from_their_source(tmp_path) -> None:
+    from PIL import Image
+
+    from benchmarks.detector import jittered_photos
+
+    for label, colour in (("normal", (40, 120, 60)), ("anomaly", (200, 30, 30))):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        photo = Image.new("RGB", (300, 200), (30, 110, 50))
+        photo.paste(colour, (100, 60, 200, 140))
+        photo.save(tmp_path / "src" / label / "one.jpg", quality=95)
+    jittered_photos(tmp_path / "src", tmp_path / "out",
+                    {("train", "normal"): 3, ("train", "anomaly"): 1})
+
+    made = {label: sorted((tmp_path / "out" / "train" / label).glob("*.jpg"))
+            for label in ("normal", "anomaly")}
+    assert [len(made["normal"]), len(made["anomaly"])] == [3, 1]
+    pixels = []
+    for path in made["normal"]:
+        with Image.open(path) as image:
+            assert image.size == (300, 200)
+            pixels.append(image.convert("RGB").tobytes())
+    assert len(set(pixels)) == 3  # each copy jittered differently
+    with Image.open(made["anomaly"][0]) as image:  # made from the anomaly, not the normal
+        assert image.convert("RGB").getpixel((150, 100))[0] > 150
