@@ -333,6 +333,48 @@ def test_a_tie_in_cross_validation_goes_to_the_faster_method(
     assert report.method == "red"
 
 
+class _SlowGreen(_Green):
+    """`green` at another size, as `cnn_coarse` is `cnn`."""
+
+    name = "slow_green"
+    variant_of = "green"
+
+
+@pytest.mark.parametrize("named, slow_green_tried", [
+    (False, False),  # green trails red by about 0.5: its variant is not worth its folds
+    (True, True),  # asked for by name: tried whatever green scored
+])
+def test_a_variant_is_tried_only_when_its_method_comes_near_the_best(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: bool,
+        slow_green_tried: bool) -> None:
+    from pipeline.detector import training
+
+    registry = {"slow_green": _SlowGreen, "red": _Channel, "green": _Green}
+    monkeypatch.setattr(training, "METHODS", registry)
+    data = _colour_set(tmp_path / "data", shifted_channels=(0,))  # only red tells
+    report = train_model(data, tmp_path / "model",
+                         methods=list(registry) if named else None)
+    by_name = {candidate.method: candidate for candidate in report.candidates}
+    assert report.method == "red" and by_name["green"].auroc < 0.8
+    assert (by_name["slow_green"].auroc is not None) == slow_green_tried
+    if not slow_green_tried:
+        assert by_name["slow_green"].error.startswith(
+            "not tried: green, the same method at another size, scored")
+        assert "over 2 method(s)" in report.selection_rule
+    # listed as registered (or named), though the variant was judged last
+    assert [c.method for c in report.candidates][:3] == list(registry)
+
+
+def test_a_variant_is_tried_when_its_method_is_the_best(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.detector import training
+
+    monkeypatch.setattr(training, "METHODS", {"red": _Channel, "slow_red": _SlowRed})
+    report = train_model(_colour_set(tmp_path / "data", shifted_channels=(0,)),
+                         tmp_path / "model")
+    assert [c.auroc for c in report.candidates] == [1.0, 1.0]
+
+
 def test_an_ensemble_wins_when_its_members_see_different_defects(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.detector import methods

@@ -7,7 +7,9 @@ one with an `unavailable(normal_count, anomaly_count)` class method is skipped, 
 reason in the report, where that returns one; one with `fair_on_synthetic = False` is
 skipped the same way in normal-only training (where synthetic defects judge the methods)
 unless asked for by name. A class that is another's settings at another size says so with
-`variant_of = "<that method's name>"`: training then never pairs the two in an ensemble.
+`variant_of = "<that method's name>"`: training then never pairs the two in an ensemble,
+and cross-validates the variant only when that method came near the best
+(`training.VARIANT_REACH`), unless the variant was asked for by name.
 """
 
 from __future__ import annotations
