@@ -12,12 +12,14 @@ How the method is chosen. Every registered method (`methods.METHODS`, except tho
 
 A method that cannot be trained on the set (the `cnn` without enough labelled anomalies
 in each fold's training part, or without torch) is listed in the report as not tried; if
-it was asked for by name, training stops with the reason instead. All candidates share one fold
-assignment. The method with the best out-of-fold AUROC wins (ties: best F1, then the
-fastest, by the median time to score one held-out image); an ensemble of the best two
-(mean robust z-score; never one method at two sizes) replaces it only if it gains
-`ENSEMBLE_MARGIN` AUROC and more than the best method's AUROC could move by chance on
-this many images (its standard error). The winner is refit on all training images.
+it was asked for by name, training stops with the reason instead. A method at another size
+(`cnn_coarse`) is listed as not tried too, unless it was asked for or the method it varies
+came within `VARIANT_REACH` of the best.
+All candidates share one fold assignment. The method with the best out-of-fold AUROC wins
+(ties: best F1, then the fastest, by the median time to score one held-out image); an
+ensemble of the best two (mean robust z-score; never one method at two sizes) replaces it
+only if it gains `ENSEMBLE_MARGIN` AUROC and more than the best method's AUROC could move
+by chance on this many images (its standard error). The winner is refit on all training images.
 
 How the threshold is chosen, from the winner's out-of-fold scores only: with labelled
 anomalies, the cut with the best F1, placed halfway between the two scores it separates;
@@ -208,8 +210,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
                                         error=f"not tried: {reason}"), None))
         candidates = [(other, method) for other, method in candidates if other != name]
     # variants last, so that the method each is a variant of has been judged first
-    variants = [pair for pair in candidates if _family(pair[0]) != pair[0]]
-    ordered = [pair for pair in candidates if pair not in variants] + variants
+    ordered = sorted(candidates, key=lambda pair: _family(pair[0]) != pair[0])
     tried = 0
     for index, (name, method) in enumerate(ordered):
         notify("cross-validating methods", index, len(candidates))
