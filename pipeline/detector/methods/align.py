@@ -85,8 +85,8 @@ class AlignEnvelope:
         if len(normals) < 2:
             raise ValueError("align needs at least two normal images")
         self.shape = (int(normals[0].shape[0]), int(normals[0].shape[1]))
-        images = [Image.fromarray(self._sized(x)) for x in normals]
-        scaled = [self._compare_image(im) for im in images]
+        # one input-size image at a time: at 1000 px each is 4 MB as a Pillow image
+        scaled = [self._compare_image(Image.fromarray(self._sized(x))) for x in normals]
         smalls = [np.asarray(self._small(image), np.float32) for image in scaled]
         self.background = np.median([border_colour(s) for s in smalls], axis=0)
         distance = np.concatenate([self._off_background(s).ravel() for s in smalls[:8]])
