@@ -13,10 +13,22 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console()
+
+# The methods training tries unasked, as `pipeline.detector.methods.METHODS` registers them
+# (a test keeps the two alike); named here so that `--help` need not import the detector.
+METHOD_NAMES = ("pixel_gaussian", "align", "align_patch", "shape", "cnn", "cnn_coarse",
+                "texture")
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +42,7 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress display; yields the `progress(description, completed, total)`
     callback training and evaluation report to (one bar per description)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+               TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         tasks: dict[str, int] = {}
 
@@ -51,7 +63,9 @@ def train(
         help="A Lookout for Vision / Ground Truth manifest (JSON lines) naming the images.")
     ] = None,
     method: Annotated[list[str] | None, typer.Option(
-        "--method", help="Only consider this method (repeatable). Default: all registered.")
+        "--method", help=f"Only consider this method (repeatable): {', '.join(METHOD_NAMES)}, "
+                         "or onnx_patchcore with --backbone. Default: every one that suits "
+                         "the images (docs/detector.md).")
     ] = None,
     backbone: Annotated[Path | None, typer.Option(
         help="An ONNX feature extractor for the PatchCore-style onnx_patchcore method.")

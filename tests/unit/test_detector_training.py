@@ -33,7 +33,7 @@ from pipeline.detector.training import (
     find_training_set,
     train_model,
 )
-from scripts.cli_detector import register
+from scripts.cli_detector import METHOD_NAMES, register
 from scripts.make_samples import generate
 
 SMALL = {("train", "normal"): 16, ("train", "anomaly"): 8,
@@ -513,6 +513,18 @@ def test_cli_train_and_evaluate(samples: Path, tmp_path: Path) -> None:
     assert "<svg" in page and "ROC" in page and "Confusion matrix" in page
     assert "How the model was chosen" in page and "out-of-fold" in page  # the threshold's story
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_train_help_names_every_method_training_tries() -> None:
+    from pipeline.detector.methods import METHODS
+
+    tried_unasked = [name for name, cls in METHODS.items()
+                     if getattr(cls, "auto_select", True)]
+    assert list(METHOD_NAMES) == tried_unasked
+    app = typer.Typer()
+    register(app)
+    shown = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    assert all(name in shown for name in [*METHOD_NAMES, "onnx_patchcore"])
 
 
 @pytest.mark.parametrize("args", [
