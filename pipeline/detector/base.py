@@ -19,6 +19,25 @@ from typing import Any, Protocol, runtime_checkable
 DEFAULT_THRESHOLD = 0.5
 
 
+def check_threshold(threshold: float | None) -> float:
+    """The threshold to apply: the override if given (must be in [0, 1]), else 0.5.
+
+    >>> check_threshold(None)
+    0.5
+    >>> check_threshold(0.7)
+    0.7
+    >>> check_threshold(1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: threshold must be in [0, 1] (normalised scale), got 1.5
+    """
+    if threshold is None:
+        return DEFAULT_THRESHOLD
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1] (normalised scale), got {threshold}")
+    return float(threshold)
+
+
 class InvalidImageError(ValueError):
     """The bytes are not a usable image. The pipeline records the result as INVALID with
     `reason` (a short machine-friendly code) and `str(error)` (a human sentence)."""

@@ -7,28 +7,9 @@ import time
 from pathlib import Path
 
 from pipeline.detector import artifact, heatmap, imageio
-from pipeline.detector.base import DEFAULT_THRESHOLD, DetectionResult, verdict
+from pipeline.detector.base import DEFAULT_THRESHOLD, DetectionResult, check_threshold, verdict
 
 log = logging.getLogger(__name__)
-
-
-def check_threshold(threshold: float | None) -> float:
-    """The threshold to apply: the override if given (must be in [0, 1]), else 0.5.
-
-    >>> check_threshold(None)
-    0.5
-    >>> check_threshold(0.7)
-    0.7
-    >>> check_threshold(1.5)
-    Traceback (most recent call last):
-    ...
-    ValueError: threshold must be in [0, 1] (normalised scale), got 1.5
-    """
-    if threshold is None:
-        return DEFAULT_THRESHOLD
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1] (normalised scale), got {threshold}")
-    return float(threshold)
 
 
 class EmbeddedDetector:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.detector.base import InvalidImageError
-from pipeline.detector.embedded import EmbeddedDetector, check_threshold
+from pipeline.detector.base import InvalidImageError, check_threshold
+from pipeline.detector.embedded import EmbeddedDetector
 from pipeline.detector.metrics import Confusion, auroc, confusion
 from pipeline.detector.threads import blas_threads
 from pipeline.detector.training import IMAGE_SUFFIXES

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detector.base import Detector, DetectorError
-from pipeline.detector.embedded import EmbeddedDetector
-from pipeline.detector.sagemaker import SageMakerDetector
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,11 @@ def clear_cache() -> None:
 
 
 def _build(backend: str, model_uri: str, sagemaker_endpoint: str) -> Detector:
+    # Each backend is imported when first loaded: the embedded one brings numpy and
+    # Pillow, which the API's own functions (the same app, other Lambdas) never need.
     if backend == "embedded":
+        from pipeline.detector.embedded import EmbeddedDetector
+
         if not model_uri:
             raise DetectorError("the embedded detector needs a model URI (LINESIGHT_MODEL_URI)")
         model_dir = download_model(model_uri) if model_uri.startswith("s3://") else Path(
@@ -61,6 +63,8 @@ def _build(backend: str, model_uri: str, sagemaker_endpoint: str) -> Detector:
         if not sagemaker_endpoint:
             raise DetectorError(
                 "the sagemaker detector needs an endpoint name (LINESIGHT_SAGEMAKER_ENDPOINT)")
+        from pipeline.detector.sagemaker import SageMakerDetector
+
         return SageMakerDetector(sagemaker_endpoint)
     raise DetectorError(f"unknown detector backend {backend!r}; expected one of {BACKENDS}")
 

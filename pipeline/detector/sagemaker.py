@@ -29,9 +29,9 @@ from pipeline.detector.base import (
     Detector,
     DetectorError,
     InvalidImageError,
+    check_threshold,
     verdict,
 )
-from pipeline.detector.embedded import check_threshold
 
 
 class SageMakerDetector:

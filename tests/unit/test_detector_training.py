@@ -550,7 +550,7 @@ def test_cli_empty_test_folder(model_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("module", [
     "pipeline.detector.base", "pipeline.detector.calibration", "pipeline.detector.imageio",
-    "pipeline.detector.metrics", "pipeline.detector.heatmap", "pipeline.detector.embedded",
+    "pipeline.detector.metrics", "pipeline.detector.heatmap",
     "pipeline.detector.loader", "pipeline.detector.sagemaker", "pipeline.detector.ops",
     "pipeline.detector.training", "pipeline.detector.synthetic",
 ])
