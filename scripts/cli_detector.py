@@ -29,6 +29,7 @@ console = Console()
 # (a test keeps the two alike); named here so that `--help` need not import the detector.
 METHOD_NAMES = ("pixel_gaussian", "align", "align_patch", "shape", "cnn", "cnn_coarse",
                 "texture")
+SKIPPED_SHOWN = 5  # training images left out, listed by name after training (the rest: JSON)
 
 
 def register(app: typer.Typer) -> None:
@@ -114,8 +115,15 @@ def train(
                       candidate.error or chosen)
     console.print(table)
     console.print(f"images: {report.n_normal} normal, {report.n_anomaly} anomalous"
-                  + (f", {report.n_masks} masks" if report.n_masks else "")
-                  + (f"; skipped {len(report.skipped)} unreadable" if report.skipped else ""))
+                  + (f", {report.n_masks} masks" if report.n_masks else ""))
+    if report.skipped:
+        console.print(f"[yellow]skipped {len(report.skipped)} image(s) that detection would "
+                      "refuse:[/yellow]")
+        for item in report.skipped[:SKIPPED_SHOWN]:
+            console.print(f"  {item}", markup=False)
+        if len(report.skipped) > SKIPPED_SHOWN:
+            console.print(f"  ... and {len(report.skipped) - SKIPPED_SHOWN} more "
+                          "(all in train_report.json)")
     console.print(f"method: [bold]{report.method}[/bold] ({report.selection_rule})")
     console.print(f"cross-validated AUROC {_fmt(report.cv_auroc)}, F1 {_fmt(report.cv_f1)}")
     if report.cv_auroc_other_assignments:

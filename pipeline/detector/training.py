@@ -602,20 +602,41 @@ class _ImageCache:
                 decoded.append(item)
                 done += 1
                 self.notify(f"decoding images at {size} px", done, len(paths))
+        if self.aspect is None:
+            usable = [item for item in decoded if not isinstance(item, str)]
+            if usable:
+                self.aspect = float(np.median([item.original_size[0] / item.original_size[1]
+                                               for item in usable]))
+                self.longest = int(np.median([max(item.original_size) for item in usable]))
+                # detection refuses these as off_size, so the model does not learn from them
+                decoded = [_off_size(path, item, self.aspect)
+                           for path, item in zip(paths, decoded, strict=True)]
         bad = {path for path, item in zip(paths, decoded, strict=True) if isinstance(item, str)}
         if bad:
             self.skipped.extend(item for item in decoded if isinstance(item, str))
-            log.warning("skipped %d unreadable training image(s)", len(bad))
+            log.info("skipped %d training image(s): %s", len(bad),
+                        "; ".join(item for item in decoded if isinstance(item, str)))
             self.normal_paths = [path for path in self.normal_paths if path not in bad]
             self.anomaly_paths = [path for path in self.anomaly_paths if path not in bad]
         good = [item for item in decoded if not isinstance(item, str)]
-        aspects = [item.original_size[0] / item.original_size[1] for item in good]
-        if aspects and self.aspect is None:
-            self.aspect = float(np.median(aspects))
-            self.longest = int(np.median([max(item.original_size) for item in good]))
         n_normal = len(self.normal_paths)
         return _Decoded([item.rgb for item in good[:n_normal]],
                         [item.rgb for item in good[n_normal:]])
+
+
+def _off_size(path: Path, item: imageio.DecodedImage | str, aspect: float
+              ) -> imageio.DecodedImage | str:
+    """`item`, or why it is skipped when its aspect ratio is one detection would refuse.
+
+    >>> from types import SimpleNamespace
+    >>> _off_size(Path("cam2.jpg"), SimpleNamespace(original_size=(1920, 1080)), 1.333)
+    "cam2.jpg: off_size (1920x1080, aspect ratio 1.78, far from the training images' median 1.33)"
+    """
+    if isinstance(item, str) or not imageio.aspect_is_off(item.original_size, aspect):
+        return item
+    width, height = item.original_size
+    return (f"{path.name}: off_size ({width}x{height}, aspect ratio {width / height:.2f}, "
+            f"far from the training images' median {aspect:.2f})")
 
 
 @dataclass(frozen=True)

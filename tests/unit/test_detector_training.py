@@ -203,6 +203,33 @@ def test_masks_set_the_pixel_threshold(samples: Path, tmp_path: Path) -> None:
     assert "Dice" in report.pixel_threshold_rule
 
 
+def test_training_skips_what_detection_would_refuse_and_says_why(samples: Path,
+                                                                tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(samples / "train", data / "train")
+    (data / "train" / "normal" / "upload-error.jpg").write_text("<html>502</html>")
+    first = sorted((data / "train" / "anomaly").glob("*.jpg"))[0]
+    with Image.open(first) as image:  # another camera: 16:9 where the rest are square
+        wide = image.resize((image.width * 16 // 9, image.height))
+    wide.save(data / "train" / "anomaly" / "camera-2.jpg")
+    app = typer.Typer()
+    register(app)
+    shown = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "model"),
+                                     "--method", "pixel_gaussian"], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "skipped 2 image(s)" in shown.output and "camera-2.jpg: off_size" in shown.output
+    report = json.loads((tmp_path / "model" / "train_report.json").read_text())
+    assert (report["n_normal"], report["n_anomaly"]) == (16, 8)
+    assert sorted(item.split(":")[1].split()[0] for item in report["skipped"]) == [
+        "not_an_image", "off_size"]
+    buffer = io.BytesIO()
+    wide.save(buffer, "JPEG")
+    detector = load_detector("embedded", str(tmp_path / "model"))
+    with pytest.raises(InvalidImageError) as refused:
+        detector.detect(buffer.getvalue(), "image/jpeg")
+    assert refused.value.reason == "off_size"  # what training left out, detection refuses
+
+
 def test_training_errors_are_one_clear_sentence(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="not a directory"):
         train_model(tmp_path / "missing", tmp_path / "out")
