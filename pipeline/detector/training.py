@@ -194,8 +194,10 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
         images.at(size)
     normal_count, anomaly_count = len(images.normal_paths), len(images.anomaly_paths)
     if normal_count < MIN_NORMALS:
+        why = (f"; skipped {len(images.skipped)}: " + "; ".join(images.skipped[:3])
+               + ("; ..." if len(images.skipped) > 3 else "")) if images.skipped else ""
         raise TrainingError(f"need at least {MIN_NORMALS} usable normal images, "
-                            f"found {normal_count}")
+                            f"found {normal_count}{why}")
     labelled = anomaly_count >= 2
     folds = min(MAX_FOLDS, normal_count, anomaly_count) if labelled else min(MAX_FOLDS,
                                                                               normal_count)

@@ -238,6 +238,10 @@ def test_training_errors_are_one_clear_sentence(tmp_path: Path) -> None:
         train_model(tmp_path, tmp_path / "out")
     with pytest.raises(TrainingError, match="unknown method"):
         train_model(tmp_path, tmp_path / "out", methods=["nope"])
+    for index in range(4):  # screenshots, say: palette PNGs, which detection refuses
+        Image.new("P", (64, 64)).save(tmp_path / "train" / "normal" / f"{index}.png")
+    with pytest.raises(TrainingError, match=r"found 0; skipped 4: 0.png: unsupported_mode"):
+        train_model(tmp_path, tmp_path / "out")
 
 
 class _Constant:
