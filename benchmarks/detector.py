@@ -8,7 +8,8 @@ train/ only), evaluate on test/, and print one row: method chosen, AUROC, F1, pr
 recall, train seconds, ms per image (decode + detect, one image at a time, BLAS on one
 thread), the full-scale decode ms of the same JPEGs, their ratio, the same ratio in CPU
 time of the scoring thread (steadier when the machine is busy), and the artifact size.
-Both timings are the fastest of three passes over test/, taken in turns.
+Both timings are the fastest of three passes over test/, taken in turns. Training shows
+the CLI's progress bars (on a terminal); the timed passes run without them.
 Also prints the peak RSS and the import time of `pipeline.detector`, and whether each of
 issue 3's targets was met. A missing data set is skipped with a message. Nothing here is
 tuned to test/.
@@ -44,6 +45,7 @@ from pipeline.detector.evaluation import evaluate, test_images
 from pipeline.detector.metrics import listed
 from pipeline.detector.threads import blas_threads
 from pipeline.detector.training import train_model
+from scripts.cli_detector import progress_bar
 from scripts.make_samples import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +86,8 @@ def import_seconds() -> float:
 
 def bench(name: str, root: Path, work: Path) -> dict[str, Any]:
     model_dir = work / name
-    report = train_model(root, model_dir)
+    with progress_bar() as progress:  # training only: the timed passes run without it
+        report = train_model(root, model_dir, progress=progress)
     evaluate(model_dir, root / "test", keep_heatmaps=False)  # warm-up: caches, first calls
     paths = [path for paths in test_images(root / "test").values() for path in paths]
     # Both sides of the ratio are timed the same way, in alternating passes (so a slow
@@ -152,7 +155,8 @@ def train_at_scale(count: int, work: Path, source: Path | None = None) -> float:
         generate(data, counts=counts)
     else:
         jittered_photos(source / "train", data, counts)
-    return train_model(data, work / f"scale-{count}-model").train_seconds
+    with progress_bar() as progress:
+        return train_model(data, work / f"scale-{count}-model", progress=progress).train_seconds
 
 
 def jittered_photos(source: Path, out: Path, counts: dict[tuple[str, str], int],
