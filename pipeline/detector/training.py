@@ -617,7 +617,7 @@ class _ImageCache:
         if bad:
             self.skipped.extend(item for item in decoded if isinstance(item, str))
             log.info("skipped %d training image(s): %s", len(bad),
-                        "; ".join(item for item in decoded if isinstance(item, str)))
+                     "; ".join(item for item in decoded if isinstance(item, str)))
             self.normal_paths = [path for path in self.normal_paths if path not in bad]
             self.anomaly_paths = [path for path in self.anomaly_paths if path not in bad]
         good = [item for item in decoded if not isinstance(item, str)]
