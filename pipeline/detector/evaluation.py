@@ -18,7 +18,7 @@ from pipeline.detector.base import InvalidImageError, check_threshold
 from pipeline.detector.embedded import EmbeddedDetector
 from pipeline.detector.metrics import Confusion, auroc, confusion
 from pipeline.detector.threads import blas_threads
-from pipeline.detector.training import IMAGE_SUFFIXES
+from pipeline.detector.training import images_in
 
 Progress = Callable[[str, int, int], None]
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -109,14 +109,13 @@ class Evaluation:
 
 
 def test_images(test_dir: Path) -> dict[str, list[Path]]:
-    """The labelled images of a test folder: `normal/` and `anomaly/` (or `test/normal/`...)."""
+    """The labelled images of a test folder: `normal/` and `anomaly/` (or `test/normal/`...),
+    subfolders included (`training.images_in`)."""
     if not test_dir.is_dir():
         raise EvaluationError(f"{test_dir} is not a directory")
     root = test_dir / "test" if not (test_dir / "normal").is_dir() and (
         test_dir / "test").is_dir() else test_dir
-    found = {label: sorted(path for path in (root / label).glob("*")
-                           if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
-             for label in ("normal", "anomaly") if (root / label).is_dir()}
+    found = {label: images_in(root / label) for label in ("normal", "anomaly")}
     for label in ("normal", "anomaly"):
         if not found.get(label):
             raise EvaluationError(f"no {label} images: expected JPEG/PNG files in "

@@ -42,6 +42,7 @@ import copy
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -104,7 +105,7 @@ class TrainingSet:
 
     normal: tuple[Path, ...]
     anomaly: tuple[Path, ...]
-    masks: Mapping[str, Path] = field(default_factory=dict)
+    masks: Mapping[Path, Path] = field(default_factory=dict)  # anomaly image -> its mask
     source: str = ""
 
 
@@ -345,9 +346,12 @@ def _pixel_threshold(fold: _Fold, roi: imageio.Roi | None) -> tuple[float, str]:
 def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingSet:
     """The labelled images in `data_dir`, or those a manifest names.
 
-    Folder layout: `train/normal/`, `train/anomaly/` (optional) and `masks/` (optional,
-    matched to anomalies by file stem); a folder with `normal/` and `anomaly/` directly
-    works too.
+    Folder layout: `train/normal/`, `train/anomaly/` (optional) and `masks/` (optional);
+    a folder with `normal/` and `anomaly/` directly works too. Images may sit in subfolders
+    of `normal/` and `anomaly/` (one per defect type or camera, say; `images_in` says which
+    files count). A mask belongs to the anomaly at the same path under `masks/` as under
+    `anomaly/` (`crack/007.png` for `anomaly/crack/007.jpg`), or else to the anomaly with its
+    file stem, when only one anomaly has that stem.
 
     Manifest (JSON lines, Lookout for Vision / Ground Truth): `source-ref` is the image and
     `anomaly-label` is 1 for anomalous, 0 for normal (checked against the label metadata's
@@ -363,17 +367,25 @@ def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingS
     if manifest is not None:
         return _from_manifest(manifest, data_dir)
     root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-    normal = _images_in(root / "normal")
-    anomaly = _images_in(root / "anomaly")
+    normal = images_in(root / "normal")
+    anomaly = images_in(root / "anomaly")
     if not normal:
         raise TrainingError(f"no normal images: expected JPEG/PNG files in "
                             f"{data_dir}/train/normal/ (or {data_dir}/normal/)")
-    masks: dict[str, Path] = {}
-    stems = {path.stem for path in anomaly}
+    by_place: dict[Path, Path] = {}
+    by_stem: dict[str, Path] = {}
     for mask_root in (data_dir / "masks", root / "masks"):
-        for path in _images_in(mask_root, recursive=True):
-            if path.stem in stems:
-                masks.setdefault(path.stem, path)
+        for path in images_in(mask_root):
+            by_place.setdefault(path.relative_to(mask_root).with_suffix(""), path)
+            by_stem.setdefault(path.stem, path)
+    stems = Counter(path.stem for path in anomaly)
+    masks: dict[Path, Path] = {}
+    for path in anomaly:
+        mask = by_place.get(path.relative_to(root / "anomaly").with_suffix(""))
+        if mask is None and stems[path.stem] == 1:
+            mask = by_stem.get(path.stem)
+        if mask is not None:
+            masks[path] = mask
     return TrainingSet(tuple(normal), tuple(anomaly), masks, source=f"folder {data_dir}")
 
 
@@ -386,7 +398,7 @@ def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
             index.setdefault(path.name, []).append(path)
     normal: list[Path] = []
     anomaly: list[Path] = []
-    masks: dict[str, Path] = {}
+    masks: dict[Path, Path] = {}
     missing: list[str] = []
     for number, line in enumerate(manifest.read_text().splitlines(), start=1):
         if not line.strip():
@@ -408,7 +420,7 @@ def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
         if is_anomaly and mask_ref:
             mask = _resolve(str(mask_ref), manifest.parent, data_dir, index, "masks")
             if mask is not None:
-                masks[image.stem] = mask
+                masks[image] = mask
     if missing:
         shown = ", ".join(missing[:3])
         raise TrainingError(f"{len(missing)} image(s) in {manifest.name} not found under "
@@ -464,12 +476,25 @@ def _resolve(ref: str, manifest_dir: Path, data_dir: Path, index: Mapping[str, l
                         + ", ".join(str(path) for path in found[:3]))
 
 
-def _images_in(folder: Path, recursive: bool = False) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """The JPEG and PNG files under `folder`, in subfolders too, sorted; hidden files and
+    folders (`.DS_Store`, `._x.jpg` from a zip made on a Mac) and any `masks/` subfolder
+    are left out.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("b.jpg", "crack/a.PNG", "notes.txt", "._b.jpg", "masks/a.png"):
+    ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
+    ...     _ = (root / name).write_bytes(b"")
+    >>> [str(path.relative_to(root)) for path in images_in(root)]
+    ['b.jpg', 'crack/a.PNG']
+    """
     if not folder.is_dir():
         return []
-    paths = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(path for path in paths
-                  if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(path for path in folder.rglob("*")
+                  if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") or part == "masks"
+                              for part in path.relative_to(folder).parts))
 
 
 def _candidates(methods: Sequence[str] | None, backbone: Path | str | None
@@ -581,7 +606,7 @@ class _ImageCache:
 
     def mask_for(self, anomaly_index: int) -> Path | None:
         """The mask file of the n-th (usable) anomaly image, if it has one."""
-        return self.masks.get(self.anomaly_paths[anomaly_index].stem)
+        return self.masks.get(self.anomaly_paths[anomaly_index])
 
     def at(self, size: int) -> _Decoded:
         if size not in self._by_size:

@@ -190,6 +190,31 @@ def test_region_of_interest_is_kept_in_the_model(samples: Path, tmp_path: Path) 
     assert detector.detect(image, "image/jpeg").heatmap_png
 
 
+def test_images_in_subfolders_count_and_each_keeps_its_own_mask(samples: Path,
+                                                                 tmp_path: Path) -> None:
+    """One subfolder per defect type, as many data sets come, with file names that repeat
+    across them: every image is found, and a mask goes to the image at its own place."""
+    data = tmp_path / "data"
+    shutil.copytree(samples / "train" / "normal", data / "train" / "normal" / "camera-1")
+    anomalies = sorted((samples / "train" / "anomaly").glob("*.jpg"))
+    for kind, chosen in (("crack", anomalies[:4]), ("scratch", anomalies[4:])):
+        for number, path in enumerate(chosen):
+            (data / "train" / "anomaly" / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, data / "train" / "anomaly" / kind / f"{number:03}.jpg")
+            (data / "masks" / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, data / "masks" / kind / f"{number:03}.png")
+    (data / "train" / "anomaly" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    found = find_training_set(data)
+    assert (len(found.normal), len(found.anomaly), len(found.masks)) == (16, 8, 8)
+    assert all(mask.parent.name == image.parent.name and mask.stem == image.stem
+               for image, mask in found.masks.items())
+    shutil.copytree(samples / "test" / "anomaly", tmp_path / "test" / "anomaly" / "crack")
+    shutil.copytree(samples / "test" / "normal", tmp_path / "test" / "normal")
+    report = train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    assert (report.n_normal, report.n_anomaly, report.n_masks) == (16, 8, 8)
+    assert evaluate(tmp_path / "model", tmp_path / "test").to_json()["n_anomaly"] == 8
+
+
 def test_masks_set_the_pixel_threshold(samples: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(samples / "train", data / "train")
