@@ -117,8 +117,7 @@ def train(
     console.print(f"images: {report.n_normal} normal, {report.n_anomaly} anomalous"
                   + (f", {report.n_masks} masks" if report.n_masks else ""))
     if report.skipped:
-        console.print(f"[yellow]skipped {len(report.skipped)} image(s) that detection would "
-                      "refuse:[/yellow]")
+        console.print(f"[yellow]left out of training: {len(report.skipped)} image(s)[/yellow]")
         for item in report.skipped[:SKIPPED_SHOWN]:
             console.print(f"  {item}", markup=False)
         if len(report.skipped) > SKIPPED_SHOWN:

@@ -199,6 +199,10 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
                + ("; ..." if len(images.skipped) > 3 else "")) if images.skipped else ""
         raise TrainingError(f"need at least {MIN_NORMALS} usable normal images, "
                             f"found {normal_count}{why}")
+    if anomaly_count == 1:  # no fold could hold it out and train on another
+        images.set_aside_anomalies("the only labelled anomaly; judging methods by labelled "
+                                   "anomalies needs 2 or more, so training is normal-only")
+        anomaly_count = 0
     labelled = anomaly_count >= 2
     folds = min(MAX_FOLDS, normal_count, anomaly_count) if labelled else min(MAX_FOLDS,
                                                                               normal_count)
@@ -612,6 +616,12 @@ class _ImageCache:
         if size not in self._by_size:
             self._by_size[size] = self._decode(size)
         return self._by_size[size]
+
+    def set_aside_anomalies(self, reason: str) -> None:
+        """Train without the labelled anomalies; each is listed as skipped, with `reason`."""
+        self.skipped.extend(f"{path.name}: {reason}" for path in self.anomaly_paths)
+        self.anomaly_paths = []
+        self._by_size = {size: _Decoded(data.normal, []) for size, data in self._by_size.items()}
 
     def _decode(self, size: int) -> _Decoded:
         paths = self.normal_paths + self.anomaly_paths

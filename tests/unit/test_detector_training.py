@@ -242,7 +242,8 @@ def test_training_skips_what_detection_would_refuse_and_says_why(samples: Path,
     shown = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "model"),
                                      "--method", "pixel_gaussian"], terminal_width=200)
     assert shown.exit_code == 0, shown.output
-    assert "skipped 2 image(s)" in shown.output and "camera-2.jpg: off_size" in shown.output
+    assert "left out of training: 2 image(s)" in shown.output
+    assert "camera-2.jpg: off_size" in shown.output
     report = json.loads((tmp_path / "model" / "train_report.json").read_text())
     assert (report["n_normal"], report["n_anomaly"]) == (16, 8)
     assert sorted(item.split(":")[1].split()[0] for item in report["skipped"]) == [
@@ -253,6 +254,20 @@ def test_training_skips_what_detection_would_refuse_and_says_why(samples: Path,
     with pytest.raises(InvalidImageError) as refused:
         detector.detect(buffer.getvalue(), "image/jpeg")
     assert refused.value.reason == "off_size"  # what training left out, detection refuses
+
+
+def test_a_lone_labelled_anomaly_is_set_aside_and_training_is_normal_only(
+        samples: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(samples / "train" / "normal", data / "train" / "normal")
+    (data / "train" / "anomaly").mkdir()
+    lone = sorted((samples / "train" / "anomaly").glob("*.jpg"))[0]
+    shutil.copy(lone, data / "train" / "anomaly" / lone.name)
+    report = train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    assert (report.n_normal, report.n_anomaly) == (16, 0)
+    assert report.n_synthetic > 0 and "normal-only" in report.threshold_rule
+    assert report.skipped == (f"{lone.name}: the only labelled anomaly; judging methods by "
+                              "labelled anomalies needs 2 or more, so training is normal-only",)
 
 
 def test_training_errors_are_one_clear_sentence(tmp_path: Path) -> None:
