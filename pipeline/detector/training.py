@@ -11,7 +11,8 @@ How the method is chosen. Every registered method (`methods.METHODS`, except tho
   copies play the anomalies when comparing methods.
 
 A method that cannot be trained on the set (the `cnn` without enough labelled anomalies
-in each fold's training part, or without torch) is listed in the report as not tried; if
+in each fold's training part, or without torch; `align` and `shape` with fewer than two
+normals there) is listed in the report as not tried; if
 it was asked for by name, training stops with the reason instead. A method at another size
 (`cnn_coarse`) is listed as not tried too, unless it was asked for or the method it varies
 came within `VARIANT_REACH` of the best.
@@ -546,7 +547,8 @@ def _unavailable(candidates: Sequence[tuple[str, Method]], split: _Split,
         if reason:
             if split.labelled:
                 reason += (f" (in each cross-validation fold's training part; "
-                           f"{len(split.anomaly_fold)} in all, {split.folds} folds)")
+                           f"{len(split.normal_fold)} normal and {len(split.anomaly_fold)} "
+                           f"anomalous in all, {split.folds} folds)")
             found.append((name, reason))
     return found
 

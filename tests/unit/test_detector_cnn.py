@@ -208,7 +208,8 @@ def test_training_lists_it_as_not_tried_without_enough_anomalies(tmp_path: Path)
     report = train_model(tmp_path / "data", tmp_path / "model")
     skipped = {candidate.method: candidate.error for candidate in report.candidates}["cnn"]
     assert skipped.startswith("not tried: needs at least 8 labelled anomalies, found 2 "
-                              "(in each cross-validation fold's training part; 3 in all")
+                              "(in each cross-validation fold's training part; 6 normal and 3 "
+                              "anomalous in all")
     assert report.method != "cnn"
     with pytest.raises(TrainingError, match="cnn needs at least 8 labelled anomalies"):
         train_model(tmp_path / "data", tmp_path / "model", methods=["cnn"])
@@ -225,5 +226,5 @@ def test_eight_anomalies_are_too_few_when_each_fold_trains_on_seven(tmp_path: Pa
         for index, image in enumerate(images):
             Image.fromarray(image).save(folder / f"{label}{index}.png")
 
-    with pytest.raises(TrainingError, match="found 7 .*8 in all, 8 folds"):
+    with pytest.raises(TrainingError, match="found 7 .*16 normal and 8 anomalous in all, 8 folds"):
         train_model(tmp_path / "data", tmp_path / "model", methods=["cnn"])

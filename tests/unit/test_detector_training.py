@@ -270,6 +270,26 @@ def test_a_lone_labelled_anomaly_is_set_aside_and_training_is_normal_only(
                               "labelled anomalies needs 2 or more, so training is normal-only",)
 
 
+def test_methods_that_need_two_normals_per_fold_are_listed_as_not_tried(
+        samples: Path, tmp_path: Path) -> None:
+    """3 normals and 2 anomalies make 2 folds, one of which trains on a single normal:
+    the methods that learn how normals vary cannot be judged, and say so, not fail."""
+    data = tmp_path / "data"
+    for label, count in (("normal", 3), ("anomaly", 2)):
+        (data / "train" / label).mkdir(parents=True)
+        for image in sorted((samples / "train" / label).glob("*.jpg"))[:count]:
+            shutil.copy(image, data / "train" / label / image.name)
+    report = train_model(data, tmp_path / "model")
+    errors = {candidate.method: candidate.error for candidate in report.candidates}
+    for name in ("align", "align_patch", "shape"):
+        assert errors[name] == ("not tried: needs at least 2 normal images, found 1 (in each "
+                                "cross-validation fold's training part; 3 normal and 2 "
+                                "anomalous in all, 2 folds)")
+    assert report.method not in ("align", "align_patch", "shape")
+    with pytest.raises(TrainingError, match="method shape needs at least 2 normal images"):
+        train_model(data, tmp_path / "model", methods=["shape"])
+
+
 def test_training_errors_are_one_clear_sentence(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="not a directory"):
         train_model(tmp_path / "missing", tmp_path / "out")

@@ -44,11 +44,11 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from PIL import Image
 
-from pipeline.detector.methods.base import State
+from pipeline.detector.methods.base import NeedsNormals, State, refuse_if_unavailable
 from pipeline.detector.ops import border_colour, otsu
 
 
-class AlignEnvelope:
+class AlignEnvelope(NeedsNormals):
     name: ClassVar[str] = "align"
 
     def __init__(self, input_size: int = 1000, compare_factor: int = 3, tolerance: int = 1,
@@ -82,8 +82,7 @@ class AlignEnvelope:
 
     def fit(self, normals: Sequence[np.ndarray], anomalies: Sequence[np.ndarray],
             rng: np.random.Generator) -> None:
-        if len(normals) < 2:
-            raise ValueError("align needs at least two normal images")
+        refuse_if_unavailable(self, normals, anomalies)
         self.shape = (int(normals[0].shape[0]), int(normals[0].shape[1]))
         # one input-size image at a time: at 1000 px each is 4 MB as a Pillow image
         scaled = [self._compare_image(Image.fromarray(self._sized(x))) for x in normals]

@@ -44,3 +44,32 @@ class Method(Protocol):
     @classmethod
     def from_state(cls, state: State) -> Method:
         ...
+
+
+class NeedsNormals:
+    """For a method that learns how normal images vary among themselves, and so needs at
+    least two of them. Training asks `unavailable` about each cross-validation fold's
+    training part, and lists the method as not tried where a fold would have fewer; `fit`
+    refuses such a set (`refuse_if_unavailable`)."""
+
+    @classmethod
+    def unavailable(cls, normal_count: int, anomaly_count: int) -> str | None:
+        """Why this method cannot be trained on such a set (None when it can).
+
+        >>> NeedsNormals.unavailable(1, 5)
+        'needs at least 2 normal images, found 1'
+        >>> NeedsNormals.unavailable(2, 0) is None
+        True
+        """
+        if normal_count < 2:
+            return f"needs at least 2 normal images, found {normal_count}"
+        return None
+
+
+def refuse_if_unavailable(method: Any, normals: Sequence[np.ndarray],
+                          anomalies: Sequence[np.ndarray]) -> None:
+    """Raise ValueError, named for the method, where its `unavailable` class method says it
+    cannot be trained on these images."""
+    reason = type(method).unavailable(len(normals), len(anomalies))
+    if reason:
+        raise ValueError(f"{method.name} {reason}")

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.detector.methods.base import State
+from pipeline.detector.methods.base import State, refuse_if_unavailable
 from pipeline.detector.ops import resize_rgb
 
 MIN_ANOMALIES = 8
@@ -66,9 +66,7 @@ class SmallCnn:
 
     def fit(self, normals: Sequence[np.ndarray], anomalies: Sequence[np.ndarray],
             rng: np.random.Generator) -> None:
-        reason = self.unavailable(len(normals), len(anomalies))
-        if reason:
-            raise ValueError(f"cnn {reason}")
+        refuse_if_unavailable(self, normals, anomalies)
         import torch
 
         heights, widths = zip(*(image.shape[:2] for image in normals), strict=True)

@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from pipeline.detector.methods.base import State
+from pipeline.detector.methods.base import NeedsNormals, State, refuse_if_unavailable
 from pipeline.detector.ops import border_colour, otsu
 
 _BASE_SIZE = 96
@@ -38,7 +38,7 @@ _RADII = (1, 2, 3, 4, 6)
 _JUMP = 0.15
 
 
-class ObjectShape:
+class ObjectShape(NeedsNormals):
     name: ClassVar[str] = "shape"
 
     def __init__(self, input_size: int = 96, l2: float = 1.0) -> None:
@@ -58,8 +58,7 @@ class ObjectShape:
 
     def fit(self, normals: Sequence[np.ndarray], anomalies: Sequence[np.ndarray],
             rng: np.random.Generator) -> None:
-        if len(normals) < 2:
-            raise ValueError("shape needs at least two normal images")
+        refuse_if_unavailable(self, normals, anomalies)
         self.background = np.median([border_colour(_ycbcr(x)) for x in normals], axis=0)
         distances = np.concatenate([self._distance(x).ravel() for x in normals[:16]])
         self.threshold = otsu(distances)
