@@ -57,8 +57,9 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 
 def train(
     data_dir: Annotated[Path, typer.Argument(
-        help="Folder with train/normal (and optionally train/anomaly, masks/), "
-             "or the folder the manifest's images are under.")],
+        help="Folder with train/normal (and optionally train/anomaly, masks/); or "
+             "train/good and a folder per defect type, as in MVTec AD; or the folder the "
+             "manifest's images are under.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the model directory.")],
     manifest: Annotated[Path | None, typer.Option(
         help="A Lookout for Vision / Ground Truth manifest (JSON lines) naming the images.")
@@ -137,7 +138,9 @@ def train(
 
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="A model directory written by train.")],
-    test_dir: Annotated[Path, typer.Argument(help="Folder with normal/ and anomaly/ images.")],
+    test_dir: Annotated[Path, typer.Argument(
+        help="Folder with normal/ and anomaly/ images (or good/ and a folder per defect "
+             "type, as in MVTec AD).")],
     json_out: Annotated[Path, typer.Option("--json", help="Where to write the metrics JSON.")],
     html_out: Annotated[Path | None, typer.Option(
         "--html", help="Also write a self-contained HTML report.")] = None,

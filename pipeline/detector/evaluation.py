@@ -18,7 +18,7 @@ from pipeline.detector.base import InvalidImageError, check_threshold
 from pipeline.detector.embedded import EmbeddedDetector
 from pipeline.detector.metrics import Confusion, auroc, confusion
 from pipeline.detector.threads import blas_threads
-from pipeline.detector.training import images_in
+from pipeline.detector.training import labelled_images
 
 Progress = Callable[[str, int, int], None]
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -110,16 +110,20 @@ class Evaluation:
 
 def test_images(test_dir: Path) -> dict[str, list[Path]]:
     """The labelled images of a test folder: `normal/` and `anomaly/` (or `test/normal/`...),
-    subfolders included (`training.images_in`)."""
+    subfolders included; or, as in MVTec AD, `good/` and one folder per defect type
+    (`training.labelled_images`)."""
     if not test_dir.is_dir():
         raise EvaluationError(f"{test_dir} is not a directory")
-    root = test_dir / "test" if not (test_dir / "normal").is_dir() and (
-        test_dir / "test").is_dir() else test_dir
-    found = {label: images_in(root / label) for label in ("normal", "anomaly")}
-    for label in ("normal", "anomaly"):
-        if not found.get(label):
+    labelled_here = (test_dir / "normal").is_dir() or (test_dir / "good").is_dir()
+    root = test_dir / "test" if not labelled_here and (test_dir / "test").is_dir() else test_dir
+    normal, anomaly, _ = labelled_images(root)
+    found = {"normal": normal, "anomaly": anomaly}
+    where = {"normal": "normal/ (or good/)",
+             "anomaly": "anomaly/ (or, beside good/, one folder per defect type)"}
+    for label, paths in found.items():
+        if not paths:
             raise EvaluationError(f"no {label} images: expected JPEG/PNG files in "
-                                  f"{root}/{label}/")
+                                  f"{root}/{where[label]}")
     return found
 
 

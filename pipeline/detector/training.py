@@ -77,6 +77,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # ends up with a threshold too high for the refit model).
 MAX_FOLDS = 10
 MIN_NORMALS = 3
+MASK_FOLDERS = ("masks", "ground_truth")  # ground_truth/: the MVTec AD layout
 # An ensemble costs the time of both members at inference: it must earn that.
 ENSEMBLE_MARGIN = 0.02
 SEED = 20240601
@@ -356,7 +357,8 @@ def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingS
     of `normal/` and `anomaly/` (one per defect type or camera, say; `images_in` says which
     files count). A mask belongs to the anomaly at the same path under `masks/` as under
     `anomaly/` (`crack/007.png` for `anomaly/crack/007.jpg`), or else to the anomaly with its
-    file stem, when only one anomaly has that stem.
+    file stem, when only one anomaly has that stem. The MVTec AD layout works too
+    (`labelled_images`): `train/good/`, with masks as `ground_truth/<defect>/<name>_mask.png`.
 
     Manifest (JSON lines, Lookout for Vision / Ground Truth): `source-ref` is the image and
     `anomaly-label` is 1 for anomalous, 0 for normal (checked against the label metadata's
@@ -372,21 +374,22 @@ def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingS
     if manifest is not None:
         return _from_manifest(manifest, data_dir)
     root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-    normal = images_in(root / "normal")
-    anomaly = images_in(root / "anomaly")
+    normal, anomaly, anomaly_root = labelled_images(root)
     if not normal:
         raise TrainingError(f"no normal images: expected JPEG/PNG files in "
-                            f"{data_dir}/train/normal/ (or {data_dir}/normal/)")
+                            f"{data_dir}/train/normal/ (or {data_dir}/normal/, or good/ "
+                            f"as in MVTec AD)")
     by_place: dict[Path, Path] = {}
     by_stem: dict[str, Path] = {}
-    for mask_root in (data_dir / "masks", root / "masks"):
+    for mask_root in (folder / name for folder in (data_dir, root) for name in MASK_FOLDERS):
         for path in images_in(mask_root):
-            by_place.setdefault(path.relative_to(mask_root).with_suffix(""), path)
-            by_stem.setdefault(path.stem, path)
+            for key in _mask_keys(path.relative_to(mask_root)):
+                by_place.setdefault(key, path)
+                by_stem.setdefault(key.name, path)
     stems = Counter(path.stem for path in anomaly)
     masks: dict[Path, Path] = {}
     for path in anomaly:
-        mask = by_place.get(path.relative_to(root / "anomaly").with_suffix(""))
+        mask = by_place.get(path.relative_to(anomaly_root).with_suffix(""))
         if mask is None and stems[path.stem] == 1:
             mask = by_stem.get(path.stem)
         if mask is not None:
@@ -481,10 +484,50 @@ def _resolve(ref: str, manifest_dir: Path, data_dir: Path, index: Mapping[str, l
                         + ", ".join(str(path) for path in found[:3]))
 
 
+def labelled_images(root: Path) -> tuple[list[Path], list[Path], Path]:
+    """The normal and the anomalous images under `root`, and the folder that the anomalies'
+    paths are taken relative to when masks are matched to them.
+
+    The Lookout for Vision layout is `normal/` and `anomaly/`. The MVTec AD layout is
+    `good/` for the normal images and one folder per defect type (`crack/`, `scratch/`) for
+    the anomalous ones; its `ground_truth/` holds masks, as `masks/` does, not images.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("good/0.png", "crack/0.png", "scratch/1.png", "ground_truth/crack/0_mask.png"):
+    ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
+    ...     _ = (root / name).write_bytes(b"")
+    >>> normal, anomalous, anomaly_root = labelled_images(root)
+    >>> [str(path.relative_to(anomaly_root)) for path in normal + anomalous]
+    ['good/0.png', 'crack/0.png', 'scratch/1.png']
+    """
+    if (root / "normal").is_dir() or not (root / "good").is_dir():
+        return images_in(root / "normal"), images_in(root / "anomaly"), root / "anomaly"
+    defect_folders = sorted(folder for folder in root.iterdir() if folder.is_dir()
+                            and folder.name not in ("good", *MASK_FOLDERS)
+                            and not folder.name.startswith("."))
+    return (images_in(root / "good"),
+            [path for folder in defect_folders for path in images_in(folder)], root)
+
+
+def _mask_keys(relative: Path) -> list[Path]:
+    """The paths, without suffix, of the images a mask at `relative` may belong to: the
+    same name, or the name without MVTec AD's `_mask` ending.
+
+    >>> [str(key) for key in _mask_keys(Path("crack/000_mask.png"))]
+    ['crack/000_mask', 'crack/000']
+    >>> [str(key) for key in _mask_keys(Path("007.png"))]
+    ['007']
+    """
+    plain = relative.with_suffix("")
+    short = plain.name.removesuffix("_mask")
+    return [plain, plain.with_name(short)] if short and short != plain.name else [plain]
+
+
 def images_in(folder: Path) -> list[Path]:
     """The JPEG and PNG files under `folder`, in subfolders too, sorted; hidden files and
-    folders (`.DS_Store`, `._x.jpg` from a zip made on a Mac) and any `masks/` subfolder
-    are left out.
+    folders (`.DS_Store`, `._x.jpg` from a zip made on a Mac) and any `masks/` or
+    `ground_truth/` subfolder are left out.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
@@ -498,7 +541,7 @@ def images_in(folder: Path) -> list[Path]:
         return []
     return sorted(path for path in folder.rglob("*")
                   if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") or part == "masks"
+                  and not any(part.startswith(".") or part in MASK_FOLDERS
                               for part in path.relative_to(folder).parts))
 
 

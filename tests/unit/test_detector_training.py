@@ -215,6 +215,32 @@ def test_images_in_subfolders_count_and_each_keeps_its_own_mask(samples: Path,
     assert evaluate(tmp_path / "model", tmp_path / "test").to_json()["n_anomaly"] == 8
 
 
+def test_the_mvtec_ad_layout_trains_and_evaluates(samples: Path, tmp_path: Path) -> None:
+    """good/ for normal images, one folder per defect type, masks as
+    ground_truth/<defect>/<name>_mask.png: the layout most anomaly-detection data sets use."""
+    category = tmp_path / "bottle"
+    shutil.copytree(samples / "train" / "normal", category / "train" / "good")
+    anomalies = sorted((samples / "train" / "anomaly").glob("*.jpg"))
+    for kind, chosen in (("crack", anomalies[:4]), ("scratch", anomalies[4:])):
+        for number, path in enumerate(chosen):
+            (category / "train" / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, category / "train" / kind / f"{number:03}.jpg")
+            (category / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, category / "ground_truth" / kind / f"{number:03}_mask.png")
+    found = find_training_set(category)
+    assert (len(found.normal), len(found.anomaly), len(found.masks)) == (16, 8, 8)
+    assert all(mask.parent.name == image.parent.name and mask.stem == f"{image.stem}_mask"
+               for image, mask in found.masks.items())
+    shutil.copytree(samples / "test" / "normal", category / "test" / "good")
+    shutil.copytree(samples / "test" / "anomaly", category / "test" / "crack")
+    report = train_model(category, tmp_path / "model", methods=["pixel_gaussian"])
+    assert (report.n_normal, report.n_anomaly, report.n_masks) == (16, 8, 8)
+    for test_dir in (category, category / "test"):
+        counts = evaluate(tmp_path / "model", test_dir).to_json()
+        assert (counts["n_normal"], counts["n_anomaly"]) == tuple(
+            len(list((samples / "test" / label).glob("*.jpg"))) for label in ("normal", "anomaly"))
+
+
 def test_masks_set_the_pixel_threshold(samples: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(samples / "train", data / "train")
