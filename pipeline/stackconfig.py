@@ -208,8 +208,8 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     unknown = sorted(set(values) - set(_KNOWN_KEYS))
     if unknown:
         raise ConfigError(unknown[0], f"unknown key; the keys are {', '.join(_KNOWN_KEYS)}")
-    confidence = _fraction(merged.get("confidenceThreshold", DEFAULT_CONFIDENCE_THRESHOLD),
-                           "confidenceThreshold")
+    confidence = _band(merged.get("confidenceThreshold", DEFAULT_CONFIDENCE_THRESHOLD),
+                       "confidenceThreshold")
     default_rate = _fraction(merged.get("anomalyRateAlarm", 0.25), "anomalyRateAlarm")
     lines = _lines(merged.get("lines"), default_rate)
     retention_images = _whole(merged.get("imageRetentionDays", 90), "imageRetentionDays", 0)
@@ -276,6 +276,18 @@ def _fraction(value: Any, key: str) -> float:
     if isinstance(value, bool) or not 0.0 <= number <= 1.0:
         raise ConfigError(key, f"must be in [0, 1], got {value!r}")
     return number
+
+
+def _band(value: Any, key: str) -> float:
+    """A low-confidence band: a fraction under 0.5. A verdict's confidence runs from 0.5 (a
+    coin flip) to 1, and a result is low-confidence under 0.5 + the band, so a band of 0.5
+    or more would send every result to a person."""
+    band = _fraction(value, key)
+    if band >= 0.5:
+        raise ConfigError(key, f"must be under 0.5, got {value!r}: confidence runs from 0.5 "
+                               "to 1, so every result would count as low-confidence (the "
+                               "band is added to 0.5; the seed's 0.20 flags under 0.70)")
+    return band
 
 
 def _boolean(value: Any, key: str) -> bool:
@@ -414,7 +426,9 @@ def _lines(value: Any, default_rate: float) -> tuple[LineConfig, ...]:
             id=line_id,
             cameras=tuple(cameras),
             threshold=_optional_fraction(entry, "threshold", where),
-            confidence_threshold=_optional_fraction(entry, "confidenceThreshold", where),
+            confidence_threshold=(None if entry.get("confidenceThreshold") is None else
+                                  _band(entry["confidenceThreshold"],
+                                        f"{where}.confidenceThreshold")),
             alert_emails=_emails(entry.get("alertEmails"), f"{where}.alertEmails"),
             anomaly_rate_alarm=(default_rate if entry.get("anomalyRateAlarm") is None else
                                 _fraction(entry["anomalyRateAlarm"],

@@ -81,6 +81,9 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     # thresholds outside [0, 1]
     ({"confidenceThreshold": 1.2}, "confidenceThreshold"),
     ({"confidenceThreshold": "high"}, "confidenceThreshold"),
+    # a band of 0.5 or more would make every result low-confidence, so every one alerts
+    ({"confidenceThreshold": 0.8}, "confidenceThreshold"),
+    ({"lines": [{**LINE, "confidenceThreshold": 0.5}]}, "lines[line-1].confidenceThreshold"),
     ({"lines": [{**LINE, "threshold": 2}]}, "lines[line-1].threshold"),
     ({"lines": [{**LINE, "confidenceThreshold": -0.5}]}, "lines[line-1].confidenceThreshold"),
     ({"lines": [{**LINE, "anomalyRateAlarm": 1.5}]}, "lines[line-1].anomalyRateAlarm"),
