@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +25,13 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console()
+err = Console(stderr=True)  # errors, so that a script reading stdout does not take them in
 
 # The methods training tries unasked, as `pipeline.detector.methods.METHODS` registers them
 # (a test keeps the two alike); named here so that `--help` need not import the detector.
 METHOD_NAMES = ("pixel_gaussian", "align", "align_patch", "shape", "cnn", "cnn_coarse",
                 "texture")
-SKIPPED_SHOWN = 5  # training images left out, listed by name after training (the rest: JSON)
+SKIPPED_SHOWN = 5  # images left out (training) or refused (evaluate) listed on screen; all: JSON
 
 
 def register(app: typer.Typer) -> None:
@@ -98,12 +100,13 @@ def train(
         region = parse_roi(roi) if roi else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--roi") from None
+    replaced = _model_version(out)
     try:
         with progress_bar() as update:
             report = train_model(data_dir, out, manifest=manifest, progress=update,
                                  methods=method, backbone=backbone, roi=region)
     except (TrainingError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
 
     table = Table(title="cross-validation on the training split", show_edge=False)
@@ -133,7 +136,16 @@ def train(
     console.print(f"threshold: raw {report.raw_threshold:.4g} = 0.5 normalised "
                   f"({report.threshold_rule})")
     console.print(f"model {report.model_version} written to {report.model_dir} "
-                  f"({report.artifact_bytes / 1e6:.2f} MB) in {report.train_seconds:.1f} s")
+                  f"({report.artifact_bytes / 1e6:.2f} MB) in {report.train_seconds:.1f} s"
+                  + (f", replacing model {replaced}" if replaced else ""))
+
+
+def _model_version(model_dir: Path) -> str | None:
+    """The version of the model already in `model_dir`, if there is one."""
+    try:
+        return str(json.loads((model_dir / "model.json").read_text())["model_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def evaluate(
@@ -171,7 +183,7 @@ def evaluate(
             result = run_evaluation(model_dir, test_dir, threshold=threshold, progress=update,
                                     keep_heatmaps=html_out is not None)
     except (EvaluationError, ArtifactError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
     document = result.to_json()
     json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +201,14 @@ def evaluate(
     console.print(f"{document['ms_per_image']:.1f} ms per image (decode + detect, one thread; "
                   f"{document['cpu_ms_per_image']:.1f} ms of CPU)")
     if result.invalid:
-        console.print(f"[yellow]{len(result.invalid)} image(s) refused as invalid[/yellow]")
+        console.print(f"[yellow]{len(result.invalid)} image(s) refused as invalid, left out "
+                      "of the figures:[/yellow]")
+        for item in result.invalid[:SKIPPED_SHOWN]:
+            console.print(f"  {os.path.relpath(item['path'], test_dir)}: {item['reason']} "
+                          f"({item['message']})", markup=False)
+        if len(result.invalid) > SKIPPED_SHOWN:
+            console.print(f"  ... and {len(result.invalid) - SKIPPED_SHOWN} more "
+                          f"(all in {json_out})")
     console.print(f"wrote {json_out}" + (f" and {html_out}" if html_out else ""))
 
 

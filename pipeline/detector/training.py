@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -556,7 +557,7 @@ def _candidates(methods: Sequence[str] | None, backbone: Path | str | None
     unknown = [name for name in names if name not in METHODS]
     if unknown:
         raise TrainingError(f"unknown method(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(sorted(METHODS))}")
+                            f"known: {', '.join(sorted(set(METHODS) - {ScoreEnsemble.name}))}")
     chosen: list[tuple[str, Method]] = []
     for name in names:
         cls: Any = METHODS[name]
@@ -649,9 +650,17 @@ class _ImageCache:
         self.masks = training_set.masks
         self.normal_paths = list(training_set.normal)
         self.anomaly_paths = list(training_set.anomaly)
+        paths = self.normal_paths + self.anomaly_paths
+        # what lists name an image by: its path under the folder all of them share, so
+        # that normal/camA/bad.jpg and normal/camB/bad.jpg are told apart
+        self._common = Path(os.path.commonpath([p.parent for p in paths])) if paths else None
         self.aspect: float | None = None
         self.longest: int | None = None
         self._by_size: dict[int, _Decoded] = {}
+
+    def shown(self, path: Path) -> str:
+        """How lists name a training image: its path under the folder all of them share."""
+        return str(path.relative_to(self._common)) if self._common else path.name
 
     def mask_for(self, anomaly_index: int) -> Path | None:
         """The mask file of the n-th (usable) anomaly image, if it has one."""
@@ -664,7 +673,7 @@ class _ImageCache:
 
     def set_aside_anomalies(self, reason: str) -> None:
         """Train without the labelled anomalies; each is listed as skipped, with `reason`."""
-        self.skipped.extend(f"{path.name}: {reason}" for path in self.anomaly_paths)
+        self.skipped.extend(f"{self.shown(path)}: {reason}" for path in self.anomaly_paths)
         self.anomaly_paths = []
         self._by_size = {size: _Decoded(data.normal, []) for size, data in self._by_size.items()}
 
@@ -676,7 +685,7 @@ class _ImageCache:
             try:
                 return imageio.decode(path.read_bytes(), longest_side=size, roi=self.roi)
             except InvalidImageError as exc:
-                return f"{path.name}: {exc.reason} ({exc})"
+                return f"{self.shown(path)}: {exc.reason} ({exc})"
 
         decoded: list[imageio.DecodedImage | str] = []
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -691,7 +700,7 @@ class _ImageCache:
                                                for item in usable]))
                 self.longest = int(np.median([max(item.original_size) for item in usable]))
                 # detection refuses these as off_size, so the model does not learn from them
-                decoded = [_off_size(path, item, self.aspect)
+                decoded = [_off_size(self.shown(path), item, self.aspect)
                            for path, item in zip(paths, decoded, strict=True)]
         bad = {path for path, item in zip(paths, decoded, strict=True) if isinstance(item, str)}
         if bad:
@@ -706,18 +715,18 @@ class _ImageCache:
                         [item.rgb for item in good[n_normal:]])
 
 
-def _off_size(path: Path, item: imageio.DecodedImage | str, aspect: float
+def _off_size(shown: str, item: imageio.DecodedImage | str, aspect: float
               ) -> imageio.DecodedImage | str:
     """`item`, or why it is skipped when its aspect ratio is one detection would refuse.
 
     >>> from types import SimpleNamespace
-    >>> _off_size(Path("cam2.jpg"), SimpleNamespace(original_size=(1920, 1080)), 1.333)
+    >>> _off_size("cam2.jpg", SimpleNamespace(original_size=(1920, 1080)), 1.333)
     "cam2.jpg: off_size (1920x1080, aspect ratio 1.78, far from the training images' median 1.33)"
     """
     if isinstance(item, str) or not imageio.aspect_is_off(item.original_size, aspect):
         return item
     width, height = item.original_size
-    return (f"{path.name}: off_size ({width}x{height}, aspect ratio {width / height:.2f}, "
+    return (f"{shown}: off_size ({width}x{height}, aspect ratio {width / height:.2f}, "
             f"far from the training images' median {aspect:.2f})")
 
 

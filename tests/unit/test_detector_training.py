@@ -112,6 +112,12 @@ def test_evaluation_lists_refused_images_and_leaves_them_out(samples: Path, mode
     result = evaluate(model_dir, test)
     assert [item["reason"] for item in result.invalid] == ["not_an_image"]
     assert result.to_json()["n_anomaly"] == 8
+    app = typer.Typer()
+    register(app)
+    shown = CliRunner().invoke(app, ["evaluate", str(model_dir), str(test), "--json",
+                                     str(tmp_path / "out.json")], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "anomaly/upload-error.jpg: not_an_image" in shown.stdout
 
 
 def test_normal_only_training_uses_the_percentile_rule(samples: Path, tmp_path: Path) -> None:
@@ -269,7 +275,9 @@ def test_training_skips_what_detection_would_refuse_and_says_why(samples: Path,
                                      "--method", "pixel_gaussian"], terminal_width=200)
     assert shown.exit_code == 0, shown.output
     assert "left out of training: 2 image(s)" in shown.output
-    assert "camera-2.jpg: off_size" in shown.output
+    # named by their place, so that bad.jpg in two camera folders are told apart
+    assert "anomaly/camera-2.jpg: off_size" in shown.output
+    assert "normal/upload-error.jpg: not_an_image" in shown.output
     report = json.loads((tmp_path / "model" / "train_report.json").read_text())
     assert (report["n_normal"], report["n_anomaly"]) == (16, 8)
     assert sorted(item.split(":")[1].split()[0] for item in report["skipped"]) == [
@@ -292,7 +300,7 @@ def test_a_lone_labelled_anomaly_is_set_aside_and_training_is_normal_only(
     report = train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
     assert (report.n_normal, report.n_anomaly) == (16, 0)
     assert report.n_synthetic > 0 and "normal-only" in report.threshold_rule
-    assert report.skipped == (f"{lone.name}: the only labelled anomaly; judging methods by "
+    assert report.skipped == (f"anomaly/{lone.name}: the only labelled anomaly; judging methods by "
                               "labelled anomalies needs 2 or more, so training is normal-only",)
 
 
@@ -322,8 +330,9 @@ def test_training_errors_are_one_clear_sentence(tmp_path: Path) -> None:
     (tmp_path / "train" / "normal").mkdir(parents=True)
     with pytest.raises(TrainingError, match="no normal images"):
         train_model(tmp_path, tmp_path / "out")
-    with pytest.raises(TrainingError, match="unknown method"):
+    with pytest.raises(TrainingError, match="unknown method") as unknown:
         train_model(tmp_path, tmp_path / "out", methods=["nope"])
+    assert "align_patch" in str(unknown.value) and "ensemble" not in str(unknown.value)
     for index in range(4):  # screenshots, say: palette PNGs, which detection refuses
         Image.new("P", (64, 64)).save(tmp_path / "train" / "normal" / f"{index}.png")
     with pytest.raises(TrainingError, match=r"found 0; skipped 4: 0.png: unsupported_mode"):
@@ -630,6 +639,12 @@ def test_cli_train_and_evaluate(samples: Path, tmp_path: Path) -> None:
     assert "<svg" in page and "ROC" in page and "Confusion matrix" in page
     assert "How the model was chosen" in page and "out-of-fold" in page  # the threshold's story
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    first = json.loads((tmp_path / "m" / "model.json").read_text())["model_version"]
+    assert "replacing" not in trained.output
+    again = runner.invoke(app, ["train", str(samples), "--out", str(tmp_path / "m"),
+                                "--method", "texture"], terminal_width=200)
+    assert again.exit_code == 0, again.output
+    assert f"replacing model {first}" in again.output  # the deployed folder, say: say so
 
 
 def test_train_help_names_every_method_training_tries() -> None:
@@ -662,7 +677,7 @@ def test_cli_empty_test_folder(model_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["evaluate", str(model_dir), str(tmp_path),
                                       "--json", str(tmp_path / "x.json")])
     assert result.exit_code == 2
-    assert "no normal images" in result.output
+    assert "no normal images" in result.stderr and "no normal images" not in result.stdout
 
 
 @pytest.mark.parametrize("module", [
