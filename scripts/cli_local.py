@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shlex
 import signal
+import socket
 import threading
+import urllib.parse
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from pipeline.stackconfig import ConfigError, load_stack_config
+from scripts.cli_tokens import fail
 from scripts.local_stack import REPO, STATE_FILE, LocalStack, Topology, read_state
 
 console = Console()
@@ -78,7 +81,17 @@ def env() -> None:
 
     Example: eval "$(linesight local env)" && cd api && chalice local --port 8001
     """
-    for key, value in read_state().environment.items():
+    try:
+        info = read_state()
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    endpoint = urllib.parse.urlsplit(info.aws_endpoint_url)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port), timeout=2).close()
+    except OSError:
+        fail(f"the stack in {STATE_FILE} (AWS endpoint {info.aws_endpoint_url}) is not "
+             "running: start it with `linesight local up`")
+    for key, value in info.environment.items():
         typer.echo(f"export {key}={shlex.quote(value)}")
 
 

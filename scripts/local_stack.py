@@ -308,6 +308,9 @@ class LocalStack:
                 os.environ[key] = value
         aws.reset()
         current.cache_clear()
+        if self.write_state and self.info is not None and STATE_FILE.exists() and (
+                read_state(STATE_FILE).api_url == self.info.api_url):  # not a later stack's
+            STATE_FILE.unlink()  # so that nothing is pointed at a stopped stack
 
     # -- provisioning: the same definitions the Pulumi program deploys --
 

@@ -101,3 +101,47 @@ def test_times(text: str, expected: datetime) -> None:
 def test_bad_times_name_the_fix(text: str, hint: str) -> None:
     with pytest.raises(typer.BadParameter, match=hint):
         cli_results.parse_when(text, "--since")
+
+
+def test_local_env_refuses_a_stack_that_is_no_longer_running(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state file left by a stack that was killed must not send the shell to a dead port."""
+    import socket
+
+    from scripts import cli_local
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    info = state(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    info.aws_endpoint_url = f"http://127.0.0.1:{port}"
+    monkeypatch.setattr(cli_local, "read_state", lambda *_: info)
+    app = typer.Typer()
+    cli_local.register(app)
+    runner = CliRunner()
+
+    running = runner.invoke(app, ["local", "env"])
+    assert running.exit_code == 0, running.output
+    assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{port}" in running.stdout
+    listening.close()
+    stopped = runner.invoke(app, ["local", "env"])
+    assert stopped.exit_code == 2
+    assert "is not running" in " ".join(stopped.output.split())
+    assert "export" not in stopped.stdout
+
+
+def test_a_stopped_stack_removes_its_state_file_but_not_a_later_ones(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    from dataclasses import asdict
+
+    from scripts import local_stack
+
+    monkeypatch.setattr(local_stack, "STATE_FILE", tmp_path / "local.json")
+    for written_by_it, kept in ((True, False), (False, True)):
+        stack = local_stack.LocalStack(tmp_path / "model")
+        stack.info = state()
+        later = state() if written_by_it else StackInfo(**{**asdict(state()),
+                                                           "api_url": "http://127.0.0.1:9"})
+        local_stack.STATE_FILE.write_text(json.dumps(asdict(later)))
+        stack.stop()
+        assert local_stack.STATE_FILE.exists() is kept
