@@ -131,6 +131,11 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         "topic_arn": alerting.topic.arn,
         "firehose_stream": analytics.stream.name,
         "ingest_queue_url": ingest.queue.url,
+        # what `linesight dlq list|redrive --state` needs besides the above
+        "region": region,
+        "dlq_url": ingest.dead_letter_queue.url,
+        "failure_queue_url": workflow.failure_queue.url,
+        "lake_failure_queue_url": analytics.failure_queue.url,
         "dashboard_url": monitoring.dashboard_url,
         "manifest_uri": analytics.manifest_uri,
         "model_uri": pulumi.Output.from_input(model_uri or ""),

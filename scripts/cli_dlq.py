@@ -1,14 +1,18 @@
 """`linesight dlq list|redrive`: inspect dead letters and put them back in the flow.
 
-The queues, table, topic and stream come from a stack description with the keys of
-`.linesight/local.json` (default: the running local stack's). See `pipeline.dlq` for what
-each queue holds and what redriving it does.
+The queues, table, topic and stream come from a stack description: the running local
+stack's `.linesight/local.json` (the default), or a deployed stack's outputs
+(`pulumi stack output --json > stack.json`). See `pipeline.dlq` for what each queue holds
+and what redriving it does.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from enum import StrEnum
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 import typer
@@ -34,8 +38,13 @@ QueueOption = Annotated[list[Queue] | None, typer.Option(
     "--queue", help="Which dead-letter queue (repeatable; default: all three).",
     show_default=False)]
 StateOption = Annotated[Path | None, typer.Option(
-    "--state", help="Stack description with the keys of .linesight/local.json "
-                    "(default: the running local stack's).", show_default=False)]
+    "--state", help="Stack description: a deployed stack's `pulumi stack output --json`, or "
+                    "a local stack's .linesight/local.json (default: the running local "
+                    "stack's).", show_default=False)]
+# What list and redrive read from a stack description; a deployed stack's outputs name the
+# ingest queue `ingest_queue_url`.
+NEEDED = ("region", "queue_url", "dlq_url", "failure_queue_url", "lake_failure_queue_url",
+          "state_machine_arn", "table", "topic_arn", "firehose_stream")
 
 
 def register(app: typer.Typer) -> None:
@@ -46,12 +55,32 @@ def register(app: typer.Typer) -> None:
 def _stack(state: Path | None) -> Any:
     from scripts.local_stack import STATE_FILE, use_state
 
+    if state is None:
+        try:
+            return use_state(STATE_FILE)
+        except FileNotFoundError as exc:
+            fail(str(exc))
     try:
-        return use_state(state or STATE_FILE)
-    except FileNotFoundError as exc:
-        fail(str(exc))
-    except (TypeError, ValueError) as exc:
+        described = json.loads(state.read_text())
+    except FileNotFoundError:
+        fail(f"{state} not found")
+    except (OSError, ValueError) as exc:
         fail(f"{state} is not a stack description: {exc}")
+    if not isinstance(described, dict):
+        fail(f"{state} is not a stack description: expected a JSON object")
+    if "environment" in described:  # a local stack's: point this process at its emulator
+        try:
+            return use_state(state)
+        except TypeError as exc:
+            fail(f"{state} is not a stack description: {exc}")
+    described.setdefault("queue_url", described.get("ingest_queue_url"))
+    missing = [{"queue_url": "ingest_queue_url"}.get(key, key) for key in NEEDED
+               if not described.get(key)]
+    if missing:
+        fail(f"{state} lacks {', '.join(missing)}: write it with "
+             "`pulumi stack output --json > stack.json`")
+    os.environ.setdefault("AWS_DEFAULT_REGION", described["region"])
+    return SimpleNamespace(**{key: described[key] for key in NEEDED})
 
 
 def _queue_url(info: Any, queue: Queue) -> str:
@@ -82,7 +111,7 @@ def list_(queue: QueueOption = None, state: StateOption = None,
                              letter.image or letter.message_id, letter.reason,
                              str(letter.receive_count or ""))
     except (ClientError, BotoCoreError) as exc:
-        fail(f"cannot read the queues: {exc}")
+        fail(f"cannot read the queues: {exc}", 1)
     if total:
         console.print(view)
     else:
@@ -116,7 +145,7 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
                 + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
                    result.failed else ""))
     except (ClientError, BotoCoreError) as exc:
-        fail(f"redrive stopped: {exc}")
+        fail(f"redrive stopped: {exc}", 1)
     if failed:
         raise typer.Exit(1)
 

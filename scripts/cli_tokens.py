@@ -120,7 +120,7 @@ def create(
         token_id, token = tokens.create_token(name, line, camera, expires_at=expires_at,
                                               description=description)
     except (ClientError, BotoCoreError) as exc:
-        fail(_describe_aws_error(exc, name))
+        _aws_fail(exc, name)
     err.print(f"Created token [bold]{token_id}[/bold] for line {line} camera {camera}"
               + (f", expires {iso(expires_at)}" if expires_at else "")
               + ". Store it now: it cannot be shown again.", highlight=False)
@@ -139,7 +139,7 @@ def list_(table: TableOption = None) -> None:
     try:
         infos = tokens.list_tokens(name)
     except (ClientError, BotoCoreError) as exc:
-        fail(_describe_aws_error(exc, name))
+        _aws_fail(exc, name)
     now = utc_now()
     view = Table(title=f"tokens in {name}")
     view.add_column("ID", no_wrap=True, min_width=16)
@@ -181,7 +181,7 @@ def revoke(
     try:
         found = tokens.revoke_token(name, candidate)
     except (ClientError, BotoCoreError) as exc:
-        fail(_describe_aws_error(exc, name))
+        _aws_fail(exc, name)
     if not found:
         fail(f"no token {candidate} in {name}")
     typer.echo(f"revoked {candidate}; refused within {int(tokens.REVOCATION_SECONDS)} s")
@@ -191,10 +191,12 @@ revoke.__doc__ = (revoke.__doc__ or "").replace(
     "{seconds}", str(int(tokens.REVOCATION_SECONDS)))
 
 
-def _describe_aws_error(exc: Exception, table: str) -> str:
+def _aws_fail(exc: Exception, table: str) -> NoReturn:
+    """One line for what AWS said: exit code 2 for a table that does not exist (a mistake in
+    the command), 1 for AWS unreachable or refusing."""
     if isinstance(exc, ClientError):
         code = exc.response["Error"]["Code"]
         if code == "ResourceNotFoundException":
-            return f"tokens table {table!r} does not exist (check --table)"
-        return f"{code}: {exc.response['Error'].get('Message', '')}"
-    return f"cannot reach AWS: {exc}"
+            fail(f"tokens table {table!r} does not exist (check --table)")
+        fail(f"{code}: {exc.response['Error'].get('Message', '')}", 1)
+    fail(f"cannot reach AWS: {exc}", 1)

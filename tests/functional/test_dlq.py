@@ -27,17 +27,10 @@ def _anomaly(samples_dir: Path) -> bytes:
     return sorted((samples_dir / "test" / "anomaly").glob("*.jpg"))[0].read_bytes()
 
 
-@pytest.fixture
-def cli(moto_stack: MotoStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from pipeline import aws
+def dlq_cli(state: Path) -> Any:
+    """`linesight dlq ARGS --state STATE`, run in this process."""
     from scripts import cli_dlq
 
-    state = tmp_path / "local.json"
-    state.write_text(json.dumps(asdict(moto_stack.info)))  # in-process: no endpoint to set
-    monkeypatch.setenv("COLUMNS", "250")
-    # In-process moto does not route botocore's account-ID stream endpoints.
-    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
-    aws.reset()
     app = typer.Typer()
     cli_dlq.register(app)
 
@@ -47,6 +40,23 @@ def cli(moto_stack: MotoStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
     runner = CliRunner()
     return lambda *args: runner.invoke(app, ["dlq", *args, "--state", str(state)])
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import aws
+
+    monkeypatch.setenv("COLUMNS", "250")
+    # In-process moto does not route botocore's account-ID stream endpoints.
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    aws.reset()
+
+
+@pytest.fixture
+def cli(moto_stack: MotoStack, tmp_path: Path, cli_env: None) -> Any:
+    state = tmp_path / "local.json"
+    state.write_text(json.dumps(asdict(moto_stack.info)))  # in-process: no endpoint to set
+    return dlq_cli(state)
 
 
 def test_an_ingest_dead_letter_names_its_image_and_reason_and_redrives(
@@ -167,18 +177,45 @@ def test_mistakes_are_one_clear_line(cli: Any, args: list[str], expected: str) -
 
 
 def test_a_missing_stack_is_one_clear_line(tmp_path: Path) -> None:
-    from scripts import cli_dlq
-
-    app = typer.Typer()
-    cli_dlq.register(app)
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    result = CliRunner().invoke(app, ["dlq", "list", "--state", str(tmp_path / "none.json")])
+    result = dlq_cli(tmp_path / "none.json")("list")
     assert result.exit_code == 2
-    assert "linesight local up" in result.output and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert "none.json not found" in said and "Traceback" not in said
+
+
+def test_a_deployed_stacks_outputs_serve_as_the_stack_description(
+        moto_stack: MotoStack, samples_dir: Path, tmp_path: Path, cli_env: None) -> None:
+    """`pulumi stack output --json` names the ingest queue `ingest_queue_url` and has no
+    local environment; list and redrive work from it all the same."""
+    from pipeline import ingest
+
+    info = moto_stack.info
+    outputs = {key: value for key, value in asdict(info).items()
+               if key not in ("queue_url", "environment", "camera_tokens", "token")}
+    outputs |= {"ingest_queue_url": info.queue_url, "dashboard_url": "https://console/x"}
+    state = tmp_path / "stack.json"
+    state.write_text(json.dumps(outputs))
+    deployed = dlq_cli(state)
+    sqs = moto_stack.client("sqs")
+    key = moto_stack.upload(_anomaly(samples_dir))
+    body = sqs_message(moto_stack, key)["body"]
+    [ref] = list(ingest.object_refs(body))
+    ingest.note_failure(ref, TimeoutError("read timed out"))
+    sqs.send_message(QueueUrl=info.dlq_url, MessageBody=body)
+    listed = deployed("list", "--queue", "ingest")
+    assert listed.exit_code == 0, listed.output
+    assert "TimeoutError: read timed out" in listed.stdout
+    sqs.purge_queue(QueueUrl=info.queue_url)
+    moved = deployed("redrive", "--queue", "ingest")
+    assert moved.exit_code == 0, moved.output
+    assert queue_bodies(moto_stack, info.queue_url) == [json.loads(body)]
+
+    state.write_text(json.dumps({"api_url": "https://example"}))
+    incomplete = deployed("list")
+    assert incomplete.exit_code == 2
+    said = " ".join(incomplete.output.split())
+    assert "lacks region, ingest_queue_url, dlq_url" in said
+    assert "pulumi stack output --json > stack.json" in said
 
 
 @pytest.mark.parametrize("command", ["list", "redrive"])

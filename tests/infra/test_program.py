@@ -415,3 +415,12 @@ def test_stack_outputs(d: Deployed) -> None:
                  "topic_arn", "dashboard_url", "manifest_uri"):
         assert d.outputs[name], name
     assert d.outputs["dashboard_url"].endswith(f"#dashboards:name={d.config.resource_prefix}")
+
+
+def test_the_outputs_serve_linesight_dlq_as_a_stack_description(d: Deployed) -> None:
+    """`pulumi stack output --json > stack.json` then `linesight dlq list --state stack.json`."""
+    from scripts.cli_dlq import NEEDED
+
+    for name in NEEDED:
+        assert d.outputs["ingest_queue_url" if name == "queue_url" else name], name
+    assert d.outputs["dlq_url"] != d.outputs["ingest_queue_url"]

@@ -183,14 +183,12 @@ def test_a_cached_token_is_not_trusted_past_its_expiry(table: str, clock: Clock)
 
 # --- the CLI ------------------------------------------------------------------------------
 
-@pytest.fixture
-def cli(table: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+def tokens_cli() -> Any:
+    """`linesight ARGS` with the tokens commands, run in this process."""
     import typer
 
     from scripts import cli_tokens
 
-    monkeypatch.setenv("LINESIGHT_TOKENS_TABLE", table)
-    monkeypatch.setenv("COLUMNS", "200")  # rich tables: room for every column
     app = typer.Typer()
     cli_tokens.register(app)
 
@@ -200,6 +198,13 @@ def cli(table: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))
+
+
+@pytest.fixture
+def cli(table: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("LINESIGHT_TOKENS_TABLE", table)
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables: room for every column
+    return tokens_cli()
 
 
 def test_cli_create_prints_the_token_once_and_list_never_shows_it(cli: Any,
@@ -266,6 +271,7 @@ def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
      "past", "expiry in the past"),
     (["revoke", "nope"], "token ID", "not an ID"),
     (["revoke", "0123456789abcdef"], "no token", "unknown ID"),
+    (["list", "--table", "no-such-table"], "does not exist", "a table name mistyped"),
 ])
 def test_cli_mistakes_are_one_clear_line(cli: Any, args: list[str], expected: str,
                                          why: str) -> None:
@@ -290,3 +296,22 @@ def test_parse_expiry_accepts_durations_and_zoned_times() -> None:
     assert parse_expiry("12h", now) == now + timedelta(hours=12)
     assert parse_expiry("2w", now) == now + timedelta(weeks=2)
     assert parse_expiry("2026-02-01T00:00:00+01:00", now).hour == 23
+
+
+def test_cli_aws_out_of_reach_is_exit_code_1_not_a_mistake(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from pipeline import aws
+
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # nothing listens there once closed
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    aws.reset()
+    result = tokens_cli()("tokens", "list", "--table", "tokens")
+    aws.reset()
+    assert result.exit_code == 1, result.output
+    assert "cannot reach AWS" in result.output and "Traceback" not in result.output
