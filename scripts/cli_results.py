@@ -650,6 +650,9 @@ def upload(
         _fail(f"the API refused every upload ({', '.join(map(str, sorted(refused)))}): the "
               f"token is not valid for line {line!r} camera {camera!r}; pass that camera's "
               "token with --token (see `linesight tokens`)")
+    if failed and len(failed) == len(uploads) and refused == {0}:  # no answer at all
+        _fail(f"no upload reached the API at {url} (is the stack running?): "
+              f"{failed[0].error}", 1)
     for item in failed[:10]:
         err.print(f"[red]failed[/red] {Path(item.file).name}: {item.error}")
     if len(failed) > 10:

@@ -145,3 +145,22 @@ def test_a_stopped_stack_removes_its_state_file_but_not_a_later_ones(
         local_stack.STATE_FILE.write_text(json.dumps(asdict(later)))
         stack.stop()
         assert local_stack.STATE_FILE.exists() is kept
+
+
+def test_upload_to_an_api_that_does_not_answer_is_one_line(tmp_path: Any) -> None:
+    import socket
+
+    (tmp_path / "part.jpg").write_bytes(b"\xff\xd8 not really a photo")
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # nothing listens there once closed
+    app = typer.Typer()
+    cli_results.register(app)
+
+    result = CliRunner().invoke(app, [
+        "upload", str(tmp_path), "--line", "line-1", "--camera", "cam-1", "--token", "t",
+        "--api-url", f"http://127.0.0.1:{port}", "--retries", "0"])
+
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert f"no upload reached the API at http://127.0.0.1:{port}" in said
+    assert "is the stack running?" in said and "Traceback" not in said
