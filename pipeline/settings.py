@@ -58,8 +58,9 @@ class Settings:
             region=region,
             **{name: env.get(variable, "") for name, variable in _VARIABLES.items()},
             detector_backend=env.get("LINESIGHT_DETECTOR", "embedded"),
-            confidence_threshold=_fraction(env, "LINESIGHT_CONFIDENCE_THRESHOLD",
-                                           DEFAULT_CONFIDENCE_THRESHOLD),
+            confidence_threshold=_band(env.get("LINESIGHT_CONFIDENCE_THRESHOLD", ""),
+                                       "LINESIGHT_CONFIDENCE_THRESHOLD",
+                                       DEFAULT_CONFIDENCE_THRESHOLD),
             max_upload_bytes=_positive_int(env, "LINESIGHT_MAX_UPLOAD_BYTES",
                                            DEFAULT_MAX_UPLOAD_BYTES),
             image_extensions=_extensions(env.get("LINESIGHT_IMAGE_EXTENSIONS", "")),
@@ -101,6 +102,38 @@ _VARIABLES = {
 def current() -> Settings:
     """The settings of this process, read once on first use (not at import time)."""
     return Settings.from_env()
+
+
+def parse_band(value: Any) -> float:
+    """A low-confidence band: a number in [0, 0.5). A verdict's confidence runs from 0.5 (a
+    coin flip) to 1 and a result is low-confidence under 0.5 + the band, so 0.5 or more
+    would send every result to a person. Raises ValueError saying so.
+
+    >>> parse_band("0.2")
+    0.2
+    >>> parse_band(0.8)
+    Traceback (most recent call last):
+    ValueError: must be a number in [0, 0.5), got 0.8: ...
+    """
+    try:
+        band = float(value)
+    except (TypeError, ValueError):
+        band = float("nan")
+    if isinstance(value, bool) or not 0.0 <= band < 0.5:
+        raise ValueError(f"must be a number in [0, 0.5), got {value!r}: confidence runs from "
+                         "0.5 (a coin flip) to 1 and a result is low-confidence under 0.5 + "
+                         "this band, so 0.5 or more would send every result to a person (the "
+                         "seed's 0.20 flags results under 0.70)")
+    return band
+
+
+def _band(value: str, name: str, default: float) -> float:
+    if value == "":
+        return default
+    try:
+        return parse_band(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name} {exc}") from None
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
@@ -183,7 +216,9 @@ def _lines(raw: str) -> dict[str, LinePolicy]:
             raise SettingsError(f"LINESIGHT_LINES[{line_id!r}] must be an object")
         lines[line_id] = LinePolicy(
             threshold=_optional_fraction(policy, "threshold", line_id),
-            confidence_threshold=_optional_fraction(policy, "confidenceThreshold", line_id),
+            confidence_threshold=(None if policy.get("confidenceThreshold") is None else _band(
+                str(policy["confidenceThreshold"]),
+                f"LINESIGHT_LINES[{line_id!r}].confidenceThreshold", 0.0)),
         )
     return lines
 

@@ -25,6 +25,7 @@ from pipeline.settings import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_IMAGE_EXTENSIONS,
     DEFAULT_MAX_UPLOAD_BYTES,
+    parse_band,
     parse_flag,
 )
 
@@ -279,15 +280,11 @@ def _fraction(value: Any, key: str) -> float:
 
 
 def _band(value: Any, key: str) -> float:
-    """A low-confidence band: a fraction under 0.5. A verdict's confidence runs from 0.5 (a
-    coin flip) to 1, and a result is low-confidence under 0.5 + the band, so a band of 0.5
-    or more would send every result to a person."""
-    band = _fraction(value, key)
-    if band >= 0.5:
-        raise ConfigError(key, f"must be under 0.5, got {value!r}: confidence runs from 0.5 "
-                               "to 1, so every result would count as low-confidence (the "
-                               "band is added to 0.5; the seed's 0.20 flags under 0.70)")
-    return band
+    """A low-confidence band (`settings.parse_band`: a number in [0, 0.5))."""
+    try:
+        return parse_band(value)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 def _boolean(value: Any, key: str) -> bool:

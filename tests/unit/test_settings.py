@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pipeline.settings import Settings, SettingsError
@@ -27,12 +29,17 @@ def test_per_line_overrides() -> None:
 @pytest.mark.parametrize("env, message", [
     ({"LINESIGHT_CONFIDENCE_THRESHOLD": "high"}, "LINESIGHT_CONFIDENCE_THRESHOLD"),
     ({"LINESIGHT_CONFIDENCE_THRESHOLD": "1.5"}, "LINESIGHT_CONFIDENCE_THRESHOLD"),
+    # a band of 0.5 or more would make every result low-confidence
+    ({"LINESIGHT_CONFIDENCE_THRESHOLD": "0.5"}, "LINESIGHT_CONFIDENCE_THRESHOLD must be a "
+                                                "number in [0, 0.5)"),
+    ({"LINESIGHT_LINES": '{"L1": {"confidenceThreshold": 0.7}}'},
+     "LINESIGHT_LINES['L1'].confidenceThreshold must be a number in [0, 0.5)"),
     ({"LINESIGHT_MAX_UPLOAD_BYTES": "-1"}, "LINESIGHT_MAX_UPLOAD_BYTES"),
     ({"LINESIGHT_LINES": "{not json"}, "LINESIGHT_LINES"),
     ({"LINESIGHT_LINES": '{"L1": {"threshold": 2}}'}, "LINESIGHT_LINES['L1'].threshold"),
 ])
 def test_malformed_settings_name_the_variable(env: dict[str, str], message: str) -> None:
-    with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(SettingsError, match=re.escape(message)):
         Settings.from_env(env)
 
 
