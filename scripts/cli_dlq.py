@@ -60,6 +60,9 @@ def _stack(state: Path | None) -> Any:
             return use_state(STATE_FILE)
         except FileNotFoundError as exc:
             fail(str(exc))
+        except (TypeError, ValueError) as exc:
+            fail(f"{STATE_FILE} is not a stack description ({exc}): restart the stack with "
+                 "`linesight local up`")
     try:
         described = json.loads(state.read_text())
     except FileNotFoundError:
@@ -78,8 +81,12 @@ def _stack(state: Path | None) -> Any:
                if not described.get(key)]
     if missing:
         fail(f"{state} lacks {', '.join(missing)}: write it with "
-             "`pulumi stack output --json > stack.json`")
-    os.environ.setdefault("AWS_DEFAULT_REGION", described["region"])
+             "`pulumi stack output --json > stack.json` (a stack deployed before these "
+             "outputs existed needs a `pulumi up` first)")
+    # A deployed stack: its region, and AWS itself, not an emulator a shell may point at
+    os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = described["region"]
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    aws.reset()
     return SimpleNamespace(**{key: described[key] for key in NEEDED})
 
 

@@ -85,6 +85,9 @@ def env() -> None:
         info = read_state()
     except FileNotFoundError as exc:
         fail(str(exc))
+    except (TypeError, ValueError) as exc:
+        fail(f"{STATE_FILE} is not a stack description ({exc}): restart the stack with "
+             "`linesight local up`")
     endpoint = urllib.parse.urlsplit(info.aws_endpoint_url)
     try:
         socket.create_connection((endpoint.hostname, endpoint.port), timeout=2).close()

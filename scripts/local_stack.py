@@ -308,9 +308,18 @@ class LocalStack:
                 os.environ[key] = value
         aws.reset()
         current.cache_clear()
-        if self.write_state and self.info is not None and STATE_FILE.exists() and (
-                read_state(STATE_FILE).api_url == self.info.api_url):  # not a later stack's
-            STATE_FILE.unlink()  # so that nothing is pointed at a stopped stack
+        if self.write_state and self.info is not None:
+            self._forget_state(self.info)
+
+    @staticmethod
+    def _forget_state(info: StackInfo) -> None:
+        """Remove the state file, so that nothing is pointed at a stopped stack, if it is
+        this stack's (its emulator's port is drawn afresh each time), not a later one's."""
+        try:
+            if read_state(STATE_FILE).aws_endpoint_url == info.aws_endpoint_url:
+                STATE_FILE.unlink()
+        except (OSError, TypeError, ValueError):  # gone, or being written by another stack
+            pass
 
     # -- provisioning: the same definitions the Pulumi program deploys --
 

@@ -27,8 +27,8 @@ def _anomaly(samples_dir: Path) -> bytes:
     return sorted((samples_dir / "test" / "anomaly").glob("*.jpg"))[0].read_bytes()
 
 
-def dlq_cli(state: Path) -> Any:
-    """`linesight dlq ARGS --state STATE`, run in this process."""
+def dlq_cli(state: Path | None) -> Any:
+    """`linesight dlq ARGS --state STATE` (no --state for None), run in this process."""
     from scripts import cli_dlq
 
     app = typer.Typer()
@@ -39,7 +39,8 @@ def dlq_cli(state: Path) -> Any:
         pass
 
     runner = CliRunner()
-    return lambda *args: runner.invoke(app, ["dlq", *args, "--state", str(state)])
+    return lambda *args: runner.invoke(
+        app, ["dlq", *args, *(["--state", str(state)] if state else [])])
 
 
 @pytest.fixture
@@ -176,6 +177,19 @@ def test_mistakes_are_one_clear_line(cli: Any, args: list[str], expected: str) -
     assert expected in result.output and "Traceback" not in result.output
 
 
+def test_a_damaged_local_state_file_is_one_clear_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts import local_stack
+
+    monkeypatch.setattr(local_stack, "STATE_FILE", tmp_path / "local.json")
+    for damaged in ('{"api_url": "http://127.0', '{"api_url": "x"}', "[1, 2]"):
+        local_stack.STATE_FILE.write_text(damaged)  # half written; another version's; junk
+        result = dlq_cli(None)("list")
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, said
+        assert "is not a stack description" in said and "Traceback" not in said
+
+
 def test_a_missing_stack_is_one_clear_line(tmp_path: Path) -> None:
     result = dlq_cli(tmp_path / "none.json")("list")
     assert result.exit_code == 2
@@ -184,9 +198,11 @@ def test_a_missing_stack_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_a_deployed_stacks_outputs_serve_as_the_stack_description(
-        moto_stack: MotoStack, samples_dir: Path, tmp_path: Path, cli_env: None) -> None:
+        moto_stack: MotoStack, samples_dir: Path, tmp_path: Path, cli_env: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """`pulumi stack output --json` names the ingest queue `ingest_queue_url` and has no
-    local environment; list and redrive work from it all the same."""
+    local environment; list and redrive work from it all the same, in the stack's region
+    and against AWS even from a shell set up for another region and a local emulator."""
     from pipeline import ingest
 
     info = moto_stack.info
@@ -202,6 +218,9 @@ def test_a_deployed_stacks_outputs_serve_as_the_stack_description(
     [ref] = list(ingest.object_refs(body))
     ingest.note_failure(ref, TimeoutError("read timed out"))
     sqs.send_message(QueueUrl=info.dlq_url, MessageBody=body)
+    for variable, value in (("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+                            ("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "eu-west-1")):
+        monkeypatch.setenv(variable, value)  # a shell set up for somewhere else
     listed = deployed("list", "--queue", "ingest")
     assert listed.exit_code == 0, listed.output
     assert "TimeoutError: read timed out" in listed.stdout
@@ -220,15 +239,6 @@ def test_a_deployed_stacks_outputs_serve_as_the_stack_description(
 
 @pytest.mark.parametrize("command", ["list", "redrive"])
 def test_help_has_an_example(command: str) -> None:
-    from scripts import cli_dlq
-
-    app = typer.Typer()
-    cli_dlq.register(app)
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    result = CliRunner().invoke(app, ["dlq", command, "--help"])
+    result = dlq_cli(None)(command, "--help")
     assert result.exit_code == 0
     assert "Example" in result.stdout and f"linesight dlq {command}" in result.stdout

@@ -77,17 +77,16 @@ def test_no_stack_at_all_is_one_line(clean_env: pytest.MonkeyPatch) -> None:
     assert "Traceback" not in result.output
 
 
-NOW = datetime.now(UTC)
-
-
 @pytest.mark.parametrize("text, expected", [
     ("2026-01-02", datetime(2026, 1, 2, tzinfo=UTC)),  # a date is midnight UTC
     ("2026-01-02T08:30:00Z", datetime(2026, 1, 2, 8, 30, tzinfo=UTC)),
     ("2026-01-02T10:30:00+02:00", datetime(2026, 1, 2, 8, 30, tzinfo=UTC)),
-    ("90m", NOW - timedelta(minutes=90)),  # an age
-    ("2d", NOW - timedelta(days=2)),
+    ("90m", timedelta(minutes=90)),  # an age: that long before now
+    ("2d", timedelta(days=2)),
 ])
-def test_times(text: str, expected: datetime) -> None:
+def test_times(text: str, expected: datetime | timedelta) -> None:
+    if isinstance(expected, timedelta):  # now as the test runs, not as the module loaded
+        expected = datetime.now(UTC) - expected
     parsed = cli_results.parse_when(text, "--since")
     assert parsed is not None
     assert abs((parsed - expected).total_seconds()) < 60
@@ -128,6 +127,14 @@ def test_local_env_refuses_a_stack_that_is_no_longer_running(
     assert "is not running" in " ".join(stopped.output.split())
     assert "export" not in stopped.stdout
 
+    def half_written(*_: object) -> StackInfo:
+        raise ValueError("Unterminated string starting at: line 1 column 13")
+
+    monkeypatch.setattr(cli_local, "read_state", half_written)
+    damaged = runner.invoke(app, ["local", "env"])
+    assert damaged.exit_code == 2
+    assert "is not a stack description" in " ".join(damaged.output.split())
+
 
 def test_a_stopped_stack_removes_its_state_file_but_not_a_later_ones(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,11 +147,14 @@ def test_a_stopped_stack_removes_its_state_file_but_not_a_later_ones(
     for written_by_it, kept in ((True, False), (False, True)):
         stack = local_stack.LocalStack(tmp_path / "model")
         stack.info = state()
-        later = state() if written_by_it else StackInfo(**{**asdict(state()),
-                                                           "api_url": "http://127.0.0.1:9"})
+        later = state() if written_by_it else StackInfo(**{
+            **asdict(state()), "aws_endpoint_url": "http://127.0.0.1:9"})  # same API port
         local_stack.STATE_FILE.write_text(json.dumps(asdict(later)))
         stack.stop()
         assert local_stack.STATE_FILE.exists() is kept
+    local_stack.STATE_FILE.write_text('{"api_url": "http')  # another stack writing it now
+    stack.stop()  # leaves it, and does not raise
+    assert local_stack.STATE_FILE.exists()
 
 
 def test_upload_to_an_api_that_does_not_answer_is_one_line(tmp_path: Any) -> None:
