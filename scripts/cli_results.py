@@ -651,8 +651,8 @@ def upload(
               f"token is not valid for line {line!r} camera {camera!r}; pass that camera's "
               "token with --token (see `linesight tokens`)")
     if failed and len(failed) == len(uploads) and refused == {0}:  # no answer at all
-        _fail(f"no upload reached the API at {url} (is the stack running?): "
-              f"{failed[0].error}", 1)
+        _fail(f"no upload got an answer, from the API at {url} or from the storage it "
+              f"signs for (is the stack running?): {failed[0].error}", 1)
     for item in failed[:10]:
         err.print(f"[red]failed[/red] {Path(item.file).name}: {item.error}")
     if len(failed) > 10:

@@ -18,7 +18,7 @@ from pipeline.detector.base import InvalidImageError, check_threshold
 from pipeline.detector.embedded import EmbeddedDetector
 from pipeline.detector.metrics import Confusion, auroc, confusion
 from pipeline.detector.threads import blas_threads
-from pipeline.detector.training import labelled_images
+from pipeline.detector.training import TrainingError, labelled_images
 
 Progress = Callable[[str, int, int], None]
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -116,7 +116,10 @@ def test_images(test_dir: Path) -> dict[str, list[Path]]:
         raise EvaluationError(f"{test_dir} is not a directory")
     labelled_here = (test_dir / "normal").is_dir() or (test_dir / "good").is_dir()
     root = test_dir / "test" if not labelled_here and (test_dir / "test").is_dir() else test_dir
-    normal, anomaly, _ = labelled_images(root)
+    try:
+        normal, anomaly, _ = labelled_images(root)
+    except TrainingError as exc:
+        raise EvaluationError(str(exc)) from None
     found = {"normal": normal, "anomaly": anomaly}
     where = {"normal": "normal/ (or good/)",
              "anomaly": "anomaly/ (or, beside good/, one folder per defect type)"}

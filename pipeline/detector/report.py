@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def render_html(evaluation: Evaluation) -> str:
         f"<td>{counts.false_positive}</td></tr>"
         f"<tr><th>anomaly</th><td>{counts.false_negative}</td>"
         f"<td>{counts.true_positive}</td></tr></table>")
-    invalid = "".join(f"<li>{html.escape(Path(item['path']).name)}: "
+    invalid = "".join(f"<li>{html.escape(_shown(item['path'], evaluation))}: "
                       f"{html.escape(item['reason'])}</li>" for item in evaluation.invalid)
     return "\n".join([
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
@@ -93,8 +94,10 @@ def render_html(evaluation: Evaluation) -> str:
         _strip_chart(normal, anomalous, evaluation.threshold),
         "</div>",
         "<h2>Confusion matrix</h2>", matrix,
-        f"<h2>False positives ({len(false_positives)})</h2>", _gallery(false_positives),
-        f"<h2>False negatives ({len(false_negatives)})</h2>", _gallery(false_negatives),
+        f"<h2>False positives ({len(false_positives)})</h2>",
+        _gallery(false_positives, evaluation),
+        f"<h2>False negatives ({len(false_negatives)})</h2>",
+        _gallery(false_negatives, evaluation),
         f"<h2>Refused as invalid ({len(evaluation.invalid)})</h2><ul>{invalid}</ul>"
         if evaluation.invalid else "",
         "</body></html>",
@@ -156,7 +159,13 @@ def _strip_chart(normal: Sequence[float], anomalous: Sequence[float], threshold:
         + "".join(dots) + "</svg>")
 
 
-def _gallery(images: Sequence[ScoredImage]) -> str:
+def _shown(path: str, evaluation: Evaluation) -> str:
+    """An image's name in the report: its path under the test folder, so that `crack/000.png`
+    and `scratch/000.png` are told apart."""
+    return os.path.relpath(path, evaluation.test_dir)
+
+
+def _gallery(images: Sequence[ScoredImage], evaluation: Evaluation) -> str:
     if not images:
         return "<p class='muted'>none</p>"
     figures = []
@@ -165,7 +174,8 @@ def _gallery(images: Sequence[ScoredImage]) -> str:
                   if image.heatmap_png else "")
         figures.append(
             f"<figure><img src='{source}' alt='heatmap of {html.escape(image.path)}'>"
-            f"<figcaption>{html.escape(Path(image.path).name)}<br>score {image.score:.3f}, "
+            f"<figcaption>{html.escape(_shown(image.path, evaluation))}<br>"
+            f"score {image.score:.3f}, "
             f"confidence {image.confidence:.2f}, area {image.anomaly_area:.1f}%"
             "</figcaption></figure>")
     return "<div class='gallery'>" + "".join(figures) + "</div>"

@@ -492,6 +492,8 @@ def labelled_images(root: Path) -> tuple[list[Path], list[Path], Path]:
     The Lookout for Vision layout is `normal/` and `anomaly/`. The MVTec AD layout is
     `good/` for the normal images and one folder per defect type (`crack/`, `scratch/`) for
     the anomalous ones; its `ground_truth/` holds masks, as `masks/` does, not images.
+    `good/` with `anomaly/` beside it is read as `normal/` would be; `normal/` and `good/`
+    both holding images is refused (TrainingError), since which one is meant is unclear.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
@@ -502,8 +504,12 @@ def labelled_images(root: Path) -> tuple[list[Path], list[Path], Path]:
     >>> [str(path.relative_to(anomaly_root)) for path in normal + anomalous]
     ['good/0.png', 'crack/0.png', 'scratch/1.png']
     """
-    if (root / "normal").is_dir() or not (root / "good").is_dir():
-        return images_in(root / "normal"), images_in(root / "anomaly"), root / "anomaly"
+    normal, good, anomaly = root / "normal", root / "good", root / "anomaly"
+    if normal.is_dir() and images_in(good):
+        raise TrainingError(f"{root} has both normal/ and good/: keep the normal images in one "
+                            "of them")
+    if normal.is_dir() or not good.is_dir() or anomaly.is_dir():
+        return images_in(normal if normal.is_dir() else good), images_in(anomaly), anomaly
     defect_folders = sorted(folder for folder in root.iterdir() if folder.is_dir()
                             and folder.name not in ("good", *MASK_FOLDERS)
                             and not folder.name.startswith("."))
@@ -653,14 +659,15 @@ class _ImageCache:
         paths = self.normal_paths + self.anomaly_paths
         # what lists name an image by: its path under the folder all of them share, so
         # that normal/camA/bad.jpg and normal/camB/bad.jpg are told apart
-        self._common = Path(os.path.commonpath([p.parent for p in paths])) if paths else None
+        self._common = (Path(os.path.commonpath([p.absolute().parent for p in paths]))
+                        if paths else None)
         self.aspect: float | None = None
         self.longest: int | None = None
         self._by_size: dict[int, _Decoded] = {}
 
     def shown(self, path: Path) -> str:
         """How lists name a training image: its path under the folder all of them share."""
-        return str(path.relative_to(self._common)) if self._common else path.name
+        return str(path.absolute().relative_to(self._common)) if self._common else path.name
 
     def mask_for(self, anomaly_index: int) -> Path | None:
         """The mask file of the n-th (usable) anomaly image, if it has one."""

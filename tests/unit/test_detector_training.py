@@ -26,7 +26,8 @@ from pipeline.detector import (
     load_detector,
     training,
 )
-from pipeline.detector.evaluation import evaluate
+from pipeline.detector.evaluation import EvaluationError, evaluate
+from pipeline.detector.report import render_html
 from pipeline.detector.training import (
     ENSEMBLE_MARGIN,
     TrainingError,
@@ -118,6 +119,7 @@ def test_evaluation_lists_refused_images_and_leaves_them_out(samples: Path, mode
                                      str(tmp_path / "out.json")], terminal_width=200)
     assert shown.exit_code == 0, shown.output
     assert "anomaly/upload-error.jpg: not_an_image" in shown.stdout
+    assert "<li>anomaly/upload-error.jpg: not_an_image</li>" in render_html(result)
 
 
 def test_normal_only_training_uses_the_percentile_rule(samples: Path, tmp_path: Path) -> None:
@@ -245,6 +247,28 @@ def test_the_mvtec_ad_layout_trains_and_evaluates(samples: Path, tmp_path: Path)
         counts = evaluate(tmp_path / "model", test_dir).to_json()
         assert (counts["n_normal"], counts["n_anomaly"]) == tuple(
             len(list((samples / "test" / label).glob("*.jpg"))) for label in ("normal", "anomaly"))
+
+
+def test_mixed_layouts_are_read_or_refused_clearly(samples: Path, tmp_path: Path) -> None:
+    """good/ beside anomaly/ reads as normal/ would, masks matched under anomaly/; normal/
+    and good/ both holding images is refused, in training and in evaluate."""
+    data = tmp_path / "data"
+    shutil.copytree(samples / "train" / "normal", data / "good")
+    anomalies = sorted((samples / "train" / "anomaly").glob("*.jpg"))
+    for kind in ("crack", "scratch"):
+        (data / "anomaly" / kind).mkdir(parents=True)
+        (data / "masks" / kind).mkdir(parents=True)
+        for number, path in enumerate(anomalies[:2]):
+            shutil.copy(path, data / "anomaly" / kind / f"{number:03}.jpg")
+            shutil.copy(path, data / "masks" / kind / f"{number:03}.png")
+    found = find_training_set(data)
+    assert (len(found.normal), len(found.anomaly), len(found.masks)) == (16, 4, 4)
+    assert all(mask.parent.name == image.parent.name for image, mask in found.masks.items())
+    shutil.copytree(samples / "train" / "normal", data / "normal")
+    with pytest.raises(TrainingError, match="both normal/ and good/"):
+        find_training_set(data)
+    with pytest.raises(EvaluationError, match="both normal/ and good/"):
+        evaluate(tmp_path / "no-model", data)
 
 
 def test_masks_set_the_pixel_threshold(samples: Path, tmp_path: Path) -> None:
