@@ -249,6 +249,18 @@ def test_the_mvtec_ad_layout_trains_and_evaluates(samples: Path, tmp_path: Path)
             len(list((samples / "test" / label).glob("*.jpg"))) for label in ("normal", "anomaly"))
 
 
+def test_images_are_named_by_their_place_whatever_form_their_paths_take(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A manifest can resolve some images to relative paths and others to absolute ones."""
+    from pipeline.detector.training import TrainingSet, _ImageCache
+
+    monkeypatch.chdir(tmp_path)
+    relative, absolute = Path("data/normal/a.jpg"), tmp_path / "data" / "anomaly" / "b.jpg"
+    cache = _ImageCache(TrainingSet((relative,), (absolute,)), lambda *_: None)
+    assert [cache.shown(path) for path in (relative, absolute)] == ["normal/a.jpg",
+                                                                    "anomaly/b.jpg"]
+
+
 def test_mixed_layouts_are_read_or_refused_clearly(samples: Path, tmp_path: Path) -> None:
     """good/ beside anomaly/ reads as normal/ would, masks matched under anomaly/; normal/
     and good/ both holding images is refused, in training and in evaluate."""
