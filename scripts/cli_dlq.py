@@ -53,16 +53,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _stack(state: Path | None) -> Any:
-    from scripts.local_stack import STATE_FILE, use_state
+    from scripts.local_stack import STATE_FILE, StateFileError, use_state
 
     if state is None:
         try:
             return use_state(STATE_FILE)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, StateFileError) as exc:
             fail(str(exc))
-        except (TypeError, ValueError) as exc:
-            fail(f"{STATE_FILE} is not a stack description ({exc}): restart the stack with "
-                 "`linesight local up`")
     try:
         described = json.loads(state.read_text())
     except FileNotFoundError:
@@ -74,8 +71,8 @@ def _stack(state: Path | None) -> Any:
     if "environment" in described:  # a local stack's: point this process at its emulator
         try:
             return use_state(state)
-        except TypeError as exc:
-            fail(f"{state} is not a stack description: {exc}")
+        except StateFileError as exc:
+            fail(str(exc))
     described.setdefault("queue_url", described.get("ingest_queue_url"))
     missing = [{"queue_url": "ingest_queue_url"}.get(key, key) for key in NEEDED
                if not described.get(key)]

@@ -14,7 +14,14 @@ from rich.console import Console
 
 from pipeline.stackconfig import ConfigError, load_stack_config
 from scripts.cli_tokens import fail
-from scripts.local_stack import REPO, STATE_FILE, LocalStack, Topology, read_state
+from scripts.local_stack import (
+    REPO,
+    STATE_FILE,
+    LocalStack,
+    StateFileError,
+    Topology,
+    read_state,
+)
 
 console = Console()
 DEFAULT_MODEL = Path("models/demo")
@@ -83,11 +90,8 @@ def env() -> None:
     """
     try:
         info = read_state()
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StateFileError) as exc:
         fail(str(exc))
-    except (TypeError, ValueError) as exc:
-        fail(f"{STATE_FILE} is not a stack description ({exc}): restart the stack with "
-             "`linesight local up`")
     endpoint = urllib.parse.urlsplit(info.aws_endpoint_url)
     try:
         socket.create_connection((endpoint.hostname, endpoint.port), timeout=2).close()

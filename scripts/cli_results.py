@@ -74,7 +74,7 @@ def connect(table: str | None = None, endpoint_url: str | None = None) -> Stack:
     """Point `pipeline` at a stack: .linesight/local.json < environment < options."""
     from pipeline import aws
     from pipeline.settings import SettingsError, current
-    from scripts.local_stack import use_state
+    from scripts.local_stack import StateFileError, use_state
 
     api_url, camera_tokens, token = os.environ.get("LINESIGHT_API_URL", ""), None, ""
     if not table and not os.environ.get("LINESIGHT_TABLE"):
@@ -82,6 +82,8 @@ def connect(table: str | None = None, endpoint_url: str | None = None) -> Stack:
             info = use_state()
         except FileNotFoundError:
             _fail(f"no stack to read: {LOCAL_STATE_HINT}")
+        except StateFileError as exc:
+            _fail(str(exc))
         api_url = api_url or info.api_url
         camera_tokens, token = dict(info.camera_tokens), info.token
     if table:
@@ -630,13 +632,15 @@ def upload(
     if not secret:
         secret = os.environ.get("LINESIGHT_TOKEN", "")
     if not url or not secret:
-        from scripts.local_stack import read_state
+        from scripts.local_stack import StateFileError, read_state
 
         try:
             info = read_state()
         except FileNotFoundError:
             _fail("no API to upload to: pass --api-url and --token, or start the local "
                   "stack with `linesight local up`")
+        except StateFileError as exc:
+            _fail(str(exc))
         url = url or info.api_url
         secret = secret or info.camera_tokens.get(f"{line}/{camera}", "")
         if not secret:

@@ -45,11 +45,11 @@ def register(app: typer.Typer) -> None:
 
 def use_local_stack() -> StackInfo:
     """Point boto3 at the running local stack and return its state (`StackInfo`)."""
-    from scripts.local_stack import use_state
+    from scripts.local_stack import StateFileError, use_state
 
     try:
         return use_state()
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StateFileError) as exc:
         fail(str(exc))
 
 

@@ -318,7 +318,7 @@ class LocalStack:
         try:
             if read_state(STATE_FILE).aws_endpoint_url == info.aws_endpoint_url:
                 STATE_FILE.unlink()
-        except (OSError, TypeError, ValueError):  # gone, or being written by another stack
+        except (OSError, StateFileError):  # gone, or being written by another stack
             pass
 
     # -- provisioning: the same definitions the Pulumi program deploys --
@@ -516,10 +516,21 @@ def load_app_module() -> Any:
     return importlib.import_module("app")
 
 
+class StateFileError(ValueError):
+    """The state file is there but is no stack description: half written, another
+    version's, or damaged. The message says so and what to do."""
+
+
 def read_state(path: Path = STATE_FILE) -> StackInfo:
+    """The stack a state file describes. FileNotFoundError when there is none,
+    StateFileError when it cannot be read as one."""
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: start the stack with `linesight local up`")
-    return StackInfo(**json.loads(path.read_text()))
+    try:
+        return StackInfo(**json.loads(path.read_text()))
+    except (TypeError, ValueError) as exc:
+        raise StateFileError(f"{path} is not a stack description ({exc}): restart the "
+                             "stack with `linesight local up`") from None
 
 
 def use_state(path: Path = STATE_FILE) -> StackInfo:

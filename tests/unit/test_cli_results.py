@@ -77,6 +77,32 @@ def test_no_stack_at_all_is_one_line(clean_env: pytest.MonkeyPatch) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("args", [["results"], ["tokens", "list"],
+                                  ["upload", "{images}", "--line", "l", "--camera", "c"]])
+def test_a_damaged_state_file_is_one_line_in_every_command(
+        args: list[str], clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Half written by a stack starting up, or left by another version."""
+    from scripts import cli_tokens, local_stack
+
+    damaged = tmp_path / "local.json"
+    damaged.write_text('{"api_url": "http')
+    read = local_stack.read_state
+    clean_env.setattr(local_stack, "read_state", lambda *_: read(damaged))
+    clean_env.delenv("LINESIGHT_TABLE", raising=False)
+    clean_env.delenv("LINESIGHT_TOKENS_TABLE", raising=False)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "part.jpg").write_bytes(b"\xff\xd8")
+    app = typer.Typer()
+    cli_results.register(app)
+    cli_tokens.register(app)
+
+    result = CliRunner().invoke(app, [arg.format(images=tmp_path / "images") for arg in args])
+
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert "local.json is not a stack description" in said and "Traceback" not in said
+
+
 @pytest.mark.parametrize("text, expected", [
     ("2026-01-02", datetime(2026, 1, 2, tzinfo=UTC)),  # a date is midnight UTC
     ("2026-01-02T08:30:00Z", datetime(2026, 1, 2, 8, 30, tzinfo=UTC)),
@@ -103,7 +129,7 @@ def test_bad_times_name_the_fix(text: str, hint: str) -> None:
 
 
 def test_local_env_refuses_a_stack_that_is_no_longer_running(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """A state file left by a stack that was killed must not send the shell to a dead port."""
     import socket
 
@@ -127,10 +153,11 @@ def test_local_env_refuses_a_stack_that_is_no_longer_running(
     assert "is not running" in " ".join(stopped.output.split())
     assert "export" not in stopped.stdout
 
-    def half_written(*_: object) -> StackInfo:
-        raise ValueError("Unterminated string starting at: line 1 column 13")
+    from scripts.local_stack import read_state
 
-    monkeypatch.setattr(cli_local, "read_state", half_written)
+    half_written = tmp_path / "local.json"
+    half_written.write_text('{"api_url": "http')
+    monkeypatch.setattr(cli_local, "read_state", lambda *_: read_state(half_written))
     damaged = runner.invoke(app, ["local", "env"])
     assert damaged.exit_code == 2
     assert "is not a stack description" in " ".join(damaged.output.split())
