@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -204,7 +203,7 @@ def evaluate(
         console.print(f"[yellow]{len(result.invalid)} image(s) refused as invalid, left out "
                       "of the figures:[/yellow]")
         for item in result.invalid[:SKIPPED_SHOWN]:
-            console.print(f"  {os.path.relpath(item['path'], test_dir)}: {item['reason']} "
+            console.print(f"  {result.shown(item['path'])}: {item['reason']} "
                           f"({item['message']})", markup=False)
         if len(result.invalid) > SKIPPED_SHOWN:
             console.print(f"  ... and {len(result.invalid) - SKIPPED_SHOWN} more "

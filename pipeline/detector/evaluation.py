@@ -8,6 +8,7 @@ refuses as invalid are listed and left out of the metrics.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,11 @@ class Evaluation:
     raw_threshold: float
     images: tuple[ScoredImage, ...]
     invalid: tuple[dict[str, str], ...] = ()
+
+    def shown(self, path: str) -> str:
+        """An image's name on screen and in the report: its path under the test folder, so
+        that `crack/000.png` and `scratch/000.png` are told apart."""
+        return os.path.relpath(path, self.test_dir)
 
     def scores(self, label: str) -> list[float]:
         return [image.score for image in self.images if image.label == label]

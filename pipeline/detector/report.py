@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,7 @@ def render_html(evaluation: Evaluation) -> str:
         f"<td>{counts.false_positive}</td></tr>"
         f"<tr><th>anomaly</th><td>{counts.false_negative}</td>"
         f"<td>{counts.true_positive}</td></tr></table>")
-    invalid = "".join(f"<li>{html.escape(_shown(item['path'], evaluation))}: "
+    invalid = "".join(f"<li>{html.escape(evaluation.shown(item['path']))}: "
                       f"{html.escape(item['reason'])}</li>" for item in evaluation.invalid)
     return "\n".join([
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
@@ -159,12 +158,6 @@ def _strip_chart(normal: Sequence[float], anomalous: Sequence[float], threshold:
         + "".join(dots) + "</svg>")
 
 
-def _shown(path: str, evaluation: Evaluation) -> str:
-    """An image's name in the report: its path under the test folder, so that `crack/000.png`
-    and `scratch/000.png` are told apart."""
-    return os.path.relpath(path, evaluation.test_dir)
-
-
 def _gallery(images: Sequence[ScoredImage], evaluation: Evaluation) -> str:
     if not images:
         return "<p class='muted'>none</p>"
@@ -174,7 +167,7 @@ def _gallery(images: Sequence[ScoredImage], evaluation: Evaluation) -> str:
                   if image.heatmap_png else "")
         figures.append(
             f"<figure><img src='{source}' alt='heatmap of {html.escape(image.path)}'>"
-            f"<figcaption>{html.escape(_shown(image.path, evaluation))}<br>"
+            f"<figcaption>{html.escape(evaluation.shown(image.path))}<br>"
             f"score {image.score:.3f}, "
             f"confidence {image.confidence:.2f}, area {image.anomaly_area:.1f}%"
             "</figcaption></figure>")

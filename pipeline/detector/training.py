@@ -513,8 +513,7 @@ def labelled_images(root: Path) -> tuple[list[Path], list[Path], Path]:
     defect_folders = sorted(folder for folder in root.iterdir() if folder.is_dir()
                             and folder.name not in ("good", *MASK_FOLDERS)
                             and not folder.name.startswith("."))
-    return (images_in(root / "good"),
-            [path for folder in defect_folders for path in images_in(folder)], root)
+    return images_in(good), [path for folder in defect_folders for path in images_in(folder)], root
 
 
 def _mask_keys(relative: Path) -> list[Path]:
