@@ -8,8 +8,6 @@ and what redriving it does.
 
 from __future__ import annotations
 
-import json
-import os
 from enum import StrEnum
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import aws, dlq
-from scripts.cli_tokens import fail
+from scripts.cli_tokens import StateOption, fail
 
 console = Console()
 dlq_app = typer.Typer(help="Inspect and redrive dead letters (ingest, workflow, lake).",
@@ -37,10 +35,6 @@ class Queue(StrEnum):
 QueueOption = Annotated[list[Queue] | None, typer.Option(
     "--queue", help="Which dead-letter queue (repeatable; default: all three).",
     show_default=False)]
-StateOption = Annotated[Path | None, typer.Option(
-    "--state", help="Stack description: a deployed stack's `pulumi stack output --json`, or "
-                    "a local stack's .linesight/local.json (default: the running local "
-                    "stack's).", show_default=False)]
 # What list and redrive read from a stack description; a deployed stack's outputs name the
 # ingest queue `ingest_queue_url`.
 NEEDED = ("region", "queue_url", "dlq_url", "failure_queue_url", "lake_failure_queue_url",
@@ -53,37 +47,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _stack(state: Path | None) -> Any:
-    from scripts.local_stack import STATE_FILE, StateFileError, use_state
+    from scripts.local_stack import STATE_FILE, StateFileError, use_description, use_state
 
-    if state is None:
-        try:
-            return use_state(STATE_FILE)
-        except (FileNotFoundError, StateFileError) as exc:
-            fail(str(exc))
     try:
-        described = json.loads(state.read_text())
-    except FileNotFoundError:
-        fail(f"{state} not found")
-    except (OSError, ValueError) as exc:
-        fail(f"{state} is not a stack description: {exc}")
-    if not isinstance(described, dict):
-        fail(f"{state} is not a stack description: expected a JSON object")
-    if "environment" in described:  # a local stack's: point this process at its emulator
-        try:
-            return use_state(state)
-        except StateFileError as exc:
-            fail(str(exc))
-    described.setdefault("queue_url", described.get("ingest_queue_url"))
-    missing = [{"queue_url": "ingest_queue_url"}.get(key, key) for key in NEEDED
-               if not described.get(key)]
-    if missing:
-        fail(f"{state} lacks {', '.join(missing)}: write it with "
-             "`pulumi stack output --json > stack.json` (a stack deployed before these "
-             "outputs existed needs a `pulumi up` first)")
-    # A deployed stack: its region, and AWS itself, not an emulator a shell may point at
-    os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = described["region"]
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    aws.reset()
+        if state is None:
+            return use_state(STATE_FILE)
+        described = use_description(state, NEEDED)
+    except (FileNotFoundError, StateFileError) as exc:
+        fail(str(exc))
     return SimpleNamespace(**{key: described[key] for key in NEEDED})
 
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.records import STATUS_INVALID, ResultRecord, parse_time
+from scripts.cli_tokens import StateOption
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -70,14 +71,20 @@ EndpointOption = Annotated[str | None, typer.Option(
     "--endpoint-url", help="AWS endpoint, e.g. a moto server (default: AWS_ENDPOINT_URL).")]
 
 
-def connect(table: str | None = None, endpoint_url: str | None = None) -> Stack:
-    """Point `pipeline` at a stack: .linesight/local.json < environment < options."""
+def connect(table: str | None = None, endpoint_url: str | None = None,
+            state: Path | None = None) -> Stack:
+    """Point `pipeline` at a stack: .linesight/local.json < environment < --state < the
+    other options."""
     from pipeline import aws
     from pipeline.settings import SettingsError, current
     from scripts.local_stack import StateFileError, use_state
 
     api_url, camera_tokens, token = os.environ.get("LINESIGHT_API_URL", ""), None, ""
-    if not table and not os.environ.get("LINESIGHT_TABLE"):
+    if state is not None:
+        described = _described(state, () if table else ("table",))
+        api_url = described.get("api_url") or api_url
+        camera_tokens, token = described.get("camera_tokens"), described.get("token", "")
+    elif not table and not os.environ.get("LINESIGHT_TABLE"):
         try:
             info = use_state()
         except FileNotFoundError:
@@ -97,6 +104,16 @@ def connect(table: str | None = None, endpoint_url: str | None = None) -> Stack:
     except SettingsError as exc:
         _fail(str(exc))
     return Stack(settings, api_url, camera_tokens, os.environ.get("LINESIGHT_TOKEN", token))
+
+
+def _described(state: Path, needed: tuple[str, ...]) -> dict[str, Any]:
+    """Point `pipeline` at the stack a --state file describes (`use_description`)."""
+    from scripts.local_stack import StateFileError, use_description
+
+    try:
+        return use_description(state, needed)
+    except (FileNotFoundError, StateFileError) as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -174,6 +191,7 @@ def results(
                                        help="At most this many results.")] = 50,
     table: TableOption = None,
     endpoint_url: EndpointOption = None,
+    state: StateOption = None,
 ) -> None:
     """List results, newest first when --line is given.
 
@@ -192,7 +210,7 @@ def results(
     query = ResultQuery(line_id=line, camera_id=camera, since=parse_when(since, "--since"),
                         until=parse_when(until, "--until"), anomalous=anomalous,
                         reviewed=reviewed, limit=min(limit, MAX_PAGE))
-    stack = connect(table, endpoint_url)
+    stack = connect(table, endpoint_url, state)
     found: list[ResultRecord] = []
     with _aws_errors():
         try:
@@ -268,6 +286,7 @@ def report(
                      ] = "LineSight quality report",
     table: TableOption = None,
     endpoint_url: EndpointOption = None,
+    state: StateOption = None,
 ) -> None:
     """Write a self-contained HTML report of the results (prints its path).
 
@@ -282,7 +301,7 @@ def report(
     from pipeline.queries import ResultQuery, iter_results
 
     since_at, until_at = parse_when(since, "--since"), parse_when(until, "--until")
-    stack = connect(table, endpoint_url)
+    stack = connect(table, endpoint_url, state)
     settings = stack.settings
     query = ResultQuery(line_id=line, since=since_at, until=until_at, limit=500)
     from pipeline import aws
@@ -484,6 +503,7 @@ def review(
         "--reviewer", help="Who reviewed (default: your user name).")] = "",
     table: TableOption = None,
     endpoint_url: EndpointOption = None,
+    state: StateOption = None,
 ) -> None:
     """Record a person's verdict beside the model's.
 
@@ -497,7 +517,7 @@ def review(
     if label not in reviews.LABELS:
         raise typer.BadParameter(f"{label!r} is not one of {', '.join(reviews.LABELS)}",
                                  param_hint="--label")
-    stack = connect(table, endpoint_url)
+    stack = connect(table, endpoint_url, state)
     who = reviewer or f"cli:{_user()}"
     with _aws_errors():
         try:
@@ -538,6 +558,7 @@ def export_dataset(
         "--overwrite", help="Replace a data set already in OUT_DIR.")] = False,
     table: TableOption = None,
     endpoint_url: EndpointOption = None,
+    state: StateOption = None,
 ) -> None:
     """Write a training set from the results, for `linesight train`.
 
@@ -559,7 +580,7 @@ def export_dataset(
     query = ResultQuery(line_id=line, since=parse_when(since, "--since"),
                         until=parse_when(until, "--until"),
                         reviewed=True if reviewed else None, limit=500)
-    stack = connect(table, endpoint_url)
+    stack = connect(table, endpoint_url, state)
     with _aws_errors():
         records = list(iter_results(stack.settings.table_name, query))
         items = plan_export(records, reviewed=reviewed)
@@ -607,6 +628,7 @@ def upload(
     api_url: Annotated[str | None, typer.Option(
         "--api-url", help="The API's base URL (default: LINESIGHT_API_URL, else the local "
                           "stack's).")] = None,
+    state: StateOption = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64,
                                              help="Parallel uploads.")] = 4,
     retries: Annotated[int, typer.Option("--retries", min=0, max=10,
@@ -628,21 +650,29 @@ def upload(
     if not any(p.suffix.lower() in EXTENSIONS for p in directory.iterdir() if p.is_file()):
         raise typer.BadParameter(f"{directory} has no .jpg, .jpeg or .png files",
                                  param_hint="DIRECTORY")
-    url, secret = api_url or os.environ.get("LINESIGHT_API_URL", ""), token or ""
-    if not secret:
-        secret = os.environ.get("LINESIGHT_TOKEN", "")
-    if not url or not secret:
-        from scripts.local_stack import StateFileError, read_state
+    url, secret = api_url or "", token or os.environ.get("LINESIGHT_TOKEN", "")
+    described: dict[str, Any] = {}
+    if state is not None:
+        described = _described(state, () if url else ("api_url",))
+    else:
+        url = url or os.environ.get("LINESIGHT_API_URL", "")
+        if not url or not secret:
+            from scripts.local_stack import StateFileError, read_state
 
-        try:
-            info = read_state()
-        except FileNotFoundError:
-            _fail("no API to upload to: pass --api-url and --token, or start the local "
-                  "stack with `linesight local up`")
-        except StateFileError as exc:
-            _fail(str(exc))
-        url = url or info.api_url
-        secret = secret or info.camera_tokens.get(f"{line}/{camera}", "")
+            try:
+                described = asdict(read_state())
+            except FileNotFoundError:
+                _fail("no API to upload to: pass --api-url and --token, or start the local "
+                      "stack with `linesight local up`")
+            except StateFileError as exc:
+                _fail(str(exc))
+    url = url or described["api_url"]
+    if not secret:
+        tokens = described.get("camera_tokens")
+        secret = (tokens or {}).get(f"{line}/{camera}", "")
+        if tokens is None:  # a deployed stack's outputs hold no tokens
+            _fail(f"pass the token of line {line!r} camera {camera!r} with --token (see "
+                  "`linesight tokens create`)")
         if not secret:
             _fail(f"the local stack has no token for line {line!r} camera {camera!r}; "
                   "pass --token (see `linesight tokens`)")

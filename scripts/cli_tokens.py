@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -37,6 +38,11 @@ TableOption = Annotated[str | None, typer.Option(
     "--table", help="Tokens table name (default: $LINESIGHT_TOKENS_TABLE, else the "
                     "running local stack's).", show_default=False)]
 
+StateOption = Annotated[Path | None, typer.Option(
+    "--state", help="Stack description: a deployed stack's `pulumi stack output --json > "
+                    "stack.json` (its region, against AWS), or a local stack's "
+                    ".linesight/local.json.", show_default=False)]
+
 
 def register(app: typer.Typer) -> None:
     """Add the `tokens` group to the `linesight` app."""
@@ -59,7 +65,17 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def resolve_table(table: str | None) -> str:
+def resolve_table(table: str | None, state: Path | None = None) -> str:
+    """--table, else the --state file's, else LINESIGHT_TOKENS_TABLE, else the running
+    local stack's."""
+    if state is not None:
+        from scripts.local_stack import StateFileError, use_description
+
+        try:
+            described = use_description(state, () if table else ("tokens_table",))
+        except (FileNotFoundError, StateFileError) as exc:
+            fail(str(exc))
+        return table or str(described["tokens_table"])
     if table:
         return table
     if os.environ.get("LINESIGHT_TOKENS_TABLE"):
@@ -102,6 +118,7 @@ def create(
     description: Annotated[str, typer.Option(
         "--description", help="A note for `tokens list`, e.g. where the camera is.")] = "",
     table: TableOption = None,
+    state: StateOption = None,
 ) -> None:
     """Create a token for one camera and print it. It is shown only this once.
 
@@ -115,7 +132,7 @@ def create(
     except UploadRequestError as exc:
         raise typer.BadParameter(str(exc)) from None
     expires_at = parse_expiry(expires) if expires else None
-    name = resolve_table(table)
+    name = resolve_table(table, state)
     try:
         token_id, token = tokens.create_token(name, line, camera, expires_at=expires_at,
                                               description=description)
@@ -128,14 +145,14 @@ def create(
 
 
 @tokens_app.command("list")
-def list_(table: TableOption = None) -> None:
+def list_(table: TableOption = None, state: StateOption = None) -> None:
     """List tokens with their scope and status (never the secrets).
 
     Example:
 
         linesight tokens list
     """
-    name = resolve_table(table)
+    name = resolve_table(table, state)
     try:
         infos = tokens.list_tokens(name)
     except (ClientError, BotoCoreError) as exc:
@@ -165,6 +182,7 @@ def revoke(
     token_id: Annotated[str, typer.Argument(
         help="The token's ID (from `tokens list`), or the whole token.")],
     table: TableOption = None,
+    state: StateOption = None,
 ) -> None:
     """Revoke a token. API requests with it are refused within
     {seconds} seconds (the authorizer caches verdicts briefly).
@@ -177,7 +195,7 @@ def revoke(
     if candidate is None:
         raise typer.BadParameter(f"{token_id!r} is not a token ID (16 hex digits)",
                                  param_hint="TOKEN_ID")
-    name = resolve_table(table)
+    name = resolve_table(table, state)
     try:
         found = tokens.revoke_token(name, candidate)
     except (ClientError, BotoCoreError) as exc:

@@ -536,8 +536,67 @@ def read_state(path: Path = STATE_FILE) -> StackInfo:
 def use_state(path: Path = STATE_FILE) -> StackInfo:
     """Point this process at a running local stack: its handlers' environment (endpoint,
     fake credentials, LINESIGHT_*), with the cached clients and settings forgotten."""
-    info = read_state(path)
+    return _use_local(read_state(path))
+
+
+def _use_local(info: StackInfo) -> StackInfo:
     os.environ.update(info.environment)
     aws.reset()
     current.cache_clear()
     return info
+
+
+# A deployed stack's outputs (infra/stack.py) and the handlers' variables they fill in.
+OUTPUT_VARIABLES = {
+    "api_url": "LINESIGHT_API_URL",
+    "images_bucket": "LINESIGHT_IMAGES_BUCKET",
+    "results_bucket": "LINESIGHT_RESULTS_BUCKET",
+    "table": "LINESIGHT_TABLE",
+    "tokens_table": "LINESIGHT_TOKENS_TABLE",
+    "state_machine_arn": "LINESIGHT_STATE_MACHINE_ARN",
+    "topic_arn": "LINESIGHT_TOPIC_ARN",
+    "firehose_stream": "LINESIGHT_FIREHOSE_STREAM",
+    "failure_queue_url": "LINESIGHT_FAILURE_QUEUE_URL",
+}
+
+
+def use_description(path: Path, needed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Point this process at the stack a file describes, and return what it says.
+
+    Either a local stack's state file (as `use_state`), or a deployed stack's outputs
+    (`pulumi stack output --json > stack.json`): then its region and AWS itself, not an
+    emulator or another region the shell is set up for, with the LINESIGHT_* variables
+    its handlers get (`OUTPUT_VARIABLES`). A deployed stack's `ingest_queue_url` is also
+    given as `queue_url`, the local name. FileNotFoundError when there is no file;
+    StateFileError when it is no stack description or a deployed one lacks `region` or
+    one of `needed`."""
+    try:
+        described = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except (OSError, ValueError) as exc:
+        raise StateFileError(f"{path} is not a stack description: {exc}") from None
+    if not isinstance(described, dict):
+        raise StateFileError(f"{path} is not a stack description: expected a JSON object")
+    if "environment" in described:  # a local stack's
+        try:
+            return asdict(_use_local(StackInfo(**described)))
+        except (TypeError, ValueError) as exc:
+            raise StateFileError(f"{path} is not a stack description ({exc}): restart the "
+                                 "stack with `linesight local up`") from None
+    described.setdefault("queue_url", described.get("ingest_queue_url"))
+    missing = [{"queue_url": "ingest_queue_url"}.get(key, key)
+               for key in dict.fromkeys(("region", *needed)) if not described.get(key)]
+    if missing:
+        raise StateFileError(
+            f"{path} lacks {', '.join(missing)}: write it with `pulumi stack output --json "
+            "> stack.json` (a stack deployed before these outputs existed needs a "
+            "`pulumi up` first)")
+    os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = str(described["region"])
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    for key, variable in OUTPUT_VARIABLES.items():
+        if described.get(key):
+            os.environ[variable] = str(described[key])
+    aws.reset()
+    current.cache_clear()
+    return described

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +148,37 @@ def test_results_need_a_valid_token(api: _Api, token: str) -> None:
     assert status == 401
     status, _ = api.get(f"/results/{1:032x}", token=token)
     assert status == 401
+
+
+def test_the_cli_reads_a_deployed_stack_from_its_outputs(
+        stack: ResultsStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`linesight results --state stack.json` with `pulumi stack output --json`: that
+    stack's table in its region, from a shell set up for another region, table and the
+    emulator."""
+    import os
+    from dataclasses import asdict
+
+    import typer
+    from typer.testing import CliRunner
+
+    from scripts.cli_results import register
+
+    outputs = {key: value for key, value in asdict(stack.info).items()
+               if key not in ("queue_url", "environment", "camera_tokens", "token")}
+    described = tmp_path / "stack.json"
+    described.write_text(json.dumps(outputs | {"ingest_queue_url": stack.info.queue_url}))
+    saved = dict(os.environ)
+    for variable, value in (("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+                            ("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "eu-west-1"),
+                            ("LINESIGHT_TABLE", "not-this-one")):
+        monkeypatch.setenv(variable, value)
+    app = typer.Typer()
+    register(app)
+    try:
+        listed = CliRunner().invoke(app, ["results", "--line", "line-1", "--anomalous",
+                                          "--format", "json", "--state", str(described)])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert listed.exit_code == 0, listed.output
+    assert [int(r["image_id"], 16) for r in json.loads(listed.stdout)] == [4, 1]

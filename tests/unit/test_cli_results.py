@@ -77,6 +77,105 @@ def test_no_stack_at_all_is_one_line(clean_env: pytest.MonkeyPatch) -> None:
     assert "Traceback" not in result.output
 
 
+def deployed(tmp_path: Any, **outputs: str) -> Any:
+    """A deployed stack's `pulumi stack output --json`, written to stack.json."""
+    import json
+
+    path = tmp_path / "stack.json"
+    path.write_text(json.dumps({
+        "region": "ap-southeast-2", "table": "plant-results", "tokens_table": "plant-tokens",
+        "results_bucket": "plant-results-bucket", "api_url": "https://api.example/v1",
+        "ingest_queue_url": "https://sqs/ingest", "dashboard_url": "https://console/x",
+        **outputs}))
+    return path
+
+
+def test_a_deployed_stacks_outputs_point_at_it_and_aws_itself(
+        clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """From a shell set up for the emulator, another region and another table, --state
+    reads the deployed stack, in its region; the other options still win over it."""
+    for variable, value in (("AWS_ENDPOINT_URL", "http://127.0.0.1:5999"),
+                            ("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "eu-west-1"),
+                            ("LINESIGHT_TABLE", "from-env"),
+                            ("LINESIGHT_API_URL", "http://127.0.0.1:8000")):
+        clean_env.setenv(variable, value)
+    clean_env.setattr("scripts.local_stack.read_state",
+                      lambda *_: pytest.fail("the local state file must not be read"))
+
+    stack = cli_results.connect(state=deployed(tmp_path))
+
+    assert (stack.settings.table_name, stack.settings.region) == ("plant-results",
+                                                                  "ap-southeast-2")
+    assert stack.settings.results_bucket == "plant-results-bucket"
+    assert stack.api_url == "https://api.example/v1"
+    assert "AWS_ENDPOINT_URL" not in os.environ
+    assert cli_results.connect(table="other", state=deployed(tmp_path)
+                               ).settings.table_name == "other"
+
+
+def test_a_local_stacks_state_file_works_as_state_too(clean_env: pytest.MonkeyPatch,
+                                                      tmp_path: Any) -> None:
+    import json
+    from dataclasses import asdict
+
+    path = tmp_path / "elsewhere.json"
+    path.write_text(json.dumps(asdict(state(LINESIGHT_TABLE="from-file",
+                                            AWS_ENDPOINT_URL="http://127.0.0.1:5998"))))
+    clean_env.setenv("LINESIGHT_TABLE", "from-env")
+
+    stack = cli_results.connect(state=path)
+
+    assert stack.settings.table_name == "from-file"
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5998"
+    assert (stack.api_url, stack.default_token) == ("http://127.0.0.1:8123", "tok-demo")
+
+
+@pytest.mark.parametrize("outputs, expected", [
+    ({"region": ""}, "lacks region:"),
+    ({"table": ""}, "lacks table:"),
+])
+def test_a_stack_description_that_lacks_what_a_command_needs_is_one_line(
+        outputs: dict[str, str], expected: str, clean_env: pytest.MonkeyPatch,
+        tmp_path: Any) -> None:
+    app = typer.Typer()
+    cli_results.register(app)
+
+    result = CliRunner().invoke(app, ["results", "--state", str(deployed(tmp_path, **outputs))])
+
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert expected in said and "pulumi stack output --json > stack.json" in said
+    assert "Traceback" not in said
+
+
+def test_upload_with_a_deployed_stack_uses_its_api_and_needs_a_token(
+        clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Its outputs hold no camera tokens: without --token, one line says to pass one; with
+    it, the upload goes to the stack's API."""
+    from scripts import uploadImages
+
+    sent: list[tuple[str, str]] = []
+    clean_env.setattr(uploadImages, "upload_folder",
+                      lambda directory, camera, line, url, token, **_: sent.append(
+                          (url, token)) or [])
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "part.jpg").write_bytes(b"\xff\xd8")
+    app = typer.Typer()
+    cli_results.register(app)
+    args = ["upload", str(tmp_path / "images"), "--line", "press-1", "--camera", "top",
+            "--state", str(deployed(tmp_path))]
+
+    missing = CliRunner().invoke(app, args)
+    said = " ".join(missing.output.split())
+    assert missing.exit_code == 2, said
+    assert "pass the token of line 'press-1' camera 'top' with --token" in said
+    assert sent == []
+
+    given = CliRunner().invoke(app, [*args, "--token", "tok-top"])
+    assert given.exit_code == 0, given.output
+    assert sent == [("https://api.example/v1", "tok-top")]
+
+
 @pytest.mark.parametrize("args", [["results"], ["tokens", "list"],
                                   ["upload", "{images}", "--line", "l", "--camera", "c"]])
 def test_a_damaged_state_file_is_one_line_in_every_command(

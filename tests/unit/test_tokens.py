@@ -262,6 +262,38 @@ def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
     assert os.environ.pop("LINESIGHT_X") == "not exported"
 
 
+def test_cli_reads_a_deployed_stacks_tokens_table_in_its_region(
+        table: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--state stack.json` (`pulumi stack output --json`): its table, its region and AWS
+    itself, from a shell set up for another region, another table and the emulator."""
+    import json
+
+    from tests.conftest import REGION
+
+    saved = dict(os.environ)
+    for variable, value in (("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+                            ("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "eu-west-1"),
+                            ("LINESIGHT_TOKENS_TABLE", "not-this-one")):
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("COLUMNS", "200")
+    outputs = tmp_path / "stack.json"
+    outputs.write_text(json.dumps({"region": REGION, "tokens_table": table}))
+    try:
+        created = tokens_cli()("tokens", "create", "--line", "l1", "--camera", "c1",
+                               "--state", str(outputs))
+        assert created.exit_code == 0, created.output
+        assert tokens.verify(table, created.stdout.strip().splitlines()[-1]) is not None
+        assert "AWS_ENDPOINT_URL" not in os.environ and os.environ["AWS_REGION"] == REGION
+
+        outputs.write_text(json.dumps({"region": REGION}))
+        lacking = tokens_cli()("tokens", "list", "--state", str(outputs))
+        assert lacking.exit_code == 2
+        assert "lacks tokens_table" in " ".join(lacking.output.split())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.mark.parametrize("args, expected, why", [
     (["create", "--line", "../etc", "--camera", "c"], "line", "path in an ID"),
     (["create", "--line", "l", "--camera", "c" * 65], "camera", "ID too long"),
