@@ -168,7 +168,7 @@ def evaluate(
         linesight evaluate build/model resources/samples/test --json out.json --html out.html
     """
     from pipeline.detector.artifact import ArtifactError
-    from pipeline.detector.evaluation import EvaluationError
+    from pipeline.detector.evaluation import EvaluationError, test_root
     from pipeline.detector.evaluation import evaluate as run_evaluation
     from pipeline.detector.report import render_html
 
@@ -177,6 +177,9 @@ def evaluate(
                                  param_hint="MODEL_DIR")
     if not test_dir.is_dir():
         raise typer.BadParameter(f"{test_dir} is not a directory", param_hint="TEST_DIR")
+    if test_root(test_dir) != test_dir:
+        console.print(f"scoring {test_root(test_dir)}: the test split of the data set in "
+                      f"{test_dir}", markup=False)
     try:
         with progress_bar() as update:
             result = run_evaluation(model_dir, test_dir, threshold=threshold, progress=update,

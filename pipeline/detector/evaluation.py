@@ -114,14 +114,20 @@ class Evaluation:
         }
 
 
+def test_root(test_dir: Path) -> Path:
+    """The folder whose images are scored: `test_dir` itself, or, when it is a data set's
+    top folder (no `normal/` or `good/`, but a `test/`), its `test/`."""
+    labelled_here = (test_dir / "normal").is_dir() or (test_dir / "good").is_dir()
+    return test_dir / "test" if not labelled_here and (test_dir / "test").is_dir() else test_dir
+
+
 def test_images(test_dir: Path) -> dict[str, list[Path]]:
     """The labelled images of a test folder: `normal/` and `anomaly/` (or `test/normal/`...),
     subfolders included; or, as in MVTec AD, `good/` and one folder per defect type
     (`training.labelled_images`)."""
     if not test_dir.is_dir():
         raise EvaluationError(f"{test_dir} is not a directory")
-    labelled_here = (test_dir / "normal").is_dir() or (test_dir / "good").is_dir()
-    root = test_dir / "test" if not labelled_here and (test_dir / "test").is_dir() else test_dir
+    root = test_root(test_dir)
     try:
         normal, anomaly, _ = labelled_images(root)
     except TrainingError as exc:

@@ -675,6 +675,12 @@ def test_cli_train_and_evaluate(samples: Path, tmp_path: Path) -> None:
     assert "<svg" in page and "ROC" in page and "Confusion matrix" in page
     assert "How the model was chosen" in page and "out-of-fold" in page  # the threshold's story
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "test split" not in evaluated.output
+    top = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(samples), "--json",
+                              str(tmp_path / "top.json")])
+    assert top.exit_code == 0, top.output
+    assert f"scoring {samples / 'test'}: the test split of the data set in {samples}" in (
+        " ".join(top.output.split()))  # a data set's top folder: say which images are scored
     first = json.loads((tmp_path / "m" / "model.json").read_text())["model_version"]
     assert "replacing" not in trained.output
     again = runner.invoke(app, ["train", str(samples), "--out", str(tmp_path / "m"),
