@@ -162,6 +162,10 @@ def function_statements(spec: FunctionSpec, args: ChaliceAppArgs) -> list[iam.St
                        "sqs:ChangeMessageVisibility"], [args.ingest_queue_arn],
                       sid="IngestQueue"),
             iam.allow(["s3:GetObject"], [cat(args.images_bucket_arn, "/*")], sid="ReadImages"),
+            # without it, S3 answers a GET of a deleted upload with 403 AccessDenied, not
+            # 404 NoSuchKey, and the upload would be retried into the DLQ instead of being
+            # recorded INVALID (missing_object)
+            iam.allow(["s3:ListBucket"], [args.images_bucket_arn], sid="TellDeletedUploads"),
             # an image that could not be processed is tagged with why (`linesight dlq list`)
             iam.allow(["s3:PutObjectTagging"], [cat(args.images_bucket_arn, "/*")],
                       sid="TagFailedImages"),

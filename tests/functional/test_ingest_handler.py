@@ -107,6 +107,22 @@ def test_unusable_upload_is_recorded_invalid(moto_stack: MotoStack, body: bytes,
     assert _alerts(moto_stack) == []
 
 
+def test_an_upload_deleted_before_it_is_read_is_recorded_invalid(
+        moto_stack: MotoStack, samples_dir: Path) -> None:
+    import app
+
+    key = moto_stack.upload(_image(samples_dir, "anomaly"))
+    event = moto_stack.sqs_event_for(key)
+    moto_stack.client("s3").delete_object(Bucket=moto_stack.info.images_bucket, Key=key)
+
+    assert app.ingest(event, None) == {"batchItemFailures": []}
+    _wait_for_executions(moto_stack, 1)
+    [item] = _records(moto_stack)
+    assert item["status"]["S"] == "INVALID"
+    assert item["reason"]["S"].startswith("missing_object")
+    assert _alerts(moto_stack) == []
+
+
 def test_forged_metadata_is_recorded_invalid(moto_stack: MotoStack, samples_dir: Path) -> None:
     import app
 

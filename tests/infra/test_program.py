@@ -378,13 +378,16 @@ def test_request_path_roles_are_narrow(d: Deployed, key: str,
 
 
 def test_ingest_role_covers_what_the_ingest_step_calls(d: Deployed) -> None:
-    images = d.one("s3/bucket:Bucket", prefixed(d, "images")).props["arn"] + "/*"
+    bucket = d.one("s3/bucket:Bucket", prefixed(d, "images")).props["arn"]
+    images = bucket + "/*"
     results = d.one("dynamodb/table:Table", prefixed(d, "results")).props["arn"]
     granted = {(action, resource) for statement in policies(d)[prefixed(d, "ingest")]
                for action in statement["Action"] for resource in statement["Resource"]}
     # read the upload, tag it when it fails, recognise a redelivery of a recorded upload
     assert {("s3:GetObject", images), ("s3:PutObjectTagging", images),
             ("dynamodb:BatchGetItem", results), ("dynamodb:GetItem", results)} <= granted
+    # an upload deleted before it was read is a 404 only with ListBucket (a 403 without)
+    assert ("s3:ListBucket", bucket) in granted
     assert ("dynamodb:PutItem", results) not in granted  # only the workflow writes records
 
 
