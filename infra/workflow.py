@@ -77,8 +77,7 @@ class Workflow(pulumi.ComponentResource):
         definition = pulumi.Output.all(
             args.table_name, args.topic_arn, self.failure_queue.url,
         ).apply(lambda v: json.dumps(state_machine_definition(
-            table_name=v[0], topic_arn=v[1], failure_queue_url=v[2],
-            workflow_type=args.workflow_type)))
+            table_name=v[0], topic_arn=v[1], failure_queue_url=v[2])))
         self.state_machine = aws.sfn.StateMachine(
             f"{p}-workflow",
             type=args.workflow_type,

@@ -6,7 +6,8 @@ Three queues hold what the pipeline could not finish:
   queue's redrive policy). Redrive: back to the ingest queue.
 - `workflow`: the input of an execution that failed after its retries (the state
   machine's Catch). Redrive: a record that was never stored gets a new execution; a
-  stored record whose alert failed (`alert_error`) gets its alert published.
+  stored record whose alert failed (`alert_error`), or that this execution's put stored
+  though it was answered with an error (its writer token), gets its alert published.
 - `lake`: stream batches the lake handler gave up on (`DDBStreamBatchInfo`). Redrive: the
   records are re-read from the stream and sent to Firehose.
 
@@ -27,7 +28,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipeline import analytics, ingest
+from pipeline import analytics, ingest, workflow
 from pipeline.records import ResultRecord
 from pipeline.uploads import parse_key
 
@@ -235,17 +236,22 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
                       sns: Any, result: RedriveResult) -> bool:
     record = ResultRecord.from_json(state["record"])
     alert = state["alert"]
-    stored = "Item" in ddb.get_item(TableName=targets.table,
-                                    Key={"image_id": {"S": record.image_id}},
-                                    ConsistentRead=True, ProjectionExpression="image_id")
-    if not stored:
-        payload = {name: state[name] for name in ("item", "record", "alert")}
+    stored = ddb.get_item(TableName=targets.table, Key={"image_id": {"S": record.image_id}},
+                          ConsistentRead=True,
+                          ProjectionExpression=f"image_id, {workflow.WRITER}").get("Item")
+    if stored is None:
+        payload = workflow.with_writer({name: state[name] for name in ("item", "record",
+                                                                       "alert")})
         name = f"{record.idempotency_key[:40]}-redrive-{uuid.uuid4().hex[:12]}"
         sfn.start_execution(stateMachineArn=targets.state_machine_arn, name=name,
                             input=json.dumps(payload))
         result.executions_started += 1
         return True
-    if "alert_error" in state and alert.get("send"):
+    # This execution's own put committed though it was answered with an error, or only
+    # its alert failed: the alert is owed.
+    written_here = (state.get(workflow.WRITER) is not None and
+                    stored.get(workflow.WRITER, {}).get("S") == state[workflow.WRITER])
+    if ("alert_error" in state or written_here) and alert.get("send"):
         sns.publish(TopicArn=targets.topic_arn, Subject=alert["subject"],
                     Message=alert["message"], MessageAttributes={
                         "line": {"DataType": "String", "StringValue": alert["line_id"]},

@@ -5,28 +5,29 @@ engine. Pulumi deploys it, the local stack provisions it, tests assert on it.
 
 Execution input (built by `pipeline.ingest.execution_input`):
     {"item": <typed DynamoDB item>, "record": <record JSON>, "alert": {"send", "reason",
-     "subject", "message", "line_id"}}
+     "subject", "message", "line_id"}, "written_by": <this start's token>}
 
 Exactly-once outcomes: the putItem is conditional, and only the execution that wrote the
 record goes on to alert; a duplicate delivery ends in `AlreadyRecorded` without an alert.
-What "conditional" means depends on the workflow type:
-- EXPRESS (the default): names are not unique, so a redelivered upload can start a second
-  execution with the same idempotency key. The put requires that the image is not
-  recorded at all. The price: if DynamoDB commits a put but answers with a retryable
-  error, the retry finds the record and that one alert is skipped (the record is kept).
-- STANDARD: a name runs once in 90 days (the ingest handler treats ExecutionAlreadyExists
-  as a duplicate), so a record with the same idempotency key can only be this execution's
-  own earlier attempt: the put accepts it and the alert still goes out.
+Each start of an execution carries its own token (`WRITER`, made by `with_writer`), in the
+item and beside it, and the put requires that the image is not recorded yet or that this
+token wrote the record. So when DynamoDB commits a put but answers with an error, the
+retry of that same put succeeds and the alert still goes out, while a second delivery of
+the upload (EXPRESS names are not unique, so it can start a second execution) ends in
+`AlreadyRecorded`. A put that committed and then failed for good leaves its record with
+its token: `linesight dlq redrive` sees that and publishes the alert it owed.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 DYNAMODB_RETRYABLE = (
     "DynamoDB.ProvisionedThroughputExceededException",
     "DynamoDB.ThrottlingException",
     "DynamoDB.RequestLimitExceeded",
+    "DynamoDB.InternalServerError",  # DynamoDB's own name for a 500
     "DynamoDB.InternalServerErrorException",
     "DynamoDB.AmazonDynamoDBException",
     "States.Timeout",
@@ -67,25 +68,28 @@ def _to_failure_queue(result_path: str = "$.error") -> dict[str, Any]:
             "Next": "SendToFailureQueue"}
 
 
-def put_condition(workflow_type: str) -> tuple[str, dict[str, Any]]:
-    """The putItem condition and its values for a workflow type (see the module doc)."""
-    if workflow_type == "STANDARD":
-        return ("attribute_not_exists(image_id) OR idempotency_key = :k",
-                {":k": {"S.$": "$.record.idempotency_key"}})
-    return "attribute_not_exists(image_id)", {}
+# The item attribute, and the execution input key, holding the token of the execution
+# that writes the record.
+WRITER = "written_by"
+PUT_CONDITION = f"attribute_not_exists(image_id) OR {WRITER} = :writer"
 
 
-def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_url: str,
-                             workflow_type: str = "EXPRESS") -> dict[str, Any]:
-    """The ASL document for one environment."""
-    condition, values = put_condition(workflow_type)
+def with_writer(payload: dict[str, Any]) -> dict[str, Any]:
+    """The execution input with a new writer token, in its item and beside it: the put's
+    condition then lets this execution, and only it, overwrite its own record."""
+    writer = uuid.uuid4().hex
+    return {**payload, "item": {**payload["item"], WRITER: {"S": writer}}, WRITER: writer}
+
+
+def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_url: str
+                             ) -> dict[str, Any]:
+    """The ASL document for one environment (the same for EXPRESS and STANDARD)."""
     put_parameters: dict[str, Any] = {
         "TableName": table_name,
         "Item.$": "$.item",
-        "ConditionExpression": condition,
+        "ConditionExpression": PUT_CONDITION,
+        "ExpressionAttributeValues": {":writer": {"S.$": f"$.{WRITER}"}},
     }
-    if values:
-        put_parameters["ExpressionAttributeValues"] = values
     return {
         "Comment": "LineSight: record a detection result once, then alert if needed.",
         "StartAt": "RecordResult",

@@ -370,8 +370,7 @@ class LocalStack:
                                       indent=2).encode(), ContentType="application/json")
 
         definition = workflow.state_machine_definition(
-            table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url,
-            workflow_type=topo.workflow_type)
+            table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url)
         state_machine_arn = sfn.create_state_machine(
             name=names.state_machine, definition=json.dumps(definition), roleArn=role_arn,
             type=topo.workflow_type)["stateMachineArn"]

@@ -83,18 +83,21 @@ def test_a_redelivered_message_after_a_crash(moto_stack: MotoStack, samples_dir:
 
 def test_a_retried_execution_does_not_record_or_alert_again(moto_stack: MotoStack,
                                                             samples_dir: Path) -> None:
-    """An execution started again with the same input (a redrive, or a Standard workflow
-    retried under a new name) ends in AlreadyRecorded, without an alert."""
+    """An execution started again for a recorded upload (a redrive, or a Standard workflow
+    retried under a new name: each start has its own writer token) ends in AlreadyRecorded,
+    without an alert."""
     import app
+
+    from pipeline.workflow import with_writer
 
     key = moto_stack.upload(_anomaly(samples_dir))
     app.ingest({"Records": [sqs_message(moto_stack, key)]}, None)
     [first] = wait_for_executions(moto_stack, 1)
     sfn = moto_stack.client("stepfunctions")
-    payload = sfn.describe_execution(executionArn=first["executionArn"])["input"]
+    payload = json.loads(sfn.describe_execution(executionArn=first["executionArn"])["input"])
     for attempt in range(2):
         sfn.start_execution(stateMachineArn=moto_stack.info.state_machine_arn,
-                            name=f"retry-{attempt}", input=payload)
+                            name=f"retry-{attempt}", input=json.dumps(with_writer(payload)))
 
     done = wait_for_executions(moto_stack, 3)
     retried = [e for e in done if e["name"].startswith("retry-")]
@@ -119,10 +122,10 @@ def test_concurrent_deliveries_race_to_one_record(moto_stack: MotoStack,
     record = ingest.analyse(ref, settings, load_detector(
         settings.detector_backend, settings.model_uri))
     alert = ingest.decide(record, ingest.alert_policy(settings, record.line_id))
-    payload = json.dumps(ingest.execution_input(record.with_changes(
-        alert_reason=alert.reason), alert))
     sfn = moto_stack.client("stepfunctions")
-    for name in ("racer-a", "racer-b"):
+    for name in ("racer-a", "racer-b"):  # two deliveries: each start has its own writer
+        payload = json.dumps(ingest.execution_input(record.with_changes(
+            alert_reason=alert.reason), alert))
         sfn.start_execution(stateMachineArn=moto_stack.info.state_machine_arn, name=name,
                             input=payload)
 

@@ -71,6 +71,17 @@ def _ingest(stack: MotoStack, samples_dir: Path) -> str:
     return key
 
 
+def _redrive_workflow(stack: MotoStack) -> Any:
+    """`linesight dlq redrive --queue workflow`, in this process."""
+    from pipeline import dlq
+
+    info, client = stack.info, stack.client
+    return dlq.redrive_workflow(
+        client("sqs"), info.failure_queue_url,
+        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
+        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"))
+
+
 def test_sns_down_keeps_the_record_retries_then_parks_the_alert(
         moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float],
         inject: Any) -> None:
@@ -106,7 +117,6 @@ def test_an_sns_error_no_retry_can_cure_parks_the_alert_at_once(
 
 def test_a_parked_alert_is_sent_once_by_the_redrive(
         moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float]) -> None:
-    from pipeline import dlq
 
     session = boto3._get_default_session()
 
@@ -121,11 +131,7 @@ def test_a_parked_alert_is_sent_once_by_the_redrive(
         session.events.unregister("before-call.sns.Publish", down)
 
     info = moto_stack.info
-    client = moto_stack.client
-    result = dlq.redrive_workflow(
-        client("sqs"), info.failure_queue_url,
-        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
-        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"))
+    result = _redrive_workflow(moto_stack)
     assert (result.moved, result.alerts_published, result.executions_started) == (1, 1, 0)
     [alert] = alerts(moto_stack)
     assert alert["line"] == "line-1" and "Defect" in alert["subject"]
@@ -158,7 +164,6 @@ def test_throttled_put_item_is_retried_and_recorded_once(
 def test_dynamodb_throttled_for_good_parks_the_input_and_the_redrive_records_it(
         moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float],
         inject: Any) -> None:
-    from pipeline import dlq
 
     table = moto_stack.info.table
     outage = {"on": True}
@@ -172,16 +177,65 @@ def test_dynamodb_throttled_for_good_parks_the_input_and_the_redrive_records_it(
     assert parked["error"]["Error"] == "DynamoDB.ThrottlingException"
 
     outage["on"] = False
-    info = moto_stack.info
-    client = moto_stack.client
-    result = dlq.redrive_workflow(
-        client("sqs"), info.failure_queue_url,
-        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
-        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"))
+    result = _redrive_workflow(moto_stack)
     assert result.executions_started == 1
     wait_until_idle(moto_stack)
     assert len(records(moto_stack)) == 1
     assert len(alerts(moto_stack)) == 1
+
+
+def _commit_then_fail(table: str, times: int) -> Callable[[dict[str, Any]], Any]:
+    """A put that DynamoDB commits but answers with a 500, the first `times` times: the
+    item is written (by a client outside the injected session), then the error returned."""
+    left = iter(range(times))
+    writer = boto3.session.Session().client("dynamodb")
+
+    def fault(params: dict[str, Any]) -> Any:
+        if params.get("TableName") != table or next(left, None) is None:
+            return None
+        try:
+            writer.put_item(**params)
+        except writer.exceptions.ConditionalCheckFailedException:
+            return _error("ConditionalCheckFailedException")
+        return _error("InternalServerError", 500)
+
+    return fault
+
+
+def test_a_put_that_committed_but_answered_an_error_still_alerts_once(
+        moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float],
+        inject: Any) -> None:
+    """The retry finds the record its own first try wrote: it goes on and alerts (a
+    condition of "not recorded at all" ended it in AlreadyRecorded, with no alert)."""
+    inject("dynamodb.PutItem", _commit_then_fail(moto_stack.info.table, 1))
+    _ingest(moto_stack, samples_dir)
+    [execution] = wait_until_idle(moto_stack)
+
+    states = history_states(moto_stack, execution["executionArn"])
+    assert execution["status"] == "SUCCEEDED" and "AlreadyRecorded" not in states, states
+    assert fast_retries == [1]
+    assert len(records(moto_stack)) == 1
+    assert len(alerts(moto_stack)) == 1
+
+
+def test_a_put_that_committed_but_failed_for_good_gets_its_alert_from_the_redrive(
+        moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float],
+        inject: Any) -> None:
+
+    inject("dynamodb.PutItem", _commit_then_fail(moto_stack.info.table, 5))
+    _ingest(moto_stack, samples_dir)
+    wait_until_idle(moto_stack)
+    assert fast_retries == [1, 2, 4, 8]
+    assert len(records(moto_stack)) == 1 and alerts(moto_stack) == []
+    [parked] = queue_bodies(moto_stack, moto_stack.info.failure_queue_url)
+    assert parked["error"]["Error"] == "DynamoDB.InternalServerError"
+
+    info = moto_stack.info
+    result = _redrive_workflow(moto_stack)
+    assert (result.moved, result.alerts_published, result.executions_started) == (1, 1, 0)
+    assert len(alerts(moto_stack)) == 1
+    assert len(records(moto_stack)) == 1
+    assert queue_bodies(moto_stack, info.failure_queue_url) == []
 
 
 def test_throttled_token_lookups_are_retried_by_the_client(

@@ -38,25 +38,29 @@ def test_a_publish_error_no_retry_can_cure_is_not_retried() -> None:
 
 def test_the_put_is_conditional_and_a_duplicate_skips_the_alert() -> None:
     put = TASKS["RecordResult"]
-    assert put["Parameters"]["ConditionExpression"] == "attribute_not_exists(image_id)"
+    # not recorded yet, or recorded by this very execution (a put that committed but was
+    # answered with an error, retried): then it goes on and alerts
+    assert put["Parameters"]["ConditionExpression"] == (
+        "attribute_not_exists(image_id) OR written_by = :writer")
+    assert put["Parameters"]["ExpressionAttributeValues"] == {
+        ":writer": {"S.$": "$.written_by"}}
     duplicate = put["Catch"][0]
     assert duplicate["ErrorEquals"] == [CONDITIONAL_CHECK_FAILED]
     assert DEFINITION["States"][duplicate["Next"]]["Type"] == "Succeed"
     # Retrying the put on any error would retry duplicates too: only named errors retry.
     assert CONDITIONAL_CHECK_FAILED not in put["Retry"][0]["ErrorEquals"]
     assert "States.ALL" not in put["Retry"][0]["ErrorEquals"]
+    assert "DynamoDB.InternalServerError" in put["Retry"][0]["ErrorEquals"]
 
 
-def test_standard_workflows_let_an_execution_finish_its_own_put() -> None:
-    # A STANDARD name runs once, so a record with our idempotency key is our own earlier
-    # attempt (a put that committed but answered with an error): go on and alert.
-    standard = state_machine_definition(table_name="t", topic_arn="arn:aws:sns:r:1:t",
-                                        failure_queue_url="q", workflow_type="STANDARD")
-    put = standard["States"]["RecordResult"]["Parameters"]
-    assert put["ConditionExpression"] == (
-        "attribute_not_exists(image_id) OR idempotency_key = :k")
-    assert put["ExpressionAttributeValues"] == {":k": {"S.$": "$.record.idempotency_key"}}
-    assert "ExpressionAttributeValues" not in TASKS["RecordResult"]["Parameters"]
+def test_every_execution_input_has_its_own_writer_in_the_item_and_beside_it() -> None:
+    from pipeline.workflow import with_writer
+
+    payload = {"item": {"image_id": {"S": "a"}}, "record": {}, "alert": {}}
+    first, second = with_writer(payload), with_writer(payload)
+    assert first["written_by"] != second["written_by"]
+    assert first["item"]["written_by"] == {"S": first["written_by"]}
+    assert payload["item"] == {"image_id": {"S": "a"}}  # the given input is left as it was
 
 
 def test_failures_go_to_the_failure_queue() -> None:
