@@ -25,6 +25,7 @@ import base64
 import hashlib
 import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,8 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.detector.artifact import ArtifactError, runtime_requirements
 
 RUNTIME = "python3.12"
 PYTHON_VERSION = "3.12"
@@ -45,6 +48,7 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024  # downloaded to /tmp (512 MB) on a cold sta
 _SKIP_DIRS = {"__pycache__", ".chalice", ".pytest_cache", ".mypy_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+LAYER_REQUIREMENTS = Path(__file__).resolve().parents[1] / "api" / "requirements.txt"
 
 Installer = Callable[[Path, Path], None]
 
@@ -114,11 +118,31 @@ def check_limits(code: Artifact, layer: Artifact) -> None:
                            f"{UNZIPPED_LIMIT:,}")
 
 
+def layer_packages(requirements: Path = LAYER_REQUIREMENTS) -> set[str]:
+    """The distribution names the dependencies layer installs (`name==version` lines).
+
+    >>> sorted(layer_packages())[:2]
+    ['aws-lambda-powertools', 'numpy']
+    """
+    names = (re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower()
+             for line in requirements.read_text().splitlines())
+    return {name for name in names if name and not name.startswith("#")}
+
+
 def model_files(model_dir: Path) -> list[tuple[str, Path]]:
     """The files of a `linesight train` model directory, as (relative key, path)."""
     if not (model_dir / "model.json").is_file():
         raise PackageError(f"{model_dir} is not a model directory (no model.json); "
                            "run `linesight train` or point modelPath at one")
+    try:
+        missing = sorted(runtime_requirements(model_dir) - layer_packages())
+    except ArtifactError as exc:
+        raise PackageError(str(exc)) from None
+    if missing:
+        raise PackageError(
+            f"the model in {model_dir} needs {', '.join(missing)} at inference, which the "
+            "ingest function's layer (api/requirements.txt) does not hold: serve it from a "
+            "SageMaker endpoint (sagemakerEndpoint), or train without --backbone")
     files = sorted(_walk(model_dir))
     size = sum(path.stat().st_size for _, path in files)
     if size > MAX_MODEL_BYTES:

@@ -79,6 +79,20 @@ def save(model: TrainedModel, out_dir: Path) -> TrainedModel:
     return dataclasses.replace(model, model_version=version)
 
 
+def runtime_requirements(model_dir: Path) -> set[str]:
+    """The packages a model needs at inference beyond numpy and Pillow (a method's
+    `runtime_requires`, an ensemble's members' included), read from its model.json alone."""
+    try:
+        document = json.loads((model_dir / MODEL_FILE).read_text())
+        names = [document["method"], *(member["name"] for member in
+                                       document["method_state"].get("members", []))]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{model_dir / MODEL_FILE} is not a LineSight model: "
+                            f"{exc}") from None
+    return {package for name in names if name in METHODS
+            for package in getattr(METHODS[name], "runtime_requires", ())}
+
+
 def load(model_dir: Path) -> TrainedModel:
     """Read an artifact written by `save`."""
     model_file = model_dir / MODEL_FILE

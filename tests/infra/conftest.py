@@ -137,7 +137,9 @@ def fake_pip(requirements: Path, target: Path) -> None:
 @pytest.fixture(scope="session")
 def fake_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = tmp_path_factory.mktemp("model")
-    (model / "model.json").write_text(json.dumps({"format": "linesight-detector/1"}))
+    (model / "model.json").write_text(json.dumps({"format": "linesight-detector/1",
+                                                  "method": "align_patch",
+                                                  "method_state": {}}))
     (model / "arrays.npz").write_bytes(b"not really numpy")
     return model
 

@@ -6,9 +6,11 @@ The layer is built with a fake pip here; one slow test runs the real pip (skippe
 
 from __future__ import annotations
 
+import json
 import socket
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,12 +112,29 @@ def test_model_files_and_digest(tmp_path: Path) -> None:
     with pytest.raises(package.PackageError, match="model.json"):
         package.model_files(tmp_path)
     (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(package.PackageError, match="not a LineSight model"):
+        package.model_files(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps({"method": "cnn", "method_state": {}}))
     (tmp_path / "arrays.npz").write_bytes(b"1")
     files = package.model_files(tmp_path)
     assert [name for name, _ in files] == ["arrays.npz", "model.json"]
     before = package.model_digest(files)
     (tmp_path / "arrays.npz").write_bytes(b"2")
     assert package.model_digest(files) != before
+
+
+@pytest.mark.parametrize("method, state", [
+    ("onnx_patchcore", {}),
+    ("ensemble", {"members": [{"name": "align_patch"}, {"name": "onnx_patchcore"}]}),
+])
+def test_a_model_the_layer_cannot_run_is_refused(method: str, state: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    """An ONNX-backbone model needs onnxruntime, which the ingest layer does not hold: say
+    so at `pulumi up` rather than fail every upload in the deployed stack."""
+    (tmp_path / "model.json").write_text(json.dumps({"method": method,
+                                                     "method_state": state}))
+    with pytest.raises(package.PackageError, match="needs onnxruntime at inference"):
+        package.model_files(tmp_path)
 
 
 def _pypi_reachable() -> bool:

@@ -29,6 +29,8 @@ class OnnxPatchCore(PatchMemory):
     name: ClassVar[str] = "onnx_patchcore"
     # Needs the user's backbone: only a candidate when training is given --backbone.
     auto_select: ClassVar[bool] = False
+    # What inference imports beyond numpy and Pillow (`artifact.runtime_requirements`).
+    runtime_requires: ClassVar[tuple[str, ...]] = ("onnxruntime",)
 
     def __init__(self, backbone: bytes = b"", input_size: int = 224, bank_size: int = 4096,
                  mean: Sequence[float] = IMAGENET_MEAN,
