@@ -7,13 +7,18 @@ seed, with the seed's column names so existing QuickSight analyses keep working.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from pipeline import aws
 from pipeline.records import ResultRecord, iso
+
+log = logging.getLogger(__name__)
 
 LAKE_PREFIX = "lake/"
 LAKE_ERROR_PREFIX = "lake-errors/"
@@ -94,8 +99,17 @@ def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]], *
         refused: list[tuple[str, Mapping[str, Any]]] = []
         for start in range(0, len(pending), FIREHOSE_BATCH):
             chunk = pending[start:start + FIREHOSE_BATCH]
-            response = firehose.put_record_batch(
-                DeliveryStreamName=stream_name, Records=encode_rows(row for _, row in chunk))
+            try:
+                response = firehose.put_record_batch(
+                    DeliveryStreamName=stream_name,
+                    Records=encode_rows(row for _, row in chunk))
+            except (ClientError, BotoCoreError):
+                # The whole call failed (throttled, unreachable): its rows are retried like
+                # refused ones, not raised, which would make Lambda resend the rows of
+                # earlier calls that landed.
+                log.warning("Firehose refused a call of %d rows", len(chunk), exc_info=True)
+                refused.extend(chunk)
+                continue
             if response.get("FailedPutCount", 0):
                 refused.extend(pair for pair, result
                                in zip(chunk, response["RequestResponses"], strict=True)

@@ -87,6 +87,28 @@ def test_only_rows_refused_every_time_are_reported(firehose: Stubber) -> None:
     assert result == {"batchItemFailures": [{"itemIdentifier": "203"}]}
 
 
+def test_a_call_firehose_fails_whole_is_retried_not_raised(firehose: Stubber) -> None:
+    """Raising would make Lambda resend the batch, rows that landed in earlier calls too:
+    the failed call's rows are retried like refused ones."""
+    import app
+
+    from pipeline import analytics
+    from pipeline.records import ResultRecord
+
+    rows = [_insert(f"{i:032x}", str(300 + i)) for i in range(analytics.FIREHOSE_BATCH + 2)]
+    firehose.add_response("put_record_batch", _put_response(
+        *[None] * analytics.FIREHOSE_BATCH), {"DeliveryStreamName": ANY, "Records": ANY})
+    firehose.add_client_error("put_record_batch", "ServiceUnavailableException",
+                              http_status_code=503)
+    last_two = analytics.encode_rows(
+        analytics.lake_row(ResultRecord.from_item(r["dynamodb"]["NewImage"]), r["awsRegion"])
+        for r in rows[-2:])
+    firehose.add_response("put_record_batch", _put_response(None, None),  # only those two
+                          {"DeliveryStreamName": ANY, "Records": last_two})
+
+    assert app.to_lake(_event(*rows), None) == {"batchItemFailures": []}
+
+
 def test_all_rows_sent_means_no_failures(firehose: Stubber) -> None:
     import app
 
