@@ -11,9 +11,11 @@ the AWS-managed key's policy cannot be changed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +53,22 @@ def filter_policy(lines: tuple[str, ...]) -> str | None:
     return json.dumps({"line": sorted(lines)}) if lines else None
 
 
-def subscription_name(prefix: str, email: str) -> str:
-    return f"{prefix}-alert-" + re.sub(r"[^a-z0-9]+", "-", email.lower()).strip("-")
+def subscription_names(prefix: str, emails: Iterable[str]) -> dict[str, str]:
+    """Each address's subscription resource name: readable, and where two addresses would
+    read alike (`a.b@x.io`, `a-b@x.io`), told apart by a hash of the address.
+
+    >>> subscription_names("ls", ["qa@x.io", "a.b@x.io", "a-b@x.io"])["qa@x.io"]
+    'ls-alert-qa-x-io'
+    >>> sorted(subscription_names("ls", ["a.b@x.io", "a-b@x.io"]).values())
+    ['ls-alert-a-b-x-io-653cd779', 'ls-alert-a-b-x-io-cd24ec43']
+    """
+    emails = list(emails)
+    readable = {email: f"{prefix}-alert-" + re.sub(r"[^a-z0-9]+", "-", email.lower()).strip("-")
+                for email in emails}
+    shared = Counter(readable.values())
+    return {email: name if shared[name] == 1 else
+            f"{name}-{hashlib.sha256(email.encode()).hexdigest()[:8]}"
+            for email, name in readable.items()}
 
 
 class Alerting(pulumi.ComponentResource):
@@ -72,10 +88,11 @@ class Alerting(pulumi.ComponentResource):
                       opts=child)
         self.topic = aws.sns.Topic(f"{p}-alerts", kms_master_key_id=self.key.arn, opts=child)
         self.subscriptions = []
+        names = subscription_names(p, args.subscriptions)
         for email, lines in args.subscriptions.items():
             policy = filter_policy(lines)
             self.subscriptions.append(aws.sns.TopicSubscription(
-                subscription_name(p, email),
+                names[email],
                 topic=self.topic.arn,
                 protocol="email",
                 endpoint=email,
