@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from chalice import (
     AuthResponse,
     BadRequestError,
@@ -237,7 +238,9 @@ def ingest(event: Any) -> dict[str, Any]:
                         batch_size=100)
 def to_lake(event: Any) -> dict[str, Any]:
     """INSERTs of the results table become lake rows in Firehose. Rows Firehose refuses
-    are retried here; only rows it refuses every time are reported back to Lambda."""
+    are retried here; rows it refuses every time go to the lake failure queue as data (and
+    only if that fails are they reported back to Lambda, which resends the batch from the
+    first of them)."""
     settings = current()
     settings.require("firehose_stream")
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -257,7 +260,19 @@ def to_lake(event: Any) -> dict[str, Any]:
         rows.append((sequence, analytics.lake_row(result, record.aws_region or settings.region)))
     if rows:
         failed = analytics.send_rows(settings.firehose_stream, rows)
-        failures.extend({"itemIdentifier": sequence} for sequence in failed)
         emit_lake_rows(len(rows) - len(failed))
+        if failed and settings.lake_failure_queue_url:
+            refused = set(failed)
+            try:
+                analytics.park_rows(settings.lake_failure_queue_url,
+                                    [row for sequence, row in rows if sequence in refused],
+                                    "Firehose refused them every time")
+                log.error("Firehose refused %d lake rows every time; they are on the lake "
+                          "failure queue (`linesight dlq redrive --queue lake`)", len(failed))
+                failed = []
+            except (ClientError, BotoCoreError):
+                log.exception("could not park %d refused lake rows; Lambda retries them",
+                              len(failed))
+        failures.extend({"itemIdentifier": sequence} for sequence in failed)
     return {"batchItemFailures": failures}
 

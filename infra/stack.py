@@ -94,6 +94,7 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         table=storage.table.name, tokens_table=storage.tokens_table.name,
         state_machine_arn=workflow.state_machine.arn, topic_arn=alerting.topic.arn,
         firehose_stream=analytics.stream.name, failure_queue_url=workflow.failure_queue.url,
+        lake_failure_queue_url=analytics.failure_queue.url,
         model_uri=model_uri,
     ).apply(lambda v: config.lambda_environment(**v))
 

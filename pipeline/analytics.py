@@ -120,6 +120,32 @@ def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]], *
     return [row_id for row_id, _ in pending]
 
 
+# A lake dead letter the handler writes itself: the rows Firehose kept refusing, as data.
+LAKE_ROWS = "LakeRows"
+_PARKED_BYTES = 200_000  # SQS takes at most 256 KiB a message
+
+
+def park_rows(queue_url: str, rows: Sequence[Mapping[str, Any]], reason: str) -> int:
+    """Put rows Firehose kept refusing on the lake's failure queue, as data, in as few
+    messages as fit; returns how many messages. `linesight dlq redrive` sends them again
+    without the stream (which keeps records 24 h) and without resending rows that landed,
+    as reporting them back to Lambda would. Raises what SQS raises."""
+    sqs = aws.client("sqs")
+    messages: list[list[Mapping[str, Any]]] = [[]]
+    size = 0
+    for row in rows:
+        length = len(json.dumps(row)) + 2
+        if messages[-1] and size + length > _PARKED_BYTES:
+            messages.append([])
+            size = 0
+        messages[-1].append(row)
+        size += length
+    for batch in messages:
+        sqs.send_message(QueueUrl=queue_url,
+                         MessageBody=json.dumps({LAKE_ROWS: batch, "reason": reason}))
+    return len(messages)
+
+
 def s3_destination(*, bucket_arn: str, role_arn: str, buffering: Buffering) -> dict[str, Any]:
     """The Firehose ExtendedS3DestinationConfiguration (API field names)."""
     return {

@@ -8,8 +8,10 @@ Three queues hold what the pipeline could not finish:
   machine's Catch). Redrive: a record that was never stored gets a new execution; a
   stored record whose alert failed (`alert_error`), or that this execution's put stored
   though it was answered with an error (its writer token), gets its alert published.
-- `lake`: stream batches the lake handler gave up on (`DDBStreamBatchInfo`). Redrive: the
-  records are re-read from the stream and sent to Firehose.
+- `lake`: rows Firehose refused every time, parked by the lake handler as data
+  (`analytics.park_rows`), and stream batches Lambda gave up on (`DDBStreamBatchInfo`, when
+  the handler failed as a whole). Redrive: the rows are sent to Firehose; a batch's records
+  are re-read from the stream first (which keeps them 24 h).
 
 SQS keeps no reason with a dead letter, so the ingest step tags the image with one
 (`pipeline.ingest.FAILURE_TAG`) before its message is retried; `describe` reads it back.
@@ -171,8 +173,19 @@ def _describe_lake(body: str, common: dict[str, Any], s3: Any | None
                    ) -> Iterator[DeadLetter]:
     try:
         info = json.loads(body)
+        if analytics.LAKE_ROWS in info:
+            rows = list(info[analytics.LAKE_ROWS])
+            first = rows[0] if rows else {}
+            more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
+            yield DeadLetter(
+                **common, reason=f"{info.get('reason', 'refused')}: {len(rows)} lake rows",
+                image=f"{first.get('ImageUrl', '')}{more}",
+                line_id=str(first.get("AssemblyLineId", "")),
+                camera_id=str(first.get("CameraId", "")), image_id=str(first.get("ImageId", "")),
+                extra={"rows": len(rows)})
+            return
         batch = info["DDBStreamBatchInfo"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         yield DeadLetter(**common, reason="not a stream on-failure record (unreadable)")
         return
     condition = info.get("requestContext", {}).get("condition", "unknown")
@@ -265,14 +278,20 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
 def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stream: str,
                  region: str, send: Callable[..., list[str]] = analytics.send_rows,
                  limit: int = 1000) -> RedriveResult:
-    """Re-read each failed stream batch from the stream and send its INSERTs to Firehose."""
+    """Send each dead letter's rows to Firehose: rows the handler parked as data, or a
+    failed stream batch's INSERTs, re-read from the stream."""
     result = RedriveResult()
     for message in receive_all(sqs, lake_failure_url, limit=limit):
         try:
-            batch = json.loads(message["Body"])["DDBStreamBatchInfo"]
-            rows = [(r["dynamodb"]["SequenceNumber"], analytics.lake_row(
-                        ResultRecord.from_item(r["dynamodb"]["NewImage"]), region))
-                    for r in _stream_records(streams, batch) if r["eventName"] == "INSERT"]
+            info = json.loads(message["Body"])
+            if analytics.LAKE_ROWS in info:
+                rows = [(str(row.get("ImageId", index)), row)
+                        for index, row in enumerate(info[analytics.LAKE_ROWS])]
+            else:
+                rows = [(r["dynamodb"]["SequenceNumber"], analytics.lake_row(
+                            ResultRecord.from_item(r["dynamodb"]["NewImage"]), region))
+                        for r in _stream_records(streams, info["DDBStreamBatchInfo"])
+                        if r["eventName"] == "INSERT"]
             failed = send(firehose_stream, rows) if rows else []
         except (ClientError, ValueError, KeyError, TypeError):
             failed = ["?"]

@@ -41,6 +41,7 @@ class Settings:
     topic_arn: str = ""
     firehose_stream: str = ""
     failure_queue_url: str = ""
+    lake_failure_queue_url: str = ""
     detector_backend: str = "embedded"
     model_uri: str = ""
     sagemaker_endpoint: str = ""
@@ -93,6 +94,7 @@ _VARIABLES = {
     "topic_arn": "LINESIGHT_TOPIC_ARN",
     "firehose_stream": "LINESIGHT_FIREHOSE_STREAM",
     "failure_queue_url": "LINESIGHT_FAILURE_QUEUE_URL",
+    "lake_failure_queue_url": "LINESIGHT_LAKE_FAILURE_QUEUE_URL",
     "model_uri": "LINESIGHT_MODEL_URI",
     "sagemaker_endpoint": "LINESIGHT_SAGEMAKER_ENDPOINT",
 }

@@ -145,7 +145,8 @@ class StackConfig:
     def lambda_environment(self, *, images_bucket: str, results_bucket: str, table: str,
                            tokens_table: str, state_machine_arn: str, topic_arn: str,
                            firehose_stream: str, failure_queue_url: str,
-                           model_uri: str = "") -> dict[str, str]:
+                           lake_failure_queue_url: str, model_uri: str = ""
+                           ) -> dict[str, str]:
         """The handlers' environment (the names `pipeline.settings` reads), given the
         deployed resources. `model_uri` is where an uploaded `modelPath` landed; without
         it the config's own `modelUri` is used."""
@@ -158,6 +159,7 @@ class StackConfig:
             "LINESIGHT_TOPIC_ARN": topic_arn,
             "LINESIGHT_FIREHOSE_STREAM": firehose_stream,
             "LINESIGHT_FAILURE_QUEUE_URL": failure_queue_url,
+            "LINESIGHT_LAKE_FAILURE_QUEUE_URL": lake_failure_queue_url,
             "LINESIGHT_DETECTOR": self.detector.backend,
             "LINESIGHT_MODEL_URI": model_uri or self.detector.model_uri,
             "LINESIGHT_SAGEMAKER_ENDPOINT": self.detector.sagemaker_endpoint,

@@ -448,7 +448,8 @@ class LocalStack:
                 table=info.table, tokens_table=info.tokens_table,
                 state_machine_arn=info.state_machine_arn, topic_arn=info.topic_arn,
                 firehose_stream=info.firehose_stream,
-                failure_queue_url=info.failure_queue_url, model_uri=info.model_uri),
+                failure_queue_url=info.failure_queue_url,
+                lake_failure_queue_url=info.lake_failure_queue_url, model_uri=info.model_uri),
         }
 
     def _set_environment(self, info: StackInfo) -> None:
@@ -556,6 +557,7 @@ OUTPUT_VARIABLES = {
     "topic_arn": "LINESIGHT_TOPIC_ARN",
     "firehose_stream": "LINESIGHT_FIREHOSE_STREAM",
     "failure_queue_url": "LINESIGHT_FAILURE_QUEUE_URL",
+    "lake_failure_queue_url": "LINESIGHT_LAKE_FAILURE_QUEUE_URL",
 }
 
 

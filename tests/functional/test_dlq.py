@@ -161,6 +161,33 @@ def test_a_failed_lake_batch_is_listed_and_resent(cli: Any, moto_stack: MotoStac
     assert key.endswith(row["ImageId"] + ".jpg")
 
 
+def test_lake_rows_the_handler_parked_are_listed_and_resent(cli: Any,
+                                                           moto_stack: MotoStack) -> None:
+    """Rows Firehose refused every time, parked by `to_lake` as data: the redrive sends
+    them without the stream."""
+    from pipeline import analytics
+    from pipeline.records import ResultRecord, parse_time
+
+    at = parse_time("2026-11-24T10:00:00+00:00")
+    rows = [analytics.lake_row(ResultRecord(f"{i:032x}", "line-1", "cam-1", f"s3://b/{i}.jpg",
+                                            at, at, "OK"), "us-east-1") for i in (7, 8)]
+    analytics.park_rows(moto_stack.info.lake_failure_queue_url, rows,
+                        "Firehose refused them every time")
+
+    listed = cli("list", "--queue", "lake")
+    assert listed.exit_code == 0, listed.output
+    said = " ".join(listed.stdout.split())
+    assert "Firehose refused them every time: 2 lake rows" in said
+    assert "s3://b/7.jpg and 1 more" in said
+
+    redriven = cli("redrive", "--queue", "lake")
+    assert redriven.exit_code == 0, redriven.output
+    assert "2 lake rows sent" in redriven.stdout
+    assert sorted(row["ImageId"] for row in lake_rows(moto_stack)) == [f"{7:032x}",
+                                                                       f"{8:032x}"]
+    assert "no dead letters" in cli("list", "--queue", "lake").stdout
+
+
 def test_empty_queues_say_so(cli: Any) -> None:
     result = cli("list")
     assert result.exit_code == 0, result.output

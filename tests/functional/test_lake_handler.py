@@ -1,6 +1,7 @@
 """The lake handler (`to_lake`): INSERTs become lake rows in Firehose. Rows Firehose refuses
-(`FailedPutCount` > 0) are re-sent alone inside the invocation; only rows refused every
-time are reported in `batchItemFailures`. A record that cannot be decoded is logged and
+(`FailedPutCount` > 0) are re-sent alone inside the invocation; rows refused every time
+are parked on the lake failure queue as data, and reported in `batchItemFailures` only if
+that fails too. A record that cannot be decoded is logged and
 counted, not reported (Lambda would resend every later record of the batch)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from tests.conftest import MotoStack, load_event
-from tests.functional.conftest import lake_rows
+from tests.functional.conftest import lake_rows, queue_bodies
 
 
 def _insert(image_id: str, sequence: str) -> dict[str, Any]:
@@ -71,9 +72,7 @@ def test_refused_rows_are_re_sent_alone_and_then_succeed(firehose: Stubber) -> N
     assert app.to_lake(_event(*records), None) == {"batchItemFailures": []}
 
 
-def test_only_rows_refused_every_time_are_reported(firehose: Stubber) -> None:
-    import app
-
+def _refuse_row_d_every_time(firehose: Stubber) -> list[dict[str, Any]]:
     records = [_insert(c * 32, str(200 + i)) for i, c in enumerate("abcd")]
     firehose.add_response("put_record_batch", _put_response(
         None, "ServiceUnavailableException", None, "InternalFailure"),
@@ -82,8 +81,37 @@ def test_only_rows_refused_every_time_are_reported(firehose: Stubber) -> None:
                           {"DeliveryStreamName": ANY, "Records": ANY})
     firehose.add_response("put_record_batch", _put_response("InternalFailure"),
                           {"DeliveryStreamName": ANY, "Records": ANY})
+    return records
 
-    result = app.to_lake(_event(*records), None)
+
+def test_rows_refused_every_time_are_parked_on_the_lake_failure_queue(
+        firehose: Stubber, moto_stack: MotoStack) -> None:
+    """As data, not reported back to Lambda: that would resend rows c and b, which landed,
+    and leave d depending on the stream's 24 h."""
+    import app
+
+
+    result = app.to_lake(_event(*_refuse_row_d_every_time(firehose)), None)
+
+    assert result == {"batchItemFailures": []}
+    [parked] = queue_bodies(moto_stack, moto_stack.info.lake_failure_queue_url)
+    assert [row["ImageId"] for row in parked["LakeRows"]] == ["d" * 32]
+    assert parked["reason"] == "Firehose refused them every time"
+
+
+def test_rows_that_cannot_be_parked_either_are_reported(
+        firehose: Stubber, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app
+
+    from pipeline.settings import current
+
+    monkeypatch.setenv("LINESIGHT_LAKE_FAILURE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com"
+                                                            "/123456789012/no-such-queue")
+    current.cache_clear()
+    try:
+        result = app.to_lake(_event(*_refuse_row_d_every_time(firehose)), None)
+    finally:
+        current.cache_clear()
     assert result == {"batchItemFailures": [{"itemIdentifier": "203"}]}
 
 
@@ -143,7 +171,8 @@ def test_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) -> None:
     assert app.to_lake(_event(modify, remove), None) == {"batchItemFailures": []}
 
 
-def test_more_rows_than_one_firehose_call_takes(firehose: Stubber) -> None:
+def test_more_rows_than_one_firehose_call_takes(firehose: Stubber, moto_stack: MotoStack
+                                                ) -> None:
     import app
 
     from pipeline.analytics import FIREHOSE_BATCH
@@ -156,5 +185,6 @@ def test_more_rows_than_one_firehose_call_takes(firehose: Stubber) -> None:
     for _ in range(2):  # the refused row alone, refused again on both retries
         firehose.add_response("put_record_batch", _put_response("InternalFailure"),
                               {"DeliveryStreamName": ANY, "Records": ANY})
-    result = app.to_lake(_event(*records), None)
-    assert result == {"batchItemFailures": [{"itemIdentifier": str(1000 + FIREHOSE_BATCH + 1)}]}
+    assert app.to_lake(_event(*records), None) == {"batchItemFailures": []}
+    [parked] = queue_bodies(moto_stack, moto_stack.info.lake_failure_queue_url)
+    assert [row["ImageId"] for row in parked["LakeRows"]] == [f"{FIREHOSE_BATCH + 1:032x}"]

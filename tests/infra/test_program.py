@@ -35,7 +35,7 @@ ENV_NAMES = {
     "LINESIGHT_FIREHOSE_STREAM", "LINESIGHT_FAILURE_QUEUE_URL", "LINESIGHT_DETECTOR",
     "LINESIGHT_MODEL_URI", "LINESIGHT_SAGEMAKER_ENDPOINT", "LINESIGHT_CONFIDENCE_THRESHOLD",
     "LINESIGHT_MAX_UPLOAD_BYTES", "LINESIGHT_IMAGE_EXTENSIONS", "LINESIGHT_LINES",
-    "LINESIGHT_ALERT_ON_INVALID",
+    "LINESIGHT_ALERT_ON_INVALID", "LINESIGHT_LAKE_FAILURE_QUEUE_URL",
 }
 FUNCTIONS = {"api": "app.app", "authorizer": "app.token_authorizer", "ingest": "app.ingest",
              "to-lake": "app.to_lake"}
@@ -142,6 +142,7 @@ def test_every_function_gets_the_handlers_environment(d: Deployed) -> None:
         topic_arn=d.one("sns/topic:Topic").props["arn"],
         firehose_stream=d.one("firehoseDeliveryStream:FirehoseDeliveryStream").props["name"],
         failure_queue_url=queue(d, "workflow-failures")["url"],
+        lake_failure_queue_url=queue(d, "lake-failures")["url"],
         model_uri=d.outputs["model_uri"])
     assert set(expected) == ENV_NAMES
     for key, handler in FUNCTIONS.items():

@@ -149,10 +149,11 @@ def test_lambda_environment_round_trips_through_settings() -> None:
     env = config.lambda_environment(
         images_bucket="img", results_bucket="res", table="tbl", tokens_table="tok",
         state_machine_arn="arn:sm", topic_arn="arn:topic", firehose_stream="fh",
-        failure_queue_url="https://q")
+        failure_queue_url="https://q", lake_failure_queue_url="https://lq")
     read = settings.Settings.from_env(env)
     assert (read.images_bucket, read.results_bucket, read.table_name, read.tokens_table) == (
         "img", "res", "tbl", "tok")
+    assert (read.failure_queue_url, read.lake_failure_queue_url) == ("https://q", "https://lq")
     assert read.model_uri == "s3://models-bucket/v1/"
     assert read.detector_backend == "embedded"
     assert read.max_upload_bytes == 1000
@@ -165,7 +166,7 @@ def test_sagemaker_detector_environment() -> None:
     config = parse(modelUri="", sagemakerEndpoint="defects-v2")
     env = config.lambda_environment(
         images_bucket="", results_bucket="", table="", tokens_table="", state_machine_arn="",
-        topic_arn="", firehose_stream="", failure_queue_url="")
+        topic_arn="", firehose_stream="", failure_queue_url="", lake_failure_queue_url="")
     assert env["LINESIGHT_DETECTOR"] == "sagemaker"
     assert env["LINESIGHT_SAGEMAKER_ENDPOINT"] == "defects-v2"
     assert env["LINESIGHT_MODEL_URI"] == ""
