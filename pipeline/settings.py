@@ -57,7 +57,7 @@ class Settings:
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
         return cls(
             region=region,
-            **{name: env.get(variable, "") for name, variable in _VARIABLES.items()},
+            **{name: env.get(variable, "") for name, variable in VARIABLES.items()},
             detector_backend=env.get("LINESIGHT_DETECTOR", "embedded"),
             confidence_threshold=_band(env.get("LINESIGHT_CONFIDENCE_THRESHOLD", ""),
                                        "LINESIGHT_CONFIDENCE_THRESHOLD",
@@ -72,7 +72,7 @@ class Settings:
     def require(self, *names: str) -> None:
         """Fail with one clear message, naming the variables, when a handler needs
         settings that are unset."""
-        missing = [_VARIABLES[name] for name in names if not getattr(self, name)]
+        missing = [VARIABLES[name] for name in names if not getattr(self, name)]
         if missing:
             raise SettingsError("missing environment variables: " + ", ".join(missing))
 
@@ -85,7 +85,7 @@ class Settings:
 
 
 # The settings that are plain names of resources, and the variables that carry them.
-_VARIABLES = {
+VARIABLES = {
     "images_bucket": "LINESIGHT_IMAGES_BUCKET",
     "results_bucket": "LINESIGHT_RESULTS_BUCKET",
     "table_name": "LINESIGHT_TABLE",

@@ -177,9 +177,10 @@ def evaluate(
                                  param_hint="MODEL_DIR")
     if not test_dir.is_dir():
         raise typer.BadParameter(f"{test_dir} is not a directory", param_hint="TEST_DIR")
-    if test_root(test_dir) != test_dir:
-        console.print(f"scoring {test_root(test_dir)}: the test split of the data set in "
-                      f"{test_dir}", markup=False)
+    scored = test_root(test_dir)
+    if scored != test_dir:
+        console.print(f"scoring {scored}: the test split of the data set in {test_dir}",
+                      markup=False)
     try:
         with progress_bar() as update:
             result = run_evaluation(model_dir, test_dir, threshold=threshold, progress=update,

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import aws, dlq
-from scripts.cli_tokens import StateOption, fail
+from scripts.cli_tokens import StateOption, fail, use_local_stack, use_stack_file
 
 console = Console()
 dlq_app = typer.Typer(help="Inspect and redrive dead letters (ingest, workflow, lake).",
@@ -47,14 +47,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _stack(state: Path | None) -> Any:
-    from scripts.local_stack import STATE_FILE, StateFileError, use_description, use_state
-
-    try:
-        if state is None:
-            return use_state(STATE_FILE)
-        described = use_description(state, NEEDED)
-    except (FileNotFoundError, StateFileError) as exc:
-        fail(str(exc))
+    if state is None:
+        return use_local_stack()
+    described = use_stack_file(state, NEEDED)
     return SimpleNamespace(**{key: described[key] for key in NEEDED})
 
 

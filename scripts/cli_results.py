@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.records import STATUS_INVALID, ResultRecord, parse_time
-from scripts.cli_tokens import StateOption
+from scripts.cli_tokens import StateOption, use_stack_file
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -81,7 +81,7 @@ def connect(table: str | None = None, endpoint_url: str | None = None,
 
     api_url, camera_tokens, token = os.environ.get("LINESIGHT_API_URL", ""), None, ""
     if state is not None:
-        described = _described(state, () if table else ("table",))
+        described = use_stack_file(state, () if table else ("table",))
         api_url = described.get("api_url") or api_url
         camera_tokens, token = described.get("camera_tokens"), described.get("token", "")
     elif not table and not os.environ.get("LINESIGHT_TABLE"):
@@ -104,16 +104,6 @@ def connect(table: str | None = None, endpoint_url: str | None = None,
     except SettingsError as exc:
         _fail(str(exc))
     return Stack(settings, api_url, camera_tokens, os.environ.get("LINESIGHT_TOKEN", token))
-
-
-def _described(state: Path, needed: tuple[str, ...]) -> dict[str, Any]:
-    """Point `pipeline` at the stack a --state file describes (`use_description`)."""
-    from scripts.local_stack import StateFileError, use_description
-
-    try:
-        return use_description(state, needed)
-    except (FileNotFoundError, StateFileError) as exc:
-        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -653,7 +643,7 @@ def upload(
     url, secret = api_url or "", token or os.environ.get("LINESIGHT_TOKEN", "")
     described: dict[str, Any] = {}
     if state is not None:
-        described = _described(state, () if url else ("api_url",))
+        described = use_stack_file(state, () if url else ("api_url",))
     else:
         url = url or os.environ.get("LINESIGHT_API_URL", "")
         if not url or not secret:

@@ -12,7 +12,7 @@ import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -51,10 +51,21 @@ def register(app: typer.Typer) -> None:
 
 def use_local_stack() -> StackInfo:
     """Point boto3 at the running local stack and return its state (`StackInfo`)."""
-    from scripts.local_stack import StateFileError, use_state
+    from scripts import local_stack
 
     try:
-        return use_state()
+        return local_stack.use_state(local_stack.STATE_FILE)
+    except (FileNotFoundError, local_stack.StateFileError) as exc:
+        fail(str(exc))
+
+
+def use_stack_file(state: Path, needed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Point this process at the stack a --state file describes (`use_description`), or
+    stop with one line saying why not."""
+    from scripts.local_stack import StateFileError, use_description
+
+    try:
+        return use_description(state, needed)
     except (FileNotFoundError, StateFileError) as exc:
         fail(str(exc))
 
@@ -69,12 +80,7 @@ def resolve_table(table: str | None, state: Path | None = None) -> str:
     """--table, else the --state file's, else LINESIGHT_TOKENS_TABLE, else the running
     local stack's."""
     if state is not None:
-        from scripts.local_stack import StateFileError, use_description
-
-        try:
-            described = use_description(state, () if table else ("tokens_table",))
-        except (FileNotFoundError, StateFileError) as exc:
-            fail(str(exc))
+        described = use_stack_file(state, () if table else ("tokens_table",))
         return table or str(described["tokens_table"])
     if table:
         return table

@@ -37,7 +37,7 @@ from chalice.local import (
 )
 
 from pipeline import alarms, analytics, aws, dashboard, tables, tokens, workflow
-from pipeline.settings import current
+from pipeline.settings import VARIABLES, current
 from pipeline.stackconfig import StackConfig, parse_stack_config
 from scripts.emulator import Emulator
 from scripts.event_sources import MetricsSink, SqsPoller, StreamPoller
@@ -546,19 +546,11 @@ def _use_local(info: StackInfo) -> StackInfo:
     return info
 
 
-# A deployed stack's outputs (infra/stack.py) and the handlers' variables they fill in.
-OUTPUT_VARIABLES = {
-    "api_url": "LINESIGHT_API_URL",
-    "images_bucket": "LINESIGHT_IMAGES_BUCKET",
-    "results_bucket": "LINESIGHT_RESULTS_BUCKET",
-    "table": "LINESIGHT_TABLE",
-    "tokens_table": "LINESIGHT_TOKENS_TABLE",
-    "state_machine_arn": "LINESIGHT_STATE_MACHINE_ARN",
-    "topic_arn": "LINESIGHT_TOPIC_ARN",
-    "firehose_stream": "LINESIGHT_FIREHOSE_STREAM",
-    "failure_queue_url": "LINESIGHT_FAILURE_QUEUE_URL",
-    "lake_failure_queue_url": "LINESIGHT_LAKE_FAILURE_QUEUE_URL",
-}
+# A deployed stack's outputs (infra/stack.py) and the handlers' variables they fill in:
+# the settings' own names (`pipeline.settings.VARIABLES`; the table is output as `table`).
+OUTPUT_VARIABLES = {"api_url": "LINESIGHT_API_URL",
+                    **{{"table_name": "table"}.get(name, name): variable
+                       for name, variable in VARIABLES.items()}}
 
 
 def use_description(path: Path, needed: tuple[str, ...] = ()) -> dict[str, Any]:
