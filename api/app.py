@@ -30,8 +30,8 @@ from pipeline import analytics, queries, reviews, tokens, uploads
 from pipeline import ingest as ingest_step
 from pipeline.aws import client
 from pipeline.detector import load_detector
-from pipeline.records import ResultRecord, parse_time
-from pipeline.settings import current, parse_flag
+from pipeline.records import parse_time
+from pipeline.settings import Settings, current, parse_flag
 
 app = Chalice(app_name="linesight")
 app.log.setLevel(logging.INFO)
@@ -238,41 +238,53 @@ def ingest(event: Any) -> dict[str, Any]:
                         batch_size=100)
 def to_lake(event: Any) -> dict[str, Any]:
     """INSERTs of the results table become lake rows in Firehose. Rows Firehose refuses
-    are retried here; rows it refuses every time go to the lake failure queue as data (and
-    only if that fails are they reported back to Lambda, which resends the batch from the
-    first of them)."""
+    are retried here; rows it refuses every time, and records that cannot be read as a
+    result, go to the lake failure queue as data (and only if that fails are they reported
+    back to Lambda, which resends the batch from the first of them)."""
     settings = current()
     settings.require("firehose_stream")
     rows: list[tuple[str, dict[str, Any]]] = []
-    failures: list[dict[str, str]] = []
+    unreadable: list[tuple[str, Mapping[str, Any], str]] = []
     for record in event:
         sequence = record.sequence_number
         if record.event_name != "INSERT" or not record.new_image:
             continue
         try:
-            result = ResultRecord.from_item(record.new_image)
-        except (KeyError, ValueError, TypeError):
+            rows.append((sequence, analytics.row_from_image(
+                record.new_image, record.aws_region or settings.region)))
+        except (KeyError, ValueError, TypeError) as error:
             # Permanent: retrying cannot help, and reporting it would make Lambda resend
-            # every later record of the batch. The record itself stays in the table.
-            log.exception("cannot decode stream record %s; it gets no lake row", sequence)
+            # every later record of the batch. It is parked as the stream carried it, for
+            # a redrive once the code that reads it is fixed.
+            log.exception("cannot read stream record %s as a result", sequence)
             emit_unexpected_error("lake-decode")
-            continue
-        rows.append((sequence, analytics.lake_row(result, record.aws_region or settings.region)))
+            unreadable.append((sequence, record.new_image,
+                               f"cannot be read as a result record: {error!r}"))
+    failures: list[str] = []
     if rows:
-        failed = analytics.send_rows(settings.firehose_stream, rows)
-        emit_lake_rows(len(rows) - len(failed))
-        if failed and settings.lake_failure_queue_url:
-            refused = set(failed)
-            try:
-                analytics.park_rows(settings.lake_failure_queue_url,
-                                    [row for sequence, row in rows if sequence in refused],
-                                    "Firehose refused them every time")
-                log.error("Firehose refused %d lake rows every time; they are on the lake "
-                          "failure queue (`linesight dlq redrive --queue lake`)", len(failed))
-                failed = []
-            except (ClientError, BotoCoreError):
-                log.exception("could not park %d refused lake rows; Lambda retries them",
-                              len(failed))
-        failures.extend({"itemIdentifier": sequence} for sequence in failed)
-    return {"batchItemFailures": failures}
+        refused = set(analytics.send_rows(settings.firehose_stream, rows))
+        emit_lake_rows(len(rows) - len(refused))
+        failures += _park([(sequence, row) for sequence, row in rows if sequence in refused],
+                          "Firehose refused them every time", analytics.LAKE_ROWS, settings)
+    for sequence, image, reason in unreadable:
+        failures += _park([(sequence, image)], reason, analytics.STREAM_IMAGES, settings)
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failures]}
 
+
+def _park(entries: list[tuple[str, Mapping[str, Any]]], reason: str, kind: str,
+          settings: Settings) -> list[str]:
+    """Park (sequence, data) pairs on the lake failure queue; returns the sequence numbers
+    of those that could not be parked, for Lambda to retry."""
+    if not entries:
+        return []
+    if settings.lake_failure_queue_url:
+        try:
+            analytics.park_rows(settings.lake_failure_queue_url,
+                                [data for _, data in entries], reason, kind=kind)
+            log.error("%d stream records went to the lake failure queue (%s; "
+                      "`linesight dlq redrive --queue lake`)", len(entries), reason)
+            return []
+        except (ClientError, BotoCoreError):
+            log.exception("could not park %d stream records; Lambda retries them",
+                          len(entries))
+    return [sequence for sequence, _ in entries]

@@ -25,8 +25,8 @@ MIN_IMAGES_FOR_RATE = 10  # fewer images in a period say nothing about a rate
 ERROR_STAGES = {
     "ingest": "an image message failed; it is retried, then goes to the ingest dead-letter "
               "queue",
-    "lake-decode": "a results-stream record could not be decoded; the result stays in the "
-                   "table but gets no lake row",
+    "lake-decode": "a results-stream record could not be read as a result; it stays in the "
+                   "table and goes to the lake failure queue instead of the lake",
 }
 
 

@@ -77,6 +77,12 @@ def lake_row(record: ResultRecord, region: str) -> dict[str, Any]:
     }
 
 
+def row_from_image(image: Mapping[str, Any], region: str) -> dict[str, Any]:
+    """The lake row of a results-table item as the stream carries it (typed DynamoDB JSON).
+    Raises KeyError, ValueError or TypeError for an item that is not a result record."""
+    return lake_row(ResultRecord.from_item(image), region)
+
+
 def encode_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, bytes]]:
     """Firehose records: one JSON object per line, newline-terminated."""
     return [{"Data": (json.dumps(row, sort_keys=True) + "\n").encode()} for row in rows]
@@ -120,16 +126,21 @@ def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]], *
     return [row_id for row_id, _ in pending]
 
 
-# A lake dead letter the handler writes itself: the rows Firehose kept refusing, as data.
+# Lake dead letters the handler writes itself, as data: the rows Firehose kept refusing,
+# and results-stream images that could not be made into rows (typed DynamoDB JSON, as the
+# stream carried them), which a redrive decodes again once the code that reads them is fixed.
 LAKE_ROWS = "LakeRows"
+STREAM_IMAGES = "StreamImages"
 _PARKED_BYTES = 200_000  # SQS takes at most 256 KiB a message
 
 
-def park_rows(queue_url: str, rows: Sequence[Mapping[str, Any]], reason: str) -> int:
-    """Put rows Firehose kept refusing on the lake's failure queue, as data, in as few
-    messages as fit; returns how many messages. `linesight dlq redrive` sends them again
-    without the stream (which keeps records 24 h) and without resending rows that landed,
-    as reporting them back to Lambda would. Raises what SQS raises."""
+def park_rows(queue_url: str, rows: Sequence[Mapping[str, Any]], reason: str, *,
+              kind: str = LAKE_ROWS) -> int:
+    """Put rows Firehose kept refusing (or, with `kind=STREAM_IMAGES`, stream images that
+    could not be decoded) on the lake's failure queue, as data, in as few messages as fit;
+    returns how many messages. `linesight dlq redrive` sends them again without the stream
+    (which keeps records 24 h) and without resending rows that landed, as reporting them
+    back to Lambda would. Raises what SQS raises."""
     sqs = aws.client("sqs")
     messages: list[list[Mapping[str, Any]]] = [[]]
     size = 0
@@ -142,7 +153,7 @@ def park_rows(queue_url: str, rows: Sequence[Mapping[str, Any]], reason: str) ->
         size += length
     for batch in messages:
         sqs.send_message(QueueUrl=queue_url,
-                         MessageBody=json.dumps({LAKE_ROWS: batch, "reason": reason}))
+                         MessageBody=json.dumps({kind: batch, "reason": reason}))
     return len(messages)
 
 

@@ -8,10 +8,12 @@ Three queues hold what the pipeline could not finish:
   machine's Catch). Redrive: a record that was never stored gets a new execution; a
   stored record whose alert failed (`alert_error`), or that this execution's put stored
   though it was answered with an error (its writer token), gets its alert published.
-- `lake`: rows Firehose refused every time, parked by the lake handler as data
-  (`analytics.park_rows`), and stream batches Lambda gave up on (`DDBStreamBatchInfo`, when
-  the handler failed as a whole). Redrive: the rows are sent to Firehose; a batch's records
-  are re-read from the stream first (which keeps them 24 h).
+- `lake`: rows Firehose refused every time and stream records that could not be read as a
+  result, parked by the lake handler as data (`analytics.park_rows`), and stream batches
+  Lambda gave up on (`DDBStreamBatchInfo`, when the handler failed as a whole). Redrive:
+  the rows are sent to Firehose; parked records are read again first (after a fix, they
+  go through; until then they stay), and a batch's records are re-read from the stream
+  (which keeps them 24 h).
 
 SQS keeps no reason with a dead letter, so the ingest step tags the image with one
 (`pipeline.ingest.FAILURE_TAG`) before its message is retried; `describe` reads it back.
@@ -61,6 +63,7 @@ class RedriveResult:
     alerts_published: int = 0
     executions_started: int = 0
     lake_rows_sent: int = 0
+    parked: int = 0  # stream records that still cannot be read, kept as a message of their own
     failed: list[str] = field(default_factory=list)
 
 
@@ -176,13 +179,23 @@ def _describe_lake(body: str, common: dict[str, Any], s3: Any | None
         if analytics.LAKE_ROWS in info:
             rows = list(info[analytics.LAKE_ROWS])
             first = rows[0] if rows else {}
-            more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
             yield DeadLetter(
                 **common, reason=f"{info.get('reason', 'refused')}: {len(rows)} lake rows",
-                image=f"{first.get('ImageUrl', '')}{more}",
+                image=f"{first.get('ImageUrl', '')}{_more(rows)}",
                 line_id=str(first.get("AssemblyLineId", "")),
                 camera_id=str(first.get("CameraId", "")), image_id=str(first.get("ImageId", "")),
                 extra={"rows": len(rows)})
+            return
+        if analytics.STREAM_IMAGES in info:
+            images = list(info[analytics.STREAM_IMAGES])
+            first = {name: value.get("S", "") for name, value in
+                     (images[0] if images else {}).items() if isinstance(value, dict)}
+            yield DeadLetter(
+                **common, reason=f"{len(images)} stream records that "
+                                 f"{info.get('reason', 'cannot be read')}",
+                image=f"{first.get('s3_uri', '')}{_more(images)}",
+                line_id=first.get("line_id", ""), camera_id=first.get("camera_id", ""),
+                image_id=first.get("image_id", ""), extra={"rows": len(images)})
             return
         batch = info["DDBStreamBatchInfo"]
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -194,6 +207,10 @@ def _describe_lake(body: str, common: dict[str, Any], s3: Any | None
         reason=(f"{condition}: {batch.get('batchSize', '?')} stream records "
                 f"{batch.get('startSequenceNumber')}..{batch.get('endSequenceNumber')}"),
         extra={"batch": batch})
+
+
+def _more(items: list[Any]) -> str:
+    return f" and {len(items) - 1} more" if len(items) > 1 else ""
 
 
 # --- redriving ---------------------------------------------------------------------------
@@ -278,21 +295,31 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
 def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stream: str,
                  region: str, send: Callable[..., list[str]] = analytics.send_rows,
                  limit: int = 1000) -> RedriveResult:
-    """Send each dead letter's rows to Firehose: rows the handler parked as data, or a
-    failed stream batch's INSERTs, re-read from the stream."""
+    """Send each dead letter's rows to Firehose: rows the handler parked as data, stream
+    images it could not read (read again now, so after a fix they go through), or a failed
+    stream batch's INSERTs, re-read from the stream. A message some of whose images still
+    cannot be read stays; a stream batch's unreadable images are parked as their own
+    message, so that the rest of the batch goes through."""
     result = RedriveResult()
     for message in receive_all(sqs, lake_failure_url, limit=limit):
         try:
             info = json.loads(message["Body"])
+            unreadable: list[tuple[dict[str, Any], str]] = []
             if analytics.LAKE_ROWS in info:
                 rows = [(str(row.get("ImageId", index)), row)
                         for index, row in enumerate(info[analytics.LAKE_ROWS])]
+            elif analytics.STREAM_IMAGES in info:
+                rows = [(str(index), analytics.row_from_image(image, region))
+                        for index, image in enumerate(info[analytics.STREAM_IMAGES])]
             else:
-                rows = [(r["dynamodb"]["SequenceNumber"], analytics.lake_row(
-                            ResultRecord.from_item(r["dynamodb"]["NewImage"]), region))
-                        for r in _stream_records(streams, info["DDBStreamBatchInfo"])
-                        if r["eventName"] == "INSERT"]
+                rows, unreadable = _batch_rows(
+                    _stream_records(streams, info["DDBStreamBatchInfo"]), region)
             failed = send(firehose_stream, rows) if rows else []
+            if not failed:
+                for image, reason in unreadable:
+                    analytics.park_rows(lake_failure_url, [image], reason,
+                                        kind=analytics.STREAM_IMAGES)
+                result.parked += len(unreadable)
         except (ClientError, ValueError, KeyError, TypeError):
             failed = ["?"]
         if failed:
@@ -303,6 +330,23 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
         result.moved += 1
         _delete(sqs, lake_failure_url, [message])
     return result
+
+
+def _batch_rows(records: list[dict[str, Any]], region: str
+                ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[dict[str, Any], str]]]:
+    """The lake rows of a stream batch's INSERTs, and the images that cannot be read as a
+    result, each with why."""
+    rows, unreadable = [], []
+    for record in records:
+        if record["eventName"] != "INSERT":
+            continue
+        image = record["dynamodb"]["NewImage"]
+        try:
+            rows.append((record["dynamodb"]["SequenceNumber"],
+                         analytics.row_from_image(image, region)))
+        except (KeyError, ValueError, TypeError) as error:
+            unreadable.append((image, f"cannot be read as a result record: {error!r}"))
+    return rows, unreadable
 
 
 def _stream_records(streams: Any, batch: dict[str, Any]) -> list[dict[str, Any]]:

@@ -112,6 +112,8 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
                 + (f", {result.alerts_published} alerts published" if
                    result.alerts_published else "")
                 + (f", {result.lake_rows_sent} lake rows sent" if result.lake_rows_sent else "")
+                + (f", {result.parked} stream records that cannot be read kept as their own "
+                   "dead letter" if result.parked else "")
                 + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
                    result.failed else ""))
     except (ClientError, BotoCoreError) as exc:

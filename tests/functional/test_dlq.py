@@ -188,6 +188,81 @@ def test_lake_rows_the_handler_parked_are_listed_and_resent(cli: Any,
     assert "no dead letters" in cli("list", "--queue", "lake").stdout
 
 
+def test_stream_records_that_cannot_be_read_are_listed_kept_and_resent_once_readable(
+        cli: Any, moto_stack: MotoStack) -> None:
+    """Parked by `to_lake` as the stream carried them: a redrive reads them again, so one
+    the code now reads (here, one an older version could not) goes to the lake, and one
+    it still cannot read stays, with its reason."""
+    from pipeline import analytics
+    from pipeline.records import ResultRecord, parse_time
+
+    at = parse_time("2026-11-24T10:00:00+00:00")
+    readable = ResultRecord("a" * 32, "line-1", "cam-1", "s3://b/a.jpg", at, at, "OK").to_item()
+    broken = ResultRecord("b" * 32, "line-2", "cam-2", "s3://b/b.jpg", at, at, "OK").to_item()
+    del broken["captured_at"]
+    queue = moto_stack.info.lake_failure_queue_url
+    analytics.park_rows(queue, [readable], "cannot be read as a result record: KeyError('x')",
+                        kind=analytics.STREAM_IMAGES)
+    analytics.park_rows(queue, [broken],
+                        "cannot be read as a result record: KeyError('captured_at')",
+                        kind=analytics.STREAM_IMAGES)
+
+    said = " ".join(cli("list", "--queue", "lake").stdout.split())
+    assert ("1 stream records that cannot be read as a result record: "
+            "KeyError('captured_at')") in said
+    assert "s3://b/b.jpg" in said and "line-2" in said
+
+    redriven = cli("redrive", "--queue", "lake")
+    assert redriven.exit_code == 1, redriven.output
+    assert "1 lake rows sent" in redriven.stdout
+    assert "1 failed (left in the queue)" in redriven.stdout
+    assert [row["ImageId"] for row in lake_rows(moto_stack)] == ["a" * 32]
+    [left] = queue_bodies(moto_stack, queue)
+    assert left["StreamImages"][0]["image_id"] == {"S": "b" * 32}
+
+
+def test_a_failed_lake_batch_with_an_unreadable_record_sends_the_rest(
+        cli: Any, moto_stack: MotoStack, samples_dir: Path) -> None:
+    """A stream batch Lambda gave up on, one of whose records cannot be read as a result:
+    the redrive sends the others and keeps that one as a dead letter of its own."""
+    import app
+
+    from pipeline.records import ResultRecord, parse_time
+    from scripts.event_sources import StreamPoller
+    from tests.functional.conftest import streams_client
+
+    key = moto_stack.upload(_anomaly(samples_dir))
+    app.ingest({"Records": [sqs_message(moto_stack, key)]}, None)
+    wait_until_idle(moto_stack)
+    at = parse_time("2026-11-24T10:00:00+00:00")
+    broken = ResultRecord("b" * 32, "line-2", "cam-2", "s3://b/b.jpg", at, at, "OK").to_item()
+    del broken["captured_at"]
+    ddb = moto_stack.client("dynamodb")
+    ddb.put_item(TableName=moto_stack.info.table, Item=broken)
+    arn = ddb.describe_table(TableName=moto_stack.info.table)["Table"]["LatestStreamArn"]
+
+    def firehose_down(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"batchItemFailures": [{"itemIdentifier": r["dynamodb"]["SequenceNumber"]}
+                                      for r in event["Records"]]}
+
+    poller = StreamPoller(streams_client(), arn, firehose_down, "to-lake", stop=None,  # type: ignore[arg-type]
+                          sqs=moto_stack.client("sqs"),
+                          on_failure_url=moto_stack.info.lake_failure_queue_url,
+                          max_retries=0)
+    assert poller.poll_once() == 2
+
+    redriven = cli("redrive", "--queue", "lake")
+    assert redriven.exit_code == 0, redriven.output
+    said = " ".join(redriven.stdout.split())
+    assert "1 lake rows sent" in said
+    assert "1 stream records that cannot be read kept as their own dead letter" in said
+    [row] = lake_rows(moto_stack)
+    assert key.endswith(row["ImageId"] + ".jpg")
+    [kept] = queue_bodies(moto_stack, moto_stack.info.lake_failure_queue_url)
+    assert kept["StreamImages"] == [broken]
+    assert kept["reason"] == "cannot be read as a result record: KeyError('captured_at')"
+
+
 def test_empty_queues_say_so(cli: Any) -> None:
     result = cli("list")
     assert result.exit_code == 0, result.output

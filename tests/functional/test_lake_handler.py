@@ -1,8 +1,9 @@
 """The lake handler (`to_lake`): INSERTs become lake rows in Firehose. Rows Firehose refuses
 (`FailedPutCount` > 0) are re-sent alone inside the invocation; rows refused every time
 are parked on the lake failure queue as data, and reported in `batchItemFailures` only if
-that fails too. A record that cannot be decoded is logged and
-counted, not reported (Lambda would resend every later record of the batch)."""
+that fails too. A record that cannot be read as a result is logged, counted and parked the
+same way, as the stream carried it (reporting it would make Lambda resend every later
+record of the batch)."""
 
 from __future__ import annotations
 
@@ -99,19 +100,24 @@ def test_rows_refused_every_time_are_parked_on_the_lake_failure_queue(
     assert parked["reason"] == "Firehose refused them every time"
 
 
-def test_rows_that_cannot_be_parked_either_are_reported(
-        firehose: Stubber, monkeypatch: pytest.MonkeyPatch) -> None:
-    import app
-
+@pytest.fixture
+def lake_failure_queue_gone(moto_stack: MotoStack, monkeypatch: pytest.MonkeyPatch
+                            ) -> Iterator[None]:
+    """The handlers' lake failure queue names a queue that does not exist."""
     from pipeline.settings import current
 
     monkeypatch.setenv("LINESIGHT_LAKE_FAILURE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com"
                                                             "/123456789012/no-such-queue")
     current.cache_clear()
-    try:
-        result = app.to_lake(_event(*_refuse_row_d_every_time(firehose)), None)
-    finally:
-        current.cache_clear()
+    yield
+    current.cache_clear()
+
+
+def test_rows_that_cannot_be_parked_either_are_reported(
+        firehose: Stubber, lake_failure_queue_gone: None) -> None:
+    import app
+
+    result = app.to_lake(_event(*_refuse_row_d_every_time(firehose)), None)
     assert result == {"batchItemFailures": [{"itemIdentifier": "203"}]}
 
 
@@ -146,18 +152,36 @@ def test_all_rows_sent_means_no_failures(firehose: Stubber) -> None:
         "batchItemFailures": []}
 
 
-def test_an_undecodable_record_is_counted_not_retried(
-        firehose: Stubber, capsys: pytest.CaptureFixture[str]) -> None:
+def _unreadable(image_id: str, sequence: str) -> dict[str, Any]:
+    broken = _insert(image_id, sequence)
+    del broken["dynamodb"]["NewImage"]["captured_at"]
+    return broken
+
+
+def test_an_unreadable_record_is_counted_and_parked_not_retried(
+        firehose: Stubber, moto_stack: MotoStack, capsys: pytest.CaptureFixture[str]) -> None:
     import app
 
-    broken = _insert("c" * 32, "301")
-    del broken["dynamodb"]["NewImage"]["captured_at"]
+    broken = _unreadable("c" * 32, "301")
     firehose.add_response("put_record_batch", _put_response(None, None),
                           {"DeliveryStreamName": ANY, "Records": ANY})
     result = app.to_lake(_event(_insert("a" * 32, "300"), broken, _insert("b" * 32, "302")),
                          None)
     assert result == {"batchItemFailures": []}
     assert '"stage":"lake-decode"' in capsys.readouterr().out.replace(" ", "")
+    [parked] = queue_bodies(moto_stack, moto_stack.info.lake_failure_queue_url)
+    assert parked["StreamImages"] == [broken["dynamodb"]["NewImage"]]
+    assert parked["reason"] == "cannot be read as a result record: KeyError('captured_at')"
+
+
+def test_an_unreadable_record_that_cannot_be_parked_is_reported(
+        firehose: Stubber, lake_failure_queue_gone: None) -> None:
+    import app
+
+    firehose.add_response("put_record_batch", _put_response(None),
+                          {"DeliveryStreamName": ANY, "Records": ANY})
+    result = app.to_lake(_event(_insert("a" * 32, "310"), _unreadable("c" * 32, "311")), None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "311"}]}
 
 
 def test_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) -> None:
