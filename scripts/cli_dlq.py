@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import aws, dlq
-from scripts.cli_tokens import StateOption, fail, use_local_stack, use_stack_file
+from scripts.cli_tokens import StateOption, fail, no_answer, use_local_stack, use_stack_file
 
 console = Console()
 dlq_app = typer.Typer(help="Inspect and redrive dead letters (ingest, workflow, lake).",
@@ -80,8 +80,10 @@ def list_(queue: QueueOption = None, state: StateOption = None,
                 view.add_row(name.value, letter.line_id or "-", letter.camera_id or "-",
                              letter.image or letter.message_id, letter.reason,
                              str(letter.receive_count or ""))
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
         fail(f"cannot read the queues: {exc}", 1)
+    except BotoCoreError as exc:
+        fail(no_answer(exc), 1)
     if total:
         console.print(view)
     else:
@@ -116,8 +118,10 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
                    "dead letter" if result.parked else "")
                 + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
                    result.failed else ""))
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
         fail(f"redrive stopped: {exc}", 1)
+    except BotoCoreError as exc:
+        fail(f"redrive stopped: {no_answer(exc)}", 1)
     if failed:
         raise typer.Exit(1)
 

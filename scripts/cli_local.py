@@ -47,15 +47,23 @@ def up(
     if not (model / "model.json").exists():
         raise typer.BadParameter(f"{model} has no model.json; run `linesight train` first",
                                  param_hint="--model")
+    if api_port and not _free(api_port):
+        raise typer.BadParameter(
+            f"port {api_port} is in use (another `linesight local up`, or `chalice local`?); "
+            "pass --api-port 0 for any free port", param_hint="--api-port")
     stack = LocalStack(model, _topology(stack_name), api_port=api_port, ingest_workers=workers)
-    info = stack.start()
+    try:
+        info = stack.start()
+    except OSError as exc:  # the port was taken between the check and the start
+        stack.stop()
+        fail(f"could not start the local stack: {exc}")
     console.print(f"[green]LineSight local stack is up[/green] (state in {STATE_FILE})")
     console.print(f"  API            {info.api_url}")
     console.print(f"  AWS endpoint   {info.aws_endpoint_url}")
     console.print(f"  demo camera    line {info.line_id} camera {info.camera_id}")
     console.print(f"  token          {info.token}")
-    console.print("Upload: python scripts/uploadImages.py resources/samples/test/anomaly "
-                  f"{info.camera_id} {info.line_id} {info.api_url} $TOKEN 0")
+    console.print("Upload: linesight upload resources/samples/test/anomaly "
+                  f"--line {info.line_id} --camera {info.camera_id}")
     console.print("Press Ctrl-C to stop.")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -67,6 +75,16 @@ def up(
     finally:
         console.print("stopping...")
         stack.stop()
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the API server does
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _topology(stack_name: str) -> Topology | None:
@@ -97,7 +115,7 @@ def env() -> None:
         socket.create_connection((endpoint.hostname, endpoint.port), timeout=2).close()
     except OSError:
         fail(f"the stack in {STATE_FILE} (AWS endpoint {info.aws_endpoint_url}) is not "
-             "running: start it with `linesight local up`")
+             "running: start it with `linesight local up`", 1)
     for key, value in info.environment.items():
         typer.echo(f"export {key}={shlex.quote(value)}")
 

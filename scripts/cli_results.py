@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline.records import STATUS_INVALID, ResultRecord, parse_time
-from scripts.cli_tokens import StateOption, use_stack_file
+from scripts.cli_tokens import StateOption, no_answer, use_stack_file
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -66,7 +67,9 @@ class Stack:
 
 
 TableOption = Annotated[str | None, typer.Option(
-    "--table", help="Results table (default: LINESIGHT_TABLE, else .linesight/local.json).")]
+    "--table", help="Results table (default: LINESIGHT_TABLE, else .linesight/local.json). "
+                    "Alone it is looked up with this shell's AWS settings (AWS_REGION, "
+                    "AWS_ENDPOINT_URL), not the local stack's.")]
 EndpointOption = Annotated[str | None, typer.Option(
     "--endpoint-url", help="AWS endpoint, e.g. a moto server (default: AWS_ENDPOINT_URL).")]
 
@@ -122,7 +125,7 @@ def _aws_errors() -> Iterator[None]:
         error = exc.response.get("Error", {})
         _fail(f"AWS said {error.get('Code', 'error')}: {error.get('Message', exc)}", 1)
     except BotoCoreError as exc:
-        _fail(f"{exc} (is the stack running? {LOCAL_STATE_HINT})", 1)
+        _fail(no_answer(exc), 1)
 
 
 def parse_when(value: str | None, name: str) -> datetime | None:
@@ -238,14 +241,12 @@ def records_csv(records: Sequence[ResultRecord]) -> str:
 
 
 def _print_table(records: Sequence[ResultRecord], limit: int) -> None:
+    """One row per result; where the terminal is too narrow for that, two lines per result
+    with fewer columns, so that the image id, which `review` takes, is never cut."""
     if not records:
         console.print("no results match")
         return
-    view = Table(show_edge=False, header_style="bold")
-    for column, justify in (("captured (UTC)", "left"), ("line", "left"), ("camera", "left"),
-                            ("image", "left"), ("verdict", "left"), ("score", "right"),
-                            ("confidence", "right"), ("alert", "left"), ("review", "left")):
-        view.add_column(column, justify=justify)  # type: ignore[arg-type]
+    rows = []
     for r in records:
         if r.status == STATUS_INVALID:
             verdict = f"[grey50]invalid: {r.reason.split(':', 1)[0]}[/grey50]"
@@ -254,11 +255,29 @@ def _print_table(records: Sequence[ResultRecord], limit: int) -> None:
         alert = r.alert_reason.replace("_", " ")
         if "low" in alert:
             alert = f"[dark_orange]{alert}[/dark_orange]"
-        view.add_row(r.captured_at.strftime("%Y-%m-%d %H:%M:%S"), r.line_id, r.camera_id,
+        rows.append((r.captured_at.strftime("%Y-%m-%d %H:%M:%S"), r.line_id, r.camera_id,
                      r.image_id, verdict,
                      "" if r.status == STATUS_INVALID else f"{r.score:.3f}",
                      "" if r.status == STATUS_INVALID else f"{r.confidence:.3f}",
-                     alert, (r.review or {}).get("label", ""))
+                     alert, (r.review or {}).get("label", "")))
+    view = Table(show_edge=False, header_style="bold")
+    for column, justify in (("captured (UTC)", "left"), ("line", "left"), ("camera", "left"),
+                            ("image", "left"), ("verdict", "left"), ("score", "right"),
+                            ("confidence", "right"), ("alert", "left"), ("review", "left")):
+        view.add_column(column, justify=justify, no_wrap=column == "image")  # type: ignore[arg-type]
+    for row in rows:
+        view.add_row(*row)
+    if Measurement.get(console, console.options, view).maximum > console.width:
+        view = Table(show_edge=False, header_style="bold")
+        view.add_column("image / captured (UTC)", no_wrap=True, min_width=32)
+        view.add_column("line / camera")
+        view.add_column("verdict")
+        view.add_column("score / conf.", justify="right")
+        view.add_column("alert")
+        view.add_column("review")
+        for when, line, camera, image, verdict, score, confidence, alert, label in rows:
+            view.add_row(f"{image}\n{when}", f"{line}\n{camera}", verdict,
+                         f"{score}\n{confidence}".strip(), alert, label)
     console.print(view)
     more = " (the limit; use --limit for more)" if len(records) >= limit else ""
     console.print(f"{len(records)} result{'s' if len(records) != 1 else ''}{more}")

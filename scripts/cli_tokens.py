@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 from rich.console import Console
 from rich.table import Table
 
@@ -36,7 +36,9 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 TableOption = Annotated[str | None, typer.Option(
     "--table", help="Tokens table name (default: $LINESIGHT_TOKENS_TABLE, else the "
-                    "running local stack's).", show_default=False)]
+                    "running local stack's). Alone it is looked up with this shell's AWS "
+                    "settings (AWS_REGION, AWS_ENDPOINT_URL), not the local stack's.",
+    show_default=False)]
 
 StateOption = Annotated[Path | None, typer.Option(
     "--state", help="Stack description: a deployed stack's `pulumi stack output --json > "
@@ -74,6 +76,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear line and stop (never a traceback)."""
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def no_answer(exc: BotoCoreError) -> str:
+    """What to tell a person whose AWS call got no answer: no region, or no stack there.
+
+    >>> from botocore.exceptions import NoRegionError
+    >>> no_answer(NoRegionError())  # doctest: +ELLIPSIS
+    'no AWS region: pass --state stack.json, or set AWS_REGION...'
+    """
+    if isinstance(exc, NoRegionError):
+        return ("no AWS region: pass --state stack.json, or set AWS_REGION (and "
+                "AWS_ENDPOINT_URL for an emulator)")
+    return (f"cannot reach AWS: {exc} (is the stack running? `linesight local up` starts "
+            "the local one; --state stack.json points at a deployed one)")
 
 
 def resolve_table(table: str | None, state: Path | None = None) -> str:
@@ -223,4 +239,4 @@ def _aws_fail(exc: Exception, table: str) -> NoReturn:
         if code == "ResourceNotFoundException":
             fail(f"tokens table {table!r} does not exist (check --table)")
         fail(f"{code}: {exc.response['Error'].get('Message', '')}", 1)
-    fail(f"cannot reach AWS: {exc}", 1)
+    fail(no_answer(exc) if isinstance(exc, BotoCoreError) else str(exc), 1)

@@ -248,7 +248,7 @@ def test_local_env_refuses_a_stack_that_is_no_longer_running(
     assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{port}" in running.stdout
     listening.close()
     stopped = runner.invoke(app, ["local", "env"])
-    assert stopped.exit_code == 2
+    assert stopped.exit_code == 1
     assert "is not running" in " ".join(stopped.output.split())
     assert "export" not in stopped.stdout
 
@@ -301,3 +301,65 @@ def test_upload_to_an_api_that_does_not_answer_is_one_line(tmp_path: Any) -> Non
     assert f"no upload got an answer, from the API at http://127.0.0.1:{port}" in said
     assert "GET failed" in said  # which request: the API's
     assert "is the stack running?" in said and "Traceback" not in said
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_the_results_table_never_cuts_an_image_id(width: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`review` takes the id from this table: at any terminal width it shows whole."""
+    import io
+
+    from rich.console import Console
+
+    from pipeline.records import ResultRecord, parse_time
+
+    at = parse_time("2026-11-24T10:15:30+00:00")
+    records = [ResultRecord(f"{i:x}" * 32, line, camera, "s3://b/k.jpg", at, at, "OK",
+                            is_anomalous=True, score=0.8, confidence=0.9,
+                            alert_reason="low_confidence")
+               for i, (line, camera) in enumerate([("line-1", "cam-1"),
+                                                   ("press-line-12", "press-12-top")])]
+    out = Console(width=width, file=io.StringIO(), color_system=None)
+    monkeypatch.setattr(cli_results, "console", out)
+    cli_results._print_table(records, limit=50)
+    shown = out.file.getvalue()  # type: ignore[attr-defined]
+    assert all(record.image_id in shown for record in records), shown
+    assert "2 results" in shown
+
+
+def test_local_up_on_a_port_in_use_is_one_line(tmp_path: Any) -> None:
+    """Checked before anything starts: a second `local up` or a `chalice local` on 8000."""
+    import socket
+
+    from scripts import cli_local
+
+    (tmp_path / "model.json").write_text("{}")
+    app = typer.Typer()
+    cli_local.register(app)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["local", "up", "--model", str(tmp_path),
+                                          "--api-port", str(port)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert f"port {port} is in use" in said and "--api-port 0" in said
+    assert "Traceback" not in said
+
+
+@pytest.mark.parametrize("command", [["tokens", "list", "--table", "t"],
+                                     ["results", "--table", "t"]])
+def test_a_table_without_a_region_says_how_to_give_one(
+        command: list[str], clean_env: pytest.MonkeyPatch) -> None:
+    from scripts import cli_tokens
+
+    app = typer.Typer()
+    cli_results.register(app)
+    cli_tokens.register(app)
+    clean_env.delenv("AWS_REGION", raising=False)
+    clean_env.delenv("AWS_DEFAULT_REGION", raising=False)
+    clean_env.delenv("AWS_ENDPOINT_URL", raising=False)
+    clean_env.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    result = CliRunner().invoke(app, command)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, said
+    assert "no AWS region: pass --state stack.json, or set AWS_REGION" in said
