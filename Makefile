@@ -33,7 +33,7 @@ demo: install
 # then end-to-end on the local stack in its own process (it owns the process environment).
 test: install lint
 	$(PY) -m pytest -q --doctest-modules pipeline scripts/event_sources.py scripts/emulator.py scripts/uploadImages.py \
-		scripts/cli_tokens.py scripts/cli_results.py infra/alerting.py infra/package.py \
+		scripts/cli_tokens.py scripts/cli_results.py scripts/cli_detector.py infra/alerting.py infra/package.py \
 		tests/unit tests/functional tests/infra
 	$(PY) -m pytest -q tests/e2e
 
@@ -57,5 +57,7 @@ bench: install
 	$(PY) benchmarks/detector.py
 	$(PY) benchmarks/load.py
 
+# Build output and the demo's own model only: models/ also holds models people trained and
+# deploy (`modelPath: models/line-1`), which `clean` must not delete.
 clean:
-	rm -rf .linesight out build models
+	rm -rf .linesight out build models/demo

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,6 +100,7 @@ def train(
         region = parse_roi(roi) if roi else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--roi") from None
+    check_writable(out, "--out", directory=True)
     replaced = _model_version(out)
     try:
         with progress_bar() as update:
@@ -139,6 +141,28 @@ def train(
                   + (f", replacing model {replaced}" if replaced else ""))
 
 
+def check_writable(path: Path, option: str, *, directory: bool = False) -> None:
+    """Refuse an output path that cannot be written before any work starts, not after it.
+
+    >>> check_writable(Path("/"), "--json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    click.exceptions.BadParameter: / is a directory; give a file name
+    """
+    if path.exists() and path.is_dir() != directory:
+        raise typer.BadParameter(
+            f"{path} is a directory; give a file name" if not directory else
+            f"{path} is a file; give a directory for the model", param_hint=option)
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise typer.BadParameter(f"cannot write {path}: {parent} is a file", param_hint=option)
+    if not os.access(parent, os.W_OK):
+        raise typer.BadParameter(f"cannot write {path}: {parent} is not writable",
+                                 param_hint=option)
+
+
 def _model_version(model_dir: Path) -> str | None:
     """The version of the model already in `model_dir`, if there is one."""
     try:
@@ -177,6 +201,9 @@ def evaluate(
                                  param_hint="MODEL_DIR")
     if not test_dir.is_dir():
         raise typer.BadParameter(f"{test_dir} is not a directory", param_hint="TEST_DIR")
+    check_writable(json_out, "--json")
+    if html_out is not None:
+        check_writable(html_out, "--html")
     scored = test_root(test_dir)
     if scored != test_dir:
         console.print(f"scoring {scored}: the test split of the data set in {test_dir}",
@@ -189,11 +216,16 @@ def evaluate(
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
     document = result.to_json()
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(document, indent=2))
-    if html_out is not None:
-        html_out.parent.mkdir(parents=True, exist_ok=True)
-        html_out.write_text(render_html(result))
+    for path, text in ((json_out, lambda: json.dumps(document, indent=2)),
+                       (html_out, lambda: render_html(result))):
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text())
+        except OSError as exc:
+            err.print(f"[red]error:[/red] cannot write {path}: {exc}", highlight=False)
+            raise typer.Exit(code=1) from None
     counts = result.confusion
     console.print(
         f"AUROC {document['auroc']:.3f}  F1 {document['f1']:.3f}  "

@@ -6,6 +6,7 @@ import doctest
 import importlib
 import io
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -711,6 +712,33 @@ def test_cli_mistakes_are_one_line_not_a_traceback(args: list[str]) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_cli_outputs_that_cannot_be_written_are_refused_before_any_work(
+        model_dir: Path, samples: Path, tmp_path: Path) -> None:
+    """Not after minutes of scoring or training: a directory given as a file, a file given
+    as a folder."""
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for args, said in [
+        (["evaluate", str(model_dir), str(samples / "test"), "--json", str(tmp_path)],
+         f"{tmp_path} is a directory; give a file name"),
+        (["evaluate", str(model_dir), str(samples / "test"), "--json",
+          str(tmp_path / "x.json"), "--html", str(a_file / "x.html")],
+         f"cannot write {a_file / 'x.html'}: {a_file} is a file"),
+        (["train", str(samples), "--out", str(a_file)],
+         f"{a_file} is a file; give a directory for the model"),
+    ]:
+        result = runner.invoke(app, args, terminal_width=300)
+        assert result.exit_code == 2, result.output
+        squeezed = re.sub(r"[\s│]+", "", result.output)  # rich's error box wraps anywhere
+        assert said.replace(" ", "") in squeezed, result.output
+        assert "Traceback" not in result.output
+        assert "scoring" not in result.output and "%" not in result.output  # no work began
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_cli_empty_test_folder(model_dir: Path, tmp_path: Path) -> None:
