@@ -10,6 +10,7 @@ Thin by design: parse the event, call `pipeline`, shape the answer. Handlers:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -31,7 +32,7 @@ from pipeline import ingest as ingest_step
 from pipeline.aws import client
 from pipeline.detector import load_detector
 from pipeline.records import parse_time
-from pipeline.settings import Settings, current, parse_flag
+from pipeline.settings import Settings, SettingsError, current, parse_flag
 
 app = Chalice(app_name="linesight")
 app.log.setLevel(logging.INFO)
@@ -41,10 +42,12 @@ log = logging.getLogger("linesight")
 # --- API -----------------------------------------------------------------------------
 
 _LocalNotAuthorized: type[Exception] | None
+_LocalGatewayError: type[Exception] | None
 try:  # chalice's local server and test client answer 401 for this class
+    from chalice.local import LocalGatewayException as _LocalGatewayError
     from chalice.local import NotAuthorizedError as _LocalNotAuthorized
 except ImportError:  # a deployed Lambda ships chalice's runtime only
-    _LocalNotAuthorized = None
+    _LocalNotAuthorized = _LocalGatewayError = None
 
 
 class Unauthorized(_LocalNotAuthorized or Exception):  # type: ignore[misc]
@@ -63,10 +66,36 @@ class Unauthorized(_LocalNotAuthorized or Exception):  # type: ignore[misc]
         return "Unauthorized"
 
 
+class CannotCheckTokens(_LocalGatewayError or Exception):  # type: ignore[misc]
+    """The authorizer could not check a token (no tokens table set, AWS unreachable). API
+    Gateway answers 500 for any error an authorizer raises; chalice local answers with this
+    class's code and message (for any other error it would close the connection unanswered).
+    """
+
+    CODE = 500
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        if _LocalGatewayError is None:
+            super().__init__(why)
+        else:
+            super().__init__({"x-amzn-ErrorType": "AuthorizerConfigurationException"},
+                             json.dumps({"message": f"cannot check tokens: {why}"}).encode())
+
+    def __str__(self) -> str:
+        return f"cannot check tokens: {self.why}"
+
+
 @app.authorizer(ttl_seconds=int(tokens.CACHE_TTL_SECONDS))
 def token_authorizer(auth_request: Any) -> AuthResponse:
     token = (auth_request.token or "").removeprefix("Bearer ").strip()
-    scope = tokens.verify(current().tokens_table, token)
+    try:
+        settings = current()
+        settings.require("tokens_table")
+        scope = tokens.verify(settings.tokens_table, token)
+    except (SettingsError, ClientError, BotoCoreError) as exc:
+        log.error("cannot check tokens: %s", exc)
+        raise CannotCheckTokens(str(exc)) from None
     if scope is None:  # missing, malformed, unknown, revoked or expired: 401
         raise Unauthorized()
     return AuthResponse(routes=["*"], principal_id=scope.token_id,

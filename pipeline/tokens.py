@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -24,6 +25,8 @@ from typing import Any
 from pipeline import aws
 from pipeline.records import iso, parse_time, utc_now
 from pipeline.uploads import validate_id
+
+log = logging.getLogger(__name__)
 
 REVOCATION_SECONDS = 30.0
 # Two caches in series (API Gateway's authorizer cache, then this process's): each gets half.
@@ -159,8 +162,11 @@ _cache = _Cache()
 
 
 def verify(table: str, token: str) -> Scope | None:
-    """The token's scope, or None when it is malformed, unknown, revoked or expired."""
+    """The token's scope, or None when it is malformed, unknown, revoked or expired. A
+    refusal is logged with its reason and the token's id (never its secret), so that an
+    operator can tell a revoked camera from an expired one."""
     if not is_well_formed(token):
+        log.warning("token refused: %s", "none given" if not token else "malformed")
         return None
     hit, scope = _cache.get(token)
     if hit:
@@ -179,12 +185,20 @@ def _lookup(table: str, token: str) -> tuple[Scope | None, datetime | None]:
     item = aws.client("dynamodb").get_item(
         TableName=table, Key={"token_id": {"S": match["id"]}}, ConsistentRead=True).get("Item")
     if not item:
+        log.warning("token %s refused: unknown id", match["id"])
         return None, None
     expected = item["hash"]["S"]
     if not hmac.compare_digest(expected, _hash(item["salt"]["S"], match["secret"])):
+        log.warning("token %s refused: wrong secret", match["id"])
         return None, None
     info = _info(item)
-    if info.revoked or (info.expires_at is not None and info.expires_at <= utc_now()):
+    if info.revoked:
+        log.warning("token %s refused: revoked (line %s camera %s)", info.token_id,
+                    info.line_id, info.camera_id)
+        return None, None
+    if info.expires_at is not None and info.expires_at <= utc_now():
+        log.warning("token %s refused: expired at %s (line %s camera %s)", info.token_id,
+                    iso(info.expires_at), info.line_id, info.camera_id)
         return None, None
     return Scope(info.token_id, info.line_id, info.camera_id), info.expires_at
 

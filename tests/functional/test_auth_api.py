@@ -85,9 +85,13 @@ def test_no_valid_token_is_401(client: Any, header: str | None, why: str) -> Non
     assert _get(client, header, **SEED).status_code == 401, why
 
 
-def test_a_wrong_secret_is_401(client: Any, token: str) -> None:
+def test_a_wrong_secret_is_401(client: Any, token: str,
+                               caplog: pytest.LogCaptureFixture) -> None:
     forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
     assert _post(client, forged, GOOD).status_code == 401
+    token_id = token.split("_")[1]
+    assert f"token {token_id} refused: wrong secret" in caplog.text
+    assert forged.split("_")[2] not in caplog.text  # the secret is never logged
 
 
 @pytest.mark.parametrize("line, camera, why", [
@@ -104,7 +108,8 @@ def test_a_token_cannot_upload_for_another_camera(client: Any, token: str, line:
 
 
 def test_a_revoked_token_is_refused_within_the_ttl(client: Any, shared_stack: MotoStack,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     import app
 
     table = shared_stack.info.tokens_table
@@ -117,14 +122,39 @@ def test_a_revoked_token_is_refused_within_the_ttl(client: Any, shared_stack: Mo
     now = tokens.time.monotonic()
     monkeypatch.setattr(tokens.time, "monotonic", lambda: now + tokens.CACHE_TTL_SECONDS + 1)
     assert _post(client, token, GOOD).status_code == 401
+    assert f"token {token_id} refused: revoked (line line-1 camera cam-1)" in caplog.text
     # API Gateway's own cache of the authorizer is no longer than this process's.
     assert app.token_authorizer.config.ttl_seconds <= tokens.CACHE_TTL_SECONDS
 
 
-def test_an_expired_token_is_401(client: Any, shared_stack: MotoStack) -> None:
-    _, token = tokens.create_token(shared_stack.info.tokens_table, "line-1", "cam-1",
-                                   expires_at=utc_now() - timedelta(minutes=1))
+def test_an_expired_token_is_401(client: Any, shared_stack: MotoStack,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    token_id, token = tokens.create_token(shared_stack.info.tokens_table, "line-1", "cam-1",
+                                          expires_at=utc_now() - timedelta(minutes=1))
     assert _post(client, token, GOOD).status_code == 401
+    assert f"token {token_id} refused: expired at" in caplog.text
+
+
+@pytest.mark.parametrize("variable, value, why", [
+    ("LINESIGHT_TOKENS_TABLE", "", "missing environment variables: LINESIGHT_TOKENS_TABLE"),
+    ("LINESIGHT_TOKENS_TABLE", "no-such-table", "ResourceNotFoundException"),
+])
+def test_an_authorizer_that_cannot_check_tokens_is_500_with_why(
+        client: Any, token: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, variable: str, value: str, why: str) -> None:
+    """Not a 401, which would send the developer after a token that is fine, and not a
+    connection closed unanswered (what chalice local does for any other error)."""
+    from pipeline.settings import current
+
+    monkeypatch.setenv(variable, value)
+    current.cache_clear()
+    try:
+        response = _post(client, token, GOOD)
+    finally:
+        current.cache_clear()
+    assert response.status_code == 500
+    assert why in json.loads(response.body)["message"]
+    assert "cannot check tokens: " in caplog.text and why in caplog.text
 
 
 @pytest.mark.parametrize("field, value, why", [
