@@ -113,11 +113,11 @@ def _scope() -> tuple[str, str]:
     return context.get("line_id", ""), context.get("camera_id", "")
 
 
-def _target(line_id: Any, camera_id: Any, image_id: Any, content_type: Any
-            ) -> uploads.UploadTarget:
+def _target(line_id: Any, camera_id: Any, image_id: Any, content_type: Any,
+            names: dict[str, str] | None = None) -> uploads.UploadTarget:
     try:
         target = uploads.new_target(line_id, camera_id, image_id or "",
-                                    content_type or "image/jpeg")
+                                    content_type or "image/jpeg", names=names)
     except uploads.UploadRequestError as exc:
         raise BadRequestError(str(exc)) from None
     allowed_line, allowed_camera = _scope()
@@ -132,7 +132,7 @@ def get_signed_url() -> dict[str, Any]:
     """The seed's route: a presigned PUT URL for one image."""
     params: Mapping[str, str] = _request().query_params or {}
     target = _target(params.get("assemblylineid"), params.get("cameraid"),
-                     params.get("imageid"), params.get("contenttype"))
+                     params.get("imageid"), params.get("contenttype"), uploads.SEED_NAMES)
     settings = current()
     try:
         length = uploads.declared_length(params.get("contentlength"), settings.max_upload_bytes)

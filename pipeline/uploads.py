@@ -87,26 +87,42 @@ class KeyParts:
     extension: str
 
 
-def content_type_for(value: str | None) -> str:
+def content_type_for(value: str | None, name: str = "content_type") -> str:
     """Normalise and check the declared content type (jpeg or png only)."""
     if value is not None and not isinstance(value, str):
-        raise UploadRequestError(f"content_type must be a string (got {value!r})")
+        raise UploadRequestError(f"{name} must be a string (got {value!r})")
     content_type = (value or "").split(";")[0].strip().lower()
     if content_type == "image/jpg":
         content_type = "image/jpeg"
     if content_type not in CONTENT_TYPES:
         raise UploadRequestError(
-            f"content_type must be one of {', '.join(sorted(CONTENT_TYPES))} "
-            f"(got {value!r})")
+            f"{name} must be one of {', '.join(sorted(CONTENT_TYPES))} (got {value!r})")
     return content_type
 
 
+# What the seed's GET /getsignedurl calls the fields POST /uploads takes (its query
+# parameters): errors name the field as the caller sent it.
+SEED_NAMES = {"line_id": "assemblylineid", "camera_id": "cameraid", "image_id": "imageid",
+              "content_type": "contenttype"}
+
+
 def new_target(line_id: str, camera_id: str, client_image_id: str, content_type: str,
-               now: datetime | None = None) -> UploadTarget:
-    line_id = validate_id(line_id, "line_id")
-    camera_id = validate_id(camera_id, "camera_id")
-    client_image_id = validate_id(client_image_id, "image_id", required=False)
-    content_type = content_type_for(content_type)
+               now: datetime | None = None, names: dict[str, str] | None = None
+               ) -> UploadTarget:
+    """A server-chosen key for one upload; `names` are the caller's names of the fields,
+    for its errors (`SEED_NAMES`).
+
+    >>> new_target("", "c", "", "image/png", names=SEED_NAMES)
+    Traceback (most recent call last):
+    ...
+    pipeline.uploads.UploadRequestError: assemblylineid is required
+    """
+    name = (names or {}).get
+    line_id = validate_id(line_id, name("line_id", "line_id"))
+    camera_id = validate_id(camera_id, name("camera_id", "camera_id"))
+    client_image_id = validate_id(client_image_id, name("image_id", "image_id"),
+                                  required=False)
+    content_type = content_type_for(content_type, name("content_type", "content_type"))
     when = now or utc_now()
     upload_id = uuid.uuid4().hex
     key = (f"{line_id}/{camera_id}/{when:%Y/%m/%d}/{upload_id}."

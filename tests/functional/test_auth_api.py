@@ -89,9 +89,9 @@ def test_a_wrong_secret_is_401(client: Any, token: str,
                                caplog: pytest.LogCaptureFixture) -> None:
     forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
     assert _post(client, forged, GOOD).status_code == 401
-    token_id = token.split("_")[1]
+    token_id = token.split("_", 2)[1]
     assert f"token {token_id} refused: wrong secret" in caplog.text
-    assert forged.split("_")[2] not in caplog.text  # the secret is never logged
+    assert forged.split("_", 2)[2] not in caplog.text  # the secret is never logged
 
 
 @pytest.mark.parametrize("line, camera, why", [
@@ -169,7 +169,9 @@ def test_an_authorizer_that_cannot_check_tokens_is_500_with_why(
 def test_bad_ids_and_types_are_400(client: Any, token: str, field: str, value: Any,
                                    why: str) -> None:
     body = {**GOOD, field: value}
-    assert _post(client, token, body).status_code == 400, why
+    response = _post(client, token, body)
+    assert response.status_code == 400, why
+    assert json.loads(response.body)["Message"].startswith(field), why  # the field it sent
 
 
 @pytest.mark.parametrize("raw, why", [
@@ -188,7 +190,17 @@ def test_a_malformed_body_is_400(client: Any, token: str, raw: bytes, why: str) 
 ])
 def test_the_seed_route_applies_the_same_id_rules(client: Any, token: str, param: str,
                                                   value: str, why: str) -> None:
-    assert _get(client, token, **{**SEED, param: value}).status_code == 400, why
+    response = _get(client, token, **{**SEED, param: value})
+    assert response.status_code == 400, why
+    # named as the caller sent it, not by the POST route's body field
+    assert json.loads(response.body)["Message"].startswith(param), response.body
+
+
+def test_the_seed_route_names_a_missing_parameter_as_sent(client: Any, token: str) -> None:
+    """A camera that sends `assemblyLineId` (wrong case) is told which parameter is missing."""
+    response = _get(client, token, assemblyLineId="line-1", cameraid="cam-1")
+    assert response.status_code == 400
+    assert json.loads(response.body)["Message"] == "assemblylineid is required"
 
 
 def test_the_seed_route_signs_key_type_and_metadata_for_five_minutes(
