@@ -17,6 +17,7 @@ from pipeline.stackconfig import (
     KNOWN_KEYS,
     NAMESPACE,
     StackConfig,
+    check_namespaces,
     parse_stack_config,
     project_defaults,
 )
@@ -29,6 +30,7 @@ def stack_values() -> dict[str, Any]:
     """Every `linesight:` value the engine passed (as PULUMI_CONFIG or set explicitly, as
     the mocks do), by bare key, plus anything `pulumi.Config` finds for a declared key."""
     everything = {**get_config_env(), **CONFIG.get()}
+    check_namespaces(everything)
     values = {key.partition(":")[2]: value for key, value in everything.items()
               if key.startswith(NAMESPACE + ":")}
     config = pulumi.Config(NAMESPACE)

@@ -13,9 +13,10 @@ names of the deployed resources) into the handlers' `LINESIGHT_*` variables, the
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,30 @@ _LINE_KEYS = {"id", "cameras", "threshold", "confidenceThreshold", "alertEmails"
 
 
 class ConfigError(ValueError):
-    """The stack config is wrong; the message starts with the key (`linesight:<key>`)."""
+    """The stack config is wrong; the message starts with the key (`linesight:<key>`), or,
+    with `where`, with what is wrong as it stands (a file, a key in another namespace)."""
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{NAMESPACE}:{key}: {problem}")
+    def __init__(self, key: str, problem: str, *, where: str = "") -> None:
+        super().__init__(f"{where or NAMESPACE + ':' + key}: {problem}")
         self.key = key
+
+
+def check_namespaces(keys: Iterable[str]) -> None:
+    """Refuse a key whose namespace reads like ours but is not (`linesigth:lines`,
+    `LineSight:lines`): it would be ignored, and the default used in its place.
+
+    >>> check_namespaces(["aws:region", "linesight:lines", "pulumi:tags"])
+    >>> check_namespaces(["linesigth:lines"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.stackconfig.ConfigError: linesigth:lines: ... did you mean linesight:lines?
+    """
+    for key in keys:
+        namespace, colon, bare = key.partition(":")
+        if colon and namespace != NAMESPACE and difflib.SequenceMatcher(
+                None, namespace.lower(), NAMESPACE).ratio() >= 0.75:
+            raise ConfigError(bare, f"not a {NAMESPACE} key; did you mean {NAMESPACE}:{bare}?",
+                              where=key)
 
 
 @dataclass(frozen=True)
@@ -194,8 +214,20 @@ def load_stack_config(stack_yaml: Path | str, project_yaml: Path | str) -> Stack
     import yaml
 
     path = Path(stack_yaml)
-    document = yaml.safe_load(path.read_text()) or {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"not valid YAML: {' '.join(str(exc).split())}",
+                          where=path.name) from None
+    if not isinstance(document, dict) or not isinstance(document.get("config") or {}, dict):
+        raise ConfigError("", "needs a `config:` mapping of keys to values (`linesight:lines: "
+                              "...`)", where=path.name)
+    astray = sorted(key for key in document if key in _KNOWN_KEYS or
+                    str(key).startswith(NAMESPACE + ":"))
+    if astray:
+        raise ConfigError("", f"{astray[0]} belongs under `config:`", where=path.name)
     raw = document.get("config") or {}
+    check_namespaces(raw)
     values = {bare: value for key, value in raw.items()
               if (bare := _bare_key(key)) is not None}
     stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")

@@ -31,6 +31,8 @@ LINE = {"id": "line-1", "cameras": ["cam-1", "cam-2"]}
      "linesight:lines[line-2].cameras"),
     # a misspelt key
     ({"linesight:workflowTyp": "STANDARD"}, "linesight:workflowTyp"),
+    # a misspelt namespace: ignored, the default would stand in for it
+    ({"linesigth:workflowType": "STANDARD"}, "linesigth:workflowType"),
     # neither EXPRESS nor STANDARD
     ({"linesight:workflowType": "FAST"}, "linesight:workflowType"),
     # two detectors at once

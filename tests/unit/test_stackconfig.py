@@ -179,3 +179,30 @@ def test_an_address_on_every_line_and_on_one_line_gets_one_subscription() -> Non
                            "alertEmails": ["lead@example.com"]}])
     assert config.subscriptions() == {"ops@example.com": (),
                                       "lead@example.com": ("line-1", "line-2")}
+
+
+@pytest.mark.parametrize("text, said", [
+    ("config:\n  linesight:lines: [\n bad", "Pulumi.broken.yaml: not valid YAML"),
+    ("config:\n  - linesight:lines", "Pulumi.broken.yaml: needs a `config:` mapping"),
+    ("- 1\n- 2\n", "Pulumi.broken.yaml: needs a `config:` mapping"),
+    ("linesight:modelUri: s3://m/v1/\n", "linesight:modelUri belongs under `config:`"),
+    ("config:\n  linesigth:modelUri: s3://m/v1/\n",
+     "linesigth:modelUri: not a linesight key; did you mean linesight:modelUri?"),
+    ("config:\n  LineSight:modelUri: s3://m/v1/\n", "did you mean linesight:modelUri?"),
+])
+def test_a_broken_stack_file_is_one_message_naming_what_is_wrong(
+        tmp_path: Path, text: str, said: str) -> None:
+    """Not a YAML traceback, and not a key silently ignored so that a default (or a
+    misleading "set exactly one of" message) stands in for it."""
+    path = tmp_path / "Pulumi.broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_stack_config(path, PROJECT)
+    assert said in str(raised.value)
+
+
+def test_other_namespaces_are_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.ok.yaml"
+    path.write_text("config:\n  aws:region: eu-west-1\n  linesight:modelUri: s3://models-bucket/v1/\n"
+                    "  linesight:lines: [{id: l1, cameras: [c1]}]\n")
+    assert load_stack_config(path, PROJECT).region == "eu-west-1"
