@@ -418,7 +418,16 @@ def _detector(merged: Mapping[str, Any]) -> DetectorConfig:
                           sagemaker_endpoint=chosen["sagemakerEndpoint"])
 
 
+_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ - . starting with a letter or digit"
+
+
 def _lines(value: Any, default_rate: float) -> tuple[LineConfig, ...]:
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError("lines", f"is not valid JSON ({exc}); set it with `pulumi config "
+                              "set --path` or write it as YAML in the stack file") from None
     value = _decoded(value)
     if not isinstance(value, list) or not value:
         raise ConfigError("lines", "must be a list of at least one {id, cameras} line")
@@ -434,16 +443,18 @@ def _lines(value: Any, default_rate: float) -> tuple[LineConfig, ...]:
                               f"unknown line key; a line has {', '.join(sorted(_LINE_KEYS))}")
         line_id = entry.get("id")
         if not isinstance(line_id, str) or not _ID.match(line_id):
-            raise ConfigError(f"{where}.id", "must be 1-64 characters of A-Z a-z 0-9 _ - . "
-                              f"starting with a letter or digit, got {line_id!r}")
+            raise ConfigError(f"{where}.id", f"must be {_ID_RULE}, got {line_id!r}")
         where = f"lines[{line_id}]"
         if any(line.id == line_id for line in lines):
             raise ConfigError(f"{where}.id", "two lines have this id")
         cameras = entry.get("cameras")
-        if (not isinstance(cameras, list) or not cameras
-                or not all(isinstance(c, str) and _ID.match(c) for c in cameras)):
+        if not isinstance(cameras, list) or not cameras:
             raise ConfigError(f"{where}.cameras",
                               f"must be a non-empty list of camera ids, got {cameras!r}")
+        for camera in cameras:
+            if not isinstance(camera, str) or not _ID.match(camera):
+                raise ConfigError(f"{where}.cameras",
+                                  f"a camera id is {_ID_RULE}, got {camera!r}")
         if len(cameras) > MAX_CAMERAS_PER_LINE:
             raise ConfigError(f"{where}.cameras", f"at most {MAX_CAMERAS_PER_LINE} cameras per "
                               "line (the line's anomaly-rate alarm sums two metrics per "

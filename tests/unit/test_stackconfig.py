@@ -206,3 +206,16 @@ def test_other_namespaces_are_left_alone(tmp_path: Path) -> None:
     path.write_text("config:\n  aws:region: eu-west-1\n  linesight:modelUri: s3://models-bucket/v1/\n"
                     "  linesight:lines: [{id: l1, cameras: [c1]}]\n")
     assert load_stack_config(path, PROJECT).region == "eu-west-1"
+
+
+@pytest.mark.parametrize(("values", "said"), [
+    ({"lines": [{"id": "line-1", "cameras": ["cam-1", "cam 2"]}]},
+     "linesight:lines[line-1].cameras: a camera id is 1-64 characters"),
+    ({"lines": '[{"id": "line-1", cameras: ["cam-1"]}]'},
+     "linesight:lines: is not valid JSON"),  # `pulumi config set` without --path
+])
+def test_config_messages_say_which_value_is_wrong(values: dict[str, Any], said: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse(**values)
+    assert said in str(error.value)
+    assert "'cam 2'" in str(error.value) or "JSON" in said
