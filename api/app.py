@@ -31,7 +31,6 @@ from pipeline import analytics, queries, reviews, tokens, uploads
 from pipeline import ingest as ingest_step
 from pipeline.aws import client
 from pipeline.detector import load_detector
-from pipeline.records import parse_time
 from pipeline.settings import Settings, SettingsError, current, parse_flag
 
 app = Chalice(app_name="linesight")
@@ -171,8 +170,8 @@ def list_results() -> dict[str, Any]:
         query = queries.ResultQuery(
             line_id=line,
             camera_id=params.get("camera", ""),
-            since=parse_time(params["since"]) if params.get("since") else None,
-            until=parse_time(params["until"]) if params.get("until") else None,
+            since=queries.parse_when(params["since"], "since") if params.get("since") else None,
+            until=queries.parse_when(params["until"], "until") if params.get("until") else None,
             anomalous=_flag(params.get("anomalous"), "anomalous"),
             reviewed=_flag(params.get("reviewed"), "reviewed"),
             limit=_limit(params.get("limit")),

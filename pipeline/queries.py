@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline import aws
-from pipeline.records import ResultRecord, iso, line_camera_key
+from pipeline.records import ResultRecord, iso, line_camera_key, parse_time
 from pipeline.tables import INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
 
 MAX_PAGE = 500
@@ -18,6 +19,39 @@ MAX_PAGE = 500
 
 class QueryError(ValueError):
     """A bad query parameter (HTTP 400); the message names it."""
+
+
+_AGE = re.compile(r"(\d+)\s*([smhdw])")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(value: str, name: str, now: datetime | None = None) -> datetime:
+    """A time bound as a person gives it: ISO-8601 with a zone, a date (midnight UTC) or an
+    age like `2h` (`30m`, `7d`, `2w`). Raises QueryError naming `name` and the forms.
+
+    >>> parse_when("2026-01-02", "since").isoformat()
+    '2026-01-02T00:00:00+00:00'
+    >>> parse_when("2026-01-02T03:04:05Z", "since").hour
+    3
+    >>> parse_when("2h", "since", now=parse_time("2026-01-02T03:00:00Z")).hour
+    1
+    >>> parse_when("yesterday", "since")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.queries.QueryError: since 'yesterday' is not a time: use e.g. 2h, 3d, 2026-01-02 ...
+    """
+    value = value.strip()
+    age = _AGE.fullmatch(value)
+    if age:
+        return (now or datetime.now(UTC)) - timedelta(**{_AGE_UNITS[age[2]]: int(age[1])})
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        hint = ("add a zone, e.g. 2026-01-02T08:00:00Z" if "zone" in str(exc)
+                else "use e.g. 2h, 3d, 2026-01-02 or 2026-01-02T08:00:00Z")
+        raise QueryError(f"{name} {value!r} is not a time: {hint}") from None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import os
-import re
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,7 +28,7 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.records import STATUS_INVALID, ResultRecord, parse_time
+from pipeline.records import STATUS_INVALID, ResultRecord
 from scripts.cli_tokens import StateOption, no_answer, use_stack_file
 
 if TYPE_CHECKING:
@@ -40,8 +40,6 @@ err = Console(stderr=True)
 log = logging.getLogger("linesight.results")
 
 FORMATS = ("table", "json", "csv")
-_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 LOCAL_STATE_HINT = "start the local stack with `linesight local up`, or set LINESIGHT_TABLE"
 
 
@@ -129,28 +127,20 @@ def _aws_errors() -> Iterator[None]:
 
 
 def parse_when(value: str | None, name: str) -> datetime | None:
-    """A time option: ISO-8601 with a zone, a date (midnight UTC) or an age like `2h`.
+    """A time option (`queries.parse_when`: ISO-8601 with a zone, a date, or an age like
+    `2h`), or None; a mistake is a usage error naming the option.
 
     >>> parse_when("2026-01-02", "--since").isoformat()
     '2026-01-02T00:00:00+00:00'
-    >>> parse_when("2026-01-02T03:04:05Z", "--since").hour
-    3
     """
+    from pipeline import queries
+
     if not value:
         return None
-    value = value.strip()
-    relative = _RELATIVE.fullmatch(value)
-    if relative:
-        amount, unit = int(relative[1]), _UNITS[relative[2]]
-        return datetime.now(UTC) - timedelta(**{unit: amount})
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
     try:
-        return parse_time(value)
-    except ValueError as exc:
-        hint = ("add a zone, e.g. 2026-01-02T08:00:00Z" if "zone" in str(exc)
-                else "use e.g. 2h, 3d, 2026-01-02 or 2026-01-02T08:00:00Z")
-        raise typer.BadParameter(f"{value!r} is not a time: {hint}", param_hint=name) from None
+        return queries.parse_when(value, name)
+    except queries.QueryError as exc:
+        raise typer.BadParameter(str(exc).removeprefix(f"{name} "), param_hint=name) from None
 
 
 def _progress() -> Progress:
@@ -676,6 +666,9 @@ def upload(
             except StateFileError as exc:
                 _fail(str(exc))
     url = url or described["api_url"]
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise typer.BadParameter(f"{url!r} is not an http:// or https:// URL",
+                                 param_hint="--api-url")
     if not secret:
         tokens = described.get("camera_tokens")
         secret = (tokens or {}).get(f"{line}/{camera}", "")

@@ -64,6 +64,7 @@ def ids(body: dict[str, Any]) -> list[int]:
     # time range on the index's sort key (captured_at; record n is at minute n)
     ("line=line-1&since=2026-11-23T08:02:00Z&until=2026-11-23T08:05:00Z", [5, 4, 3, 2]),
     ("line=line-1&since=2026-11-23T08:10:00%2B00:00", [11, 10]),
+    ("line=line-1&since=2026-11-23&until=2026-11-23T08:01:30Z", [1, 0]),  # a date: 00:00 UTC
     # verdict filters
     ("line=line-1&anomalous=true", [4, 1]),
     ("line=line-1&anomalous=false", [11, 10, 5, 3, 2, 0]),
@@ -111,8 +112,9 @@ def test_pagination_follows_next_token(api: _Api) -> None:
 @pytest.mark.parametrize("query, message", [
     ("line=line-1&limit=0", "limit"),
     ("line=line-1&limit=many", "limit must be a whole number"),
-    ("line=line-1&since=yesterday", "Invalid isoformat"),
-    ("line=line-1&since=2026-11-23T08:00:00", "no time zone"),
+    ("line=line-1&since=yesterday", "since 'yesterday' is not a time: use e.g. 2h"),
+    ("line=line-1&until=2026-11-23T08:00:00", "until '2026-11-23T08:00:00' is not a time: "
+                                               "add a zone"),
     ("line=line-1&anomalous=maybe", "anomalous must be true or false"),
     ("line=line-1&next_token=not-a-token", "next_token"),
     # valid base64 JSON, but not a key this API issued (it used to reach DynamoDB: a 500)
