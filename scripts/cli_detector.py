@@ -147,7 +147,7 @@ def check_writable(path: Path, option: str, *, directory: bool = False) -> None:
     >>> check_writable(Path("/"), "--json")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    click.exceptions.BadParameter: / is a directory; give a file name
+    ...BadParameter: / is a directory; give a file name
     """
     if path.exists() and path.is_dir() != directory:
         raise typer.BadParameter(
