@@ -14,9 +14,12 @@ import pulumi
 import pulumi_aws as aws
 
 # Actions that accept no resource-level permission (AWS's Service Authorization
-# Reference lists them with Resource "*"): X-Ray trace writes, and the CloudWatch Logs
-# delivery calls Step Functions makes to set up its own logging. Tests allow "*" only here.
+# Reference lists them with Resource "*"): X-Ray trace writes, the CloudWatch Logs
+# delivery calls Step Functions makes to set up its own logging, and the metric reads of
+# `linesight report`. Tests allow "*" only here.
 UNSCOPED_ACTIONS = frozenset({
+    "cloudwatch:GetMetricStatistics",
+    "cloudwatch:ListMetrics",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "xray:GetSamplingRules",

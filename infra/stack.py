@@ -20,6 +20,7 @@ from infra.api import ChaliceApp, ChaliceAppArgs, ModelAccess, load_app
 from infra.config import PROJECT_DIR, read_stack_config
 from infra.ingest import Ingest, IngestArgs
 from infra.monitoring import Monitoring, MonitoringArgs
+from infra.operators import Operators, OperatorsArgs
 from infra.storage import Storage, StorageArgs
 from infra.workflow import Workflow, WorkflowArgs
 from pipeline.stackconfig import ConfigError, StackConfig
@@ -122,6 +123,15 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         },
         ingest_function=app.functions["ingest"].name))
 
+    operators = Operators(p, OperatorsArgs(
+        prefix=p, tokens_table_arn=storage.tokens_table.arn, table_arn=storage.table.arn,
+        table_stream_arn=storage.table.stream_arn, images_bucket_arn=storage.images.bucket.arn,
+        results_bucket_arn=storage.results.bucket.arn, ingest_queue_arn=ingest.queue.arn,
+        dead_letter_queue_arns=(ingest.dead_letter_queue.arn, workflow.failure_queue.arn,
+                                analytics.failure_queue.arn),
+        state_machine_arn=workflow.state_machine.arn, topic_arn=alerting.topic.arn,
+        topic_key_arn=alerting.key.arn, firehose_arn=analytics.stream.arn))
+
     return {
         "api_url": app.url,
         "images_bucket": storage.images.bucket.bucket,
@@ -140,6 +150,7 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         "dashboard_url": monitoring.dashboard_url,
         "manifest_uri": analytics.manifest_uri,
         "model_uri": pulumi.Output.from_input(model_uri or ""),
+        "operator_policy_arn": operators.policy.arn,
     }
 
 

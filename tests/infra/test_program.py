@@ -326,8 +326,9 @@ def test_images_bucket_lifecycle_cors_and_notifications(d: Deployed) -> None:
 # --- IAM --------------------------------------------------------------------------------
 
 def policies(d: Deployed) -> dict[str, list[dict[str, Any]]]:
+    """Every role's inline policy and every managed policy, by resource name."""
     return {r.name: json.loads(r.props["policy"])["Statement"]
-            for r in d.of_type("iam/rolePolicy:RolePolicy")}
+            for r in [*d.of_type("iam/rolePolicy:RolePolicy"), *d.of_type("iam/policy:Policy")]}
 
 
 def test_one_role_per_function(d: Deployed) -> None:
@@ -389,6 +390,55 @@ def test_ingest_role_covers_what_the_ingest_step_calls(d: Deployed) -> None:
     # an upload deleted before it was read is a 404 only with ListBucket (a 403 without)
     assert ("s3:ListBucket", bucket) in granted
     assert ("dynamodb:PutItem", results) not in granted  # only the workflow writes records
+
+
+def test_the_operator_policy_covers_the_cli_on_this_stacks_resources_only(d: Deployed) -> None:
+    arn = {label: d.one(kind, prefixed(d, name)).props["arn"] for label, kind, name in [
+        ("images", "s3/bucket:Bucket", "images"),
+        ("results-bucket", "s3/bucket:Bucket", "results"),
+        ("results", "dynamodb/table:Table", "results"),
+        ("tokens", "dynamodb/table:Table", "tokens"),
+        *[(name, "sqs/queue:Queue", name)
+          for name in ("ingest", "ingest-dlq", "workflow-failures", "lake-failures")]]}
+    arn.update({kind: d.one(kind).props["arn"] for kind in (
+        "sfn/stateMachine:StateMachine", "sns/topic:Topic", "kms/key:Key",
+        "kinesis/firehoseDeliveryStream:FirehoseDeliveryStream")})
+    stream = d.one("dynamodb/table:Table", prefixed(d, "results")).props["streamArn"]
+    granted = {(action, resource) for statement in policies(d)[prefixed(d, "operator")]
+               for action in statement["Action"] for resource in statement["Resource"]}
+    dead_letters = [arn["ingest-dlq"], arn["workflow-failures"], arn["lake-failures"]]
+    expected = {
+        # tokens create | list | revoke
+        *{(a, arn["tokens"]) for a in ("dynamodb:PutItem", "dynamodb:Scan",
+                                        "dynamodb:UpdateItem")},
+        # results, report, export-dataset, review
+        ("dynamodb:Query", arn["results"] + "/index/*"), ("dynamodb:GetItem", arn["results"]),
+        ("dynamodb:UpdateItem", arn["results"]),
+        ("s3:GetObject", arn["images"] + "/*"),
+        ("s3:GetObject", arn["results-bucket"] + "/heatmaps/*"),
+        ("cloudwatch:GetMetricStatistics", "*"), ("cloudwatch:ListMetrics", "*"),
+        # dlq list | redrive
+        *{(a, q) for q in dead_letters for a in ("sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                                  "sqs:ChangeMessageVisibility")},
+        ("s3:GetObjectTagging", arn["images"] + "/*"), ("sqs:SendMessage", arn["ingest"]),
+        ("states:StartExecution", arn["sfn/stateMachine:StateMachine"]),
+        ("sns:Publish", arn["sns/topic:Topic"]), ("kms:Decrypt", arn["kms/key:Key"]),
+        ("firehose:PutRecordBatch",
+         arn["kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"]),
+        ("dynamodb:GetRecords", stream),
+    }
+    assert expected <= granted, expected - granted
+    # nothing that deletes or rewrites data beyond a token, a dead letter and lake rows
+    # (appended), and nothing outside this stack
+    assert {action for action, _ in granted if action.split(":")[1].startswith(
+        ("Delete", "Put", "Create"))} == {"dynamodb:PutItem", "sqs:DeleteMessage",
+                                          "firehose:PutRecordBatch"}
+    assert ("dynamodb:PutItem", arn["results"]) not in granted
+    assert {resource for _, resource in granted} <= {
+        *arn.values(), arn["images"] + "/*", arn["results-bucket"] + "/heatmaps/*",
+        arn["results"] + "/index/*", stream, "*"}
+    assert d.outputs["operator_policy_arn"] == d.one(
+        "iam/policy:Policy", prefixed(d, "operator")).props["arn"]
 
 
 # --- API ----------------------------------------------------------------------------------

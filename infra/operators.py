@@ -1,0 +1,81 @@
+"""The operators' policy: what the `linesight` CLI needs against this stack, and no more.
+
+A managed policy, not a role: a plant attaches it to the group, role or SSO permission set
+its operators already use (`operator_policy_arn` among the stack outputs). Each statement
+names the commands that need it; everything is scoped to this stack's ARNs except
+CloudWatch's metric reads, which accept no resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import iam
+
+
+@dataclass(frozen=True)
+class OperatorsArgs:
+    prefix: str
+    tokens_table_arn: pulumi.Input[str]
+    table_arn: pulumi.Input[str]
+    table_stream_arn: pulumi.Input[str]
+    images_bucket_arn: pulumi.Input[str]
+    results_bucket_arn: pulumi.Input[str]
+    ingest_queue_arn: pulumi.Input[str]
+    dead_letter_queue_arns: tuple[pulumi.Input[str], ...]  # ingest DLQ, workflow, lake
+    state_machine_arn: pulumi.Input[str]
+    topic_arn: pulumi.Input[str]
+    topic_key_arn: pulumi.Input[str]
+    firehose_arn: pulumi.Input[str]
+
+
+def operator_statements(args: OperatorsArgs) -> list[iam.Statement]:
+    images = pulumi.Output.concat(args.images_bucket_arn, "/*")
+    heatmaps = pulumi.Output.concat(args.results_bucket_arn, "/heatmaps/*")
+    indexes = pulumi.Output.concat(args.table_arn, "/index/*")
+    return [
+        # tokens create | list | revoke
+        iam.allow(["dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"],
+                  [args.tokens_table_arn], sid="Tokens"),
+        # results, report, export-dataset, review; dlq redrive looks a record up
+        iam.allow(["dynamodb:GetItem", "dynamodb:Query"], [args.table_arn, indexes],
+                  sid="ReadResults"),
+        iam.allow(["dynamodb:UpdateItem"], [args.table_arn], sid="Review"),
+        # report and export-dataset read the photos and heatmaps; dlq list reads why an
+        # image failed (its tag); listing makes a deleted image a 404, not a 403
+        iam.allow(["s3:GetObject", "s3:GetObjectTagging"], [images], sid="ReadImages"),
+        iam.allow(["s3:ListBucket"], [args.images_bucket_arn], sid="ListImages"),
+        iam.allow(["s3:GetObject"], [heatmaps], sid="ReadHeatmaps"),
+        # report's totals
+        iam.allow(["cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics"], ["*"],
+                  sid="ReadMetrics"),
+        # dlq list | redrive: read and move dead letters
+        iam.allow(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                   "sqs:SendMessage", "sqs:GetQueueAttributes"],
+                  list(args.dead_letter_queue_arns), sid="DeadLetters"),
+        # dlq redrive: what each kind of dead letter is finished with
+        iam.allow(["sqs:SendMessage"], [args.ingest_queue_arn], sid="RedriveIngest"),
+        iam.allow(["states:StartExecution"], [args.state_machine_arn], sid="RedriveWorkflow"),
+        iam.allow(["sns:Publish"], [args.topic_arn], sid="RedriveAlert"),
+        iam.allow(["kms:GenerateDataKey*", "kms:Decrypt"], [args.topic_key_arn],
+                  sid="EncryptedTopic"),
+        iam.allow(["firehose:PutRecordBatch"], [args.firehose_arn], sid="RedriveLake"),
+        iam.allow(["dynamodb:DescribeStream", "dynamodb:GetShardIterator",
+                   "dynamodb:GetRecords"], [args.table_stream_arn], sid="RereadStream"),
+    ]
+
+
+class Operators(pulumi.ComponentResource):
+    def __init__(self, name: str, args: OperatorsArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("linesight:operators:Operators", name, None, opts)
+        self.policy = aws.iam.Policy(
+            f"{args.prefix}-operator",
+            description="LineSight operators: the linesight CLI (tokens, results, report, "
+                        "review, export-dataset, dlq) against this stack",
+            policy=iam.policy_document(operator_statements(args)),
+            opts=pulumi.ResourceOptions(parent=self))
+        self.register_outputs({"policy_arn": self.policy.arn})
