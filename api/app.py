@@ -271,23 +271,9 @@ def to_lake(event: Any) -> dict[str, Any]:
     back to Lambda, which resends the batch from the first of them)."""
     settings = current()
     settings.require("firehose_stream")
-    rows: list[tuple[str, dict[str, Any]]] = []
-    unreadable: list[tuple[str, Mapping[str, Any], str]] = []
-    for record in event:
-        sequence = record.sequence_number
-        if record.event_name != "INSERT" or not record.new_image:
-            continue
-        try:
-            rows.append((sequence, analytics.row_from_image(
-                record.new_image, record.aws_region or settings.region)))
-        except (KeyError, ValueError, TypeError) as error:
-            # Permanent: retrying cannot help, and reporting it would make Lambda resend
-            # every later record of the batch. It is parked as the stream carried it, for
-            # a redrive once the code that reads it is fixed.
-            log.exception("cannot read stream record %s as a result", sequence)
-            emit_unexpected_error("lake-decode")
-            unreadable.append((sequence, record.new_image,
-                               f"cannot be read as a result record: {error!r}"))
+    rows, unreadable = analytics.rows_from_images(
+        (record.sequence_number, record.new_image, record.aws_region or settings.region)
+        for record in event if record.event_name == "INSERT" and record.new_image)
     failures: list[str] = []
     if rows:
         refused = set(analytics.send_rows(settings.firehose_stream, rows))
@@ -295,6 +281,11 @@ def to_lake(event: Any) -> dict[str, Any]:
         failures += _park([(sequence, row) for sequence, row in rows if sequence in refused],
                           "Firehose refused them every time", analytics.LAKE_ROWS, settings)
     for sequence, image, reason in unreadable:
+        # Permanent: retrying cannot help, and reporting it would make Lambda resend every
+        # later record of the batch. It is parked as the stream carried it, for a redrive
+        # once the code that reads it is fixed.
+        log.error("stream record %s %s", sequence, reason)
+        emit_unexpected_error("lake-decode")
         failures += _park([(sequence, image)], reason, analytics.STREAM_IMAGES, settings)
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failures]}
 

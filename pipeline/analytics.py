@@ -83,6 +83,22 @@ def row_from_image(image: Mapping[str, Any], region: str) -> dict[str, Any]:
     return lake_row(ResultRecord.from_item(image), region)
 
 
+def rows_from_images(images: Iterable[tuple[str, Mapping[str, Any], str]]
+                     ) -> tuple[list[tuple[str, dict[str, Any]]],
+                                list[tuple[str, Mapping[str, Any], str]]]:
+    """(id, image, region) triples -> the (id, lake row) pairs of those that read as a
+    result, and the (id, image, why) triples of those that do not."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    unreadable: list[tuple[str, Mapping[str, Any], str]] = []
+    for row_id, image, region in images:
+        try:
+            rows.append((row_id, row_from_image(image, region)))
+        except (KeyError, ValueError, TypeError) as error:
+            unreadable.append((row_id, image,
+                               f"cannot be read as a result record: {error!r}"))
+    return rows, unreadable
+
+
 def encode_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, bytes]]:
     """Firehose records: one JSON object per line, newline-terminated."""
     return [{"Data": (json.dumps(row, sort_keys=True) + "\n").encode()} for row in rows]

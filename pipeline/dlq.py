@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,7 +304,7 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
     for message in receive_all(sqs, lake_failure_url, limit=limit):
         try:
             info = json.loads(message["Body"])
-            unreadable: list[tuple[dict[str, Any], str]] = []
+            unreadable: list[tuple[str, Mapping[str, Any], str]] = []
             if analytics.LAKE_ROWS in info:
                 rows = [(str(row.get("ImageId", index)), row)
                         for index, row in enumerate(info[analytics.LAKE_ROWS])]
@@ -312,11 +312,13 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
                 rows = [(str(index), analytics.row_from_image(image, region))
                         for index, image in enumerate(info[analytics.STREAM_IMAGES])]
             else:
-                rows, unreadable = _batch_rows(
-                    _stream_records(streams, info["DDBStreamBatchInfo"]), region)
+                rows, unreadable = analytics.rows_from_images(
+                    (r["dynamodb"]["SequenceNumber"], r["dynamodb"]["NewImage"], region)
+                    for r in _stream_records(streams, info["DDBStreamBatchInfo"])
+                    if r["eventName"] == "INSERT")
             failed = send(firehose_stream, rows) if rows else []
             if not failed:
-                for image, reason in unreadable:
+                for _, image, reason in unreadable:
                     analytics.park_rows(lake_failure_url, [image], reason,
                                         kind=analytics.STREAM_IMAGES)
                 result.parked += len(unreadable)
@@ -330,23 +332,6 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
         result.moved += 1
         _delete(sqs, lake_failure_url, [message])
     return result
-
-
-def _batch_rows(records: list[dict[str, Any]], region: str
-                ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[dict[str, Any], str]]]:
-    """The lake rows of a stream batch's INSERTs, and the images that cannot be read as a
-    result, each with why."""
-    rows, unreadable = [], []
-    for record in records:
-        if record["eventName"] != "INSERT":
-            continue
-        image = record["dynamodb"]["NewImage"]
-        try:
-            rows.append((record["dynamodb"]["SequenceNumber"],
-                         analytics.row_from_image(image, region)))
-        except (KeyError, ValueError, TypeError) as error:
-            unreadable.append((image, f"cannot be read as a result record: {error!r}"))
-    return rows, unreadable
 
 
 def _stream_records(streams: Any, batch: dict[str, Any]) -> list[dict[str, Any]]:

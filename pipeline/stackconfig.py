@@ -293,13 +293,15 @@ def _bare_key(key: str) -> str | None:
 
 # --- Field parsers (each names its key) ---------------------------------------------
 
-def _decoded(value: Any) -> Any:
-    """Pulumi hands structured values over as JSON text; YAML hands them over parsed."""
+def _decoded(value: Any, key: str) -> Any:
+    """Pulumi hands structured values over as JSON text; YAML hands them over parsed. Text
+    that starts like JSON but is not (`pulumi config set` without `--path`) is refused."""
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
-            return value
+        except json.JSONDecodeError as exc:
+            raise ConfigError(key, f"is not valid JSON ({exc}); set it with `pulumi config "
+                              "set --path` or write it as YAML in the stack file") from None
     return value
 
 
@@ -340,7 +342,7 @@ def _whole(value: Any, key: str, low: int, high: int | None = None) -> int:
 
 
 def _string_list(value: Any, key: str) -> list[str]:
-    value = _decoded(value)
+    value = _decoded(value, key)
     if value is None or value == "":
         return []
     if isinstance(value, str):
@@ -422,13 +424,7 @@ _ID_RULE = "1-64 characters of A-Z a-z 0-9 _ - . starting with a letter or digit
 
 
 def _lines(value: Any, default_rate: float) -> tuple[LineConfig, ...]:
-    if isinstance(value, str) and value[:1] in ("[", "{"):
-        try:
-            json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ConfigError("lines", f"is not valid JSON ({exc}); set it with `pulumi config "
-                              "set --path` or write it as YAML in the stack file") from None
-    value = _decoded(value)
+    value = _decoded(value, "lines")
     if not isinstance(value, list) or not value:
         raise ConfigError("lines", "must be a list of at least one {id, cameras} line")
     lines: list[LineConfig] = []
