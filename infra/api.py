@@ -130,15 +130,7 @@ class ChaliceAppArgs:
     layer: package.Artifact
     environment: pulumi.Input[Mapping[str, str]]
     region: pulumi.Input[str]
-    images_bucket_arn: pulumi.Input[str]
-    results_bucket_arn: pulumi.Input[str]
-    table_arn: pulumi.Input[str]
-    table_stream_arn: pulumi.Input[str]
-    tokens_table_arn: pulumi.Input[str]
-    state_machine_arn: pulumi.Input[str]
-    firehose_arn: pulumi.Input[str]
-    ingest_queue_arn: pulumi.Input[str]
-    lake_failure_queue_arn: pulumi.Input[str]
+    arns: iam.StackArns
     model: ModelAccess | None = None
     sagemaker_endpoint_arn: pulumi.Input[str] | None = None
 
@@ -148,34 +140,34 @@ def function_statements(spec: FunctionSpec, args: ChaliceAppArgs) -> list[iam.St
     cat = pulumi.Output.concat
     if spec is API:
         return [
-            iam.allow(["s3:PutObject"], [cat(args.images_bucket_arn, "/*")],
+            iam.allow(["s3:PutObject"], [cat(args.arns.images_bucket, "/*")],
                       sid="PresignUploads"),
             iam.allow(["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
-                      [args.table_arn, cat(args.table_arn, "/index/*")], sid="ReadResults"),
-            iam.allow(["dynamodb:UpdateItem"], [args.table_arn], sid="RecordReviews"),
+                      [args.arns.table, cat(args.arns.table, "/index/*")], sid="ReadResults"),
+            iam.allow(["dynamodb:UpdateItem"], [args.arns.table], sid="RecordReviews"),
         ]
     if spec is AUTHORIZER:
-        return [iam.allow(["dynamodb:GetItem"], [args.tokens_table_arn], sid="VerifyTokens")]
+        return [iam.allow(["dynamodb:GetItem"], [args.arns.tokens_table], sid="VerifyTokens")]
     if spec is INGEST:
         statements = [
             iam.allow(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
-                       "sqs:ChangeMessageVisibility"], [args.ingest_queue_arn],
+                       "sqs:ChangeMessageVisibility"], [args.arns.ingest_queue],
                       sid="IngestQueue"),
-            iam.allow(["s3:GetObject"], [cat(args.images_bucket_arn, "/*")], sid="ReadImages"),
+            iam.allow(["s3:GetObject"], [cat(args.arns.images_bucket, "/*")], sid="ReadImages"),
             # without it, S3 answers a GET of a deleted upload with 403 AccessDenied, not
             # 404 NoSuchKey, and the upload would be retried into the DLQ instead of being
             # recorded INVALID (missing_object)
-            iam.allow(["s3:ListBucket"], [args.images_bucket_arn], sid="TellDeletedUploads"),
+            iam.allow(["s3:ListBucket"], [args.arns.images_bucket], sid="TellDeletedUploads"),
             # an image that could not be processed is tagged with why (`linesight dlq list`)
-            iam.allow(["s3:PutObjectTagging"], [cat(args.images_bucket_arn, "/*")],
+            iam.allow(["s3:PutObjectTagging"], [cat(args.arns.images_bucket, "/*")],
                       sid="TagFailedImages"),
-            iam.allow(["s3:PutObject"], [cat(args.results_bucket_arn, "/", HEATMAP_PREFIX, "*")],
+            iam.allow(["s3:PutObject"], [cat(args.arns.results_bucket, "/", HEATMAP_PREFIX, "*")],
                       sid="WriteHeatmaps"),
             # a redelivered upload whose record exists is recognised before detection
             # (one BatchGetItem per SQS batch, GetItem for what that leaves unanswered)
-            iam.allow(["dynamodb:BatchGetItem", "dynamodb:GetItem"], [args.table_arn],
+            iam.allow(["dynamodb:BatchGetItem", "dynamodb:GetItem"], [args.arns.table],
                       sid="FindRecordedUploads"),
-            iam.allow(["states:StartExecution"], [args.state_machine_arn],
+            iam.allow(["states:StartExecution"], [args.arns.state_machine],
                       sid="StartWorkflow"),
         ]
         if args.model is not None:
@@ -193,13 +185,13 @@ def function_statements(spec: FunctionSpec, args: ChaliceAppArgs) -> list[iam.St
     if spec is TO_LAKE:
         return [
             iam.allow(["dynamodb:DescribeStream", "dynamodb:GetRecords",
-                       "dynamodb:GetShardIterator"], [args.table_stream_arn],
+                       "dynamodb:GetShardIterator"], [args.arns.table_stream],
                       sid="ReadResultsStream"),
-            iam.allow(["dynamodb:ListStreams"], [cat(args.table_arn, "/stream/*")],
+            iam.allow(["dynamodb:ListStreams"], [cat(args.arns.table, "/stream/*")],
                       sid="ListResultsStreams"),
-            iam.allow(["firehose:PutRecordBatch", "firehose:PutRecord"], [args.firehose_arn],
+            iam.allow(["firehose:PutRecordBatch", "firehose:PutRecord"], [args.arns.firehose],
                       sid="WriteLake"),
-            iam.allow(["sqs:SendMessage"], [args.lake_failure_queue_arn],
+            iam.allow(["sqs:SendMessage"], [args.arns.lake_failure_queue],
                       sid="OnFailureDestination"),
         ]
     raise ValueError(f"no statements for {spec.key}")
@@ -229,7 +221,7 @@ class ChaliceApp(pulumi.ComponentResource):
         ingest_fn, to_lake_fn = self.functions[INGEST.key], self.functions[TO_LAKE.key]
         self.ingest_mapping = aws.lambda_.EventSourceMapping(
             f"{p}-ingest",
-            event_source_arn=args.ingest_queue_arn,
+            event_source_arn=args.arns.ingest_queue,
             function_name=ingest_fn.arn,
             batch_size=handlers.ingest.batch_size,
             maximum_batching_window_in_seconds=handlers.ingest.maximum_batching_window_in_seconds,
@@ -237,7 +229,7 @@ class ChaliceApp(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self))
         self.stream_mapping = aws.lambda_.EventSourceMapping(
             f"{p}-to-lake",
-            event_source_arn=args.table_stream_arn,
+            event_source_arn=args.arns.table_stream,
             function_name=to_lake_fn.arn,
             # From the start of the stream's 24 hours: results written before the
             # mapping existed still reach the lake.
@@ -248,7 +240,8 @@ class ChaliceApp(pulumi.ComponentResource):
             maximum_retry_attempts=STREAM_MAX_RETRIES,
             maximum_record_age_in_seconds=STREAM_MAX_RECORD_AGE_SECONDS,
             function_response_types=["ReportBatchItemFailures"],
-            destination_config={"on_failure": {"destination_arn": args.lake_failure_queue_arn}},
+            destination_config={"on_failure": {
+                "destination_arn": args.arns.lake_failure_queue}},
             filter_criteria={"filters": [{"pattern": json.dumps({"eventName": ["INSERT"]})}]},
             opts=pulumi.ResourceOptions(parent=self))
 

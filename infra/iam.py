@@ -37,6 +37,32 @@ UNSCOPED_ACTIONS = frozenset({
 Statement = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class StackArns:
+    """The ARNs of one stack's data and messaging resources: what the functions' roles
+    (`infra.api`) and the operators' policy (`infra.operators`) are scoped to."""
+
+    images_bucket: pulumi.Input[str]
+    results_bucket: pulumi.Input[str]
+    table: pulumi.Input[str]
+    table_stream: pulumi.Input[str]
+    tokens_table: pulumi.Input[str]
+    ingest_queue: pulumi.Input[str]
+    ingest_dead_letter_queue: pulumi.Input[str]
+    state_machine: pulumi.Input[str]
+    workflow_failure_queue: pulumi.Input[str]
+    topic: pulumi.Input[str]
+    topic_key: pulumi.Input[str]
+    firehose: pulumi.Input[str]
+    lake_failure_queue: pulumi.Input[str]
+
+    @property
+    def dead_letter_queues(self) -> tuple[pulumi.Input[str], ...]:
+        """Where the pipeline parks what it could not finish: ingest, workflow, lake."""
+        return (self.ingest_dead_letter_queue, self.workflow_failure_queue,
+                self.lake_failure_queue)
+
+
 def allow(actions: Sequence[str], resources: Sequence[Any], *, sid: str = "",
           condition: dict[str, Any] | None = None) -> Statement:
     statement: Statement = {"Effect": "Allow", "Action": list(actions),

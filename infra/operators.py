@@ -19,35 +19,25 @@ from infra import iam
 @dataclass(frozen=True)
 class OperatorsArgs:
     prefix: str
-    tokens_table_arn: pulumi.Input[str]
-    table_arn: pulumi.Input[str]
-    table_stream_arn: pulumi.Input[str]
-    images_bucket_arn: pulumi.Input[str]
-    results_bucket_arn: pulumi.Input[str]
-    ingest_queue_arn: pulumi.Input[str]
-    dead_letter_queue_arns: tuple[pulumi.Input[str], ...]  # ingest DLQ, workflow, lake
-    state_machine_arn: pulumi.Input[str]
-    topic_arn: pulumi.Input[str]
-    topic_key_arn: pulumi.Input[str]
-    firehose_arn: pulumi.Input[str]
+    arns: iam.StackArns
 
 
 def operator_statements(args: OperatorsArgs) -> list[iam.Statement]:
-    images = pulumi.Output.concat(args.images_bucket_arn, "/*")
-    heatmaps = pulumi.Output.concat(args.results_bucket_arn, "/heatmaps/*")
-    indexes = pulumi.Output.concat(args.table_arn, "/index/*")
+    images = pulumi.Output.concat(args.arns.images_bucket, "/*")
+    heatmaps = pulumi.Output.concat(args.arns.results_bucket, "/heatmaps/*")
+    indexes = pulumi.Output.concat(args.arns.table, "/index/*")
     return [
         # tokens create | list | revoke
         iam.allow(["dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"],
-                  [args.tokens_table_arn], sid="Tokens"),
+                  [args.arns.tokens_table], sid="Tokens"),
         # results, report, export-dataset, review; dlq redrive looks a record up
-        iam.allow(["dynamodb:GetItem", "dynamodb:Query"], [args.table_arn, indexes],
+        iam.allow(["dynamodb:GetItem", "dynamodb:Query"], [args.arns.table, indexes],
                   sid="ReadResults"),
-        iam.allow(["dynamodb:UpdateItem"], [args.table_arn], sid="Review"),
+        iam.allow(["dynamodb:UpdateItem"], [args.arns.table], sid="Review"),
         # report and export-dataset read the photos and heatmaps; dlq list reads why an
         # image failed (its tag); listing makes a deleted image a 404, not a 403
         iam.allow(["s3:GetObject", "s3:GetObjectTagging"], [images], sid="ReadImages"),
-        iam.allow(["s3:ListBucket"], [args.images_bucket_arn], sid="ListImages"),
+        iam.allow(["s3:ListBucket"], [args.arns.images_bucket], sid="ListImages"),
         iam.allow(["s3:GetObject"], [heatmaps], sid="ReadHeatmaps"),
         # report's totals
         iam.allow(["cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics"], ["*"],
@@ -55,16 +45,16 @@ def operator_statements(args: OperatorsArgs) -> list[iam.Statement]:
         # dlq list | redrive: read and move dead letters
         iam.allow(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                    "sqs:SendMessage", "sqs:GetQueueAttributes"],
-                  list(args.dead_letter_queue_arns), sid="DeadLetters"),
+                  list(args.arns.dead_letter_queues), sid="DeadLetters"),
         # dlq redrive: what each kind of dead letter is finished with
-        iam.allow(["sqs:SendMessage"], [args.ingest_queue_arn], sid="RedriveIngest"),
-        iam.allow(["states:StartExecution"], [args.state_machine_arn], sid="RedriveWorkflow"),
-        iam.allow(["sns:Publish"], [args.topic_arn], sid="RedriveAlert"),
-        iam.allow(["kms:GenerateDataKey*", "kms:Decrypt"], [args.topic_key_arn],
+        iam.allow(["sqs:SendMessage"], [args.arns.ingest_queue], sid="RedriveIngest"),
+        iam.allow(["states:StartExecution"], [args.arns.state_machine], sid="RedriveWorkflow"),
+        iam.allow(["sns:Publish"], [args.arns.topic], sid="RedriveAlert"),
+        iam.allow(["kms:GenerateDataKey*", "kms:Decrypt"], [args.arns.topic_key],
                   sid="EncryptedTopic"),
-        iam.allow(["firehose:PutRecordBatch"], [args.firehose_arn], sid="RedriveLake"),
+        iam.allow(["firehose:PutRecordBatch"], [args.arns.firehose], sid="RedriveLake"),
         iam.allow(["dynamodb:DescribeStream", "dynamodb:GetShardIterator",
-                   "dynamodb:GetRecords"], [args.table_stream_arn], sid="RereadStream"),
+                   "dynamodb:GetRecords"], [args.arns.table_stream], sid="RereadStream"),
     ]
 
 

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 from chalice import Chalice
 
-from infra import package
+from infra import iam, package
 from infra.alerting import Alerting, AlertingArgs
 from infra.analytics import Analytics, AnalyticsArgs
 from infra.api import ChaliceApp, ChaliceAppArgs, ModelAccess, load_app
@@ -99,16 +99,18 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         model_uri=model_uri,
     ).apply(lambda v: config.lambda_environment(**v))
 
+    arns = iam.StackArns(
+        images_bucket=storage.images.bucket.arn, results_bucket=storage.results.bucket.arn,
+        table=storage.table.arn, table_stream=storage.table.stream_arn,
+        tokens_table=storage.tokens_table.arn, ingest_queue=ingest.queue.arn,
+        ingest_dead_letter_queue=ingest.dead_letter_queue.arn,
+        state_machine=workflow.state_machine.arn,
+        workflow_failure_queue=workflow.failure_queue.arn, topic=alerting.topic.arn,
+        topic_key=alerting.key.arn, firehose=analytics.stream.arn,
+        lake_failure_queue=analytics.failure_queue.arn)
     app = ChaliceApp(p, ChaliceAppArgs(
         prefix=p, app=app_package.app, code=app_package.code, layer=app_package.layer,
-        environment=environment, region=region,
-        images_bucket_arn=storage.images.bucket.arn,
-        results_bucket_arn=storage.results.bucket.arn,
-        table_arn=storage.table.arn, table_stream_arn=storage.table.stream_arn,
-        tokens_table_arn=storage.tokens_table.arn,
-        state_machine_arn=workflow.state_machine.arn, firehose_arn=analytics.stream.arn,
-        ingest_queue_arn=ingest.queue.arn,
-        lake_failure_queue_arn=analytics.failure_queue.arn,
+        environment=environment, region=region, arns=arns,
         model=_model_access(config, storage, partition),
         sagemaker_endpoint_arn=_endpoint_arn(config, partition, region, account_id)))
 
@@ -123,14 +125,7 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         },
         ingest_function=app.functions["ingest"].name))
 
-    operators = Operators(p, OperatorsArgs(
-        prefix=p, tokens_table_arn=storage.tokens_table.arn, table_arn=storage.table.arn,
-        table_stream_arn=storage.table.stream_arn, images_bucket_arn=storage.images.bucket.arn,
-        results_bucket_arn=storage.results.bucket.arn, ingest_queue_arn=ingest.queue.arn,
-        dead_letter_queue_arns=(ingest.dead_letter_queue.arn, workflow.failure_queue.arn,
-                                analytics.failure_queue.arn),
-        state_machine_arn=workflow.state_machine.arn, topic_arn=alerting.topic.arn,
-        topic_key_arn=alerting.key.arn, firehose_arn=analytics.stream.arn))
+    operators = Operators(p, OperatorsArgs(prefix=p, arns=arns))
 
     return {
         "api_url": app.url,
