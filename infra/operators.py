@@ -30,9 +30,10 @@ def operator_statements(args: OperatorsArgs) -> list[iam.Statement]:
         # tokens create | list | revoke
         iam.allow(["dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"],
                   [args.arns.tokens_table], sid="Tokens"),
-        # results, report, export-dataset, review; dlq redrive looks a record up
-        iam.allow(["dynamodb:GetItem", "dynamodb:Query"], [args.arns.table, indexes],
-                  sid="ReadResults"),
+        # results, report, export-dataset (a scan without --line), review; dlq redrive
+        # looks a record up
+        iam.allow(["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
+                  [args.arns.table, indexes], sid="ReadResults"),
         iam.allow(["dynamodb:UpdateItem"], [args.arns.table], sid="Review"),
         # report and export-dataset read the photos and heatmaps; dlq list reads why an
         # image failed (its tag); listing makes a deleted image a 404, not a 403
