@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ class RedriveResult:
     executions_started: int = 0
     lake_rows_sent: int = 0
     parked: int = 0  # stream records that still cannot be read, kept as a message of their own
+    refused: int = 0  # lake rows Firehose refused again, kept as a message of their own
     failed: list[str] = field(default_factory=list)
 
 
@@ -297,41 +298,63 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
                  limit: int = 1000) -> RedriveResult:
     """Send each dead letter's rows to Firehose: rows the handler parked as data, stream
     images it could not read (read again now, so after a fix they go through), or a failed
-    stream batch's INSERTs, re-read from the stream. A message some of whose images still
-    cannot be read stays; a stream batch's unreadable images are parked as their own
-    message, so that the rest of the batch goes through."""
+    stream batch's INSERTs, re-read from the stream.
+
+    What landed is never sent again. When part of a message goes through, what did not
+    (rows Firehose refused again, images that still cannot be read) is parked as a dead
+    letter of its own and the message is deleted. A message of parked data none of which
+    went through stays as it is; a stream batch none of which went through is parked as
+    data, since the stream keeps its records only 24 hours."""
     result = RedriveResult()
     for message in receive_all(sqs, lake_failure_url, limit=limit):
         try:
             info = json.loads(message["Body"])
-            unreadable: list[tuple[str, Mapping[str, Any], str]] = []
             if analytics.LAKE_ROWS in info:
-                rows = [(str(row.get("ImageId", index)), row)
-                        for index, row in enumerate(info[analytics.LAKE_ROWS])]
+                rows: Sequence[tuple[str, Mapping[str, Any]]] = [
+                    (str(index), row) for index, row in enumerate(info[analytics.LAKE_ROWS])]
+                unreadable: list[tuple[str, Mapping[str, Any], str]] = []
             elif analytics.STREAM_IMAGES in info:
-                rows = [(str(index), analytics.row_from_image(image, region))
-                        for index, image in enumerate(info[analytics.STREAM_IMAGES])]
+                rows, unreadable = analytics.rows_from_images(
+                    (str(index), image, region)
+                    for index, image in enumerate(info[analytics.STREAM_IMAGES]))
             else:
                 rows, unreadable = analytics.rows_from_images(
                     (r["dynamodb"]["SequenceNumber"], r["dynamodb"]["NewImage"], region)
                     for r in _stream_records(streams, info["DDBStreamBatchInfo"])
                     if r["eventName"] == "INSERT")
-            failed = send(firehose_stream, rows) if rows else []
-            if not failed:
-                for _, image, reason in unreadable:
-                    analytics.park_rows(lake_failure_url, [image], reason,
-                                        kind=analytics.STREAM_IMAGES)
-                result.parked += len(unreadable)
-        except (ClientError, ValueError, KeyError, TypeError):
-            failed = ["?"]
-        if failed:
+            refused_ids = set(send(firehose_stream, rows)) if rows else set()
+            refused = [row for row_id, row in rows if row_id in refused_ids]
+            landed = len(rows) - len(refused)
+            if not landed and (refused or unreadable) and "DDBStreamBatchInfo" not in info:
+                raise _NothingLanded
+            if refused:
+                analytics.park_rows(lake_failure_url, refused,
+                                    "Firehose refused them again on redrive")
+            for reason, images in _by_reason(unreadable).items():
+                analytics.park_rows(lake_failure_url, images, reason,
+                                    kind=analytics.STREAM_IMAGES)
+        except (_NothingLanded, ClientError, ValueError, KeyError, TypeError, AttributeError):
             result.failed.append(message["MessageId"])
             release(sqs, lake_failure_url, [message])
             continue
-        result.lake_rows_sent += len(rows)
+        result.lake_rows_sent += landed
+        result.refused += len(refused)
+        result.parked += len(unreadable)
         result.moved += 1
         _delete(sqs, lake_failure_url, [message])
     return result
+
+
+class _NothingLanded(Exception):
+    """No row of a message of parked data went through: it stays as it is."""
+
+
+def _by_reason(unreadable: list[tuple[str, Mapping[str, Any], str]]
+               ) -> dict[str, list[Mapping[str, Any]]]:
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for _, image, reason in unreadable:
+        grouped.setdefault(reason, []).append(image)
+    return grouped
 
 
 def _stream_records(streams: Any, batch: dict[str, Any]) -> list[dict[str, Any]]:

@@ -116,6 +116,8 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
                 + (f", {result.lake_rows_sent} lake rows sent" if result.lake_rows_sent else "")
                 + (f", {result.parked} stream records that cannot be read kept as their own "
                    "dead letter" if result.parked else "")
+                + (f", [yellow]{result.refused} lake rows Firehose refused again kept as their "
+                   "own dead letter[/yellow]" if result.refused else "")
                 + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
                    result.failed else ""))
     except ClientError as exc:

@@ -188,6 +188,47 @@ def test_lake_rows_the_handler_parked_are_listed_and_resent(cli: Any,
     assert "no dead letters" in cli("list", "--queue", "lake").stdout
 
 
+def test_a_redrive_firehose_refuses_in_part_never_resends_what_landed(
+        moto_stack: MotoStack, cli_env: None) -> None:
+    """Firehose takes two of three parked rows: those two are in the lake once, the third
+    is parked again on its own, and the next redrive sends only it."""
+    from pipeline import analytics, dlq
+    from pipeline.records import ResultRecord, parse_time
+
+    at = parse_time("2026-11-24T10:00:00+00:00")
+    rows = [analytics.lake_row(ResultRecord(f"{i:032x}", "line-1", "cam-1", f"s3://b/{i}.jpg",
+                                            at, at, "OK"), "us-east-1") for i in (1, 2, 3)]
+    queue = moto_stack.info.lake_failure_queue_url
+    analytics.park_rows(queue, rows, "Firehose refused them every time")
+    refusing = {f"{3:032x}"}
+
+    def send(stream: str, pairs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        accepted = [(row_id, row) for row_id, row in pairs if row["ImageId"] not in refusing]
+        assert analytics.send_rows(stream, accepted) == []
+        return [row_id for row_id, row in pairs if row["ImageId"] in refusing]
+
+    def redrive() -> dlq.RedriveResult:
+        return dlq.redrive_lake(moto_stack.client("sqs"), queue, streams=None,
+                                firehose_stream=moto_stack.info.firehose_stream,
+                                region="us-east-1", send=send)
+
+    first = redrive()
+    assert (first.lake_rows_sent, first.refused, first.failed) == (2, 1, [])
+    [kept] = queue_bodies(moto_stack, queue)
+    assert [row["ImageId"] for row in kept[analytics.LAKE_ROWS]] == [f"{3:032x}"]
+    assert kept["reason"] == "Firehose refused them again on redrive"
+
+    refused_again = redrive()  # nothing landed: the message stays as it is
+    assert (refused_again.lake_rows_sent, len(refused_again.failed)) == (0, 1)
+
+    refusing.clear()
+    last = redrive()
+    assert (last.lake_rows_sent, last.refused, last.failed) == (1, 0, [])
+    assert sorted(row["ImageId"] for row in lake_rows(moto_stack)) == [
+        f"{i:032x}" for i in (1, 2, 3)]
+    assert queue_bodies(moto_stack, queue) == []
+
+
 def test_stream_records_that_cannot_be_read_are_listed_kept_and_resent_once_readable(
         cli: Any, moto_stack: MotoStack) -> None:
     """Parked by `to_lake` as the stream carried them: a redrive reads them again, so one
