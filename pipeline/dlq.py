@@ -156,11 +156,13 @@ def _describe_workflow(body: str, common: dict[str, Any], s3: Any | None
     try:
         state = json.loads(body)
         record = state["record"]
+        alert_failed = "alert_error" in state
+        error = state.get("alert_error" if alert_failed else "error") or {}
+        if not isinstance(record, dict) or not isinstance(error, dict):
+            raise TypeError("not an execution's input")
     except (ValueError, KeyError, TypeError):
         yield DeadLetter(**common, reason="not a workflow failure (unreadable input)")
         return
-    alert_failed = "alert_error" in state
-    error = state.get("alert_error" if alert_failed else "error") or {}
     step = "alert not sent" if alert_failed else "record not stored"
     cause = str(error.get("Cause", ""))
     reason = f"{step}: {error.get('Error', 'unknown error')}"
@@ -199,10 +201,13 @@ def _describe_lake(body: str, common: dict[str, Any], s3: Any | None
                 image_id=first.get("image_id", ""), extra={"rows": len(images)})
             return
         batch = info["DDBStreamBatchInfo"]
+        context = info.get("requestContext") or {}
+        if not isinstance(batch, dict) or not isinstance(context, dict):
+            raise TypeError("not a stream on-failure record")
     except (ValueError, KeyError, TypeError, AttributeError):
         yield DeadLetter(**common, reason="not a stream on-failure record (unreadable)")
         return
-    condition = info.get("requestContext", {}).get("condition", "unknown")
+    condition = context.get("condition", "unknown")
     yield DeadLetter(
         **common,
         reason=(f"{condition}: {batch.get('batchSize', '?')} stream records "

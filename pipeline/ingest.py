@@ -75,17 +75,22 @@ def object_refs(message_body: str) -> Iterator[ObjectRef]:
     records = event.get("Records")
     if not isinstance(records, list):
         raise ValueError("message body is not an S3 event notification")
-    for record in records:
-        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
-            continue
-        s3 = record["s3"]
-        yield ObjectRef(
-            bucket=s3["bucket"]["name"],
-            key=unquote_plus(s3["object"]["key"]),
-            etag=str(s3["object"].get("eTag") or s3["object"].get("etag") or ""),
-            size=int(s3["object"].get("size", 0)),
-            event_time=parse_time(record["eventTime"]),
-        )
+    for index, record in enumerate(records):
+        try:
+            if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+                continue
+            s3 = record["s3"]
+            ref = ObjectRef(
+                bucket=s3["bucket"]["name"],
+                key=unquote_plus(s3["object"]["key"]),
+                etag=str(s3["object"].get("eTag") or s3["object"].get("etag") or ""),
+                size=int(s3["object"].get("size", 0)),
+                event_time=parse_time(record["eventTime"]),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"record {index} of the S3 event notification is malformed: "
+                             f"{type(exc).__name__}: {exc}") from None
+        yield ref
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,36 @@ def test_test_event_yields_nothing() -> None:
     assert list(object_refs(json.dumps(load_event("s3_test_event.json")))) == []
 
 
-@pytest.mark.parametrize("body", ["not json", "[1, 2]", '{"hello": "world"}'])
+@pytest.mark.parametrize("body", [
+    "not json", "[1, 2]", '{"hello": "world"}', '{"Records": ["x"]}',
+    '{"Records": [{"eventName": "ObjectCreated:Put", "s3": "x"}]}',
+    '{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}}}]}',
+    '{"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "yesterday", "s3": '
+    '{"bucket": {"name": "b"}, "object": {"key": "k", "size": 1}}}]}',
+])
 def test_poison_bodies_raise(body: str) -> None:
-    with pytest.raises(ValueError):
+    """Only ValueError, naming what is wrong: a handler, `dlq list` and a redrive all
+    treat it as a poison message."""
+    with pytest.raises(ValueError, match="not JSON|not an S3 event|malformed"):
         list(object_refs(body))
+
+
+@pytest.mark.parametrize("queue, body", [
+    ("ingest", '{"Records": ["x"]}'),
+    ("ingest", '{"Records": [{"eventName": "ObjectCreated:Put", "s3": null}]}'),
+    ("workflow", '{"record": "x"}'),
+    ("workflow", '{"record": {}, "error": "x"}'),
+    ("workflow", "[1]"),
+    ("lake", '{"LakeRows": "x"}'),
+    ("lake", '{"DDBStreamBatchInfo": null}'),
+])
+def test_a_malformed_dead_letter_is_described_not_raised(queue: str, body: str) -> None:
+    """One such letter must not hide the others from `dlq list`."""
+    from pipeline.dlq import describe
+
+    [letter] = describe(queue, {"MessageId": "m-1", "Body": body})
+    assert letter.message_id == "m-1"
+    assert "poison" in letter.reason or "unreadable" in letter.reason
 
 
 class _FakeDynamoDB:
