@@ -250,7 +250,13 @@ def ingest(event: Any) -> dict[str, Any]:
             failures.append({"itemIdentifier": message_id})
     # One read for the whole batch: which of its images are recorded already.
     recorded = ingest_step.recorded_items((ref for _, refs in batch for ref in refs), settings)
-    for message_id, refs in batch:
+    for position, (message_id, refs) in enumerate(batch):
+        if ingest_step.out_of_time(event.context):
+            left = [{"itemIdentifier": later} for later, _ in batch[position:]]
+            log.warning("%d message(s) left for a retry: the function's time is nearly up",
+                        len(left))
+            failures.extend(left)
+            break
         try:
             for ref in refs:
                 outcome = ingest_step.process(ref, settings, detector, recorded)

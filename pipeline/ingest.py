@@ -93,6 +93,26 @@ def object_refs(message_body: str) -> Iterator[ObjectRef]:
         yield ref
 
 
+# A batch starts no further message once the function has less than this left: the rest
+# are reported failed and come back, instead of the timeout failing the whole batch
+# (messages already recorded included) with no reason noted on any image. It exceeds one
+# image's worst case, a SageMaker call that times out twice (`detector.sagemaker`).
+TIME_MARGIN_MS = 25_000
+
+
+def out_of_time(context: Any) -> bool:
+    """Whether a Lambda `context` has less than `TIME_MARGIN_MS` left (no context: no).
+
+    >>> from types import SimpleNamespace
+    >>> out_of_time(SimpleNamespace(get_remaining_time_in_millis=lambda: 9_000))
+    True
+    >>> out_of_time(None)
+    False
+    """
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return remaining is not None and remaining() < TIME_MARGIN_MS
+
+
 @dataclass(frozen=True)
 class Outcome:
     record: ResultRecord

@@ -33,14 +33,26 @@ from pipeline.detector.base import (
     verdict,
 )
 
+# InvokeEndpoint takes at most 6 MB of payload (a serverless endpoint 4 MB): a larger
+# upload, which the upload API may well accept, is refused here as too large for this
+# backend (recorded INVALID), not sent to fail the same way on every retry.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# One slow call must fail its own image (retried), not use up the ingest function's 60 s
+# for its whole batch: botocore's defaults are a 60 s read timeout and four retries. The
+# worst case, two attempts that time out, fits in `ingest.TIME_MARGIN_MS`.
+CLIENT_TIMEOUTS = {"connect_timeout": 2, "read_timeout": 10,
+                   "retries": {"mode": "standard", "total_max_attempts": 2}}
+
 
 class SageMakerDetector:
     """A `Detector` that calls a SageMaker real-time endpoint."""
 
-    def __init__(self, endpoint_name: str, client: Any = None) -> None:
+    def __init__(self, endpoint_name: str, client: Any = None, *,
+                 max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         if not endpoint_name:
             raise ValueError("the sagemaker backend needs an endpoint name")
         self.endpoint_name = endpoint_name
+        self.max_payload_bytes = max_payload_bytes
         self.model_version = f"sagemaker:{endpoint_name}"
         self.threshold = DEFAULT_THRESHOLD
         self._client = client
@@ -49,14 +61,19 @@ class SageMakerDetector:
     def client(self) -> Any:
         if self._client is None:
             import boto3
+            from botocore.config import Config
 
-            self._client = boto3.client("sagemaker-runtime")
+            self._client = boto3.client("sagemaker-runtime", config=Config(**CLIENT_TIMEOUTS))
         return self._client
 
     def detect(self, image_bytes: bytes, content_type: str, *,
                threshold: float | None = None) -> DetectionResult:
         if not image_bytes:
             raise InvalidImageError("empty", "the upload is empty (0 bytes)")
+        if len(image_bytes) > self.max_payload_bytes:
+            raise InvalidImageError(
+                "too_large", f"{len(image_bytes)} bytes is more than the "
+                             f"{self.max_payload_bytes} a SageMaker endpoint accepts")
         applied = check_threshold(threshold)
         started = time.perf_counter()
         request: dict[str, Any] = {

@@ -88,3 +88,28 @@ def test_when_the_batch_read_fails_each_image_is_looked_up_alone(
         "batchItemFailures": []}
     assert dynamodb == {"GetItem": 1}
     assert stepfunctions == {}  # found recorded: no second execution
+
+
+def test_a_batch_near_its_timeout_leaves_the_rest_for_a_retry(
+        moto_stack: MotoStack, samples_dir: Path) -> None:
+    """With less than TIME_MARGIN_MS left, no further image is started: those messages are
+    reported failed (SQS delivers them again), and the ones done stay done."""
+    import app
+
+    from pipeline.ingest import TIME_MARGIN_MS
+
+    keys = [moto_stack.upload(image) for image in _images(samples_dir, 3)]
+    remaining = iter([60_000, TIME_MARGIN_MS - 1, TIME_MARGIN_MS - 1])
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return next(remaining)
+
+    result = app.ingest({"Records": [sqs_message(moto_stack, k, f"m-{i}")
+                                     for i, k in enumerate(keys)]}, Context())
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m-1"},
+                                            {"itemIdentifier": "m-2"}]}
+    wait_until_idle(moto_stack)
+    [done] = records(moto_stack)
+    assert keys[0].endswith(f"{done['image_id']['S']}.jpg")

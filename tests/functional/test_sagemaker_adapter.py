@@ -152,6 +152,32 @@ def test_a_model_error_carrying_a_refusal_is_an_invalid_image() -> None:
     assert caught.value.reason == "not_an_image"
 
 
+def test_an_image_over_the_endpoint_payload_limit_is_refused_before_the_call() -> None:
+    """SageMaker would refuse it on every retry; it is recorded INVALID instead."""
+    class NoCalls:
+        def invoke_endpoint(self, **request: object) -> None:
+            pytest.fail("an oversized image was sent to the endpoint")
+
+    detector = SageMakerDetector("ep", client=NoCalls())
+    with pytest.raises(InvalidImageError) as caught:
+        detector.detect(b"\xff\xd8" + bytes(detector.max_payload_bytes), "image/jpeg")
+    assert caught.value.reason == "too_large"
+    assert "SageMaker" in str(caught.value)
+
+
+def test_a_slow_endpoint_fails_its_image_within_the_time_a_batch_keeps_in_hand(
+        mocked: None) -> None:
+    """The ingest handler starts no image with less than TIME_MARGIN_MS left; an endpoint
+    call that times out on every attempt must end within it."""
+    from pipeline.ingest import TIME_MARGIN_MS
+
+    config = SageMakerDetector("ep").client.meta.config
+    attempts = config.retries["total_max_attempts"]
+    worst = (config.connect_timeout + config.read_timeout) * attempts
+    assert worst * 1000 < TIME_MARGIN_MS, (config.connect_timeout, config.read_timeout,
+                                           attempts)
+
+
 def test_other_endpoint_failures_are_retryable_errors() -> None:
     error = ClientError({"Error": {"Code": "ValidationError", "Message": "no endpoint"}},
                         "InvokeEndpoint")
