@@ -145,6 +145,38 @@ def _pypi_reachable() -> bool:
     return True
 
 
+def test_the_layer_keeps_the_model_of_every_service_the_functions_call() -> None:
+    """Every client the code zip's modules create, by whatever name they import `client`
+    under, is a service whose botocore model the layer keeps."""
+    import re
+
+    created = {match for path in sorted(code_files())
+               for match in re.findall(r"client\(\s*[\"']([a-z0-9-]+)[\"']",
+                                       path.read_text())}
+    assert created, "found no client creation: the pattern no longer matches the code"
+    assert {"s3", "dynamodb", "sagemaker-runtime"} <= created
+    assert created <= package.BOTOCORE_SERVICES, created - package.BOTOCORE_SERVICES
+
+
+def code_files() -> list[Path]:
+    """The Python files of the code zip that are ours: api/ (and chalicelib) and pipeline/."""
+    return [*API.glob("*.py"), *API.glob("chalicelib/**/*.py"),
+            *(REPO / "pipeline").rglob("*.py")]
+
+
+def test_lambda_pins_what_the_tests_run() -> None:
+    """Every package both lists name is pinned to the same version, boto3 included: the
+    Lambda runtime's own SDK may be too old for the presigned PUT's IfNoneMatch."""
+    def pins(path: Path) -> dict[str, str]:
+        lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+        return dict(line.lower().split("==") for line in lines if "==" in line)
+
+    lambda_pins, tested = pins(API / "requirements.txt"), pins(REPO / "requirements.txt")
+    assert "boto3" in lambda_pins
+    assert {name: version for name, version in lambda_pins.items() if name in tested} == {
+        name: tested[name] for name in lambda_pins if name in tested}
+
+
 @pytest.mark.slow
 def test_real_layer_fits_lambda(code: package.Artifact) -> None:
     """pip-installs api/requirements.txt for the Lambda platform (cached under build/)."""
@@ -153,6 +185,34 @@ def test_real_layer_fits_lambda(code: package.Artifact) -> None:
     layer = package.build_layer(API / "requirements.txt", REPO / "build" / "lambda")
     package.check_limits(code, layer)
     tops = {name.split("/")[1] for name in layer.names}
-    assert {"numpy", "PIL", "aws_lambda_powertools"} <= tops
+    assert {"numpy", "PIL", "aws_lambda_powertools", "boto3", "botocore"} <= tops
     binaries = [n for n in layer.names if n.endswith(".so") and "cpython" in n]
     assert binaries and all("cpython-312-x86_64-linux-gnu" in n for n in binaries)
+    models = {name.split("/")[3] for name in layer.names
+              if name.startswith("python/botocore/data/") and name.count("/") > 4}
+    assert models == package.BOTOCORE_SERVICES
+
+
+@pytest.mark.slow
+def test_the_real_layers_boto3_creates_every_client_the_functions_need(
+        tmp_path: Path) -> None:
+    """Its pure-Python SDK, on its own (no other boto3 on the path), as Lambda imports it."""
+    import subprocess
+    import sys
+
+    if not _pypi_reachable():
+        pytest.skip("no route to the package index; the real layer build needs pip")
+    layer = package.build_layer(API / "requirements.txt", REPO / "build" / "lambda")
+    with zipfile.ZipFile(layer.path) as archive:
+        archive.extractall(tmp_path)
+    script = ("import boto3, botocore, json, sys; "
+              "[boto3.client(s, region_name='eu-west-1') for s in json.loads(sys.argv[1])]; "
+              "print(botocore.__file__, botocore.__version__)")
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", script, json.dumps(sorted(package.BOTOCORE_SERVICES))],
+        env={"PYTHONPATH": str(tmp_path / "python")}, capture_output=True, text=True,
+        check=False)
+    assert done.returncode == 0, done.stderr
+    where, version = done.stdout.split()
+    assert where.startswith(str(tmp_path))
+    assert tuple(int(part) for part in version.split(".")[:2]) >= (1, 35)
