@@ -313,45 +313,51 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
     result = RedriveResult()
     for message in receive_all(sqs, lake_failure_url, limit=limit):
         try:
-            info = json.loads(message["Body"])
-            if analytics.LAKE_ROWS in info:
-                rows: Sequence[tuple[str, Mapping[str, Any]]] = [
-                    (str(index), row) for index, row in enumerate(info[analytics.LAKE_ROWS])]
-                unreadable: list[tuple[str, Mapping[str, Any], str]] = []
-            elif analytics.STREAM_IMAGES in info:
-                rows, unreadable = analytics.rows_from_images(
-                    (str(index), image, region)
-                    for index, image in enumerate(info[analytics.STREAM_IMAGES]))
-            else:
-                rows, unreadable = analytics.rows_from_images(
-                    (r["dynamodb"]["SequenceNumber"], r["dynamodb"]["NewImage"], region)
-                    for r in _stream_records(streams, info["DDBStreamBatchInfo"])
-                    if r["eventName"] == "INSERT")
-            refused_ids = set(send(firehose_stream, rows)) if rows else set()
-            refused = [row for row_id, row in rows if row_id in refused_ids]
-            landed = len(rows) - len(refused)
-            if not landed and (refused or unreadable) and "DDBStreamBatchInfo" not in info:
-                raise _NothingLanded
-            if refused:
-                analytics.park_rows(lake_failure_url, refused,
-                                    "Firehose refused them again on redrive")
-            for reason, images in _by_reason(unreadable).items():
-                analytics.park_rows(lake_failure_url, images, reason,
-                                    kind=analytics.STREAM_IMAGES)
-        except (_NothingLanded, ClientError, ValueError, KeyError, TypeError, AttributeError):
+            done = _redrive_lake_letter(json.loads(message["Body"]), lake_failure_url,
+                                        streams=streams, firehose_stream=firehose_stream,
+                                        region=region, send=send)
+        except (ClientError, ValueError, KeyError, TypeError, AttributeError):
+            done = None
+        if done is None:
             result.failed.append(message["MessageId"])
             release(sqs, lake_failure_url, [message])
             continue
-        result.lake_rows_sent += landed
-        result.refused += len(refused)
-        result.parked += len(unreadable)
+        result.lake_rows_sent += done.lake_rows_sent
+        result.refused += done.refused
+        result.parked += done.parked
         result.moved += 1
         _delete(sqs, lake_failure_url, [message])
     return result
 
 
-class _NothingLanded(Exception):
-    """No row of a message of parked data went through: it stays as it is."""
+def _redrive_lake_letter(info: dict[str, Any], lake_failure_url: str, *, streams: Any,
+                         firehose_stream: str, region: str, send: Callable[..., list[str]]
+                         ) -> RedriveResult | None:
+    """Send one lake dead letter's rows and park what did not go through; None when it
+    should stay as it is (parked data none of which went through)."""
+    if analytics.LAKE_ROWS in info:
+        rows: Sequence[tuple[str, Mapping[str, Any]]] = [
+            (str(index), row) for index, row in enumerate(info[analytics.LAKE_ROWS])]
+        unreadable: list[tuple[str, Mapping[str, Any], str]] = []
+    elif analytics.STREAM_IMAGES in info:
+        rows, unreadable = analytics.rows_from_images(
+            (str(index), image, region)
+            for index, image in enumerate(info[analytics.STREAM_IMAGES]))
+    else:
+        rows, unreadable = analytics.rows_from_images(
+            (r["dynamodb"]["SequenceNumber"], r["dynamodb"]["NewImage"], region)
+            for r in _stream_records(streams, info["DDBStreamBatchInfo"])
+            if r["eventName"] == "INSERT")
+    refused_ids = set(send(firehose_stream, rows)) if rows else set()
+    refused = [row for row_id, row in rows if row_id in refused_ids]
+    landed = len(rows) - len(refused)
+    if not landed and (refused or unreadable) and "DDBStreamBatchInfo" not in info:
+        return None
+    if refused:
+        analytics.park_rows(lake_failure_url, refused, "Firehose refused them again on redrive")
+    for reason, images in _by_reason(unreadable).items():
+        analytics.park_rows(lake_failure_url, images, reason, kind=analytics.STREAM_IMAGES)
+    return RedriveResult(lake_rows_sent=landed, refused=len(refused), parked=len(unreadable))
 
 
 def _by_reason(unreadable: list[tuple[str, Mapping[str, Any], str]]

@@ -46,8 +46,11 @@ def dlq_cli(state: Path | None) -> Any:
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline import aws
+    from scripts import cli_dlq
 
     monkeypatch.setenv("COLUMNS", "250")
+    # the console read COLUMNS when its module was first imported, maybe by another test
+    monkeypatch.setattr(cli_dlq.console, "width", 250)
     # In-process moto does not route botocore's account-ID stream endpoints.
     monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     aws.reset()

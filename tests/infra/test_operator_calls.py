@@ -55,7 +55,6 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ResultsSt
     with results_stack(tmp_path) as stack:
         # in-process moto does not route botocore's account-ID stream endpoints
         monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
-        monkeypatch.setenv("COLUMNS", "200")
         yield stack
 
 
