@@ -7,7 +7,9 @@ Three queues hold what the pipeline could not finish:
 - `workflow`: the input of an execution that failed after its retries (the state
   machine's Catch). Redrive: a record that was never stored gets a new execution; a
   stored record whose alert failed (`alert_error`), or that this execution's put stored
-  though it was answered with an error (its writer token), gets its alert published.
+  though it was answered with an error (its writer token), gets its alert published,
+  once: the record is marked when it is (`workflow.ALERT_REDRIVEN`), so a message that
+  stays in the queue after its alert went out is not alerted again.
 - `lake`: rows Firehose refused every time and stream records that could not be read as a
   result, parked by the lake handler as data (`analytics.park_rows`), and stream batches
   Lambda gave up on (`DDBStreamBatchInfo`, when the handler failed as a whole). Redrive:
@@ -19,7 +21,9 @@ SQS keeps no reason with a dead letter, so the ingest step tags the image with o
 (`pipeline.ingest.FAILURE_TAG`) before its message is retried; `describe` reads it back.
 Everything here is a plain SQS receive/send/delete (moto has no StartMessageMoveTask), and
 every redrive sends before it deletes: at worst a message is delivered twice, which the
-idempotency key and the conditional put absorb.
+idempotency key and the conditional put absorb. A redrive hides the messages it took for
+`REDRIVE_VISIBILITY_SECONDS`, so a second operator's redrive meanwhile cannot take them
+too; a message SQS will not delete after it went through is reported (`undeleted`).
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipeline import analytics, ingest, workflow
-from pipeline.records import ResultRecord
+from pipeline.records import ResultRecord, iso, utc_now
 from pipeline.uploads import parse_key
 
 QUEUES = ("ingest", "workflow", "lake")
 _PEEK_VISIBILITY_SECONDS = 30
+REDRIVE_VISIBILITY_SECONDS = 900  # a thousand dead letters are redriven well inside this
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,9 @@ class RedriveResult:
     lake_rows_sent: int = 0
     parked: int = 0  # stream records that still cannot be read, kept as a message of their own
     refused: int = 0  # lake rows Firehose refused again, kept as a message of their own
+    alerts_already_sent: int = 0  # owed alerts an earlier redrive published
     failed: list[str] = field(default_factory=list)
+    undeleted: list[str] = field(default_factory=list)  # went through, still in the queue
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -225,14 +232,15 @@ def redrive_to_queue(sqs: Any, dlq_url: str, source_url: str, limit: int = 1000
                      ) -> RedriveResult:
     """Move dead letters back to their source queue: send, then delete."""
     result = RedriveResult()
-    messages = receive_all(sqs, dlq_url, limit=limit)
+    messages = receive_all(sqs, dlq_url, limit=limit,
+                           visibility_timeout=REDRIVE_VISIBILITY_SECONDS)
     for start in range(0, len(messages), 10):
         chunk = messages[start:start + 10]
         sent = sqs.send_message_batch(QueueUrl=source_url, Entries=[
             {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(chunk)])
         ok = {int(entry["Id"]) for entry in sent.get("Successful", [])}
         result.failed.extend(chunk[i]["MessageId"] for i in range(len(chunk)) if i not in ok)
-        _delete(sqs, dlq_url, [chunk[i] for i in sorted(ok)])
+        result.undeleted += _delete(sqs, dlq_url, [chunk[i] for i in sorted(ok)])
         result.moved += len(ok)
     release(sqs, dlq_url, [m for m in messages if m["MessageId"] in set(result.failed)])
     return result
@@ -253,14 +261,15 @@ def redrive_workflow(sqs: Any, failure_url: str, targets: WorkflowTargets, *, sf
     new execution (its conditional put keeps it exactly-once); a stored record whose alert
     failed gets the alert published."""
     result = RedriveResult()
-    for message in receive_all(sqs, failure_url, limit=limit):
+    for message in receive_all(sqs, failure_url, limit=limit,
+                               visibility_timeout=REDRIVE_VISIBILITY_SECONDS):
         try:
             done = _finish_execution(json.loads(message["Body"]), targets, sfn, ddb, sns,
                                      result)
         except (ClientError, ValueError, KeyError, TypeError):
             done = False
         if done:
-            _delete(sqs, failure_url, [message])
+            result.undeleted += _delete(sqs, failure_url, [message])
             result.moved += 1
         else:
             result.failed.append(message["MessageId"])
@@ -273,8 +282,9 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
     record = ResultRecord.from_json(state["record"])
     alert = state["alert"]
     stored = ddb.get_item(TableName=targets.table, Key={"image_id": {"S": record.image_id}},
-                          ConsistentRead=True,
-                          ProjectionExpression=f"image_id, {workflow.WRITER}").get("Item")
+                          ConsistentRead=True, ProjectionExpression=(
+                              f"image_id, {workflow.WRITER}, {workflow.ALERT_REDRIVEN}")
+                          ).get("Item")
     if stored is None:
         payload = workflow.with_writer({name: state[name] for name in ("item", "record",
                                                                        "alert")})
@@ -288,11 +298,19 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
     written_here = (state.get(workflow.WRITER) is not None and
                     stored.get(workflow.WRITER, {}).get("S") == state[workflow.WRITER])
     if ("alert_error" in state or written_here) and alert.get("send"):
+        if workflow.ALERT_REDRIVEN in stored:
+            result.alerts_already_sent += 1
+            return True
         sns.publish(TopicArn=targets.topic_arn, Subject=alert["subject"],
                     Message=alert["message"], MessageAttributes={
                         "line": {"DataType": "String", "StringValue": alert["line_id"]},
                         "camera": {"DataType": "String", "StringValue": record.camera_id},
                         "reason": {"DataType": "String", "StringValue": alert["reason"]}})
+        # If this fails, or the message cannot be deleted, the next redrive sees the mark
+        # missing and publishes again: an alert may be sent twice, never lost.
+        ddb.update_item(TableName=targets.table, Key={"image_id": {"S": record.image_id}},
+                        UpdateExpression=f"SET {workflow.ALERT_REDRIVEN} = :at",
+                        ExpressionAttributeValues={":at": {"S": iso(utc_now())}})
         result.alerts_published += 1
     # Otherwise another delivery stored the record and owned its alert: nothing is owed.
     return True
@@ -311,7 +329,8 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
     went through stays as it is; a stream batch none of which went through is parked as
     data, since the stream keeps its records only 24 hours."""
     result = RedriveResult()
-    for message in receive_all(sqs, lake_failure_url, limit=limit):
+    for message in receive_all(sqs, lake_failure_url, limit=limit,
+                               visibility_timeout=REDRIVE_VISIBILITY_SECONDS):
         try:
             done = _redrive_lake_letter(json.loads(message["Body"]), lake_failure_url,
                                         streams=streams, firehose_stream=firehose_stream,
@@ -326,7 +345,7 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
         result.refused += done.refused
         result.parked += done.parked
         result.moved += 1
-        _delete(sqs, lake_failure_url, [message])
+        result.undeleted += _delete(sqs, lake_failure_url, [message])
     return result
 
 
@@ -395,10 +414,15 @@ def _stream_records(streams: Any, batch: dict[str, Any]) -> list[dict[str, Any]]
     raise ValueError("the batch's records are no longer in the stream (24 h retention)")
 
 
-def _delete(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
+def _delete(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> list[str]:
+    """Delete `messages`; the ids of those SQS would not delete."""
+    undeleted: list[str] = []
     for start in range(0, len(messages), 10):
         chunk = messages[start:start + 10]
         if chunk:
-            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            answer = sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                 for i, m in enumerate(chunk)])
+            undeleted += [chunk[int(entry["Id"])]["MessageId"]
+                          for entry in answer.get("Failed", [])]
+    return undeleted

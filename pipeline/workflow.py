@@ -71,6 +71,8 @@ def _to_failure_queue(result_path: str = "$.error") -> dict[str, Any]:
 # The item attribute, and the execution input key, holding the token of the execution
 # that writes the record.
 WRITER = "written_by"
+# Set on a record when `linesight dlq redrive` publishes the alert its execution owed.
+ALERT_REDRIVEN = "alert_redriven_at"
 PUT_CONDITION = f"attribute_not_exists(image_id) OR {WRITER} = :writer"
 
 

@@ -106,20 +106,25 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
     try:
         for name in queue or list(Queue):
             result = _redrive(info, name, limit)
-            failed += len(result.failed)
+            failed += len(result.failed) + len(result.undeleted)
             console.print(
                 f"{name.value}: {result.moved} redriven"
                 + (f", {result.executions_started} executions started" if
                    result.executions_started else "")
                 + (f", {result.alerts_published} alerts published" if
                    result.alerts_published else "")
+                + (f", {result.alerts_already_sent} alerts an earlier redrive sent not sent "
+                   "again" if result.alerts_already_sent else "")
                 + (f", {result.lake_rows_sent} lake rows sent" if result.lake_rows_sent else "")
                 + (f", {result.parked} stream records that cannot be read kept as their own "
                    "dead letter" if result.parked else "")
                 + (f", [yellow]{result.refused} lake rows Firehose refused again kept as their "
                    "own dead letter[/yellow]" if result.refused else "")
                 + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
-                   result.failed else ""))
+                   result.failed else "")
+                + (f", [red]{len(result.undeleted)} went through but SQS would not delete "
+                   f"them ({', '.join(result.undeleted)}): they are still in the queue"
+                   "[/red]" if result.undeleted else ""))
     except ClientError as exc:
         fail(f"redrive stopped: {exc}", 1)
     except BotoCoreError as exc:

@@ -47,8 +47,9 @@ def inject() -> Iterator[Callable[[str, Callable[[dict[str, Any]], Any]], None]]
 
     def add(operation: str, fault: Callable[[dict[str, Any]], Any]) -> None:
         def handler(params: dict[str, Any], **_: Any) -> Any:
-            try:
-                body = json.loads(params.get("body") or b"{}")
+            raw = params.get("body") or b"{}"
+            try:  # JSON protocols send a JSON body; query ones (SNS, SQS's old) a dict
+                body = raw if isinstance(raw, dict) else json.loads(raw)
             except ValueError:
                 body = {}
             return fault(body if isinstance(body, dict) else {})
@@ -137,6 +138,55 @@ def test_a_parked_alert_is_sent_once_by_the_redrive(
     assert alert["line"] == "line-1" and "Defect" in alert["subject"]
     assert queue_bodies(moto_stack, info.failure_queue_url) == []
     assert len(records(moto_stack)) == 1
+
+
+def test_an_alert_redriven_once_is_not_sent_again_when_its_message_stays(
+        moto_stack: MotoStack, samples_dir: Path, fast_retries: list[float],
+        inject: Any) -> None:
+    """SQS will not delete the message after its alert went out: the redrive says so and
+    keeps the message hidden from another redrive meanwhile; the next redrive finds the
+    record marked and does not alert again."""
+    from pipeline import dlq, workflow
+
+    outage = {"on": True}
+    inject("sns.Publish", lambda params: _error("InternalError", 500) if outage["on"]
+           else None)
+    _ingest(moto_stack, samples_dir)
+    wait_until_idle(moto_stack)
+    outage["on"] = False
+
+    info = moto_stack.info
+    sqs = moto_stack.client("sqs")
+    held: list[str] = []
+
+    def refuse_delete(params: dict[str, Any], **_: Any) -> Any:
+        entries = json.loads(params["body"])["Entries"]
+        held.extend(entry["ReceiptHandle"] for entry in entries)
+        return (SimpleNamespace(status_code=200, headers={}), {"Successful": [], "Failed": [
+            {"Id": entry["Id"], "SenderFault": False, "Code": "InternalError",
+             "Message": "injected"} for entry in entries]})
+
+    sqs.meta.events.register_first("before-call.sqs.DeleteMessageBatch", refuse_delete)
+    targets = dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn)
+    clients = {"sfn": moto_stack.client("stepfunctions"),
+               "ddb": moto_stack.client("dynamodb"), "sns": moto_stack.client("sns")}
+    first = dlq.redrive_workflow(sqs, info.failure_queue_url, targets, **clients)
+    assert (first.alerts_published, first.failed, len(first.undeleted)) == (1, [], 1)
+    assert len(alerts(moto_stack)) == 1  # (drains the tap)
+    [item] = records(moto_stack)
+    assert workflow.ALERT_REDRIVEN in item
+    # held from a second operator's redrive meanwhile
+    assert dlq.redrive_workflow(moto_stack.client("sqs"), info.failure_queue_url, targets,
+                                **clients).moved == 0
+
+    sqs.meta.events.unregister("before-call.sqs.DeleteMessageBatch", refuse_delete)
+    sqs.change_message_visibility(QueueUrl=info.failure_queue_url, ReceiptHandle=held[0],
+                                  VisibilityTimeout=0)  # as when its 15 minutes are up
+    second = dlq.redrive_workflow(sqs, info.failure_queue_url, targets, **clients)
+    assert (second.moved, second.alerts_published, second.alerts_already_sent,
+            second.undeleted) == (1, 0, 1, [])
+    assert alerts(moto_stack) == []  # none since the first
+    assert queue_bodies(moto_stack, info.failure_queue_url) == []
 
 
 def test_throttled_put_item_is_retried_and_recorded_once(
