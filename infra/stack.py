@@ -23,7 +23,7 @@ from infra.monitoring import Monitoring, MonitoringArgs
 from infra.operators import Operators, OperatorsArgs
 from infra.storage import Storage, StorageArgs
 from infra.workflow import Workflow, WorkflowArgs
-from pipeline.stackconfig import ConfigError, StackConfig
+from pipeline.stackconfig import NAMESPACE, ConfigError, StackConfig
 
 API_DIR = PROJECT_DIR / "api"
 BUILD_DIR = PROJECT_DIR / "build" / "lambda"
@@ -49,6 +49,8 @@ def main(build_dir: Path = BUILD_DIR,
          installer: package.Installer = package.pip_install) -> dict[str, pulumi.Output]:
     """The program: read the config, build the package, deploy, export the outputs."""
     config = read_stack_config()
+    for warning in config.warnings():
+        pulumi.log.warn(f"{NAMESPACE}:{warning}")
     outputs = deploy(config, build_package(build_dir, installer))
     for name, value in outputs.items():
         pulumi.export(name, value)

@@ -41,20 +41,32 @@ def is_low_confidence(confidence: float, confidence_threshold: float) -> bool:
     False
     >>> is_low_confidence(0.69, 0.0)
     False
+
+    The edge is not low, for every band (0.5 + 0.07 is 0.5700000000000001 in floats):
+
+    >>> is_low_confidence(0.57, 0.07)
+    False
     """
-    return confidence < 0.5 + confidence_threshold
+    return confidence < low_confidence_limit(confidence_threshold)
+
+
+def low_confidence_limit(confidence_threshold: float) -> float:
+    """The confidence under which a result is low confidence (rounded: a band of 0.07
+    gives 0.57, not 0.5700000000000001)."""
+    return round(0.5 + confidence_threshold, 9)
 
 
 def decide(record: ResultRecord, policy: AlertPolicy) -> AlertDecision:
     if record.status == STATUS_INVALID:
         if not policy.alert_on_invalid:
             return AlertDecision(send=False)
-        return _decision(record, REASON_INVALID)
+        return _decision(record, REASON_INVALID, policy)
     low = is_low_confidence(record.confidence, policy.confidence_threshold)
     if record.is_anomalous:
-        return _decision(record, REASON_ANOMALOUS_LOW_CONFIDENCE if low else REASON_ANOMALOUS)
+        return _decision(record, REASON_ANOMALOUS_LOW_CONFIDENCE if low else REASON_ANOMALOUS,
+                         policy)
     if low:
-        return _decision(record, REASON_LOW_CONFIDENCE)
+        return _decision(record, REASON_LOW_CONFIDENCE, policy)
     return AlertDecision(send=False)
 
 
@@ -65,27 +77,68 @@ _HEADLINES = {
     REASON_INVALID: "Unusable image",
 }
 
+# SNS subjects: printable ASCII, no line breaks, "less than 100 characters".
+SUBJECT_MAX = 99
 
-def _decision(record: ResultRecord, reason: str) -> AlertDecision:
+
+def subject(headline: str, line_id: str, camera_id: str) -> str:
+    """The e-mail subject, under SNS's limit with the line and the camera both kept: long
+    ids are shortened in the middle, so their distinct ends still show.
+
+    >>> subject("Defect detected", "press-1", "press-1-top")
+    'LineSight: Defect detected - line press-1, camera press-1-top'
+    >>> long = subject("Possible defect (LOW confidence)", "L" * 30 + "-north", "C" * 30 + "-7")
+    >>> len(long) <= SUBJECT_MAX, long.endswith("-7"), "-north" in long
+    (True, True, True)
+    """
+    head = f"LineSight: {headline} - "
+    room = SUBJECT_MAX - len(head) - len("line , camera ")
+    if len(line_id) + len(camera_id) > room:
+        line_id = _shorten(line_id, max(room // 2, room - len(camera_id)))
+        camera_id = _shorten(camera_id, room - len(line_id))
+    return f"{head}line {line_id}, camera {camera_id}"
+
+
+def _shorten(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    keep = max(width - 2, 2)
+    return f"{text[:keep - keep // 2]}..{text[len(text) - keep // 2:]}"
+
+
+def _decision(record: ResultRecord, reason: str, policy: AlertPolicy) -> AlertDecision:
     headline = _HEADLINES[reason]
-    subject = f"LineSight: {headline} - line {record.line_id}, camera {record.camera_id}"
     lines = [
         f"{headline}.",
         "",
         f"Line:        {record.line_id}",
         f"Camera:      {record.camera_id}",
         f"Image:       {record.image_id}",
-        f"Captured:    {iso(record.captured_at)}",
-        f"Verdict:     {'ANOMALOUS' if record.is_anomalous else 'normal'}",
-        f"Confidence:  {record.confidence:.2f}",
-        f"Score:       {record.score:.3f} (threshold {record.threshold:.3f})",
-        f"Model:       {record.model_version}",
-        f"Image URL:   {record.s3_uri}",
     ]
+    if record.client_image_id:
+        lines.append(f"Camera's id: {record.client_image_id}")
+    lines.append(f"Captured:    {iso(record.captured_at)}")
+    if reason == REASON_INVALID:
+        lines += ["Verdict:     none: the image could not be judged",
+                  f"Reason:      {record.reason}"]
+    else:
+        limit = low_confidence_limit(policy.confidence_threshold)
+        low = reason in (REASON_LOW_CONFIDENCE, REASON_ANOMALOUS_LOW_CONFIDENCE)
+        lines += [
+            f"Verdict:     {'ANOMALOUS' if record.is_anomalous else 'normal'}",
+            f"Confidence:  {record.confidence:.2f}"
+            + (f" (under this line's low-confidence limit, {limit:.2f})" if low else ""),
+            f"Score:       {record.score:.3f} (threshold {record.threshold:.3f})",
+            f"Model:       {record.model_version}",
+        ]
+    lines.append(f"Image URL:   {record.s3_uri}")
     if record.heatmap_uri:
         lines.append(f"Heatmap:     {record.heatmap_uri}")
-    if record.reason:
+    if record.reason and reason != REASON_INVALID:
         lines.append(f"Reason:      {record.reason}")
-    # SNS subjects are limited to 100 printable ASCII characters.
-    return AlertDecision(send=True, reason=reason, subject=subject[:100],
+    if reason != REASON_INVALID:
+        lines += ["", "Record what it really was (for retraining):",
+                  f"  linesight review {record.image_id} --label normal|anomaly"]
+    return AlertDecision(send=True, reason=reason,
+                         subject=subject(headline, record.line_id, record.camera_id),
                          message="\n".join(lines))

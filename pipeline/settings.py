@@ -129,6 +129,28 @@ def parse_band(value: Any) -> float:
     return band
 
 
+def parse_threshold(value: Any) -> float:
+    """A per-line detector threshold on the normalised score scale (the trained threshold is
+    0.5): strictly between 0 and 1. Scores are never below 0 or above 1, so 0 would call
+    every part anomalous and 1 none. Raises ValueError saying so.
+
+    >>> parse_threshold("0.55")
+    0.55
+    >>> parse_threshold(1)
+    Traceback (most recent call last):
+    ValueError: must be a number strictly between 0 and 1, got 1: ...
+    """
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if isinstance(value, bool) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"must be a number strictly between 0 and 1, got {value!r}: scores "
+                         "are normalised to [0, 1] with the trained threshold at 0.5, so 0 "
+                         "would call every part anomalous and 1 none")
+    return threshold
+
+
 def _band(value: str, name: str, default: float) -> float:
     if value == "":
         return default
@@ -136,19 +158,6 @@ def _band(value: str, name: str, default: float) -> float:
         return parse_band(value)
     except ValueError as exc:
         raise SettingsError(f"{name} {exc}") from None
-
-
-def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number in [0, 1], got {raw!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise SettingsError(f"{name} must be in [0, 1], got {value}")
-    return value
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -217,7 +226,7 @@ def _lines(raw: str) -> dict[str, LinePolicy]:
         if not isinstance(policy, dict):
             raise SettingsError(f"LINESIGHT_LINES[{line_id!r}] must be an object")
         lines[line_id] = LinePolicy(
-            threshold=_optional_fraction(policy, "threshold", line_id),
+            threshold=_optional_threshold(policy, line_id),
             confidence_threshold=(None if policy.get("confidenceThreshold") is None else _band(
                 str(policy["confidenceThreshold"]),
                 f"LINESIGHT_LINES[{line_id!r}].confidenceThreshold", 0.0)),
@@ -225,8 +234,10 @@ def _lines(raw: str) -> dict[str, LinePolicy]:
     return lines
 
 
-def _optional_fraction(policy: Mapping[str, Any], key: str, line_id: str) -> float | None:
-    if policy.get(key) is None:
+def _optional_threshold(policy: Mapping[str, Any], line_id: str) -> float | None:
+    if policy.get("threshold") is None:
         return None
-    name = f"LINESIGHT_LINES[{line_id!r}].{key}"
-    return _fraction({name: str(policy[key])}, name, 0.0)
+    try:
+        return parse_threshold(policy["threshold"])
+    except ValueError as exc:
+        raise SettingsError(f"LINESIGHT_LINES[{line_id!r}].threshold {exc}") from None

@@ -28,6 +28,7 @@ from pipeline.settings import (
     DEFAULT_MAX_UPLOAD_BYTES,
     parse_band,
     parse_flag,
+    parse_threshold,
 )
 
 NAMESPACE = "linesight"
@@ -150,6 +151,25 @@ class StackConfig:
                 result[email] = result.get(email, ()) + (line.id,)
         return result
 
+    def warnings(self) -> list[str]:
+        """What this config leaves unwatched, though it is valid (a dev stack may want it):
+        `pulumi up` shows each as a warning.
+
+        >>> parse_stack_config({"modelUri": "s3://models/v1/", "lines": [
+        ...     {"id": "A", "cameras": ["c1"], "alertEmails": ["a@x.io"]},
+        ...     {"id": "B", "cameras": ["c2"]}]}).warnings()  # doctest: +NORMALIZE_WHITESPACE
+        ['alertEmails is empty: the alarms (anomaly rate, latency, failures, dead letters)
+          reach nobody, since they go to the stack-wide addresses only',
+         'line B has no alertEmails and alertEmails is empty: its alerts reach nobody']
+        """
+        if self.alert_emails:
+            return []
+        found = ["alertEmails is empty: the alarms (anomaly rate, latency, failures, dead "
+                 "letters) reach nobody, since they go to the stack-wide addresses only"]
+        found += [f"line {line.id} has no alertEmails and alertEmails is empty: its alerts "
+                  "reach nobody" for line in self.lines if not line.alert_emails]
+        return found
+
     def lines_env(self) -> str:
         """LINESIGHT_LINES: {line_id: {threshold, confidenceThreshold}} (set keys only)."""
         lines: dict[str, dict[str, float]] = {}
@@ -245,7 +265,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         raise ConfigError(unknown[0], f"unknown key; the keys are {', '.join(_KNOWN_KEYS)}")
     confidence = _band(merged.get("confidenceThreshold", DEFAULT_CONFIDENCE_THRESHOLD),
                        "confidenceThreshold")
-    default_rate = _fraction(merged.get("anomalyRateAlarm", 0.25), "anomalyRateAlarm")
+    default_rate = _alarm_rate(merged.get("anomalyRateAlarm", 0.25), "anomalyRateAlarm")
     lines = _lines(merged.get("lines"), default_rate)
     retention_images = _whole(merged.get("imageRetentionDays", 90), "imageRetentionDays", 0)
     retention_results = _whole(merged.get("resultsRetentionDays", 365),
@@ -313,6 +333,23 @@ def _fraction(value: Any, key: str) -> float:
     if isinstance(value, bool) or not 0.0 <= number <= 1.0:
         raise ConfigError(key, f"must be in [0, 1], got {value!r}")
     return number
+
+
+def _threshold(value: Any, key: str) -> float:
+    """A detector threshold on the normalised score scale: strictly between 0 and 1, since
+    0 would call every part anomalous and 1 none (`settings.parse_threshold`)."""
+    try:
+        return parse_threshold(value)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def _alarm_rate(value: Any, key: str) -> float:
+    rate = _fraction(value, key)
+    if rate >= 1.0:
+        raise ConfigError(key, f"must be under 1 (the alarm fires when a line's anomaly rate "
+                          f"is above it, which a rate of {rate:g} can never be), got {value!r}")
+    return rate
 
 
 def _band(value: Any, key: str) -> float:
@@ -463,20 +500,14 @@ def _lines(value: Any, default_rate: float) -> tuple[LineConfig, ...]:
         lines.append(LineConfig(
             id=line_id,
             cameras=tuple(cameras),
-            threshold=_optional_fraction(entry, "threshold", where),
+            threshold=(None if entry.get("threshold") is None else
+                       _threshold(entry["threshold"], f"{where}.threshold")),
             confidence_threshold=(None if entry.get("confidenceThreshold") is None else
                                   _band(entry["confidenceThreshold"],
                                         f"{where}.confidenceThreshold")),
             alert_emails=_emails(entry.get("alertEmails"), f"{where}.alertEmails"),
             anomaly_rate_alarm=(default_rate if entry.get("anomalyRateAlarm") is None else
-                                _fraction(entry["anomalyRateAlarm"],
-                                          f"{where}.anomalyRateAlarm")),
+                                _alarm_rate(entry["anomalyRateAlarm"],
+                                            f"{where}.anomalyRateAlarm")),
         ))
     return tuple(lines)
-
-
-def _optional_fraction(entry: Mapping[str, Any], key: str, where: str) -> float | None:
-    if entry.get(key) is None:
-        return None
-    return _fraction(entry[key], f"{where}.{key}")
-

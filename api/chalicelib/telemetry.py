@@ -34,6 +34,7 @@ def emit_outcome(outcome: Outcome) -> None:
     _put(metrics.PROCESSED, 1, count, dims)
     if record.status == STATUS_INVALID:
         _put(metrics.INVALID, 1, count, dims)
+        _put(metrics.ALERTS, 1 if outcome.alert.send else 0, count, dims)  # alertOnInvalid
         return
     _put(metrics.ANOMALIES, 1 if record.is_anomalous else 0, count, dims)
     low = outcome.alert.reason in (REASON_LOW_CONFIDENCE, REASON_ANOMALOUS_LOW_CONFIDENCE)

@@ -193,3 +193,42 @@ def test_unusable_uploads_alert_when_the_stack_says_so(aws_env: None, trained_mo
         [alert] = _alerts(stack)
         assert alert["Subject"].startswith("LineSight: Unusable image")
         assert alert["MessageAttributes"]["reason"]["Value"] == "invalid"
+
+
+def test_each_lines_own_threshold_and_band_are_applied(aws_env: None, trained_model: Path,
+                                                       samples_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same normal photo on three lines, through the stack config as Pulumi reads it:
+    line-1 moves the detector threshold (no retraining), line-2 widens the low-confidence
+    band, line-3 keeps the stack's settings."""
+    import app
+
+    from scripts.local_stack import Topology
+    from tests.conftest import _provisioned
+
+    topology = Topology(lines={"line-1": ("cam-1",), "line-2": ("cam-3",), "line-3": ("cam-5",)},
+                        line_policies={"line-1": {"threshold": 0.02},
+                                       "line-2": {"confidenceThreshold": 0.49}})
+    with _provisioned(trained_model, monkeypatch, topology) as stack:
+        image = _image(samples_dir, "normal")
+        keys = {line: stack.upload(image, line=line, camera=camera)
+                for line, camera in (("line-1", "cam-1"), ("line-2", "cam-3"),
+                                     ("line-3", "cam-5"))}
+        for key in keys.values():
+            assert app.ingest(stack.sqs_event_for(key), None) == {"batchItemFailures": []}
+        _wait_for_executions(stack, 3)
+        items = {item["line_id"]["S"]: item for item in _records(stack)}
+        got = {line: (float(item["threshold"]["N"]), item["is_anomalous"]["BOOL"],
+                      item.get("alert_reason", {}).get("S", ""))
+               for line, item in items.items()}
+
+        as_trained = got["line-3"]
+        confidence = float(items["line-3"]["confidence"]["N"])
+        score = float(items["line-3"]["score"]["N"])
+        # what the photo must be for the overrides to show: a confident normal, scoring
+        # above line-1's threshold and under line-2's widened band
+        assert as_trained == (0.5, False, "") and 0.7 <= confidence < 0.99 and score > 0.02
+        assert got["line-1"] == (0.02, True, "anomalous")
+        assert got["line-2"] == (0.5, False, "low_confidence")
+        assert sorted(a["MessageAttributes"]["line"]["Value"] for a in _alerts(stack)) == [
+            "line-1", "line-2"]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.alerts import AlertPolicy, decide
+from pipeline.alerts import _HEADLINES, SUBJECT_MAX, AlertPolicy, decide, is_low_confidence
 from pipeline.records import ResultRecord
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -44,4 +44,45 @@ def test_message_names_line_camera_image_confidence_and_time() -> None:
     assert decision.subject == "LineSight: Defect detected - line line-7, camera cam-3"
     for expected in ("line-7", "cam-3", "img-1", "0.91", "2026-11-23T10:00:00.000+00:00"):
         assert expected in decision.message
-    assert len(decision.subject) <= 100
+    assert "linesight review img-1 --label" in decision.message
+
+
+@pytest.mark.parametrize("reason", sorted(_HEADLINES))
+def test_the_subject_keeps_line_and_camera_under_the_sns_limit(reason: str) -> None:
+    """Ids may be 64 characters; SNS refuses a subject of 100 or more, and then the alert
+    would go to the failure queue instead of to people."""
+    line, camera = "assembly-line-" + "x" * 44 + "-north", "camera-" + "y" * 50 + "-top-7"
+    confidence = 0.55 if "low_confidence" in reason else 0.95
+    record = _record(reason.startswith("anomalous"), confidence).with_changes(
+        line_id=line, camera_id=camera,
+        status="INVALID" if reason == "invalid" else "OK")
+    decision = decide(record, AlertPolicy(0.2, alert_on_invalid=True))
+    assert decision.reason == reason
+    assert len(decision.subject) <= SUBJECT_MAX and decision.subject.isascii()
+    assert "line assembl" in decision.subject and "-north, camera camera-" in (
+        decision.subject) and decision.subject.endswith("-top-7")
+
+
+def test_an_unusable_image_claims_no_verdict() -> None:
+    record = _record(False, 0.0, status="INVALID").with_changes(reason="not_an_image: text")
+    message = decide(record, AlertPolicy(0.2, alert_on_invalid=True)).message
+    assert "could not be judged" in message and "not_an_image: text" in message
+    assert "normal" not in message and "Confidence" not in message
+
+
+def test_a_low_confidence_alert_says_which_limit_it_fell_under() -> None:
+    message = decide(_record(False, 0.62), AlertPolicy(0.25)).message
+    assert "0.62 (under this line's low-confidence limit, 0.75)" in message
+    assert "limit" not in decide(_record(True, 0.95), AlertPolicy(0.25)).message
+
+
+def test_the_cameras_own_image_id_is_in_the_message() -> None:
+    record = _record(True, 0.9).with_changes(client_image_id="part-20261123-0042")
+    assert "part-20261123-0042" in decide(record, AlertPolicy(0.2)).message
+
+
+@pytest.mark.parametrize("band", [b / 100 for b in range(1, 50)])
+def test_a_confidence_exactly_at_the_band_edge_is_not_low(band: float) -> None:
+    edge = round(0.5 + band, 2)
+    assert not is_low_confidence(edge, band)
+    assert is_low_confidence(edge - 0.001, band)

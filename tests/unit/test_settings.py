@@ -37,6 +37,9 @@ def test_per_line_overrides() -> None:
     ({"LINESIGHT_MAX_UPLOAD_BYTES": "-1"}, "LINESIGHT_MAX_UPLOAD_BYTES"),
     ({"LINESIGHT_LINES": "{not json"}, "LINESIGHT_LINES"),
     ({"LINESIGHT_LINES": '{"L1": {"threshold": 2}}'}, "LINESIGHT_LINES['L1'].threshold"),
+    ({"LINESIGHT_LINES": '{"L1": {"threshold": 1}}'},
+     "LINESIGHT_LINES['L1'].threshold must be a number strictly between 0 and 1"),
+    ({"LINESIGHT_LINES": '{"L1": {"threshold": 0.0}}'}, "LINESIGHT_LINES['L1'].threshold"),
 ])
 def test_malformed_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):

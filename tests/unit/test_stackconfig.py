@@ -55,6 +55,16 @@ def test_example_stacks_parse(stack: str, lines: int, cameras: int) -> None:
     assert len(config.lines) == lines
     assert sum(len(line.cameras) for line in config.lines) == cameras
     assert config.region
+    assert config.warnings() == []  # each example reaches someone with every alert and alarm
+
+
+def test_a_stack_whose_alerts_or_alarms_reach_nobody_is_warned_about() -> None:
+    assert parse(alertEmails=["ops@example.com"]).warnings() == []
+    per_line_only = parse(lines=[{**LINE, "alertEmails": ["a@example.com"]},
+                                 {"id": "line-2", "cameras": ["cam-2"]}]).warnings()
+    assert [w.split(":")[0] for w in per_line_only] == [
+        "alertEmails is empty", "line line-2 has no alertEmails and alertEmails is empty"]
+    assert len(parse().warnings()) == 2  # no address at all: alarms and line-1's alerts
 
 
 def test_plant_a_has_per_line_thresholds_and_recipients() -> None:
@@ -87,6 +97,12 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     ({"lines": [{**LINE, "threshold": 2}]}, "lines[line-1].threshold"),
     ({"lines": [{**LINE, "confidenceThreshold": -0.5}]}, "lines[line-1].confidenceThreshold"),
     ({"lines": [{**LINE, "anomalyRateAlarm": 1.5}]}, "lines[line-1].anomalyRateAlarm"),
+    # values that silently turn something off: a threshold of 1 calls no part anomalous, 0
+    # every part; an anomaly-rate alarm at 1 can never fire
+    ({"lines": [{**LINE, "threshold": 1.0}]}, "lines[line-1].threshold"),
+    ({"lines": [{**LINE, "threshold": 0}]}, "lines[line-1].threshold"),
+    ({"lines": [{**LINE, "anomalyRateAlarm": 1.0}]}, "lines[line-1].anomalyRateAlarm"),
+    ({"anomalyRateAlarm": 1}, "anomalyRateAlarm"),
     # an override for something a line does not have
     ({"lines": [{**LINE, "thresold": 0.3}]}, "lines[0].thresold"),
     # an unknown top-level key
