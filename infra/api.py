@@ -31,6 +31,7 @@ from chalice.deploy.swagger import SwaggerGenerator
 from infra import iam, package
 from infra.ingest import INGEST_FUNCTION_TIMEOUT
 from pipeline.ingest import HEATMAP_PREFIX
+from pipeline.stackconfig import DEFAULT_API_BURST_LIMIT, DEFAULT_API_RATE_LIMIT
 
 STAGE = "api"
 LOG_RETENTION_DAYS = 30
@@ -133,6 +134,8 @@ class ChaliceAppArgs:
     arns: iam.StackArns
     model: ModelAccess | None = None
     sagemaker_endpoint_arn: pulumi.Input[str] | None = None
+    rate_limit: int = DEFAULT_API_RATE_LIMIT  # requests per second, the whole stage
+    burst_limit: int = DEFAULT_API_BURST_LIMIT
 
 
 def function_statements(spec: FunctionSpec, args: ChaliceAppArgs) -> list[iam.Statement]:
@@ -267,6 +270,16 @@ class ChaliceApp(pulumi.ComponentResource):
             deployment=deployment.id,
             stage_name=STAGE,
             xray_tracing_enabled=True,
+            opts=pulumi.ResourceOptions(parent=self))
+        # Beyond these, API Gateway answers 429 before any function runs: a flood (a leaked
+        # token, a camera stuck in a retry loop) cannot take Lambda concurrency from ingest.
+        aws.apigateway.MethodSettings(
+            f"{p}-api-throttle",
+            rest_api=self.rest_api.id,
+            stage_name=self.stage.stage_name,
+            method_path="*/*",
+            settings={"throttling_rate_limit": float(args.rate_limit),
+                      "throttling_burst_limit": args.burst_limit},
             opts=pulumi.ResourceOptions(parent=self))
         aws.lambda_.Permission(
             f"{p}-api-invoke",

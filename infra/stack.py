@@ -114,7 +114,8 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         prefix=p, app=app_package.app, code=app_package.code, layer=app_package.layer,
         environment=environment, region=region, arns=arns,
         model=_model_access(config, storage, partition),
-        sagemaker_endpoint_arn=_endpoint_arn(config, partition, region, account_id)))
+        sagemaker_endpoint_arn=_endpoint_arn(config, partition, region, account_id),
+        rate_limit=config.api_rate_limit, burst_limit=config.api_burst_limit))
 
     monitoring = Monitoring(p, MonitoringArgs(
         prefix=p, region=region, lines=config.line_cameras,

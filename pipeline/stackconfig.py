@@ -41,6 +41,11 @@ MAX_CAMERAS_PER_LINE = 5
 FIREHOSE_MB = (64, 128)
 FIREHOSE_SECONDS = (60, 900)
 MAX_UPLOAD_BYTES = 5 * 1024**3  # S3's single-PUT limit bounds one upload
+# The API stage's throttle (requests per second, and at once); API Gateway's own account
+# limit (10,000 per second by default) caps it anyway.
+DEFAULT_API_RATE_LIMIT = 100
+DEFAULT_API_BURST_LIMIT = 200
+API_LIMIT_MAX = 10_000
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as pipeline.uploads.validate_id
 _PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$")
@@ -120,6 +125,8 @@ class StackConfig:
     latency_alarm_ms: int
     alert_on_invalid: bool = False
     region: str = ""
+    api_rate_limit: int = DEFAULT_API_RATE_LIMIT
+    api_burst_limit: int = DEFAULT_API_BURST_LIMIT
 
     @property
     def line_cameras(self) -> dict[str, tuple[str, ...]]:
@@ -292,6 +299,10 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         latency_alarm_ms=_whole(merged.get("latencyAlarmMs", 30000), "latencyAlarmMs", 1),
         alert_on_invalid=_boolean(merged.get("alertOnInvalid", False), "alertOnInvalid"),
         region=region,
+        api_rate_limit=_whole(merged.get("apiRateLimit", DEFAULT_API_RATE_LIMIT),
+                              "apiRateLimit", 1, API_LIMIT_MAX),
+        api_burst_limit=_whole(merged.get("apiBurstLimit", DEFAULT_API_BURST_LIMIT),
+                               "apiBurstLimit", 1, API_LIMIT_MAX),
     )
 
 
@@ -300,6 +311,7 @@ _KNOWN_KEYS = (
     "maxUploadBytes", "workflowType", "modelPath", "modelUri", "sagemakerEndpoint",
     "lines", "imageRetentionDays", "resultsRetentionDays", "firehoseBufferSeconds",
     "firehoseBufferMb", "uploadOrigins", "anomalyRateAlarm", "latencyAlarmMs", "alertOnInvalid",
+    "apiRateLimit", "apiBurstLimit",
 )
 KNOWN_KEYS = _KNOWN_KEYS
 

@@ -442,6 +442,18 @@ def test_rest_api_is_the_chalice_app(d: Deployed) -> None:
     assert set(permissions) == {function(d, "api")["name"], function(d, "authorizer")["name"]}
 
 
+def test_the_api_stage_is_throttled_per_stack(deployed: dict[str, Deployed]) -> None:
+    """Beyond the stack's rate, API Gateway answers 429 before any function runs."""
+    for stack, (rate, burst) in {"dev": (100, 200), "plant-a": (40, 80)}.items():
+        d = deployed[stack]
+        [throttle] = d.of_type("apigateway/methodSettings:MethodSettings")
+        assert throttle.props["methodPath"] == "*/*"
+        assert throttle.props["stageName"] == d.one("apigateway/stage:Stage").props[
+            "stageName"]
+        assert throttle.props["settings"] == {"throttlingRateLimit": rate,
+                                              "throttlingBurstLimit": burst}, stack
+
+
 def test_stack_outputs(d: Deployed) -> None:
     for name in ("api_url", "images_bucket", "results_bucket", "table", "state_machine_arn",
                  "topic_arn", "dashboard_url", "manifest_uri"):
