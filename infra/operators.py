@@ -35,10 +35,13 @@ def operator_statements(args: OperatorsArgs) -> list[iam.Statement]:
         iam.allow(["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
                   [args.arns.table, indexes], sid="ReadResults"),
         iam.allow(["dynamodb:UpdateItem"], [args.arns.table], sid="Review"),
-        # report and export-dataset read the photos and heatmaps; dlq list reads why an
-        # image failed (its tag); listing makes a deleted image a 404, not a 403
-        iam.allow(["s3:GetObject", "s3:GetObjectTagging"], [images], sid="ReadImages"),
-        iam.allow(["s3:ListBucket"], [args.arns.images_bucket], sid="ListImages"),
+        # report and export-dataset read the photos (the version each record judged) and
+        # heatmaps; dlq list reads why an image failed (its tag); listing makes a deleted
+        # image a 404, not a 403
+        iam.allow(["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging"], [images],
+                  sid="ReadImages"),
+        iam.allow(["s3:ListBucket", "s3:ListBucketVersions"], [args.arns.images_bucket],
+                  sid="ListImages"),
         iam.allow(["s3:GetObject"], [heatmaps], sid="ReadHeatmaps"),
         # report's totals
         iam.allow(["cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics"], ["*"],

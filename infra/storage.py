@@ -30,6 +30,9 @@ class HardenedBucketArgs:
     expire_after_days: int = 0  # 0 keeps objects forever
     expire_prefixes: tuple[str, ...] = ("",)  # "" is the whole bucket
     upload_origins: tuple[str, ...] = ()  # browser origins that may upload (CORS)
+    # Keep what a key held before it was written again (an upload form used twice), for
+    # as long as the objects themselves are kept (`lifecycle_rules`).
+    versioned: bool = False
 
 
 class HardenedBucket(pulumi.ComponentResource):
@@ -54,9 +57,17 @@ class HardenedBucket(pulumi.ComponentResource):
             name, bucket=self.bucket.id,
             policy=pulumi.Output.json_dumps(tls_only_policy(self.bucket.arn)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]))
+        lifecycle_opts = child
+        if args.versioned:
+            versioning = aws.s3.BucketVersioning(
+                name, bucket=self.bucket.id,
+                versioning_configuration={"status": "Enabled"}, opts=child)
+            # S3 refuses noncurrent-version rules on a bucket not yet versioned
+            lifecycle_opts = pulumi.ResourceOptions(parent=self, depends_on=[versioning])
         aws.s3.BucketLifecycleConfiguration(
             name, bucket=self.bucket.id,
-            rules=lifecycle_rules(args.expire_after_days, args.expire_prefixes), opts=child)
+            rules=lifecycle_rules(args.expire_after_days, args.expire_prefixes,
+                                  versioned=args.versioned), opts=lifecycle_opts)
         if args.upload_origins:
             aws.s3.BucketCorsConfiguration(
                 name, bucket=self.bucket.id,
@@ -79,7 +90,12 @@ def tls_only_policy(bucket_arn: Any) -> dict[str, Any]:
     }
 
 
-def lifecycle_rules(expire_after_days: int, prefixes: tuple[str, ...]) -> list[dict[str, Any]]:
+def lifecycle_rules(expire_after_days: int, prefixes: tuple[str, ...], *,
+                    versioned: bool = False) -> list[dict[str, Any]]:
+    """Abort stale multipart uploads; expire objects after `expire_after_days` (0: never).
+    In a versioned bucket an expired object becomes an older version, and older versions
+    (an image replaced through a reused upload form, too) are removed `expire_after_days`
+    after they became older, then their leftover delete markers."""
     rules: list[dict[str, Any]] = [{
         "id": "abort-incomplete-uploads",
         "status": "Enabled",
@@ -94,7 +110,12 @@ def lifecycle_rules(expire_after_days: int, prefixes: tuple[str, ...]) -> list[d
                 "status": "Enabled",
                 "filter": {"prefix": prefix} if prefix else {},
                 "expiration": {"days": expire_after_days},
+                **({"noncurrent_version_expiration": {"noncurrent_days": expire_after_days}}
+                   if versioned else {}),
             })
+        if versioned:
+            rules.append({"id": "remove-expired-delete-markers", "status": "Enabled",
+                          "filter": {}, "expiration": {"expired_object_delete_marker": True}})
     return rules
 
 
@@ -153,7 +174,7 @@ class Storage(pulumi.ComponentResource):
         self.images = HardenedBucket(f"{p}-images", HardenedBucketArgs(
             purpose="uploaded camera images",
             expire_after_days=args.image_retention_days,
-            upload_origins=args.upload_origins), opts=child)
+            upload_origins=args.upload_origins, versioned=True), opts=child)
         self.results = HardenedBucket(f"{p}-results", HardenedBucketArgs(
             purpose="results lake, heatmaps and the QuickSight manifest",
             expire_after_days=args.results_retention_days,

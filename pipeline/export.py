@@ -118,10 +118,12 @@ def manifest_entry(item: ExportItem, created: str) -> dict[str, Any]:
     }
 
 
-def write_dataset(items: list[ExportItem], out_dir: Path, fetch: Callable[[str], bytes], *,
+def write_dataset(items: list[ExportItem], out_dir: Path,
+                  fetch: Callable[[ResultRecord], bytes], *,
                   overwrite: bool = False,
                   advance: Callable[[], None] | None = None) -> ExportSummary:
-    """Download each image with `fetch(s3_uri)` into `out_dir` and write the manifest.
+    """Download each image with `fetch(record)` (the version it judged) into `out_dir` and
+    write the manifest.
 
     An image whose object cannot be read (deleted since) is skipped and reported; the
     manifest lists only the images written.
@@ -143,7 +145,7 @@ def write_dataset(items: list[ExportItem], out_dir: Path, fetch: Callable[[str],
     skipped: list[str] = []
     for item in items:
         try:
-            data = fetch(item.record.s3_uri)
+            data = fetch(item.record)
         except KeyError:
             skipped.append(item.record.image_id)
         else:

@@ -42,6 +42,7 @@ class ObjectRef:
     etag: str
     size: int
     event_time: datetime
+    version_id: str = ""  # set when the bucket is versioned (LineSight's images bucket is)
 
     @property
     def uri(self) -> str:
@@ -86,6 +87,7 @@ def object_refs(message_body: str) -> Iterator[ObjectRef]:
                 etag=str(s3["object"].get("eTag") or s3["object"].get("etag") or ""),
                 size=int(s3["object"].get("size", 0)),
                 event_time=parse_time(record["eventTime"]),
+                version_id=str(s3["object"].get("versionId") or ""),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"record {index} of the S3 event notification is malformed: "
@@ -131,7 +133,7 @@ def analyse(ref: ObjectRef, settings: Settings, detector: Detector) -> ResultRec
         image_id=image_id, line_id=line_id, camera_id=camera_id, s3_uri=ref.uri,
         captured_at=ref.event_time, processed_at=ref.event_time, status=STATUS_INVALID,
         idempotency_key=ref.idempotency_key, model_version=detector.model_version,
-        threshold=_threshold(settings, line_id, detector),
+        threshold=_threshold(settings, line_id, detector), image_version=ref.version_id,
     )
 
     def invalid(reason: str, message: str) -> ResultRecord:
@@ -145,9 +147,11 @@ def analyse(ref: ObjectRef, settings: Settings, detector: Detector) -> ResultRec
                        f"{ref.size} bytes is over the limit of {settings.max_upload_bytes}")
     s3 = aws.client("s3")
     try:
-        obj = s3.get_object(Bucket=ref.bucket, Key=ref.key)
+        # The version this event is about, not whatever the key holds by now.
+        obj = s3.get_object(Bucket=ref.bucket, Key=ref.key,
+                            **({"VersionId": ref.version_id} if ref.version_id else {}))
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+        if exc.response["Error"]["Code"] in ("NoSuchKey", "NoSuchVersion", "404"):
             return invalid("missing_object", "the object was deleted before it was read")
         raise
     metadata: Mapping[str, str] = obj.get("Metadata", {})
@@ -300,7 +304,11 @@ def already_recorded(ref: ObjectRef, settings: Settings,
     if record is None:
         return None
     if record.idempotency_key != ref.idempotency_key:
-        return None  # the same key with other bytes: the workflow's put decides
+        # The key written again with other bytes (an upload form used twice): the record
+        # stays with the version it judged, which the versioned bucket keeps.
+        log.warning("upload %s was written again after it was judged; its record keeps the "
+                    "judged version %s, and this one (%s) is not judged", ref.uri,
+                    record.image_version or "(unversioned)", ref.version_id or "(unversioned)")
     return Outcome(record, AlertDecision(send=False), ref.idempotency_key, duplicate=True)
 
 

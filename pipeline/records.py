@@ -77,6 +77,9 @@ class ResultRecord:
     inference_ms: float = 0.0
     review: dict[str, Any] = field(default_factory=dict)
     client_image_id: str = ""
+    # The S3 version judged (the images bucket is versioned): what the verdict is about,
+    # even if the key is written again later (a reused upload form).
+    image_version: str = ""
 
     @property
     def line_camera(self) -> str:

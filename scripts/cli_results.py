@@ -382,12 +382,12 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
 def _report_image(s3: Any, record: ResultRecord) -> Any:
     from pipeline.report import ReportImage
 
-    photo = _read_s3(s3, record.s3_uri)
+    photo = _read_s3(s3, record.s3_uri, record.image_version)
     heatmap = _read_s3(s3, record.heatmap_uri) if record.heatmap_uri else b""
     link = ""
     if photo:
-        bucket, key = _split(record.s3_uri)
-        link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+        link = s3.generate_presigned_url("get_object", Params=_object(record.s3_uri,
+                                                                      record.image_version),
                                          ExpiresIn=7 * 24 * 3600)
     return ReportImage(photo=photo, heatmap=heatmap, link=link)
 
@@ -398,13 +398,19 @@ def _split(uri: str) -> tuple[str, str]:
     return split_s3_uri(uri)
 
 
-def _read_s3(s3: Any, uri: str) -> bytes:
+def _object(uri: str, version: str = "") -> dict[str, str]:
+    """GetObject's parameters for `uri`, at `version` when the record names one (the
+    version that was judged, though the key may have been written again since)."""
+    bucket, key = _split(uri)
+    return {"Bucket": bucket, "Key": key, **({"VersionId": version} if version else {})}
+
+
+def _read_s3(s3: Any, uri: str, version: str = "") -> bytes:
     """The object's bytes, or b"" when it is gone or unreadable (the page says so)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        bucket, key = _split(uri)
-        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return bytes(s3.get_object(**_object(uri, version))["Body"].read())
     except (ValueError, ClientError, BotoCoreError) as exc:
         log.warning("cannot read %s for the report: %s", uri, exc)
         return b""
@@ -587,7 +593,7 @@ def export_dataset(
         try:
             with _progress() as progress:
                 task = progress.add_task("downloading images", total=len(items))
-                summary = write_dataset(items, out_dir, lambda uri: _fetch(s3, uri),
+                summary = write_dataset(items, out_dir, lambda record: _fetch(s3, record),
                                         overwrite=overwrite,
                                         advance=lambda: progress.advance(task))
         except ExportError as exc:
@@ -603,15 +609,16 @@ def export_dataset(
     console.print(f"next: linesight train {out_dir} --out models/retrained")
 
 
-def _fetch(s3: Any, uri: str) -> bytes:
+def _fetch(s3: Any, record: ResultRecord) -> bytes:
     from botocore.exceptions import ClientError
 
-    bucket, key = _split(uri)
     try:
-        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return bytes(s3.get_object(**_object(record.s3_uri, record.image_version))[
+            "Body"].read())
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
-            raise KeyError(uri) from None
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion", "404",
+                                                         "NoSuchBucket"):
+            raise KeyError(record.s3_uri) from None
         raise
 
 

@@ -334,6 +334,9 @@ class LocalStack:
 
         for bucket in (names.images_bucket, names.results_bucket):
             s3.create_bucket(Bucket=bucket)
+        # as deployed (infra/storage.py): a key written again keeps the version judged
+        s3.put_bucket_versioning(Bucket=names.images_bucket,
+                                 VersioningConfiguration={"Status": "Enabled"})
         dlq_url = sqs.create_queue(QueueName=names.ingest_dlq)["QueueUrl"]
         queue_url = sqs.create_queue(QueueName=names.ingest_queue, Attributes={
             "VisibilityTimeout": str(self.visibility_timeout),

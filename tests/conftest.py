@@ -112,7 +112,7 @@ class MotoStack:
         s3 = self.client("s3")
         head = s3.head_object(Bucket=self.info.images_bucket, Key=key)
         body = load_event("s3_object_created.json", bucket=self.info.images_bucket,
-                          key=key,
+                          key=key, version=head.get("VersionId", ""),
                           etag=head["ETag"].strip('"'), size=str(head["ContentLength"]))
         return {"Records": [{
             "messageId": f"m-{key[-12:]}", "receiptHandle": "r", "body": json.dumps(body),

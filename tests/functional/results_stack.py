@@ -33,12 +33,14 @@ class ResultsStack:
         return boto3.client(service, region_name=REGION)
 
     def put(self, record: ResultRecord, image: bytes = b"") -> ResultRecord:
-        """Store the record (and its image under its s3_uri, when given)."""
-        self.client("dynamodb").put_item(TableName=self.info.table, Item=record.to_item())
+        """Store the record (and its image under its s3_uri, when given: the record then
+        names the version stored, as ingest's would)."""
         if image:
             bucket, key = record.s3_uri[5:].split("/", 1)
-            self.client("s3").put_object(Bucket=bucket, Key=key, Body=image,
-                                         ContentType="image/jpeg")
+            stored = self.client("s3").put_object(Bucket=bucket, Key=key, Body=image,
+                                                  ContentType="image/jpeg")
+            record = record.with_changes(image_version=stored.get("VersionId", ""))
+        self.client("dynamodb").put_item(TableName=self.info.table, Item=record.to_item())
         return record
 
 

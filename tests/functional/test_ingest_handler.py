@@ -109,11 +109,16 @@ def test_unusable_upload_is_recorded_invalid(moto_stack: MotoStack, body: bytes,
 
 def test_an_upload_deleted_before_it_is_read_is_recorded_invalid(
         moto_stack: MotoStack, samples_dir: Path) -> None:
+    """Its version deleted for good (a plain delete only hides it behind a delete marker
+    in the versioned bucket, and the version the event names is still judged)."""
     import app
 
     key = moto_stack.upload(_image(samples_dir, "anomaly"))
     event = moto_stack.sqs_event_for(key)
-    moto_stack.client("s3").delete_object(Bucket=moto_stack.info.images_bucket, Key=key)
+    version = json.loads(event["Records"][0]["body"])["Records"][0]["s3"]["object"][
+        "versionId"]
+    moto_stack.client("s3").delete_object(Bucket=moto_stack.info.images_bucket, Key=key,
+                                          VersionId=version)
 
     assert app.ingest(event, None) == {"batchItemFailures": []}
     _wait_for_executions(moto_stack, 1)
@@ -232,3 +237,33 @@ def test_each_lines_own_threshold_and_band_are_applied(aws_env: None, trained_mo
         assert got["line-2"] == (0.5, False, "low_confidence")
         assert sorted(a["MessageAttributes"]["line"]["Value"] for a in _alerts(stack)) == [
             "line-1", "line-2"]
+
+
+def test_a_key_written_again_keeps_the_version_it_judged(
+        moto_stack: MotoStack, samples_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An upload form used twice overwrites its key (S3's POST has no If-None-Match): the
+    record keeps the version it judged, which the versioned bucket keeps, and the second
+    write is logged, not judged or alerted again."""
+    import app
+
+    judged = _image(samples_dir, "anomaly")
+    key = moto_stack.upload(judged)
+    first_event = moto_stack.sqs_event_for(key)
+    assert app.ingest(first_event, None) == {"batchItemFailures": []}
+    _wait_for_executions(moto_stack, 1)
+    assert len(_alerts(moto_stack)) == 1
+
+    moto_stack.upload(_image(samples_dir, "normal"), key=key)
+    assert app.ingest(moto_stack.sqs_event_for(key), None) == {"batchItemFailures": []}
+
+    [item] = _records(moto_stack)
+    s3, bucket = moto_stack.client("s3"), moto_stack.info.images_bucket
+    version = item["image_version"]["S"]
+    assert json.loads(first_event["Records"][0]["body"])["Records"][0]["s3"]["object"][
+        "versionId"] == version
+    assert s3.get_object(Bucket=bucket, Key=key, VersionId=version)["Body"].read() == judged
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() != judged
+    assert "written again after it was judged" in caplog.text
+    assert len(moto_stack.client("stepfunctions").list_executions(
+        stateMachineArn=moto_stack.info.state_machine_arn)["executions"]) == 1
+    assert _alerts(moto_stack) == []

@@ -36,6 +36,13 @@ _ACTION = {"HeadObject": "GetObject", "ListObjectsV2": "ListBucket", "ListObject
 Call = tuple[str, str, dict[str, Any]]
 
 
+def _iam_action(service: str, operation: str, params: dict[str, Any]) -> str:
+    """The IAM action a call needs (a GetObject of one version needs GetObjectVersion)."""
+    if (service, operation) == ("s3", "GetObject") and params.get("VersionId"):
+        operation = "GetObjectVersion"
+    return f"{_SERVICE.get(service, service)}:{_ACTION.get(operation, operation)}"
+
+
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     """Every AWS call made from here on: (service, operation, parameters)."""
@@ -135,21 +142,22 @@ def test_every_call_the_cli_makes_is_granted_on_its_resource(
                if resource.name == f"{d.config.resource_prefix}-operator"
                for statement in json.loads(resource.props["policy"])["Statement"]]
     arns = _arns(d, stack)
-    refused = sorted({(f"{_SERVICE.get(service, service)}:{_ACTION.get(operation, operation)}",
-                       resource)
+    refused = sorted({(action, resource)
                       for service, operation, params in calls
+                      for action in [_iam_action(service, operation, params)]
                       for resource in [_resource(service, params, arns)]
-                      if not _allowed(granted, service, operation, resource)})
+                      if not _allowed(granted, action, resource)})
     assert not refused, refused
+    # the photos were read as the versions their records judged
+    assert any(params.get("VersionId") for service, operation, params in calls
+               if (service, operation) == ("s3", "GetObject"))
     # the commands did reach every kind of resource the policy is about
     assert {service for service, _, _ in calls} >= {
         "dynamodb", "dynamodbstreams", "s3", "sqs", "stepfunctions", "sns", "firehose",
         "cloudwatch"}
 
 
-def _allowed(statements: list[dict[str, Any]], service: str, operation: str,
-             resource: str) -> bool:
-    action = f"{_SERVICE.get(service, service)}:{_ACTION.get(operation, operation)}"
+def _allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
     return any(statement["Effect"] == "Allow"
                and any(fnmatch(action, pattern) for pattern in statement["Action"])
                and any(fnmatch(resource, pattern) for pattern in statement["Resource"])

@@ -305,6 +305,14 @@ def test_images_bucket_lifecycle_cors_and_notifications(d: Deployed) -> None:
     rules = d.one("bucketLifecycleConfiguration:BucketLifecycleConfiguration", name).props[
         "rules"]
     assert {"days": d.config.image_retention_days} in [r.get("expiration") for r in rules]
+    # versioned, so a key written again (a reused upload form) keeps the version judged,
+    # and older versions expire as the images do
+    [versioning] = d.of_type("s3/bucketVersioning:BucketVersioning")
+    assert versioning.name == name
+    assert versioning.props["versioningConfiguration"] == {"status": "Enabled"}
+    assert {"noncurrentDays": d.config.image_retention_days} in [
+        r.get("noncurrentVersionExpiration") for r in rules]
+    assert {"expiredObjectDeleteMarker": True} in [r.get("expiration") for r in rules]
     (cors,) = d.one("bucketCorsConfiguration:BucketCorsConfiguration", name).props["corsRules"]
     assert set(cors["allowedMethods"]) <= {"POST", "PUT"}
     assert cors["allowedOrigins"] == list(d.config.upload_origins)

@@ -93,9 +93,9 @@ def test_written_dataset_is_accepted_by_training_both_ways(tmp_path: Path) -> No
     blobs = {r.s3_uri: png(40 * i) for i, r in enumerate(records)}
     fetched: list[str] = []
 
-    def fetch(uri: str) -> bytes:
-        fetched.append(uri)
-        return blobs[uri]
+    def fetch(record: ResultRecord) -> bytes:
+        fetched.append(record.s3_uri)
+        return blobs[record.s3_uri]
 
     summary = write_dataset(plan_export(records, reviewed=False), tmp_path, fetch)
 
@@ -116,9 +116,9 @@ def test_written_dataset_is_accepted_by_training_both_ways(tmp_path: Path) -> No
 def test_gone_images_are_skipped_and_left_out_of_the_manifest(tmp_path: Path) -> None:
     records = [result(1), result(2), result(3)]
 
-    def fetch(uri: str) -> bytes:
-        if uri == records[1].s3_uri:
-            raise KeyError(uri)
+    def fetch(record: ResultRecord) -> bytes:
+        if record.s3_uri == records[1].s3_uri:
+            raise KeyError(record.s3_uri)
         return png(100)
 
     summary = write_dataset(plan_export(records, reviewed=False), tmp_path, fetch)
@@ -130,14 +130,14 @@ def test_gone_images_are_skipped_and_left_out_of_the_manifest(tmp_path: Path) ->
 
 def test_existing_dataset_is_kept_unless_overwrite(tmp_path: Path) -> None:
     items = plan_export([result(1)], reviewed=False)
-    write_dataset(items, tmp_path, lambda uri: png(1))
+    write_dataset(items, tmp_path, lambda record: png(1))
 
     with pytest.raises(ExportError, match="already holds a data set"):
-        write_dataset(items, tmp_path, lambda uri: png(1))
+        write_dataset(items, tmp_path, lambda record: png(1))
     stale = tmp_path / "train" / "anomaly" / "stale.jpg"
     stale.write_bytes(png(2))
 
-    write_dataset(items, tmp_path, lambda uri: png(1), overwrite=True)
+    write_dataset(items, tmp_path, lambda record: png(1), overwrite=True)
 
     assert not stale.exists()
     assert len(list((tmp_path / "train").rglob("*.jpg"))) == 1
@@ -145,12 +145,12 @@ def test_existing_dataset_is_kept_unless_overwrite(tmp_path: Path) -> None:
 
 def test_nothing_to_export_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="no results to export"):
-        write_dataset(plan_export([result(1)], reviewed=True), tmp_path, lambda uri: b"")
+        write_dataset(plan_export([result(1)], reviewed=True), tmp_path, lambda record: b"")
 
 
 def test_training_refuses_an_export_without_normals(tmp_path: Path) -> None:
     # only anomalies reviewed: the export is written, but training says what is missing
     write_dataset(plan_export([result(1, review="anomaly")], reviewed=True), tmp_path,
-                  lambda uri: png(1))
+                  lambda record: png(1))
     with pytest.raises(TrainingError, match="no normal images"):
         find_training_set(tmp_path)

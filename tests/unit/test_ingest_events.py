@@ -12,11 +12,12 @@ from tests.conftest import load_event
 
 def test_keys_are_url_decoded_and_every_record_is_read() -> None:
     event = load_event("s3_object_created.json", bucket="b", key="L1/C1/a+b%2Bc.jpg",
-                       etag="e1", size="10")
+                       etag="e1", size="10", version="3HL4kqtJvjVBH40Nrjfkd")
     event["Records"].append(json.loads(json.dumps(event["Records"][0]).replace("e1", "e2")))
     refs = list(object_refs(json.dumps(event)))
     assert [ref.key for ref in refs] == ["L1/C1/a b+c.jpg", "L1/C1/a b+c.jpg"]
     assert [ref.etag for ref in refs] == ["e1", "e2"]
+    assert refs[0].version_id == "3HL4kqtJvjVBH40Nrjfkd"  # the version the event is about
     assert refs[0].idempotency_key != refs[1].idempotency_key
     assert refs[0].event_time.tzinfo is not None
 
