@@ -20,6 +20,7 @@ from chalice import (
     AuthResponse,
     BadRequestError,
     Chalice,
+    ChaliceViewError,
     ForbiddenError,
     NotFoundError,
     Response,
@@ -87,7 +88,7 @@ class CannotCheckTokens(_LocalGatewayError or Exception):  # type: ignore[misc]
 
 @app.authorizer(ttl_seconds=int(tokens.CACHE_TTL_SECONDS))
 def token_authorizer(auth_request: Any) -> AuthResponse:
-    token = (auth_request.token or "").removeprefix("Bearer ").strip()
+    token = tokens.token_from_header(auth_request.token)
     try:
         settings = current()
         settings.require("tokens_table")
@@ -112,6 +113,18 @@ def _scope() -> tuple[str, str]:
     return context.get("line_id", ""), context.get("camera_id", "")
 
 
+def _upload_settings() -> Settings:
+    """The settings the upload routes need: a 500 naming what is missing (not botocore's
+    complaint about a bucket named "")."""
+    try:
+        settings = current()
+        settings.require("images_bucket")
+    except SettingsError as exc:
+        log.error("cannot sign uploads: %s", exc)
+        raise ChaliceViewError(f"cannot sign uploads: {exc}") from None
+    return settings
+
+
 def _target(line_id: Any, camera_id: Any, image_id: Any, content_type: Any,
             names: dict[str, str] | None = None) -> uploads.UploadTarget:
     try:
@@ -132,7 +145,7 @@ def get_signed_url() -> dict[str, Any]:
     params: Mapping[str, str] = _request().query_params or {}
     target = _target(params.get("assemblylineid"), params.get("cameraid"),
                      params.get("imageid"), params.get("contenttype"), uploads.SEED_NAMES)
-    settings = current()
+    settings = _upload_settings()
     try:
         length = uploads.declared_length(params.get("contentlength"), settings.max_upload_bytes)
     except uploads.UploadRequestError as exc:
@@ -152,7 +165,7 @@ def create_upload() -> Response:
         raise BadRequestError("the body must be a JSON object")
     target = _target(body.get("line_id"), body.get("camera_id"), body.get("image_id"),
                      body.get("content_type"))
-    settings = current()
+    settings = _upload_settings()
     post = uploads.presigned_post(client("s3"), settings.images_bucket, target,
                                   settings.max_upload_bytes)
     return Response(body=post, status_code=201)

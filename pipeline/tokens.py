@@ -6,7 +6,12 @@ is revoked. The secret is 32 random bytes, so a fast salted hash is enough (a sl
 protects guessable passwords, not random keys). Comparison is constant-time.
 Verifications are cached for `CACHE_TTL_SECONDS` (never past the token's expiry). API
 Gateway caches the authorizer's answer for the same time in front of this process, so a
-revoked token is refused within `REVOCATION_SECONDS` = twice that.
+revoked token is refused within `REVOCATION_SECONDS` = twice that. That cache knows no
+expiry: API Gateway may honour a token for up to `CACHE_TTL_SECONDS` after it expires.
+
+The table is edited by hand too (the console, the AWS CLI), so an item is read
+defensively: a `revoked` attribute other than BOOL false revokes, and an item that cannot
+be read is refused like an unknown token.
 """
 
 from __future__ import annotations
@@ -58,6 +63,22 @@ class TokenInfo:
 
 def _hash(salt: str, secret: str) -> str:
     return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+
+class MalformedItem(ValueError):
+    """A tokens table item this code cannot read; the message names the attribute."""
+
+
+def token_from_header(header: str | None) -> str:
+    """The token in an `Authorization` header: raw, or after the `Bearer` scheme in any
+    case (RFC 7235: scheme names are case-insensitive).
+
+    >>> token_from_header("bearer  ls_x"), token_from_header("ls_x"), token_from_header(None)
+    ('ls_x', 'ls_x', '')
+    """
+    header = (header or "").strip()
+    scheme, _, rest = header.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else header
 
 
 def is_well_formed(token: str) -> bool:
@@ -162,9 +183,9 @@ _cache = _Cache()
 
 
 def verify(table: str, token: str) -> Scope | None:
-    """The token's scope, or None when it is malformed, unknown, revoked or expired. A
-    refusal is logged with its reason and the token's id (never its secret), so that an
-    operator can tell a revoked camera from an expired one."""
+    """The token's scope, or None when it is malformed, unknown, revoked or expired, or its
+    item in the table cannot be read. A refusal is logged with its reason and the token's
+    id (never its secret), so that an operator can tell a revoked camera from an expired one."""
     if not is_well_formed(token):
         log.warning("token refused: %s", "none given" if not token else "malformed")
         return None
@@ -187,11 +208,15 @@ def _lookup(table: str, token: str) -> tuple[Scope | None, datetime | None]:
     if not item:
         log.warning("token %s refused: unknown id", match["id"])
         return None, None
-    expected = item["hash"]["S"]
-    if not hmac.compare_digest(expected, _hash(item["salt"]["S"], match["secret"])):
+    try:
+        expected, salt = _string(item, "hash"), _string(item, "salt")
+        info = _info(item)
+    except MalformedItem as exc:  # refused like an unknown token, not a 500
+        log.error("token %s refused: malformed item in the tokens table (%s)", match["id"], exc)
+        return None, None
+    if not hmac.compare_digest(expected, _hash(salt, match["secret"])):
         log.warning("token %s refused: wrong secret", match["id"])
         return None, None
-    info = _info(item)
     if info.revoked:
         log.warning("token %s refused: revoked (line %s camera %s)", info.token_id,
                     info.line_id, info.camera_id)
@@ -204,15 +229,33 @@ def _lookup(table: str, token: str) -> tuple[Scope | None, datetime | None]:
 
 
 def _info(item: dict[str, Any]) -> TokenInfo:
+    """The item's fields; raises MalformedItem naming the first one it cannot read."""
     return TokenInfo(
-        token_id=item["token_id"]["S"],
-        line_id=item["line_id"]["S"],
-        camera_id=item["camera_id"]["S"],
-        created_at=parse_time(item["created_at"]["S"]),
-        expires_at=parse_time(item["expires_at"]["S"]) if "expires_at" in item else None,
-        revoked=item.get("revoked", {}).get("BOOL", False),
+        token_id=_string(item, "token_id"),
+        line_id=_string(item, "line_id"),
+        camera_id=_string(item, "camera_id"),
+        created_at=_time(item, "created_at"),
+        expires_at=_time(item, "expires_at") if "expires_at" in item else None,
+        # Fails closed: `{"S": "true"}` typed in the console revokes, and so does any
+        # other value but BOOL false (no attribute at all is not revoked).
+        revoked="revoked" in item and item["revoked"] != {"BOOL": False},
         description=item.get("description", {}).get("S", ""),
     )
+
+
+def _string(item: dict[str, Any], name: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, dict) or not isinstance(value.get("S"), str):
+        raise MalformedItem(f"{name} is missing or not a string")
+    return value["S"]
+
+
+def _time(item: dict[str, Any], name: str) -> datetime:
+    text = _string(item, name)
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise MalformedItem(f"{name} is not an ISO-8601 time with a zone") from None
 
 
 def tokens_table_args(table_name: str) -> dict[str, Any]:

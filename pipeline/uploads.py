@@ -173,16 +173,22 @@ def declared_length(value: str | None, max_bytes: int) -> int | None:
     Traceback (most recent call last):
     ...
     pipeline.uploads.UploadRequestError: contentlength 9000 is over the limit of 4096 bytes
+    >>> declared_length("9" * 5000, 4096)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.uploads.UploadRequestError: contentlength 999...9... (5000 characters) is over ...
     """
     if value is None or value == "":
         return None
+    shown = value if len(value) <= 20 else f"{value[:20]}... ({len(value)} characters)"
     # isdigit() alone admits "²" and other digits int() refuses
-    length = int(value) if value.isascii() and value.isdigit() else 0
-    if length < 1:
-        raise UploadRequestError(f"contentlength must be a positive whole number (got {value!r})")
-    if length > max_bytes:
-        raise UploadRequestError(f"contentlength {value} is over the limit of {max_bytes} bytes")
-    return length
+    digits = value.lstrip("0") if value.isascii() and value.isdigit() else ""
+    if not digits:
+        raise UploadRequestError(f"contentlength must be a positive whole number (got {shown!r})")
+    # Compare lengths first: int() refuses more than 4,300 digits (a ValueError, so a 500).
+    if len(digits) > len(str(max_bytes)) or int(digits) > max_bytes:
+        raise UploadRequestError(f"contentlength {shown} is over the limit of {max_bytes} bytes")
+    return int(digits)
 
 
 def put_headers(target: UploadTarget) -> dict[str, str]:

@@ -68,8 +68,13 @@ def test_a_valid_token_gets_a_presigned_post_for_its_camera(client: Any, token: 
     assert body["expires_in"] <= 300
 
 
-def test_bearer_prefix_is_accepted(client: Any, token: str) -> None:
-    assert _post(client, f"Bearer {token}", GOOD).status_code == 201
+@pytest.mark.parametrize("scheme", [
+    "Bearer ", "bearer ", "BEARER ", "bEaReR ",  # the scheme name is case-insensitive (RFC 7235)
+    "Bearer   ",  # one or more spaces
+])
+def test_bearer_prefix_is_accepted(client: Any, token: str, scheme: str) -> None:
+    assert _post(client, scheme + token, GOOD).status_code == 201, scheme
+    assert _get(client, scheme + token, **SEED).status_code == 200, scheme
 
 
 @pytest.mark.parametrize("header, why", [
@@ -77,6 +82,8 @@ def test_bearer_prefix_is_accepted(client: Any, token: str) -> None:
     ("", "empty header"),
     ("allow", "the seed's demo literal"),
     ("Bearer ", "Bearer and nothing"),
+    ("bearer", "bearer and nothing"),
+    ("Basic dXNlcjpwYXNz", "another scheme"),
     ("ls_0123456789abcdef_short", "malformed"),
     ("ls_0123456789abcdef_" + "A" * 43, "well formed but unknown"),
 ])
@@ -133,6 +140,44 @@ def test_an_expired_token_is_401(client: Any, shared_stack: MotoStack,
                                           expires_at=utc_now() - timedelta(minutes=1))
     assert _post(client, token, GOOD).status_code == 401
     assert f"token {token_id} refused: expired at" in caplog.text
+
+
+@pytest.mark.parametrize("attribute", ["hash", "created_at"])
+def test_a_malformed_token_item_is_401(client: Any, shared_stack: MotoStack, attribute: str,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    """An item edited by hand into something unreadable is refused like an unknown token,
+    not a 500 from a KeyError in the authorizer."""
+    table = shared_stack.info.tokens_table
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    shared_stack.client("dynamodb").update_item(
+        TableName=table, Key={"token_id": {"S": token_id}}, UpdateExpression="REMOVE #a",
+        ExpressionAttributeNames={"#a": attribute})
+    assert _post(client, token, GOOD).status_code == 401
+    assert f"token {token_id} refused: malformed item in the tokens table" in caplog.text
+    assert token.split("_", 2)[2] not in caplog.text
+
+
+@pytest.mark.parametrize("value", ["", None], ids=["empty", "unset"])
+@pytest.mark.parametrize("route", ["POST /uploads", "GET /getsignedurl"])
+def test_an_upload_route_without_its_bucket_is_500_naming_the_setting(
+        client: Any, token: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, route: str, value: str | None) -> None:
+    from pipeline.settings import current
+
+    if value is None:
+        monkeypatch.delenv("LINESIGHT_IMAGES_BUCKET")
+    else:
+        monkeypatch.setenv("LINESIGHT_IMAGES_BUCKET", value)
+    current.cache_clear()
+    try:
+        response = (_post(client, token, GOOD) if route.startswith("POST")
+                    else _get(client, token, **SEED))
+    finally:
+        current.cache_clear()
+    assert response.status_code == 500
+    why = "missing environment variables: LINESIGHT_IMAGES_BUCKET"
+    assert why in json.loads(response.body)["Message"]
+    assert why in caplog.text
 
 
 @pytest.mark.parametrize("variable, value, why", [

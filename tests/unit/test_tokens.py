@@ -54,11 +54,12 @@ def _items(table: str) -> list[dict[str, Any]]:
     return boto3.client("dynamodb").scan(TableName=table)["Items"]
 
 
-def _revoke_elsewhere(table: str, token_id: str) -> None:
-    """Revoke as another process would (this process's cache is not told)."""
+def _revoke_elsewhere(table: str, token_id: str, value: Any = None) -> None:
+    """Revoke as another process would (this process's cache is not told); `value` is the
+    attribute as it is written (BOOL true by `linesight tokens revoke`)."""
     boto3.client("dynamodb").update_item(
-        TableName=table, Key={"token_id": {"S": token_id}},
-        UpdateExpression="SET revoked = :t", ExpressionAttributeValues={":t": {"BOOL": True}})
+        TableName=table, Key={"token_id": {"S": token_id}}, UpdateExpression="SET revoked = :t",
+        ExpressionAttributeValues={":t": value or {"BOOL": True}})
 
 
 def test_only_a_salted_hash_and_the_scope_are_stored(table: str) -> None:
@@ -152,6 +153,57 @@ def test_a_revoked_token_is_refused_once_the_cache_expires(table: str, clock: Cl
     assert tokens.verify(table, token) is not None  # still cached: the documented bound
     clock.advance(1.1)
     assert tokens.verify(table, token) is None
+
+
+@pytest.mark.parametrize("value, why", [
+    ({"BOOL": True}, "as `linesight tokens revoke` writes it"),
+    ({"S": "true"}, "typed in the console or the AWS CLI as a string"),
+    ({"N": "1"}, "as a number"),
+    ({"S": "false"}, "a string is not read, whatever it says: only BOOL false is valid"),
+    ({"NULL": True}, "null"),
+])
+def test_any_revoked_attribute_but_bool_false_revokes(table: str, value: Any,
+                                                     why: str) -> None:
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    _revoke_elsewhere(table, token_id, value)
+    assert tokens.verify(table, token) is None, why
+    [info] = tokens.list_tokens(table)
+    assert info.revoked, why
+
+
+def test_a_token_without_a_revoked_attribute_is_not_revoked(table: str) -> None:
+    # e.g. one an operator restored by removing the attribute
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    boto3.client("dynamodb").update_item(TableName=table, Key={"token_id": {"S": token_id}},
+                                         UpdateExpression="REMOVE revoked")
+    assert tokens.verify(table, token) is not None
+
+
+@pytest.mark.parametrize("attribute, value, why", [
+    ("hash", None, "no hash"),
+    ("salt", None, "no salt"),
+    ("created_at", None, "no creation time"),
+    ("line_id", None, "no scope"),
+    ("hash", {"N": "1"}, "hash of another type"),
+    ("created_at", {"S": "yesterday"}, "a time that does not parse"),
+    ("created_at", {"S": "2026-01-01T00:00:00"}, "a time without a zone"),
+    ("expires_at", {"S": "never"}, "an expiry that does not parse"),
+])
+def test_a_malformed_item_is_refused_like_an_unknown_token(
+        table: str, caplog: pytest.LogCaptureFixture, attribute: str, value: Any,
+        why: str) -> None:
+    """Refused and logged with the token's ID and what is wrong, never a KeyError (which
+    the authorizer would turn into a 500) and never the secret."""
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    change: dict[str, Any] = {"UpdateExpression": "REMOVE #a"} if value is None else {
+        "UpdateExpression": "SET #a = :v", "ExpressionAttributeValues": {":v": value}}
+    boto3.client("dynamodb").update_item(  # HASH is a reserved word: #a names the attribute
+        TableName=table, Key={"token_id": {"S": token_id}},
+        ExpressionAttributeNames={"#a": attribute}, **change)
+    assert tokens.verify(table, token) is None, why
+    assert f"token {token_id} refused: malformed item in the tokens table" in caplog.text, why
+    assert attribute in caplog.text, why
+    assert token.split("_", 2)[2] not in caplog.text
 
 
 def test_the_revocation_bound_covers_both_caches() -> None:

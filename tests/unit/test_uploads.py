@@ -152,3 +152,29 @@ def test_presigned_put_signs_key_type_and_metadata(s3: Any) -> None:
     # A camera must send exactly these headers, or S3 refuses the signature.
     assert {"content-type", "x-amz-meta-assemblylineid", "x-amz-meta-cameraid",
             "x-amz-meta-imageid"} <= signed
+
+
+@pytest.mark.parametrize("value, expected, why", [
+    (None, None, "not declared (seed clients)"),
+    ("", None, "declared empty"),
+    ("2048", 2048, "a size"),
+    ("0002048", 2048, "leading zeros do not count against the limit"),
+    (str(MAX_BYTES), MAX_BYTES, "exactly the limit"),
+    (str(MAX_BYTES + 1), "over the limit", "one byte over"),
+    ("9" * 20, "over the limit", "more digits than the limit has"),
+    ("9" * 4301, "over the limit", "more digits than int() reads (a ValueError, so a 500)"),
+    ("0", "positive whole number", "empty upload"),
+    ("0" * 5000, "positive whole number", "zero, however long"),
+    ("-1", "positive whole number", "negative"),
+    ("12kb", "positive whole number", "not a number"),
+    ("²", "positive whole number", "a digit int() does not read"),
+])
+def test_a_declared_length_is_a_positive_size_within_the_limit(
+        value: str | None, expected: int | str | None, why: str) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(uploads.UploadRequestError, match=f"^contentlength .*{expected}"
+                           ) as refused:
+            uploads.declared_length(value, MAX_BYTES)
+        assert len(str(refused.value)) < 120, why  # a long value is not echoed whole
+    else:
+        assert uploads.declared_length(value, MAX_BYTES) == expected, why
