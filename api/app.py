@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,16 +114,31 @@ def _scope() -> tuple[str, str]:
     return context.get("line_id", ""), context.get("camera_id", "")
 
 
-def _upload_settings() -> Settings:
-    """The settings the upload routes need: a 500 naming what is missing (not botocore's
-    complaint about a bucket named "")."""
+def _settings_to(doing: str, *names: str) -> Settings:
+    """The settings a route needs: a 500 naming what is missing (not botocore's complaint
+    about a bucket or table named "")."""
     try:
         settings = current()
-        settings.require("images_bucket")
+        settings.require(*names)
     except SettingsError as exc:
-        log.error("cannot sign uploads: %s", exc)
-        raise ChaliceViewError(f"cannot sign uploads: {exc}") from None
+        log.error("cannot %s: %s", doing, exc)
+        raise ChaliceViewError(f"cannot {doing}: {exc}") from None
     return settings
+
+
+def _results_table() -> str:
+    return _settings_to("read results", "table_name").table_name
+
+
+# Every image id is 32 hex digits (an upload id, or for a stray key a digest's start); any
+# other is no result, answered before DynamoDB sees it (it refuses keys over 2 KB: a 500).
+_IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _known_image_id(image_id: str) -> str:
+    if not _IMAGE_ID.match(image_id):
+        raise NotFoundError(f"no result for image {image_id[:64]!r}")
+    return image_id
 
 
 def _target(line_id: Any, camera_id: Any, image_id: Any, content_type: Any,
@@ -145,7 +161,7 @@ def get_signed_url() -> dict[str, Any]:
     params: Mapping[str, str] = _request().query_params or {}
     target = _target(params.get("assemblylineid"), params.get("cameraid"),
                      params.get("imageid"), params.get("contenttype"), uploads.SEED_NAMES)
-    settings = _upload_settings()
+    settings = _settings_to("sign uploads", "images_bucket")
     try:
         length = uploads.declared_length(params.get("contentlength"), settings.max_upload_bytes)
     except uploads.UploadRequestError as exc:
@@ -165,7 +181,7 @@ def create_upload() -> Response:
         raise BadRequestError("the body must be a JSON object")
     target = _target(body.get("line_id"), body.get("camera_id"), body.get("image_id"),
                      body.get("content_type"))
-    settings = _upload_settings()
+    settings = _settings_to("sign uploads", "images_bucket")
     post = uploads.presigned_post(client("s3"), settings.images_bucket, target,
                                   settings.max_upload_bytes)
     return Response(body=post, status_code=201)
@@ -189,7 +205,7 @@ def list_results() -> dict[str, Any]:
             reviewed=_flag(params.get("reviewed"), "reviewed"),
             limit=_limit(params.get("limit")),
         )
-        page = queries.query_results(current().table_name, query, params.get("next_token", ""))
+        page = queries.query_results(_results_table(), query, params.get("next_token", ""))
     except (ValueError, queries.QueryError) as exc:
         raise BadRequestError(str(exc)) from None
     return {"results": [record.to_json() for record in page.records],
@@ -215,7 +231,7 @@ def _flag(value: str | None, name: str) -> bool | None:
 
 @app.route("/results/{image_id}", methods=["GET"], authorizer=token_authorizer)
 def get_result(image_id: str) -> dict[str, Any]:
-    record = queries.get_result(current().table_name, image_id)
+    record = queries.get_result(_results_table(), _known_image_id(image_id))
     if record is None or record.line_id != _scope()[0]:  # another line's image looks absent
         raise NotFoundError(f"no result for image {image_id!r} (yet)")
     return record.to_json()
@@ -229,7 +245,8 @@ def review_result(image_id: str) -> dict[str, Any]:
     token_id = (_request().context or {}).get("authorizer", {}).get("principalId", "")
     try:
         # A token reviews only its own line's images (another line's look absent: 404).
-        record = reviews.record_review(current().table_name, image_id, body.get("label"),
+        record = reviews.record_review(_results_table(), _known_image_id(image_id),
+                                       body.get("label"),
                                        body.get("note") or "", reviewer=token_id or "api",
                                        line_id=_scope()[0])
     except reviews.ReviewError as exc:

@@ -147,10 +147,20 @@ def revoke_token(table: str, token_id: str) -> bool:
     return True
 
 
-def list_tokens(table: str) -> list[TokenInfo]:
+def list_tokens(table: str, unreadable: list[str] | None = None) -> list[TokenInfo]:
+    """Every token, by line, camera and age. An item that cannot be read (edited by hand)
+    is left out and described in `unreadable`, if given: the API refuses it anyway."""
     paginator = aws.client("dynamodb").get_paginator("scan")
-    infos = [_info(item) for page in paginator.paginate(TableName=table)
-             for item in page.get("Items", [])]
+    infos = []
+    for page in paginator.paginate(TableName=table):
+        for item in page.get("Items", []):
+            try:
+                _string(item, "hash"), _string(item, "salt")  # as the API needs them
+                infos.append(_info(item))
+            except MalformedItem as exc:
+                if unreadable is not None:
+                    token_id = item.get("token_id", {}).get("S", "(no token_id)")
+                    unreadable.append(f"{token_id}: {exc}")
     return sorted(infos, key=lambda info: (info.line_id, info.camera_id, info.created_at))
 
 

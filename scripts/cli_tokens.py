@@ -175,8 +175,9 @@ def list_(table: TableOption = None, state: StateOption = None) -> None:
         linesight tokens list
     """
     name = resolve_table(table, state)
+    unreadable: list[str] = []
     try:
-        infos = tokens.list_tokens(name)
+        infos = tokens.list_tokens(name, unreadable)
     except (ClientError, BotoCoreError) as exc:
         _aws_fail(exc, name)
     now = utc_now()
@@ -197,6 +198,9 @@ def list_(table: TableOption = None, state: StateOption = None) -> None:
                      f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "never",
                      info.description)
     console.print(view)
+    for problem in unreadable:
+        err.print(f"[red]cannot read token {problem}; the API refuses it (revoke or delete "
+                  "the item)[/red]", highlight=False)
 
 
 @tokens_app.command("revoke", no_args_is_help=True)

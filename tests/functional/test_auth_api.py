@@ -180,6 +180,38 @@ def test_an_upload_route_without_its_bucket_is_500_naming_the_setting(
     assert why in caplog.text
 
 
+@pytest.mark.parametrize("route", ["/results?line=line-1", "/results/" + "a" * 32])
+def test_a_results_route_without_its_table_is_500_naming_the_setting(
+        client: Any, token: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, route: str) -> None:
+    from pipeline.settings import current
+
+    monkeypatch.setenv("LINESIGHT_TABLE", "")
+    current.cache_clear()
+    try:
+        response = client.http.get(route, headers={"Authorization": token})
+    finally:
+        current.cache_clear()
+    assert response.status_code == 500
+    why = "cannot read results: missing environment variables: LINESIGHT_TABLE"
+    assert why in json.loads(response.body)["Message"] and why in caplog.text
+
+
+@pytest.mark.parametrize("image_id", ["x" * 3000, "A" * 32, "0" * 31, "..%2F" + "a" * 32])
+def test_an_image_id_no_upload_has_is_404_before_dynamodb(
+        client: Any, token: str, image_id: str) -> None:
+    """DynamoDB refuses keys over 2 KB with a ValidationException (a 500 in AWS; moto
+    answers none): an id that is not 32 hex digits names no result."""
+    for response in (client.http.get(f"/results/{image_id}",
+                                     headers={"Authorization": token}),
+                     client.http.post(f"/results/{image_id}/review",
+                                      headers={"Authorization": token,
+                                               "Content-Type": "application/json"},
+                                      body=json.dumps({"label": "normal"}).encode())):
+        assert response.status_code == 404, response.body
+        assert len(json.loads(response.body)["Message"]) < 120  # the id is cut short
+
+
 @pytest.mark.parametrize("variable, value, why", [
     ("LINESIGHT_TOKENS_TABLE", "", "missing environment variables: LINESIGHT_TOKENS_TABLE"),
     ("LINESIGHT_TOKENS_TABLE", "no-such-table", "ResourceNotFoundException"),

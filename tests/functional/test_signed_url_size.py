@@ -39,6 +39,7 @@ def test_a_declared_size_is_signed(call: Any) -> None:
     ("0", "empty"),
     ("12kb", "not a number"),
     ("²", "a digit int() does not read"),
+    ("9" * 4301, "more digits than int() reads: was a 500"),
 ])
 def test_a_bad_declared_size_is_refused(call: Any, length: str, why: str) -> None:
     response = call(**SEED, contentlength=length)

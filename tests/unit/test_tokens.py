@@ -283,6 +283,20 @@ def test_cli_revoke(cli: Any, table: str) -> None:
     assert "revoked" in cli("tokens", "list").stdout
 
 
+def test_cli_list_names_an_item_it_cannot_read_and_lists_the_rest(cli: Any,
+                                                                   table: str) -> None:
+    good, _ = tokens.create_token(table, "line-1", "cam-1")
+    broken, _ = tokens.create_token(table, "line-1", "cam-2")
+    boto3.client("dynamodb").update_item(TableName=table, Key={"token_id": {"S": broken}},
+                                         UpdateExpression="REMOVE #h",
+                                         ExpressionAttributeNames={"#h": "hash"})
+    listed = cli("tokens", "list")
+    assert listed.exit_code == 0, listed.output
+    assert good in listed.stdout and broken not in listed.stdout
+    assert f"cannot read token {broken}: hash is missing or not a string" in " ".join(
+        listed.stderr.split())
+
+
 def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import json
