@@ -26,6 +26,16 @@ def _event(*records: dict[str, Any]) -> dict[str, Any]:
     return {"Records": list(records)}
 
 
+def _firehose_records(*stream_records: dict[str, Any]) -> list[dict[str, bytes]]:
+    """The Firehose records the handler should send for these stream records."""
+    from pipeline import analytics
+    from pipeline.records import ResultRecord
+
+    return analytics.encode_rows(
+        analytics.lake_row(ResultRecord.from_item(r["dynamodb"]["NewImage"]), r["awsRegion"])
+        for r in stream_records)
+
+
 @pytest.fixture
 def firehose(moto_stack: MotoStack) -> Iterator[Stubber]:
     """The handler's own Firehose client, stubbed."""
@@ -51,26 +61,37 @@ def test_inserts_become_lake_rows(moto_stack: MotoStack) -> None:
 
     rows = sorted(lake_rows(moto_stack), key=lambda row: row["ImageId"])
     assert [row["ImageId"] for row in rows] == ["a" * 32, "b" * 32]
-    row = rows[0]
-    assert (row["AssemblyLineId"], row["CameraId"], row["IsAnomalous"]) == ("line-1", "cam-1",
-                                                                           True)
-    assert (row["Year"], row["Month"], row["Day"], row["Hour"], row["Minute"]) == (
-        2026, 11, 23, 10, 15)
-    assert row["Region"] == "us-east-1"
+    # the whole row, from tests/events/dynamodb_stream_insert.json's NewImage
+    assert rows[0] == {
+        "ImageId": "a" * 32, "AssemblyLineId": "line-1", "CameraId": "cam-1",
+        "ImageUrl": f"s3://linesight-local-images/line-1/cam-1/2026/11/23/{'a' * 32}.jpg",
+        "DateTime": "2026-11-23T10:15:30.123+00:00",
+        "ProcessedAt": "2026-11-23T10:15:31.456+00:00",
+        "Status": "OK", "Reason": "", "IsAnomalous": True, "Confidence": 0.97, "Score": 0.81,
+        "RawScore": 0.0, "Threshold": 0.5, "ModelVersion": "demo-1", "HeatmapUrl": "",
+        "AlertReason": "anomalous",
+        "Year": 2026, "Month": 11, "Day": 23, "Hour": 10, "Minute": 15,
+        "Region": "us-east-1"}
 
 
-def test_refused_rows_are_re_sent_alone_and_then_succeed(firehose: Stubber) -> None:
+def test_refused_rows_are_re_sent_alone_and_then_succeed(firehose: Stubber,
+                                                         moto_stack: MotoStack) -> None:
     import app
 
     records = [_insert(c * 32, str(200 + i)) for i, c in enumerate("abcd")]
     firehose.add_response("put_record_batch", _put_response(
         None, "ServiceUnavailableException", None, "InternalFailure"),
-        {"DeliveryStreamName": ANY, "Records": ANY})
-    # the retry carries only the two refused rows (the stub checks there is a second call)
+        {"DeliveryStreamName": ANY, "Records": _firehose_records(*records)})
+    # the retry carries only the two refused rows, b and d (the stub checks both calls)
     firehose.add_response("put_record_batch", _put_response(None, None),
-                          {"DeliveryStreamName": ANY, "Records": ANY})
+                          {"DeliveryStreamName": ANY,
+                           "Records": _firehose_records(records[1], records[3])})
 
     assert app.to_lake(_event(*records), None) == {"batchItemFailures": []}
+    # A call the stub did not expect fails as a BotoCoreError, which the handler retries
+    # and then parks: so check here that both calls matched and nothing was parked.
+    firehose.assert_no_pending_responses()
+    assert queue_bodies(moto_stack, moto_stack.info.lake_failure_queue_url) == []
 
 
 def _refuse_row_d_every_time(firehose: Stubber) -> list[dict[str, Any]]:
@@ -127,18 +148,14 @@ def test_a_call_firehose_fails_whole_is_retried_not_raised(firehose: Stubber) ->
     import app
 
     from pipeline import analytics
-    from pipeline.records import ResultRecord
 
     rows = [_insert(f"{i:032x}", str(300 + i)) for i in range(analytics.FIREHOSE_BATCH + 2)]
     firehose.add_response("put_record_batch", _put_response(
         *[None] * analytics.FIREHOSE_BATCH), {"DeliveryStreamName": ANY, "Records": ANY})
     firehose.add_client_error("put_record_batch", "ServiceUnavailableException",
                               http_status_code=503)
-    last_two = analytics.encode_rows(
-        analytics.lake_row(ResultRecord.from_item(r["dynamodb"]["NewImage"]), r["awsRegion"])
-        for r in rows[-2:])
     firehose.add_response("put_record_batch", _put_response(None, None),  # only those two
-                          {"DeliveryStreamName": ANY, "Records": last_two})
+                          {"DeliveryStreamName": ANY, "Records": _firehose_records(*rows[-2:])})
 
     assert app.to_lake(_event(*rows), None) == {"batchItemFailures": []}
 

@@ -1,5 +1,7 @@
 """GET /results (filters, pagination) and GET /results/{image_id} through Chalice's test
-client, against in-process moto, with a real token from `pipeline.tokens`."""
+client, against in-process moto, with a real token from `pipeline.tokens`; and the query
+without a line (a scan, which the CLI and the report use: the API always has the token's
+line), straight through `pipeline.queries`."""
 
 from __future__ import annotations
 
@@ -65,6 +67,8 @@ def ids(body: dict[str, Any]) -> list[int]:
     ("line=line-1&since=2026-11-23T08:02:00Z&until=2026-11-23T08:05:00Z", [5, 4, 3, 2]),
     ("line=line-1&since=2026-11-23T08:10:00%2B00:00", [11, 10]),
     ("line=line-1&since=2026-11-23&until=2026-11-23T08:01:30Z", [1, 0]),  # a date: 00:00 UTC
+    ("line=line-1&until=2026-11-23T08:02:00Z", [2, 1, 0]),  # until alone, inclusive
+    ("line=line-1&camera=cam-2&until=2026-11-23T08:10:30Z", [10]),  # on the camera index
     # verdict filters
     ("line=line-1&anomalous=true", [4, 1]),
     ("line=line-1&anomalous=false", [11, 10, 5, 3, 2, 0]),
@@ -74,6 +78,25 @@ def test_filters(api: _Api, query: str, expected: list[int]) -> None:
     assert status == 200, body
     assert ids(body) == expected
     assert body["next_token"] is None
+
+
+@pytest.mark.parametrize("since, until, expected", [
+    # both bounds, inclusive, over every line
+    ("2026-11-23T08:03:00Z", "2026-11-23T08:11:00Z", [3, 4, 5, 10, 11]),
+    # since alone
+    ("2026-11-23T08:11:00Z", None, [11, 20, 21]),
+    # until alone
+    (None, "2026-11-23T08:02:00Z", [0, 1, 2]),
+])
+def test_a_query_without_a_line_scans_every_line_within_the_times(
+        stack: ResultsStack, since: str | None, until: str | None,
+        expected: list[int]) -> None:
+    from pipeline.queries import ResultQuery, iter_results, parse_when
+
+    query = ResultQuery(since=parse_when(since, "since") if since else None,
+                        until=parse_when(until, "until") if until else None)
+    found = [int(r.image_id, 16) for r in iter_results(stack.info.table, query)]
+    assert sorted(found) == expected  # a scan has no order
 
 
 def test_without_a_line_the_tokens_own_line_is_listed(api: _Api) -> None:

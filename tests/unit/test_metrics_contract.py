@@ -4,7 +4,8 @@ The handlers' side is observed, not assumed: the telemetry functions are called 
 Embedded Metric Format lines they print are parsed. Every LineSight metric the dashboard
 (`pipeline.dashboard.dashboard_body`) or the alarms (`pipeline.alarms.alarm_definitions`)
 reference must match one emitted metric: same namespace, name and dimension names, and the
-same value for any dimension that is not a line or camera.
+same value for any dimension that is not a line or camera. The values are checked too:
+each kind of outcome emits the counts and latencies it stands for.
 """
 
 from __future__ import annotations
@@ -53,14 +54,16 @@ class Ref:
 
 
 def outcome(status: str = "OK", anomalous: bool = False, reason: str = "",
-            duplicate: bool = False) -> Outcome:
+            duplicate: bool = False, send: bool | None = None,
+            processed_after: timedelta = timedelta(seconds=3)) -> Outcome:
+    """An outcome; the alert is sent when there is a reason, unless `send` says otherwise."""
     record = ResultRecord(
         image_id="i", line_id="line-1", camera_id="cam-2", s3_uri="s3://b/k.jpg",
-        captured_at=T0, processed_at=T0 + timedelta(seconds=3), status=status,
+        captured_at=T0, processed_at=T0 + processed_after, status=status,
         is_anomalous=anomalous, confidence=0.9, score=0.8, threshold=0.5, inference_ms=12.5,
         alert_reason=reason)
-    return Outcome(record, AlertDecision(send=bool(reason), reason=reason), "x",
-                   duplicate=duplicate)
+    return Outcome(record, AlertDecision(send=bool(reason) if send is None else send,
+                                         reason=reason), "x", duplicate=duplicate)
 
 
 def emf_lines(text: str) -> Iterator[dict[str, Any]]:
@@ -68,6 +71,18 @@ def emf_lines(text: str) -> Iterator[dict[str, Any]]:
         line = line.strip()
         if line.startswith("{") and '"_aws"' in line:
             yield json.loads(line)
+
+
+def emitted_values(blobs: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(metric name, value) of every data point, in the order they were emitted."""
+    points = []
+    for blob in blobs:
+        for directive in blob["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = blob[metric["Name"]]
+                points += [(metric["Name"], float(v))
+                           for v in (value if isinstance(value, list) else [value])]
+    return points
 
 
 def emitted_refs(blobs: list[dict[str, Any]]) -> list[Ref]:
@@ -82,11 +97,16 @@ def emitted_refs(blobs: list[dict[str, Any]]) -> list[Ref]:
 
 
 @pytest.fixture
-def emitted(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> list[Ref]:
-    """Everything the handlers' telemetry emits for the outcomes the pipeline has."""
+def as_deployed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No POWERTOOLS_* settings, as deployed: see telemetry.py's docstring."""
     for key in list(os.environ):
-        if key.startswith("POWERTOOLS_"):  # as deployed: see telemetry.py's docstring
+        if key.startswith("POWERTOOLS_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def emitted(capsys: pytest.CaptureFixture[str], as_deployed: None) -> list[Ref]:
+    """Everything the handlers' telemetry emits for the outcomes the pipeline has."""
     from chalicelib.telemetry import emit_lake_rows, emit_outcome, emit_unexpected_error
 
     capsys.readouterr()
@@ -214,3 +234,55 @@ def test_duplicate_delivery_emits_nothing(capsys: pytest.CaptureFixture[str]) ->
     capsys.readouterr()
     emit_outcome(outcome(anomalous=True, reason="anomalous", duplicate=True))
     assert list(emf_lines(capsys.readouterr().out)) == []
+
+
+def _counts(anomalies: int, low_confidence: int, alerts: int) -> dict[str, float]:
+    """The data points of one judged image (3 s from capture to result, 12.5 ms inference)."""
+    return {metrics.PROCESSED: 1, metrics.ANOMALIES: anomalies,
+            metrics.LOW_CONFIDENCE: low_confidence, metrics.ALERTS: alerts,
+            metrics.INFERENCE_LATENCY: 12.5, metrics.END_TO_END_LATENCY: 3000.0}
+
+
+@pytest.mark.parametrize("case, expected", [
+    # normal and confident: processed, nothing else counts
+    (outcome(), _counts(anomalies=0, low_confidence=0, alerts=0)),
+    # anomalous and alerted
+    (outcome(anomalous=True, reason="anomalous"), _counts(anomalies=1, low_confidence=0,
+                                                          alerts=1)),
+    # anomalous but no alert went out: the alert count follows the decision, not the verdict
+    (outcome(anomalous=True, reason="anomalous", send=False),
+     _counts(anomalies=1, low_confidence=0, alerts=0)),
+    # normal but low confidence: sent to a person
+    (outcome(reason="low_confidence"), _counts(anomalies=0, low_confidence=1, alerts=1)),
+    # anomalous and low confidence: counts as both
+    (outcome(anomalous=True, reason="anomalous_low_confidence"),
+     _counts(anomalies=1, low_confidence=1, alerts=1)),
+    # an unusable image: processed and invalid, no verdict, no latency
+    (outcome(status="INVALID"), {metrics.PROCESSED: 1, metrics.INVALID: 1, metrics.ALERTS: 0}),
+    # an unusable image alerted on (alertOnInvalid): the alert is counted
+    (outcome(status="INVALID", reason="invalid"),
+     {metrics.PROCESSED: 1, metrics.INVALID: 1, metrics.ALERTS: 1}),
+    # processed before captured (camera clock ahead): the latency is 0, never negative
+    (outcome(processed_after=timedelta(seconds=-2)),
+     _counts(anomalies=0, low_confidence=0, alerts=0) | {metrics.END_TO_END_LATENCY: 0.0}),
+], ids=["normal", "anomalous", "anomalous-not-alerted", "low-confidence",
+        "anomalous-low-confidence", "invalid", "invalid-alerted", "clock-skew"])
+def test_each_outcome_emits_its_values(capsys: pytest.CaptureFixture[str], as_deployed: None,
+                                       case: Outcome, expected: dict[str, float]) -> None:
+    from chalicelib.telemetry import emit_outcome
+
+    capsys.readouterr()
+    emit_outcome(case)
+    points = emitted_values(list(emf_lines(capsys.readouterr().out)))
+    assert sorted(points) == sorted((name, float(value)) for name, value in expected.items())
+
+
+@pytest.mark.parametrize("rows", [3, 0, 500])
+def test_lake_rows_emit_how_many_landed(capsys: pytest.CaptureFixture[str], as_deployed: None,
+                                        rows: int) -> None:
+    from chalicelib.telemetry import emit_lake_rows
+
+    capsys.readouterr()
+    emit_lake_rows(rows)
+    points = emitted_values(list(emf_lines(capsys.readouterr().out)))
+    assert points == [(metrics.LAKE_ROWS, float(rows))]

@@ -1,0 +1,75 @@
+"""A lake row carries every field of its result record under the seed's column names, and
+Firehose's partition key query reads fields that a row has."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pipeline import analytics
+from pipeline.records import ResultRecord
+
+CAPTURED = datetime(2026, 11, 23, 10, 15, 30, 123000, tzinfo=UTC)
+# Every value differs from the others, so a column filled from the wrong field shows.
+ANOMALOUS = ResultRecord(
+    image_id="a" * 32, line_id="line-1", camera_id="cam-2",
+    s3_uri="s3://images/line-1/cam-2/2026/11/23/x.jpg", captured_at=CAPTURED,
+    processed_at=CAPTURED + timedelta(milliseconds=850), status="OK", is_anomalous=True,
+    confidence=0.93, score=0.81, raw_score=2.4, threshold=0.5, model_version="abc123",
+    heatmap_uri="s3://results/heatmaps/x.png", alert_reason="anomalous",
+    idempotency_key="k" * 64, inference_ms=12.5, client_image_id="frame-7")
+INVALID = ResultRecord(
+    image_id="b" * 32, line_id="line-2", camera_id="cam-1",
+    s3_uri="s3://images/line-2/cam-1/2026/12/31/y.jpg",
+    captured_at=datetime(2026, 12, 31, 23, 59, 1, tzinfo=UTC),
+    processed_at=datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC), status="INVALID",
+    reason="not_an_image: the file is text")
+
+
+@pytest.mark.parametrize("record, region, expected", [
+    # an anomalous result, every field filled in
+    (ANOMALOUS, "eu-west-1", {
+        "ImageId": "a" * 32, "AssemblyLineId": "line-1", "CameraId": "cam-2",
+        "ImageUrl": "s3://images/line-1/cam-2/2026/11/23/x.jpg",
+        "DateTime": "2026-11-23T10:15:30.123+00:00",
+        "ProcessedAt": "2026-11-23T10:15:30.973+00:00",
+        "Status": "OK", "Reason": "", "IsAnomalous": True, "Confidence": 0.93, "Score": 0.81,
+        "RawScore": 2.4, "Threshold": 0.5, "ModelVersion": "abc123",
+        "HeatmapUrl": "s3://results/heatmaps/x.png", "AlertReason": "anomalous",
+        "Year": 2026, "Month": 11, "Day": 23, "Hour": 10, "Minute": 15,
+        "Region": "eu-west-1"}),
+    # an unusable upload, processed in the next year: the date columns are the capture's
+    (INVALID, "us-east-1", {
+        "ImageId": "b" * 32, "AssemblyLineId": "line-2", "CameraId": "cam-1",
+        "ImageUrl": "s3://images/line-2/cam-1/2026/12/31/y.jpg",
+        "DateTime": "2026-12-31T23:59:01.000+00:00",
+        "ProcessedAt": "2027-01-01T00:00:02.000+00:00",
+        "Status": "INVALID", "Reason": "not_an_image: the file is text", "IsAnomalous": False,
+        "Confidence": 0.0, "Score": 0.0, "RawScore": 0.0, "Threshold": 0.0,
+        "ModelVersion": "", "HeatmapUrl": "", "AlertReason": "",
+        "Year": 2026, "Month": 12, "Day": 31, "Hour": 23, "Minute": 59,
+        "Region": "us-east-1"}),
+], ids=["anomalous", "invalid"])
+def test_lake_row_columns(record: ResultRecord, region: str, expected: dict[str, Any]) -> None:
+    assert analytics.lake_row(record, region) == expected
+
+
+def test_partition_key_query_reads_fields_of_the_row() -> None:
+    """A field the JQ query names but the row lacks gives Firehose no partition key, and
+    every row goes to the error prefix instead of the lake."""
+    destination = analytics.s3_destination(bucket_arn="arn:aws:s3:::lake", role_arn="arn:role",
+                                           buffering=analytics.Buffering())
+    [processor] = destination["ProcessingConfiguration"]["Processors"]
+    parameters = {p["ParameterName"]: p["ParameterValue"] for p in processor["Parameters"]}
+    query = parameters["MetadataExtractionQuery"]
+    fields = re.findall(r"\.([A-Za-z_]\w*)", query)
+    assert fields, query
+    row = analytics.lake_row(ANOMALOUS, "eu-west-1")
+    assert set(fields) <= set(row), f"{query} names fields a lake row does not have"
+    # and the keys it extracts are the ones the S3 prefix partitions by
+    extracted = set(re.findall(r"([A-Za-z_]\w*)\s*:", query))
+    partitioned = set(re.findall(r"partitionKeyFromQuery:(\w+)", destination["Prefix"]))
+    assert extracted == partitioned == {"line"}
