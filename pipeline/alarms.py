@@ -20,6 +20,10 @@ from pipeline import metrics
 PERIOD_SECONDS = 300
 ANOMALY_RATE_PERIODS = 3  # the rate is judged over 15 minutes
 MIN_IMAGES_FOR_RATE = 10  # fewer images in a period say nothing about a rate
+# A line whose uploads are this often unusable (corrupt, not an image, forged metadata) in
+# each of ANOMALY_RATE_PERIODS periods has a camera or uploader to fix: they are recorded
+# INVALID and counted, but never judged.
+INVALID_RATE_ALARM = 0.2
 # The `stage` values api/app.py emits IngestErrorCount with, and what an error there costs.
 # A stage missing here alarms nowhere (tests/unit/test_dashboard_alarms.py checks app.py).
 ERROR_STAGES = {
@@ -61,6 +65,7 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
         alarms.append(_anomaly_rate(prefix, line_index, line_id, cameras,
                                     anomaly_rates.get(line_id, 0.25)) | actions)
         alarms.append(_latency(prefix, line_id, cameras, latency_p95_ms) | actions)
+        alarms.append(_invalid_rate(prefix, line_id, cameras) | actions)
     alarms.append(_ingest_errors(prefix, ingest_function) | actions)
     alarms.append(_failed_executions(prefix, state_machine_arn) | actions)
     for role, queue_name in dead_letter_queues.items():
@@ -88,23 +93,38 @@ def _expression(expression: str, label: str) -> dict[str, Any]:
 
 def _anomaly_rate(prefix: str, index: int, line_id: str, cameras: Sequence[str],
                   rate: float) -> dict[str, Any]:
-    anomalies = [_stat(f"a{j}", metrics.NAMESPACE, metrics.ANOMALIES,
-                       camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
+    return _line_rate(f"{prefix}-anomaly-rate-{line_id}", line_id, cameras,
+                      metrics.ANOMALIES, rate, "were anomalous")
+
+
+def _invalid_rate(prefix: str, line_id: str, cameras: Sequence[str]) -> dict[str, Any]:
+    return _line_rate(f"{prefix}-invalid-uploads-{line_id}", line_id, cameras,
+                      metrics.INVALID, INVALID_RATE_ALARM,
+                      "were unusable (recorded INVALID: corrupt, not an image, or forged "
+                      "metadata; `linesight results --line` shows why)")
+
+
+def _line_rate(name: str, line_id: str, cameras: Sequence[str], counted: str, rate: float,
+               what: str) -> dict[str, Any]:
+    """`counted` / ProcessedImageCount over the line's cameras, above `rate` in each of
+    ANOMALY_RATE_PERIODS periods (a period with too few images counts as 0)."""
+    parts = [_stat(f"a{j}", metrics.NAMESPACE, counted,
+                   camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
     processed = [_stat(f"p{j}", metrics.NAMESPACE, metrics.PROCESSED,
                        camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
-    a_ids = ", ".join(q["Id"] for q in anomalies)
+    a_ids = ", ".join(q["Id"] for q in parts)
     p_ids = ", ".join(q["Id"] for q in processed)
     total = f"SUM([{p_ids}])"
     expression = (f"IF({total} >= {MIN_IMAGES_FOR_RATE}, "
                   f"SUM([{a_ids}]) / {total}, 0)")
     return {
-        "AlarmName": f"{prefix}-anomaly-rate-{line_id}",
-        "AlarmDescription": (f"Line {line_id}: more than {rate:.0%} of its images were "
-                             f"anomalous in each of {ANOMALY_RATE_PERIODS} periods of "
+        "AlarmName": name,
+        "AlarmDescription": (f"Line {line_id}: more than {rate:.0%} of its images {what} "
+                             f"in each of {ANOMALY_RATE_PERIODS} periods of "
                              f"{PERIOD_SECONDS // 60} minutes (at least "
                              f"{MIN_IMAGES_FOR_RATE} images per period)."),
-        "Metrics": anomalies + processed + [_expression(
-            expression, f"{metrics.ANOMALIES} / {metrics.PROCESSED}, line {line_id}")],
+        "Metrics": parts + processed + [_expression(
+            expression, f"{counted} / {metrics.PROCESSED}, line {line_id}")],
         "ComparisonOperator": "GreaterThanThreshold",
         "Threshold": rate,
         "EvaluationPeriods": ANOMALY_RATE_PERIODS,

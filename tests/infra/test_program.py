@@ -88,8 +88,9 @@ def test_resource_graph_follows_the_lines(d: Deployed) -> None:
     for line in d.config.lines:
         assert prefixed(d, f"anomaly-rate-{line.id}") in alarms
         assert prefixed(d, f"latency-p95-{line.id}") in alarms
-    # two per line, ingest errors, failed executions, three queues
-    assert len(alarms) == 2 * len(d.config.lines) + 2 + 3
+        assert prefixed(d, f"invalid-uploads-{line.id}") in alarms
+    # three per line, ingest errors, failed executions, three queues
+    assert len(alarms) == 3 * len(d.config.lines) + 2 + 3
     assert len(d.of_type("cloudwatch/dashboard:Dashboard")) == 1
     assert len(d.of_type("lambda/function:Function")) == 4
     assert len(d.of_type("lambda/eventSourceMapping:EventSourceMapping")) == 2

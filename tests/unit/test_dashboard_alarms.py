@@ -1,11 +1,14 @@
 """The dashboard and alarm definitions: built on the metrics the handlers really emit,
-valid for CloudWatch, and every alarm has an action."""
+valid for CloudWatch, every alarm has an action, and the alarms' metric math computes
+what their descriptions say (evaluated here on sample numbers)."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
+from collections.abc import Callable, Mapping
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -51,8 +54,8 @@ def test_alarm_names_cover_every_line_and_queue() -> None:
     names = [a["AlarmName"] for a in alarms()]
     assert len(names) == len(set(names))
     assert set(names) == {
-        "ls-anomaly-rate-press-1", "ls-latency-p95-press-1",
-        "ls-anomaly-rate-weld-2", "ls-latency-p95-weld-2",
+        "ls-anomaly-rate-press-1", "ls-latency-p95-press-1", "ls-invalid-uploads-press-1",
+        "ls-anomaly-rate-weld-2", "ls-latency-p95-weld-2", "ls-invalid-uploads-weld-2",
         "ls-ingest-errors", "ls-failed-executions",
         "ls-ingest-dlq-not-empty", "ls-workflow-failures-not-empty", "ls-lake-failures-not-empty"}
 
@@ -181,3 +184,156 @@ def test_definitions_are_accepted_by_the_cloudwatch_api(aws_env: None) -> None:
         stored = cloudwatch.describe_alarms()["MetricAlarms"]
         assert len(stored) == len(alarms())
         assert all(a["AlarmActions"] == [TOPIC] for a in stored)
+
+
+# A tiny evaluator for the CloudWatch metric-math the alarms use: query ids, numbers,
+# [lists], + - * /, one comparison (true is 1), IF, SUM, MAX and FILL. The expressions are
+# also valid Python syntax, so Python's parser reads them; anything else is refused.
+_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "SUM": lambda values: float(sum(values)),
+    "MAX": lambda values: float(max(values)),
+    "FILL": lambda value, fill: fill if value is None else value,
+}
+_BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
+    ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b,
+}
+_COMPARE: dict[type[ast.cmpop], Callable[[float, float], bool]] = {
+    ast.GtE: lambda a, b: a >= b, ast.Gt: lambda a, b: a > b,
+    ast.LtE: lambda a, b: a <= b, ast.Lt: lambda a, b: a < b,
+}
+
+
+def evaluate(expression: str, values: Mapping[str, float | None]) -> Any:
+    """The value of a metric-math expression for one period; `values` maps query ids to
+    their data point (None: no data).
+
+    >>> evaluate("IF(FILL(a, 0) >= 2, a / b, 0)", {"a": 3.0, "b": 4.0})
+    0.75
+    """
+    def value(node: ast.expr) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return values[node.id]
+        if isinstance(node, ast.List):
+            return [value(item) for item in node.elts]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            return _BINARY[type(node.op)](value(node.left), value(node.right))
+        if (isinstance(node, ast.Compare) and len(node.ops) == 1
+                and type(node.ops[0]) in _COMPARE):
+            return float(_COMPARE[type(node.ops[0])](value(node.left),
+                                                     value(node.comparators[0])))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id == "IF":  # only the branch taken is evaluated
+                condition, then, otherwise = node.args
+                return value(then if value(condition) else otherwise)
+            return _FUNCTIONS[node.func.id](*[value(arg) for arg in node.args])
+        raise ValueError(f"not metric math this evaluator knows: {ast.dump(node)}")
+
+    return value(ast.parse(expression, mode="eval").body)
+
+
+def alarm_value(alarm: dict[str, Any], data: Mapping[tuple[str, str], float | None]) -> Any:
+    """Evaluate an alarm's returned expression, each query's data point taken from `data`
+    by (metric name, camera or stage), so the test does not rely on the query ids."""
+    values: dict[str, float | None] = {}
+    for query in alarm["Metrics"]:
+        if "MetricStat" in query:
+            metric = query["MetricStat"]["Metric"]
+            dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+            which = dims.get(metrics.DIMENSION_CAMERA) or dims.get("stage") or ""
+            values[query["Id"]] = data.get((metric["MetricName"], which))
+    [result] = [q for q in alarm["Metrics"] if q["ReturnData"]]
+    return evaluate(result["Expression"], values)
+
+
+def breaches(alarm: dict[str, Any], value: float) -> bool:
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    return bool(value > alarm["Threshold"])
+
+
+def by_name(name: str) -> dict[str, Any]:
+    [alarm] = [a for a in alarms() if a["AlarmName"] == name]
+    return alarm
+
+
+def _press(anomalies: tuple[int, int], processed: tuple[int, int]
+           ) -> dict[tuple[str, str], float | None]:
+    """One period of line press-1: (top, side) anomaly and processed counts."""
+    return {(metrics.ANOMALIES, "top"): anomalies[0], (metrics.ANOMALIES, "side"): anomalies[1],
+            (metrics.PROCESSED, "top"): processed[0], (metrics.PROCESSED, "side"): processed[1]}
+
+
+@pytest.mark.parametrize("data, rate, alarmed", [
+    # 3 anomalies of 10 images over both cameras: 0.3, above press-1's 0.1
+    (_press((2, 1), (6, 4)), 0.3, True),
+    # anomalies on one camera only still count against the line's images
+    (_press((0, 4), (10, 10)), 0.2, True),
+    # 1 of 10: exactly the threshold, not above it
+    (_press((1, 0), (5, 5)), 0.1, False),
+    # fewer than MIN_IMAGES_FOR_RATE images say nothing about a rate: 0
+    (_press((5, 4), (5, 4)), 0.0, False),
+    # no images at all: 0, not a division by zero
+    (_press((0, 0), (0, 0)), 0.0, False),
+], ids=["3-of-10", "one-camera", "at-threshold", "too-few-images", "no-images"])
+def test_anomaly_rate_math(data: dict[tuple[str, str], float | None], rate: float,
+                           alarmed: bool) -> None:
+    alarm = by_name("ls-anomaly-rate-press-1")
+    value = alarm_value(alarm, data)
+    assert value == pytest.approx(rate)
+    assert breaches(alarm, value) is alarmed
+
+
+@pytest.mark.parametrize("invalid, processed, alarmed", [
+    ((3, 0), (5, 5), True),    # 3 of 10 unusable: a camera or uploader to fix
+    ((0, 2), (5, 5), False),   # 2 of 10: exactly 20 %, not above
+    ((4, 4), (4, 4), False),   # too few images to say anything
+])
+def test_invalid_uploads_math(invalid: tuple[int, int], processed: tuple[int, int],
+                              alarmed: bool) -> None:
+    alarm = by_name("ls-invalid-uploads-press-1")
+    data = {(metrics.INVALID, "top"): invalid[0], (metrics.INVALID, "side"): invalid[1],
+            (metrics.PROCESSED, "top"): processed[0], (metrics.PROCESSED, "side"): processed[1],
+            # anomalies are another alarm's business
+            (metrics.ANOMALIES, "top"): processed[0], (metrics.ANOMALIES, "side"): processed[1]}
+    assert breaches(alarm, alarm_value(alarm, data)) is alarmed
+    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 3
+
+
+@pytest.mark.parametrize("p95s, alarmed", [
+    # every camera of weld-2 under the configured 20000 ms
+    ((800, 2500, 19000, 100, 5), False),
+    # one slow camera is enough
+    ((800, 2500, 25000, 100, 5), True),
+    # exactly the threshold is not above it
+    ((20000, 0, 0, 0, 0), False),
+], ids=["all-under", "one-slow", "at-threshold"])
+def test_latency_alarm_watches_the_worst_cameras_p95_in_ms(p95s: tuple[int, ...],
+                                                           alarmed: bool) -> None:
+    alarm = by_name("ls-latency-p95-weld-2")
+    assert alarm["Threshold"] == 20000  # latency_p95_ms, in ms as the metric is
+    stats = [q["MetricStat"] for q in alarm["Metrics"] if "MetricStat" in q]
+    assert {(s["Metric"]["MetricName"], s["Stat"]) for s in stats} == {
+        (metrics.END_TO_END_LATENCY, "p95")}
+    data = {(metrics.END_TO_END_LATENCY, camera): float(p95)
+            for camera, p95 in zip(LINES["weld-2"], p95s, strict=True)}
+    value = alarm_value(alarm, data)
+    assert value == max(p95s)
+    assert breaches(alarm, value) is alarmed
+
+
+@pytest.mark.parametrize("data, total", [
+    # no data in any stage (the usual case): 0, not missing
+    ({}, 0.0),
+    # one failed lake decode
+    ({(metrics.INGEST_ERRORS, "lake-decode"): 1.0}, 1.0),
+    # every stage and a crashed invocation add up
+    ({(metrics.INGEST_ERRORS, "ingest"): 2.0, (metrics.INGEST_ERRORS, "lake-decode"): 1.0,
+      ("Errors", ""): 1.0}, 4.0),
+], ids=["no-data", "lake-decode", "all-stages"])
+def test_ingest_errors_math(data: dict[tuple[str, str], float | None], total: float) -> None:
+    alarm = by_name("ls-ingest-errors")
+    value = alarm_value(alarm, data)
+    assert value == total
+    assert breaches(alarm, value) is (total > 0)
