@@ -149,6 +149,8 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         "manifest_uri": analytics.manifest_uri,
         "model_uri": pulumi.Output.from_input(model_uri or ""),
         "operator_policy_arn": operators.policy.arn,
+        # what `linesight tokens create --state` checks a line and camera against
+        "lines": {line: list(cameras) for line, cameras in config.line_cameras.items()},
     }
 
 

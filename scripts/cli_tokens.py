@@ -95,14 +95,39 @@ def no_answer(exc: BotoCoreError) -> str:
 def resolve_table(table: str | None, state: Path | None = None) -> str:
     """--table, else the --state file's, else LINESIGHT_TOKENS_TABLE, else the running
     local stack's."""
+    return _resolve(table, state)[0]
+
+
+def _resolve(table: str | None, state: Path | None) -> tuple[str, dict[str, list[str]]]:
+    """The tokens table (as `resolve_table`) and the stack's {line: cameras} where the
+    stack description says ({} when it does not: --table, or a stack deployed before)."""
     if state is not None:
         described = use_stack_file(state, () if table else ("tokens_table",))
-        return table or str(described["tokens_table"])
+        return table or str(described["tokens_table"]), dict(described.get("lines") or {})
     if table:
-        return table
+        return table, {}
     if os.environ.get("LINESIGHT_TOKENS_TABLE"):
-        return os.environ["LINESIGHT_TOKENS_TABLE"]
-    return use_local_stack().tokens_table
+        return os.environ["LINESIGHT_TOKENS_TABLE"], {}
+    info = use_local_stack()
+    return info.tokens_table, info.lines
+
+
+def unconfigured(lines: dict[str, list[str]], line: str, camera: str) -> str:
+    """Why `line` and `camera` are not in the stack's config, or "" (also when the config
+    is not known).
+
+    >>> unconfigured({"press-1": ["top", "side"]}, "press1", "top")
+    "line 'press1' is not configured on this stack (its lines: press-1)"
+    >>> unconfigured({"press-1": ["top", "side"]}, "press-1", "rear")
+    "camera 'rear' is not one of line press-1's cameras (top, side)"
+    >>> unconfigured({}, "any", "thing")
+    ''
+    """
+    if not lines or camera in lines.get(line, []):
+        return ""
+    if line not in lines:
+        return f"line {line!r} is not configured on this stack (its lines: {', '.join(lines)})"
+    return f"camera {camera!r} is not one of line {line}'s cameras ({', '.join(lines[line])})"
 
 
 def parse_expiry(value: str, now: datetime | None = None) -> datetime:
@@ -141,8 +166,14 @@ def create(
         "--description", help="A note for `tokens list`, e.g. where the camera is.")] = "",
     table: TableOption = None,
     state: StateOption = None,
+    any_camera: Annotated[bool, typer.Option(
+        "--unconfigured", help="Issue it even though the stack's config (linesight:lines) "
+        "lacks this line or camera.")] = False,
 ) -> None:
     """Create a token for one camera and print it. It is shown only this once.
+
+    With --state (or the local stack) the line and camera must be in the stack's config:
+    the alarms and the dashboard watch only configured cameras.
 
     Example:
 
@@ -154,7 +185,12 @@ def create(
     except UploadRequestError as exc:
         raise typer.BadParameter(str(exc)) from None
     expires_at = parse_expiry(expires) if expires else None
-    name = resolve_table(table, state)
+    name, lines = _resolve(table, state)
+    problem = unconfigured(lines, line, camera)
+    if problem and not any_camera:
+        fail(f"{problem}: its uploads would be judged and alerted, but no alarm or dashboard "
+             "widget would watch them. Add it to linesight:lines and `pulumi up` first, or "
+             "pass --unconfigured to issue it anyway")
     try:
         token_id, token = tokens.create_token(name, line, camera, expires_at=expires_at,
                                               description=description)

@@ -190,6 +190,7 @@ class StackInfo:
     camera_id: str
     camera_tokens: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, list[str]] = field(default_factory=dict)  # {line: its cameras}
 
 
 def free_port() -> int:
@@ -393,6 +394,7 @@ class LocalStack:
             state_machine_arn=state_machine_arn, firehose_stream=names.firehose,
             dashboard=names.dashboard, model_uri=model_uri,
             token="", line_id=first_line, camera_id=first_camera,
+            lines={line: list(cameras) for line, cameras in topo.lines.items()},
         )
 
     def _queue_arn(self, name: str) -> str:

@@ -129,7 +129,7 @@ def test_every_call_the_cli_makes_is_granted_on_its_resource(
     run("report", "--since", "2026-11-01", "--out", str(tmp_path / "report.html"))
     run("review", anomalous.image_id, "--label", "anomaly", "--note", "a real crack")
     run("export-dataset", "--reviewed", str(tmp_path / "reviewed"))
-    run("tokens", "create", "--line", "line-1", "--camera", "cam-3", "--state", str(state))
+    run("tokens", "create", "--line", "line-1", "--camera", "cam-2", "--state", str(state))
     token_ids = [params["Item"]["token_id"]["S"] for service, operation, params in calls
                  if operation == "PutItem"]
     run("tokens", "list", "--state", str(state))

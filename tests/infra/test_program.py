@@ -468,6 +468,8 @@ def test_stack_outputs(d: Deployed) -> None:
                  "topic_arn", "dashboard_url", "manifest_uri"):
         assert d.outputs[name], name
     assert d.outputs["dashboard_url"].endswith(f"#dashboards:name={d.config.resource_prefix}")
+    # `tokens create --state` refuses a camera the alarms and dashboard do not watch
+    assert d.outputs["lines"] == {line.id: list(line.cameras) for line in d.config.lines}
 
 
 def test_the_outputs_serve_linesight_dlq_as_a_stack_description(d: Deployed) -> None:

@@ -328,6 +328,41 @@ def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
     assert os.environ.pop("LINESIGHT_X") == "not exported"
 
 
+def test_cli_create_refuses_a_camera_the_stack_does_not_watch(
+        table: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mistyped line or a camera not yet in linesight:lines would upload, be judged and
+    alerted, but no alarm or dashboard widget would watch it."""
+    import json
+
+    from tests.conftest import REGION
+
+    saved = dict(os.environ)
+    monkeypatch.setenv("COLUMNS", "200")
+    outputs = tmp_path / "stack.json"
+    outputs.write_text(json.dumps({"region": REGION, "tokens_table": table,
+                                   "lines": {"press-1": ["press-1-top", "press-1-side"]}}))
+    cli = tokens_cli()
+    try:
+        for line, camera, why in (("press1", "press-1-top", "line 'press1' is not configured"),
+                                  ("press-1", "press-1-rear", "camera 'press-1-rear' is not")):
+            refused = cli("tokens", "create", "--line", line, "--camera", camera,
+                          "--state", str(outputs))
+            assert refused.exit_code == 2, refused.output
+            assert why in refused.output and "--unconfigured" in " ".join(
+                refused.output.split())
+        assert tokens.list_tokens(table) == []
+        for extra in ([], ["--unconfigured"]):
+            camera = "press-1-top" if not extra else "press-1-rear"
+            created = cli("tokens", "create", "--line", "press-1", "--camera", camera,
+                          "--state", str(outputs), *extra)
+            assert created.exit_code == 0, created.output
+        assert sorted(info.camera_id for info in tokens.list_tokens(table)) == [
+            "press-1-rear", "press-1-top"]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def test_cli_reads_a_deployed_stacks_tokens_table_in_its_region(
         table: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--state stack.json` (`pulumi stack output --json`): its table, its region and AWS
