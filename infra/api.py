@@ -159,11 +159,10 @@ def function_statements(spec: FunctionSpec, args: ChaliceAppArgs) -> list[iam.St
             # the version an event is about (the images bucket is versioned)
             iam.allow(["s3:GetObject", "s3:GetObjectVersion"],
                       [cat(args.arns.images_bucket, "/*")], sid="ReadImages"),
-            # without it, S3 answers a GET of a deleted upload with 403 AccessDenied, not
-            # 404 NoSuchKey, and the upload would be retried into the DLQ instead of being
-            # recorded INVALID (missing_object)
-            iam.allow(["s3:ListBucket", "s3:ListBucketVersions"], [args.arns.images_bucket],
-                      sid="TellDeletedUploads"),
+            # without it, S3 answers a GET of a deleted upload (its version deleted for
+            # good, or an unversioned key) with 403 AccessDenied, not 404, and the upload
+            # would be retried into the DLQ instead of being recorded INVALID, missing_object
+            iam.allow(["s3:ListBucket"], [args.arns.images_bucket], sid="TellDeletedUploads"),
             # an image that could not be processed is tagged with why (`linesight dlq list`)
             iam.allow(["s3:PutObjectTagging"], [cat(args.arns.images_bucket, "/*")],
                       sid="TagFailedImages"),

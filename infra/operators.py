@@ -40,8 +40,7 @@ def operator_statements(args: OperatorsArgs) -> list[iam.Statement]:
         # image a 404, not a 403
         iam.allow(["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging"], [images],
                   sid="ReadImages"),
-        iam.allow(["s3:ListBucket", "s3:ListBucketVersions"], [args.arns.images_bucket],
-                  sid="ListImages"),
+        iam.allow(["s3:ListBucket"], [args.arns.images_bucket], sid="ListImages"),
         iam.allow(["s3:GetObject"], [heatmaps], sid="ReadHeatmaps"),
         # report's totals
         iam.allow(["cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics"], ["*"],

@@ -132,6 +132,8 @@ def _decision(record: ResultRecord, reason: str, policy: AlertPolicy) -> AlertDe
             f"Model:       {record.model_version}",
         ]
     lines.append(f"Image URL:   {record.s3_uri}")
+    if record.image_version:  # the bytes judged, should the key be written again
+        lines.append(f"Version:     {record.image_version}")
     if record.heatmap_uri:
         lines.append(f"Heatmap:     {record.heatmap_uri}")
     if record.reason and reason != REASON_INVALID:

@@ -308,9 +308,13 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
                         "reason": {"DataType": "String", "StringValue": alert["reason"]}})
         # If this fails, or the message cannot be deleted, the next redrive sees the mark
         # missing and publishes again: an alert may be sent twice, never lost.
-        ddb.update_item(TableName=targets.table, Key={"image_id": {"S": record.image_id}},
-                        UpdateExpression=f"SET {workflow.ALERT_REDRIVEN} = :at",
-                        ExpressionAttributeValues={":at": {"S": iso(utc_now())}})
+        try:
+            ddb.update_item(TableName=targets.table, Key={"image_id": {"S": record.image_id}},
+                            UpdateExpression=f"SET {workflow.ALERT_REDRIVEN} = :at",
+                            ConditionExpression="attribute_exists(image_id)",
+                            ExpressionAttributeValues={":at": {"S": iso(utc_now())}})
+        except ddb.exceptions.ConditionalCheckFailedException:
+            pass  # the record was deleted meanwhile: nothing to mark, and no stub made
         result.alerts_published += 1
     # Otherwise another delivery stored the record and owned its alert: nothing is owed.
     return True

@@ -125,8 +125,9 @@ def write_dataset(items: list[ExportItem], out_dir: Path,
     """Download each image with `fetch(record)` (the version it judged) into `out_dir` and
     write the manifest.
 
-    An image whose object cannot be read (deleted since) is skipped and reported; the
-    manifest lists only the images written.
+    An image whose version cannot be read (deleted for good since: a plain delete in the
+    versioned bucket leaves it readable) is skipped and reported; the manifest lists only
+    the images written.
     """
     if not items:
         raise ExportError("no results to export (with --reviewed, only reviewed images "

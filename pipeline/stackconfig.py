@@ -165,14 +165,15 @@ class StackConfig:
         >>> parse_stack_config({"modelUri": "s3://models/v1/", "lines": [
         ...     {"id": "A", "cameras": ["c1"], "alertEmails": ["a@x.io"]},
         ...     {"id": "B", "cameras": ["c2"]}]}).warnings()  # doctest: +NORMALIZE_WHITESPACE
-        ['alertEmails is empty: the alarms (anomaly rate, latency, failures, dead letters)
-          reach nobody, since they go to the stack-wide addresses only',
+        ['alertEmails is empty: the alarms (anomaly rate, invalid uploads, latency, failures,
+          dead letters) reach nobody, since they go to the stack-wide addresses only',
          'line B has no alertEmails and alertEmails is empty: its alerts reach nobody']
         """
         if self.alert_emails:
             return []
-        found = ["alertEmails is empty: the alarms (anomaly rate, latency, failures, dead "
-                 "letters) reach nobody, since they go to the stack-wide addresses only"]
+        found = ["alertEmails is empty: the alarms (anomaly rate, invalid uploads, latency, "
+                 "failures, dead letters) reach nobody, since they go to the stack-wide "
+                 "addresses only"]
         found += [f"line {line.id} has no alertEmails and alertEmails is empty: its alerts "
                   "reach nobody" for line in self.lines if not line.alert_emails]
         return found
@@ -274,6 +275,14 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
                        "confidenceThreshold")
     default_rate = _alarm_rate(merged.get("anomalyRateAlarm", 0.25), "anomalyRateAlarm")
     lines = _lines(merged.get("lines"), default_rate)
+    api_rate = _whole(merged.get("apiRateLimit", DEFAULT_API_RATE_LIMIT), "apiRateLimit", 1,
+                      API_LIMIT_MAX)
+    api_burst = _whole(merged.get("apiBurstLimit", DEFAULT_API_BURST_LIMIT), "apiBurstLimit",
+                       1, API_LIMIT_MAX)
+    if api_burst < api_rate:
+        raise ConfigError("apiBurstLimit", f"must be at least apiRateLimit ({api_rate}): the "
+                          f"burst is the bucket the rate refills, so {api_burst} would cap "
+                          "every second below the rate, got " + str(api_burst))
     retention_images = _whole(merged.get("imageRetentionDays", 90), "imageRetentionDays", 0)
     retention_results = _whole(merged.get("resultsRetentionDays", 365),
                                "resultsRetentionDays", 0)
@@ -299,10 +308,8 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         latency_alarm_ms=_whole(merged.get("latencyAlarmMs", 30000), "latencyAlarmMs", 1),
         alert_on_invalid=_boolean(merged.get("alertOnInvalid", False), "alertOnInvalid"),
         region=region,
-        api_rate_limit=_whole(merged.get("apiRateLimit", DEFAULT_API_RATE_LIMIT),
-                              "apiRateLimit", 1, API_LIMIT_MAX),
-        api_burst_limit=_whole(merged.get("apiBurstLimit", DEFAULT_API_BURST_LIMIT),
-                               "apiBurstLimit", 1, API_LIMIT_MAX),
+        api_rate_limit=api_rate,
+        api_burst_limit=api_burst,
     )
 
 

@@ -335,7 +335,9 @@ class LocalStack:
 
         for bucket in (names.images_bucket, names.results_bucket):
             s3.create_bucket(Bucket=bucket)
-        # as deployed (infra/storage.py): a key written again keeps the version judged
+        # as deployed (infra/storage.py): a key written again keeps the version judged.
+        # (moto's S3 notifications carry no versionId, so here ingest reads the current
+        # object; the functional tests' events carry one, as S3's do.)
         s3.put_bucket_versioning(Bucket=names.images_bucket,
                                  VersioningConfiguration={"Status": "Enabled"})
         dlq_url = sqs.create_queue(QueueName=names.ingest_dlq)["QueueUrl"]

@@ -167,6 +167,9 @@ def test_an_alert_redriven_once_is_not_sent_again_when_its_message_stays(
              "Message": "injected"} for entry in entries]})
 
     sqs.meta.events.register_first("before-call.sqs.DeleteMessageBatch", refuse_delete)
+    hidden_for: list[int] = []
+    sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage",
+                             lambda params, **_: hidden_for.append(params["VisibilityTimeout"]))
     targets = dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn)
     clients = {"sfn": moto_stack.client("stepfunctions"),
                "ddb": moto_stack.client("dynamodb"), "sns": moto_stack.client("sns")}
@@ -175,7 +178,8 @@ def test_an_alert_redriven_once_is_not_sent_again_when_its_message_stays(
     assert len(alerts(moto_stack)) == 1  # (drains the tap)
     [item] = records(moto_stack)
     assert workflow.ALERT_REDRIVEN in item
-    # held from a second operator's redrive meanwhile
+    # held from a second operator's redrive meanwhile: for 15 minutes, not a peek's 30 s
+    assert set(hidden_for) == {dlq.REDRIVE_VISIBILITY_SECONDS} == {900}
     assert dlq.redrive_workflow(moto_stack.client("sqs"), info.failure_queue_url, targets,
                                 **clients).moved == 0
 

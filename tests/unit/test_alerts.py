@@ -45,6 +45,10 @@ def test_message_names_line_camera_image_confidence_and_time() -> None:
     for expected in ("line-7", "cam-3", "img-1", "0.91", "2026-11-23T10:00:00.000+00:00"):
         assert expected in decision.message
     assert "linesight review img-1 --label" in decision.message
+    assert "Version" not in decision.message  # an unversioned bucket's record
+    versioned = decide(_record(True, 0.91).with_changes(image_version="3HL4kqtJvjVB"),
+                       AlertPolicy(0.2))
+    assert "Version:     3HL4kqtJvjVB" in versioned.message  # the bytes judged
 
 
 @pytest.mark.parametrize("reason", sorted(_HEADLINES))

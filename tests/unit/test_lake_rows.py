@@ -1,5 +1,6 @@
-"""A lake row carries every field of its result record under the seed's column names, and
-Firehose's partition key query reads fields that a row has."""
+"""A lake row carries its result record's analytic fields (not the bookkeeping ones such as
+`idempotency_key` or `image_version`) under the seed's column names, and Firehose's
+partition key query reads fields that a row has."""
 
 from __future__ import annotations
 

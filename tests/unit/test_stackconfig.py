@@ -103,6 +103,9 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     ({"lines": [{**LINE, "threshold": 0}]}, "lines[line-1].threshold"),
     ({"lines": [{**LINE, "anomalyRateAlarm": 1.0}]}, "lines[line-1].anomalyRateAlarm"),
     ({"anomalyRateAlarm": 1}, "anomalyRateAlarm"),
+    # the API throttle: a burst under the rate would cap every second below it
+    ({"apiRateLimit": 500, "apiBurstLimit": 10}, "apiBurstLimit"),
+    ({"apiRateLimit": 0}, "apiRateLimit"),
     # an override for something a line does not have
     ({"lines": [{**LINE, "thresold": 0.3}]}, "lines[0].thresold"),
     # an unknown top-level key
