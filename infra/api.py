@@ -121,6 +121,7 @@ class ModelAccess:
 
     bucket_arn: pulumi.Input[str]
     key_prefix: str
+    kms_key_arn: str = ""  # a customer key the model's objects are encrypted with
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ def function_statements(spec: FunctionSpec, args: ChaliceAppArgs) -> list[iam.St
                           [cat(args.model.bucket_arn, "/", args.model.key_prefix, "*")],
                           sid="ReadModel"),
             ]
+            if args.model.kms_key_arn:  # S3 decrypts with it on the function's behalf
+                statements.append(iam.allow(["kms:Decrypt"], [args.model.kms_key_arn],
+                                            sid="DecryptModel"))
         if args.sagemaker_endpoint_arn is not None:
             statements.append(iam.allow(["sagemaker:InvokeEndpoint"],
                                         [args.sagemaker_endpoint_arn], sid="InvokeDetector"))

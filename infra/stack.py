@@ -162,7 +162,7 @@ def _model_access(config: StackConfig, storage: Storage,
         bucket, _, prefix = config.detector.model_uri.removeprefix("s3://").partition("/")
         prefix = prefix.strip("/")
         return ModelAccess(pulumi.Output.concat("arn:", partition, ":s3:::", bucket),
-                           prefix + "/" if prefix else "")
+                           prefix + "/" if prefix else "", config.detector.model_kms_key_arn)
     return None
 
 

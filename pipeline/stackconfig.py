@@ -53,6 +53,7 @@ _EMAIL = re.compile(r"^[^@\s,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
 _EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
 _ENDPOINT = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 _LINE_KEYS = {"id", "cameras", "threshold", "confidenceThreshold", "alertEmails",
               "anomalyRateAlarm"}
 
@@ -101,6 +102,7 @@ class DetectorConfig:
     model_path: str = ""
     model_uri: str = ""
     sagemaker_endpoint: str = ""
+    model_kms_key_arn: str = ""  # the customer key modelUri's objects are encrypted with
 
     @property
     def backend(self) -> str:
@@ -318,7 +320,7 @@ _KNOWN_KEYS = (
     "maxUploadBytes", "workflowType", "modelPath", "modelUri", "sagemakerEndpoint",
     "lines", "imageRetentionDays", "resultsRetentionDays", "firehoseBufferSeconds",
     "firehoseBufferMb", "uploadOrigins", "anomalyRateAlarm", "latencyAlarmMs", "alertOnInvalid",
-    "apiRateLimit", "apiBurstLimit",
+    "apiRateLimit", "apiBurstLimit", "modelKmsKeyArn",
 )
 KNOWN_KEYS = _KNOWN_KEYS
 
@@ -472,8 +474,16 @@ def _detector(merged: Mapping[str, Any]) -> DetectorConfig:
     if chosen["sagemakerEndpoint"] and not _ENDPOINT.match(chosen["sagemakerEndpoint"]):
         raise ConfigError("sagemakerEndpoint",
                           f"{chosen['sagemakerEndpoint']!r} is not a SageMaker endpoint name")
+    key = str(merged.get("modelKmsKeyArn") or "").strip()
+    if key and not chosen["modelUri"]:
+        raise ConfigError("modelKmsKeyArn", "only goes with modelUri (a model already in S3, "
+                          "encrypted with that key); modelPath's bucket uses S3's own keys")
+    if key and not _KMS_KEY_ARN.match(key):
+        raise ConfigError("modelKmsKeyArn", "must be a KMS key ARN, arn:aws:kms:REGION:"
+                          f"ACCOUNT:key/ID (an alias ARN grants nothing in IAM), got {key!r}")
     return DetectorConfig(model_path=chosen["modelPath"], model_uri=chosen["modelUri"],
-                          sagemaker_endpoint=chosen["sagemakerEndpoint"])
+                          sagemaker_endpoint=chosen["sagemakerEndpoint"],
+                          model_kms_key_arn=key)
 
 
 _ID_RULE = "1-64 characters of A-Z a-z 0-9 _ - . starting with a letter or digit"

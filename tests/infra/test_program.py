@@ -174,6 +174,13 @@ def test_the_detector_model_reaches_the_ingest_function(
     if stack == "dev":
         prefix = env["LINESIGHT_MODEL_URI"].split("/", 3)[3]
         assert {prefix + "model.json", prefix + "arrays.npz"} <= objects
+    # plant-a's model is encrypted with its own key: S3 decrypts it on the function's behalf
+    role = f"{prefixed(d, 'ingest')}"
+    decrypt = [s for name, statements in policies(d).items() if name.startswith(role)
+               for s in statements if "kms:Decrypt" in s["Action"]]
+    key = d.config.detector.model_kms_key_arn
+    assert (key != "") == (stack == "plant-a")
+    assert [s["Resource"] for s in decrypt] == ([[key]] if key else [])
 
 
 def test_state_machine_is_the_pipeline_definition(d: Deployed) -> None:

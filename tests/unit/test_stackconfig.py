@@ -106,6 +106,10 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     # the API throttle: a burst under the rate would cap every second below it
     ({"apiRateLimit": 500, "apiBurstLimit": 10}, "apiBurstLimit"),
     ({"apiRateLimit": 0}, "apiRateLimit"),
+    # a model key: only with modelUri, and a key ARN (an alias ARN grants nothing in IAM)
+    ({"modelUri": "", "modelPath": "models/x",
+      "modelKmsKeyArn": "arn:aws:kms:eu-west-1:111122223333:key/abc"}, "modelKmsKeyArn"),
+    ({"modelKmsKeyArn": "arn:aws:kms:eu-west-1:111122223333:alias/models"}, "modelKmsKeyArn"),
     # an override for something a line does not have
     ({"lines": [{**LINE, "thresold": 0.3}]}, "lines[0].thresold"),
     # an unknown top-level key
