@@ -93,8 +93,13 @@ def _expression(expression: str, label: str) -> dict[str, Any]:
 
 def _anomaly_rate(prefix: str, index: int, line_id: str, cameras: Sequence[str],
                   rate: float) -> dict[str, Any]:
+    # Of the images judged: DetectedAnomalyCount is emitted once per judged image, 0 or 1,
+    # so its sample count is the number judged. Unusable uploads are not judged, so a
+    # camera sending garbage does not dilute its line's rate (their own alarm is below),
+    # and the alarm still needs only two metrics per camera.
     return _line_rate(f"{prefix}-anomaly-rate-{line_id}", line_id, cameras,
-                      metrics.ANOMALIES, rate, "were anomalous")
+                      metrics.ANOMALIES, rate, "judged were anomalous",
+                      of=(metrics.ANOMALIES, "SampleCount"))
 
 
 def _invalid_rate(prefix: str, line_id: str, cameras: Sequence[str]) -> dict[str, Any]:
@@ -105,13 +110,13 @@ def _invalid_rate(prefix: str, line_id: str, cameras: Sequence[str]) -> dict[str
 
 
 def _line_rate(name: str, line_id: str, cameras: Sequence[str], counted: str, rate: float,
-               what: str) -> dict[str, Any]:
-    """`counted` / ProcessedImageCount over the line's cameras, above `rate` in each of
-    ANOMALY_RATE_PERIODS periods (a period with too few images counts as 0)."""
+               what: str, of: tuple[str, str] = (metrics.PROCESSED, "Sum")) -> dict[str, Any]:
+    """`counted` / `of` (a metric and its statistic) over the line's cameras, above `rate`
+    in each of ANOMALY_RATE_PERIODS periods (a period with too few images counts as 0)."""
     parts = [_stat(f"a{j}", metrics.NAMESPACE, counted,
                    camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
-    processed = [_stat(f"p{j}", metrics.NAMESPACE, metrics.PROCESSED,
-                       camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
+    processed = [_stat(f"p{j}", metrics.NAMESPACE, of[0], camera_dimensions(line_id, camera),
+                       stat=of[1]) for j, camera in enumerate(cameras)]
     a_ids = ", ".join(q["Id"] for q in parts)
     p_ids = ", ".join(q["Id"] for q in processed)
     total = f"SUM([{p_ids}])"
@@ -124,7 +129,7 @@ def _line_rate(name: str, line_id: str, cameras: Sequence[str], counted: str, ra
                              f"{PERIOD_SECONDS // 60} minutes (at least "
                              f"{MIN_IMAGES_FOR_RATE} images per period)."),
         "Metrics": parts + processed + [_expression(
-            expression, f"{counted} / {metrics.PROCESSED}, line {line_id}")],
+            expression, f"{counted} / {of[0]} ({of[1]}), line {line_id}")],
         "ComparisonOperator": "GreaterThanThreshold",
         "Threshold": rate,
         "EvaluationPeriods": ANOMALY_RATE_PERIODS,

@@ -109,9 +109,12 @@ def _overall_anomaly_percentage(region: str,
                                 cameras: Sequence[tuple[str, str]]) -> dict[str, Any]:
     anomalies, a_sum = _hidden(metrics.ANOMALIES, cameras, "a")
     processed, p_sum = _hidden(metrics.PROCESSED, cameras, "p")
-    return _metric_widget(region, "Anomaly percentage", anomalies + processed + [
-        [{"expression": f"100 * {a_sum} / {p_sum}", "label": "Anomalous images (%)",
-          "id": "anomalypct"}]], yAxis={"left": {"min": 0, "max": 100}})
+    invalid, i_sum = _hidden(metrics.INVALID, cameras, "i")
+    # of the images judged, as the anomaly-rate alarms count (unusable uploads are not)
+    return _metric_widget(region, "Anomaly percentage", anomalies + processed + invalid + [
+        [{"expression": f"100 * {a_sum} / ({p_sum} - {i_sum})",
+          "label": "Anomalous images (% of those judged)", "id": "anomalypct"}]],
+        yAxis={"left": {"min": 0, "max": 100}})
 
 
 def _anomalous_vs_normal(region: str, cameras: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -130,8 +133,10 @@ def _per_line_rate(region: str, lines: Mapping[str, Sequence[str]]) -> dict[str,
         pairs = [(line, camera) for camera in cameras]
         anomalies, a_sum = _hidden(metrics.ANOMALIES, pairs, f"a{index}x")
         processed, p_sum = _hidden(metrics.PROCESSED, pairs, f"p{index}x")
-        rows += anomalies + processed + [[{"expression": f"100 * {a_sum} / {p_sum}",
-                                           "label": f"{line} (%)", "id": f"rate{index}"}]]
+        invalid, i_sum = _hidden(metrics.INVALID, pairs, f"i{index}x")
+        rows += anomalies + processed + invalid + [[{
+            "expression": f"100 * {a_sum} / ({p_sum} - {i_sum})",
+            "label": f"{line} (% of judged)", "id": f"rate{index}"}]]
     return _metric_widget(region, "Anomaly rate per line (%)", rows,
                           yAxis={"left": {"min": 0, "max": 100}})
 

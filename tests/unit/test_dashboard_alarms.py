@@ -234,16 +234,19 @@ def evaluate(expression: str, values: Mapping[str, float | None]) -> Any:
     return value(ast.parse(expression, mode="eval").body)
 
 
-def alarm_value(alarm: dict[str, Any], data: Mapping[tuple[str, str], float | None]) -> Any:
+def alarm_value(alarm: dict[str, Any], data: Mapping[tuple[str, ...], float | None]) -> Any:
     """Evaluate an alarm's returned expression, each query's data point taken from `data`
-    by (metric name, camera or stage), so the test does not rely on the query ids."""
+    by (metric name, camera or stage), or by (metric name, camera, statistic) for another
+    statistic than Sum, so the test does not rely on the query ids."""
     values: dict[str, float | None] = {}
     for query in alarm["Metrics"]:
         if "MetricStat" in query:
             metric = query["MetricStat"]["Metric"]
             dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
             which = dims.get(metrics.DIMENSION_CAMERA) or dims.get("stage") or ""
-            values[query["Id"]] = data.get((metric["MetricName"], which))
+            stat = query["MetricStat"]["Stat"]
+            values[query["Id"]] = data.get((metric["MetricName"], which) if stat == "Sum"
+                                           else (metric["MetricName"], which, stat))
     [result] = [q for q in alarm["Metrics"] if q["ReturnData"]]
     return evaluate(result["Expression"], values)
 
@@ -258,11 +261,18 @@ def by_name(name: str) -> dict[str, Any]:
     return alarm
 
 
-def _press(anomalies: tuple[int, int], processed: tuple[int, int]
-           ) -> dict[tuple[str, str], float | None]:
-    """One period of line press-1: (top, side) anomaly and processed counts."""
-    return {(metrics.ANOMALIES, "top"): anomalies[0], (metrics.ANOMALIES, "side"): anomalies[1],
-            (metrics.PROCESSED, "top"): processed[0], (metrics.PROCESSED, "side"): processed[1]}
+def _press(anomalies: tuple[int, int], judged: tuple[int, int], invalid: tuple[int, int] = (0, 0)
+           ) -> dict[tuple[str, ...], float | None]:
+    """One period of line press-1: (top, side) counts of anomalies, images judged and
+    unusable uploads, as CloudWatch would aggregate what the handlers emit (the anomaly
+    metric once per judged image, so its SampleCount is the number judged)."""
+    data: dict[tuple[str, ...], float | None] = {}
+    for j, camera in enumerate(("top", "side")):
+        data[(metrics.ANOMALIES, camera)] = anomalies[j]
+        data[(metrics.ANOMALIES, camera, "SampleCount")] = judged[j]
+        data[(metrics.INVALID, camera)] = invalid[j]
+        data[(metrics.PROCESSED, camera)] = judged[j] + invalid[j]
+    return data
 
 
 @pytest.mark.parametrize("data, rate, alarmed", [
@@ -276,7 +286,10 @@ def _press(anomalies: tuple[int, int], processed: tuple[int, int]
     (_press((5, 4), (5, 4)), 0.0, False),
     # no images at all: 0, not a division by zero
     (_press((0, 0), (0, 0)), 0.0, False),
-], ids=["3-of-10", "one-camera", "at-threshold", "too-few-images", "no-images"])
+    # a camera sending garbage does not dilute the rate: 3 of 10 judged, 10 unusable
+    (_press((2, 1), (6, 4), invalid=(0, 10)), 0.3, True),
+], ids=["3-of-10", "one-camera", "at-threshold", "too-few-images", "no-images",
+        "unusable-not-counted"])
 def test_anomaly_rate_math(data: dict[tuple[str, str], float | None], rate: float,
                            alarmed: bool) -> None:
     alarm = by_name("ls-anomaly-rate-press-1")
@@ -293,10 +306,8 @@ def test_anomaly_rate_math(data: dict[tuple[str, str], float | None], rate: floa
 def test_invalid_uploads_math(invalid: tuple[int, int], processed: tuple[int, int],
                               alarmed: bool) -> None:
     alarm = by_name("ls-invalid-uploads-press-1")
-    data = {(metrics.INVALID, "top"): invalid[0], (metrics.INVALID, "side"): invalid[1],
-            (metrics.PROCESSED, "top"): processed[0], (metrics.PROCESSED, "side"): processed[1],
-            # anomalies are another alarm's business
-            (metrics.ANOMALIES, "top"): processed[0], (metrics.ANOMALIES, "side"): processed[1]}
+    judged = (processed[0] - invalid[0], processed[1] - invalid[1])
+    data = _press(judged, judged, invalid)  # every judged image anomalous: another alarm's
     assert breaches(alarm, alarm_value(alarm, data)) is alarmed
     assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 3
 
@@ -316,7 +327,7 @@ def test_latency_alarm_watches_the_worst_cameras_p95_in_ms(p95s: tuple[int, ...]
     stats = [q["MetricStat"] for q in alarm["Metrics"] if "MetricStat" in q]
     assert {(s["Metric"]["MetricName"], s["Stat"]) for s in stats} == {
         (metrics.END_TO_END_LATENCY, "p95")}
-    data = {(metrics.END_TO_END_LATENCY, camera): float(p95)
+    data = {(metrics.END_TO_END_LATENCY, camera, "p95"): float(p95)
             for camera, p95 in zip(LINES["weld-2"], p95s, strict=True)}
     value = alarm_value(alarm, data)
     assert value == max(p95s)
@@ -337,3 +348,23 @@ def test_ingest_errors_math(data: dict[tuple[str, str], float | None], total: fl
     value = alarm_value(alarm, data)
     assert value == total
     assert breaches(alarm, value) is (total > 0)
+
+
+def test_the_dashboards_anomaly_rates_count_judged_images_as_the_alarms_do() -> None:
+    """3 anomalies among 10 judged images and 10 unusable uploads on press-1 (weld-2 idle):
+    30 %, not 15 %."""
+    counts = {metrics.ANOMALIES: {"top": 2, "side": 1}, metrics.INVALID: {"top": 0, "side": 10},
+              metrics.PROCESSED: {"top": 6, "side": 14}}
+    titles = {"Anomaly rate per line (%)": "rate0", "Anomaly percentage": "anomalypct"}
+    for widget in board()["widgets"]:
+        title = widget["properties"].get("title")
+        if title not in titles:
+            continue
+        rows = widget["properties"]["metrics"]
+        values = {row[-1]["id"]: counts[row[1]].get(row[5], 0) if row[3] == "press-1" else 0
+                  for row in rows if not isinstance(row[0], dict)}
+        shown = titles.pop(title)
+        [expression] = [row[0]["expression"] for row in rows
+                        if isinstance(row[0], dict) and row[0]["id"] == shown]
+        assert evaluate(expression, values) == pytest.approx(30.0), title
+    assert not titles, f"widgets not found: {titles}"
