@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
+from pipeline.ingest import HEATMAP_PREFIX
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class OperatorsArgs:
 
 def operator_statements(args: OperatorsArgs) -> list[iam.Statement]:
     images = pulumi.Output.concat(args.arns.images_bucket, "/*")
-    heatmaps = pulumi.Output.concat(args.arns.results_bucket, "/heatmaps/*")
+    heatmaps = pulumi.Output.concat(args.arns.results_bucket, "/", HEATMAP_PREFIX, "*")
     indexes = pulumi.Output.concat(args.arns.table, "/index/*")
     return [
         # tokens create | list | revoke

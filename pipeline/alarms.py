@@ -61,8 +61,8 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
     """
     actions = {"AlarmActions": [topic_arn], "OKActions": [topic_arn]}
     alarms: list[dict[str, Any]] = []
-    for line_index, (line_id, cameras) in enumerate(lines.items()):
-        alarms.append(_anomaly_rate(prefix, line_index, line_id, cameras,
+    for line_id, cameras in lines.items():
+        alarms.append(_anomaly_rate(prefix, line_id, cameras,
                                     anomaly_rates.get(line_id, 0.25)) | actions)
         alarms.append(_latency(prefix, line_id, cameras, latency_p95_ms) | actions)
         alarms.append(_invalid_rate(prefix, line_id, cameras) | actions)
@@ -91,7 +91,7 @@ def _expression(expression: str, label: str) -> dict[str, Any]:
     return {"Id": "result", "Expression": expression, "Label": label, "ReturnData": True}
 
 
-def _anomaly_rate(prefix: str, index: int, line_id: str, cameras: Sequence[str],
+def _anomaly_rate(prefix: str, line_id: str, cameras: Sequence[str],
                   rate: float) -> dict[str, Any]:
     # Of the images judged: DetectedAnomalyCount is emitted once per judged image, 0 or 1,
     # so its sample count is the number judged. Unusable uploads are not judged, so a
@@ -115,10 +115,10 @@ def _line_rate(name: str, line_id: str, cameras: Sequence[str], counted: str, ra
     in each of ANOMALY_RATE_PERIODS periods (a period with too few images counts as 0)."""
     parts = [_stat(f"a{j}", metrics.NAMESPACE, counted,
                    camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
-    processed = [_stat(f"p{j}", metrics.NAMESPACE, of[0], camera_dimensions(line_id, camera),
-                       stat=of[1]) for j, camera in enumerate(cameras)]
+    totals = [_stat(f"p{j}", metrics.NAMESPACE, of[0], camera_dimensions(line_id, camera),
+                    stat=of[1]) for j, camera in enumerate(cameras)]
     a_ids = ", ".join(q["Id"] for q in parts)
-    p_ids = ", ".join(q["Id"] for q in processed)
+    p_ids = ", ".join(q["Id"] for q in totals)
     total = f"SUM([{p_ids}])"
     expression = (f"IF({total} >= {MIN_IMAGES_FOR_RATE}, "
                   f"SUM([{a_ids}]) / {total}, 0)")
@@ -128,7 +128,7 @@ def _line_rate(name: str, line_id: str, cameras: Sequence[str], counted: str, ra
                              f"in each of {ANOMALY_RATE_PERIODS} periods of "
                              f"{PERIOD_SECONDS // 60} minutes (at least "
                              f"{MIN_IMAGES_FOR_RATE} images per period)."),
-        "Metrics": parts + processed + [_expression(
+        "Metrics": parts + totals + [_expression(
             expression, f"{counted} / {of[0]} ({of[1]}), line {line_id}")],
         "ComparisonOperator": "GreaterThanThreshold",
         "Threshold": rate,

@@ -136,9 +136,9 @@ def _decision(record: ResultRecord, reason: str, policy: AlertPolicy) -> AlertDe
         lines.append(f"Version:     {record.image_version}")
     if record.heatmap_uri:
         lines.append(f"Heatmap:     {record.heatmap_uri}")
-    if record.reason and reason != REASON_INVALID:
-        lines.append(f"Reason:      {record.reason}")
     if reason != REASON_INVALID:
+        if record.reason:
+            lines.append(f"Reason:      {record.reason}")
         lines += ["", "Record what it really was (for retraining):",
                   f"  linesight review {record.image_id} --label normal|anomaly"]
     return AlertDecision(send=True, reason=reason,

@@ -7,11 +7,11 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline import aws
-from pipeline.records import ResultRecord, iso, line_camera_key, parse_time
+from pipeline.records import ResultRecord, iso, line_camera_key, parse_duration, parse_time
 from pipeline.tables import INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
 
 MAX_PAGE = 500
@@ -19,10 +19,6 @@ MAX_PAGE = 500
 
 class QueryError(ValueError):
     """A bad query parameter (HTTP 400); the message names it."""
-
-
-_AGE = re.compile(r"(\d+)\s*([smhdw])")
-_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_when(value: str, name: str, now: datetime | None = None) -> datetime:
@@ -41,9 +37,9 @@ def parse_when(value: str, name: str, now: datetime | None = None) -> datetime:
     pipeline.queries.QueryError: since 'yesterday' is not a time: use e.g. 2h, 3d, 2026-01-02 ...
     """
     value = value.strip()
-    age = _AGE.fullmatch(value)
-    if age:
-        return (now or datetime.now(UTC)) - timedelta(**{_AGE_UNITS[age[2]]: int(age[1])})
+    age = parse_duration(value)
+    if age is not None:
+        return (now or datetime.now(UTC)) - age
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
     try:

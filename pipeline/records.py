@@ -8,9 +8,10 @@ GetItem; the `by_line_camera` index (`line_camera`, `captured_at`) and the `by_l
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +40,21 @@ def parse_time(value: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError(f"time {value!r} has no time zone")
     return parsed.astimezone(UTC)
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: str) -> timedelta | None:
+    """A span as a person gives it, `30s`, `90m`, `12h`, `30d` or `2w`; None for anything
+    else (the caller tries it as a time).
+
+    >>> parse_duration("2h"), parse_duration(" 3 D "), parse_duration("2026-01-02")
+    (datetime.timedelta(seconds=7200), datetime.timedelta(days=3), None)
+    """
+    match = _DURATION.fullmatch(value.strip().lower())
+    return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])}) if match else None
 
 
 def iso(value: datetime) -> str:

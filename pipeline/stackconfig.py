@@ -282,9 +282,9 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     api_burst = _whole(merged.get("apiBurstLimit", DEFAULT_API_BURST_LIMIT), "apiBurstLimit",
                        1, API_LIMIT_MAX)
     if api_burst < api_rate:
-        raise ConfigError("apiBurstLimit", f"must be at least apiRateLimit ({api_rate}): the "
-                          f"burst is the bucket the rate refills, so {api_burst} would cap "
-                          "every second below the rate, got " + str(api_burst))
+        raise ConfigError("apiBurstLimit", f"must be at least apiRateLimit ({api_rate}), since "
+                          "the burst is the bucket the rate refills and less would cap every "
+                          f"second below the rate; got {api_burst}")
     retention_images = _whole(merged.get("imageRetentionDays", 90), "imageRetentionDays", 0)
     retention_results = _whole(merged.get("resultsRetentionDays", 365),
                                "resultsRetentionDays", 0)

@@ -9,8 +9,7 @@ else the running local stack's (`.linesight/local.json`, whose endpoint is then 
 from __future__ import annotations
 
 import os
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import tokens
-from pipeline.records import iso, parse_time, utc_now
+from pipeline.records import iso, parse_duration, parse_time, utc_now
 from pipeline.uploads import UploadRequestError, validate_id
 
 if TYPE_CHECKING:
@@ -30,9 +29,6 @@ console = Console()
 err = Console(stderr=True)
 tokens_app = typer.Typer(help="Create, list and revoke per-camera API tokens.",
                          no_args_is_help=True)
-
-_DURATION = re.compile(r"(?P<n>\d+)\s*(?P<unit>[mhdw])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 TableOption = Annotated[str | None, typer.Option(
     "--table", help="Tokens table name (default: $LINESIGHT_TOKENS_TABLE, else the "
@@ -140,9 +136,9 @@ def parse_expiry(value: str, now: datetime | None = None) -> datetime:
     2030
     """
     now = now or utc_now()
-    match = _DURATION.fullmatch(value.strip().lower())
-    if match:
-        when = now + timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+    span = parse_duration(value)
+    if span is not None:
+        when = now + span
     else:
         try:
             when = parse_time(value.strip())
@@ -166,7 +162,7 @@ def create(
         "--description", help="A note for `tokens list`, e.g. where the camera is.")] = "",
     table: TableOption = None,
     state: StateOption = None,
-    any_camera: Annotated[bool, typer.Option(
+    allow_unconfigured: Annotated[bool, typer.Option(
         "--unconfigured", help="Issue it even though the stack's config (linesight:lines) "
         "lacks this line or camera.")] = False,
 ) -> None:
@@ -187,7 +183,7 @@ def create(
     expires_at = parse_expiry(expires) if expires else None
     name, lines = _resolve(table, state)
     problem = unconfigured(lines, line, camera)
-    if problem and not any_camera:
+    if problem and not allow_unconfigured:
         fail(f"{problem}: its uploads would be judged and alerted, but no alarm or dashboard "
              "widget would watch them. Add it to linesight:lines and `pulumi up` first, or "
              "pass --unconfigured to issue it anyway")
