@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -31,6 +31,7 @@ class MonitoringArgs:
     state_machine_arn: pulumi.Input[str]
     dead_letter_queues: Mapping[str, pulumi.Input[str]]  # {role: queue name}
     ingest_function: pulumi.Input[str]
+    silent_minutes: Mapping[str, int] = field(default_factory=dict)  # {line: minutes}
 
 
 def metric_alarm_args(definition: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,7 +113,8 @@ class Monitoring(pulumi.ComponentResource):
                 prefix=args.prefix, lines=args.lines, anomaly_rates=args.anomaly_rates,
                 topic_arn=v["topic_arn"], state_machine_arn=v["state_machine_arn"],
                 dead_letter_queues=dict(zip(roles, v["queues"], strict=True)),
-                ingest_function=v["ingest_function"], latency_p95_ms=args.latency_p95_ms)
+                ingest_function=v["ingest_function"], latency_p95_ms=args.latency_p95_ms,
+                silent_minutes=args.silent_minutes)
 
         # The shape of every alarm is known now; only the names and ARNs inside wait.
         placeholders = {"topic_arn": "-", "state_machine_arn": "-", "ingest_function": "-",

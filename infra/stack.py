@@ -126,7 +126,8 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
             "workflow-failures": workflow.failure_queue.name,
             "lake-failures": analytics.failure_queue.name,
         },
-        ingest_function=app.functions["ingest"].name))
+        ingest_function=app.functions["ingest"].name,
+        silent_minutes=config.silent_camera_alarms))
 
     operators = Operators(p, OperatorsArgs(prefix=p, arns=arns))
 

@@ -42,7 +42,8 @@ def camera_dimensions(line_id: str, camera_id: str) -> dict[str, str]:
 def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
                       anomaly_rates: Mapping[str, float], topic_arn: str,
                       state_machine_arn: str, dead_letter_queues: Mapping[str, str],
-                      ingest_function: str, latency_p95_ms: float) -> list[dict[str, Any]]:
+                      ingest_function: str, latency_p95_ms: float,
+                      silent_minutes: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """All alarms of one environment, in PutMetricAlarm shape.
 
     prefix:            resource prefix; every AlarmName starts with it.
@@ -54,9 +55,11 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
                        it holds any message.
     ingest_function:   the ingest Lambda's function name (its Errors count as handler errors).
     latency_p95_ms:    p95 capture-to-result latency of a line's worst camera that alarms.
+    silent_minutes:    {line id: minutes}: each camera of such a line alarms after that
+                       long without an upload (lines absent here have no such alarm).
 
-    The alarm names depend only on `prefix`, `lines` and the keys of
-    `dead_letter_queues`, so a caller can create one resource per definition before the
+    The alarm names depend only on `prefix`, `lines`, the keys of `silent_minutes` and
+    of `dead_letter_queues`, so a caller can create one resource per definition before the
     ARNs and names in the other arguments are known.
     """
     actions = {"AlarmActions": [topic_arn], "OKActions": [topic_arn]}
@@ -66,6 +69,9 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
                                     anomaly_rates.get(line_id, 0.25)) | actions)
         alarms.append(_latency(prefix, line_id, cameras, latency_p95_ms) | actions)
         alarms.append(_invalid_rate(prefix, line_id, cameras) | actions)
+        minutes = (silent_minutes or {}).get(line_id, 0)
+        alarms.extend(_silent_camera(prefix, line_id, camera, minutes) | actions
+                      for camera in cameras if minutes)
     alarms.append(_ingest_errors(prefix, ingest_function) | actions)
     alarms.append(_failed_executions(prefix, state_machine_arn) | actions)
     for role, queue_name in dead_letter_queues.items():
@@ -135,6 +141,31 @@ def _line_rate(name: str, line_id: str, cameras: Sequence[str], counted: str, ra
         "EvaluationPeriods": ANOMALY_RATE_PERIODS,
         "DatapointsToAlarm": ANOMALY_RATE_PERIODS,
         "TreatMissingData": "notBreaching",
+    }
+
+
+def _silent_camera(prefix: str, line_id: str, camera_id: str, minutes: int) -> dict[str, Any]:
+    # Every upload, judged or not, emits ProcessedImageCount once; a period without one has
+    # no data point at all, which is what must alarm here (the one alarm that treats
+    # missing data as breaching).
+    periods = minutes * 60 // PERIOD_SECONDS
+    return {
+        "AlarmName": f"{prefix}-camera-silent-{line_id}-{camera_id}",
+        "AlarmDescription": (f"Line {line_id} camera {camera_id}: no upload at all, not even "
+                             f"an unusable one, for {minutes} minutes, so its parts go "
+                             "uninspected: check the camera, its uploader, its token "
+                             "(`linesight tokens list`) and its network."),
+        "Namespace": metrics.NAMESPACE,
+        "MetricName": metrics.PROCESSED,
+        "Dimensions": [{"Name": k, "Value": v}
+                       for k, v in camera_dimensions(line_id, camera_id).items()],
+        "Statistic": "Sum",
+        "Period": PERIOD_SECONDS,
+        "ComparisonOperator": "LessThanThreshold",
+        "Threshold": 1.0,
+        "EvaluationPeriods": periods,
+        "DatapointsToAlarm": periods,
+        "TreatMissingData": "breaching",
     }
 
 

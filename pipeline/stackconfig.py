@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.alarms import PERIOD_SECONDS
 from pipeline.analytics import Buffering
 from pipeline.settings import (
     DEFAULT_CONFIDENCE_THRESHOLD,
@@ -46,6 +47,10 @@ MAX_UPLOAD_BYTES = 5 * 1024**3  # S3's single-PUT limit bounds one upload
 DEFAULT_API_RATE_LIMIT = 100
 DEFAULT_API_BURST_LIMIT = 200
 API_LIMIT_MAX = 10_000
+# silentCameraMinutes: whole alarm periods, at most a day of them (CloudWatch's limit on
+# EvaluationPeriods x Period).
+SILENCE_STEP_MINUTES = PERIOD_SECONDS // 60
+SILENCE_MAX_MINUTES = 24 * 60
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as pipeline.uploads.validate_id
 _PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$")
@@ -55,7 +60,7 @@ _ENDPOINT = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 _LINE_KEYS = {"id", "cameras", "threshold", "confidenceThreshold", "alertEmails",
-              "anomalyRateAlarm"}
+              "anomalyRateAlarm", "silentCameraMinutes"}
 
 
 class ConfigError(ValueError):
@@ -93,6 +98,7 @@ class LineConfig:
     confidence_threshold: float | None = None
     alert_emails: tuple[str, ...] = ()
     anomaly_rate_alarm: float = 0.25
+    silent_camera_minutes: int = 0  # 0: no alarm when a camera stops sending
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,13 @@ class StackConfig:
     @property
     def anomaly_rate_alarms(self) -> dict[str, float]:
         return {line.id: line.anomaly_rate_alarm for line in self.lines}
+
+    @property
+    def silent_camera_alarms(self) -> dict[str, int]:
+        """{line id: minutes without an upload after which each of its cameras alarms},
+        for the lines that set it."""
+        return {line.id: line.silent_camera_minutes for line in self.lines
+                if line.silent_camera_minutes}
 
     def subscriptions(self) -> dict[str, tuple[str, ...]]:
         """{email: the lines it receives}; an empty tuple means every alert, unfiltered.
@@ -276,7 +289,8 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     confidence = _band(merged.get("confidenceThreshold", DEFAULT_CONFIDENCE_THRESHOLD),
                        "confidenceThreshold")
     default_rate = _alarm_rate(merged.get("anomalyRateAlarm", 0.25), "anomalyRateAlarm")
-    lines = _lines(merged.get("lines"), default_rate)
+    default_silence = _silence(merged.get("silentCameraMinutes", 0), "silentCameraMinutes")
+    lines = _lines(merged.get("lines"), default_rate, default_silence)
     api_rate = _whole(merged.get("apiRateLimit", DEFAULT_API_RATE_LIMIT), "apiRateLimit", 1,
                       API_LIMIT_MAX)
     api_burst = _whole(merged.get("apiBurstLimit", DEFAULT_API_BURST_LIMIT), "apiBurstLimit",
@@ -320,7 +334,7 @@ _KNOWN_KEYS = (
     "maxUploadBytes", "workflowType", "modelPath", "modelUri", "sagemakerEndpoint",
     "lines", "imageRetentionDays", "resultsRetentionDays", "firehoseBufferSeconds",
     "firehoseBufferMb", "uploadOrigins", "anomalyRateAlarm", "latencyAlarmMs", "alertOnInvalid",
-    "apiRateLimit", "apiBurstLimit", "modelKmsKeyArn",
+    "apiRateLimit", "apiBurstLimit", "modelKmsKeyArn", "silentCameraMinutes",
 )
 KNOWN_KEYS = _KNOWN_KEYS
 
@@ -379,6 +393,26 @@ def _band(value: Any, key: str) -> float:
         return parse_band(value)
     except ValueError as exc:
         raise ConfigError(key, str(exc)) from None
+
+
+def _silence(value: Any, key: str) -> int:
+    """Minutes without an upload before a camera alarms: 0 (off), or whole 5-minute alarm
+    periods up to a day (CloudWatch evaluates at most a day of periods).
+
+    >>> _silence(30, "k"), _silence(0, "k")
+    (30, 0)
+    >>> _silence(7, "k")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.stackconfig.ConfigError: linesight:k: must be 0 (off) or a multiple of 5 ... got 7
+    """
+    minutes = _whole(value, key, 0)
+    if minutes % SILENCE_STEP_MINUTES or minutes > SILENCE_MAX_MINUTES:
+        raise ConfigError(key, f"must be 0 (off) or a multiple of {SILENCE_STEP_MINUTES} from "
+                          f"{SILENCE_STEP_MINUTES} to {SILENCE_MAX_MINUTES} minutes (the alarm "
+                          f"looks at {SILENCE_STEP_MINUTES}-minute periods, at most a day of "
+                          f"them), got {minutes}")
+    return minutes
 
 
 def _boolean(value: Any, key: str) -> bool:
@@ -489,7 +523,7 @@ def _detector(merged: Mapping[str, Any]) -> DetectorConfig:
 _ID_RULE = "1-64 characters of A-Z a-z 0-9 _ - . starting with a letter or digit"
 
 
-def _lines(value: Any, default_rate: float) -> tuple[LineConfig, ...]:
+def _lines(value: Any, default_rate: float, default_silence: int) -> tuple[LineConfig, ...]:
     value = _decoded(value, "lines")
     if not isinstance(value, list) or not value:
         raise ConfigError("lines", "must be a list of at least one {id, cameras} line")
@@ -538,5 +572,8 @@ def _lines(value: Any, default_rate: float) -> tuple[LineConfig, ...]:
             anomaly_rate_alarm=(default_rate if entry.get("anomalyRateAlarm") is None else
                                 _alarm_rate(entry["anomalyRateAlarm"],
                                             f"{where}.anomalyRateAlarm")),
+            silent_camera_minutes=(default_silence if entry.get("silentCameraMinutes") is None
+                                   else _silence(entry["silentCameraMinutes"],
+                                                 f"{where}.silentCameraMinutes")),
         ))
     return tuple(lines)

@@ -95,6 +95,8 @@ class Topology:
                 policy["threshold"] = line.threshold
             if line.confidence_threshold is not None:
                 policy["confidenceThreshold"] = line.confidence_threshold
+            if line.silent_camera_minutes:
+                policy["silentCameraMinutes"] = line.silent_camera_minutes
             policies[line.id] = policy
         rates = set(config.anomaly_rate_alarms.values()) or {0.25}
         return cls(lines=dict(config.line_cameras), line_policies=policies,
@@ -428,12 +430,13 @@ class LocalStack:
             state_machine_arn=state_machine_arn, topic_arn=topic_arn,
             dead_letter_queues=dead_letter_queues)
         cloudwatch.put_dashboard(DashboardName=names.dashboard, DashboardBody=json.dumps(body))
+        config = self.topology.to_stack_config(self.model_dir)
         for alarm in alarms.alarm_definitions(
-                prefix=names.prefix, lines=lines,
-                anomaly_rates=self.topology.to_stack_config(self.model_dir).anomaly_rate_alarms,
+                prefix=names.prefix, lines=lines, anomaly_rates=config.anomaly_rate_alarms,
                 topic_arn=topic_arn, state_machine_arn=state_machine_arn,
                 dead_letter_queues=dead_letter_queues, ingest_function=f"{names.prefix}-ingest",
-                latency_p95_ms=self.topology.latency_p95_alarm_ms):
+                latency_p95_ms=self.topology.latency_p95_alarm_ms,
+                silent_minutes=config.silent_camera_alarms):
             cloudwatch.put_metric_alarm(**alarm)
 
     def _create_tokens(self, table: str) -> dict[str, str]:

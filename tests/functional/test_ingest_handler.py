@@ -205,7 +205,7 @@ def test_each_lines_own_threshold_and_band_are_applied(aws_env: None, trained_mo
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The same normal photo on three lines, through the stack config as Pulumi reads it:
     line-1 moves the detector threshold (no retraining), line-2 widens the low-confidence
-    band, line-3 keeps the stack's settings."""
+    band, line-3 keeps the stack's settings (and alarms when its camera goes quiet)."""
     import app
 
     from scripts.local_stack import Topology
@@ -213,7 +213,8 @@ def test_each_lines_own_threshold_and_band_are_applied(aws_env: None, trained_mo
 
     topology = Topology(lines={"line-1": ("cam-1",), "line-2": ("cam-3",), "line-3": ("cam-5",)},
                         line_policies={"line-1": {"threshold": 0.02},
-                                       "line-2": {"confidenceThreshold": 0.49}})
+                                       "line-2": {"confidenceThreshold": 0.49},
+                                       "line-3": {"silentCameraMinutes": 10}})
     with _provisioned(trained_model, monkeypatch, topology) as stack:
         image = _image(samples_dir, "normal")
         keys = {line: stack.upload(image, line=line, camera=camera)
@@ -237,6 +238,11 @@ def test_each_lines_own_threshold_and_band_are_applied(aws_env: None, trained_mo
         assert got["line-2"] == (0.5, False, "low_confidence")
         assert sorted(a["MessageAttributes"]["line"]["Value"] for a in _alerts(stack)) == [
             "line-1", "line-2"]
+        # line-3 runs around the clock: its camera alarms after 10 minutes without an upload
+        silent = stack.client("cloudwatch").describe_alarms(
+            AlarmNamePrefix="linesight-local-camera-silent-")["MetricAlarms"]
+        assert [(a["AlarmName"], a["EvaluationPeriods"] * a["Period"]) for a in silent] == [
+            ("linesight-local-camera-silent-line-3-cam-5", 600)]
 
 
 def test_a_key_written_again_keeps_the_version_it_judged(

@@ -89,8 +89,13 @@ def test_resource_graph_follows_the_lines(d: Deployed) -> None:
         assert prefixed(d, f"anomaly-rate-{line.id}") in alarms
         assert prefixed(d, f"latency-p95-{line.id}") in alarms
         assert prefixed(d, f"invalid-uploads-{line.id}") in alarms
-    # three per line, ingest errors, failed executions, three queues
-    assert len(alarms) == 3 * len(d.config.lines) + 2 + 3
+    # a silent-camera alarm per camera where the line sets minutes (plant-a's paint-3)
+    silent = {prefixed(d, f"camera-silent-{line.id}-{camera}") for line in d.config.lines
+              if line.silent_camera_minutes for camera in line.cameras}
+    assert silent <= alarms
+    assert len(silent) == (4 if d.config.stack == "plant-a" else 0)
+    # three per line, the silent cameras, ingest errors, failed executions, three queues
+    assert len(alarms) == 3 * len(d.config.lines) + len(silent) + 2 + 3
     assert len(d.of_type("cloudwatch/dashboard:Dashboard")) == 1
     assert len(d.of_type("lambda/function:Function")) == 4
     assert len(d.of_type("lambda/eventSourceMapping:EventSourceMapping")) == 2
@@ -213,7 +218,8 @@ def test_alarms_are_the_pipeline_definitions_and_all_have_actions(d: Deployed) -
         state_machine_arn=d.one("sfn/stateMachine:StateMachine").props["arn"],
         dead_letter_queues=dead_letter_queues(d),
         ingest_function=function(d, "ingest")["name"],
-        latency_p95_ms=d.config.latency_alarm_ms)
+        latency_p95_ms=d.config.latency_alarm_ms,
+        silent_minutes=d.config.silent_camera_alarms)
     deployed_alarms = {r.props["name"]: r.props for r in d.of_type("metricAlarm:MetricAlarm")}
     assert set(deployed_alarms) == {a["AlarmName"] for a in expected}
     for definition in expected:

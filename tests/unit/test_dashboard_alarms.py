@@ -31,7 +31,7 @@ def alarms() -> list[dict[str, Any]]:
     return alarm_definitions(prefix="ls", lines=LINES, anomaly_rates={"press-1": 0.1},
                              topic_arn=TOPIC, state_machine_arn=MACHINE,
                              dead_letter_queues=QUEUES, ingest_function="ls-ingest",
-                             latency_p95_ms=20000)
+                             latency_p95_ms=20000, silent_minutes={"press-1": 15})
 
 
 def board() -> dict[str, Any]:
@@ -55,6 +55,7 @@ def test_alarm_names_cover_every_line_and_queue() -> None:
     assert len(names) == len(set(names))
     assert set(names) == {
         "ls-anomaly-rate-press-1", "ls-latency-p95-press-1", "ls-invalid-uploads-press-1",
+        "ls-camera-silent-press-1-top", "ls-camera-silent-press-1-side",
         "ls-anomaly-rate-weld-2", "ls-latency-p95-weld-2", "ls-invalid-uploads-weld-2",
         "ls-ingest-errors", "ls-failed-executions",
         "ls-ingest-dlq-not-empty", "ls-workflow-failures-not-empty", "ls-lake-failures-not-empty"}
@@ -348,6 +349,59 @@ def test_ingest_errors_math(data: dict[tuple[str, str], float | None], total: fl
     value = alarm_value(alarm, data)
     assert value == total
     assert breaches(alarm, value) is (total > 0)
+
+
+def state(alarm: dict[str, Any], sums: list[float | None]) -> str:
+    """A single-metric alarm's state after these periods' data points (None: no data),
+    as CloudWatch decides it: ALARM when at least DatapointsToAlarm of the last
+    EvaluationPeriods breach, a missing one counting as TreatMissingData says."""
+    compare = {"LessThanThreshold": lambda v, t: v < t,
+               "GreaterThanThreshold": lambda v, t: v > t}[alarm["ComparisonOperator"]]
+    missing = alarm["TreatMissingData"]
+    assert missing in ("breaching", "notBreaching")
+    window = sums[-alarm["EvaluationPeriods"]:]
+    breached = sum(missing == "breaching" if value is None
+                   else compare(value, alarm["Threshold"]) for value in window)
+    return "ALARM" if breached >= alarm["DatapointsToAlarm"] else "OK"
+
+
+@pytest.mark.parametrize("sums, expected", [
+    ([4.0, None, None, None], "ALARM"),       # nothing for the last 15 minutes
+    ([None, None, 1.0, None], "OK"),          # one upload 5-10 minutes ago
+    ([None, None, None, 1.0], "OK"),          # the camera came back
+    ([3.0, 2.0, 5.0, 1.0], "OK"),             # sending steadily
+], ids=["silent-15-min", "one-upload-in-window", "came-back", "steady"])
+def test_a_camera_silent_for_its_lines_minutes_alarms(sums: list[float | None],
+                                                      expected: str) -> None:
+    alarm = by_name("ls-camera-silent-press-1-top")
+    assert alarm["EvaluationPeriods"] * alarm["Period"] == 15 * 60  # press-1's 15 minutes
+    assert state(alarm, sums) == expected
+    # weld-2 sets no silence: none of its cameras has this alarm
+    assert not [a for a in alarms() if a["AlarmName"].startswith("ls-camera-silent-weld-2")]
+
+
+def test_an_unusable_upload_keeps_a_camera_from_counting_as_silent() -> None:
+    """The silence alarm reads a metric every upload emits, INVALID ones too, with the
+    camera's own dimensions: a camera sending garbage has its own alarm (invalid uploads)."""
+    telemetry = pytest.importorskip("chalicelib.telemetry")
+    from pipeline.alerts import AlertDecision
+    from pipeline.ingest import Outcome
+    from pipeline.records import STATUS_INVALID, ResultRecord, parse_time
+
+    when = parse_time("2026-11-23T10:00:00+00:00")
+    record = ResultRecord("img", "press-1", "top", "s3://b/k", when, when, STATUS_INVALID)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        telemetry.emit_outcome(Outcome(record, AlertDecision(send=False), "x"))
+    emitted = {(directive["Metrics"][0]["Name"], tuple(blob[directive["Metrics"][0]["Name"]]),
+                tuple(sorted((d, blob[d]) for d in directive["Dimensions"][0])))
+               for line in out.getvalue().splitlines() if line.startswith("{")
+               for blob in [json.loads(line)] for directive in blob["_aws"]["CloudWatchMetrics"]}
+    alarm = by_name("ls-camera-silent-press-1-top")
+    watched = (alarm["MetricName"], (1.0,),
+               tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"])))
+    assert watched in emitted
+    assert alarm["Statistic"] == "Sum" and alarm["Threshold"] == 1.0
 
 
 def test_the_dashboards_anomaly_rates_count_judged_images_as_the_alarms_do() -> None:

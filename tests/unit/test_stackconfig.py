@@ -75,6 +75,23 @@ def test_plant_a_has_per_line_thresholds_and_recipients() -> None:
     assert config.workflow_type == "STANDARD"
 
 
+def test_silent_camera_alarms_are_off_unless_set_and_a_line_may_override() -> None:
+    two = [LINE, {"id": "line-2", "cameras": ["cam-2"]}]
+    assert parse(lines=two).silent_camera_alarms == {}
+    assert parse(lines=two, silentCameraMinutes=60).silent_camera_alarms == {
+        "line-1": 60, "line-2": 60}
+    overridden = [{**LINE, "silentCameraMinutes": 0},
+                  {"id": "line-2", "cameras": ["cam-2"], "silentCameraMinutes": "15"}]
+    assert parse(lines=overridden, silentCameraMinutes=1440).silent_camera_alarms == {
+        "line-2": 15}
+    plant_a = load_stack_config(REPO / "Pulumi.plant-a.yaml", PROJECT)
+    assert plant_a.silent_camera_alarms == {"paint-3": 30}
+    # `linesight local --stack plant-a` keeps it
+    from scripts.local_stack import Topology
+    local = Topology.from_stack_config(plant_a).to_stack_config(Path("models/x"))
+    assert local.silent_camera_alarms == {"paint-3": 30}
+
+
 def test_defaults_fill_what_the_stack_leaves_out() -> None:
     config = parse()
     assert config.resource_prefix == "linesight-dev"
@@ -144,6 +161,13 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     ({"uploadOrigins": ["example.com"]}, "uploadOrigins"),
     ({"resourcePrefix": "Has_Upper"}, "resourcePrefix"),
     ({"latencyAlarmMs": 0}, "latencyAlarmMs"),
+    # a silent-camera alarm looks at whole 5-minute periods, at most a day of them
+    ({"silentCameraMinutes": 7}, "silentCameraMinutes"),
+    ({"silentCameraMinutes": 1445}, "silentCameraMinutes"),
+    ({"silentCameraMinutes": -5}, "silentCameraMinutes"),
+    ({"silentCameraMinutes": True}, "silentCameraMinutes"),
+    ({"lines": [{**LINE, "silentCameraMinutes": "half an hour"}]},
+     "lines[line-1].silentCameraMinutes"),
 ])
 def test_bad_config_names_the_key(values: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as error:
