@@ -208,8 +208,12 @@ def list_results() -> dict[str, Any]:
         page = queries.query_results(_results_table(), query, params.get("next_token", ""))
     except (ValueError, queries.QueryError) as exc:
         raise BadRequestError(str(exc)) from None
-    return {"results": [record.to_json() for record in page.records],
-            "next_token": page.next_token or None}
+    answer: dict[str, Any] = {"results": [record.to_json() for record in page.records],
+                              "next_token": page.next_token or None}
+    if page.unreadable:  # items that are not results: named, not a 500 for the whole page
+        log.warning("left out of a results page: %s", "; ".join(page.unreadable))
+        answer["unreadable"] = page.unreadable
+    return answer
 
 
 def _limit(value: str | None) -> int:

@@ -20,9 +20,28 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5},
                  max_pool_connections=32)
 
 
+# A person at a terminal is better served by a quick, clear failure than by botocore's
+# defaults (a 60 s read, retried four times), which make an endpoint that accepts
+# connections but never answers look like a hang of several minutes. The handlers keep
+# the defaults: their reads may be slow under load, and their retries are the queues'.
+_INTERACTIVE = _CONFIG.merge(Config(connect_timeout=5, read_timeout=10,
+                                    retries={"mode": "standard", "total_max_attempts": 3}))
+_config = _CONFIG
+
+
 @cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_CONFIG)
+    return boto3.client(service, config=_config)
+
+
+def interactive(on: bool = True) -> None:
+    """Use short timeouts and few retries from now on (operator commands, not handlers);
+    `on=False` goes back to the handlers' settings."""
+    global _config
+    wanted = _INTERACTIVE if on else _CONFIG
+    if wanted is not _config:
+        _config = wanted
+        reset()
 
 
 def reset() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -127,36 +128,49 @@ def write_dataset(items: list[ExportItem], out_dir: Path,
 
     An image whose version cannot be read (deleted for good since: a plain delete in the
     versioned bucket leaves it readable) is skipped and reported; the manifest lists only
-    the images written.
+    the images written. The images are downloaded beside the data set first: an
+    `overwrite` replaces it only once the new one is complete, so a failed download, or
+    one in which no image could be read, leaves the old one as it was.
     """
     if not items:
         raise ExportError("no results to export (with --reviewed, only reviewed images "
                           "count: review some with `linesight review`)")
     existing = [out_dir / "train", out_dir / MANIFEST]
-    if any(path.exists() for path in existing):
-        if not overwrite:
-            raise ExportError(f"{out_dir} already holds a data set; choose an empty folder "
-                              "or pass --overwrite")
+    if any(path.exists() for path in existing) and not overwrite:
+        raise ExportError(f"{out_dir} already holds a data set; choose an empty folder "
+                          "or pass --overwrite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        for label in LABELS:
+            (staging / "train" / label).mkdir(parents=True)
+        created = iso(utc_now())
+        written: list[ExportItem] = []
+        skipped: list[str] = []
+        for item in items:
+            try:
+                data = fetch(item.record)
+            except KeyError:
+                skipped.append(item.record.image_id)
+            else:
+                (staging / item.path).write_bytes(data)
+                written.append(item)
+            if advance:
+                advance()
+        if not written:
+            kept = " (the data set already there is kept)" if overwrite else ""
+            raise ExportError(f"none of the {len(items)} images could be read: each is gone "
+                              f"from its bucket{kept}")
+        with (staging / MANIFEST).open("w") as manifest:
+            for item in written:
+                manifest.write(json.dumps(manifest_entry(item, created), sort_keys=True)
+                               + "\n")
         shutil.rmtree(out_dir / "train", ignore_errors=True)
         (out_dir / MANIFEST).unlink(missing_ok=True)
-    for label in LABELS:
-        (out_dir / "train" / label).mkdir(parents=True, exist_ok=True)
-    created = iso(utc_now())
-    written: list[ExportItem] = []
-    skipped: list[str] = []
-    for item in items:
-        try:
-            data = fetch(item.record)
-        except KeyError:
-            skipped.append(item.record.image_id)
-        else:
-            (out_dir / item.path).write_bytes(data)
-            written.append(item)
-        if advance:
-            advance()
-    with (out_dir / MANIFEST).open("w") as manifest:
-        for item in written:
-            manifest.write(json.dumps(manifest_entry(item, created), sort_keys=True) + "\n")
+        (staging / "train").rename(out_dir / "train")
+        (staging / MANIFEST).rename(out_dir / MANIFEST)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     anomalies = sum(item.is_anomaly for item in written)
     return ExportSummary(out_dir, len(written) - anomalies, anomalies, tuple(skipped))
 

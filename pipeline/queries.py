@@ -6,12 +6,19 @@ import base64
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline import aws
-from pipeline.records import ResultRecord, iso, line_camera_key, parse_duration, parse_time
+from pipeline.records import (
+    MalformedRecord,
+    ResultRecord,
+    iso,
+    line_camera_key,
+    parse_duration,
+    parse_time,
+)
 from pipeline.tables import INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
 
 MAX_PAGE = 500
@@ -35,19 +42,23 @@ def parse_when(value: str, name: str, now: datetime | None = None) -> datetime:
     Traceback (most recent call last):
     ...
     pipeline.queries.QueryError: since 'yesterday' is not a time: use e.g. 2h, 3d, 2026-01-02 ...
+    >>> parse_when("2026-02-30", "since")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.queries.QueryError: since '2026-02-30' is not a time: ...
     """
     value = value.strip()
-    age = parse_duration(value)
-    if age is not None:
-        return (now or datetime.now(UTC)) - age
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
     try:
+        age = parse_duration(value)
+        if age is not None:
+            return (now or datetime.now(UTC)) - age
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
         return parse_time(value)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: an age before year 1
         hint = ("add a zone, e.g. 2026-01-02T08:00:00Z" if "zone" in str(exc)
                 else "use e.g. 2h, 3d, 2026-01-02 or 2026-01-02T08:00:00Z")
-        raise QueryError(f"{name} {value!r} is not a time: {hint}") from None
+        raise QueryError(f"{name} {value[:40]!r} is not a time: {hint}") from None
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,16 @@ class ResultQuery:
     reviewed: bool | None = None
     limit: int = 100
 
+    def __post_init__(self) -> None:
+        if self.since and self.until and self.since > self.until:
+            raise QueryError(f"since ({iso(self.since)}) is after until ({iso(self.until)})")
+
 
 @dataclass(frozen=True)
 class Page:
     records: list[ResultRecord]
     next_token: str
+    unreadable: list[str] = field(default_factory=list)  # why each malformed item was left out
 
 
 def get_result(table: str, image_id: str) -> ResultRecord | None:
@@ -124,15 +140,26 @@ def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
         args["ExpressionAttributeValues"] = values
     ddb = aws.client("dynamodb")
     response = ddb.query(**args) if query.line_id else ddb.scan(**args)
-    records = [ResultRecord.from_item(item) for item in response.get("Items", [])]
+    # An item edited by hand or written by something else is left out and named, so that
+    # one bad item does not hide every other result.
+    records, unreadable = [], []
+    for item in response.get("Items", []):
+        try:
+            records.append(ResultRecord.from_item(item))
+        except MalformedRecord as exc:
+            unreadable.append(str(exc))
     last = response.get("LastEvaluatedKey")
-    return Page(records, _encode_token(last) if last else "")
+    return Page(records, _encode_token(last) if last else "", unreadable)
 
 
-def iter_results(table: str, query: ResultQuery) -> Iterator[ResultRecord]:
+def iter_results(table: str, query: ResultQuery,
+                 unreadable: list[str] | None = None) -> Iterator[ResultRecord]:
+    """Every matching result, page by page; malformed items are added to `unreadable`."""
     token = ""
     while True:
         page = query_results(table, query, token)
+        if unreadable is not None:
+            unreadable.extend(page.unreadable)
         yield from page.records
         if not page.next_token:
             return

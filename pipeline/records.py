@@ -39,7 +39,10 @@ def parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError(f"time {value!r} has no time zone")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+        raise ValueError(f"time {value!r} is out of range") from None
 
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
@@ -48,13 +51,18 @@ _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w
 
 def parse_duration(value: str) -> timedelta | None:
     """A span as a person gives it, `30s`, `90m`, `12h`, `30d` or `2w`; None for anything
-    else (the caller tries it as a time).
+    else (the caller tries it as a time); ValueError for a span no date can hold.
 
     >>> parse_duration("2h"), parse_duration(" 3 D "), parse_duration("2026-01-02")
     (datetime.timedelta(seconds=7200), datetime.timedelta(days=3), None)
     """
     match = _DURATION.fullmatch(value.strip().lower())
-    return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])}) if match else None
+    if not match:
+        return None
+    try:
+        return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
+    except OverflowError:  # more than 999,999,999 days
+        raise ValueError(f"{value.strip()!r} is too long a span") from None
 
 
 def iso(value: datetime) -> str:
@@ -68,6 +76,14 @@ def iso(value: datetime) -> str:
 
 def line_camera_key(line_id: str, camera_id: str) -> str:
     return f"{line_id}#{camera_id}"
+
+
+class MalformedRecord(ValueError):
+    """A stored item that does not read as a result: a field missing or of the wrong type."""
+
+    def __init__(self, data: Mapping[str, Any], problem: str) -> None:
+        self.image_id = str(data.get("image_id", "?")) if isinstance(data, Mapping) else "?"
+        super().__init__(f"result {self.image_id[:64]!r} is malformed: {problem}")
 
 
 @dataclass(frozen=True)
@@ -117,14 +133,29 @@ class ResultRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ResultRecord:
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        known["captured_at"] = parse_time(str(data["captured_at"]))
-        known["processed_at"] = parse_time(str(data["processed_at"]))
-        for name in ("confidence", "score", "raw_score", "threshold", "inference_ms"):
-            if name in known:
-                known[name] = float(known[name])
-        known["is_anomalous"] = bool(known.get("is_anomalous", False))
-        return cls(**known)
+        """Raises MalformedRecord, naming the record and what is wrong, for data that is
+        not a result (an item edited by hand, or written by something else).
+
+        >>> ResultRecord.from_json({"image_id": "ab12", "line_id": "l", "camera_id": "c",
+        ...                         "s3_uri": "s3://b/k", "status": "OK",
+        ...                         "captured_at": "2026-01-02T03:04:05Z"})
+        Traceback (most recent call last):
+        ...
+        pipeline.records.MalformedRecord: result 'ab12' is malformed: no processed_at
+        """
+        try:
+            known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+            known["captured_at"] = parse_time(str(data["captured_at"]))
+            known["processed_at"] = parse_time(str(data["processed_at"]))
+            for name in ("confidence", "score", "raw_score", "threshold", "inference_ms"):
+                if name in known:
+                    known[name] = float(known[name])
+            known["is_anomalous"] = bool(known.get("is_anomalous", False))
+            return cls(**known)
+        except KeyError as exc:
+            raise MalformedRecord(data, f"no {exc.args[0]}") from None
+        except (TypeError, ValueError) as exc:
+            raise MalformedRecord(data, str(exc)) from None
 
     def to_item(self) -> dict[str, Any]:
         """The DynamoDB item, in the typed (low-level) form the workflow's putItem takes."""

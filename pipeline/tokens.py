@@ -96,14 +96,14 @@ def token_id_of(text: str) -> str | None:
 
     >>> token_id_of(" 3f9c2a71d04be815 "), token_id_of("ls_3f9c2a71d04be815_" + "A" * 43)
     ('3f9c2a71d04be815', '3f9c2a71d04be815')
-    >>> token_id_of("3f9c") is None
-    True
+    >>> token_id_of("3f9c") is None, token_id_of("3F9C2A71D04BE815")  # IDs are lower case
+    (True, '3f9c2a71d04be815')
     """
     text = text.strip()
     match = _TOKEN.fullmatch(text)
     if match:
         return match["id"]
-    return text if _TOKEN_ID.fullmatch(text) else None
+    return text.lower() if _TOKEN_ID.fullmatch(text.lower()) else None
 
 
 def create_token(table: str, line_id: str, camera_id: str, *,

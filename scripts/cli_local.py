@@ -33,8 +33,10 @@ local = typer.Typer(help="Run the whole pipeline locally against a moto server."
 @local.command("up")
 def up(
     model: Path = typer.Option(DEFAULT_MODEL, help="model directory from `linesight train`"),
-    api_port: int = typer.Option(8000, help="port of the local API (0: any free port)"),
-    workers: int = typer.Option(2, help="ingest pollers (Lambda concurrency stand-in)"),
+    api_port: int = typer.Option(8000, min=0, max=65535,
+                                 help="port of the local API (0: any free port)"),
+    workers: int = typer.Option(2, min=1, max=32,
+                                help="ingest pollers (Lambda concurrency stand-in)"),
     stack_name: str = typer.Option("", "--stack",
                                    help="serve the lines of Pulumi.<stack>.yaml (default: "
                                         "2 lines x 2 cameras)"),

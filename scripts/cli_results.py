@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import getpass
+import heapq
 import io
+import itertools
 import json
 import logging
 import os
@@ -24,12 +26,13 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline.records import STATUS_INVALID, ResultRecord
-from scripts.cli_tokens import StateOption, no_answer, use_stack_file
+from scripts.cli_tokens import StateOption, no_answer, operator_aws, use_stack_file
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -40,7 +43,8 @@ err = Console(stderr=True)
 log = logging.getLogger("linesight.results")
 
 FORMATS = ("table", "json", "csv")
-LOCAL_STATE_HINT = "start the local stack with `linesight local up`, or set LINESIGHT_TABLE"
+LOCAL_STATE_HINT = ("pass --state stack.json (a deployed stack) or --table, start the local stack "
+                    "with `linesight local up`, or set LINESIGHT_TABLE")
 
 
 def register(app: typer.Typer) -> None:
@@ -66,7 +70,7 @@ class Stack:
 
 TableOption = Annotated[str | None, typer.Option(
     "--table", help="Results table (default: LINESIGHT_TABLE, else .linesight/local.json). "
-                    "Alone it is looked up with this shell's AWS settings (AWS_REGION, "
+                    "Alone it is looked up with this shell's AWS settings (AWS_DEFAULT_REGION, "
                     "AWS_ENDPOINT_URL), not the local stack's.")]
 EndpointOption = Annotated[str | None, typer.Option(
     "--endpoint-url", help="AWS endpoint, e.g. a moto server (default: AWS_ENDPOINT_URL).")]
@@ -96,8 +100,7 @@ def connect(table: str | None = None, endpoint_url: str | None = None,
         camera_tokens, token = dict(info.camera_tokens), info.token
     if table:
         os.environ["LINESIGHT_TABLE"] = table
-    if endpoint_url:
-        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    operator_aws(endpoint_url)
     aws.reset()
     current.cache_clear()
     try:
@@ -108,8 +111,29 @@ def connect(table: str | None = None, endpoint_url: str | None = None,
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    """One line, printed as it is (it may quote stored text or AWS's words, which rich would
+    otherwise read as markup), then stop."""
+    err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
+
+
+def _query(**fields: Any) -> Any:
+    """A ResultQuery, or a usage error naming what is wrong (e.g. --since after --until)."""
+    from pipeline.queries import QueryError, ResultQuery
+
+    try:
+        return ResultQuery(**fields)
+    except QueryError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _left_out(unreadable: Sequence[str]) -> None:
+    """Name the stored items that are not results (each was left out, not fatal)."""
+    for problem in unreadable[:10]:
+        err.print(f"[dark_orange]left out: {escape(problem)}[/]")
+    if len(unreadable) > 10:
+        err.print(f"[dark_orange]... and {len(unreadable) - 10} more items that are not "
+                  "results[/]")
 
 
 @contextmanager
@@ -176,13 +200,13 @@ def results(
     endpoint_url: EndpointOption = None,
     state: StateOption = None,
 ) -> None:
-    """List results, newest first when --line is given.
+    """List results, newest first (without --line the whole table is read to find them).
 
     Example:
 
         linesight results --line line-1 --since 2h --anomalous --format csv > anomalies.csv
     """
-    from pipeline.queries import MAX_PAGE, QueryError, ResultQuery, iter_results
+    from pipeline.queries import MAX_PAGE, QueryError, iter_results
 
     output = output.lower()
     if output not in FORMATS:
@@ -190,21 +214,21 @@ def results(
                                  param_hint="--format")
     if camera and not line:
         raise typer.BadParameter("--camera needs --line", param_hint="--camera")
-    query = ResultQuery(line_id=line, camera_id=camera, since=parse_when(since, "--since"),
-                        until=parse_when(until, "--until"), anomalous=anomalous,
-                        reviewed=reviewed, limit=min(limit, MAX_PAGE))
+    query = _query(line_id=line, camera_id=camera, since=parse_when(since, "--since"),
+                   until=parse_when(until, "--until"), anomalous=anomalous,
+                   reviewed=reviewed, limit=min(limit, MAX_PAGE))
     stack = connect(table, endpoint_url, state)
-    found: list[ResultRecord] = []
+    unreadable: list[str] = []
     with _aws_errors():
         try:
-            for record in iter_results(stack.settings.table_name, query):
-                found.append(record)
-                if len(found) >= limit:
-                    break
+            matching = iter_results(stack.settings.table_name, query, unreadable)
+            if line:  # an index query: newest first, so the first `limit` are the newest
+                found = list(itertools.islice(matching, limit))
+            else:  # a scan comes back in no order: the newest need all of it read
+                found = heapq.nlargest(limit, matching, key=lambda r: r.captured_at)
         except QueryError as exc:
             raise typer.BadParameter(str(exc)) from None
-    if not line:  # a scan comes back in no particular order
-        found.sort(key=lambda r: r.captured_at, reverse=True)
+    _left_out(unreadable)
     if output == "json":
         typer.echo(json.dumps([r.to_json() for r in found], indent=2))
     elif output == "csv":
@@ -239,7 +263,7 @@ def _print_table(records: Sequence[ResultRecord], limit: int) -> None:
     rows = []
     for r in records:
         if r.status == STATUS_INVALID:
-            verdict = f"[grey50]invalid: {r.reason.split(':', 1)[0]}[/grey50]"
+            verdict = f"[grey50]invalid: {escape(r.reason.split(':', 1)[0])}[/grey50]"
         else:
             verdict = "[red]anomalous[/red]" if r.is_anomalous else "normal"
         alert = r.alert_reason.replace("_", " ")
@@ -297,24 +321,29 @@ def report(
 
         linesight report --since 24h --out report.html
     """
-    from pipeline.queries import ResultQuery, iter_results
+    from pipeline.queries import iter_results
 
+    if out.is_dir():
+        raise typer.BadParameter(f"{out} is a folder: name the page's file, e.g. "
+                                 f"{out / 'report.html'}", param_hint="--out")
     since_at, until_at = parse_when(since, "--since"), parse_when(until, "--until")
+    query = _query(line_id=line, since=since_at, until=until_at, limit=500)
     stack = connect(table, endpoint_url, state)
     settings = stack.settings
-    query = ResultQuery(line_id=line, since=since_at, until=until_at, limit=500)
     from pipeline import aws
 
+    unreadable: list[str] = []
     with _aws_errors(), _progress() as progress:
         task = progress.add_task("reading results", total=None)
         records = []
-        for record in iter_results(settings.table_name, query):
+        for record in iter_results(settings.table_name, query, unreadable):
             records.append(record)
             progress.advance(task)
         page = render_report(
             records, aws.client, failure_queue_url=settings.failure_queue_url,
             confidence_threshold=settings.confidence_threshold, since=since_at,
             until=until_at, title=title, source=settings.table_name, progress=progress)
+    _left_out(unreadable)
     written = _write(out, page)
     console.print(str(written))
 
@@ -524,21 +553,28 @@ def review(
                                  param_hint="--label")
     stack = connect(table, endpoint_url, state)
     who = reviewer or f"cli:{_user()}"
+    from pipeline.records import MalformedRecord
+
     with _aws_errors():
         try:
             record = reviews.record_review(stack.settings.table_name, image_id, label, note,
                                            reviewer=who)
         except reviews.ReviewError as exc:
             raise typer.BadParameter(str(exc)) from None
+        except MalformedRecord as exc:  # the review is stored; the model's side is unreadable
+            _fail(f"recorded the review, but cannot show the model's verdict: {exc}", 1)
     if record is None:
         _fail(f"no result for image {image_id!r} in {stack.settings.table_name}")
-    model = "anomalous" if record.is_anomalous else "normal"
+    recorded = f"recorded: {escape(image_id)} is {label} ({escape(who)})"
     if record.status == STATUS_INVALID:
-        model = "invalid"
+        # the upload was unusable: the model judged nothing to agree or disagree with
+        console.print(f"{recorded}; the model did not judge it (unusable upload: "
+                      f"{escape(record.reason.split(':', 1)[0])})")
+        return
+    model = "anomalous" if record.is_anomalous else "normal"
     agree = (label == "anomaly") == record.is_anomalous
     verdict = "agrees with" if agree else "[bold]disagrees[/bold] with"
-    console.print(f"recorded: {image_id} is {label} ({who}); this {verdict} the model "
-                  f"({model}, score {record.score:.3f})")
+    console.print(f"{recorded}; this {verdict} the model ({model}, score {record.score:.3f})")
 
 
 def _user() -> str:
@@ -578,16 +614,18 @@ def export_dataset(
     """
     from pipeline import aws
     from pipeline.export import ExportError, plan_export, write_dataset
-    from pipeline.queries import ResultQuery, iter_results
+    from pipeline.queries import iter_results
 
     if out_dir.exists() and not out_dir.is_dir():
         raise typer.BadParameter(f"{out_dir} is a file", param_hint="OUT_DIR")
-    query = ResultQuery(line_id=line, since=parse_when(since, "--since"),
-                        until=parse_when(until, "--until"),
-                        reviewed=True if reviewed else None, limit=500)
+    query = _query(line_id=line, since=parse_when(since, "--since"),
+                   until=parse_when(until, "--until"),
+                   reviewed=True if reviewed else None, limit=500)
     stack = connect(table, endpoint_url, state)
+    unreadable: list[str] = []
     with _aws_errors():
-        records = list(iter_results(stack.settings.table_name, query))
+        records = list(iter_results(stack.settings.table_name, query, unreadable))
+        _left_out(unreadable)
         items = plan_export(records, reviewed=reviewed)
         s3 = aws.client("s3")
         try:
@@ -616,8 +654,8 @@ def _fetch(s3: Any, record: ResultRecord) -> bytes:
         return bytes(s3.get_object(**_object(record.s3_uri, record.image_version))[
             "Body"].read())
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion", "404",
-                                                         "NoSuchBucket"):
+        # the image is gone; a missing bucket is not: a wrong stack or region, said as such
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion", "404"):
             raise KeyError(record.s3_uri) from None
         raise
 

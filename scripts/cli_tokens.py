@@ -9,13 +9,16 @@ else the running local stack's (`.linesight/local.json`, whose endpoint is then 
 from __future__ import annotations
 
 import os
-from datetime import datetime
+import re
+import urllib.parse
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline import tokens
@@ -33,7 +36,7 @@ tokens_app = typer.Typer(help="Create, list and revoke per-camera API tokens.",
 TableOption = Annotated[str | None, typer.Option(
     "--table", help="Tokens table name (default: $LINESIGHT_TOKENS_TABLE, else the "
                     "running local stack's). Alone it is looked up with this shell's AWS "
-                    "settings (AWS_REGION, AWS_ENDPOINT_URL), not the local stack's.",
+                    "settings (AWS_DEFAULT_REGION, AWS_ENDPOINT_URL), not the local stack's.",
     show_default=False)]
 
 StateOption = Annotated[Path | None, typer.Option(
@@ -68,9 +71,41 @@ def use_stack_file(state: Path, needed: tuple[str, ...] = ()) -> dict[str, Any]:
         fail(str(exc))
 
 
+def endpoint_problem(url: str) -> str:
+    """Why `url` cannot be an AWS endpoint, or "" (botocore would raise a bare ValueError).
+
+    >>> endpoint_problem("http://127.0.0.1:5000"), endpoint_problem("127.0.0.1:5000")
+    ('', "'127.0.0.1:5000' is not a URL: give the scheme, e.g. http://127.0.0.1:5000")
+    """
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed.port  # noqa: B018 - urllib checks the port's range when asked for it
+    except ValueError:
+        return f"{url!r} has a port outside 0-65535"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return f"{url!r} is not a URL: give the scheme, e.g. http://127.0.0.1:5000"
+    return ""
+
+
+def operator_aws(endpoint_url: str | None = None) -> None:
+    """Set up AWS for an operator's command: --endpoint-url (else AWS_ENDPOINT_URL)
+    checked, and short timeouts, so that an endpoint that does not answer fails in
+    seconds instead of minutes (`pipeline.aws.interactive`)."""
+    from pipeline import aws
+
+    url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+    problem = endpoint_problem(url) if url else ""
+    if problem:
+        fail(f"{'--endpoint-url' if endpoint_url else 'AWS_ENDPOINT_URL'} {problem}")
+    if endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    aws.interactive()
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one clear line and stop (never a traceback)."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print one clear line and stop (never a traceback). The message is printed as it is:
+    it may quote stored text or AWS's words, which rich would otherwise read as markup."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -79,10 +114,11 @@ def no_answer(exc: BotoCoreError) -> str:
 
     >>> from botocore.exceptions import NoRegionError
     >>> no_answer(NoRegionError())  # doctest: +ELLIPSIS
-    'no AWS region: pass --state stack.json, or set AWS_REGION...'
+    'no AWS region: pass --state stack.json, or set AWS_DEFAULT_REGION...'
     """
     if isinstance(exc, NoRegionError):
-        return ("no AWS region: pass --state stack.json, or set AWS_REGION (and "
+        # boto3 reads AWS_DEFAULT_REGION (or ~/.aws/config), not AWS_REGION
+        return ("no AWS region: pass --state stack.json, or set AWS_DEFAULT_REGION (and "
                 "AWS_ENDPOINT_URL for an emulator)")
     return (f"cannot reach AWS: {exc} (is the stack running? `linesight local up` starts "
             "the local one; --state stack.json points at a deployed one)")
@@ -97,6 +133,7 @@ def resolve_table(table: str | None, state: Path | None = None) -> str:
 def _resolve(table: str | None, state: Path | None) -> tuple[str, dict[str, list[str]]]:
     """The tokens table (as `resolve_table`) and the stack's {line: cameras} where the
     stack description says ({} when it does not: --table, or a stack deployed before)."""
+    operator_aws()
     if state is not None:
         described = use_stack_file(state, () if table else ("tokens_table",))
         return table or str(described["tokens_table"]), dict(described.get("lines") or {})
@@ -127,7 +164,8 @@ def unconfigured(lines: dict[str, list[str]], line: str, camera: str) -> str:
 
 
 def parse_expiry(value: str, now: datetime | None = None) -> datetime:
-    """`30d`, `12h`, `90m`, `2w`, or an ISO-8601 time with a zone; must be in the future.
+    """`30d`, `12h`, `90m`, `2w`, a date (its midnight UTC), or an ISO-8601 time with a
+    zone; must be in the future.
 
     >>> from pipeline.records import parse_time
     >>> parse_expiry("30d", parse_time("2026-01-01T00:00:00+00:00")).isoformat()
@@ -136,16 +174,24 @@ def parse_expiry(value: str, now: datetime | None = None) -> datetime:
     2030
     """
     now = now or utc_now()
-    span = parse_duration(value)
-    if span is not None:
-        when = now + span
-    else:
-        try:
-            when = parse_time(value.strip())
-        except ValueError:
-            raise typer.BadParameter(
-                f"{value!r} is neither a duration (30d, 12h, 90m, 2w) nor an ISO-8601 time "
-                "with a zone (2027-01-01T00:00:00Z)", param_hint="--expires") from None
+    value = value.strip()
+    if not value:  # e.g. --expires "$UNSET": refused rather than a token that never expires
+        raise typer.BadParameter("is empty: give a lifetime (30d) or a time, or leave the "
+                                 "option out for a token that never expires",
+                                 param_hint="--expires")
+    try:
+        span = parse_duration(value)
+        if span is not None:
+            when = now + span
+        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # a date: its midnight UTC
+            when = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        else:
+            when = parse_time(value)
+    except (ValueError, OverflowError):  # OverflowError: a lifetime past year 9999
+        raise typer.BadParameter(
+            f"{value[:40]!r} is neither a duration (30d, 12h, 90m, 2w) nor a date or an "
+            "ISO-8601 time with a zone (2027-01-01, 2027-01-01T00:00:00Z) that a calendar "
+            "holds", param_hint="--expires") from None
     if when <= now:
         raise typer.BadParameter(f"{value!r} is in the past", param_hint="--expires")
     return when
@@ -156,7 +202,8 @@ def create(
     line: Annotated[str, typer.Option("--line", help="Line the token may upload for.")],
     camera: Annotated[str, typer.Option("--camera", help="Camera the token may upload for.")],
     expires: Annotated[str | None, typer.Option(
-        "--expires", help="Lifetime (30d, 12h, 2w) or an ISO-8601 time; default: never.",
+        "--expires", help="Lifetime (30d, 12h, 2w), a date or an ISO-8601 time; default: "
+        "never.",
         show_default=False)] = None,
     description: Annotated[str, typer.Option(
         "--description", help="A note for `tokens list`, e.g. where the camera is.")] = "",
@@ -180,7 +227,7 @@ def create(
         camera = validate_id(camera, "--camera")
     except UploadRequestError as exc:
         raise typer.BadParameter(str(exc)) from None
-    expires_at = parse_expiry(expires) if expires else None
+    expires_at = parse_expiry(expires) if expires is not None else None
     name, lines = _resolve(table, state)
     problem = unconfigured(lines, line, camera)
     if problem and not allow_unconfigured:
@@ -225,13 +272,14 @@ def list_(table: TableOption = None, state: StateOption = None) -> None:
             status = "[yellow]expired[/yellow]"
         else:
             status = "[green]active[/green]"
+        # a description is whatever its creator typed: shown as typed, never as markup
         view.add_row(info.token_id, info.line_id, info.camera_id, status,
                      f"{info.created_at:%Y-%m-%d %H:%M}",
                      f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "never",
-                     info.description)
+                     escape(info.description))
     console.print(view)
     for problem in unreadable:
-        err.print(f"[red]cannot read token {problem}; the API refuses it (revoke or delete "
+        err.print(f"[red]cannot read token {escape(problem)}; the API refuses it (revoke or delete "
                   "the item)[/red]", highlight=False)
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,27 @@ class StackInfo:
     camera_tokens: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     lines: dict[str, list[str]] = field(default_factory=dict)  # {line: its cameras}
+
+    def __post_init__(self) -> None:
+        """A file edited by hand or by something else is refused here (ValueError naming
+        the field), not later as an AttributeError in whichever command reads it."""
+        for name, value in ((f.name, getattr(self, f.name)) for f in fields(self)):
+            if name in ("camera_tokens", "environment"):
+                good = isinstance(value, dict) and all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+                shape = "an object of strings"
+            elif name == "lines":
+                good, shape = _camera_lists(value), "an object of camera lists"
+            else:
+                good, shape = isinstance(value, str), "a string"
+            if not good:
+                raise ValueError(f"{name} must be {shape}, got {value!r:.60}")
+
+
+def _camera_lists(value: Any) -> bool:
+    """Whether `value` is a {line: [camera, ...]} map, as the `lines` output is."""
+    return isinstance(value, dict) and all(
+        isinstance(v, list) and all(isinstance(c, str) for c in v) for v in value.values())
 
 
 def free_port() -> int:
@@ -587,6 +608,9 @@ def use_description(path: Path, needed: tuple[str, ...] = ()) -> dict[str, Any]:
         except (TypeError, ValueError) as exc:
             raise StateFileError(f"{path} is not a stack description ({exc}): restart the "
                                  "stack with `linesight local up`") from None
+    if "lines" in described and not _camera_lists(described["lines"]):
+        raise StateFileError(f"{path}: lines must be an object of camera lists, as "
+                             "`pulumi stack output --json` writes it")
     described.setdefault("queue_url", described.get("ingest_queue_url"))
     missing = [{"queue_url": "ingest_queue_url"}.get(key, key)
                for key in dict.fromkeys(("region", *needed)) if not described.get(key)]

@@ -52,6 +52,16 @@ def _reset_caches() -> None:
     current.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _handlers_aws_settings() -> Iterator[None]:
+    """An operator command run in a test switches pipeline.aws to its short timeouts; the
+    next test's handlers get their own settings back."""
+    yield
+    from pipeline import aws
+
+    aws.interactive(False)
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in list(os.environ):

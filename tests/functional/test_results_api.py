@@ -142,11 +142,33 @@ def test_pagination_follows_next_token(api: _Api) -> None:
     ("line=line-1&next_token=not-a-token", "next_token"),
     # valid base64 JSON, but not a key this API issued (it used to reach DynamoDB: a 500)
     ("line=line-1&next_token=eyJpbWFnZV9pZCI6IDF9", "next_token"),
+    # an age before year 1 (an OverflowError: it was a 500), and a window ending before it
+    # starts (DynamoDB refuses a reversed BETWEEN: a 500 in AWS)
+    ("line=line-1&since=999999999d", "since '999999999d' is not a time"),
+    ("line=line-1&since=1h&until=2h", "is after until"),
 ])
 def test_bad_queries_are_400_with_the_reason(api: _Api, query: str, message: str) -> None:
     status, body = api.get(f"/results?{query}")
     assert status == 400
     assert message in body["Message"]
+
+
+def test_an_item_that_is_not_a_result_is_named_not_a_500(api: _Api,
+                                                          stack: ResultsStack) -> None:
+    bad = stack.put(record(stack.info, 30))
+    stack.client("dynamodb").update_item(
+        TableName=stack.info.table, Key={"image_id": {"S": bad.image_id}},
+        UpdateExpression="SET captured_at = :t", ExpressionAttributeValues={
+            ":t": {"S": "2026-11-23T08:30:00"}})  # no zone: not a time a result holds
+    try:
+        status, body = api.get("/results?line=line-1")
+        assert status == 200
+        assert ids(body) == [11, 10, 5, 4, 3, 2, 1, 0]
+        assert body["unreadable"] == [f"result '{bad.image_id}' is malformed: time "
+                                      "'2026-11-23T08:30:00' has no time zone"]
+    finally:  # the module's other tests read line-1
+        stack.client("dynamodb").delete_item(TableName=stack.info.table,
+                                             Key={"image_id": {"S": bad.image_id}})
 
 
 def test_get_one_result_includes_status(api: _Api, stack: ResultsStack) -> None:

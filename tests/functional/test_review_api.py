@@ -170,6 +170,15 @@ def test_cli_review_records_and_reports_disagreement(stack: ResultsStack) -> Non
     (["results", "--camera", "cam-1"], "--camera needs --line"),
     (["results", "--since", "yesterday"], "is not a time"),
     (["results", "--format", "xml"], "'xml' is not one of table, json, csv"),
+    # times a calendar does not hold, or a window that ends before it starts
+    (["results", "--since", "2026-02-30"], "is not a time"),
+    (["results", "--since", "999999999d"], "is not a time"),
+    (["report", "--since", "9" * 20 + "h"], "is not a time"),
+    (["results", "--since", "0001-01-01T00:00:00+01:00"], "is not a time"),
+    (["results", "--line", "line-1", "--since", "1h", "--until", "2h"], "is after until"),
+    (["export-dataset", "/tmp/never-written", "--since", "1h", "--until", "2h"],
+     "is after until"),
+    (["results", "--endpoint-url", "127.0.0.1:5077"], "give the scheme"),
 ])
 def test_cli_mistakes_are_one_clear_line(stack: ResultsStack, args: list[str],
                                          message: str) -> None:
@@ -178,6 +187,77 @@ def test_cli_mistakes_are_one_clear_line(stack: ResultsStack, args: list[str],
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_cli_prints_stored_text_as_it_is(stack: ResultsStack) -> None:
+    """A reviewer's name is whatever was typed: `[/]` once recorded the review and then
+    crashed the command (rich read it as markup)."""
+    stored = stack.put(record(stack.info, 50))
+    result = cli("review", stored.image_id, "--label", "normal", "--reviewer", "qa[/]lead")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "(qa[/]lead)" in said and "agrees with the model" in said
+
+
+def test_cli_review_of_an_unusable_upload_claims_no_agreement(stack: ResultsStack) -> None:
+    stored = stack.put(record(stack.info, 51, status="INVALID"))
+    result = cli("review", stored.image_id, "--label", "normal")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "the model did not judge it (unusable upload: not_an_image)" in said
+    assert "agrees" not in said
+
+
+def test_results_without_a_line_are_the_newest_of_the_whole_table(
+        stack: ResultsStack) -> None:
+    """A scan returns items in no order: stopping at --limit and sorting showed an arbitrary
+    sample as "the newest"."""
+    for index in range(60, 90):
+        stack.put(record(stack.info, index, line="line-7", minutes=2000 + (index * 7) % 30))
+    result = cli("results", "--format", "json", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    shown = [row["captured_at"] for row in json.loads(result.stdout)]
+    newest = sorted((record(stack.info, 0, minutes=2000 + m).captured_at for m in range(30)),
+                    reverse=True)[:3]
+    assert shown == [when.isoformat(timespec="milliseconds") for when in newest]
+
+
+def test_an_item_that_is_not_a_result_is_named_and_the_rest_listed(
+        stack: ResultsStack) -> None:
+    good = stack.put(record(stack.info, 95, line="line-8"))
+    bad = stack.put(record(stack.info, 96, line="line-8"))
+    stack.client("dynamodb").update_item(
+        TableName=stack.info.table, Key={"image_id": {"S": bad.image_id}},
+        UpdateExpression="REMOVE processed_at")
+
+    listed = cli("results", "--line", "line-8", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert [row["image_id"] for row in json.loads(listed.stdout)] == [good.image_id]
+    assert f"result '{bad.image_id}' is malformed: no processed_at" in " ".join(
+        listed.stderr.split())
+
+    reviewed = cli("review", bad.image_id, "--label", "anomaly")
+    assert reviewed.exit_code == 1
+    assert "recorded the review, but cannot show the model's verdict" in " ".join(
+        reviewed.output.split())
+    assert "Traceback" not in reviewed.output
+
+
+def test_an_overwrite_that_reads_no_image_keeps_the_old_data_set(
+        stack: ResultsStack, tmp_path: Path) -> None:
+    out = tmp_path / "kept"
+    (out / "train" / "normal").mkdir(parents=True)
+    (out / "train" / "normal" / "old.jpg").write_bytes(jpeg())
+    (out / "manifest.jsonl").write_text("{}\n")
+    stack.put(record(stack.info, 97, line="line-6"))  # its image was never stored
+
+    result = cli("export-dataset", str(out), "--line", "line-6", "--overwrite")
+
+    assert result.exit_code == 2
+    assert "none of the 1 images could be read" in " ".join(result.output.split())
+    assert (out / "train" / "normal" / "old.jpg").read_bytes() == jpeg()
+    assert (out / "manifest.jsonl").read_text() == "{}\n"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.jsonl", "train"]
 
 
 def test_export_reviewed_is_a_training_set(stack: ResultsStack, tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from scripts.local_stack import StackInfo
 def state(**environment: str) -> StackInfo:
     fields: dict[str, Any] = dict.fromkeys(StackInfo.__dataclass_fields__, "")
     fields.update(api_url="http://127.0.0.1:8123", token="tok-demo",
-                  camera_tokens={"line-1/cam-1": "tok-1"}, environment=environment)
+                  camera_tokens={"line-1/cam-1": "tok-1"}, environment=environment,
+                  lines={})
     return StackInfo(**fields)
 
 
@@ -374,4 +375,4 @@ def test_a_table_without_a_region_says_how_to_give_one(
     result = CliRunner().invoke(app, command)
     said = " ".join(result.output.split())
     assert result.exit_code == 1, said
-    assert "no AWS region: pass --state stack.json, or set AWS_REGION" in said
+    assert "no AWS region: pass --state stack.json, or set AWS_DEFAULT_REGION" in said

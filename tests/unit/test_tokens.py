@@ -309,7 +309,7 @@ def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
     monkeypatch.setenv("COLUMNS", "200")
     state = tmp_path / "local.json"
     fields = dict.fromkeys(local_stack.StackInfo.__dataclass_fields__, "")
-    fields.update(tokens_table=table, camera_tokens={},
+    fields.update(tokens_table=table, camera_tokens={}, lines={},
                   environment={"AWS_DEFAULT_REGION": "us-east-1", "LINESIGHT_X": "not exported"})
     state.write_text(json.dumps(fields))
     monkeypatch.setattr(local_stack, "read_state", lambda *_: local_stack.StackInfo(
@@ -402,6 +402,12 @@ def test_cli_reads_a_deployed_stacks_tokens_table_in_its_region(
      "unparseable expiry"),
     (["create", "--line", "l", "--camera", "c", "--expires", "2001-01-01T00:00:00Z"],
      "past", "expiry in the past"),
+    # an unset variable must not issue a token that never expires
+    (["create", "--line", "l", "--camera", "c", "--expires", ""], "is empty", "empty expiry"),
+    (["create", "--line", "l", "--camera", "c", "--expires", "999999999d"], "neither",
+     "a lifetime past year 9999"),
+    (["create", "--line", "l", "--camera", "c", "--expires", "9" * 20 + "h"], "neither",
+     "a span no timedelta holds"),
     (["revoke", "nope"], "token ID", "not an ID"),
     (["revoke", "0123456789abcdef"], "no token", "unknown ID"),
     (["list", "--table", "no-such-table"], "does not exist", "a table name mistyped"),
@@ -413,6 +419,48 @@ def test_cli_mistakes_are_one_clear_line(cli: Any, args: list[str], expected: st
     assert expected in result.output, (why, result.output)
     assert "Traceback" not in result.output and result.exception is None or isinstance(
         result.exception, SystemExit), why
+
+
+def test_cli_shows_a_description_as_typed_never_as_markup(cli: Any) -> None:
+    """A description is stored text: `[/]` once made every `tokens list` crash, and
+    `[red]x[/red]` was shown styled instead of as typed."""
+    for description in ("press [/] 4", "[red]RED[/red]"):
+        assert cli("tokens", "create", "--line", "l1", "--camera", "c1",
+                   "--description", description).exit_code == 0
+    listed = cli("tokens", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "press [/] 4" in listed.stdout and "[red]RED[/red]" in listed.stdout
+
+
+def test_cli_revokes_an_id_given_in_upper_case(cli: Any, table: str) -> None:
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    assert cli("tokens", "revoke", token_id.upper()).exit_code == 0
+    assert tokens.verify(table, token) is None
+
+
+@pytest.mark.parametrize("url, said", [
+    ("notaurl", "is not a URL"),
+    ("127.0.0.1:5000", "give the scheme"),
+    ("http://127.0.0.1:99999", "port outside"),
+])
+def test_cli_a_malformed_endpoint_is_one_clear_line(url: str, said: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    result = tokens_cli()("tokens", "list", "--table", "tokens")
+    assert result.exit_code == 2, result.output
+    assert f"AWS_ENDPOINT_URL {url!r}" in result.output and said in result.output
+    assert not isinstance(result.exception, ValueError)
+
+
+def test_cli_commands_give_up_on_a_silent_endpoint_in_seconds(cli: Any) -> None:
+    """botocore's defaults (60 s reads, five retries) made an endpoint that accepts but
+    never answers look like a hang of six minutes; operator commands use short ones."""
+    from pipeline import aws
+
+    assert cli("tokens", "list").exit_code == 0
+    config = aws.client("dynamodb").meta.config
+    assert (config.connect_timeout, config.read_timeout) == (5, 10)
+    assert config.retries["total_max_attempts"] == 3
 
 
 @pytest.mark.parametrize("command", ["create", "list", "revoke"])
@@ -429,6 +477,7 @@ def test_parse_expiry_accepts_durations_and_zoned_times() -> None:
     assert parse_expiry("12h", now) == now + timedelta(hours=12)
     assert parse_expiry("2w", now) == now + timedelta(weeks=2)
     assert parse_expiry("2026-02-01T00:00:00+01:00", now).hour == 23
+    assert parse_expiry("2026-03-01", now) == datetime.fromisoformat("2026-03-01T00:00:00+00:00")
 
 
 def test_cli_aws_out_of_reach_is_exit_code_1_not_a_mistake(
