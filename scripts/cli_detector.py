@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -183,10 +184,20 @@ def evaluate(
     threshold: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Override the threshold (normalised; the trained one is 0.5).")
     ] = None,
+    allow_one_class: Annotated[bool, typer.Option(
+        "--allow-one-class",
+        help="Score a folder with normal/ or anomaly/ images only, e.g. known-good parts "
+             "for the false-positive rate: AUROC is then null and the false-positive (or "
+             "miss) rate is reported. Without it such a folder is refused, and so is one "
+             "that refusals leave with one class (exit code 2).")] = False,
 ) -> None:
     """Score a labelled test folder and report AUROC, F1, precision, recall and speed.
 
     ms_per_image is the mean of decode plus detect, one image at a time, on one thread.
+
+    A figure that cannot be computed is null in the JSON, and the output says why.
+
+    Exit code 2, the JSON written all the same: no image scored, or refusals left a class empty.
 
     Example:
 
@@ -212,7 +223,8 @@ def evaluate(
     try:
         with progress_bar() as update:
             result = run_evaluation(model_dir, test_dir, threshold=threshold, progress=update,
-                                    keep_heatmaps=html_out is not None)
+                                    keep_heatmaps=html_out is not None,
+                                    allow_one_class=allow_one_class)
     except (EvaluationError, ArtifactError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
@@ -229,13 +241,28 @@ def evaluate(
             raise typer.Exit(code=1) from None
     counts = result.confusion
     console.print(
-        f"AUROC {document['auroc']:.3f}  F1 {document['f1']:.3f}  "
-        f"precision {document['precision']:.3f}  recall {document['recall']:.3f}  "
+        f"AUROC {_fmt(document['auroc'])}  F1 {_fmt(document['f1'])}  "
+        f"precision {_fmt(document['precision'])}  recall {_fmt(document['recall'])}  "
         f"threshold {document['threshold']:.2f}  ({document['n_normal']} normal, "
         f"{document['n_anomaly']} anomalous; FP {counts.false_positive}, "
         f"FN {counts.false_negative})")
+    rates = []
+    if document["false_positive_rate"] is not None:
+        rates.append(f"false positives: {counts.false_positive} of {document['n_normal']} "
+                     f"normal ({document['false_positive_rate']:.1%})")
+    if document["miss_rate"] is not None:
+        rates.append(f"misses: {counts.false_negative} of {document['n_anomaly']} anomalous "
+                     f"({document['miss_rate']:.1%})")
+    if rates:
+        console.print("; ".join(rates), markup=False)
+    for gap in document["gaps"]:  # why a figure is missing
+        console.print(gap, style="yellow", markup=False, highlight=False)
     console.print(f"{document['ms_per_image']:.1f} ms per image (decode + detect, one thread; "
                   f"{document['cpu_ms_per_image']:.1f} ms of CPU)")
+    noted = Counter(note for image in result.images for note in image.notes)
+    if noted:
+        console.print("accepted with notes: " + ", ".join(
+            f"{note} ({count})" for note, count in sorted(noted.items())), markup=False)
     if result.invalid:
         console.print(f"[yellow]{len(result.invalid)} image(s) refused as invalid, left out "
                       "of the figures:[/yellow]")
@@ -246,6 +273,10 @@ def evaluate(
             console.print(f"  ... and {len(result.invalid) - SKIPPED_SHOWN} more "
                           f"(all in {json_out})")
     console.print(f"wrote {json_out}" + (f" and {html_out}" if html_out else ""))
+    failure = result.failure()
+    if failure:
+        err.print(f"[red]error:[/red] {failure}", highlight=False)
+        raise typer.Exit(code=2)
 
 
 def _fmt(value: float | None) -> str:

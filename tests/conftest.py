@@ -166,3 +166,22 @@ def moto_stack_any_workflow(request: pytest.FixtureRequest, aws_env: None, train
 
     with _provisioned(trained_model, monkeypatch, Topology(workflow_type=request.param)) as stack:
         yield stack
+
+
+def generated_samples(factory: pytest.TempPathFactory, counts: dict[tuple[str, str], int],
+                      size: int) -> Path:
+    """A small generated data set (`scripts.make_samples`), for a module's tests."""
+    from scripts.make_samples import generate
+
+    out = factory.mktemp("samples")
+    generate(out, counts=counts, size=size)
+    return out
+
+
+def pixel_model(samples: Path, factory: pytest.TempPathFactory) -> Path:
+    """The fastest method trained on `samples`, for tests about what surrounds a model."""
+    from pipeline.detector.training import train_model
+
+    out = factory.mktemp("model")
+    train_model(samples, out, methods=["pixel_gaussian"])
+    return out

@@ -3,8 +3,9 @@
 
 `model.json` holds the method name, its JSON-able state, the calibration (raw threshold and
 logistic width), the pixel threshold used for the heatmap and anomaly area, the training
-images' aspect ratio, the training report, and `model_version`: the first 12 hex digits of
-a SHA-256 over the arrays and the learned JSON, so the same training gives the same version.
+images' aspect ratio, whether they were in colour, the training report, and
+`model_version`: the first 12 hex digits of a SHA-256 over the arrays and the learned JSON,
+so the same training gives the same version.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 import hashlib
 import io
 import json
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,9 @@ class TrainedModel:
     # A per-line region of interest (x0, y0, x1, y1 fractions), applied before scoring.
     roi: tuple[float, float, float, float] | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    # Whether every training image was in colour (then greyscale images are refused), or
+    # some were greyscale; None when unknown (models trained before this was recorded).
+    colour: bool | None = None
 
     @property
     def method_name(self) -> str:
@@ -70,6 +76,8 @@ def save(model: TrainedModel, out_dir: Path) -> TrainedModel:
         "expected_longest": model.expected_longest,
         "roi": None if model.roi is None else list(model.roi),
     }
+    if model.colour is not None:  # left out when unknown, so an older model keeps its version
+        learned["colour"] = model.colour
     digest = hashlib.sha256(buffer.getvalue())
     digest.update(json.dumps(learned, sort_keys=True).encode())
     version = digest.hexdigest()[:12]
@@ -94,7 +102,8 @@ def runtime_requirements(model_dir: Path) -> set[str]:
 
 
 def load(model_dir: Path) -> TrainedModel:
-    """Read an artifact written by `save`."""
+    """Read an artifact written by `save`; `ArtifactError` names the file and what is wrong
+    with it when either is missing, damaged or incomplete."""
     model_file = model_dir / MODEL_FILE
     if not model_file.is_file():
         raise ArtifactError(f"{model_dir} is not a LineSight model: no {MODEL_FILE}")
@@ -102,34 +111,62 @@ def load(model_dir: Path) -> TrainedModel:
         document = json.loads(model_file.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{model_file} is not valid JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"cannot read {model_file}: {exc}") from None
+    if not isinstance(document, dict):
+        raise ArtifactError(f"{model_file} is not a LineSight model: not a JSON object")
     if document.get("format") != FORMAT:
         raise ArtifactError(f"{model_file} has format {document.get('format')!r}, "
                             f"expected {FORMAT!r}")
-    name = document["method"]
-    if name not in METHODS:
+    name = document.get("method")
+    if not isinstance(name, str) or name not in METHODS:
         raise ArtifactError(f"{model_file} needs method {name!r}, which this build lacks "
                             f"(known: {', '.join(sorted(METHODS))})")
-    state: dict[str, Any] = dict(document["method_state"])
+    if not isinstance(document.get("method_state"), dict):
+        raise ArtifactError(f"{model_file} is incomplete: no 'method_state' object")
+    state = {**document["method_state"], **_arrays(model_dir)}
+    try:
+        method = METHODS[name].from_state(state)
+    except KeyError as exc:
+        raise ArtifactError(f"{model_dir} is incomplete: the {name} model needs {exc}, which "
+                            f"neither {MODEL_FILE} nor {ARRAYS_FILE} holds") from None
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ArtifactError(f"{model_dir} holds a damaged {name} model: {exc}") from None
+    try:
+        calibration = Calibration(float(document["calibration"]["raw_threshold"]),
+                                  float(document["calibration"]["scale"]))
+        aspect = document.get("expected_aspect")
+        longest = document.get("expected_longest")
+        roi = document.get("roi")
+        colour = document.get("colour")
+        return TrainedModel(
+            method=method,
+            calibration=calibration,
+            pixel_threshold=float(document["pixel_threshold"]),
+            expected_aspect=None if aspect is None else float(aspect),
+            model_version=str(document["model_version"]),
+            info=document.get("training", {}),
+            expected_longest=None if longest is None else int(longest),
+            roi=None if roi is None else (float(roi[0]), float(roi[1]), float(roi[2]),
+                                          float(roi[3])),
+            colour=None if colour is None else bool(colour),
+        )
+    except KeyError as exc:
+        raise ArtifactError(f"{model_file} is incomplete: no {exc}") from None
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ArtifactError(f"{model_file} holds a damaged value: {exc}") from None
+
+
+def _arrays(model_dir: Path) -> dict[str, np.ndarray]:
+    """The method's arrays from `arrays.npz`, which `save` always writes."""
     arrays_file = model_dir / ARRAYS_FILE
-    if arrays_file.is_file():
+    if not arrays_file.is_file():
+        raise ArtifactError(f"{model_dir} is incomplete: no {ARRAYS_FILE}")
+    try:
         with np.load(arrays_file, allow_pickle=False) as arrays:
-            state.update({key: arrays[key] for key in arrays.files})
-    calibration = Calibration(float(document["calibration"]["raw_threshold"]),
-                              float(document["calibration"]["scale"]))
-    aspect = document.get("expected_aspect")
-    longest = document.get("expected_longest")
-    roi = document.get("roi")
-    return TrainedModel(
-        method=METHODS[name].from_state(state),
-        calibration=calibration,
-        pixel_threshold=float(document["pixel_threshold"]),
-        expected_aspect=None if aspect is None else float(aspect),
-        model_version=str(document["model_version"]),
-        info=document.get("training", {}),
-        expected_longest=None if longest is None else int(longest),
-        roi=None if roi is None else (float(roi[0]), float(roi[1]), float(roi[2]),
-                                      float(roi[3])),
-    )
+            return {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ArtifactError(f"{arrays_file} is damaged: {exc}") from None
 
 
 def size_bytes(model_dir: Path) -> int:

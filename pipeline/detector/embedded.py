@@ -12,6 +12,18 @@ from pipeline.detector.base import DEFAULT_THRESHOLD, DetectionResult, check_thr
 log = logging.getLogger(__name__)
 
 
+def min_longest(expected_longest: int | None, input_size: int) -> int:
+    """The longest side under which detection refuses an image as too_small: half the
+    training resolution, or of the method's input size if that is smaller. Training leaves
+    such images out by the same rule.
+
+    >>> min_longest(2000, 250), min_longest(None, 96), min_longest(40, 256)
+    (125, 48, 20)
+    """
+    trained = expected_longest or input_size
+    return max(imageio.MIN_SIDE, min(trained, input_size) // 2)
+
+
 class EmbeddedDetector:
     """Scores images with a model artifact loaded into this process."""
 
@@ -20,9 +32,7 @@ class EmbeddedDetector:
         self.model_version = model.model_version
         self.threshold = DEFAULT_THRESHOLD  # the trained threshold, on the normalised scale
         self.with_heatmap = with_heatmap
-        trained = model.expected_longest or model.method.input_size
-        # Half the training resolution, or the method's input size if that is smaller.
-        self._min_longest = max(imageio.MIN_SIDE, min(trained, model.method.input_size) // 2)
+        self._min_longest = min_longest(model.expected_longest, model.method.input_size)
 
     @classmethod
     def from_dir(cls, model_dir: Path | str) -> EmbeddedDetector:
@@ -35,7 +45,8 @@ class EmbeddedDetector:
         decoded = imageio.decode(image_bytes, content_type,
                                  longest_side=self.model.method.input_size,
                                  expected_aspect=self.model.expected_aspect,
-                                 min_longest=self._min_longest, roi=self.model.roi)
+                                 min_longest=self._min_longest, roi=self.model.roi,
+                                 require_colour=self.model.colour is True)
         if decoded.notes:
             log.info("image accepted with notes: %s", ", ".join(decoded.notes))
         raw, anomaly_map = self.model.method.score(decoded.rgb)

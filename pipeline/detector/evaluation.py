@@ -2,8 +2,13 @@
 
 Every image is scored exactly as the pipeline would (`EmbeddedDetector.detect`: decode,
 score, heatmap), timed one image at a time on the calling thread with BLAS limited to one
-thread. Images the detector
-refuses as invalid are listed and left out of the metrics.
+thread. A file on disk declares no content type, so its bytes decide its format, as in
+training. Images the detector refuses as invalid are listed and left out of the metrics.
+
+A figure that cannot be computed is None (null in the JSON), and `Evaluation.gaps` says
+why: AUROC needs both classes, recall and F1 need anomalous images, precision an image
+called anomalous. A test folder with one class only is refused unless `allow_one_class`
+(known-good parts scored for their false-positive rate, say).
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ from pipeline.detector.threads import blas_threads
 from pipeline.detector.training import TrainingError, labelled_images
 
 Progress = Callable[[str, int, int], None]
-_CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+LABELS = ("normal", "anomaly")
+_WHERE = {"normal": "normal/ (or good/)",
+          "anomaly": "anomaly/ (or, beside good/, one folder per defect type)"}
+_REFUSED_NAMED = 3  # refused images a gap's sentence names; all are in `invalid`
+_NOUNS = {"normal": ("normal image", "normal images"), "anomaly": ("anomaly", "anomalies"),
+          "": ("image", "images")}
 
 
 class EvaluationError(ValueError):
@@ -41,6 +51,8 @@ class ScoredImage:
     anomaly_area: float
     cpu_ms: float = 0.0
     heatmap_png: bytes | None = field(default=None, repr=False)
+    # What decoding accepted but changed, e.g. "converted_from_l" (`DetectionResult.notes`).
+    notes: tuple[str, ...] = ()
 
     @property
     def correct(self) -> bool:
@@ -56,7 +68,10 @@ class Evaluation:
     threshold: float
     raw_threshold: float
     images: tuple[ScoredImage, ...]
+    # the refused images: path, label, reason, message
     invalid: tuple[dict[str, str], ...] = ()
+    # whether a test folder with one class only was asked for (`allow_one_class`)
+    one_class: bool = False
 
     def shown(self, path: str) -> str:
         """An image's name on screen and in the report: its path under the test folder, so
@@ -71,8 +86,37 @@ class Evaluation:
         return confusion(self.scores("normal"), self.scores("anomaly"), self.threshold)
 
     @property
-    def auroc(self) -> float:
-        return auroc(self.scores("normal"), self.scores("anomaly")) or 0.0
+    def auroc(self) -> float | None:
+        """None unless both normal and anomalous images were scored."""
+        return auroc(self.scores("normal"), self.scores("anomaly"))
+
+    @property
+    def precision(self) -> float | None:
+        """None when no image was called anomalous."""
+        counts = self.confusion
+        return counts.precision if counts.true_positive + counts.false_positive else None
+
+    @property
+    def recall(self) -> float | None:
+        """None when no anomalous image was scored."""
+        return self.confusion.recall if self.scores("anomaly") else None
+
+    @property
+    def f1(self) -> float | None:
+        """None when no anomalous image was scored; 0 when none was found."""
+        return self.confusion.f1 if self.scores("anomaly") else None
+
+    @property
+    def false_positive_rate(self) -> float | None:
+        """The share of normal images called anomalous; None when none was scored."""
+        normal = len(self.scores("normal"))
+        return self.confusion.false_positive / normal if normal else None
+
+    @property
+    def miss_rate(self) -> float | None:
+        """The share of anomalous images called normal; None when none was scored."""
+        anomalous = len(self.scores("anomaly"))
+        return self.confusion.false_negative / anomalous if anomalous else None
 
     @property
     def ms_per_image(self) -> float:
@@ -84,24 +128,74 @@ class Evaluation:
         """Mean CPU ms of the scoring thread: steadier than wall time on a busy machine."""
         return sum(image.cpu_ms for image in self.images) / max(len(self.images), 1)
 
+    def refused(self, label: str) -> list[dict[str, str]]:
+        return [item for item in self.invalid if item.get("label") == label]
+
+    def gaps(self) -> list[str]:
+        """Why each figure that is None could not be computed, one sentence each."""
+        if not self.images:
+            return [f"no figure could be computed: {self._refusals(list(self.invalid))}"]
+        found = []
+        for label, figures in (("normal", "AUROC needs"),
+                               ("anomaly", "AUROC, recall and F1 need")):
+            if not self.scores(label):
+                refused = self.refused(label)
+                why = (self._refusals(refused, label) if refused
+                       else f"the test folder has no {_NOUNS[label][1]}")
+                found.append(f"{figures} both normal and anomalous images; {why}")
+        if self.precision is None:
+            found.append("precision needs an image called anomalous; none was")
+        return found
+
+    def failure(self) -> str:
+        """Why the evaluation does not answer what it was asked ('' if it does): no image
+        could be scored, or refusals left a class empty that the test folder had."""
+        if not self.images:
+            return "no image could be scored"
+        empty = [label for label in LABELS if not self.scores(label)]
+        if empty and not self.one_class:
+            return (f"every one of the {_NOUNS[empty[0]][1]} was refused, so the figures that "
+                    "compare the two classes are missing (to accept figures for one class "
+                    "alone: --allow-one-class)")
+        return ""
+
+    def _refusals(self, refused: list[dict[str, str]], label: str = "") -> str:
+        """
+        >>> evaluation = Evaluation("m", "t", "x", "v", 0.5, 0.0, (), invalid=(
+        ...     {"path": "t/anomaly/a.jpg", "label": "anomaly", "reason": "corrupt"},))
+        >>> evaluation._refusals(list(evaluation.invalid), "anomaly")
+        '1 anomaly was refused: anomaly/a.jpg (corrupt)'
+        """
+        one, many = _NOUNS[label]
+        named = ", ".join(f"{self.shown(item['path'])} ({item['reason']})"
+                          for item in refused[:_REFUSED_NAMED])
+        more = (f" and {len(refused) - _REFUSED_NAMED} more"
+                if len(refused) > _REFUSED_NAMED else "")
+        counted = f"1 {one} was" if len(refused) == 1 else f"{len(refused)} {many} were"
+        return f"{counted} refused: {named}{more}"
+
     def to_json(self) -> dict[str, Any]:
         """The OUT.json document of `linesight evaluate`."""
         counts = self.confusion
         return {
             "auroc": self.auroc,
-            "f1": counts.f1,
-            "precision": counts.precision,
-            "recall": counts.recall,
+            "f1": self.f1,
+            "precision": self.precision,
+            "recall": self.recall,
             "threshold": self.threshold,
             "raw_threshold": self.raw_threshold,
             "n_normal": len(self.scores("normal")),
             "n_anomaly": len(self.scores("anomaly")),
+            "false_positive_rate": self.false_positive_rate,
+            "miss_rate": self.miss_rate,
             "ms_per_image": self.ms_per_image,
             "cpu_ms_per_image": self.cpu_ms_per_image,
             "confusion": {"true_positive": counts.true_positive,
                           "false_positive": counts.false_positive,
                           "true_negative": counts.true_negative,
                           "false_negative": counts.false_negative},
+            "gaps": self.gaps(),
+            "one_class": self.one_class,
             "method": self.method,
             "model_version": self.model_version,
             "model_dir": self.model_dir,
@@ -109,7 +203,8 @@ class Evaluation:
             "images": [{"path": image.path, "label": image.label, "score": image.score,
                         "raw_score": image.raw_score, "is_anomalous": image.is_anomalous,
                         "confidence": image.confidence, "anomaly_area": image.anomaly_area,
-                        "ms": image.ms, "cpu_ms": image.cpu_ms} for image in self.images],
+                        "ms": image.ms, "cpu_ms": image.cpu_ms, "notes": list(image.notes)}
+                       for image in self.images],
             "invalid": list(self.invalid),
         }
 
@@ -121,10 +216,10 @@ def test_root(test_dir: Path) -> Path:
     return test_dir / "test" if not labelled_here and (test_dir / "test").is_dir() else test_dir
 
 
-def test_images(test_dir: Path) -> dict[str, list[Path]]:
+def test_images(test_dir: Path, *, allow_one_class: bool = False) -> dict[str, list[Path]]:
     """The labelled images of a test folder: `normal/` and `anomaly/` (or `test/normal/`...),
     subfolders included; or, as in MVTec AD, `good/` and one folder per defect type
-    (`training.labelled_images`)."""
+    (`training.labelled_images`). Both classes are needed, unless `allow_one_class`."""
     if not test_dir.is_dir():
         raise EvaluationError(f"{test_dir} is not a directory")
     root = test_root(test_dir)
@@ -133,20 +228,23 @@ def test_images(test_dir: Path) -> dict[str, list[Path]]:
     except TrainingError as exc:
         raise EvaluationError(str(exc)) from None
     found = {"normal": normal, "anomaly": anomaly}
-    where = {"normal": "normal/ (or good/)",
-             "anomaly": "anomaly/ (or, beside good/, one folder per defect type)"}
-    for label, paths in found.items():
-        if not paths:
-            raise EvaluationError(f"no {label} images: expected JPEG/PNG files in "
-                                  f"{root}/{where[label]}")
+    for label, other in zip(LABELS, reversed(LABELS), strict=True):
+        if found[label] or (allow_one_class and found[other]):
+            continue
+        hint = (" (to score one class alone, e.g. known-good parts for the false-positive "
+                "rate: --allow-one-class)" if found[other] else "")
+        raise EvaluationError(f"no {label} images: expected JPEG/PNG files in "
+                              f"{root}/{_WHERE[label]}{hint}")
     return found
 
 
 def evaluate(model_dir: Path | str, test_dir: Path | str, *, threshold: float | None = None,
-             progress: Progress | None = None, keep_heatmaps: bool = True) -> Evaluation:
-    """Score every test image with the model in `model_dir`."""
+             progress: Progress | None = None, keep_heatmaps: bool = True,
+             allow_one_class: bool = False) -> Evaluation:
+    """Score every test image with the model in `model_dir`. `allow_one_class` scores a
+    test folder that holds normal or anomalous images only."""
     notify = progress or (lambda description, completed, total: None)
-    labelled = test_images(Path(test_dir))
+    labelled = test_images(Path(test_dir), allow_one_class=allow_one_class)
     detector = EmbeddedDetector.from_dir(model_dir)
     applied = check_threshold(threshold)
     total = sum(len(paths) for paths in labelled.values())
@@ -156,13 +254,13 @@ def evaluate(model_dir: Path | str, test_dir: Path | str, *, threshold: float | 
         for label, paths in labelled.items():
             for path in paths:
                 data = path.read_bytes()
-                content_type = _CONTENT_TYPES.get(path.suffix.lower(), "")
                 started = time.perf_counter()
                 cpu_started = time.thread_time()
                 try:
-                    result = detector.detect(data, content_type, threshold=applied)
+                    # no content type: a file's name is not a declaration, its bytes decide
+                    result = detector.detect(data, "", threshold=applied)
                 except InvalidImageError as exc:
-                    invalid.append({"path": str(path), "reason": exc.reason,
+                    invalid.append({"path": str(path), "label": label, "reason": exc.reason,
                                     "message": str(exc)})
                     continue
                 finally:
@@ -175,9 +273,11 @@ def evaluate(model_dir: Path | str, test_dir: Path | str, *, threshold: float | 
                     path=str(path), label=label, score=result.score,
                     raw_score=result.raw_score, is_anomalous=result.is_anomalous,
                     confidence=result.confidence, ms=elapsed, anomaly_area=area, cpu_ms=cpu,
-                    heatmap_png=result.heatmap_png if keep_heatmaps else None))
+                    heatmap_png=result.heatmap_png if keep_heatmaps else None,
+                    notes=result.notes))
     calibration = detector.model.calibration
     return Evaluation(
         model_dir=str(model_dir), test_dir=str(test_dir), method=detector.model.method_name,
         model_version=detector.model_version, threshold=applied,
-        raw_threshold=calibration.raw(applied), images=tuple(scored), invalid=tuple(invalid))
+        raw_threshold=calibration.raw(applied), images=tuple(scored), invalid=tuple(invalid),
+        one_class=allow_one_class)

@@ -16,11 +16,14 @@ sends, and refuses the rest visibly rather than converting it and judging it wro
 | `too_small` | a side shorter than `MIN_SIDE`, or far below the training resolution |
 | `corrupt` | truncated or damaged data (checked in the JPEG markers, then in decoding) |
 | `off_size` | an aspect ratio far from the training images' (another camera or crop) |
+| `greyscale` | a greyscale image for a model trained on colour images (`require_colour`) |
 
 A content type that names no image format (empty, application/octet-stream) lets the
 bytes decide. Accepted with a note in `DecodedImage.notes`: greyscale and alpha images
 (converted to RGB, alpha dropped: `converted_from_<mode>`) and EXIF orientation (applied:
-`exif_orientation_<n>`).
+`exif_orientation_<n>`). Data after a JPEG's end-of-image marker (a camera's `\r\n`, a
+phone's metadata trailer, a motion photo's video) is ignored once the image before it is
+known to be complete (`_check_scan_complete`).
 
 JPEGs are decoded with Pillow's draft mode (reduced-scale DCT), so a 2000x1334 photo is
 decoded at 1/2, 1/4 or 1/8 scale when the method only needs a few hundred pixels.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +66,13 @@ _CONTENT_TYPES = {
 }
 _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
+GREYSCALE_MODES = ("L", "LA")
+# libjpeg decodes blocks whose data is missing as flat mid-grey, without an error
+_MISSING_BLOCK_GREY = 128
+# Entropy-coded bytes (no 0xFF, so no marker) put where a JPEG's image data meets a marker,
+# to see whether the decoder takes them in: it does only if the data stopped early. The
+# leading 0x00 completes a stuffed 0xFF that a cut may have left at the end.
+_FILLER = b"\x00" + bytes(np.random.default_rng(0).integers(0, 255, 256, dtype=np.uint8))
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,21 @@ class DecodedImage:
     format: str
     original_size: tuple[int, int]
     notes: tuple[str, ...] = ()
+
+
+def in_colour(images: Iterable[DecodedImage]) -> bool:
+    """Whether every one of `images` was a colour image (none was converted from greyscale):
+    what a model trained on them records, so that detection can refuse greyscale images.
+
+    >>> pixels = np.zeros((16, 16, 3), np.uint8)
+    >>> in_colour([DecodedImage(pixels, "PNG", (16, 16)),
+    ...            DecodedImage(pixels, "PNG", (16, 16), ("converted_from_rgba",))])
+    True
+    >>> in_colour([DecodedImage(pixels, "JPEG", (16, 16), ("converted_from_l",))])
+    False
+    """
+    greyscale = {f"converted_from_{mode.lower()}" for mode in GREYSCALE_MODES}
+    return not any(greyscale.intersection(image.notes) for image in images)
 
 
 def content_type_format(content_type: str) -> str | None:
@@ -155,13 +181,14 @@ def aspect_is_off(size: tuple[int, int], expected_aspect: float,
 
 def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | None = None,
            expected_aspect: float | None = None, min_longest: int | None = None,
-           roi: Roi | None = None) -> DecodedImage:
+           roi: Roi | None = None, require_colour: bool = False) -> DecodedImage:
     """Decode `image_bytes` to RGB, resized so the longest side is `longest_side` (when given).
 
     `expected_aspect` (width/height of the training images) refuses other aspect ratios;
     `min_longest` refuses images whose longest side is shorter (too little detail).
     `roi` crops the upright image to a region of interest (fractions of width and height)
-    before resizing, so `longest_side` applies to the region.
+    before resizing, so `longest_side` applies to the region. `require_colour` refuses
+    greyscale images (for a model that learnt from colour ones).
 
     Raises `InvalidImageError` for anything in the table at the top of this module.
     """
@@ -169,9 +196,15 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
         raise InvalidImageError("empty", "the upload is empty (0 bytes)")
     image = _open(image_bytes)
     _check_kind(image, image_bytes, content_type)
+    scan, end = _check_jpeg_markers(image_bytes) if image.format == "JPEG" else (-1, -1)
+    if require_colour and image.mode in GREYSCALE_MODES:
+        raise InvalidImageError(
+            "greyscale", "a greyscale image, but the model was trained on colour images: "
+            "another camera? Send colour images, or train a model on greyscale ones")
     fmt = str(image.format)
     orientation = _orientation(image)
     upright = _check_size(image, orientation, expected_aspect, min_longest)
+    draft: tuple[int, int] | None = None
     if image.format == "JPEG" and longest_side is not None:
         region = roi_size(upright, roi) if roi else upright
         scale = max(region) / longest_side
@@ -179,11 +212,14 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
         # this size, so rounding the short side up (1334 / 4 = 333.5 -> 334) would cost a
         # decode at twice the size and a resize.
         target = (max(1, int(upright[0] / scale + 1e-6)), max(1, int(upright[1] / scale + 1e-6)))
-        image.draft("RGB", (target[1], target[0]) if orientation in _SWAPS_AXES else target)
+        draft = (target[1], target[0]) if orientation in _SWAPS_AXES else target
+        image.draft("RGB", draft)
     try:
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError("corrupt", f"the image is truncated or damaged: {exc}") from None
+    if end >= 0:
+        _check_scan_complete(image, image_bytes, scan, end, draft)
 
     notes: list[str] = []
     if orientation not in (None, 1):
@@ -201,23 +237,25 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
                         original_size=upright, notes=tuple(notes))
 
 
-def jpeg_damage(data: bytes) -> str:
-    """What is structurally wrong with a JPEG's markers ('' if nothing found).
+def jpeg_markers(data: bytes) -> tuple[str, int, int]:
+    """What is structurally wrong with a JPEG's markers ('' if nothing found), where its
+    first start-of-scan marker is, and where the end-of-image marker that closes the first
+    image is (-1 where there is none).
 
-    Walks the header segments to the first start-of-scan, then checks that the first
-    end-of-image marker ends the file (or is followed only by another embedded JPEG, as
-    in multi-picture files, or by padding). Entropy-coded data escapes every 0xFF byte,
-    so an early end-of-image marker means the scan data was overwritten or cut.
+    Walks the header segments to the first start-of-scan, then finds the first end-of-image
+    marker after it. Entropy-coded data escapes every 0xFF byte, so that marker ends the
+    image data; whether the data before it is complete, decoding tells
+    (`_check_scan_complete`).
 
-    >>> jpeg_damage(bytes.fromhex("ffd8 ffda 0002 1234 ffd9"))
-    ''
-    >>> jpeg_damage(bytes.fromhex("ffd8 ffda 0002 ffd9") + bytes(range(1, 101)))
-    'end-of-image marker 100 bytes before the end of the file'
+    >>> jpeg_markers(bytes.fromhex("ffd8 ffda 0002 1234 ffd9"))
+    ('', 2, 8)
+    >>> jpeg_markers(bytes.fromhex("ffd8 ffda 0002 1234"))
+    ('no end-of-image marker: the file is cut short', 2, -1)
     """
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return f"expected a marker at byte {position}"
+            return f"expected a marker at byte {position}", -1, -1
         marker = data[position + 1]
         if marker == 0xFF:
             position += 1
@@ -226,14 +264,57 @@ def jpeg_damage(data: bytes) -> str:
             break
         position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
     else:
-        return "no image data (start of scan) found"
+        return "no image data (start of scan) found", -1, -1
     end = _first_marker(data, 0xD9, position)
     if end < 0:
-        return "no end-of-image marker: the file is cut short"
-    trailer = data[end + 2:]
-    if trailer and not trailer.startswith(b"\xff\xd8") and trailer.strip(b"\x00\xff"):
-        return f"end-of-image marker {len(trailer)} bytes before the end of the file"
-    return ""
+        return "no end-of-image marker: the file is cut short", position, -1
+    return "", position, end
+
+
+def entropy_stops(data: bytes, scan: int, end: int) -> list[int]:
+    """Where entropy-coded data meets a marker, from the start-of-scan marker at `scan` to
+    the end-of-image marker at `end`: before each restart marker and where each scan ends
+    (before any 0xFF fill bytes). Markers inside segments between scans (tables, the next
+    scan's header) are walked over by their lengths.
+
+    >>> scan = bytes.fromhex("ffda 0003 00 1234 ffd0 56 ffff ffc4 0004 ffd0 ffda 0002 78 ffd9")
+    >>> entropy_stops(scan, 0, len(scan) - 2)
+    [7, 10, 23]
+    """
+    octets = np.frombuffer(data, np.uint8)
+    found = np.flatnonzero(octets[scan:end + 2] == 0xFF) + scan  # the last byte is 0xD9
+    markers = found[(octets[found + 1] != 0x00) & (octets[found + 1] != 0xFF)]
+    stops: list[int] = []
+    resume, in_scan = scan, False  # where the next segment starts; inside entropy data?
+    for at in (int(position) for position in markers):
+        if at < resume:
+            continue  # inside a segment
+        marker = data[at + 1]
+        if in_scan:
+            before = at
+            while before > resume and data[before - 1] == 0xFF:
+                before -= 1
+            stops.append(before)
+            if 0xD0 <= marker <= 0xD7:
+                continue
+        if marker == 0xD9:
+            break
+        in_scan = marker == 0xDA
+        standalone = 0xD0 <= marker <= 0xD8 or marker == 0x01
+        resume = at + 2 + (0 if standalone else int.from_bytes(data[at + 2:at + 4], "big"))
+    return stops
+
+
+def plain_trailer(trailer: bytes) -> bool:
+    """Whether what follows a JPEG's end-of-image marker is known not to hide damage:
+    nothing, padding, or another JPEG (a multi-picture file's second image).
+
+    >>> plain_trailer(b"") and plain_trailer(bytes(64)) and plain_trailer(b"\\xff\\xd8\\xff")
+    True
+    >>> plain_trailer(b"\\r\\n")
+    False
+    """
+    return not trailer or trailer.startswith(b"\xff\xd8") or not trailer.strip(b"\x00\xff")
 
 
 def _first_marker(data: bytes, marker: int, start: int) -> int:
@@ -268,10 +349,51 @@ def _check_kind(image: Image.Image, image_bytes: bytes, content_type: str) -> No
     if image.mode not in ACCEPTED_MODES:
         raise InvalidImageError("unsupported_mode", _MODE_ADVICE.get(
             image.mode, f"{image.mode} pixels are not supported; send 8-bit RGB or greyscale"))
-    if image.format == "JPEG":
-        damage = jpeg_damage(image_bytes)
-        if damage:
-            raise InvalidImageError("corrupt", f"the JPEG is damaged: {damage}")
+
+
+def _check_jpeg_markers(image_bytes: bytes) -> tuple[int, int]:
+    """Refuse a JPEG whose markers are damaged; where its image data starts and ends."""
+    damage, scan, end = jpeg_markers(image_bytes)
+    if damage:
+        raise InvalidImageError("corrupt", f"the JPEG is damaged: {damage}")
+    return scan, end
+
+
+def _check_scan_complete(image: Image.Image, image_bytes: bytes, scan: int, end: int,
+                         draft: tuple[int, int] | None) -> None:
+    """Refuse a JPEG whose image data stops before its last block.
+
+    A file cut short and then closed with an end-of-image marker decodes without an error:
+    libjpeg fills the missing blocks with flat grey, and Pillow does not pass its warning
+    on. So the image is decoded once more with entropy-coded filler wherever its data meets
+    a marker (`entropy_stops`). If the data was complete, the decoder never reads the
+    filler and the pixels are the same; if not, it decodes the filler into the missing
+    blocks. That second decode is done only when there is cause: the last pixels are that
+    grey (a baseline JPEG cut short), or something other than padding follows the marker
+    (where the rest of damaged data would be, and where cameras and phones put harmless
+    trailers).
+    """
+    width, height = image.size
+    corner = np.asarray(image.crop((width - 2, height - 2, width, height)))
+    if not (corner == _MISSING_BLOCK_GREY).all() and plain_trailer(image_bytes[end + 2:]):
+        return
+    pieces, taken = [], 0
+    for stop in entropy_stops(image_bytes, scan, end):
+        pieces += [image_bytes[taken:stop], _FILLER]
+        taken = stop
+    again = Image.open(io.BytesIO(b"".join([*pieces, image_bytes[taken:end + 2]])))
+    if draft is not None:
+        again.draft("RGB", draft)
+    try:
+        again.load()
+    except (OSError, SyntaxError, ValueError):
+        complete = False
+    else:
+        complete = np.array_equal(np.asarray(image), np.asarray(again))
+    if not complete:
+        raise InvalidImageError(
+            "corrupt", "the JPEG is damaged: its image data stops early (cut short or "
+            "overwritten, and closed by a marker); the rest would decode as flat grey")
 
 
 def _check_size(image: Image.Image, orientation: int | None, expected_aspect: float | None,

@@ -65,11 +65,18 @@ def render_html(evaluation: Evaluation) -> str:
     title = f"LineSight evaluation: {html.escape(Path(evaluation.test_dir).name)}"
     summary = (
         f"<table><tr><th>AUROC</th><th>F1</th><th>precision</th><th>recall</th>"
-        f"<th>threshold</th><th>normal</th><th>anomaly</th><th>ms / image</th></tr>"
-        f"<tr><td>{evaluation.auroc:.3f}</td><td>{counts.f1:.3f}</td>"
-        f"<td>{counts.precision:.3f}</td><td>{counts.recall:.3f}</td>"
+        f"<th>threshold</th><th>normal</th><th>anomaly</th><th>false-positive rate</th>"
+        f"<th>miss rate</th><th>ms / image</th></tr>"
+        f"<tr><td>{_figure(evaluation.auroc)}</td><td>{_figure(evaluation.f1)}</td>"
+        f"<td>{_figure(evaluation.precision)}</td><td>{_figure(evaluation.recall)}</td>"
         f"<td>{evaluation.threshold:.3f}</td><td>{len(normal)}</td><td>{len(anomalous)}</td>"
+        f"<td>{_figure(evaluation.false_positive_rate)}</td>"
+        f"<td>{_figure(evaluation.miss_rate)}</td>"
         f"<td>{evaluation.ms_per_image:.1f}</td></tr></table>")
+    gaps = "".join(f"<li>{html.escape(gap)}</li>" for gap in evaluation.gaps())
+    curves = ([_line_chart("ROC", fpr, tpr, "false-positive rate", "true-positive rate", True),
+               _line_chart("Precision-recall", recall, precision, "recall", "precision", False)]
+              if normal and anomalous else [])
     matrix = (
         "<table><tr><th></th><th>called normal</th><th>called anomalous</th></tr>"
         f"<tr><th>normal</th><td>{counts.true_negative}</td>"
@@ -86,10 +93,10 @@ def render_html(evaluation: Evaluation) -> str:
         f"({html.escape(evaluation.method)}) from {html.escape(evaluation.model_dir)}; "
         f"test images from {html.escape(evaluation.test_dir)}</p>",
         summary,
+        f"<ul class='muted'>{gaps}</ul>" if gaps else "",
         _how_chosen(evaluation.model_dir),
         "<h2>Curves</h2><div class='charts'>",
-        _line_chart("ROC", fpr, tpr, "false-positive rate", "true-positive rate", True),
-        _line_chart("Precision-recall", recall, precision, "recall", "precision", False),
+        *curves,
         _strip_chart(normal, anomalous, evaluation.threshold),
         "</div>",
         "<h2>Confusion matrix</h2>", matrix,
@@ -101,6 +108,15 @@ def render_html(evaluation: Evaluation) -> str:
         if evaluation.invalid else "",
         "</body></html>",
     ])
+
+
+def _figure(value: float | None) -> str:
+    """A figure in the summary table; one that could not be computed is a dash.
+
+    >>> _figure(0.96875), _figure(None)
+    ('0.969', '&ndash;')
+    """
+    return "&ndash;" if value is None else f"{value:.3f}"
 
 
 def _line_chart(title: str, xs: Sequence[float], ys: Sequence[float], x_label: str,

@@ -32,9 +32,10 @@ normal images' map maxima.
 Raw scores are normalised by a logistic that puts the threshold at 0.5 and the median
 held-out normal at 0.1 (`calibration.py`).
 
-Input is a folder (`train/normal`, optional `train/anomaly`, optional `masks/`; or directly
-`normal/` and `anomaly/`) or a Lookout for Vision / Ground Truth manifest; see
-`find_training_set` for how a manifest's `s3://` references become local files.
+Input is a folder (`train/normal`, optional `train/anomaly` and defect-type folders beside
+it, optional `masks/`; or directly `normal/` and `anomaly/`) or a Lookout for Vision / Ground
+Truth manifest; see `find_training_set` for how a manifest's `s3://` references become
+local files.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, unquote_plus
 
 import numpy as np
 from PIL import Image
@@ -63,6 +65,7 @@ from pipeline.detector.calibration import (
     normal_only_threshold,
     spread_scale,
 )
+from pipeline.detector.embedded import min_longest
 from pipeline.detector.methods import METHODS, Method
 from pipeline.detector.methods.ensemble import ScoreEnsemble, robust_scale
 from pipeline.detector.metrics import auroc, auroc_standard_error, confusion
@@ -71,7 +74,11 @@ from pipeline.detector.threads import blas_threads
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Files taken for images: JPEG and PNG, which detection accepts, and the other formats that
+# cameras and tools write, which decoding refuses (unsupported_format), so that they are
+# listed with the images left out of training instead of passed over without a word.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff",
+                  ".webp")
 # Ten folds: each fold model learns from at least 90 % of the images, so out-of-fold
 # scores, and the threshold taken from them, sit on nearly the same scale as the model
 # refit on all of them (with five, a method whose scores shrink as it sees more normals
@@ -79,6 +86,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_FOLDS = 10
 MIN_NORMALS = 3
 MASK_FOLDERS = ("masks", "ground_truth")  # ground_truth/: the MVTec AD layout
+LABEL_FOLDERS = ("normal", "good", "anomaly")  # good/: the MVTec AD layout
+# A data set's splits: beside normal/, never a folder of one defect type's anomalies.
+SPLIT_FOLDERS = ("train", "test", "val", "validation")
 # An ensemble costs the time of both members at inference: it must earn that.
 ENSEMBLE_MARGIN = 0.02
 SEED = 20240601
@@ -192,7 +202,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     training_set = find_training_set(Path(data_dir), Path(manifest) if manifest else None)
     rng = np.random.default_rng(seed)
 
-    images = _ImageCache(training_set, notify, roi)
+    images = _ImageCache(training_set, notify, roi, [method for _, method in candidates])
     sizes = sorted({method.input_size for _, method in candidates}, reverse=True)
     for size in sizes:
         images.at(size)
@@ -297,7 +307,8 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     }
     saved = artifact.save(artifact.TrainedModel(final, calibration, pixel_threshold,
                                                 images.aspect, info=info,
-                                                expected_longest=images.longest, roi=roi),
+                                                expected_longest=images.longest, roi=roi,
+                                                colour=images.colour),
                           out)
     report = TrainReport(
         method=best.method,
@@ -354,32 +365,37 @@ def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingS
     """The labelled images in `data_dir`, or those a manifest names.
 
     Folder layout: `train/normal/`, `train/anomaly/` (optional) and `masks/` (optional);
-    a folder with `normal/` and `anomaly/` directly works too. Images may sit in subfolders
-    of `normal/` and `anomaly/` (one per defect type or camera, say; `images_in` says which
-    files count). A mask belongs to the anomaly at the same path under `masks/` as under
-    `anomaly/` (`crack/007.png` for `anomaly/crack/007.jpg`), or else to the anomaly with its
-    file stem, when only one anomaly has that stem. The MVTec AD layout works too
-    (`labelled_images`): `train/good/`, with masks as `ground_truth/<defect>/<name>_mask.png`.
+    a folder with `normal/` and `anomaly/` directly works too (`train/` is read only when
+    it holds `normal/`, `good/` or `anomaly/`). Images may sit in subfolders of `normal/`
+    and `anomaly/` (one per defect type or camera, say; `images_in` says which files
+    count), and any other folder beside `normal/` holds one defect type's anomalies
+    (`labelled_images`). A mask belongs to the anomaly at the same path under `masks/` as
+    under `anomaly/` (`crack/007.png` for `anomaly/crack/007.jpg` or `crack/007.jpg`), or
+    else to the anomaly with its file stem, when only one anomaly has that stem. The MVTec
+    AD layout works too: `train/good/`, with masks as `ground_truth/<defect>/<name>_mask.png`.
 
     Manifest (JSON lines, Lookout for Vision / Ground Truth): `source-ref` is the image and
     `anomaly-label` is 1 for anomalous, 0 for normal (checked against the label metadata's
-    `class-name` when present). Each reference is resolved to a local file: a relative
-    path is tried against the manifest's folder and then `data_dir`; an `s3://` URI (or a
-    relative path not found) is matched by file name anywhere under `data_dir`. When the
-    name exists more than once, a copy under a `train` folder is preferred, then one in a
-    folder named after its label; anything still ambiguous or missing is an error.
-    An `anomaly-mask-ref` is resolved the same way.
+    `class-name` when present). Each reference is resolved to a local file (`_resolve`): a
+    relative path is tried against the manifest's folder and then `data_dir`; an `s3://`
+    URI (or a relative path not found) is matched by file name anywhere under `data_dir`,
+    except under its `test/`. When the name exists more than once, the copy whose folders
+    match the reference's furthest back wins; anything still ambiguous or missing is an
+    error. An `anomaly-mask-ref` is resolved the same way.
     """
     if not data_dir.is_dir():
         raise TrainingError(f"{data_dir} is not a directory")
     if manifest is not None:
         return _from_manifest(manifest, data_dir)
-    root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-    normal, anomaly, anomaly_root = labelled_images(root)
+    train = data_dir / "train"
+    root = train if _holds_labels(train) else data_dir
+    normal, anomaly, places = labelled_images(root)
     if not normal:
-        raise TrainingError(f"no normal images: expected JPEG/PNG files in "
+        passed_over = (f"; {train}/ was not read: it holds no normal/, good/ or anomaly/ folder"
+                       if train.is_dir() and root == data_dir else "")
+        raise TrainingError(f"no normal images in {root}: expected JPEG/PNG files in "
                             f"{data_dir}/train/normal/ (or {data_dir}/normal/, or good/ "
-                            f"as in MVTec AD)")
+                            f"as in MVTec AD){passed_over}")
     by_place: dict[Path, Path] = {}
     by_stem: dict[str, Path] = {}
     for mask_root in (folder / name for folder in (data_dir, root) for name in MASK_FOLDERS):
@@ -390,50 +406,74 @@ def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingS
     stems = Counter(path.stem for path in anomaly)
     masks: dict[Path, Path] = {}
     for path in anomaly:
-        mask = by_place.get(path.relative_to(anomaly_root).with_suffix(""))
+        mask = by_place.get(places[path])
         if mask is None and stems[path.stem] == 1:
             mask = by_stem.get(path.stem)
         if mask is not None:
             masks[path] = mask
-    return TrainingSet(tuple(normal), tuple(anomaly), masks, source=f"folder {data_dir}")
+    return TrainingSet(tuple(normal), tuple(anomaly), masks,
+                       source=f"folder {data_dir}: {_layout(data_dir, root, normal, anomaly)}")
+
+
+def _layout(data_dir: Path, root: Path, normal: Sequence[Path], anomaly: Sequence[Path]
+            ) -> str:
+    """Which label folders (under `root`, named from `data_dir`) training read, for the
+    report.
+
+    >>> _layout(Path("d"), Path("d/train"), [Path("d/train/normal/a/0.png")],
+    ...         [Path("d/train/blob/1.png"), Path("d/train/scratch/2.png")])
+    'normal images from train/normal/; anomalies from train/blob/, train/scratch/'
+    """
+    depth = len(root.relative_to(data_dir).parts) + 1  # a label folder's parts
+
+    def folders(paths: Sequence[Path]) -> str:
+        return ", ".join(sorted({f"{Path(*path.relative_to(data_dir).parts[:depth])}/"
+                                 for path in paths}))
+
+    return (f"normal images from {folders(normal)}; "
+            + (f"anomalies from {folders(anomaly)}" if anomaly else "no anomalies"))
 
 
 def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
     if not manifest.is_file():
         raise TrainingError(f"manifest {manifest} does not exist")
+    try:  # utf-8-sig: a manifest saved by a Windows editor starts with a byte-order mark
+        lines = manifest.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise TrainingError(f"manifest {manifest} is not UTF-8 text: {exc}") from None
     index: dict[str, list[Path]] = {}
-    for path in data_dir.rglob("*"):
-        if path.is_file():
-            index.setdefault(path.name, []).append(path)
+    for path in _files_under(data_dir):
+        index.setdefault(path.name, []).append(path)
     normal: list[Path] = []
     anomaly: list[Path] = []
     masks: dict[Path, Path] = {}
     missing: list[str] = []
-    for number, line in enumerate(manifest.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{manifest}:{number}"
         try:
             entry = json.loads(line)
             ref = str(entry["source-ref"])
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise TrainingError(f"{manifest}:{number} is not a manifest line with a "
-                                f"source-ref") from None
-        is_anomaly = manifest_label(entry, f"{manifest}:{number}")
-        image = _resolve(ref, manifest.parent, data_dir, index,
-                         "anomaly" if is_anomaly else "normal")
+            raise TrainingError(f"{where} is not a manifest line with a source-ref") from None
+        is_anomaly = manifest_label(entry, where)
+        image = _resolve(ref, manifest.parent, data_dir, index, where)
         if image is None:
-            missing.append(ref)
+            missing.append(f"line {number} source-ref {ref}")
             continue
         (anomaly if is_anomaly else normal).append(image)
         mask_ref = entry.get("anomaly-mask-ref")
         if is_anomaly and mask_ref:
-            mask = _resolve(str(mask_ref), manifest.parent, data_dir, index, "masks")
-            if mask is not None:
+            mask = _resolve(str(mask_ref), manifest.parent, data_dir, index, where, mask=True)
+            if mask is None or mask == image:  # a mask named as its image, not copied
+                missing.append(f"line {number} anomaly-mask-ref {mask_ref}")
+            else:
                 masks[image] = mask
     if missing:
-        shown = ", ".join(missing[:3])
-        raise TrainingError(f"{len(missing)} image(s) in {manifest.name} not found under "
-                            f"{data_dir} by file name, e.g. {shown}")
+        shown = "; ".join(missing[:3]) + ("; ..." if len(missing) > 3 else "")
+        raise TrainingError(f"{len(missing)} file(s) named in {manifest.name} not found under "
+                            f"{data_dir} by path or file name: {shown}")
     if not normal:
         raise TrainingError(f"{manifest} lists no normal images (anomaly-label 0)")
     return TrainingSet(tuple(normal), tuple(anomaly), masks,
@@ -466,54 +506,131 @@ def manifest_label(entry: Mapping[str, Any], where: str = "manifest") -> bool:
 
 
 def _resolve(ref: str, manifest_dir: Path, data_dir: Path, index: Mapping[str, list[Path]],
-             label: str) -> Path | None:
-    if not ref.startswith("s3://"):
+             where: str, *, mask: bool = False) -> Path | None:
+    """The local file a manifest reference names (an image's, or a `mask`'s), or None.
+
+    The reference is tried as written, URL-decoded (`normal%200.jpg`, as S3 keys are
+    quoted) and with Windows separators turned. A file under `data_dir`'s `test/` is never
+    the answer: training on test images would make every later evaluation flatter. Among
+    files of the same name, an image is not one in `masks/` or `ground_truth/`, and the one
+    whose folders match the reference's furthest back wins; a tie is refused, naming the
+    files, rather than guessed.
+    """
+    variants = list(dict.fromkeys(text.replace("\\", "/")
+                                  for text in (ref, unquote(ref), unquote_plus(ref))))
+    for variant in variants:
+        if variant.startswith("s3://"):
+            continue
         for base in (manifest_dir, data_dir):
-            candidate = base / ref
+            candidate = base / variant
             if candidate.is_file():
+                if _inside(candidate, data_dir, ["test"]):
+                    raise TrainingError(f"{where}: {ref} is {candidate}, under {data_dir}/test/: "
+                                        "training never learns from test images")
                 return candidate
-    name = ref.rsplit("/", 1)[-1]
-    found = index.get(name, [])
-    if len(found) <= 1:
-        return found[0] if found else None
-    for prefer in (lambda p: "train" in p.parts, lambda p: p.parent.name == label):
-        narrowed = [path for path in found if prefer(path)]
-        if len(narrowed) == 1:
-            return narrowed[0]
-        found = narrowed or found
-    raise TrainingError(f"{name} matches several files under {data_dir}: "
-                        + ", ".join(str(path) for path in found[:3]))
+    for variant in variants:
+        parts = [part for part in variant.removeprefix("s3://").split("/") if part]
+        found = index.get(parts[-1], []) if parts else []
+        if found:
+            break
+    else:
+        return None
+    usable = [path for path in found if not _inside(path, data_dir, ["test"])]
+    if not usable:
+        raise TrainingError(f"{where}: {ref} matches only {found[0]}, under {data_dir}/test/: "
+                            "training never learns from test images")
+    if not mask:
+        usable = [path for path in usable if not _inside(path, data_dir, MASK_FOLDERS)] or usable
+    furthest = max(_shared_tail(path.parts, parts) for path in usable)
+    closest = [path for path in usable if _shared_tail(path.parts, parts) == furthest]
+    if len(closest) > 1:
+        raise TrainingError(f"{where}: {ref} matches several files under {data_dir}: "
+                            + ", ".join(str(path) for path in closest[:3])
+                            + (", ..." if len(closest) > 3 else "")
+                            + "; name the file by its path relative to the manifest")
+    return closest[0]
 
 
-def labelled_images(root: Path) -> tuple[list[Path], list[Path], Path]:
-    """The normal and the anomalous images under `root`, and the folder that the anomalies'
-    paths are taken relative to when masks are matched to them.
+def _inside(path: Path, data_dir: Path, folders: Sequence[str]) -> bool:
+    """Whether `path` lies in a folder under `data_dir` named one of `folders`.
 
-    The Lookout for Vision layout is `normal/` and `anomaly/`. The MVTec AD layout is
-    `good/` for the normal images and one folder per defect type (`crack/`, `scratch/`) for
-    the anomalous ones; its `ground_truth/` holds masks, as `masks/` does, not images.
-    `good/` with `anomaly/` beside it is read as `normal/` would be; `normal/` and `good/`
-    both holding images is refused (TrainingError), since which one is meant is unclear.
+    >>> [_inside(Path(name), Path("d"), ["test"]) for name in ("d/test/anomaly/1.jpg", "d/1.jpg")]
+    [True, False]
+    """
+    absolute, top = path.absolute(), data_dir.absolute()
+    return (absolute.is_relative_to(top)
+            and any(part in folders for part in absolute.relative_to(top).parts[:-1]))
+
+
+def _shared_tail(first: Sequence[str], second: Sequence[str]) -> int:
+    """How many path parts `first` and `second` share, counted from the end.
+
+    >>> _shared_tail(("d", "train", "anomaly", "1.jpg"), ("bucket", "anomaly", "1.jpg"))
+    2
+    """
+    count = 0
+    for one, other in zip(reversed(first), reversed(second), strict=False):
+        if one != other:
+            break
+        count += 1
+    return count
+
+
+def _holds_labels(folder: Path) -> bool:
+    """Whether `folder` holds a label folder (`normal/`, `good/` or `anomaly/`): a data
+    set's split such as `train/`, not a folder of one defect type's images."""
+    return any((folder / name).is_dir() for name in LABEL_FOLDERS)
+
+
+def labelled_images(root: Path) -> tuple[list[Path], list[Path], dict[Path, Path]]:
+    """The normal and the anomalous images under `root`, and each anomaly's place: its path,
+    without suffix, under its label folder, which is where its mask sits under `masks/`
+    (`crack/007` for `anomaly/crack/007.jpg` and for `crack/007.jpg`).
+
+    The normal images are in `normal/` (Lookout for Vision) or `good/` (MVTec AD); both
+    holding images is refused (TrainingError), since which one is meant is unclear. The
+    anomalous ones are in `anomaly/` and in every other folder beside the normal one, each
+    a defect type (`crack/`, `scratch/`) as in MVTec AD, in training and in `evaluate`
+    alike. Not images: `masks/` and `ground_truth/`, hidden folders, and a data set's
+    splits (`train/`, `test/`, or any folder holding `normal/`, `good/` or `anomaly/`).
+    Defect folders beside `normal/` or `anomaly/` are named in a warning: there, a stray
+    folder is easily taken for anomalies.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
     >>> for name in ("good/0.png", "crack/0.png", "scratch/1.png", "ground_truth/crack/0_mask.png"):
     ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
     ...     _ = (root / name).write_bytes(b"")
-    >>> normal, anomalous, anomaly_root = labelled_images(root)
-    >>> [str(path.relative_to(anomaly_root)) for path in normal + anomalous]
+    >>> normal, anomalous, places = labelled_images(root)
+    >>> [str(path.relative_to(root)) for path in normal + anomalous]
     ['good/0.png', 'crack/0.png', 'scratch/1.png']
+    >>> [str(places[path]) for path in anomalous]
+    ['crack/0', 'scratch/1']
     """
     normal, good, anomaly = root / "normal", root / "good", root / "anomaly"
     if normal.is_dir() and images_in(good):
         raise TrainingError(f"{root} has both normal/ and good/: keep the normal images in one "
                             "of them")
-    if normal.is_dir() or not good.is_dir() or anomaly.is_dir():
-        return images_in(normal if normal.is_dir() else good), images_in(anomaly), anomaly
-    defect_folders = sorted(folder for folder in root.iterdir() if folder.is_dir()
-                            and folder.name not in ("good", *MASK_FOLDERS)
-                            and not folder.name.startswith("."))
-    return images_in(good), [path for folder in defect_folders for path in images_in(folder)], root
+    places = {path: path.relative_to(anomaly).with_suffix("") for path in images_in(anomaly)}
+    defect_folders = sorted(folder for folder in (root.iterdir() if root.is_dir() else ())
+                            if folder.is_dir() and _is_defect_folder(folder))
+    read = []
+    for folder in defect_folders:
+        found = images_in(folder)
+        places.update((path, path.relative_to(root).with_suffix("")) for path in found)
+        read += [f"{folder.name}/"] if found else []
+    if read and (normal.is_dir() or anomaly.is_dir()):
+        log.warning("%s: reading %s as anomalous images, one folder per defect type (any "
+                    "folder beside %s is, but masks/, ground_truth/ and a data set's splits)",
+                    root, ", ".join(read), "normal/" if normal.is_dir() else "good/")
+    return images_in(normal if normal.is_dir() else good), list(places), places
+
+
+def _is_defect_folder(folder: Path) -> bool:
+    """Whether `folder`, beside the normal images, holds one defect type's anomalies."""
+    return (not folder.name.startswith(".")
+            and folder.name not in (*LABEL_FOLDERS, *MASK_FOLDERS, *SPLIT_FOLDERS)
+            and not _holds_labels(folder))
 
 
 def _mask_keys(relative: Path) -> list[Path]:
@@ -531,24 +648,43 @@ def _mask_keys(relative: Path) -> list[Path]:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """The JPEG and PNG files under `folder`, in subfolders too, sorted; hidden files and
-    folders (`.DS_Store`, `._x.jpg` from a zip made on a Mac) and any `masks/` or
-    `ground_truth/` subfolder are left out.
+    """The image files (`IMAGE_SUFFIXES`) under `folder`, in subfolders too, symlinked ones
+    included, sorted; hidden files and folders (`.DS_Store`, `._x.jpg` from a zip made on a
+    Mac) and any `masks/` or `ground_truth/` subfolder are left out.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
-    >>> for name in ("b.jpg", "crack/a.PNG", "notes.txt", "._b.jpg", "masks/a.png"):
+    >>> for name in ("b.jpg", "crack/a.PNG", "c.webp", "notes.txt", "._b.jpg", "masks/a.png"):
     ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
     ...     _ = (root / name).write_bytes(b"")
     >>> [str(path.relative_to(root)) for path in images_in(root)]
-    ['b.jpg', 'crack/a.PNG']
+    ['b.jpg', 'c.webp', 'crack/a.PNG']
     """
-    if not folder.is_dir():
-        return []
-    return sorted(path for path in folder.rglob("*")
-                  if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") or part in MASK_FOLDERS
-                              for part in path.relative_to(folder).parts))
+    return sorted(path for path in _files_under(folder, _left_out)
+                  if path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _left_out(name: str) -> bool:
+    """Whether a file or folder of this name is no training image, nor holds any."""
+    return name.startswith(".") or name in MASK_FOLDERS
+
+
+def _files_under(folder: Path, skip: Callable[[str], bool] | None = None) -> Iterator[Path]:
+    """The files under `folder`, except those and the folders whose name `skip` says,
+    following symlinked folders (which `Path.rglob` does not) but entering each real folder
+    once, so that a link back up the tree ends."""
+    entered: set[Path] = set()
+    for current, folders, files in os.walk(folder, followlinks=True):
+        real = Path(current).resolve()
+        if real in entered:
+            folders.clear()
+            continue
+        entered.add(real)
+        folders[:] = sorted(name for name in folders if not (skip and skip(name)))
+        for name in files:
+            path = Path(current) / name
+            if not (skip and skip(name)) and path.is_file():
+                yield path
 
 
 def _candidates(methods: Sequence[str] | None, backbone: Path | str | None
@@ -647,9 +783,10 @@ class _ImageCache:
     """Training images decoded once per input size (JPEG draft decode, two threads)."""
 
     def __init__(self, training_set: TrainingSet, notify: Progress,
-                 roi: imageio.Roi | None = None) -> None:
+                 roi: imageio.Roi | None = None, methods: Sequence[Method] = ()) -> None:
         self.training_set = training_set
         self.roi = roi
+        self.methods = methods  # the candidates: what detection refuses depends on the method
         self.notify = notify
         self.skipped: list[str] = []
         self.masks = training_set.masks
@@ -662,6 +799,7 @@ class _ImageCache:
                         if paths else None)
         self.aspect: float | None = None
         self.longest: int | None = None
+        self.colour: bool | None = None  # whether every image kept was a colour one
         self._by_size: dict[int, _Decoded] = {}
 
     def shown(self, path: Path) -> str:
@@ -700,14 +838,7 @@ class _ImageCache:
                 done += 1
                 self.notify(f"decoding images at {size} px", done, len(paths))
         if self.aspect is None:
-            usable = [item for item in decoded if not isinstance(item, str)]
-            if usable:
-                self.aspect = float(np.median([item.original_size[0] / item.original_size[1]
-                                               for item in usable]))
-                self.longest = int(np.median([max(item.original_size) for item in usable]))
-                # detection refuses these as off_size, so the model does not learn from them
-                decoded = [_off_size(self.shown(path), item, self.aspect)
-                           for path, item in zip(paths, decoded, strict=True)]
+            decoded = self._leave_out_what_detection_refuses(paths, decoded)
         bad = {path for path, item in zip(paths, decoded, strict=True) if isinstance(item, str)}
         if bad:
             self.skipped.extend(item for item in decoded if isinstance(item, str))
@@ -720,20 +851,93 @@ class _ImageCache:
         return _Decoded([item.rgb for item in good[:n_normal]],
                         [item.rgb for item in good[n_normal:]])
 
+    def _leave_out_what_detection_refuses(self, paths: Sequence[Path],
+                                          decoded: list[imageio.DecodedImage | str]
+                                          ) -> list[imageio.DecodedImage | str]:
+        """`decoded`, with each image that the trained model's detection would refuse
+        replaced by why: another aspect ratio than the one training keeps (`off_size`), or
+        too small for any candidate method (`too_small`). Sets `aspect`, `longest` and
+        `colour`, which the model keeps for detection, from the first decode."""
+        usable = [(path, item) for path, item in zip(paths, decoded, strict=True)
+                  if not isinstance(item, str)]
+        if not usable:
+            return decoded
+        normal = set(self.normal_paths)
+        voters = [item.original_size for path, item in usable if path in normal]
+        voted = "normal images" if voters else "images"
+        voters = voters or [item.original_size for _, item in usable]
+        self.aspect = _reference_aspect(voters)
+        sharing = sum(not imageio.aspect_is_off(size, self.aspect) for size in voters)
+        others = sum(imageio.aspect_is_off(item.original_size, self.aspect)
+                     for _, item in usable)
+        kept = (f"training keeps aspect ratio {self.aspect:.2f}, that of {sharing} of the "
+                f"{len(voters)} {voted}; {others} image(s) have another")
+        decoded = [_off_size(self.shown(path), item, self.aspect, kept)
+                   for path, item in zip(paths, decoded, strict=True)]
+        self.longest = int(np.median([max(item.original_size) for item in decoded
+                                      if not isinstance(item, str)]))
+        if self.methods:
+            smallest = max(min_longest(self.longest, method.input_size)
+                           for method in self.methods)
+            decoded = [_too_small(self.shown(path), item, smallest)
+                       for path, item in zip(paths, decoded, strict=True)]
+        self.colour = imageio.in_colour(item for item in decoded if not isinstance(item, str))
+        return decoded
 
-def _off_size(shown: str, item: imageio.DecodedImage | str, aspect: float
+
+def _reference_aspect(sizes: Sequence[tuple[int, int]]) -> float:
+    """The aspect ratio (width/height) the model expects: that of one of these images, the
+    one most of them match within detection's tolerance (`imageio.aspect_is_off`); then
+    the one most share exactly; then landscape; then the wider. A median of ratios could
+    be one that no image has, and so refuse them all (six landscape, six portrait).
+
+    >>> _reference_aspect([(160, 120)] * 6 + [(120, 160)] * 6)
+    1.3333333333333333
+    >>> _reference_aspect([(160, 120)] * 5 + [(120, 160)] * 7)
+    0.75
+    """
+    counts = Counter(sizes)
+    ratios = sorted({width / height for width, height in counts})
+
+    def preference(ratio: float) -> tuple[int, int, bool, float]:
+        matching = sum(count for size, count in counts.items()
+                       if not imageio.aspect_is_off(size, ratio))
+        same = sum(count for (width, height), count in counts.items()
+                   if round(width / height, 2) == round(ratio, 2))
+        return matching, same, ratio >= 1.0, ratio
+
+    return max(ratios, key=preference)
+
+
+def _off_size(shown: str, item: imageio.DecodedImage | str, aspect: float, kept: str
               ) -> imageio.DecodedImage | str:
-    """`item`, or why it is skipped when its aspect ratio is one detection would refuse.
+    """`item`, or why it is skipped when its aspect ratio is one detection would refuse;
+    `kept` says which aspect ratio training keeps, and why.
 
     >>> from types import SimpleNamespace
-    >>> _off_size("cam2.jpg", SimpleNamespace(original_size=(1920, 1080)), 1.333)
-    "cam2.jpg: off_size (1920x1080, aspect ratio 1.78, far from the training images' median 1.33)"
+    >>> _off_size("cam2.jpg", SimpleNamespace(original_size=(1920, 1080)), 1.333, "...")
+    'cam2.jpg: off_size (1920x1080, aspect ratio 1.78; ...)'
     """
     if isinstance(item, str) or not imageio.aspect_is_off(item.original_size, aspect):
         return item
     width, height = item.original_size
-    return (f"{shown}: off_size ({width}x{height}, aspect ratio {width / height:.2f}, "
-            f"far from the training images' median {aspect:.2f})")
+    return f"{shown}: off_size ({width}x{height}, aspect ratio {width / height:.2f}; {kept})"
+
+
+def _too_small(shown: str, item: imageio.DecodedImage | str, smallest: int
+               ) -> imageio.DecodedImage | str:
+    """`item`, or why it is skipped when its longest side is under `smallest`, where
+    detection would refuse it (in the words of `imageio.decode`).
+
+    >>> from types import SimpleNamespace
+    >>> _too_small("far.jpg", SimpleNamespace(original_size=(60, 45)), 80)
+    'far.jpg: too_small (60x45 is too small: the model needs at least 80 px)'
+    """
+    if isinstance(item, str) or max(item.original_size) >= smallest:
+        return item
+    width, height = item.original_size
+    return (f"{shown}: too_small ({width}x{height} is too small: the model needs at least "
+            f"{smallest} px)")
 
 
 @dataclass(frozen=True)
@@ -948,10 +1152,14 @@ def pixel_threshold_from_masks(maps_and_masks: Sequence[tuple[np.ndarray, np.nda
 
 
 def _load_mask(path: Path, shape: tuple[int, int], roi: imageio.Roi | None) -> np.ndarray:
-    """A boolean HxW mask (any non-black pixel) at a map's resolution."""
+    """A boolean HxW mask at a map's resolution: a cell is anomalous when any pixel in it
+    is not black, so that 0/1 masks count and a scratch a few pixels wide in a large mask
+    is not averaged away."""
     with Image.open(path) as image:
         rgb = image.convert("RGBA").convert("RGB")
     if roi is not None:
         rgb = rgb.crop(imageio.roi_box(rgb.size, roi))
-    small = rgb.resize((shape[1], shape[0]), Image.Resampling.BOX)
-    return np.asarray(small, np.uint8).max(axis=2) > 64
+    marked = Image.fromarray((np.asarray(rgb).max(axis=2) > 0).astype(np.float32))
+    # BOX averages the pixels each cell covers: above zero wherever one of them is marked
+    small = marked.resize((shape[1], shape[0]), Image.Resampling.BOX)
+    return np.asarray(small) > 0

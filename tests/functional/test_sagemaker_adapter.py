@@ -233,12 +233,12 @@ def test_misconfiguration_names_the_setting(backend: str, uri: str, endpoint: st
 
 def test_notes_travel_through_the_endpoint_contract(small_model: tuple[Path, Path]) -> None:
     samples, model = small_model
-    image = Image.open(io.BytesIO(_anomaly(samples))).convert("L")
+    image = Image.open(io.BytesIO(_anomaly(samples))).convert("RGBA")
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     detector = EmbeddedDetector.from_dir(model)
     status, body = invocation_response(detector, buffer.getvalue(), "image/png")
     assert status == 200
-    assert json.loads(body)["Notes"] == ["converted_from_l"]
+    assert json.loads(body)["Notes"] == ["converted_from_rgba"]
     status, body = invocation_response(detector, buffer.getvalue(), "image/jpeg")
     assert (status, json.loads(body)["Reason"]) == (400, "content_type_mismatch")

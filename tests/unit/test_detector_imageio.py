@@ -58,6 +58,30 @@ def _overwritten_scan() -> bytes:
     return data[:start] + b"\xff\xd0\xff\xd9\xff\x00" * ((len(data) - start) // 6)
 
 
+def _cut_and_closed(data: bytes, fraction: float = 0.6) -> bytes:
+    """A JPEG cut short and closed with an end-of-image marker: Pillow decodes it without
+    an error, the missing part flat grey."""
+    return data[:int(len(data) * fraction)] + b"\xff\xd9"
+
+
+def _early_end_marker() -> bytes:
+    """An end-of-image marker in the middle of the image data (a flipped byte), the rest
+    of the data after it."""
+    data = _jpeg((256, 256))
+    middle = len(data) // 2
+    return data[:middle] + b"\xff\xd9" + data[middle:]
+
+
+# What cameras and phones append after the end-of-image marker of a complete image.
+CRLF = b"\r\n"
+SAMSUNG_TRAILER = (b"\x00\x00\x01\x0a\x0e\x00\x00\x00Image_UTC_Data1700000000000"
+                   b"SEFH\x6b\x00\x00\x00\x01\x00\x00\x00" + struct.pack("<I", 36) + b"SEFT")
+# a motion photo's video: an MP4 whose bytes happen to hold JPEG markers too
+MOTION_PHOTO_VIDEO = (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+                      + struct.pack(">I", 8 + 1024) + b"mdat" + bytes(range(256)) * 3
+                      + b"\xff\xd9\xff\xda" + bytes(252))
+
+
 def _with_orientation(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -110,6 +134,23 @@ REFUSED = [
                  id="bilevel-png"),
     # scan data overwritten by markers: Pillow would decode it as grey without complaint
     pytest.param(_overwritten_scan(), "image/jpeg", "corrupt", id="overwritten-scan"),
+    # cut short and closed with an end-of-image marker: the rest would be flat grey
+    pytest.param(_cut_and_closed(_jpeg((256, 256))), "image/jpeg", "corrupt",
+                 id="cut-and-closed"),
+    pytest.param(_cut_and_closed(_encode(_photo((256, 256), "L"), "JPEG")), "image/jpeg",
+                 "corrupt", id="cut-and-closed-greyscale"),
+    # with restart markers, the decoder resynchronises at each: still grey after the cut
+    pytest.param(_cut_and_closed(_jpeg((256, 256), restart_marker_rows=1)), "image/jpeg",
+                 "corrupt", id="cut-and-closed-restart-markers"),
+    # cut, closed, and a camera's line ending after it
+    pytest.param(_cut_and_closed(_jpeg((256, 256))) + CRLF, "image/jpeg", "corrupt",
+                 id="cut-and-closed-crlf"),
+    # a progressive JPEG cut and closed decodes blurred, not grey; the data after its
+    # marker is what gives it away
+    pytest.param(_cut_and_closed(_jpeg((256, 256), progressive=True)) + CRLF, "image/jpeg",
+                 "corrupt", id="cut-and-closed-progressive-crlf"),
+    # an end-of-image marker half way through the image data, the rest after it
+    pytest.param(_early_end_marker(), "image/jpeg", "corrupt", id="early-end-marker"),
 ]
 
 
@@ -132,6 +173,18 @@ ACCEPTED = [
     pytest.param(_jpeg(), "", (), id="no-content-type"),
     # a JPEG with trailing padding after the end-of-image marker (some cameras do this)
     pytest.param(_jpeg() + b"\x00" * 64, "image/jpeg", (), id="jpeg-padded"),
+    # data after the end-of-image marker of a complete image: a line ending, a phone's
+    # metadata trailer, a motion photo's video; Pillow decodes each the same
+    pytest.param(_jpeg() + CRLF, "image/jpeg", (), id="jpeg-crlf"),
+    pytest.param(_jpeg() + SAMSUNG_TRAILER, "image/jpeg", (), id="jpeg-samsung-trailer"),
+    pytest.param(_jpeg() + MOTION_PHOTO_VIDEO, "image/jpeg", (), id="jpeg-motion-photo"),
+    pytest.param(_jpeg(progressive=True) + MOTION_PHOTO_VIDEO, "image/jpeg", (),
+                 id="progressive-motion-photo"),
+    pytest.param(_jpeg(restart_marker_blocks=2) + CRLF, "image/jpeg", (),
+                 id="restart-markers-crlf"),
+    # flat mid-grey to the last pixel, as a cut-short image ends: looked at twice, complete
+    pytest.param(_encode(Image.new("RGB", (96, 64), (128, 128, 128)), "JPEG"), "image/jpeg",
+                 (), id="flat-grey-jpeg"),
     # RGBA PNG: alpha dropped
     pytest.param(_encode(_photo(mode="RGBA"), "PNG"), "image/png", ("converted_from_rgba",),
                  id="rgba-png"),
@@ -216,3 +269,45 @@ def test_region_of_interest_with_jpeg_draft_keeps_enough_resolution() -> None:
     decoded = decode(_jpeg((1600, 1200)), "image/jpeg", longest_side=200,
                      roi=(0.0, 0.0, 0.25, 0.25))
     assert decoded.rgb.shape == (150, 200, 3)
+
+
+@pytest.mark.parametrize("longest_side", [None, 200, 64, 32])  # full size and DCT drafts
+@pytest.mark.parametrize("data", [
+    _cut_and_closed(_jpeg((256, 256)), 0.3),
+    _cut_and_closed(_jpeg((256, 256), optimize=True), 0.9),
+    _cut_and_closed(_jpeg((256, 256), subsampling=0), 0.6),  # 4:4:4, 8x8 blocks
+    _early_end_marker() + SAMSUNG_TRAILER,
+], ids=["cut-at-30%", "optimized-cut-at-90%", "444-cut-at-60%", "early-marker-trailer"])
+def test_image_data_that_stops_early_is_refused_at_every_decode_size(
+        data: bytes, longest_side: int | None) -> None:
+    with pytest.raises(InvalidImageError, match="stops early") as caught:
+        decode(data, "image/jpeg", longest_side=longest_side)
+    assert caught.value.reason == "corrupt"
+
+
+@pytest.mark.parametrize("longest_side", [None, 200, 64, 32])
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"optimize": True},
+                                     {"restart_marker_blocks": 3}, {"subsampling": 0}],
+                         ids=["baseline", "progressive", "optimized", "restart", "444"])
+def test_complete_images_with_a_trailer_decode_as_without(options: dict[str, object],
+                                                          longest_side: int | None) -> None:
+    data = _jpeg((256, 192), **options)
+    plain = decode(data, "image/jpeg", longest_side=longest_side)
+    trailed = decode(data + MOTION_PHOTO_VIDEO, "image/jpeg", longest_side=longest_side)
+    assert np.array_equal(plain.rgb, trailed.rgb)
+
+
+@pytest.mark.parametrize(("data", "refused"), [
+    (_encode(_photo(mode="L"), "JPEG"), True),  # a monochrome camera's frame
+    (_encode(_photo(mode="LA"), "PNG"), True),  # greyscale with alpha
+    (_jpeg(), False),  # colour, as trained
+    (_encode(_photo(mode="RGBA"), "PNG"), False),  # colour with alpha
+])
+def test_a_model_trained_on_colour_refuses_greyscale(data: bytes, refused: bool) -> None:
+    assert decode(data, longest_side=48).rgb.shape == (32, 48, 3)  # accepted unless asked
+    if refused:
+        with pytest.raises(InvalidImageError, match="trained on colour") as caught:
+            decode(data, longest_side=48, require_colour=True)
+        assert caught.value.reason == "greyscale"
+    else:
+        assert decode(data, longest_side=48, require_colour=True).rgb.shape == (32, 48, 3)

@@ -36,7 +36,7 @@ from pipeline.detector.training import (
     train_model,
 )
 from scripts.cli_detector import METHOD_NAMES, register
-from scripts.make_samples import generate
+from tests.conftest import generated_samples, pixel_model
 
 SMALL = {("train", "normal"): 16, ("train", "anomaly"): 8,
          ("test", "normal"): 8, ("test", "anomaly"): 8}
@@ -45,16 +45,12 @@ DATASETS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets"
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("samples")
-    generate(out, counts=SMALL, size=160)
-    return out
+    return generated_samples(tmp_path_factory, SMALL, size=160)
 
 
 @pytest.fixture(scope="module")
 def model_dir(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("model")
-    train_model(samples, out, methods=["pixel_gaussian"])
-    return out
+    return pixel_model(samples, tmp_path_factory)
 
 
 def test_train_then_evaluate_separates_the_generated_parts(samples: Path,
