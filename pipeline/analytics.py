@@ -125,11 +125,11 @@ def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]], *
                 response = firehose.put_record_batch(
                     DeliveryStreamName=stream_name,
                     Records=encode_rows(row for _, row in chunk))
-            except (ClientError, BotoCoreError):
+            except (ClientError, BotoCoreError) as exc:
                 # The whole call failed (throttled, unreachable): its rows are retried like
                 # refused ones, not raised, which would make Lambda resend the rows of
-                # earlier calls that landed.
-                log.warning("Firehose refused a call of %d rows", len(chunk), exc_info=True)
+                # earlier calls that landed. An AWS error says it all in one line.
+                log.warning("Firehose refused a call of %d rows: %s", len(chunk), exc)
                 refused.extend(chunk)
                 continue
             if response.get("FailedPutCount", 0):

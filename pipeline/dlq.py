@@ -23,22 +23,29 @@ Everything here is a plain SQS receive/send/delete (moto has no StartMessageMove
 every redrive sends before it deletes: at worst a message is delivered twice, which the
 idempotency key and the conditional put absorb. A redrive hides the messages it took for
 `REDRIVE_VISIBILITY_SECONDS`, so a second operator's redrive meanwhile cannot take them
-too; a message SQS will not delete after it went through is reported (`undeleted`).
+too; a message SQS will not delete after it went through is reported (`undeleted`), and
+one that could not be redriven stays, with its reason (`failed`). A poison message (one that
+no redrive can ever finish: not a notification, not an execution's input, not a lake dead
+letter) stays in its dead-letter queue and is reported (`poison`): sent back, it would only
+fail its way back there.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import analytics, ingest, workflow
 from pipeline.records import ResultRecord, iso, utc_now
 from pipeline.uploads import parse_key
+
+log = logging.getLogger(__name__)
 
 QUEUES = ("ingest", "workflow", "lake")
 _PEEK_VISIBILITY_SECONDS = 30
@@ -60,6 +67,7 @@ class DeadLetter:
     image_id: str = ""
     receive_count: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    poison: bool = False  # no redrive can ever finish it (see the module's docstring)
 
 
 @dataclass
@@ -71,8 +79,14 @@ class RedriveResult:
     parked: int = 0  # stream records that still cannot be read, kept as a message of their own
     refused: int = 0  # lake rows Firehose refused again, kept as a message of their own
     alerts_already_sent: int = 0  # owed alerts an earlier redrive published
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # left in the queue, to try again
     undeleted: list[str] = field(default_factory=list)  # went through, still in the queue
+    reasons: dict[str, str] = field(default_factory=dict)  # failed message id -> why
+    poison: dict[str, str] = field(default_factory=dict)  # message id -> why it never can
+
+    def fail(self, message_id: str, reason: str) -> None:
+        self.failed.append(message_id)
+        self.reasons[message_id] = reason
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -131,7 +145,7 @@ def _describe_ingest(body: str, common: dict[str, Any], s3: Any | None
     try:
         refs = list(ingest.object_refs(body))
     except (ValueError, KeyError, TypeError) as exc:
-        yield DeadLetter(**common, reason=f"poison message: {exc}")
+        yield DeadLetter(**common, reason=f"poison message: {exc}", poison=True)
         return
     if not refs:
         yield DeadLetter(**common, reason="no ObjectCreated record in the notification")
@@ -168,7 +182,8 @@ def _describe_workflow(body: str, common: dict[str, Any], s3: Any | None
         if not isinstance(record, dict) or not isinstance(error, dict):
             raise TypeError("not an execution's input")
     except (ValueError, KeyError, TypeError):
-        yield DeadLetter(**common, reason="not a workflow failure (unreadable input)")
+        yield DeadLetter(**common, reason="not a workflow failure (unreadable input)",
+                         poison=True)
         return
     step = "alert not sent" if alert_failed else "record not stored"
     cause = str(error.get("Cause", ""))
@@ -212,7 +227,8 @@ def _describe_lake(body: str, common: dict[str, Any], s3: Any | None
         if not isinstance(batch, dict) or not isinstance(context, dict):
             raise TypeError("not a stream on-failure record")
     except (ValueError, KeyError, TypeError, AttributeError):
-        yield DeadLetter(**common, reason="not a stream on-failure record (unreadable)")
+        yield DeadLetter(**common, reason="not a stream on-failure record (unreadable)",
+                         poison=True)
         return
     condition = context.get("condition", "unknown")
     yield DeadLetter(
@@ -230,20 +246,72 @@ def _more(items: list[Any]) -> str:
 
 def redrive_to_queue(sqs: Any, dlq_url: str, source_url: str, limit: int = 1000
                      ) -> RedriveResult:
-    """Move dead letters back to their source queue: send, then delete."""
+    """Move dead letters back to their source queue: send, then delete. Poison messages
+    stay."""
     result = RedriveResult()
-    messages = receive_all(sqs, dlq_url, limit=limit,
-                           visibility_timeout=REDRIVE_VISIBILITY_SECONDS)
+    messages = _without_poison(sqs, dlq_url, "ingest", result, receive_all(
+        sqs, dlq_url, limit=limit, visibility_timeout=REDRIVE_VISIBILITY_SECONDS))
     for start in range(0, len(messages), 10):
         chunk = messages[start:start + 10]
-        sent = sqs.send_message_batch(QueueUrl=source_url, Entries=[
-            {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(chunk)])
+        try:
+            sent = sqs.send_message_batch(QueueUrl=source_url, Entries=[
+                {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(chunk)])
+        except ClientError as exc:
+            sent = {"Failed": [{"Id": str(i), "Code": _client_error(exc)}
+                               for i in range(len(chunk))]}
         ok = {int(entry["Id"]) for entry in sent.get("Successful", [])}
-        result.failed.extend(chunk[i]["MessageId"] for i in range(len(chunk)) if i not in ok)
+        for entry in sent.get("Failed", []):
+            result.fail(chunk[int(entry["Id"])]["MessageId"],
+                        ": ".join(filter(None, (entry.get("Code"), entry.get("Message")))))
         result.undeleted += _delete(sqs, dlq_url, [chunk[i] for i in sorted(ok)])
         result.moved += len(ok)
-    release(sqs, dlq_url, [m for m in messages if m["MessageId"] in set(result.failed)])
+    release(sqs, dlq_url, [m for m in messages if m["MessageId"] in result.reasons])
     return result
+
+
+def _without_poison(sqs: Any, queue_url: str, queue: str, result: RedriveResult,
+                    messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages a redrive can work on; poison ones are noted in `result` and made
+    visible again, left where they are."""
+    poison = {}
+    for message in messages:
+        why = [letter.reason for letter in describe(queue, message) if letter.poison]
+        if why:
+            poison[message["MessageId"]] = why[0].removeprefix("poison message: ")
+    result.poison.update(poison)
+    release(sqs, queue_url, [m for m in messages if m["MessageId"] in poison])
+    return [m for m in messages if m["MessageId"] not in poison]
+
+
+def _failure(exc: Exception) -> str:
+    """Why one message could not be redriven, in one line. AWS's refusals, and messages
+    that lack what a redrive needs, are expected: no traceback. Anything else is a bug,
+    logged with its traceback.
+
+    >>> _failure(KeyError("alert"))
+    "the message lacks 'alert'"
+    >>> _failure(ValueError("the batch's records are no longer in the stream"))
+    "the batch's records are no longer in the stream"
+    """
+    if isinstance(exc, ClientError):
+        return _client_error(exc)
+    if isinstance(exc, KeyError):
+        return f"the message lacks {exc.args[0]!r}" if exc.args else "the message lacks a key"
+    if isinstance(exc, (ValueError, TypeError, AttributeError)):
+        return str(exc) or type(exc).__name__
+    log.warning("redrive of a dead letter failed unexpectedly", exc_info=exc)
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _client_error(exc: ClientError) -> str:
+    """
+    >>> _client_error(ClientError({"Error": {"Code": "StateMachineDoesNotExist",
+    ...     "Message": "State Machine Does Not Exist"}}, "StartExecution"))
+    'StartExecution refused: StateMachineDoesNotExist: State Machine Does Not Exist'
+    """
+    error = exc.response.get("Error", {})
+    return (f"{exc.operation_name} refused: {error.get('Code', 'unknown error')}"
+            + (f": {error['Message']}" if error.get("Message") else ""))
 
 
 @dataclass(frozen=True)
@@ -261,24 +329,23 @@ def redrive_workflow(sqs: Any, failure_url: str, targets: WorkflowTargets, *, sf
     new execution (its conditional put keeps it exactly-once); a stored record whose alert
     failed gets the alert published."""
     result = RedriveResult()
-    for message in receive_all(sqs, failure_url, limit=limit,
-                               visibility_timeout=REDRIVE_VISIBILITY_SECONDS):
+    for message in _without_poison(sqs, failure_url, "workflow", result, receive_all(
+            sqs, failure_url, limit=limit, visibility_timeout=REDRIVE_VISIBILITY_SECONDS)):
         try:
-            done = _finish_execution(json.loads(message["Body"]), targets, sfn, ddb, sns,
-                                     result)
-        except (ClientError, ValueError, KeyError, TypeError):
-            done = False
-        if done:
-            result.undeleted += _delete(sqs, failure_url, [message])
-            result.moved += 1
-        else:
-            result.failed.append(message["MessageId"])
+            _finish_execution(json.loads(message["Body"]), targets, sfn, ddb, sns, result)
+        except BotoCoreError:
+            raise  # AWS unreachable: every other message would wait for it too
+        except Exception as exc:  # one message's failure is reported, not fatal
+            result.fail(message["MessageId"], _failure(exc))
             release(sqs, failure_url, [message])
+            continue
+        result.undeleted += _delete(sqs, failure_url, [message])
+        result.moved += 1
     return result
 
 
 def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any, ddb: Any,
-                      sns: Any, result: RedriveResult) -> bool:
+                      sns: Any, result: RedriveResult) -> None:
     record = ResultRecord.from_json(state["record"])
     alert = state["alert"]
     stored = ddb.get_item(TableName=targets.table, Key={"image_id": {"S": record.image_id}},
@@ -292,7 +359,7 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
         sfn.start_execution(stateMachineArn=targets.state_machine_arn, name=name,
                             input=json.dumps(payload))
         result.executions_started += 1
-        return True
+        return
     # This execution's own put committed though it was answered with an error, or only
     # its alert failed: the alert is owed.
     written_here = (state.get(workflow.WRITER) is not None and
@@ -300,7 +367,7 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
     if ("alert_error" in state or written_here) and alert.get("send"):
         if workflow.ALERT_REDRIVEN in stored:
             result.alerts_already_sent += 1
-            return True
+            return
         sns.publish(TopicArn=targets.topic_arn, Subject=alert["subject"],
                     Message=alert["message"], MessageAttributes={
                         "line": {"DataType": "String", "StringValue": alert["line_id"]},
@@ -317,7 +384,6 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
             pass  # the record was deleted meanwhile: nothing to mark, and no stub made
         result.alerts_published += 1
     # Otherwise another delivery stored the record and owned its alert: nothing is owed.
-    return True
 
 
 def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stream: str,
@@ -333,16 +399,16 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
     went through stays as it is; a stream batch none of which went through is parked as
     data, since the stream keeps its records only 24 hours."""
     result = RedriveResult()
-    for message in receive_all(sqs, lake_failure_url, limit=limit,
-                               visibility_timeout=REDRIVE_VISIBILITY_SECONDS):
+    for message in _without_poison(sqs, lake_failure_url, "lake", result, receive_all(
+            sqs, lake_failure_url, limit=limit, visibility_timeout=REDRIVE_VISIBILITY_SECONDS)):
         try:
             done = _redrive_lake_letter(json.loads(message["Body"]), lake_failure_url,
                                         streams=streams, firehose_stream=firehose_stream,
                                         region=region, send=send)
-        except (ClientError, ValueError, KeyError, TypeError, AttributeError):
-            done = None
-        if done is None:
-            result.failed.append(message["MessageId"])
+        except BotoCoreError:
+            raise  # AWS unreachable: every other message would wait for it too
+        except Exception as exc:  # one message's failure is reported, not fatal
+            result.fail(message["MessageId"], _failure(exc))
             release(sqs, lake_failure_url, [message])
             continue
         result.lake_rows_sent += done.lake_rows_sent
@@ -355,9 +421,10 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
 
 def _redrive_lake_letter(info: dict[str, Any], lake_failure_url: str, *, streams: Any,
                          firehose_stream: str, region: str, send: Callable[..., list[str]]
-                         ) -> RedriveResult | None:
-    """Send one lake dead letter's rows and park what did not go through; None when it
-    should stay as it is (parked data none of which went through)."""
+                         ) -> RedriveResult:
+    """Send one lake dead letter's rows and park what did not go through; raises
+    NothingWentThrough when it should stay as it is (parked data none of which went
+    through)."""
     if analytics.LAKE_ROWS in info:
         rows: Sequence[tuple[str, Mapping[str, Any]]] = [
             (str(index), row) for index, row in enumerate(info[analytics.LAKE_ROWS])]
@@ -375,12 +442,19 @@ def _redrive_lake_letter(info: dict[str, Any], lake_failure_url: str, *, streams
     refused = [row for row_id, row in rows if row_id in refused_ids]
     landed = len(rows) - len(refused)
     if not landed and (refused or unreadable) and "DDBStreamBatchInfo" not in info:
-        return None
+        raise NothingWentThrough("; ".join(
+            ([f"Firehose refused its {len(refused)} rows again"] if refused else [])
+            + [f"{len(images)} stream records still {reason}"
+               for reason, images in _by_reason(unreadable).items()]))
     if refused:
         analytics.park_rows(lake_failure_url, refused, "Firehose refused them again on redrive")
     for reason, images in _by_reason(unreadable).items():
         analytics.park_rows(lake_failure_url, images, reason, kind=analytics.STREAM_IMAGES)
     return RedriveResult(lake_rows_sent=landed, refused=len(refused), parked=len(unreadable))
+
+
+class NothingWentThrough(ValueError):
+    """A lake dead letter none of whose rows went through: it stays as it is."""
 
 
 def _by_reason(unreadable: list[tuple[str, Mapping[str, Any], str]]
@@ -389,6 +463,10 @@ def _by_reason(unreadable: list[tuple[str, Mapping[str, Any], str]]
     for _, image, reason in unreadable:
         grouped.setdefault(reason, []).append(image)
     return grouped
+
+
+_NOT_ALLOWED = ("AccessDeniedException", "UnrecognizedClientException",
+                "ExpiredTokenException", "InvalidSignatureException")
 
 
 def _stream_records(streams: Any, batch: dict[str, Any]) -> list[dict[str, Any]]:
@@ -402,7 +480,9 @@ def _stream_records(streams: Any, batch: dict[str, Any]) -> list[dict[str, Any]]
                 StreamArn=batch["streamArn"], ShardId=shard,
                 ShardIteratorType="AT_SEQUENCE_NUMBER",
                 SequenceNumber=batch["startSequenceNumber"])["ShardIterator"]
-        except ClientError:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NOT_ALLOWED:
+                raise  # not "the records are gone": the caller may not read the stream
             continue  # the batch came from another shard
         found: list[dict[str, Any]] = []
         while iterator:

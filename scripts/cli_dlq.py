@@ -8,6 +8,7 @@ and what redriving it does.
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline import aws, dlq
@@ -77,9 +79,11 @@ def list_(queue: QueueOption = None, state: StateOption = None,
             for letter in dlq.peek(aws.client("sqs"), _queue_url(info, name), name.value,
                                    s3=aws.client("s3"), limit=limit):
                 total += 1
-                view.add_row(name.value, letter.line_id or "-", letter.camera_id or "-",
-                             letter.image or letter.message_id, letter.reason,
-                             str(letter.receive_count or ""))
+                # Stored text (a Cause, a key, a tag) is shown as it is, never as markup.
+                view.add_row(name.value, *(escape(text) for text in (
+                    letter.line_id or "-", letter.camera_id or "-",
+                    letter.image or letter.message_id, letter.reason)),
+                    str(letter.receive_count or ""))
     except ClientError as exc:
         fail(f"cannot read the queues: {exc}", 1)
     except BotoCoreError as exc:
@@ -123,14 +127,25 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
                 + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
                    result.failed else "")
                 + (f", [red]{len(result.undeleted)} went through but SQS would not delete "
-                   f"them ({', '.join(result.undeleted)}): they are still in the queue"
-                   "[/red]" if result.undeleted else ""))
+                   f"them ({escape(', '.join(result.undeleted))}): they are still in the "
+                   "queue[/red]" if result.undeleted else "")
+                + (f", [yellow]{len(result.poison)} poison messages left in the queue (no "
+                   "redrive can finish them; `linesight dlq list` shows them)[/yellow]" if
+                   result.poison else ""))
+            _print_reasons("failed", result.reasons)
+            _print_reasons("poison", result.poison)
     except ClientError as exc:
         fail(f"redrive stopped: {exc}", 1)
     except BotoCoreError as exc:
         fail(f"redrive stopped: {no_answer(exc)}", 1)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_reasons(what: str, reasons: dict[str, str]) -> None:
+    """Each distinct reason once, with how many messages it holds back, most first."""
+    for reason, count in Counter(reasons.values()).most_common():
+        console.print(f"  {count} {what}: {escape(reason)}", highlight=False)
 
 
 def _redrive(info: Any, queue: Queue, limit: int) -> dlq.RedriveResult:

@@ -687,7 +687,7 @@ def upload(
 
         linesight upload resources/samples/test/anomaly --line line-1 --camera cam-1
     """
-    from scripts.uploadImages import EXTENSIONS, upload_folder
+    from scripts.uploadImages import API, EXTENSIONS, failure_summary, upload_folder
 
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a folder", param_hint="DIRECTORY")
@@ -726,19 +726,20 @@ def upload(
     uploads = upload_folder(directory, camera, line, url, secret, concurrency=concurrency,
                             retries=retries, progress=True, post=post)
     failed = [u for u in uploads if not u.ok]
-    refused = {u.status for u in failed}
-    if failed and len(failed) == len(uploads) and refused <= {401, 403}:
-        _fail(f"the API refused every upload ({', '.join(map(str, sorted(refused)))}): the "
-              f"token is not valid for line {line!r} camera {camera!r}; pass that camera's "
-              "token with --token (see `linesight tokens`)")
-    if failed and len(failed) == len(uploads) and refused == {0}:  # no answer at all
-        _fail(f"no upload got an answer, from the API at {url} or from the storage it "
-              f"signs for (is the stack running?): {failed[0].error}", 1)
-    for item in failed[:10]:
-        err.print(f"[red]failed[/red] {Path(item.file).name}: {item.error}")
-    if len(failed) > 10:
-        err.print(f"... and {len(failed) - 10} more")
+    # Each distinct reason once, with how many images: the API's or S3's own words, and
+    # which step refused (the token, the route, or the signed upload); then those not sent.
+    for reason in failure_summary(uploads):
+        err.print(f"[red]error:[/red] {escape(reason)}", highlight=False)
+    token_refused = any(u.step == API and u.status == 401 for u in failed)
+    if token_refused:
+        err.print(f"pass the token of line {line!r} camera {camera!r} with --token (see "
+                  "`linesight tokens`)", markup=False, highlight=False)
+    elif any(u.step == API and u.status == 0 and u.attempts for u in failed):
+        err.print(f"is {url} the API's URL, and is the stack running? (`linesight local up` "
+                  "starts the local one)", markup=False, highlight=False)
+    not_sent = sum(1 for u in failed if u.skipped)
     console.print(f"{len(uploads) - len(failed)} of {len(uploads)} images uploaded for line "
-                  f"{line} camera {camera}")
-    if failed:
-        raise typer.Exit(1)
+                  f"{line} camera {camera}" + (f", {not_sent} not sent" if not_sent else ""))
+    if failed:  # 2: every image refused for its token, a usage error like a bad option
+        raise typer.Exit(2 if token_refused and all(
+            u.status == 401 for u in failed if not u.skipped) else 1)

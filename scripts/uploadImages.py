@@ -9,28 +9,48 @@ API_ENDPOINT is the API's base URL or its full `/getsignedurl` URL. For each ima
 for a presigned upload (GET /getsignedurl, or POST /uploads with --post) and sends the
 file. It prints a summary and, with --manifest-out, writes which file became which
 image id, so callers can wait for the results.
+
+A failed upload records the step that failed (asking the API, or sending to S3) and the
+server's own reason. When the rest would fail the same way (the API or S3 cannot be
+reached, the answer is not LineSight's, files keep failing after their retries) the
+folder stops, and the images it did not try are reported as not sent (`FolderState`).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import mimetypes
+import re
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Per connect and per read: an API that accepts connections but never answers costs 10 s.
+TIMEOUT_SECONDS = 10.0
+# Files that failed in a row after their retries (5xx, 429, lost answers) before the folder
+# stops: past that the API or S3 is failing, not one image, and retrying every file would
+# take (retries + 1) requests and their backoff for each.
+FAILURES_IN_A_ROW_TO_STOP = 3
+# The step a failed upload stopped at.
+API = "api"  # asking the API for an upload URL
+STORAGE = "storage"  # sending the image to S3 with that URL
 console = Console(stderr=True)
 
 
@@ -45,28 +65,148 @@ class Upload:
     attempts: int = 0
     started_at: float = 0.0
     finished_at: float = 0.0
+    step: str = ""  # API or STORAGE: where a failed upload stopped
+    server_code: str = ""  # the server's own code (S3's <Code>, the API's "Code")
+    server_message: str = ""  # and its own words, e.g. why it refused the token
+    skipped: str = ""  # why the image was never sent: the reason the folder stopped
 
 
 class UploadError(Exception):
-    def __init__(self, status: int, message: str, retryable: bool) -> None:
+    """A request refused or not answered, with the step it belongs to and the server's own
+    code and message, so the caller can tell a refused token from a refused signature."""
+
+    def __init__(self, status: int, message: str, retryable: bool, *, step: str = "",
+                 code: str = "", server_message: str = "", answer_lost: bool = False,
+                 stops_folder: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.step = step
+        self.code = code
+        self.server_message = server_message
+        # The request went out but its answer did not come back (it may have arrived).
+        self.answer_lost = answer_lost
+        # The same would happen to every file: not worth trying the rest.
+        self.stops_folder = stops_folder
 
 
-def _request(method: str, url: str, *, headers: dict[str, str] | None = None,
-             data: bytes | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
+def _request(method: str, url: str, *, step: str = "", headers: dict[str, str] | None = None,
+             data: bytes | None = None, timeout: float | None = None) -> tuple[int, bytes]:
+    timeout = TIMEOUT_SECONDS if timeout is None else timeout
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
-        body = exc.read()
-        raise UploadError(exc.code, f"{method} {exc.code}: {body[:300].decode(errors='replace')}",
+        try:
+            body = exc.read()
+        except (OSError, http.client.HTTPException):
+            body = b""
+        code, said = server_reason(body)
+        raise UploadError(exc.code, _refusal(method, step, exc.code, code, said),
                           # 409: a conditional PUT met one of ours still in flight
-                          retryable=exc.code >= 500 or exc.code in (409, 429)) from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise UploadError(0, f"{method} failed: {exc}", retryable=True) from None
+                          retryable=exc.code >= 500 or exc.code in (409, 429),
+                          step=step, code=code, server_message=said) from None
+    except (OSError, http.client.HTTPException) as exc:
+        # urllib wraps what stops the request going out (refused, no such host, no
+        # connection in time) in URLError; what comes after it was sent is raised as is.
+        lost = not isinstance(exc, urllib.error.URLError)
+        cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise UploadError(0, f"no answer from {_SERVER.get(step, method)} at {_origin(url)} "
+                             f"({_why(cause, timeout)})", retryable=True, step=step,
+                          answer_lost=lost) from None
+
+
+_SERVER = {API: "the API", STORAGE: "S3"}
+
+
+def _origin(url: str) -> str:
+    """
+    >>> _origin("https://bucket.s3.amazonaws.com/line-1/k.jpg?X-Amz-Signature=abc")
+    'https://bucket.s3.amazonaws.com'
+    """
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _why(cause: object, timeout: float) -> str:
+    """
+    >>> _why(ConnectionRefusedError(111, "Connection refused"), 10)
+    'connection refused'
+    >>> _why(TimeoutError("timed out"), 10)
+    'no answer in 10 s'
+    """
+    if isinstance(cause, TimeoutError):  # socket.timeout is TimeoutError
+        return f"no answer in {timeout:g} s"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "host not found"
+    return str(cause) or type(cause).__name__
+
+
+def _refusal(method: str, step: str, status: int, code: str, said: str) -> str:
+    """What a refusal means, in the words of the step it stopped.
+
+    >>> _refusal("GET", API, 401, "", "Unauthorized")
+    'the API refused the token (401): Unauthorized'
+    >>> _refusal("PUT", STORAGE, 403, "SignatureDoesNotMatch", "The request signature ...")
+    'S3 refused the upload (403 SignatureDoesNotMatch): The request signature ...'
+    """
+    # The API's codes are its framework's class names (ForbiddenError): its status says as much.
+    answered = f"({status} {code})" if code and step != API else f"({status})"
+    if step == API and said == "Missing Authentication Token":  # API Gateway: no such route
+        return (f"the API has no such route ({status} {said}): is the API URL right, its "
+                "stage included?")
+    if step == API and status == 401:
+        return f"the API refused the token {answered}: {said}"
+    if step == API:
+        verb = "failed" if status >= 500 else "refused the request"
+        return f"the API {verb} {answered}: {said}"
+    if step == STORAGE:
+        verb = "failed" if status >= 500 else "refused the upload"
+        return f"S3 {verb} {answered}: {said}"
+    return f"{method} {answered}: {said}"
+
+
+_TAG = r"<{0}>\s*(.*?)\s*</{0}>"
+
+
+def server_reason(body: bytes) -> tuple[str, str]:
+    """The code and message a server gave with its answer: the API's JSON (`Code` and
+    `Message`, or API Gateway's own `message`), S3's XML `<Code>` and `<Message>`, else
+    what kind of page it is.
+
+    >>> server_reason(b'{"Code": "ForbiddenError", "Message": "for line-2 only"}')
+    ('ForbiddenError', 'for line-2 only')
+    >>> server_reason(b'{"message":"Missing Authentication Token"}')
+    ('', 'Missing Authentication Token')
+    >>> server_reason(b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message>"
+    ...               b"</Error>")
+    ('AccessDenied', 'Access Denied')
+    >>> server_reason(b"<!DOCTYPE html><html><title> Sign in </title><body>...</html>")
+    ('', "an HTML page titled 'Sign in'")
+    >>> server_reason(b"")
+    ('', 'no reason given')
+    """
+    text = body[:20_000].decode(errors="replace").strip()
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict):
+        code = answer.get("Code") or answer.get("code") or ""
+        said = answer.get("Message") or answer.get("message") or ""
+        if code or said:
+            return str(code), str(said)[:300]
+    if text.startswith("<") and re.search(_TAG.format("Code"), text, re.S):
+        code = re.search(_TAG.format("Code"), text, re.S)
+        said = re.search(_TAG.format("Message"), text, re.S)
+        return (code.group(1) if code else ""), (said.group(1)[:300] if said else "")
+    if re.match(r"<(!doctype html|html)", text, re.I):
+        title = re.search(r"<title[^>]*>\s*(.*?)\s*</title>", text, re.S | re.I)
+        return "", f"an HTML page titled {title.group(1)[:100]!r}" if title else "an HTML page"
+    return "", " ".join(text[:300].split()) or "no reason given"
 
 
 def api_base(endpoint: str) -> str:
@@ -98,36 +238,70 @@ def request_put(base: str, token: str, path: Path, line: str, camera: str) -> Ti
                                      "imageid": _image_id(path),
                                      "contenttype": _upload_content_type(path),
                                      "contentlength": path.stat().st_size})
-    _, body = _request("GET", f"{base}/getsignedurl?{params}",
-                       headers={"Authorization": token})
-    answer = json.loads(body)
-    headers = answer.get("headers") or {"Content-Type": _upload_content_type(path)}
+    url = f"{base}/getsignedurl"
+    status, body = _request("GET", f"{url}?{params}", step=API,
+                            headers={"Authorization": token})
+    answer = _linesight_answer(url, status, body, {"uploadURL": str})
+    headers = answer.get("headers")
+    if not isinstance(headers, dict):
+        headers = {"Content-Type": _upload_content_type(path)}
 
     def send(data: bytes) -> None:
-        _request("PUT", answer["uploadURL"], data=data, headers=headers)
+        _request("PUT", answer["uploadURL"], step=STORAGE, data=data, headers=headers)
 
-    return Ticket(answer.get("image_id", ""), answer.get("photoFilename", ""), send)
+    return Ticket(str(answer.get("image_id", "")), str(answer.get("photoFilename", "")), send)
 
 
 def request_post(base: str, token: str, path: Path, line: str, camera: str) -> Ticket:
     payload = json.dumps({"line_id": line, "camera_id": camera, "image_id": _image_id(path),
                           "content_type": _upload_content_type(path)}).encode()
-    _, body = _request("POST", f"{base}/uploads", data=payload,
-                       headers={"Authorization": token, "Content-Type": "application/json"})
-    answer = json.loads(body)
+    url = f"{base}/uploads"
+    status, body = _request("POST", url, step=API, data=payload,
+                            headers={"Authorization": token, "Content-Type": "application/json"})
+    answer = _linesight_answer(url, status, body, {"url": str, "fields": dict,
+                                                   "image_id": str, "key": str})
+    fields = {str(name): str(value) for name, value in answer["fields"].items()}
+    content_type = fields.get("Content-Type", _upload_content_type(path))
 
     def send(data: bytes) -> None:
         boundary = uuid.uuid4().hex
         parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                 f"{value}\r\n".encode() for name, value in answer["fields"].items()]
+                 f"{value}\r\n".encode() for name, value in fields.items()]
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
                      f'filename="{path.name}"\r\nContent-Type: '
-                     f'{answer["fields"]["Content-Type"]}\r\n\r\n'.encode() + data + b"\r\n")
+                     f'{content_type}\r\n\r\n'.encode() + data + b"\r\n")
         parts.append(f"--{boundary}--\r\n".encode())
-        _request("POST", answer["url"], data=b"".join(parts),
+        _request("POST", answer["url"], step=STORAGE, data=b"".join(parts),
                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
     return Ticket(answer["image_id"], answer["key"], send)
+
+
+def _linesight_answer(url: str, status: int, body: bytes, needed: dict[str, type]
+                      ) -> dict[str, Any]:
+    """The API's JSON answer, checked for what an upload needs. Anything else (a proxy's or
+    login page, another service at a wrong API URL) would answer every file the same: an
+    UploadError that stops the folder, not a JSONDecodeError or KeyError.
+
+    >>> try:
+    ...     _linesight_answer("http://x/getsignedurl", 200, b'{"id": 1}', {"uploadURL": str})
+    ... except UploadError as exc:
+    ...     print(exc)  # doctest: +ELLIPSIS
+    the answer from http://x/getsignedurl is not LineSight's (JSON without uploadURL): ...
+    """
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    missing = ([name for name, kind in needed.items() if not isinstance(answer.get(name), kind)]
+               if isinstance(answer, dict) else None)
+    if isinstance(answer, dict) and not missing:
+        return answer
+    what = (f"JSON without {', '.join(missing)}" if missing else
+            "JSON, not an object" if answer is not None else server_reason(body)[1])
+    raise UploadError(status, f"the answer from {url} is not LineSight's ({what}): is the API "
+                              "URL right, or is a proxy or login page in the way?",
+                      retryable=False, step=API, server_message=what, stops_folder=True)
 
 
 def _upload_content_type(path: Path) -> str:
@@ -149,22 +323,87 @@ def _image_id(path: Path) -> str:
     return stem or "image"
 
 
+class FolderState:
+    """What the uploads of one folder learn together: which steps' servers have answered,
+    how many files in a row failed after their retries, and why the folder stopped.
+
+    A server that has never answered and cannot be reached (refused, no such host, or, for
+    the API, no answer in time) stops the folder at once: every file would wait for the
+    same. So does an answer that is not LineSight's, and FAILURES_IN_A_ROW_TO_STOP files
+    failing in a row after their retries. Images never tried are reported as not sent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answered: set[str] = set()
+        self._failures_in_a_row = 0
+        self._stop = threading.Event()
+        self.stopped = ""  # why, once stopped
+
+    def answered(self, step: str) -> None:
+        with self._lock:
+            self._answered.add(step)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._answered.update((API, STORAGE))
+            self._failures_in_a_row = 0
+
+    def failed(self, exc: UploadError) -> None:
+        """Learn from one request's failure; stop the folder when the rest would fail too."""
+        with self._lock:
+            if exc.status:
+                self._answered.add(exc.step)
+            unreachable = (exc.status == 0 and exc.step in (API, STORAGE)
+                           and exc.step not in self._answered
+                           # a PUT whose answer was lost may have arrived: its retry tells
+                           and (exc.step == API or not exc.answer_lost))
+        if exc.stops_folder or unreachable:
+            self.stop(str(exc))
+
+    def gave_up(self) -> None:
+        """One file failed after its retries."""
+        with self._lock:
+            self._failures_in_a_row += 1
+            in_a_row = self._failures_in_a_row
+        if in_a_row >= FAILURES_IN_A_ROW_TO_STOP:
+            self.stop(f"{in_a_row} images in a row failed after their retries")
+
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            if not self.stopped:
+                self.stopped = reason
+        self._stop.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True if the folder stopped meanwhile."""
+        return self._stop.wait(seconds)
+
+
 def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path,
-               line: str, camera: str, retries: int) -> Upload:
+               line: str, camera: str, retries: int, folder: FolderState | None = None
+               ) -> Upload:
     """Ask for one presigned upload, then send the file, retrying 5xx, 409, 429 and
-    network errors.
+    network errors (unless `folder` stops meanwhile).
 
     A retry re-sends to the same URL. A PUT URL refuses a second write to its key (412,
     `If-None-Match: *`), so a 412 after an earlier send of ours means that send arrived
     (its answer was lost); on the first send it means someone else used the URL first."""
+    folder = folder or FolderState()
     started = time.time()
+    if folder.stopped:
+        return not_sent(path, folder.stopped)
     ticket: Ticket | None = None
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return Upload(str(path), False, error=f"cannot read {path}: {exc.strerror or exc}",
+                      started_at=started, finished_at=time.time())
     sent = 0
     for attempt in range(1, retries + 2):
         try:
             if ticket is None:
                 ticket = request(base, token, path, line, camera)
+                folder.answered(API)
             sent += 1
             try:
                 ticket.send(data)
@@ -173,24 +412,40 @@ def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path
                     raise
                 if sent == 1:
                     raise UploadError(412, "the upload URL was already used: S3 keeps the "
-                                      "image sent first", retryable=False) from None
+                                      "image sent first", retryable=False, step=STORAGE,
+                                      code=exc.code, server_message=exc.server_message
+                                      ) from None
+            folder.succeeded()
             return Upload(str(path), True, ticket.image_id, ticket.key, 200, "", attempt,
                           started, time.time())
         except UploadError as exc:
-            if not exc.retryable or attempt > retries:
+            folder.failed(exc)
+            last = not exc.retryable or attempt > retries
+            if exc.retryable and last:
+                folder.gave_up()
+            if last or folder.stopped or folder.wait(min(0.25 * 2 ** (attempt - 1), 4.0)):
                 return Upload(str(path), False, status=exc.status, error=str(exc),
-                              attempts=attempt, started_at=started, finished_at=time.time())
-            time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+                              attempts=attempt, started_at=started, finished_at=time.time(),
+                              step=exc.step, server_code=exc.code,
+                              server_message=exc.server_message)
     raise AssertionError("unreachable")
+
+
+def not_sent(path: Path, reason: str) -> Upload:
+    """An image the folder stopped before trying."""
+    return Upload(str(path), False, error=f"not sent: {reason}", skipped=reason)
 
 
 def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token: str,
                   delay: float = 0.0, concurrency: int = 4, retries: int = 3,
                   progress: bool = True, post: bool = False) -> list[Upload]:
+    """One Upload per image in `directory`, sent or not (see FolderState for when it stops
+    early)."""
     files = sorted(p for p in directory.iterdir()
                    if p.is_file() and p.suffix.lower() in EXTENSIONS)
     base = api_base(endpoint)
     send = request_post if post else request_put
+    folder = FolderState()
     results: list[Upload] = []
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
@@ -200,13 +455,39 @@ def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token:
             futures = []
             for path in files:
                 futures.append(pool.submit(upload_one, send, base, token, path, line, camera,
-                                           retries))
-                if delay:
-                    time.sleep(delay)
+                                           retries, folder))
+                if delay and not folder.stopped:
+                    folder.wait(delay)
             for future in as_completed(futures):
                 results.append(future.result())
                 bar.advance(task)
     return sorted(results, key=lambda upload: upload.file)
+
+
+def failure_summary(uploads: list[Upload]) -> list[str]:
+    """One line per distinct reason uploads failed, with how many, most first; then the
+    images never sent because the folder stopped. Plain text (it quotes servers' words).
+
+    >>> refused = "the API refused the token (401): Unauthorized"
+    >>> for line in failure_summary([Upload("a.jpg", False, error=refused),
+    ...                              Upload("b.jpg", False, error=refused),
+    ...                              not_sent(Path("c.jpg"), refused), Upload("d.jpg", True)]):
+    ...     print(line)
+    2 images failed: the API refused the token (401): Unauthorized
+    1 image not sent: the upload stopped after the failure above
+    """
+    tried = Counter(u.error for u in uploads if not u.ok and not u.skipped)
+    lines = [f"{count} {_images(count)} failed: {error}" for error, count in tried.most_common()]
+    skipped = [u.skipped for u in uploads if not u.ok and u.skipped]
+    if skipped:
+        why = ("the upload stopped after the failure above" if skipped[0] in tried else
+               f"the upload stopped: {skipped[0]}")
+        lines.append(f"{len(skipped)} {_images(len(skipped))} not sent: {why}")
+    return lines
+
+
+def _images(count: int) -> str:
+    return "image" if count == 1 else "images"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,9 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                             args.api_endpoint, args.auth_token, args.time_between_requests,
                             args.concurrency, args.retries, not args.no_progress, args.post)
     ok = sum(upload.ok for upload in uploads)
-    for upload in uploads:
-        if not upload.ok:
-            console.print(f"[red]failed[/red] {upload.file}: {upload.error}")
+    for line in failure_summary(uploads):
+        console.print(line, markup=False, highlight=False)
     console.print(f"{ok} of {len(uploads)} files uploaded for line {args.assembly_line_id} "
                   f"camera {args.camera_id}")
     if args.manifest_out:

@@ -336,7 +336,159 @@ def test_a_failed_lake_batch_with_an_unreadable_record_sends_the_rest(
     assert key.endswith(row["ImageId"] + ".jpg")
     [kept] = queue_bodies(moto_stack, moto_stack.info.lake_failure_queue_url)
     assert kept["StreamImages"] == [broken]
-    assert kept["reason"] == "cannot be read as a result record: KeyError('captured_at')"
+    assert kept["reason"].startswith("cannot be read as a result record: ")
+    assert "no captured_at" in kept["reason"]
+
+
+def _bodies(stack: MotoStack, url: str) -> list[str]:
+    """Every message body in a queue as it is (poison ones are not JSON), left in it."""
+    from pipeline.dlq import receive_all, release
+
+    sqs = stack.client("sqs")
+    messages = receive_all(sqs, url)
+    release(sqs, url, messages)
+    return sorted(m["Body"] for m in messages)
+
+
+def _workflow_failure(image_id: str, cause: str) -> str:
+    """What the state machine's Catch puts on the failure queue: the execution's input and
+    its error."""
+    from pipeline import ingest
+    from pipeline.alerts import AlertDecision
+    from pipeline.records import ResultRecord, parse_time
+
+    at = parse_time("2026-11-24T10:00:00+00:00")
+    record = ResultRecord(image_id, "line-1", "cam-1", f"s3://b/{image_id}.jpg", at, at, "OK")
+    return json.dumps(ingest.execution_input(record, AlertDecision(send=False))
+                      | {"error": {"Error": "States.TaskFailed", "Cause": cause}})
+
+
+def test_stored_text_is_listed_as_it_is_and_each_failures_reason_is_told(
+        moto_stack: MotoStack, tmp_path: Path, cli_env: None) -> None:
+    """A Cause holding `[/]` or `[red]` is text, not markup (it crashed `dlq list`); a
+    redrive that cannot finish a message says why, once per reason, and leaves a poison
+    message (not an execution's input) where it is."""
+    info = moto_stack.info
+    sqs = moto_stack.client("sqs")
+    for n, cause in enumerate(["DynamoDB said [/] no", "[red]x[/red]"]):
+        sqs.send_message(QueueUrl=info.failure_queue_url,
+                         MessageBody=_workflow_failure(f"{n:032x}", cause))
+    sqs.send_message(QueueUrl=info.failure_queue_url, MessageBody="not json")
+    state = tmp_path / "local.json"
+    gone = info.state_machine_arn.rsplit(":", 1)[0] + ":deleted-meanwhile"
+    state.write_text(json.dumps(asdict(info) | {"state_machine_arn": gone}))
+    cli = dlq_cli(state)
+    before = _bodies(moto_stack, info.failure_queue_url)
+
+    listed = cli("list", "--queue", "workflow")
+    assert listed.exit_code == 0, listed.output
+    said = " ".join(listed.stdout.split())
+    assert "(DynamoDB said [/] no)" in said and "([red]x[/red])" in said
+    assert "not a workflow failure (unreadable input)" in said
+
+    redriven = cli("redrive", "--queue", "workflow")
+    assert redriven.exit_code == 1, redriven.output
+    said = " ".join(redriven.stdout.split())
+    assert "workflow: 0 redriven, 2 failed (left in the queue)" in said
+    assert "1 poison messages left in the queue" in said
+    assert ("2 failed: StartExecution refused: StateMachineDoesNotExist" in said), said
+    assert "1 poison: not a workflow failure (unreadable input)" in said
+    assert _bodies(moto_stack, info.failure_queue_url) == before
+
+
+def test_an_ingest_poison_message_stays_in_the_dead_letter_queue(
+        cli: Any, moto_stack: MotoStack, samples_dir: Path) -> None:
+    """Sent back, it would only fail its way back: it stays, and the redrive says so. A
+    message SQS will not take back stays too, with SQS's reason, visible at once."""
+    from pipeline import dlq
+
+    info = moto_stack.info
+    sqs = moto_stack.client("sqs")
+    key = moto_stack.upload(_anomaly(samples_dir))
+    body = sqs_message(moto_stack, key)["body"]
+    sqs.send_message(QueueUrl=info.dlq_url, MessageBody=body)
+    sqs.send_message(QueueUrl=info.dlq_url, MessageBody="<html>not a notification</html>")
+    sqs.purge_queue(QueueUrl=info.queue_url)
+
+    gone = dlq.redrive_to_queue(sqs, info.dlq_url, info.queue_url + "-deleted-meanwhile")
+    assert (gone.moved, len(gone.poison)) == (0, 1)
+    [why] = gone.reasons.values()
+    assert why.startswith("SendMessageBatch refused: "), why
+    assert len(_bodies(moto_stack, info.dlq_url)) == 2  # both still there, and visible
+
+    redriven = cli("redrive", "--queue", "ingest")
+
+    assert redriven.exit_code == 0, redriven.output
+    said = " ".join(redriven.stdout.split())
+    assert "ingest: 1 redriven, 1 poison messages left in the queue" in said
+    assert "1 poison: message body is not JSON" in said
+    assert _bodies(moto_stack, info.dlq_url) == ["<html>not a notification</html>"]
+    assert queue_bodies(moto_stack, info.queue_url) == [json.loads(body)]
+
+
+def test_a_lake_redrive_aws_refuses_says_why_in_one_line_without_tracebacks(
+        moto_stack: MotoStack, tmp_path: Path, cli_env: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Firehose stream that is gone is an expected AWS error: one log line each, and the
+    message stays with its reason."""
+    from pipeline import analytics
+    from pipeline.records import ResultRecord, parse_time
+
+    at = parse_time("2026-11-24T10:00:00+00:00")
+    rows = [analytics.lake_row(ResultRecord(f"{i:032x}", "line-1", "cam-1", f"s3://b/{i}.jpg",
+                                            at, at, "OK"), "us-east-1") for i in (1, 2)]
+    info = moto_stack.info
+    analytics.park_rows(info.lake_failure_queue_url, rows, "Firehose refused them every time")
+    state = tmp_path / "local.json"
+    state.write_text(json.dumps(asdict(info) | {"firehose_stream": "deleted-meanwhile"}))
+
+    redriven = dlq_cli(state)("redrive", "--queue", "lake")
+
+    assert redriven.exit_code == 1, redriven.output
+    said = " ".join(redriven.stdout.split())
+    assert "lake: 0 redriven, 1 failed (left in the queue)" in said
+    assert "1 failed: Firehose refused its 2 rows again" in said
+    warnings = [r for r in caplog.records if r.name == "pipeline.analytics"]
+    assert warnings and all(r.exc_info is None for r in warnings)
+    assert "ResourceNotFoundException" in warnings[0].getMessage()
+    assert len(queue_bodies(moto_stack, info.lake_failure_queue_url)) == 1
+
+
+def test_a_redrive_keeps_tracebacks_for_the_unexpected_and_names_a_refused_stream(
+        moto_stack: MotoStack, cli_env: None, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug is logged with its traceback; a stream the caller may not read is said so,
+    not taken for records gone after 24 hours."""
+    from botocore.exceptions import ClientError
+
+    from pipeline import analytics, dlq
+    from pipeline.records import ResultRecord, parse_time
+
+    class Refusing:
+        def get_shard_iterator(self, **_: Any) -> Any:
+            raise ClientError({"Error": {"Code": "AccessDeniedException",
+                                         "Message": "not authorized"}}, "GetShardIterator")
+
+    def broken(stream: str, pairs: Any) -> list[str]:
+        raise RuntimeError("a bug")
+
+    at = parse_time("2026-11-24T10:00:00+00:00")
+    queue = moto_stack.info.lake_failure_queue_url
+    sqs = moto_stack.client("sqs")
+    analytics.park_rows(queue, [analytics.lake_row(ResultRecord(
+        "a" * 32, "line-1", "cam-1", "s3://b/a.jpg", at, at, "OK"), "us-east-1")], "refused")
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"DDBStreamBatchInfo": {
+        "shardId": "shard-1", "streamArn": "arn:aws:dynamodb:us-east-1:1:table/t/stream/x",
+        "startSequenceNumber": "1", "endSequenceNumber": "2", "batchSize": 2}}))
+
+    result = dlq.redrive_lake(sqs, queue, streams=Refusing(), firehose_stream="f",
+                              region="us-east-1", send=broken)
+
+    assert sorted(result.reasons.values()) == [
+        "GetShardIterator refused: AccessDeniedException: not authorized",
+        "unexpected RuntimeError: a bug"]
+    [logged] = [r for r in caplog.records if r.name == "pipeline.dlq"]
+    assert logged.exc_info is not None
+    assert len(queue_bodies(moto_stack, queue)) == 2
 
 
 def test_empty_queues_say_so(cli: Any) -> None:

@@ -299,8 +299,8 @@ def test_upload_to_an_api_that_does_not_answer_is_one_line(tmp_path: Any) -> Non
 
     assert result.exit_code == 1, result.output
     said = " ".join(result.output.split())
-    assert f"no upload got an answer, from the API at http://127.0.0.1:{port}" in said
-    assert "GET failed" in said  # which request: the API's
+    assert (f"1 image failed: no answer from the API at http://127.0.0.1:{port} "
+            "(connection refused)") in said  # which request: the API's
     assert "is the stack running?" in said and "Traceback" not in said
 
 

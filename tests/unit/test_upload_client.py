@@ -1,8 +1,14 @@
-"""The upload client's retries against a real HTTP S3 (moto's server): a PUT URL takes one
-write, so a retry must tell "my earlier send arrived" from "someone used my URL"."""
+"""The upload client against real HTTP: its retries against moto's S3 server (a PUT URL
+takes one write, so a retry must tell "my earlier send arrived" from "someone used my URL"),
+and what it makes of servers that do not answer, or answer as LineSight's API would not,
+against local sockets (a closed port, one that never answers, a fake API)."""
 
 from __future__ import annotations
 
+import http.server
+import json
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +16,17 @@ from typing import Any
 import pytest
 
 from pipeline import uploads
-from scripts.uploadImages import Ticket, UploadError, _request, upload_one
+from scripts import uploadImages
+from scripts.uploadImages import (
+    API,
+    STORAGE,
+    Ticket,
+    UploadError,
+    _request,
+    failure_summary,
+    upload_folder,
+    upload_one,
+)
 
 BUCKET = "images"
 
@@ -61,7 +77,8 @@ def test_a_retry_after_a_lost_answer_counts_the_upload_as_done(s3: Any, tmp_path
             put(data)  # the image arrives ...
             calls.append(data)
             if len(calls) == 1:  # ... but the first answer never reaches the camera
-                raise UploadError(0, "PUT failed: timed out", retryable=True)
+                raise UploadError(0, "no answer from S3 (no answer in 10 s)", retryable=True,
+                                  step=STORAGE, answer_lost=True)
         return send
 
     ticket, key = ticket_for(s3, answer_lost_once)
@@ -81,3 +98,200 @@ def test_a_url_someone_else_used_first_is_a_clear_failure(s3: Any, tmp_path: Pat
     assert (upload.ok, upload.status, upload.attempts) == (False, 412, 1)
     assert "already used" in upload.error
     assert stored(s3, key) == b"other bytes"
+
+
+# --- servers that cannot be reached, or are not LineSight's -------------------------------
+
+def folder_of(tmp_path: Path, count: int) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for n in range(count):
+        (folder / f"part-{n}.jpg").write_bytes(b"\xff\xd8 part %d" % n)
+    return folder
+
+
+@pytest.fixture
+def closed_port() -> str:
+    """A local port nothing listens on: connection refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def silent_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A local port that accepts connections and never answers (with a tiny timeout)."""
+    monkeypatch.setattr(uploadImages, "TIMEOUT_SECONDS", 0.2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def unknown_host(monkeypatch: pytest.MonkeyPatch) -> str:
+    def no_such_host(*_: Any, **__: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    return "http://api.invalid"
+
+
+@pytest.mark.parametrize("server, why", [
+    ("closed_port", "connection refused"),
+    ("silent_port", "no answer in 0.2 s"),  # accepts, never answers
+    ("unknown_host", "host not found"),  # DNS
+])
+def test_an_api_that_cannot_be_reached_stops_the_folder(
+        server: str, why: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Every file would wait for the same: the first failures stop the folder, naming the
+    URL, and the images never tried are reported as not sent, not left out."""
+    url = request.getfixturevalue(server)
+
+    sent = upload_folder(folder_of(tmp_path, 8), "cam-1", "line-1", url, "tok",
+                         concurrency=2, retries=3, progress=False)
+
+    assert len(sent) == 8 and not any(u.ok for u in sent)
+    tried = [u for u in sent if u.attempts]
+    assert 1 <= len(tried) <= 2  # what was in flight; none of them retried
+    assert {(u.attempts, u.step, u.error) for u in tried} == {
+        (1, API, f"no answer from the API at {url} ({why})")}
+    assert all(u.skipped == tried[0].error for u in sent if not u.attempts)
+    assert failure_summary(sent) == [
+        f"{len(tried)} {'image' if len(tried) == 1 else 'images'} failed: {tried[0].error}",
+        f"{8 - len(tried)} images not sent: the upload stopped after the failure above"]
+
+
+class FakeServer:
+    """A local HTTP server answering each path with a fixed (status, body, content type);
+    a PUT goes to `/bucket/...`, as to S3."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[int, str, str]] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                path = self.path.split("?")[0]
+                server.requests.append(f"{self.command} {path}")
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, body, kind = server.answers.get(
+                    path, (404, "<html><title>404 Not Found</title></html>", "text/html"))
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body.encode())))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def answer(self, path: str, status: int, body: Any, kind: str = "application/json"
+               ) -> None:
+        self.answers[path] = (status, body if isinstance(body, str) else json.dumps(body),
+                              kind)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    server = FakeServer()
+    thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+@pytest.mark.parametrize("post, status, body, kind, what", [
+    # a proxy's or captive portal's login page
+    (False, 200, "<!DOCTYPE html><html><title>Sign in</title></html>", "text/html",
+     "an HTML page titled 'Sign in'"),
+    # another JSON service at a wrong --api-url
+    (False, 200, {"status": "ok"}, "application/json", "JSON without uploadURL"),
+    (True, 201, {"url": "http://x/bucket"}, "application/json",
+     "JSON without fields, image_id, key"),
+])
+def test_an_answer_that_is_not_linesights_is_one_error_not_a_traceback(
+        post: bool, status: int, body: Any, kind: str, what: str, fake: FakeServer,
+        tmp_path: Path) -> None:
+    route = "/uploads" if post else "/getsignedurl"
+    fake.answer(route, status, body, kind)
+
+    sent = upload_folder(folder_of(tmp_path, 5), "cam-1", "line-1", fake.url, "tok",
+                         concurrency=1, progress=False, post=post)
+
+    first, *rest = sent
+    assert (first.ok, first.step, first.status, first.attempts) == (False, API, status, 1)
+    assert first.error == (f"the answer from {fake.url}{route} is not LineSight's ({what}): "
+                           "is the API URL right, or is a proxy or login page in the way?")
+    assert [u.skipped for u in rest] == [first.error] * 4  # stopped: asked once, not 5 times
+    assert len(fake.requests) == 1
+
+
+S3_REFUSAL = ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>SignatureDoesNotMatch</Code>"
+              "<Message>The request signature we calculated does not match the signature you "
+              "provided.</Message><RequestId>1</RequestId></Error>")
+
+
+@pytest.mark.parametrize("api, put, step, code, said, error", [
+    # no valid token: API Gateway's own words
+    ((401, {"message": "Unauthorized"}), None, API, "", "Unauthorized",
+     "the API refused the token (401): Unauthorized"),
+    # a valid token used for another camera: the API says which one it may upload for
+    ((403, {"Code": "ForbiddenError",
+            "Message": "this token may upload for line 'line-2' camera 'cam-1' only"}),
+     None, API, "ForbiddenError", "this token may upload for line 'line-2' camera 'cam-1' only",
+     "the API refused the request (403): this token may upload for line 'line-2' camera "
+     "'cam-1' only"),
+    # a wrong URL or stage on API Gateway: not the token's fault
+    ((403, {"message": "Missing Authentication Token"}), None, API, "",
+     "Missing Authentication Token",
+     "the API has no such route (403 Missing Authentication Token): is the API URL right, "
+     "its stage included?"),
+    # the API signed the URL, S3 refused it: not the token's fault either
+    ((200, None), (403, S3_REFUSAL), STORAGE, "SignatureDoesNotMatch",
+     "The request signature we calculated does not match the signature you provided.",
+     "S3 refused the upload (403 SignatureDoesNotMatch): The request signature we "
+     "calculated does not match the signature you provided."),
+])
+def test_a_refusal_names_its_step_and_keeps_the_servers_reason(
+        api: tuple[int, Any], put: tuple[int, str] | None, step: str, code: str, said: str,
+        error: str, fake: FakeServer, tmp_path: Path) -> None:
+    status, body = api
+    fake.answer("/getsignedurl", status, body or {
+        "uploadURL": f"{fake.url}/bucket/line-1/cam-1/k.jpg", "image_id": "k",
+        "photoFilename": "line-1/cam-1/k.jpg", "headers": {"Content-Type": "image/jpeg"}})
+    if put:
+        fake.answer("/bucket/line-1/cam-1/k.jpg", put[0], put[1], "application/xml")
+
+    [sent] = upload_folder(folder_of(tmp_path, 1), "cam-1", "line-1", fake.url, "tok",
+                           progress=False)
+
+    assert (sent.ok, sent.status, sent.attempts) == (False, 403 if put else status, 1)
+    assert (sent.step, sent.server_code, sent.server_message, sent.error) == (
+        step, code, said, error)
+
+
+def test_an_api_that_keeps_failing_stops_after_a_few_files_not_every_retry(
+        fake: FakeServer, tmp_path: Path) -> None:
+    """5xx is retried per file, but when files fail in a row after their retries the rest
+    are not tried: the total is bounded, whatever the folder's size."""
+    fake.answer("/getsignedurl", 503, {"Code": "ChaliceViewError",
+                                       "Message": "cannot sign uploads: no images bucket"})
+
+    sent = upload_folder(folder_of(tmp_path, 8), "cam-1", "line-1", fake.url, "tok",
+                         concurrency=1, retries=1, progress=False)
+
+    stop = uploadImages.FAILURES_IN_A_ROW_TO_STOP
+    assert len(fake.requests) == stop * 2  # each of those files tried twice, then no more
+    assert [u.attempts for u in sent] == [2] * stop + [0] * (8 - stop)
+    assert failure_summary(sent) == [
+        f"{stop} images failed: the API failed (503): cannot sign uploads: no images bucket",
+        f"{8 - stop} images not sent: the upload stopped: {stop} images in a row failed "
+        "after their retries"]
