@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import aws
-from pipeline.records import ResultRecord, iso
+from pipeline.records import MalformedRecord, ResultRecord, iso
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ def rows_from_images(images: Iterable[tuple[str, Mapping[str, Any], str]]
         try:
             rows.append((row_id, row_from_image(image, region)))
         except (KeyError, ValueError, TypeError) as error:
-            unreadable.append((row_id, image,
-                               f"cannot be read as a result record: {error!r}"))
+            said = str(error) if isinstance(error, MalformedRecord) else repr(error)
+            unreadable.append((row_id, image, f"cannot be read as a result record: {said}"))
     return rows, unreadable
 
 
