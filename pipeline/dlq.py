@@ -79,13 +79,16 @@ class RedriveResult:
     parked: int = 0  # stream records that still cannot be read, kept as a message of their own
     refused: int = 0  # lake rows Firehose refused again, kept as a message of their own
     alerts_already_sent: int = 0  # owed alerts an earlier redrive published
-    failed: list[str] = field(default_factory=list)  # left in the queue, to try again
     undeleted: list[str] = field(default_factory=list)  # went through, still in the queue
     reasons: dict[str, str] = field(default_factory=dict)  # failed message id -> why
     poison: dict[str, str] = field(default_factory=dict)  # message id -> why it never can
 
+    @property
+    def failed(self) -> list[str]:
+        """The messages left in the queue, to try again (those with a reason)."""
+        return list(self.reasons)
+
     def fail(self, message_id: str, reason: str) -> None:
-        self.failed.append(message_id)
         self.reasons[message_id] = reason
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,8 +15,8 @@ from pipeline.records import (
     ResultRecord,
     iso,
     line_camera_key,
+    parse_day_or_time,
     parse_duration,
-    parse_time,
 )
 from pipeline.tables import INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
 
@@ -36,6 +35,7 @@ def parse_when(value: str, name: str, now: datetime | None = None) -> datetime:
     '2026-01-02T00:00:00+00:00'
     >>> parse_when("2026-01-02T03:04:05Z", "since").hour
     3
+    >>> from pipeline.records import parse_time
     >>> parse_when("2h", "since", now=parse_time("2026-01-02T03:00:00Z")).hour
     1
     >>> parse_when("yesterday", "since")  # doctest: +ELLIPSIS
@@ -52,9 +52,7 @@ def parse_when(value: str, name: str, now: datetime | None = None) -> datetime:
         age = parse_duration(value)
         if age is not None:
             return (now or datetime.now(UTC)) - age
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
-        return parse_time(value)
+        return parse_day_or_time(value)
     except (ValueError, OverflowError) as exc:  # OverflowError: an age before year 1
         hint = ("add a zone, e.g. 2026-01-02T08:00:00Z" if "zone" in str(exc)
                 else "use e.g. 2h, 3d, 2026-01-02 or 2026-01-02T08:00:00Z")

@@ -45,6 +45,18 @@ def parse_time(value: str) -> datetime:
         raise ValueError(f"time {value!r} is out of range") from None
 
 
+def parse_day_or_time(value: str) -> datetime:
+    """A date (its midnight UTC) or an ISO-8601 time with a zone, as a person gives a
+    bound or an expiry.
+
+    >>> parse_day_or_time("2026-01-02").isoformat(), parse_day_or_time("2026-01-02T03:00Z").hour
+    ('2026-01-02T00:00:00+00:00', 3)
+    """
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return parse_time(value)
+
+
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

@@ -35,6 +35,7 @@ from pipeline.records import STATUS_INVALID, ResultRecord
 from scripts.cli_tokens import StateOption, no_answer, operator_aws, use_stack_file
 
 if TYPE_CHECKING:
+    from pipeline.queries import ResultQuery
     from pipeline.settings import Settings
     from scripts.local_stack import LocalStack
 
@@ -117,7 +118,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _query(**fields: Any) -> Any:
+def _query(**fields: Any) -> ResultQuery:
     """A ResultQuery, or a usage error naming what is wrong (e.g. --since after --until)."""
     from pipeline.queries import QueryError, ResultQuery
 

@@ -9,9 +9,8 @@ else the running local stack's (`.linesight/local.json`, whose endpoint is then 
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -22,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import tokens
-from pipeline.records import iso, parse_duration, parse_time, utc_now
+from pipeline.records import iso, parse_day_or_time, parse_duration, utc_now
 from pipeline.uploads import UploadRequestError, validate_id
 
 if TYPE_CHECKING:
@@ -181,12 +180,7 @@ def parse_expiry(value: str, now: datetime | None = None) -> datetime:
                                  param_hint="--expires")
     try:
         span = parse_duration(value)
-        if span is not None:
-            when = now + span
-        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # a date: its midnight UTC
-            when = datetime.fromisoformat(value).replace(tzinfo=UTC)
-        else:
-            when = parse_time(value)
+        when = now + span if span is not None else parse_day_or_time(value)
     except (ValueError, OverflowError):  # OverflowError: a lifetime past year 9999
         raise typer.BadParameter(
             f"{value[:40]!r} is neither a duration (30d, 12h, 90m, 2w) nor a date or an "
