@@ -27,7 +27,9 @@ too; a message SQS will not delete after it went through is reported (`undeleted
 one that could not be redriven stays, with its reason (`failed`). A poison message (one that
 no redrive can ever finish: not a notification, not an execution's input, not a lake dead
 letter) stays in its dead-letter queue and is reported (`poison`): sent back, it would only
-fail its way back there.
+fail its way back there. `drop` takes such messages (or any named ones) out for good, after
+handing a copy of each to its caller to keep (`linesight dlq drop --save FILE`), so that
+the queue's not-empty alarm can clear without anything being lost.
 """
 
 from __future__ import annotations
@@ -454,6 +456,74 @@ def _redrive_lake_letter(info: dict[str, Any], lake_failure_url: str, *, streams
     for reason, images in _by_reason(unreadable).items():
         analytics.park_rows(lake_failure_url, images, reason, kind=analytics.STREAM_IMAGES)
     return RedriveResult(lake_rows_sent=landed, refused=len(refused), parked=len(unreadable))
+
+
+# --- dropping ------------------------------------------------------------------------------
+
+SHORT_ID = 8  # characters of a message id that `dlq list` shows and `drop` accepts
+
+
+@dataclass
+class DropResult:
+    dropped: list[str] = field(default_factory=list)  # saved, then deleted
+    undeleted: list[str] = field(default_factory=list)  # saved, but SQS would not delete them
+    found: set[str] = field(default_factory=set)  # the named ids this queue holds
+    ambiguous: set[str] = field(default_factory=set)  # named ids that fit several messages
+
+
+def drop(sqs: Any, queue_url: str, queue: str, save: Callable[[list[dict[str, Any]]], None],
+         *, message_ids: Sequence[str] = (), poison: bool = False, limit: int = 1000
+         ) -> DropResult:
+    """Take dead letters out of their queue for good: those named by `message_ids` (each a
+    whole message id, or its first `SHORT_ID` characters or more; one that fits several
+    messages drops none of them), and with `poison` every poison message. Nothing is
+    deleted before `save` has returned with a copy of each (its body, attributes and why it
+    failed, as `saved_copy` gives them); if `save` raises, every message is made visible
+    again and the error goes on. Messages that are neither named nor poison stay, visible
+    at once."""
+    if queue not in QUEUES:
+        raise ValueError(f"queue must be one of {', '.join(QUEUES)}, not {queue!r}")
+    result = DropResult()
+    messages = receive_all(sqs, queue_url, limit=limit,
+                           visibility_timeout=REDRIVE_VISIBILITY_SECONDS)
+    named: set[str] = set()
+    for wanted in message_ids:
+        fits = [m["MessageId"] for m in messages if m["MessageId"].startswith(wanted)]
+        if len(fits) > 1:
+            result.ambiguous.add(wanted)
+        elif fits and len(wanted) >= SHORT_ID:
+            result.found.add(wanted)
+            named.update(fits)
+    chosen, copies = [], []
+    for message in messages:
+        letters = describe(queue, message)
+        if message["MessageId"] in named or (poison and any(x.poison for x in letters)):
+            chosen.append(message)
+            copies.append(saved_copy(queue, message, letters))
+    taken = {m["MessageId"] for m in chosen}
+    kept = [m for m in messages if m["MessageId"] not in taken]
+    try:
+        if copies:
+            save(copies)
+    except BaseException:
+        release(sqs, queue_url, messages)
+        raise
+    release(sqs, queue_url, kept)
+    result.undeleted = _delete(sqs, queue_url, chosen)
+    result.dropped = [m["MessageId"] for m in chosen if m["MessageId"] not in result.undeleted]
+    release(sqs, queue_url, [m for m in chosen if m["MessageId"] in result.undeleted])
+    return result
+
+
+def saved_copy(queue: str, message: Mapping[str, Any], letters: Sequence[DeadLetter]
+               ) -> dict[str, Any]:
+    """What `drop` keeps of a message: enough to read it, or to send it again by hand
+    (`aws sqs send-message --message-body`)."""
+    return {"queue": queue, "message_id": message["MessageId"], "body": message["Body"],
+            "reasons": sorted({letter.reason for letter in letters}),
+            "attributes": dict(message.get("Attributes", {})),
+            "message_attributes": dict(message.get("MessageAttributes", {})),
+            "dropped_at": iso(utc_now())}
 
 
 class NothingWentThrough(ValueError):

@@ -1,4 +1,5 @@
-"""`linesight dlq list|redrive`: inspect dead letters and put them back in the flow.
+"""`linesight dlq list|redrive|drop`: inspect dead letters, put them back in the flow, or
+take out for good (a copy kept) those no redrive can finish.
 
 The queues, table, topic and stream come from a stack description: the running local
 stack's `.linesight/local.json` (the default), or a deployed stack's outputs
@@ -8,6 +9,8 @@ and what redriving it does.
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
@@ -24,7 +27,7 @@ from pipeline import aws, dlq
 from scripts.cli_tokens import StateOption, fail, no_answer, use_local_stack, use_stack_file
 
 console = Console()
-dlq_app = typer.Typer(help="Inspect and redrive dead letters (ingest, workflow, lake).",
+dlq_app = typer.Typer(help="Inspect, redrive and drop dead letters (ingest, workflow, lake).",
                       no_args_is_help=True)
 
 
@@ -72,7 +75,8 @@ def list_(queue: QueueOption = None, state: StateOption = None,
     """
     info = _stack(state)
     queues = queue or list(Queue)
-    view = Table("queue", "line", "camera", "image", "reason", "receives", title="dead letters")
+    view = Table("queue", "id", "line", "camera", "image", "reason", "receives",
+                 title="dead letters")
     total = 0
     try:
         for name in queues:
@@ -81,8 +85,8 @@ def list_(queue: QueueOption = None, state: StateOption = None,
                 total += 1
                 # Stored text (a Cause, a key, a tag) is shown as it is, never as markup.
                 view.add_row(name.value, *(escape(text) for text in (
-                    letter.line_id or "-", letter.camera_id or "-",
-                    letter.image or letter.message_id, letter.reason)),
+                    letter.message_id[:dlq.SHORT_ID], letter.line_id or "-",
+                    letter.camera_id or "-", letter.image or "-", letter.reason)),
                     str(letter.receive_count or ""))
     except ClientError as exc:
         fail(f"cannot read the queues: {exc}", 1)
@@ -110,7 +114,7 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
     try:
         for name in queue or list(Queue):
             result = _redrive(info, name, limit)
-            failed += len(result.failed) + len(result.undeleted)
+            failed += len(result.failed) + len(result.undeleted) + len(result.poison)
             console.print(
                 f"{name.value}: {result.moved} redriven"
                 + (f", {result.executions_started} executions started" if
@@ -130,7 +134,8 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
                    f"them ({escape(', '.join(result.undeleted))}): they are still in the "
                    "queue[/red]" if result.undeleted else "")
                 + (f", [yellow]{len(result.poison)} poison messages left in the queue (no "
-                   "redrive can finish them; `linesight dlq list` shows them)[/yellow]" if
+                   "redrive can finish them; `linesight dlq list` shows them, `linesight dlq "
+                   "drop --poison --save FILE` takes them out and keeps a copy)[/yellow]" if
                    result.poison else ""))
             _print_reasons("failed", result.reasons)
             _print_reasons("poison", result.poison)
@@ -140,6 +145,86 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
         fail(f"redrive stopped: {no_answer(exc)}", 1)
     if failed:
         raise typer.Exit(1)
+
+
+@dlq_app.command("drop")
+def drop(save: Annotated[Path, typer.Option(
+             "--save", show_default=False, dir_okay=False,
+             help="Append a copy of each dropped message (body, attributes, why it failed) "
+                  "to this JSON-lines file first.")],
+         message_ids: Annotated[list[str] | None, typer.Argument(
+             metavar="[MESSAGE_ID]...", show_default=False,
+             help="Dead letters to drop, by the id `linesight dlq list` shows (the first "
+                  f"{dlq.SHORT_ID} characters of the message id, or all of it).")
+         ] = None,
+         poison: Annotated[bool, typer.Option(
+             "--poison", help="Drop every poison message: one no redrive can ever finish.")
+         ] = False,
+         queue: QueueOption = None, state: StateOption = None,
+         limit: Annotated[int, typer.Option(min=1, help="At most this many per queue.")
+                          ] = 1000) -> None:
+    """Take dead letters out of their queue for good, so that its not-empty alarm clears.
+    Each is appended to the --save file before it is deleted; nothing else is touched.
+
+    Example:
+
+        linesight dlq drop --poison --save dropped.jsonl
+    """
+    if not message_ids and not poison:
+        raise typer.BadParameter("name the messages to drop (their ids, from `linesight dlq "
+                                 "list`), or pass --poison", param_hint="MESSAGE_ID")
+    if save.is_dir():
+        raise typer.BadParameter(f"{save} is a folder: name a file", param_hint="--save")
+    info = _stack(state)
+    wanted = list(dict.fromkeys(message_ids or ()))
+    short = [message_id for message_id in wanted if len(message_id) < dlq.SHORT_ID]
+    if short:
+        raise typer.BadParameter(f"{', '.join(short)}: give at least {dlq.SHORT_ID} characters "
+                                 "of a message id", param_hint="MESSAGE_ID")
+    found: set[str] = set()
+    ambiguous: set[str] = set()
+    trouble = 0
+    try:
+        for name in queue or list(Queue):
+            result = dlq.drop(aws.client("sqs"), _queue_url(info, name), name.value,
+                              lambda copies: _append(save, copies), message_ids=wanted,
+                              poison=poison, limit=limit)
+            found |= result.found
+            ambiguous |= result.ambiguous
+            trouble += len(result.undeleted)
+            console.print(
+                f"{name.value}: {len(result.dropped)} dropped"
+                + (f", [red]{len(result.undeleted)} saved but SQS would not delete them "
+                   f"({escape(', '.join(result.undeleted))}): they are still in the "
+                   "queue[/red]" if result.undeleted else ""))
+    except OSError as exc:
+        fail(f"cannot save to {save}: {exc.strerror or exc}; nothing was dropped from that "
+             "queue", 1)
+    except ClientError as exc:
+        fail(f"drop stopped: {exc}", 1)
+    except BotoCoreError as exc:
+        fail(f"drop stopped: {no_answer(exc)}", 1)
+    if ambiguous:
+        console.print(f"[red]not dropped, each fits several messages: "
+                      f"{escape(', '.join(sorted(ambiguous)))}[/red] (give more of the id)")
+    missing = [message_id for message_id in wanted
+               if message_id not in found and message_id not in ambiguous]
+    if missing:
+        console.print(f"[red]not found: {escape(', '.join(missing))}[/red] (dropped already, "
+                      "in another queue, or hidden by a redrive running now)")
+    if save.exists():
+        console.print(f"copies in {escape(str(save))}", highlight=False)
+    if missing or ambiguous or trouble:
+        raise typer.Exit(1)
+
+
+def _append(path: Path, copies: list[dict[str, Any]]) -> None:
+    """Append one JSON line per message and make sure it is on disk before returning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        out.writelines(json.dumps(copy) + "\n" for copy in copies)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _print_reasons(what: str, reasons: dict[str, str]) -> None:

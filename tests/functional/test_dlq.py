@@ -418,12 +418,107 @@ def test_an_ingest_poison_message_stays_in_the_dead_letter_queue(
 
     redriven = cli("redrive", "--queue", "ingest")
 
-    assert redriven.exit_code == 0, redriven.output
+    assert redriven.exit_code == 1, redriven.output  # the queue is not empty: its alarm stays
     said = " ".join(redriven.stdout.split())
     assert "ingest: 1 redriven, 1 poison messages left in the queue" in said
+    assert "`linesight dlq drop --poison --save FILE` takes them out" in said
     assert "1 poison: message body is not JSON" in said
     assert _bodies(moto_stack, info.dlq_url) == ["<html>not a notification</html>"]
     assert queue_bodies(moto_stack, info.queue_url) == [json.loads(body)]
+
+
+def _saved(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_drop_poison_keeps_a_copy_and_leaves_every_other_dead_letter(
+        cli: Any, moto_stack: MotoStack, samples_dir: Path, tmp_path: Path) -> None:
+    info = moto_stack.info
+    sqs = moto_stack.client("sqs")
+    body = sqs_message(moto_stack, moto_stack.upload(_anomaly(samples_dir)))["body"]
+    sqs.send_message(QueueUrl=info.dlq_url, MessageBody=body)
+    sqs.send_message(QueueUrl=info.dlq_url, MessageBody="<html>not a notification</html>",
+                     MessageAttributes={"from": {"DataType": "String", "StringValue": "x"}})
+    sqs.send_message(QueueUrl=info.failure_queue_url,
+                     MessageBody=_workflow_failure("0" * 32, "DynamoDB said no"))
+    sqs.send_message(QueueUrl=info.lake_failure_queue_url, MessageBody="[1, 2]")
+    saved = tmp_path / "kept" / "dropped.jsonl"
+
+    dropped = cli("drop", "--poison", "--save", str(saved))
+
+    assert dropped.exit_code == 0, dropped.output
+    said = " ".join(dropped.stdout.split())
+    assert "ingest: 1 dropped workflow: 0 dropped lake: 1 dropped" in said, said
+    assert f"copies in {saved}" in said
+    copies = {copy["queue"]: copy for copy in _saved(saved)}
+    assert sorted(copies) == ["ingest", "lake"]
+    assert copies["ingest"]["body"] == "<html>not a notification</html>"
+    assert copies["ingest"]["message_attributes"]["from"]["StringValue"] == "x"
+    [why] = copies["ingest"]["reasons"]
+    assert why.startswith("poison message: message body is not JSON"), why
+    assert copies["lake"]["body"] == "[1, 2]"
+    assert int(copies["lake"]["attributes"]["ApproximateReceiveCount"]) >= 1
+    assert _bodies(moto_stack, info.dlq_url) == [body]  # the real dead letter stays
+    assert len(_bodies(moto_stack, info.failure_queue_url)) == 1
+    assert _bodies(moto_stack, info.lake_failure_queue_url) == []
+
+
+def test_drop_by_message_id_appends_and_names_what_it_did_not_find(
+        cli: Any, moto_stack: MotoStack, samples_dir: Path, tmp_path: Path) -> None:
+    """Any dead letter can be dropped by the id `dlq list` shows; a second drop appends."""
+    info = moto_stack.info
+    sqs = moto_stack.client("sqs")
+    bodies = [sqs_message(moto_stack, moto_stack.upload(_anomaly(samples_dir)))["body"]
+              for _ in range(2)]
+    ids = [sqs.send_message(QueueUrl=info.dlq_url, MessageBody=body)["MessageId"]
+           for body in bodies]
+    listed = cli("list", "--queue", "ingest")
+    assert all(message_id[:8] in listed.stdout for message_id in ids), listed.stdout
+    saved = tmp_path / "dropped.jsonl"
+    saved.write_text(json.dumps({"earlier": True}) + "\n")
+
+    too_short = cli("drop", ids[0][:7], "--save", str(saved))
+    assert too_short.exit_code == 2 and "at least 8 characters" in too_short.output
+
+    dropped = cli("drop", ids[0][:8], "no-such-id", "--queue", "ingest", "--save", str(saved))
+
+    assert dropped.exit_code == 1, dropped.output
+    said = " ".join(dropped.stdout.split())
+    assert "ingest: 1 dropped" in said and "not found: no-such-id" in said
+    assert [copy.get("message_id") for copy in _saved(saved)] == [None, ids[0]]
+    assert _saved(saved)[1]["body"] == bodies[0]
+    assert _bodies(moto_stack, info.dlq_url) == [bodies[1]]
+
+
+def test_an_id_that_fits_several_messages_drops_none(moto_stack: MotoStack) -> None:
+    from pipeline import dlq
+
+    info = moto_stack.info
+    sqs = moto_stack.client("sqs")
+    for body in ("a", "b"):
+        sqs.send_message(QueueUrl=info.dlq_url, MessageBody=body)
+    saved: list[dict[str, Any]] = []
+
+    result = dlq.drop(sqs, info.dlq_url, "ingest", saved.extend, message_ids=[""])
+
+    assert (result.ambiguous, result.dropped, saved) == ({""}, [], [])
+    assert _bodies(moto_stack, info.dlq_url) == ["a", "b"]
+
+
+def test_a_drop_that_cannot_save_deletes_nothing(
+        cli: Any, moto_stack: MotoStack, tmp_path: Path) -> None:
+    info = moto_stack.info
+    moto_stack.client("sqs").send_message(QueueUrl=info.dlq_url, MessageBody="junk")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    dropped = cli("drop", "--poison", "--save", str(blocker / "dropped.jsonl"))
+
+    assert dropped.exit_code == 1, dropped.output
+    said = " ".join(dropped.output.split())
+    assert "cannot save to" in said and "nothing was dropped from that queue" in said, said
+    assert "Traceback" not in said
+    assert _bodies(moto_stack, info.dlq_url) == ["junk"]  # still there, and visible
 
 
 def test_a_lake_redrive_aws_refuses_says_why_in_one_line_without_tracebacks(
@@ -500,6 +595,8 @@ def test_empty_queues_say_so(cli: Any) -> None:
 @pytest.mark.parametrize("args, expected", [
     (["list", "--queue", "nowhere"], "nowhere"),
     (["redrive", "--limit", "0"], "limit"),
+    (["drop", "--save", "x.jsonl"], "or pass --poison"),
+    (["drop", "--poison"], "--save"),
 ])
 def test_mistakes_are_one_clear_line(cli: Any, args: list[str], expected: str) -> None:
     result = cli(*args)
@@ -567,7 +664,7 @@ def test_a_deployed_stacks_outputs_serve_as_the_stack_description(
     assert "pulumi stack output --json > stack.json" in said
 
 
-@pytest.mark.parametrize("command", ["list", "redrive"])
+@pytest.mark.parametrize("command", ["list", "redrive", "drop"])
 def test_help_has_an_example(command: str) -> None:
     result = dlq_cli(None)(command, "--help")
     assert result.exit_code == 0

@@ -136,6 +136,11 @@ def test_every_call_the_cli_makes_is_granted_on_its_resource(
     run("tokens", "revoke", token_ids[0], "--state", str(state))
     run("dlq", "list", "--state", str(state))
     run("dlq", "redrive", "--state", str(state))
+    for url in (info.dlq_url, info.failure_queue_url, info.lake_failure_queue_url):
+        stack.client("sqs").send_message(QueueUrl=url, MessageBody="not a dead letter")
+    del calls[-3:]  # the test's own sends, not the CLI's
+    run("dlq", "drop", "--poison", "--save", str(tmp_path / "dropped.jsonl"),
+        "--state", str(state))
 
     d = deployed["dev"]
     granted = [statement for resource in d.of_type("iam/policy:Policy")

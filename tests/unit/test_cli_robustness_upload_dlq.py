@@ -39,7 +39,8 @@ def test_redrive_reasons_are_counted_and_printed_as_text(monkeypatch: pytest.Mon
     lines = [" ".join(line.split()) for line in redriven.stdout.splitlines()]
     assert lines == [
         "workflow: 1 redriven, 3 failed (left in the queue), 1 poison messages left in the "
-        "queue (no redrive can finish them; `linesight dlq list` shows them)",
+        "queue (no redrive can finish them; `linesight dlq list` shows them, `linesight dlq "
+        "drop --poison --save FILE` takes them out and keeps a copy)",
         "2 failed: StartExecution refused: AccessDeniedException: no",
         "1 failed: 1 stream records still cannot be read: result '[/]x'",
         "1 poison: message body is not JSON: [red]x[/red]"]
