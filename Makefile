@@ -33,7 +33,7 @@ demo: install
 # then end-to-end on the local stack in its own process (it owns the process environment).
 test: install lint
 	$(PY) -m pytest -q --doctest-modules pipeline scripts/event_sources.py scripts/emulator.py scripts/uploadImages.py \
-		scripts/cli_tokens.py scripts/cli_results.py scripts/cli_detector.py infra/alerting.py infra/package.py \
+		scripts/cli_tokens.py scripts/cli_results.py scripts/cli_detector.py infra/alerting.py infra/package.py infra/monitoring.py \
 		tests/unit tests/functional tests/infra
 	$(PY) -m pytest -q tests/e2e
 

@@ -81,6 +81,14 @@ def metric_alarm_args(definition: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
+def dashboard_name(prefix: str, region: str) -> str:
+    """
+    >>> dashboard_name("linesight-dev", "eu-west-1")
+    'linesight-dev-eu-west-1'
+    """
+    return f"{prefix}-{region}"
+
+
 def dashboard_url(region: str, name: str) -> str:
     return (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
             f"#dashboards:name={name}")
@@ -97,16 +105,20 @@ class Monitoring(pulumi.ComponentResource):
             state_machine_arn=args.state_machine_arn, ingest_function=args.ingest_function,
             queues=pulumi.Output.all(*args.dead_letter_queues.values()))
 
+        # Dashboard names are one namespace for the whole account, unlike every other name
+        # here: with the region in it, one prefix in two regions makes two dashboards.
+        board_name = pulumi.Output.from_input(args.region).apply(
+            lambda region: dashboard_name(args.prefix, region))
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{args.prefix}-dashboard",
-            dashboard_name=args.prefix,
+            dashboard_name=board_name,
             dashboard_body=resolved.apply(lambda v: json.dumps(dashboard_body(
                 region=v["region"], prefix=args.prefix, lines=args.lines,
                 state_machine_arn=v["state_machine_arn"], topic_arn=v["topic_arn"],
                 dead_letter_queues=dict(zip(roles, v["queues"], strict=True))))),
             opts=child)
         self.dashboard_url = pulumi.Output.from_input(args.region).apply(
-            lambda region: dashboard_url(region, args.prefix))
+            lambda region: dashboard_url(region, dashboard_name(args.prefix, region)))
 
         def definitions(v: Mapping[str, Any]) -> list[dict[str, Any]]:
             return alarm_definitions(

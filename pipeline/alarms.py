@@ -144,13 +144,19 @@ def _line_rate(name: str, line_id: str, cameras: Sequence[str], counted: str, ra
     }
 
 
+def silent_camera_alarm_name(prefix: str, line_id: str, camera_id: str) -> str:
+    """Ids may hold '-', so two cameras can share a name (line 'press', camera '1-top' and
+    line 'press-1', camera 'top'): the stack config refuses that (`pipeline.stackconfig`)."""
+    return f"{prefix}-camera-silent-{line_id}-{camera_id}"
+
+
 def _silent_camera(prefix: str, line_id: str, camera_id: str, minutes: int) -> dict[str, Any]:
     # Every upload, judged or not, emits ProcessedImageCount once; a period without one has
     # no data point at all, which is what must alarm here (the one alarm that treats
     # missing data as breaching).
     periods = minutes * 60 // PERIOD_SECONDS
     return {
-        "AlarmName": f"{prefix}-camera-silent-{line_id}-{camera_id}",
+        "AlarmName": silent_camera_alarm_name(prefix, line_id, camera_id),
         "AlarmDescription": (f"Line {line_id} camera {camera_id}: no upload at all, not even "
                              f"an unusable one, for {minutes} minutes, so its parts go "
                              "uninspected: check the camera, its uploader, its token "

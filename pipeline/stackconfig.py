@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.alarms import PERIOD_SECONDS
+from pipeline.alarms import PERIOD_SECONDS, silent_camera_alarm_name
 from pipeline.analytics import Buffering
 from pipeline.settings import (
     DEFAULT_CONFIDENCE_THRESHOLD,
@@ -51,6 +51,23 @@ API_LIMIT_MAX = 10_000
 # EvaluationPeriods x Period).
 SILENCE_STEP_MINUTES = PERIOD_SECONDS // 60
 SILENCE_MAX_MINUTES = 24 * 60
+
+# SNS: values in one subscription filter policy, and filter policies on one topic.
+SNS_FILTER_VALUES = 150
+SNS_FILTER_POLICIES = 200
+# CloudWatch: metrics in one dashboard widget, and in one dashboard.
+DASHBOARD_WIDGET_METRICS = 500
+DASHBOARD_METRICS = 2500
+# AWS Lambda allows a function 4 KB of environment: every variable's name and value
+# together. The handlers' names are known only once deployed; `environment_bytes` bounds
+# them from above, and a config whose bound is over the limit is refused before `up`.
+LAMBDA_ENVIRONMENT_BYTES = 4096
+# Deployed names, at their longest: Pulumi's auto-naming adds '-' and 7 characters, the
+# longest region name has 14 ("ap-southeast-2"), the longest partition 10 ("aws-us-gov").
+_NAME_SUFFIX = "-" + "x" * 7
+_REGION = "x" * 16
+_ACCOUNT = "0" * 12
+_PARTITION = "aws-us-gov"
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as pipeline.uploads.validate_id
 _PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$")
@@ -194,7 +211,9 @@ class StackConfig:
         return found
 
     def lines_env(self) -> str:
-        """LINESIGHT_LINES: {line_id: {threshold, confidenceThreshold}} (set keys only)."""
+        """LINESIGHT_LINES: {line_id: {threshold, confidenceThreshold}}, set keys only, and
+        only lines that set one (every other line has the stack's policy; the variable
+        counts against Lambda's 4 KB of environment, `environment_bytes`)."""
         lines: dict[str, dict[str, float]] = {}
         for line in self.lines:
             policy: dict[str, float] = {}
@@ -202,8 +221,37 @@ class StackConfig:
                 policy["threshold"] = line.threshold
             if line.confidence_threshold is not None:
                 policy["confidenceThreshold"] = line.confidence_threshold
-            lines[line.id] = policy
+            if policy:
+                lines[line.id] = policy
         return json.dumps(lines, sort_keys=True, separators=(",", ":"))
+
+    def environment_bytes(self) -> int:
+        """The size of the handlers' environment as Lambda counts it (names and values), with
+        every deployed name at its longest: an upper bound of what `up` will set.
+
+        >>> parse_stack_config({"modelUri": "s3://models/v1/", "lines": [
+        ...     {"id": "L1", "cameras": ["c1"]}]}).environment_bytes() < 1500
+        True
+        """
+        def name(role: str) -> str:
+            return f"{self.resource_prefix}-{role}{_NAME_SUFFIX}"
+
+        def arn(service: str, resource: str) -> str:
+            return f"arn:{_PARTITION}:{service}:{_REGION}:{_ACCOUNT}:{resource}"
+
+        def queue_url(role: str) -> str:
+            return f"https://sqs.{_REGION}.amazonaws.com/{_ACCOUNT}/{name(role)}"
+
+        model_uri = (f"s3://{name('models')}/models/{'0' * 16}/" if self.detector.model_path
+                     else "")
+        environment = self.lambda_environment(
+            images_bucket=name("images"), results_bucket=name("results"),
+            table=name("results"), tokens_table=name("tokens"),
+            state_machine_arn=arn("states", f"stateMachine:{name('workflow')}"),
+            topic_arn=arn("sns", name("alerts")), firehose_stream=name("lake"),
+            failure_queue_url=queue_url("workflow-failures"),
+            lake_failure_queue_url=queue_url("lake-failures"), model_uri=model_uri)
+        return sum(len(key.encode()) + len(value.encode()) for key, value in environment.items())
 
     def lambda_environment(self, *, images_bucket: str, results_bucket: str, table: str,
                            tokens_table: str, state_machine_arn: str, topic_arn: str,
@@ -302,7 +350,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     retention_images = _whole(merged.get("imageRetentionDays", 90), "imageRetentionDays", 0)
     retention_results = _whole(merged.get("resultsRetentionDays", 365),
                                "resultsRetentionDays", 0)
-    return StackConfig(
+    config = StackConfig(
         stack=stack,
         resource_prefix=_prefix(merged.get("resourcePrefix") or "", stack),
         alert_emails=_emails(merged.get("alertEmails"), "alertEmails"),
@@ -327,6 +375,57 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         api_rate_limit=api_rate,
         api_burst_limit=api_burst,
     )
+    _check_environment(config)
+    _check_subscriptions(config)
+    _check_dashboard(config)
+    return config
+
+
+def _check_subscriptions(config: StackConfig) -> None:
+    """SNS: a filter policy holds at most 150 values, and a topic at most 200 filters."""
+    filtered = {email: lines for email, lines in config.subscriptions().items() if lines}
+    for email, lines in filtered.items():
+        if len(lines) > SNS_FILTER_VALUES:
+            raise ConfigError(
+                "lines", f"{email} is among the alertEmails of {len(lines)} lines, and an SNS "
+                f"subscription's filter names at most {SNS_FILTER_VALUES}: put it in the "
+                "stack-wide alertEmails instead (it then receives every line's alerts)")
+    if len(filtered) > SNS_FILTER_POLICIES:
+        raise ConfigError(
+            "lines", f"{len(filtered)} addresses receive only some lines' alerts, and an SNS "
+            f"topic takes at most {SNS_FILTER_POLICIES} filtered subscriptions: send alerts to "
+            "a mailing list per line instead of each person")
+
+
+def _check_dashboard(config: StackConfig) -> None:
+    """CloudWatch: at most 500 metrics in one dashboard widget and 2,500 in a dashboard,
+    hidden ones that metric math sums included. The dashboard has rows per camera."""
+    from pipeline.dashboard import dashboard_body
+
+    body = dashboard_body(region="r", prefix=config.resource_prefix,
+                          lines=config.line_cameras, state_machine_arn="arn", topic_arn="arn",
+                          dead_letter_queues=dict.fromkeys(("i", "w", "l"), "q"))
+    rows = [len(widget["properties"].get("metrics", ())) for widget in body["widgets"]]
+    if max(rows) <= DASHBOARD_WIDGET_METRICS and sum(rows) <= DASHBOARD_METRICS:
+        return
+    cameras = sum(len(line.cameras) for line in config.lines)
+    raise ConfigError(
+        "lines", f"{cameras} cameras need {max(rows):,} metrics in one dashboard widget and "
+        f"{sum(rows):,} in the dashboard, and CloudWatch allows {DASHBOARD_WIDGET_METRICS} "
+        f"and {DASHBOARD_METRICS:,}: split the lines over two stacks")
+
+
+def _check_environment(config: StackConfig) -> None:
+    size = config.environment_bytes()
+    if size <= LAMBDA_ENVIRONMENT_BYTES:
+        return
+    per_line = len(config.lines_env().encode())
+    raise ConfigError(
+        "lines", f"the handlers' environment would take up to {size:,} bytes, over AWS "
+        f"Lambda's {LAMBDA_ENVIRONMENT_BYTES:,} (every variable's name and value), and "
+        f"{per_line:,} of them are the lines' own threshold and confidenceThreshold: set "
+        "them on fewer lines (a line without them follows the stack-wide settings), "
+        "shorten the line ids that set them, or split the lines over two stacks")
 
 
 _KNOWN_KEYS = (
@@ -454,11 +553,20 @@ def _emails(value: Any, key: str) -> tuple[str, ...]:
     return tuple(emails)
 
 
+# Bucket names S3 refuses (InvalidBucketName); the buckets are named after the prefix.
+_RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+
+
 def _prefix(value: Any, stack: str) -> str:
     prefix = str(value).strip() or f"{NAMESPACE}-{stack}".lower()
     if not _PREFIX.match(prefix):
         raise ConfigError("resourcePrefix",
                           f"must be 3-32 lowercase letters, digits or '-', got {prefix!r}")
+    reserved = [start for start in _RESERVED_BUCKET_PREFIXES if prefix.startswith(start)]
+    if reserved:
+        raise ConfigError("resourcePrefix", f"must not start with {reserved[0]!r}: S3 refuses "
+                          f"bucket names that do, and the buckets are named after it, got "
+                          f"{prefix!r}")
     return prefix
 
 
@@ -576,4 +684,32 @@ def _lines(value: Any, default_rate: float, default_silence: int) -> tuple[LineC
                                    else _silence(entry["silentCameraMinutes"],
                                                  f"{where}.silentCameraMinutes")),
         ))
+    _check_silent_alarm_names(lines)
     return tuple(lines)
+
+
+def _check_silent_alarm_names(lines: Iterable[LineConfig]) -> None:
+    """Two cameras whose silent-camera alarms would have one name: Pulumi would refuse the
+    second resource, and CloudWatch would let one alarm overwrite the other.
+
+    >>> _check_silent_alarm_names([LineConfig("press", ("1-top",), silent_camera_minutes=30),
+    ...                            LineConfig("press-1", ("top",), silent_camera_minutes=30)])
+    ... # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    pipeline.stackconfig.ConfigError: linesight:lines[press-1].cameras: line 'press-1'
+        camera 'top' and line 'press' camera '1-top' would share one silent-camera alarm
+        name (...-camera-silent-press-1-top); rename one of them
+    """
+    named: dict[str, str] = {}
+    for line in lines:
+        if not line.silent_camera_minutes:
+            continue
+        for camera in line.cameras:
+            name = silent_camera_alarm_name("", line.id, camera)
+            if name in named:
+                raise ConfigError(
+                    f"lines[{line.id}].cameras",
+                    f"line {line.id!r} camera {camera!r} and {named[name]} would share one "
+                    f"silent-camera alarm name (...{name}); rename one of them")
+            named[name] = f"line {line.id!r} camera {camera!r}"

@@ -151,6 +151,9 @@ def test_every_function_gets_the_handlers_environment(d: Deployed) -> None:
         lake_failure_queue_url=queue(d, "lake-failures")["url"],
         model_uri=d.outputs["model_uri"])
     assert set(expected) == ENV_NAMES
+    # within the bound the config was checked against before `up` (Lambda allows 4 KB)
+    size = sum(len(key) + len(value) for key, value in expected.items())
+    assert size <= d.config.environment_bytes() <= 4096
     for key, handler in FUNCTIONS.items():
         props = function(d, key)
         assert props["handler"] == handler
@@ -480,7 +483,12 @@ def test_stack_outputs(d: Deployed) -> None:
     for name in ("api_url", "images_bucket", "results_bucket", "table", "state_machine_arn",
                  "topic_arn", "dashboard_url", "manifest_uri"):
         assert d.outputs[name], name
-    assert d.outputs["dashboard_url"].endswith(f"#dashboards:name={d.config.resource_prefix}")
+    # dashboard names are account-wide: the region keeps two regions' stacks apart
+    region = d.outputs["region"]
+    assert d.outputs["dashboard_url"].endswith(
+        f"?region={region}#dashboards:name={d.config.resource_prefix}-{region}")
+    assert (d.one("cloudwatch/dashboard:Dashboard").props["dashboardName"]
+            == f"{d.config.resource_prefix}-{region}")
     # `tokens create --state` refuses a camera the alarms and dashboard do not watch
     assert d.outputs["lines"] == {line.id: list(line.cameras) for line in d.config.lines}
 

@@ -266,3 +266,66 @@ def test_config_messages_say_which_value_is_wrong(values: dict[str, Any], said: 
         parse(**values)
     assert said in str(error.value)
     assert "'cam 2'" in str(error.value) or "JSON" in said
+
+
+def _many_lines(count: int, **policy: float) -> list[dict[str, Any]]:
+    return [{"id": f"assembly-line-north-press-{n:02}", "cameras": [f"press-{n:02}-top"],
+             **policy} for n in range(count)]
+
+
+def test_a_config_whose_environment_would_pass_lambdas_4_kb_is_refused_before_up() -> None:
+    """45 lines, each with its own thresholds: LINESIGHT_LINES alone is 3.5 KB, and
+    CreateFunction would refuse every handler (found by a review against AWS's limits)."""
+    with pytest.raises(ConfigError) as error:
+        parse(resourcePrefix="plant-north",
+              lines=_many_lines(45, threshold=0.55, confidenceThreshold=0.25))
+    said = str(error.value)
+    assert said.startswith("linesight:lines: the handlers' environment would take up to ")
+    assert "over AWS Lambda's 4,096" in said and "set them on fewer lines" in said
+    # The same lines without their own thresholds follow the stack's and take no room.
+    config = parse(resourcePrefix="plant-north", lines=_many_lines(45))
+    assert config.lines_env() == "{}" and config.environment_bytes() < 1500
+    # The bound is of the longest names a deployment can get: longer ids, more bytes.
+    longest = parse(resourcePrefix="p" * 32, modelUri="", modelPath="docs")
+    assert longest.environment_bytes() > parse().environment_bytes() + 6 * 29
+
+
+def _lines_of(count: int, cameras: int = 1, **entry: Any) -> list[dict[str, Any]]:
+    return [{"id": f"line-{n}", "cameras": [f"l{n}-cam-{c}" for c in range(cameras)],
+             **entry} for n in range(count)]
+
+
+@pytest.mark.parametrize(("values", "said"), [
+    # 100 cameras: the totals widget sums 5 metrics per camera, 505 (CloudWatch: 500)
+    ({"lines": _lines_of(20, cameras=5)},
+     "100 cameras need 505 metrics in one dashboard widget"),
+    # a filter policy names at most 150 lines
+    ({"lines": _lines_of(151, alertEmails=["lead@example.com"])},
+     "lead@example.com is among the alertEmails of 151 lines"),
+    # a topic takes at most 200 filtered subscriptions
+    ({"lines": [{"id": f"line-{n}", "cameras": [f"cam-{n}"],
+                 "alertEmails": [f"a{n}@example.com", f"b{n}@example.com"]}
+                for n in range(101)]},
+     "202 addresses receive only some lines' alerts"),
+    # two cameras, one silent-camera alarm name: Pulumi would see one resource twice
+    ({"silentCameraMinutes": 30, "lines": [{"id": "press", "cameras": ["1-top"]},
+                                           {"id": "press-1", "cameras": ["top"]}]},
+     "would share one silent-camera alarm name (...-camera-silent-press-1-top)"),
+    # S3 refuses bucket names starting so
+    ({"resourcePrefix": "xn--plant-a"}, "must not start with 'xn--'"),
+    ({"resourcePrefix": "sthree-plant"}, "must not start with 'sthree-'"),
+    ({"resourcePrefix": "amzn-s3-demo-plant"}, "must not start with 'amzn-s3-demo-'"),
+])
+def test_configs_aws_would_refuse_at_up_are_refused_before_it(values: dict[str, Any],
+                                                              said: str) -> None:
+    """Found by a review against AWS's limits, which Pulumi's mocks do not enforce."""
+    with pytest.raises(ConfigError) as error:
+        parse(**values)
+    assert said in str(error.value), str(error.value)
+
+
+def test_configs_just_inside_aws_limits_are_accepted() -> None:
+    assert parse(lines=_lines_of(19, cameras=5))  # 95 cameras: 480 metrics in the widget
+    assert parse(silentCameraMinutes=30,
+                 lines=[{"id": "press", "cameras": ["1-top"]},
+                        {"id": "press-1", "cameras": ["top"], "silentCameraMinutes": 0}])
