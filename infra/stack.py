@@ -152,6 +152,9 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         "operator_policy_arn": operators.policy.arn,
         # what `linesight tokens create --state` checks a line and camera against
         "lines": {line: list(cameras) for line, cameras in config.line_cameras.items()},
+        # what `linesight report --state` draws the low-confidence bands from
+        "confidence_threshold": str(config.confidence_threshold),
+        "line_policies": config.lines_env(),
     }
 
 

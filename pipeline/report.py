@@ -219,6 +219,7 @@ def build_report(records: Iterable[ResultRecord], *,
                  images: Mapping[str, ReportImage] | None = None,
                  metrics: Mapping[str, float] | None = None,
                  confidence_threshold: float = 0.20,
+                 line_bands: Mapping[str, float] | None = None,
                  since: datetime | None = None, until: datetime | None = None,
                  generated_at: datetime | None = None,
                  title: str = "LineSight quality report",
@@ -229,7 +230,8 @@ def build_report(records: Iterable[ResultRecord], *,
     failures:  bodies of the workflow failure queue's messages (decoded JSON).
     images:    {image_id: ReportImage} for the gallery (see `latest_anomalies`).
     metrics:   optional CloudWatch figures, {label: value}, shown as they are.
-    confidence_threshold: the low-confidence band above 0.5 (settings' default).
+    confidence_threshold: the low-confidence band above 0.5, stack-wide.
+    line_bands: {line id: its own band}, for lines that set one.
     source:    where the data came from (table name), shown in the footer.
     """
     records = sorted(records, key=lambda r: r.captured_at)
@@ -253,7 +255,7 @@ def build_report(records: Iterable[ResultRecord], *,
                  "Left: how sure the model was of each verdict; below the amber line an "
                  "image is low confidence and goes to a person. Right: the anomaly score "
                  "against the detector threshold.",
-                 _histograms(records, confidence_threshold)),
+                 _histograms(records, confidence_threshold, line_bands or {})),
         _section("anomalies", "Latest anomalies",
                  "Newest first. Each shows the photo and the heatmap overlay (hot = where the "
                  "model sees the defect); click to open it large.",
@@ -468,12 +470,17 @@ def _rate_chart(line: str, buckets: Sequence[Sequence[int]], origin: datetime,
             + "</figure>")
 
 
-def _histograms(records: Sequence[ResultRecord], confidence_threshold: float) -> str:
+def _histograms(records: Sequence[ResultRecord], confidence_threshold: float,
+                line_bands: Mapping[str, float]) -> str:
     judged = [r for r in records if r.status != STATUS_INVALID]
     if not judged:
         return '<p class="empty">No images with a verdict in this period.</p>'
     low_edge = 0.5 if all(r.confidence >= 0.5 for r in judged) else 0.0
-    cut = 0.5 + confidence_threshold
+    # The band the most judged images were held to is drawn; lines held to another say so.
+    band_of = {r.line_id: line_bands.get(r.line_id, confidence_threshold) for r in judged}
+    drawn = Counter(band_of[r.line_id] for r in judged).most_common(1)[0][0]
+    cut = 0.5 + drawn
+    others = sorted((line, band) for line, band in band_of.items() if band != drawn)
     confidence = _histogram(
         [(r.confidence, r.is_anomalous) for r in judged], low_edge, 1.0, 20,
         band=(low_edge, min(cut, 1.0)), marker=(cut, f"low confidence below {cut:.2f}", AMBER),
@@ -486,6 +493,11 @@ def _histograms(records: Sequence[ResultRecord], confidence_threshold: float) ->
     legend = (f'<div class="legend"><span><i style="background:{SLATE}"></i>normal verdict'
               f'</span><span><i style="background:{RED}"></i>anomalous verdict</span>'
               f'<span><i class="band"></i>low-confidence band</span></div>')
+    if others:
+        legend += ('<p class="note">The band drawn is that of most images here; these lines '
+                   "have their own: " + ", ".join(
+                       f"{_e(line)} below {0.5 + band:.2f}" for line, band in others)
+                   + ".</p>")
     return (f'{legend}<div class="charts"><figure class="chart-box">{confidence}</figure>'
             f'<figure class="chart-box">{scores}</figure></div>')
 

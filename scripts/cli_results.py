@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -342,7 +342,8 @@ def report(
             progress.advance(task)
         page = render_report(
             records, aws.client, failure_queue_url=settings.failure_queue_url,
-            confidence_threshold=settings.confidence_threshold, since=since_at,
+            confidence_threshold=settings.confidence_threshold,
+            line_bands=bands_by_line(settings), since=since_at,
             until=until_at, title=title, source=settings.table_name, progress=progress)
     _left_out(unreadable)
     written = _write(out, page)
@@ -366,11 +367,12 @@ def build_report_from_stack(stack: LocalStack, out_path: Path) -> Path:
     if info is None:
         raise RuntimeError("the local stack is not running")
     records = all_records(stack.client("dynamodb"), info.table)
-    topology = getattr(stack, "topology", None)
-    threshold = float(info.environment.get("LINESIGHT_CONFIDENCE_THRESHOLD", "")
-                      or getattr(topology, "confidence_threshold", 0.20))
+    from pipeline.settings import Settings
+
+    settings = Settings.from_env(info.environment)  # what the stack's handlers were given
     page = render_report(records, stack.client, failure_queue_url=info.failure_queue_url,
-                         confidence_threshold=threshold, source=info.table,
+                         confidence_threshold=settings.confidence_threshold,
+                         line_bands=bands_by_line(settings), source=info.table,
                          title="LineSight quality report (local demo)")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,8 +380,15 @@ def build_report_from_stack(stack: LocalStack, out_path: Path) -> Path:
     return out_path.resolve()
 
 
+def bands_by_line(settings: Settings) -> dict[str, float]:
+    """{line: its own low-confidence band}, for the lines that set one."""
+    return {line: policy.confidence_threshold for line, policy in settings.lines.items()
+            if policy.confidence_threshold is not None}
+
+
 def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any], *,
                   failure_queue_url: str = "", confidence_threshold: float = 0.20,
+                  line_bands: Mapping[str, float] | None = None,
                   since: datetime | None = None, until: datetime | None = None,
                   title: str = "LineSight quality report", source: str = "",
                   progress: Progress | None = None) -> str:
@@ -405,7 +414,8 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
     period_start = since or (min(r.captured_at for r in records) if records else None)
     metrics = cloudwatch_totals(client("cloudwatch"), period_start, until)
     return build_report(records, failures=failures, images=images, metrics=metrics,
-                        confidence_threshold=confidence_threshold, since=since, until=until,
+                        confidence_threshold=confidence_threshold, line_bands=line_bands,
+                        since=since, until=until,
                         title=title, source=source)
 
 

@@ -580,6 +580,8 @@ def _use_local(info: StackInfo) -> StackInfo:
 # A deployed stack's outputs (infra/stack.py) and the handlers' variables they fill in:
 # the settings' own names (`pipeline.settings.VARIABLES`; the table is output as `table`).
 OUTPUT_VARIABLES = {"api_url": "LINESIGHT_API_URL",
+                    "confidence_threshold": "LINESIGHT_CONFIDENCE_THRESHOLD",
+                    "line_policies": "LINESIGHT_LINES",
                     **{{"table_name": "table"}.get(name, name): variable
                        for name, variable in VARIABLES.items()}}
 

@@ -489,6 +489,9 @@ def test_stack_outputs(d: Deployed) -> None:
         f"?region={region}#dashboards:name={d.config.resource_prefix}-{region}")
     assert (d.one("cloudwatch/dashboard:Dashboard").props["dashboardName"]
             == f"{d.config.resource_prefix}-{region}")
+    # `report --state` draws the stack's low-confidence bands, as the handlers hold them
+    assert float(d.outputs["confidence_threshold"]) == d.config.confidence_threshold
+    assert d.outputs["line_policies"] == d.config.lines_env()
     # `tokens create --state` refuses a camera the alarms and dashboard do not watch
     assert d.outputs["lines"] == {line.id: list(line.cameras) for line in d.config.lines}
 

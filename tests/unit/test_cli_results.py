@@ -114,6 +114,19 @@ def test_a_deployed_stacks_outputs_point_at_it_and_aws_itself(
                                ).settings.table_name == "other"
 
 
+def test_a_deployed_stacks_low_confidence_bands_come_with_its_outputs(
+        clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """`report --state` drew the default band (0.20) whatever the stack's own were."""
+    clean_env.setenv("LINESIGHT_CONFIDENCE_THRESHOLD", "0.1")  # another stack's, in the shell
+
+    settings = cli_results.connect(state=deployed(
+        tmp_path, confidence_threshold="0.3",
+        line_policies='{"weld-2": {"confidenceThreshold": 0.45, "threshold": 0.4}}')).settings
+
+    assert settings.confidence_threshold == 0.3
+    assert cli_results.bands_by_line(settings) == {"weld-2": 0.45}
+
+
 def test_a_local_stacks_state_file_works_as_state_too(clean_env: pytest.MonkeyPatch,
                                                       tmp_path: Any) -> None:
     import json

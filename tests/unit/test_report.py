@@ -160,6 +160,19 @@ def test_every_section_is_there() -> None:
     assert "detector threshold 0.50" in page
 
 
+def test_lines_with_their_own_low_confidence_band_are_named_under_the_one_drawn() -> None:
+    records, _, _ = sample_inputs()  # 4 judged images on line-1, 3 on line-2
+    page = build_report(records, confidence_threshold=0.2, line_bands={"line-2": 0.3})
+    assert "low confidence below 0.70" in page  # the band most images were held to
+    assert "these lines have their own: line-2 below 0.80." in page
+    # most images on a line with its own band: that band is drawn, the stack's is named
+    page = build_report(records, confidence_threshold=0.2, line_bands={"line-1": 0.25})
+    assert "low confidence below 0.75" in page
+    assert "their own: line-2 below 0.70." in page
+    assert "their own" not in build_report(records, confidence_threshold=0.2,
+                                           line_bands={"line-9": 0.1})
+
+
 def test_alert_log_lists_alerts_newest_first_and_failures() -> None:
     records, failures, images = sample_inputs()
     rows = parse(build_report(records, failures=failures, images=images)).sections["alerts"]
