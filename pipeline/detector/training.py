@@ -200,6 +200,7 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     notify = progress or (lambda description, completed, total: None)
     candidates = _candidates(methods, backbone)
     training_set = find_training_set(Path(data_dir), Path(manifest) if manifest else None)
+    _check_masks(training_set.masks)
     rng = np.random.default_rng(seed)
 
     images = _ImageCache(training_set, notify, roi, [method for _, method in candidates])
@@ -1149,6 +1150,21 @@ def pixel_threshold_from_masks(maps_and_masks: Sequence[tuple[np.ndarray, np.nda
         if dice > best_dice:
             best, best_dice = float(candidate), float(dice)
     return best
+
+
+def _check_masks(masks: Mapping[Path, Path]) -> None:
+    """Every mask can be read, checked before cross-validation rather than after it: the
+    masks are read only to set the pixel threshold, when the methods have been judged."""
+    unreadable = []
+    for image, mask in masks.items():
+        try:
+            with Image.open(mask) as opened:
+                opened.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            unreadable.append(f"{mask} (the mask of {image.name}): {exc}")
+    if unreadable:
+        raise TrainingError(f"{len(unreadable)} mask(s) cannot be read: "
+                            + "; ".join(unreadable[:3]) + ("; ..." if len(unreadable) > 3 else ""))
 
 
 def _load_mask(path: Path, shape: tuple[int, int], roi: imageio.Roi | None) -> np.ndarray:

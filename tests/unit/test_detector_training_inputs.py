@@ -201,6 +201,26 @@ def test_a_missing_mask_in_a_manifest_is_an_error_like_a_missing_image(tmp_path:
         find_training_set(tmp_path, manifest)
 
 
+def test_an_unreadable_mask_stops_training_before_cross_validation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.detector import training
+
+    data = tmp_path / "data"
+    _parts(data / "train" / "normal", 4)
+    scratches = _parts(data / "train" / "anomaly", 2, defect=True, name="scratch")
+    _part(data / "masks" / "scratch-0.png")
+    (data / "masks" / "scratch-1.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+
+    def no_cross_validation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("cross-validated before the masks were checked")
+    monkeypatch.setattr(training, "_cross_validate", no_cross_validation)
+
+    with pytest.raises(TrainingError, match=r"^1 mask\(s\) cannot be read: .*scratch-1.png "
+                                            r"\(the mask of scratch-1.png\): "):
+        train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    assert scratches and not (tmp_path / "model").exists()
+
+
 def test_a_mask_named_as_its_image_is_told_apart_from_it(tmp_path: Path) -> None:
     """Ground Truth often names a mask as its image: the image is not taken from masks/,
     and a mask that resolves to its own image was not copied."""
