@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.alarms import PERIOD_SECONDS, silent_camera_alarm_name
 from pipeline.analytics import Buffering
+from pipeline.dashboard import dashboard_body
 from pipeline.settings import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_IMAGE_EXTENSIONS,
@@ -400,8 +401,6 @@ def _check_subscriptions(config: StackConfig) -> None:
 def _check_dashboard(config: StackConfig) -> None:
     """CloudWatch: at most 500 metrics in one dashboard widget and 2,500 in a dashboard,
     hidden ones that metric math sums included. The dashboard has rows per camera."""
-    from pipeline.dashboard import dashboard_body
-
     body = dashboard_body(region="r", prefix=config.resource_prefix,
                           lines=config.line_cameras, state_machine_arn="arn", topic_arn="arn",
                           dead_letter_queues=dict.fromkeys(("i", "w", "l"), "q"))

@@ -381,9 +381,8 @@ def build_report_from_stack(stack: LocalStack, out_path: Path) -> Path:
 
 
 def bands_by_line(settings: Settings) -> dict[str, float]:
-    """{line: its own low-confidence band}, for the lines that set one."""
-    return {line: policy.confidence_threshold for line, policy in settings.lines.items()
-            if policy.confidence_threshold is not None}
+    """{line: its low-confidence band}, for the lines with a policy of their own."""
+    return {line: settings.confidence_threshold_for(line) for line in settings.lines}
 
 
 def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any], *,
