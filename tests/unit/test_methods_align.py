@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -126,3 +128,94 @@ def test_align_patch_refuses_a_setting_it_would_ignore() -> None:
     with pytest.raises(ValueError, match="neighbours must be 1, not 2"):
         AlignPatch(neighbours=2)
     assert AlignPatch(neighbours=1).neighbours == 1
+
+
+def _textured(seed: int, shape: tuple[int, int] = (64, 160)) -> np.ndarray:
+    """Planar float32 detail at about 4-px scale, as printed parts show: legends, pads."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(30, 220, (3, shape[0] // 4, shape[1] // 4)).astype(np.uint8)
+    planes = [np.asarray(Image.fromarray(c).resize(shape[::-1], Image.Resampling.BICUBIC))
+              for c in coarse]
+    return np.stack(planes).astype(np.float32)
+
+
+def _bent(planar: np.ndarray, amplitude: float) -> tuple[np.ndarray, np.ndarray]:
+    """`planar` sampled at x + dx, a smooth horizontal field (its left part moved by
+    `amplitude` px, its right part not: a board that bends, or a lens that warps), and
+    dx. Sampling the result at x - dx undoes it."""
+    from pipeline.detector.methods.align import _bilinear
+
+    height, width = planar.shape[1:]
+    ramp = np.clip((width * 0.6 - np.arange(width)) / (width * 0.3), 0.0, 1.0)
+    dx = np.broadcast_to(amplitude * ramp, (height, width)).astype(np.float32)
+    return _bilinear(planar, np.zeros_like(dx), dx.copy()), dx
+
+
+def _flow_towards(template: np.ndarray, **settings: Any) -> AlignPatch:
+    method = AlignPatch(**settings)
+    method._flow_template = method._flow_towards(template)
+    return method
+
+
+@pytest.mark.parametrize("amplitude", [
+    0.7,   # under a pixel
+    1.6,   # near the limit of 2 px
+])
+def test_local_registration_undoes_a_smooth_bend(amplitude: float) -> None:
+    template = _textured(11)
+    bent, truth = _bent(template, amplitude)
+    method = _flow_towards(template)
+    _, dx = method._flow(bent)
+    inner = np.s_[8:-8, 30:-30]  # away from the edges, where windows are cut short
+    # the field that undoes the bend is found where it is (the moved part, the ramp and
+    # the still part) ...
+    assert np.abs(dx[inner] + truth[inner]).mean() < 0.15 * amplitude
+    # ... and resampling by it leaves far less than the bend's difference
+    before = np.abs(bent - template)[:, 8:-8, 30:-30].mean()
+    after = np.abs(method._registered(bent) - template)[:, 8:-8, 30:-30].mean()
+    assert after < before / 3
+
+
+def test_local_registration_does_not_hide_a_defect() -> None:
+    template = _textured(12)
+    spotted = template.copy()
+    spotted[:, 30:34, 78:82] = 255.0  # a 4x4 blob: a local shift cannot explain it
+    method = _flow_towards(template)
+    registered = method._registered(spotted)
+    assert np.abs(registered - template)[:, 30:34, 78:82].mean() > 0.8 * np.abs(
+        spotted - template)[:, 30:34, 78:82].mean()
+
+
+def test_local_registration_moves_no_further_than_flow_max() -> None:
+    template = _textured(13)
+    far, _ = _bent(template, 6.0)
+    _, dx = _flow_towards(template, flow_max=1.5)._flow(far)
+    assert float(np.abs(dx).max()) == pytest.approx(1.5)
+
+
+def test_local_registration_is_restored_exactly() -> None:
+    rng = np.random.default_rng(3)
+    method = AlignPatch(input_size=max(SIZE), compare_factor=1)
+    method.fit([_photo(*rng.uniform(-8, 8, 2), rng.uniform(-3, 3)) for _ in range(5)], [], rng)
+    again = AlignPatch.from_state(method.state())
+    assert method._flow_template is not None and again._flow_template is not None
+    # derived from the stored (float16) mean normal, so the very template it was fitted with
+    for fitted, loaded in zip(method._flow_template, again._flow_template, strict=True):
+        assert np.array_equal(fitted, loaded)
+    image = _photo(3, -2, 1.0, defect=True)
+    planar = method._match_colour(method.align(image).transpose(2, 0, 1).astype(np.float32))
+    assert np.array_equal(method._flow(planar)[1], again._flow(planar)[1])
+
+
+def test_an_artifact_from_before_local_registration_has_none() -> None:
+    rng = np.random.default_rng(4)
+    method = AlignPatch(input_size=max(SIZE), compare_factor=1, flow_radius=0)
+    method.fit([_photo(*rng.uniform(-8, 8, 2), rng.uniform(-3, 3)) for _ in range(4)], [], rng)
+    state = method.state()
+    for key in ("flow_radius", "flow_max", "flow_iterations", "flow_blur", "flow_damping"):
+        del state[key]
+    old = AlignPatch.from_state(state)
+    assert old.flow_radius == 0 and old._flow_template is None
+    image = _photo(1, 1, 0.5, defect=True)
+    assert old.score(image)[0] == pytest.approx(method.score(image)[0], rel=1e-2)
+    assert AlignPatch().flow_radius > 0  # new models register locally
