@@ -4,10 +4,11 @@ Pulumi turns each into an `aws.cloudwatch.MetricAlarm` (`infra/monitoring.py`); 
 stack can pass them to `cloudwatch.put_metric_alarm(**definition)` unchanged. Every alarm
 notifies `topic_arn` when it fires and when it clears.
 
-The handlers emit LineSight's metrics with exactly the dimensions {line, camera}
-(`api/chalicelib/telemetry.py`), so a line-level figure is metric math over the line's
-configured cameras. CloudWatch lets one alarm reference at most 10 metrics, which is why
-`pipeline.stackconfig` caps a line at 5 cameras.
+The handlers write each per-image metric once with three dimension sets, [line, camera],
+[line] and [] (`pipeline.metrics.DIMENSION_SETS`), so a line-level alarm reads the line's
+own metrics: two for a rate, one for the latency (the line's true p95). However many
+cameras a line has, no alarm comes near CloudWatch's 10 metrics per alarm. Only the
+silent-camera alarms read a camera's metric, one alarm per camera.
 """
 
 from __future__ import annotations
@@ -34,11 +35,6 @@ ERROR_STAGES = {
 }
 
 
-def camera_dimensions(line_id: str, camera_id: str) -> dict[str, str]:
-    """The dimensions a per-image metric is emitted with."""
-    return {metrics.DIMENSION_LINE: line_id, metrics.DIMENSION_CAMERA: camera_id}
-
-
 def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
                       anomaly_rates: Mapping[str, float], topic_arn: str,
                       state_machine_arn: str, dead_letter_queues: Mapping[str, str],
@@ -54,7 +50,7 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
     dead_letter_queues: {short role, e.g. "ingest-dlq": queue name}; each alarms when
                        it holds any message.
     ingest_function:   the ingest Lambda's function name (its Errors count as handler errors).
-    latency_p95_ms:    p95 capture-to-result latency of a line's worst camera that alarms.
+    latency_p95_ms:    p95 capture-to-result latency of a line (all its images) that alarms.
     silent_minutes:    {line id: minutes}: each camera of such a line alarms after that
                        long without an upload (lines absent here have no such alarm).
 
@@ -65,10 +61,10 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
     actions = {"AlarmActions": [topic_arn], "OKActions": [topic_arn]}
     alarms: list[dict[str, Any]] = []
     for line_id, cameras in lines.items():
-        alarms.append(_anomaly_rate(prefix, line_id, cameras,
-                                    anomaly_rates.get(line_id, 0.25)) | actions)
-        alarms.append(_latency(prefix, line_id, cameras, latency_p95_ms) | actions)
-        alarms.append(_invalid_rate(prefix, line_id, cameras) | actions)
+        alarms.append(_anomaly_rate(prefix, line_id, anomaly_rates.get(line_id, 0.25))
+                      | actions)
+        alarms.append(_latency(prefix, line_id, latency_p95_ms) | actions)
+        alarms.append(_invalid_rate(prefix, line_id) | actions)
         minutes = (silent_minutes or {}).get(line_id, 0)
         alarms.extend(_silent_camera(prefix, line_id, camera, minutes) | actions
                       for camera in cameras if minutes)
@@ -97,44 +93,37 @@ def _expression(expression: str, label: str) -> dict[str, Any]:
     return {"Id": "result", "Expression": expression, "Label": label, "ReturnData": True}
 
 
-def _anomaly_rate(prefix: str, line_id: str, cameras: Sequence[str],
-                  rate: float) -> dict[str, Any]:
+def _anomaly_rate(prefix: str, line_id: str, rate: float) -> dict[str, Any]:
     # Of the images judged: DetectedAnomalyCount is emitted once per judged image, 0 or 1,
     # so its sample count is the number judged. Unusable uploads are not judged, so a
-    # camera sending garbage does not dilute its line's rate (their own alarm is below),
-    # and the alarm still needs only two metrics per camera.
-    return _line_rate(f"{prefix}-anomaly-rate-{line_id}", line_id, cameras,
-                      metrics.ANOMALIES, rate, "judged were anomalous",
-                      of=(metrics.ANOMALIES, "SampleCount"))
+    # camera sending garbage does not dilute its line's rate (their own alarm is below).
+    return _line_rate(f"{prefix}-anomaly-rate-{line_id}", line_id, metrics.ANOMALIES, rate,
+                      "judged were anomalous", of=(metrics.ANOMALIES, "SampleCount"))
 
 
-def _invalid_rate(prefix: str, line_id: str, cameras: Sequence[str]) -> dict[str, Any]:
-    return _line_rate(f"{prefix}-invalid-uploads-{line_id}", line_id, cameras,
+def _invalid_rate(prefix: str, line_id: str) -> dict[str, Any]:
+    return _line_rate(f"{prefix}-invalid-uploads-{line_id}", line_id,
                       metrics.INVALID, INVALID_RATE_ALARM,
                       "were unusable (recorded INVALID: corrupt, not an image, or forged "
                       "metadata; `linesight results --line` shows why)")
 
 
-def _line_rate(name: str, line_id: str, cameras: Sequence[str], counted: str, rate: float,
-               what: str, of: tuple[str, str] = (metrics.PROCESSED, "Sum")) -> dict[str, Any]:
-    """`counted` / `of` (a metric and its statistic) over the line's cameras, above `rate`
-    in each of ANOMALY_RATE_PERIODS periods (a period with too few images counts as 0)."""
-    parts = [_stat(f"a{j}", metrics.NAMESPACE, counted,
-                   camera_dimensions(line_id, camera)) for j, camera in enumerate(cameras)]
-    totals = [_stat(f"p{j}", metrics.NAMESPACE, of[0], camera_dimensions(line_id, camera),
-                    stat=of[1]) for j, camera in enumerate(cameras)]
-    a_ids = ", ".join(q["Id"] for q in parts)
-    p_ids = ", ".join(q["Id"] for q in totals)
-    total = f"SUM([{p_ids}])"
-    expression = (f"IF({total} >= {MIN_IMAGES_FOR_RATE}, "
-                  f"SUM([{a_ids}]) / {total}, 0)")
+def _line_rate(name: str, line_id: str, counted: str, rate: float, what: str,
+               of: tuple[str, str] = (metrics.PROCESSED, "Sum")) -> dict[str, Any]:
+    """`counted` / `of` (a metric and its statistic) of the line's own metrics, above
+    `rate` in each of ANOMALY_RATE_PERIODS periods (a period with too few images counts
+    as 0)."""
+    line = metrics.dimensions(metrics.PER_LINE, line_id)
+    part = _stat("counted", metrics.NAMESPACE, counted, line)
+    total = _stat("total", metrics.NAMESPACE, of[0], line, stat=of[1])
+    expression = f"IF(total >= {MIN_IMAGES_FOR_RATE}, counted / total, 0)"
     return {
         "AlarmName": name,
         "AlarmDescription": (f"Line {line_id}: more than {rate:.0%} of its images {what} "
                              f"in each of {ANOMALY_RATE_PERIODS} periods of "
                              f"{PERIOD_SECONDS // 60} minutes (at least "
                              f"{MIN_IMAGES_FOR_RATE} images per period)."),
-        "Metrics": parts + totals + [_expression(
+        "Metrics": [part, total, _expression(
             expression, f"{counted} / {of[0]} ({of[1]}), line {line_id}")],
         "ComparisonOperator": "GreaterThanThreshold",
         "Threshold": rate,
@@ -163,8 +152,8 @@ def _silent_camera(prefix: str, line_id: str, camera_id: str, minutes: int) -> d
                              "(`linesight tokens list`) and its network."),
         "Namespace": metrics.NAMESPACE,
         "MetricName": metrics.PROCESSED,
-        "Dimensions": [{"Name": k, "Value": v}
-                       for k, v in camera_dimensions(line_id, camera_id).items()],
+        "Dimensions": [{"Name": k, "Value": v} for k, v in
+                       metrics.dimensions(metrics.PER_CAMERA, line_id, camera_id).items()],
         "Statistic": "Sum",
         "Period": PERIOD_SECONDS,
         "ComparisonOperator": "LessThanThreshold",
@@ -175,18 +164,19 @@ def _silent_camera(prefix: str, line_id: str, camera_id: str, minutes: int) -> d
     }
 
 
-def _latency(prefix: str, line_id: str, cameras: Sequence[str],
-             threshold_ms: float) -> dict[str, Any]:
-    queries = [_stat(f"l{j}", metrics.NAMESPACE, metrics.END_TO_END_LATENCY,
-                     camera_dimensions(line_id, camera), stat="p95")
-               for j, camera in enumerate(cameras)]
-    ids = ", ".join(q["Id"] for q in queries)
+def _latency(prefix: str, line_id: str, threshold_ms: float) -> dict[str, Any]:
+    # The line's own metric holds every image of the line, so this is the line's p95 (no
+    # math over its cameras' p95s could give it).
     return {
         "AlarmName": f"{prefix}-latency-p95-{line_id}",
         "AlarmDescription": (f"Line {line_id}: the p95 time from capture to result of its "
-                             f"slowest camera is above {threshold_ms:.0f} ms."),
-        "Metrics": queries + [_expression(f"MAX([{ids}])",
-                                          f"worst camera p95 {metrics.END_TO_END_LATENCY}")],
+                             f"images, all cameras together, is above {threshold_ms:.0f} ms."),
+        "Namespace": metrics.NAMESPACE,
+        "MetricName": metrics.END_TO_END_LATENCY,
+        "Dimensions": [{"Name": k, "Value": v}
+                       for k, v in metrics.dimensions(metrics.PER_LINE, line_id).items()],
+        "ExtendedStatistic": "p95",
+        "Period": PERIOD_SECONDS,
         "ComparisonOperator": "GreaterThanThreshold",
         "Threshold": float(threshold_ms),
         "EvaluationPeriods": 3,

@@ -2,8 +2,13 @@
 
 The seed's dashboard read AWS/LookoutVision, which no longer exists; this one keeps its
 widgets (single values, anomaly percentage, anomalous vs normal, Step Functions, SNS) and
-points them at LineSight's own metrics (`pipeline.metrics`, dimensions line and camera),
-then adds per-line anomaly rate, latency p50/p95, dead-letter depth and invalid images.
+points them at LineSight's own metrics (`pipeline.metrics`), then adds per-line anomaly
+rate, latency p50/p95, dead-letter depth and invalid images.
+
+The handlers write each per-image metric with three dimension sets (per camera, per line,
+stack-wide: `pipeline.metrics.DIMENSION_SETS`), so the totals and the stack's latency read
+the stack-wide metrics (its p50 and p95 are true percentiles) and the per-line widgets each
+line's own. The dashboard grows with the lines, never with the cameras.
 
 Pulumi deploys it (`infra/monitoring.py`), the local stack can `put_dashboard` it, tests
 compare the two.
@@ -15,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline import metrics
-from pipeline.alarms import ERROR_STAGES, camera_dimensions
+from pipeline.alarms import ERROR_STAGES
 
 PERIOD_SECONDS = 300
 WIDTH = 24  # the dashboard grid is 24 units wide
@@ -28,23 +33,24 @@ def dashboard_body(*, region: str, prefix: str, lines: Mapping[str, Sequence[str
 
     region:            the region every widget reads.
     prefix:            resource prefix, shown in the title.
-    lines:             {line id: camera ids}, as configured.
+    lines:             {line id: camera ids}, as configured (only the line ids show:
+                       the widgets read per-line and stack-wide metrics).
     state_machine_arn: the workflow (AWS/States, dimension StateMachineArn).
     topic_arn:         the alert topic (AWS/SNS, dimension TopicName = the ARN's last part).
     dead_letter_queues: {short role: queue name} whose depth is shown.
     """
     grid = _Grid()
-    everything = [(line, camera) for line, cameras in lines.items() for camera in cameras]
     grid.add(24, 2, _text(f"# LineSight - {prefix}\nImages, verdicts, alerts and the health "
-                          "of the pipeline. Counts are sums over every line and camera."))
-    grid.add(24, 4, _single_values(region, everything))
-    grid.add(12, 6, _overall_anomaly_percentage(region, everything))
-    grid.add(12, 6, _anomalous_vs_normal(region, everything))
+                          "of the pipeline. Totals and latencies are over every line and "
+                          "camera; the per-line widgets show each line's own."))
+    grid.add(24, 4, _single_values(region))
+    grid.add(12, 6, _overall_anomaly_percentage(region))
+    grid.add(12, 6, _anomalous_vs_normal(region))
     grid.add(12, 6, _per_line_rate(region, lines))
     grid.add(12, 6, _per_line_sum(region, lines, metrics.INVALID, "Invalid images per line"))
-    grid.add(12, 6, _latency(region, everything, metrics.END_TO_END_LATENCY,
+    grid.add(12, 6, _latency(region, lines, metrics.END_TO_END_LATENCY,
                              "Capture to result, p50 / p95 (ms)"))
-    grid.add(12, 6, _latency(region, everything, metrics.INFERENCE_LATENCY,
+    grid.add(12, 6, _latency(region, lines, metrics.INFERENCE_LATENCY,
                              "Inference, p50 / p95 (ms)"))
     grid.add(8, 6, _state_machine(region, state_machine_arn))
     grid.add(8, 6, _sns(region, topic_arn))
@@ -79,81 +85,67 @@ def _metric_widget(region: str, title: str, rows: list[list[Any]], *, view: str 
         "period": PERIOD_SECONDS, "metrics": rows, **extra}}
 
 
-def _camera_row(name: str, line: str, camera: str, options: Mapping[str, Any]) -> list[Any]:
-    dims = [part for key, value in camera_dimensions(line, camera).items()
-            for part in (key, value)]
-    return [metrics.NAMESPACE, name, *dims, dict(options)]
+def _row(name: str, line: str = "", **options: Any) -> list[Any]:
+    """A row of a per-image metric: the line's own with `line`, else the stack-wide one."""
+    dimension_set = metrics.PER_LINE if line else metrics.STACK_WIDE
+    dims = [part for pair in metrics.dimensions(dimension_set, line).items() for part in pair]
+    return [metrics.NAMESPACE, name, *dims, options]
 
 
-def _hidden(name: str, cameras: Sequence[tuple[str, str]], tag: str) -> tuple[list[list[Any]],
-                                                                                str]:
-    """Hidden per-camera rows of one metric, and the SUM expression over them."""
-    rows = [_camera_row(name, line, camera, {"id": f"{tag}{i}", "visible": False})
-            for i, (line, camera) in enumerate(cameras)]
-    return rows, "SUM([" + ", ".join(f"{tag}{i}" for i in range(len(cameras))) + "])"
+def _judged_rate(line: str = "", tag: str = "") -> tuple[list[list[Any]], str]:
+    """Hidden rows of anomalies, images and unusable ones (of `line`, or of the stack), and
+    the percentage of judged images that were anomalous, as the anomaly-rate alarms count
+    (unusable uploads are not judged)."""
+    hidden = [_row(name, line, id=f"{key}{tag}", visible=False) for key, name in
+              (("a", metrics.ANOMALIES), ("p", metrics.PROCESSED), ("i", metrics.INVALID))]
+    return hidden, f"100 * a{tag} / (p{tag} - i{tag})"
 
 
-def _single_values(region: str, cameras: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    rows: list[list[Any]] = []
+def _single_values(region: str) -> dict[str, Any]:
     shown = ((metrics.PROCESSED, "Images processed"), (metrics.ANOMALIES, "Anomalies"),
              (metrics.LOW_CONFIDENCE, "Low confidence"), (metrics.INVALID, "Invalid images"),
              (metrics.ALERTS, "Alerts sent"))
-    for index, (name, label) in enumerate(shown):
-        hidden, total = _hidden(name, cameras, f"s{index}x")
-        rows += hidden + [[{"expression": total, "label": label, "id": f"total{index}"}]]
-    return _metric_widget(region, "Totals for the selected time range", rows,
+    return _metric_widget(region, "Totals for the selected time range",
+                          [_row(name, label=label) for name, label in shown],
                           view="singleValue", setPeriodToTimeRange=True)
 
 
-def _overall_anomaly_percentage(region: str,
-                                cameras: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    anomalies, a_sum = _hidden(metrics.ANOMALIES, cameras, "a")
-    processed, p_sum = _hidden(metrics.PROCESSED, cameras, "p")
-    invalid, i_sum = _hidden(metrics.INVALID, cameras, "i")
-    # of the images judged, as the anomaly-rate alarms count (unusable uploads are not)
-    return _metric_widget(region, "Anomaly percentage", anomalies + processed + invalid + [
-        [{"expression": f"100 * {a_sum} / ({p_sum} - {i_sum})",
-          "label": "Anomalous images (% of those judged)", "id": "anomalypct"}]],
-        yAxis={"left": {"min": 0, "max": 100}})
+def _overall_anomaly_percentage(region: str) -> dict[str, Any]:
+    hidden, percentage = _judged_rate()
+    return _metric_widget(region, "Anomaly percentage", hidden + [
+        [{"expression": percentage, "label": "Anomalous images (% of those judged)",
+          "id": "anomalypct"}]], yAxis={"left": {"min": 0, "max": 100}})
 
 
-def _anomalous_vs_normal(region: str, cameras: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    anomalies, a_sum = _hidden(metrics.ANOMALIES, cameras, "a")
-    processed, p_sum = _hidden(metrics.PROCESSED, cameras, "p")
-    invalid, i_sum = _hidden(metrics.INVALID, cameras, "i")
-    return _metric_widget(region, "Anomalous vs normal", anomalies + processed + invalid + [
-        [{"expression": a_sum, "label": "Anomalous", "id": "anomalous"}],
-        [{"expression": f"{p_sum} - {i_sum} - {a_sum}", "label": "Normal", "id": "normal"}],
+def _anomalous_vs_normal(region: str) -> dict[str, Any]:
+    hidden, _ = _judged_rate()
+    return _metric_widget(region, "Anomalous vs normal", hidden + [
+        [{"expression": "a", "label": "Anomalous", "id": "anomalous"}],
+        [{"expression": "p - i - a", "label": "Normal", "id": "normal"}],
     ], view="pie", setPeriodToTimeRange=True)
 
 
 def _per_line_rate(region: str, lines: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     rows: list[list[Any]] = []
-    for index, (line, cameras) in enumerate(lines.items()):
-        pairs = [(line, camera) for camera in cameras]
-        anomalies, a_sum = _hidden(metrics.ANOMALIES, pairs, f"a{index}x")
-        processed, p_sum = _hidden(metrics.PROCESSED, pairs, f"p{index}x")
-        invalid, i_sum = _hidden(metrics.INVALID, pairs, f"i{index}x")
-        rows += anomalies + processed + invalid + [[{
-            "expression": f"100 * {a_sum} / ({p_sum} - {i_sum})",
-            "label": f"{line} (% of judged)", "id": f"rate{index}"}]]
+    for index, line in enumerate(lines):
+        hidden, percentage = _judged_rate(line, str(index))
+        rows += hidden + [[{"expression": percentage, "label": f"{line} (% of judged)",
+                            "id": f"rate{index}"}]]
     return _metric_widget(region, "Anomaly rate per line (%)", rows,
                           yAxis={"left": {"min": 0, "max": 100}})
 
 
 def _per_line_sum(region: str, lines: Mapping[str, Sequence[str]], name: str,
                   title: str) -> dict[str, Any]:
-    rows: list[list[Any]] = []
-    for index, (line, cameras) in enumerate(lines.items()):
-        hidden, total = _hidden(name, [(line, camera) for camera in cameras], f"n{index}x")
-        rows += hidden + [[{"expression": total, "label": line, "id": f"line{index}"}]]
-    return _metric_widget(region, title, rows)
+    return _metric_widget(region, title, [_row(name, line, label=line) for line in lines])
 
 
-def _latency(region: str, cameras: Sequence[tuple[str, str]], name: str,
+def _latency(region: str, lines: Mapping[str, Sequence[str]], name: str,
              title: str) -> dict[str, Any]:
-    rows = [_camera_row(name, line, camera, {"stat": stat, "label": f"{line}/{camera} {stat}"})
-            for line, camera in cameras for stat in ("p50", "p95")]
+    """The stack's p50 and p95, then each line's: percentiles of their own metrics."""
+    rows = [_row(name, stat=stat, label=f"all lines {stat}") for stat in ("p50", "p95")]
+    rows += [_row(name, line, stat=stat, label=f"{line} {stat}")
+             for line in lines for stat in ("p50", "p95")]
     return _metric_widget(region, title, rows, stat="p95")
 
 

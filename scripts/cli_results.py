@@ -496,25 +496,32 @@ def cloudwatch_totals(cloudwatch: Any, since: datetime | None,
     start -= timedelta(minutes=1)
     span = max((end - start).total_seconds(), 60.0)
     period = 60 * max(1, int(span // 60 // 1000) + 1)
+    # Each data point is stored once per dimension set it was written with (per camera,
+    # per line, stack-wide: `metrics.DIMENSION_SETS`). A metric's finest set holds each
+    # point once, those written before the handlers wrote every set too, so only it is
+    # added up. (It is also the one moto, which reads a set as "at least these
+    # dimensions", answers for as CloudWatch does.)
     sums: dict[str, float] = {}
     samples: dict[str, float] = {}
     peaks: dict[str, float] = {}
     try:
-        paginator = cloudwatch.get_paginator("list_metrics")
-        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-        for page in paginator.paginate(Namespace=metrics.NAMESPACE):
+        listed: dict[str, dict[tuple[tuple[str, str], ...], list[dict[str, str]]]] = {}
+        for page in cloudwatch.get_paginator("list_metrics").paginate(
+                Namespace=metrics.NAMESPACE):
             for metric in page.get("Metrics", []):
-                name = metric["MetricName"]
-                identity = (name, tuple(sorted((d["Name"], d["Value"])
-                                               for d in metric.get("Dimensions", []))))
-                if identity in seen:  # moto lists a metric once per put; CloudWatch once
+                dimensions = metric.get("Dimensions", [])
+                identity = tuple(sorted((d["Name"], d["Value"]) for d in dimensions))
+                # moto lists a metric once per put; CloudWatch once
+                listed.setdefault(metric["MetricName"], {})[identity] = dimensions
+        for name, found in listed.items():
+            finest = max(len(identity) for identity in found)
+            for identity, dimensions in found.items():
+                if len(identity) < finest:
                     continue
-                seen.add(identity)
                 points = cloudwatch.get_metric_statistics(
-                    Namespace=metrics.NAMESPACE, MetricName=name,
-                    Dimensions=metric.get("Dimensions", []), StartTime=start, EndTime=end,
-                    Period=period, Statistics=["Sum", "SampleCount", "Maximum"]
-                ).get("Datapoints", [])
+                    Namespace=metrics.NAMESPACE, MetricName=name, Dimensions=dimensions,
+                    StartTime=start, EndTime=end, Period=period,
+                    Statistics=["Sum", "SampleCount", "Maximum"]).get("Datapoints", [])
                 for point in points:
                     sums[name] = sums.get(name, 0.0) + float(point.get("Sum", 0.0))
                     samples[name] = samples.get(name, 0.0) + float(point.get("SampleCount", 0))

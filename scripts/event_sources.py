@@ -11,7 +11,7 @@ Chalice handlers with Lambda-shaped events and Lambda's batch semantics:
   of times, then the failed records go to the on-failure queue and the shard moves on
   (bisect-on-error, record age aside). Shards are listed again now and then, not on
   every poll.
-While a handler runs, what it prints (Powertools' EMF metric lines) is captured per thread
+While a handler runs, what it prints (its EMF metric lines) is captured per thread
 and handed to a `MetricsSink`, which puts it into CloudWatch a moment later in one call,
 as Lambda's log pipeline extracts EMF asynchronously.
 """
@@ -71,13 +71,19 @@ def _install_router() -> None:
 
 
 def emf_to_metric_data(line: str) -> tuple[str, list[dict[str, Any]]] | None:
-    """Turn one Embedded Metric Format log line into PutMetricData arguments.
+    """Turn one Embedded Metric Format log line into PutMetricData arguments: one datum per
+    value and dimension set, as CloudWatch stores it ([] is the metric without dimensions).
 
     >>> ns, data = emf_to_metric_data(json.dumps({"_aws": {"Timestamp": 0,
-    ...     "CloudWatchMetrics": [{"Namespace": "N", "Dimensions": [["line"]],
-    ...     "Metrics": [{"Name": "M", "Unit": "Count"}]}]}, "line": "L1", "M": [2]}))
-    >>> ns, data[0]["MetricName"], data[0]["Dimensions"], data[0]["Value"]
-    ('N', 'M', [{'Name': 'line', 'Value': 'L1'}], 2.0)
+    ...     "CloudWatchMetrics": [{"Namespace": "N",
+    ...     "Dimensions": [["line", "camera"], ["line"], []],
+    ...     "Metrics": [{"Name": "M", "Unit": "Count"}]}]}, "line": "L1", "camera": "c1",
+    ...     "M": [2]}))
+    >>> ns, [(d["MetricName"], d["Dimensions"], d["Value"]) for d in data]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ('N', [('M', [{'Name': 'line', 'Value': 'L1'}, {'Name': 'camera', 'Value': 'c1'}], 2.0),
+           ('M', [{'Name': 'line', 'Value': 'L1'}], 2.0),
+           ('M', [], 2.0)])
     """
     try:
         blob = json.loads(line)

@@ -1,27 +1,55 @@
-"""CloudWatch metrics from the handlers, as Embedded Metric Format via Powertools.
+"""CloudWatch metrics from the handlers, as Embedded Metric Format (EMF) log lines.
 
-Each line and camera gets its own dimensions, so every data point is written with
-`single_metric` (Powertools' one-metric EMF blob). Names come from `pipeline.metrics`,
-the same module the dashboard and alarms read. The dimensions are exactly line and
-camera: do not set POWERTOOLS_SERVICE_NAME on these functions, or Powertools adds a
-`service` dimension and the alarms (which name line and camera only) see nothing.
+A processed image prints one EMF line holding all its metrics, each written with the three
+dimension sets of `pipeline.metrics.DIMENSION_SETS`: [line, camera], [line] and [] (the
+whole stack). CloudWatch stores every value in one metric per set, so the alarms and the
+dashboard read a line's or the stack's own metric instead of summing cameras. Names come
+from `pipeline.metrics`, the module the dashboard and alarms read.
+
+Powertools' `single_metric` writes one dimension set, and its `Metrics.add_dimensions`
+ignores an empty one, so these few lines of EMF are written here. The dimensions are
+exactly those named: nothing (no POWERTOOLS_SERVICE_NAME) can add a `service` dimension
+that the alarms would not name.
 """
 
 from __future__ import annotations
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
 
 from pipeline import metrics
 from pipeline.alerts import REASON_ANOMALOUS_LOW_CONFIDENCE, REASON_LOW_CONFIDENCE
 from pipeline.ingest import Outcome
 from pipeline.records import STATUS_INVALID
 
+COUNT = "Count"
+MILLISECONDS = "Milliseconds"
 
-def _put(name: str, value: float, unit: MetricUnit, dimensions: dict[str, str]) -> None:
-    with single_metric(name=name, unit=unit, value=value,
-                       namespace=metrics.NAMESPACE) as metric:
-        for key, dim_value in dimensions.items():
-            metric.add_dimension(name=key, value=dim_value)
+
+def emf_line(values: Mapping[str, tuple[float, str]], dimensions: Mapping[str, str],
+             dimension_sets: Sequence[Sequence[str]]) -> str:
+    """One EMF document: {metric name: (value, unit)}, the dimensions' values, and the sets
+    of dimension names each value is stored under ([] is one metric without dimensions).
+
+    >>> json.loads(emf_line({"M": (2, "Count")}, {"line": "L1"}, [["line"], []]))["_aws"][
+    ...     "CloudWatchMetrics"]  # doctest: +NORMALIZE_WHITESPACE
+    [{'Namespace': 'LineSight', 'Dimensions': [['line'], []],
+      'Metrics': [{'Name': 'M', 'Unit': 'Count'}]}]
+    """
+    directive = {"Namespace": metrics.NAMESPACE,
+                 "Dimensions": [list(names) for names in dimension_sets],
+                 "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in values.items()]}
+    document = {"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]},
+                **dimensions, **{name: value for name, (value, _) in values.items()}}
+    return json.dumps(document, separators=(",", ":"))
+
+
+def _emit(values: Mapping[str, tuple[float, str]], dimensions: Mapping[str, str],
+          dimension_sets: Sequence[Sequence[str]]) -> None:
+    # Lambda sends stdout to CloudWatch Logs, which extracts the metrics from EMF lines.
+    sys.stdout.write(emf_line(values, dimensions, dimension_sets) + "\n")
 
 
 def emit_outcome(outcome: Outcome) -> None:
@@ -29,25 +57,28 @@ def emit_outcome(outcome: Outcome) -> None:
     if outcome.duplicate:
         return
     record = outcome.record
-    dims = {metrics.DIMENSION_LINE: record.line_id, metrics.DIMENSION_CAMERA: record.camera_id}
-    count = MetricUnit.Count
-    _put(metrics.PROCESSED, 1, count, dims)
+    alerted = 1 if outcome.alert.send else 0
+    values: dict[str, tuple[float, str]] = {metrics.PROCESSED: (1, COUNT)}
     if record.status == STATUS_INVALID:
-        _put(metrics.INVALID, 1, count, dims)
-        _put(metrics.ALERTS, 1 if outcome.alert.send else 0, count, dims)  # alertOnInvalid
-        return
-    _put(metrics.ANOMALIES, 1 if record.is_anomalous else 0, count, dims)
-    low = outcome.alert.reason in (REASON_LOW_CONFIDENCE, REASON_ANOMALOUS_LOW_CONFIDENCE)
-    _put(metrics.LOW_CONFIDENCE, 1 if low else 0, count, dims)
-    _put(metrics.ALERTS, 1 if outcome.alert.send else 0, count, dims)
-    _put(metrics.INFERENCE_LATENCY, record.inference_ms, MetricUnit.Milliseconds, dims)
-    _put(metrics.END_TO_END_LATENCY, max(record.end_to_end_ms, 0.0),
-         MetricUnit.Milliseconds, dims)
+        values[metrics.INVALID] = (1, COUNT)
+        values[metrics.ALERTS] = (alerted, COUNT)  # alertOnInvalid
+    else:
+        low = outcome.alert.reason in (REASON_LOW_CONFIDENCE, REASON_ANOMALOUS_LOW_CONFIDENCE)
+        values |= {
+            metrics.ANOMALIES: (1 if record.is_anomalous else 0, COUNT),
+            metrics.LOW_CONFIDENCE: (1 if low else 0, COUNT),
+            metrics.ALERTS: (alerted, COUNT),
+            metrics.INFERENCE_LATENCY: (record.inference_ms, MILLISECONDS),
+            metrics.END_TO_END_LATENCY: (max(record.end_to_end_ms, 0.0), MILLISECONDS),
+        }
+    # the values of every dimension the sets name: the per-camera set names them all
+    named = metrics.dimensions(metrics.PER_CAMERA, record.line_id, record.camera_id)
+    _emit(values, named, metrics.DIMENSION_SETS)
 
 
 def emit_unexpected_error(stage: str) -> None:
-    _put(metrics.INGEST_ERRORS, 1, MetricUnit.Count, {"stage": stage})
+    _emit({metrics.INGEST_ERRORS: (1, COUNT)}, {"stage": stage}, [["stage"]])
 
 
 def emit_lake_rows(count: int) -> None:
-    _put(metrics.LAKE_ROWS, count, MetricUnit.Count, {})
+    _emit({metrics.LAKE_ROWS: (count, COUNT)}, {}, [metrics.STACK_WIDE])

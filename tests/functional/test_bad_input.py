@@ -137,8 +137,10 @@ def _check_invalid(stack: MotoStack, key: str, output: str, result: dict[str, An
     assert reason.split(":")[0] in reasons, f"{why}: reason {reason!r}"
     assert len(reason) > len(reason.split(":")[0]) + 2, f"{why}: the reason says why"
     invalid = [p for p in emf_metrics(output) if p["MetricName"] == "InvalidImageCount"]
+    # one data point, stored per camera, per line and for the stack
     assert [(p["Value"], {d["Name"]: d["Value"] for d in p["Dimensions"]}) for p in invalid] \
-        == [(1.0, {"line": "line-1", "camera": "cam-1"})], why
+        == [(1.0, {"line": "line-1", "camera": "cam-1"}), (1.0, {"line": "line-1"}),
+            (1.0, {})], why
     assert "PublishAlert" not in history_states(stack, execution["executionArn"]), why
     _assert_no_alert(stack, why)
 

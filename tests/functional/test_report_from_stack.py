@@ -52,18 +52,34 @@ def test_report_reads_records_images_and_failures(stack: ResultsStack, tmp_path:
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "1"
 
 
-def test_report_sums_cloudwatch_metrics_once(stack: ResultsStack, tmp_path: Path) -> None:
+EVERY_SET = (("line", "camera"), ("line",), ())  # as the handlers write each data point
+PER_CAMERA_ONLY = (("line", "camera"),)           # as they wrote it before
+
+
+@pytest.mark.parametrize("written", [
+    # each image stored per camera, per line and for the stack: counted once, not three times
+    (EVERY_SET,) * 3,
+    # stored per camera only (metrics older than the dimension sets)
+    (PER_CAMERA_ONLY,) * 3,
+    # a period across the change: the per-camera metrics hold all three images
+    (PER_CAMERA_ONLY, EVERY_SET, EVERY_SET),
+], ids=["every-set", "per-camera-only", "across-the-change"])
+def test_report_sums_cloudwatch_metrics_once(stack: ResultsStack, tmp_path: Path,
+                                             written: tuple[tuple[tuple[str, ...], ...], ...]
+                                             ) -> None:
     from scripts.cli_results import build_report_from_stack
 
     stack.put(record(stack.info, 1), image=jpeg())
     cloudwatch = stack.client("cloudwatch")
     now = datetime.now(UTC)
-    for camera, seconds in (("cam-1", 1), ("cam-1", 2), ("cam-2", 3)):  # 3 separate puts
-        cloudwatch.put_metric_data(Namespace="LineSight", MetricData=[{
+    images = (("cam-1", 1), ("cam-1", 2), ("cam-2", 3))
+    for (camera, seconds), dimension_sets in zip(images, written, strict=True):
+        values = {"line": "line-1", "camera": camera}
+        cloudwatch.put_metric_data(Namespace="LineSight", MetricData=[{  # a put per image
             "MetricName": "ProcessedImageCount", "Value": 1.0, "Unit": "Count",
             "Timestamp": now - timedelta(seconds=seconds),
-            "Dimensions": [{"Name": "line", "Value": "line-1"},
-                           {"Name": "camera", "Value": camera}]}])
+            "Dimensions": [{"Name": name, "Value": values[name]} for name in names]}
+            for names in dimension_sets])
 
     page = build_report_from_stack(stack, tmp_path / "report.html").read_text()
 

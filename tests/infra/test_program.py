@@ -232,6 +232,24 @@ def test_alarms_are_the_pipeline_definitions_and_all_have_actions(d: Deployed) -
         assert props["alarmActions"] == [topic_arn]
 
 
+def test_line_alarms_read_the_lines_own_metrics(d: Deployed) -> None:
+    """However many cameras a line has: the rates read two metrics of the line, the
+    latency alarm the line's own p95 (no metric math), only silent cameras a camera's."""
+    alarms = {r.props["name"]: r.props for r in d.of_type("metricAlarm:MetricAlarm")}
+    for line in d.config.lines:
+        for kind in ("anomaly-rate", "invalid-uploads"):
+            queries = alarms[prefixed(d, f"{kind}-{line.id}")]["metricQueries"]
+            read = [q["metric"]["dimensions"] for q in queries if q.get("metric")]
+            assert read == [{"line": line.id}] * 2, kind
+        latency = alarms[prefixed(d, f"latency-p95-{line.id}")]
+        assert (latency["metricName"], latency["extendedStatistic"], latency["dimensions"]) == (
+            "EndToEndLatency", "p95", {"line": line.id})
+        assert "metricQueries" not in latency
+        for camera in line.cameras if line.silent_camera_minutes else ():
+            silent = alarms[prefixed(d, f"camera-silent-{line.id}-{camera}")]
+            assert silent["dimensions"] == {"line": line.id, "camera": camera}
+
+
 def test_results_table_matches_the_query_schema(d: Deployed) -> None:
     table = d.one("dynamodb/table:Table", prefixed(d, "results")).props
     create = tables.create_table_args("x")

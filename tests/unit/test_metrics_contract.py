@@ -1,17 +1,18 @@
 """The dashboard and the alarms read exactly the metrics the handlers emit.
 
 The handlers' side is observed, not assumed: the telemetry functions are called and the
-Embedded Metric Format lines they print are parsed. Every LineSight metric the dashboard
-(`pipeline.dashboard.dashboard_body`) or the alarms (`pipeline.alarms.alarm_definitions`)
-reference must match one emitted metric: same namespace, name and dimension names, and the
-same value for any dimension that is not a line or camera. The values are checked too:
-each kind of outcome emits the counts and latencies it stands for.
+Embedded Metric Format lines they print are parsed. Every per-image metric is written with
+the three dimension sets of `pipeline.metrics.DIMENSION_SETS` (per camera, per line,
+stack-wide), and every LineSight metric the dashboard (`pipeline.dashboard.dashboard_body`)
+or the alarms (`pipeline.alarms.alarm_definitions`) reference must match one emitted
+metric: same namespace, name and dimension names, and the same value for any dimension
+that is not a line or camera. The values are checked too: each kind of outcome emits the
+counts and latencies it stands for.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ PER_CAMERA = {metrics.DIMENSION_LINE, metrics.DIMENSION_CAMERA}
 # The metrics issue 6 asks for, per line and camera.
 REQUIRED = ("ProcessedImageCount", "DetectedAnomalyCount", "LowConfidenceCount",
             "InvalidImageCount", "AlertsSentCount", "InferenceLatency", "EndToEndLatency")
+# Spelled out rather than read from pipeline.metrics, so a change there shows here.
+THREE_SETS = [["line", "camera"], ["line"], []]
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
@@ -97,15 +100,7 @@ def emitted_refs(blobs: list[dict[str, Any]]) -> list[Ref]:
 
 
 @pytest.fixture
-def as_deployed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No POWERTOOLS_* settings, as deployed: see telemetry.py's docstring."""
-    for key in list(os.environ):
-        if key.startswith("POWERTOOLS_"):
-            monkeypatch.delenv(key)
-
-
-@pytest.fixture
-def emitted(capsys: pytest.CaptureFixture[str], as_deployed: None) -> list[Ref]:
+def emitted(capsys: pytest.CaptureFixture[str]) -> list[Ref]:
     """Everything the handlers' telemetry emits for the outcomes the pipeline has."""
     from chalicelib.telemetry import emit_lake_rows, emit_outcome, emit_unexpected_error
 
@@ -165,7 +160,8 @@ def alarm_refs() -> list[Ref]:
     alarms = alarm_definitions(
         prefix="ls-test", lines=LINES, anomaly_rates={"line-1": 0.1}, topic_arn="arn:topic",
         state_machine_arn="arn:sm", dead_letter_queues={"ingest-dlq": "q"},
-        ingest_function="ls-test-ingest", latency_p95_ms=5000)
+        ingest_function="ls-test-ingest", latency_p95_ms=5000,
+        silent_minutes=dict.fromkeys(LINES, 30))
     refs = []
     for alarm in alarms:
         if "MetricName" in alarm:
@@ -185,11 +181,67 @@ def ours(refs: list[Ref]) -> list[Ref]:
     return [ref for ref in refs if ref.namespace == metrics.NAMESPACE]
 
 
-def test_handlers_emit_every_required_metric_per_line_and_camera(emitted: list[Ref]) -> None:
+@pytest.mark.parametrize("dimension_set", [
+    ("line", "camera"),  # per camera: what the silent-camera alarms read
+    ("line",),           # per line: the line alarms and the per-line widgets
+    (),                  # stack-wide: the dashboard's totals and the stack's latency
+], ids=["per-camera", "per-line", "stack-wide"])
+def test_handlers_emit_every_required_metric_with_each_dimension_set(
+        emitted: list[Ref], dimension_set: tuple[str, ...]) -> None:
     keys = {ref.key for ref in emitted}
     for name in REQUIRED:
-        assert (metrics.NAMESPACE, name, frozenset(PER_CAMERA)) in keys, name
+        assert (metrics.NAMESPACE, name, frozenset(dimension_set)) in keys, name
     assert {ref.namespace for ref in emitted} == {metrics.NAMESPACE}
+
+
+def test_the_declared_dimension_sets_are_the_three_emitted() -> None:
+    assert [list(names) for names in metrics.DIMENSION_SETS] == THREE_SETS
+    assert set(metrics.PER_IMAGE) == set(REQUIRED)
+
+
+@pytest.mark.parametrize("case, names", [
+    # judged: every count and both latencies in one line
+    (outcome(), set(REQUIRED) - {metrics.INVALID}),
+    # unusable: processed, invalid and the alert count, nothing judged
+    (outcome(status="INVALID"), {metrics.PROCESSED, metrics.INVALID, metrics.ALERTS}),
+], ids=["judged", "invalid"])
+def test_an_image_is_one_emf_line_with_exactly_the_three_dimension_sets(
+        capsys: pytest.CaptureFixture[str], case: Outcome, names: set[str]) -> None:
+    """One data point per value, stored by CloudWatch per camera, per line and for the
+    stack: were a set dropped, the alarms or the dashboard would read a metric that never
+    gets data."""
+    from chalicelib.telemetry import emit_outcome
+
+    capsys.readouterr()
+    emit_outcome(case)
+    [blob] = list(emf_lines(capsys.readouterr().out))
+    [directive] = blob["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == metrics.NAMESPACE
+    assert directive["Dimensions"] == THREE_SETS
+    assert {metric["Name"] for metric in directive["Metrics"]} == names
+    assert (blob["line"], blob["camera"]) == ("line-1", "cam-2")
+    assert isinstance(blob["_aws"]["Timestamp"], int)
+
+
+@pytest.mark.parametrize("emit, args, dimension_sets", [
+    ("emit_outcome", (outcome(),), THREE_SETS),
+    ("emit_unexpected_error", ("ingest",), [["stage"]]),
+    ("emit_lake_rows", (3,), [[]]),
+], ids=["outcome", "error", "lake-rows"])
+def test_no_service_dimension_even_with_powertools_settings(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, emit: str,
+        args: tuple[Any, ...], dimension_sets: list[list[str]]) -> None:
+    """A `service` dimension would make every metric one the alarms do not name."""
+    import chalicelib.telemetry as telemetry
+
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "ingest")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Elsewhere")
+    capsys.readouterr()
+    getattr(telemetry, emit)(*args)
+    [blob] = list(emf_lines(capsys.readouterr().out))
+    assert [d["Dimensions"] for d in blob["_aws"]["CloudWatchMetrics"]] == [dimension_sets]
+    assert [d["Namespace"] for d in blob["_aws"]["CloudWatchMetrics"]] == [metrics.NAMESPACE]
+    assert "service" not in blob
 
 
 @pytest.mark.parametrize("source", ["dashboard", "alarms"])
@@ -210,7 +262,8 @@ def test_every_referenced_metric_is_emitted(emitted: list[Ref], source: str) -> 
         values = dict(ref.dimensions)
         if metrics.DIMENSION_LINE in values and values[metrics.DIMENSION_LINE] != "*":
             assert values[metrics.DIMENSION_LINE] in LINES
-            assert values.get(metrics.DIMENSION_CAMERA) in LINES[values[metrics.DIMENSION_LINE]]
+            if metrics.DIMENSION_CAMERA in values:
+                assert values[metrics.DIMENSION_CAMERA] in LINES[values[metrics.DIMENSION_LINE]]
 
 
 def test_dashboard_shows_every_required_metric() -> None:
@@ -218,14 +271,33 @@ def test_dashboard_shows_every_required_metric() -> None:
     assert set(REQUIRED) <= shown, set(REQUIRED) - shown
 
 
-def test_alarms_watch_anomaly_rate_and_latency_of_every_line() -> None:
-    refs = ours(alarm_refs())
-    for name in (metrics.ANOMALIES, metrics.PROCESSED, metrics.END_TO_END_LATENCY):
-        cameras = {(dict(r.dimensions).get(metrics.DIMENSION_LINE),
-                    dict(r.dimensions).get(metrics.DIMENSION_CAMERA))
-                   for r in refs if r.name == name}
-        assert cameras == {(line, camera) for line, cams in LINES.items() for camera in cams}, \
-            name
+@pytest.mark.parametrize("name, dimension_set, expected", [
+    # the anomaly rate, the invalid-upload rate and the latency read each line's own metric
+    (metrics.ANOMALIES, ("line",), {(line,) for line in LINES}),
+    (metrics.INVALID, ("line",), {(line,) for line in LINES}),
+    (metrics.PROCESSED, ("line",), {(line,) for line in LINES}),
+    (metrics.END_TO_END_LATENCY, ("line",), {(line,) for line in LINES}),
+    # the silent-camera alarms read each camera's
+    (metrics.PROCESSED, ("camera", "line"),
+     {(camera, line) for line, cameras in LINES.items() for camera in cameras}),
+], ids=["anomalies", "invalid", "processed", "latency", "silent-cameras"])
+def test_alarms_watch_every_line_and_camera_with_its_own_metric(
+        name: str, dimension_set: tuple[str, ...], expected: set[tuple[str, ...]]) -> None:
+    refs = [ref for ref in ours(alarm_refs()) if ref.name == name
+            and tuple(dimension for dimension, _ in ref.dimensions) == dimension_set]
+    assert {tuple(value for _, value in ref.dimensions) for ref in refs} == expected
+
+
+@pytest.mark.parametrize("source", ["dashboard", "alarms"])
+def test_no_reader_sums_cameras(source: str) -> None:
+    """Line and stack figures read their own metrics: no camera appears in the alarms but
+    the silent-camera ones, and none at all on the dashboard."""
+    refs = ours(dashboard_refs() if source == "dashboard" else alarm_refs())
+    per_camera = [ref for ref in refs if metrics.DIMENSION_CAMERA in dict(ref.dimensions)]
+    if source == "dashboard":
+        assert per_camera == []
+    else:
+        assert {ref.name for ref in per_camera} == {metrics.PROCESSED}
 
 
 def test_duplicate_delivery_emits_nothing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -267,8 +339,8 @@ def _counts(anomalies: int, low_confidence: int, alerts: int) -> dict[str, float
      _counts(anomalies=0, low_confidence=0, alerts=0) | {metrics.END_TO_END_LATENCY: 0.0}),
 ], ids=["normal", "anomalous", "anomalous-not-alerted", "low-confidence",
         "anomalous-low-confidence", "invalid", "invalid-alerted", "clock-skew"])
-def test_each_outcome_emits_its_values(capsys: pytest.CaptureFixture[str], as_deployed: None,
-                                       case: Outcome, expected: dict[str, float]) -> None:
+def test_each_outcome_emits_its_values(capsys: pytest.CaptureFixture[str], case: Outcome,
+                                       expected: dict[str, float]) -> None:
     from chalicelib.telemetry import emit_outcome
 
     capsys.readouterr()
@@ -278,8 +350,7 @@ def test_each_outcome_emits_its_values(capsys: pytest.CaptureFixture[str], as_de
 
 
 @pytest.mark.parametrize("rows", [3, 0, 500])
-def test_lake_rows_emit_how_many_landed(capsys: pytest.CaptureFixture[str], as_deployed: None,
-                                        rows: int) -> None:
+def test_lake_rows_emit_how_many_landed(capsys: pytest.CaptureFixture[str], rows: int) -> None:
     from chalicelib.telemetry import emit_lake_rows
 
     capsys.readouterr()
