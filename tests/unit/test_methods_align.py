@@ -86,19 +86,25 @@ def _compare(method: AlignEnvelope, normal: np.ndarray, image: np.ndarray,
 def test_patch_distance_tolerates_a_shift_but_not_a_jumble() -> None:
     rng = np.random.default_rng(5)
     normal = rng.integers(0, 256, (3, 40, 60)).astype(np.uint8)  # fine texture everywhere
-    shifted = np.roll(normal, (1, -1), axis=(1, 2))
+    shifted = np.roll(normal, 1, axis=2)
+    diagonal = np.roll(normal, (1, -1), axis=(1, 2))
     # each pixel replaced by one of its neighbours: locally the same values, jumbled
     ys, xs = np.indices(normal.shape[1:])
     ys = np.clip(ys + rng.integers(-1, 2, ys.shape), 0, 39)
     xs = np.clip(xs + rng.integers(-1, 2, xs.shape), 0, 59)
     jumbled = normal[:, ys, xs]
     envelope, patches = AlignEnvelope(map_blur=0), AlignPatch(map_blur=0, detail_radius=0)
-    for method in (envelope, patches):
+    square = AlignPatch(map_blur=0, detail_radius=0, diagonal_shifts=True)
+    for method in (envelope, patches, square):
         assert _compare(method, normal, normal) == 0.0
         assert _compare(method, normal, shifted) == 0.0  # within the 1-px tolerance
+    # a diagonal step: within tolerance on both axes, but two steps along them
+    assert _compare(envelope, normal, diagonal) == _compare(square, normal, diagonal) == 0.0
+    assert _compare(patches, normal, diagonal) > 20.0
     # the envelope asks only "is each value found within a pixel?"; a patch must match whole
     assert _compare(envelope, normal, jumbled) == 0.0
     assert _compare(patches, normal, jumbled) > 20.0
+    assert _compare(square, normal, jumbled) > 20.0
 
 
 def test_detail_comparison_ignores_shading_but_not_a_spot() -> None:
@@ -207,15 +213,18 @@ def test_local_registration_is_restored_exactly() -> None:
     assert np.array_equal(method._flow(planar)[1], again._flow(planar)[1])
 
 
-def test_an_artifact_from_before_local_registration_has_none() -> None:
+def test_an_artifact_from_before_local_registration_scores_as_before() -> None:
     rng = np.random.default_rng(4)
-    method = AlignPatch(input_size=max(SIZE), compare_factor=1, flow_radius=0)
+    method = AlignPatch(input_size=max(SIZE), compare_factor=1, flow_radius=0,
+                        diagonal_shifts=True)  # as every model before them was fitted
     method.fit([_photo(*rng.uniform(-8, 8, 2), rng.uniform(-3, 3)) for _ in range(4)], [], rng)
     state = method.state()
-    for key in ("flow_radius", "flow_max", "flow_iterations", "flow_blur", "flow_damping"):
+    for key in ("flow_radius", "flow_max", "flow_iterations", "flow_blur", "flow_damping",
+                "diagonal_shifts"):
         del state[key]
     old = AlignPatch.from_state(state)
-    assert old.flow_radius == 0 and old._flow_template is None
+    assert old.flow_radius == 0 and old._flow_template is None and old.diagonal_shifts
     image = _photo(1, 1, 0.5, defect=True)
     assert old.score(image)[0] == pytest.approx(method.score(image)[0], rel=1e-2)
-    assert AlignPatch().flow_radius > 0  # new models register locally
+    new = AlignPatch()
+    assert new.flow_radius > 0 and not new.diagonal_shifts
