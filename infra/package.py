@@ -139,7 +139,7 @@ def layer_packages(requirements: Path = LAYER_REQUIREMENTS) -> set[str]:
     """The distribution names the dependencies layer installs (`name==version` lines).
 
     >>> sorted(layer_packages())[:3]
-    ['aws-lambda-powertools', 'boto3', 'botocore']
+    ['boto3', 'botocore', 'numpy']
     """
     names = (re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower()
              for line in requirements.read_text().splitlines())

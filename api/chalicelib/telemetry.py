@@ -7,9 +7,9 @@ dashboard read a line's or the stack's own metric instead of summing cameras. Na
 from `pipeline.metrics`, the module the dashboard and alarms read.
 
 Powertools' `single_metric` writes one dimension set, and its `Metrics.add_dimensions`
-ignores an empty one, so these few lines of EMF are written here. The dimensions are
-exactly those named: nothing (no POWERTOOLS_SERVICE_NAME) can add a `service` dimension
-that the alarms would not name.
+ignores an empty one, so these few lines of EMF are written here, and the functions do
+without Powertools. The dimensions are exactly those named: nothing (no
+POWERTOOLS_SERVICE_NAME) can add a `service` dimension that the alarms would not name.
 """
 
 from __future__ import annotations
