@@ -302,12 +302,8 @@ class AlignEnvelope(NeedsNormals):
 
     def _set_template(self, template: np.ndarray) -> None:
         """Prepare phase correlation against `template` at compare and half-compare scale."""
-        height, width = template.shape
-        small = template[:height // 2 * 2, :width // 2 * 2]
-        small = (small[0::2, 0::2] + small[1::2, 0::2] + small[0::2, 1::2]
-                 + small[1::2, 1::2]) / 4
         self._levels = []
-        for level in (template, small):
+        for level in (template, _halved(template)):
             window = np.outer(np.hanning(level.shape[0]), np.hanning(level.shape[1]))
             window = window.astype(np.float32)
             spectrum = np.fft.rfft2((level - level.mean()) * window)
