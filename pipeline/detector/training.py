@@ -1169,13 +1169,19 @@ def _check_masks(masks: Mapping[Path, Path]) -> None:
 
 def _load_mask(path: Path, shape: tuple[int, int], roi: imageio.Roi | None) -> np.ndarray:
     """A boolean HxW mask at a map's resolution: a cell is anomalous when any pixel in it
-    is not black, so that 0/1 masks count and a scratch a few pixels wide in a large mask
-    is not averaged away."""
+    is marked, so that a scratch a few pixels wide in a large mask is not averaged away.
+
+    A pixel is marked when it is brighter than half the mask's brightest pixel: 0/1 masks
+    count (1 against 0.5), and so do 0/255 ones, while the near-black ringing that JPEG
+    leaves around a 0/255 mask's edges does not mark the cells beside it."""
     with Image.open(path) as image:
         rgb = image.convert("RGBA").convert("RGB")
     if roi is not None:
         rgb = rgb.crop(imageio.roi_box(rgb.size, roi))
-    marked = Image.fromarray((np.asarray(rgb).max(axis=2) > 0).astype(np.float32))
+    brightness = np.asarray(rgb).max(axis=2)
+    peak = int(brightness.max()) if brightness.size else 0
+    marked = Image.fromarray((brightness > peak / 2).astype(np.float32) if peak
+                             else np.zeros(brightness.shape, np.float32))
     # BOX averages the pixels each cell covers: above zero wherever one of them is marked
     small = marked.resize((shape[1], shape[0]), Image.Resampling.BOX)
     return np.asarray(small) > 0

@@ -180,6 +180,18 @@ def test_masks_mark_every_cell_holding_a_non_black_pixel(tmp_path: Path) -> None
     assert not _load_mask(tmp_path / "black.png", (48, 64), None).any()
 
 
+def test_jpeg_mask_ringing_does_not_mark_the_cells_around_a_defect(tmp_path: Path) -> None:
+    mask = np.zeros((480, 640), np.uint8)
+    # exactly cells 11-14 x 13-16 at 1/20 scale; its edges cut JPEG's 8-px blocks, whose
+    # other pixels (in the neighbouring cells) ring
+    mask[220:300, 260:340] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.jpg", quality=75)
+    ringing = np.asarray(Image.open(tmp_path / "mask.jpg"))
+    assert 0 < ringing[mask == 0].max() < 128  # near-black pixels around the square
+    marked = _load_mask(tmp_path / "mask.jpg", (24, 32), None)
+    assert marked[11:15, 13:17].all() and marked.sum() == 16
+
+
 def _manifest_set(data: Path) -> None:
     _parts(data / "imgs", 4, name="normal")
     _parts(data / "imgs", 2, name="anomaly", defect=True)
