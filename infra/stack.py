@@ -85,7 +85,8 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
     analytics = Analytics(p, AnalyticsArgs(
         prefix=p, results_bucket=storage.results.bucket.bucket,
         results_bucket_arn=storage.results.bucket.arn, buffering=config.buffering,
-        account_id=account_id))
+        account_id=account_id, region=region, partition=partition,
+        lines=tuple(config.line_cameras), retention_days=config.results_retention_days))
     ingest = Ingest(p, IngestArgs(
         prefix=p, images_bucket=storage.images.bucket.id,
         images_bucket_arn=storage.images.bucket.arn,
@@ -148,6 +149,12 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         "lake_failure_queue_url": analytics.failure_queue.url,
         "dashboard_url": monitoring.dashboard_url,
         "manifest_uri": analytics.manifest_uri,
+        # Athena (and QuickSight through it) over the whole lake, not just the manifest's
+        # first 1,000 files
+        "lake_database": analytics.database.name,
+        "lake_table": analytics.table.name,
+        "athena_workgroup": analytics.workgroup.name,
+        "lake_query_policy_arn": analytics.query_policy.arn,
         "model_uri": pulumi.Output.from_input(model_uri or ""),
         "operator_policy_arn": operators.policy.arn,
         # what `linesight tokens create --state` checks a line and camera against

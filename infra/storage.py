@@ -17,7 +17,7 @@ import pulumi_aws as aws
 
 from infra import package
 from pipeline import tables
-from pipeline.analytics import LAKE_ERROR_PREFIX, LAKE_PREFIX
+from pipeline.analytics import ATHENA_RESULTS_PREFIX, LAKE_ERROR_PREFIX, LAKE_PREFIX
 from pipeline.ingest import HEATMAP_PREFIX
 
 MODEL_PREFIX = "models/"
@@ -176,9 +176,11 @@ class Storage(pulumi.ComponentResource):
             expire_after_days=args.image_retention_days,
             upload_origins=args.upload_origins, versioned=True), opts=child)
         self.results = HardenedBucket(f"{p}-results", HardenedBucketArgs(
-            purpose="results lake, heatmaps and the QuickSight manifest",
+            purpose="results lake, heatmaps, Athena query results and the QuickSight manifest",
             expire_after_days=args.results_retention_days,
-            expire_prefixes=(LAKE_PREFIX, LAKE_ERROR_PREFIX, HEATMAP_PREFIX)), opts=child)
+            # query results are copies of lake rows: kept no longer than the rows
+            expire_prefixes=(LAKE_PREFIX, LAKE_ERROR_PREFIX, HEATMAP_PREFIX,
+                             ATHENA_RESULTS_PREFIX)), opts=child)
 
         self.table = aws.dynamodb.Table(
             f"{p}-results",

@@ -1,13 +1,17 @@
-"""The results lake: rows for Firehose, its S3 destination, and the QuickSight manifest.
+"""The results lake: rows for Firehose, its S3 destination, the QuickSight manifest, and the
+Glue table (with the Athena query) that reads it.
 
 A lake row is the result record plus Year, Month, Day, Hour, Minute and Region, as in the
 seed, with the seed's column names so existing QuickSight analyses keep working.
+`LAKE_COLUMNS` are those columns in the Glue table: change both together
+(tests/unit/test_lake_table.py fails when a row has a key the table lacks).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import textwrap
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,9 @@ LAKE_ERROR_OUTPUT_PREFIX = (
     "month=!{timestamp:MM}/day=!{timestamp:dd}/"
 )
 MANIFEST_KEY = "manifest.json"
+# Where the stack's Athena workgroup writes query results (beside the lake, and expired
+# with it: they are copies of its rows).
+ATHENA_RESULTS_PREFIX = "athena-results/"
 FIREHOSE_BATCH = 500  # put_record_batch takes at most 500 records per call
 
 
@@ -75,6 +82,36 @@ def lake_row(record: ResultRecord, region: str) -> dict[str, Any]:
         "Minute": captured.minute,
         "Region": region,
     }
+
+
+# The lake row's columns in the Glue table, in `lake_row`'s order: (name, Hive type, what it
+# holds). No field of a result record is ever null (each has a default), so a column is
+# null only in a row written before the column existed.
+LAKE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("ImageId", "string", "the upload's id; count distinct ImageId, since a row can arrive "
+                          "twice"),
+    ("AssemblyLineId", "string", "the line"),
+    ("CameraId", "string", "the camera"),
+    ("ImageUrl", "string", "s3:// URI of the photo"),
+    ("DateTime", "string", "capture time, ISO-8601 UTC (from_iso8601_timestamp reads it)"),
+    ("ProcessedAt", "string", "when the result was recorded, ISO-8601 UTC"),
+    ("Status", "string", "OK (judged) or INVALID (unusable upload)"),
+    ("Reason", "string", "why an upload is INVALID, else empty"),
+    ("IsAnomalous", "boolean", "the detector's verdict"),
+    ("Confidence", "double", "how sure the verdict is, 0-1"),
+    ("Score", "double", "normalised anomaly score, 0-1"),
+    ("RawScore", "double", "the detector's raw score"),
+    ("Threshold", "double", "the score threshold the verdict used"),
+    ("ModelVersion", "string", "the model that judged"),
+    ("HeatmapUrl", "string", "s3:// URI of the heatmap, or empty"),
+    ("AlertReason", "string", "why an alert was sent, or empty"),
+    ("Year", "int", "capture year (UTC); lake_year is the delivery year"),
+    ("Month", "int", "capture month (UTC)"),
+    ("Day", "int", "capture day (UTC)"),
+    ("Hour", "int", "capture hour (UTC)"),
+    ("Minute", "int", "capture minute"),
+    ("Region", "string", "the stack's AWS region"),
+)
 
 
 def row_from_image(image: Mapping[str, Any], region: str) -> dict[str, Any]:
@@ -204,3 +241,160 @@ def quicksight_manifest(bucket: str) -> dict[str, Any]:
         "fileLocations": [{"URIPrefixes": [f"s3://{bucket}/{LAKE_PREFIX}"]}],
         "globalUploadSettings": {"format": "JSON"},
     }
+
+
+# --- The Glue table over the lake -------------------------------------------------------
+
+LAKE_TABLE = "lake"
+# No lake holds rows delivered before this year (LineSight replaced a service retired in
+# 2025); the table's date projection starts here when the lake keeps rows forever.
+LAKE_FIRST_YEAR = 2025
+# S3 expires objects some time after their lifecycle says (it queues them for removal):
+# the year projection reaches this much further back than the retention.
+EXPIRY_SLACK_DAYS = 31
+# The table's partition key for each Firehose expression of LAKE_PARTITIONED_PREFIX (the
+# S3 path `line=<line>/year=YYYY/month=MM/day=DD/`). They are not called line, year, month
+# and day: Hive names ignore case, so `year` would be the rows' own `Year` (the capture
+# year), and Glue refuses a partition key that is also a column. The path's date is when
+# Firehose delivered the row, which is not always the capture day.
+LAKE_PARTITION_KEYS: dict[str, tuple[str, str, str]] = {
+    # Firehose expression: (partition key, Hive type, what it holds)
+    "!{partitionKeyFromQuery:line}": ("lake_line", "string",
+                                      "the line (the path's line=); configured lines only"),
+    "!{timestamp:yyyy}": ("lake_year", "string",
+                          "year Firehose delivered the row (UTC), e.g. '2026'"),
+    "!{timestamp:MM}": ("lake_month", "int", "month Firehose delivered the row (UTC), 1-12"),
+    "!{timestamp:dd}": ("lake_day", "int",
+                        "day of month Firehose delivered the row (UTC), 1-31"),
+}
+_JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
+
+
+def lake_database(prefix: str) -> str:
+    """The Glue database of a stack's lake: its resource prefix with `_` for `-`, since
+    Athena reads names of lowercase letters, digits and `_` without quoting.
+
+    >>> lake_database("ls-plant-a")
+    'ls_plant_a'
+    """
+    return prefix.replace("-", "_")
+
+
+def lake_location_template(bucket: str) -> str:
+    """Where Athena finds a partition: LAKE_PARTITIONED_PREFIX with each Firehose
+    expression replaced by its partition key.
+
+    >>> lake_location_template("b")
+    's3://b/lake/line=${lake_line}/year=${lake_year}/month=${lake_month}/day=${lake_day}/'
+    """
+    template = LAKE_PARTITIONED_PREFIX
+    for expression, (key, _, _) in LAKE_PARTITION_KEYS.items():
+        template = template.replace(expression, "${" + key + "}")
+    if "!{" in template:  # the prefix gained an expression the table would not know
+        raise ValueError(f"LAKE_PARTITIONED_PREFIX has an expression without a partition "
+                         f"key in LAKE_PARTITION_KEYS: {template}")
+    return f"s3://{bucket}/{template}"
+
+
+def lake_year_range(retention_days: int) -> str:
+    """The delivery years the table projects: every year the bucket's lifecycle may still
+    hold lake rows of (`resultsRetentionDays`, plus EXPIRY_SLACK_DAYS; a window of N days
+    ending today starts at most N // 365 + 1 years back), or every year since
+    LAKE_FIRST_YEAR when it keeps them forever (0). Ending at `NOW` keeps each new year in
+    reach without a redeploy, which an `integer` year, with a fixed last year, would not.
+
+    >>> lake_year_range(30), lake_year_range(365), lake_year_range(730), lake_year_range(0)
+    ('NOW-1YEARS,NOW', 'NOW-2YEARS,NOW', 'NOW-3YEARS,NOW', '2025,NOW')
+    """
+    if retention_days <= 0:
+        return f"{LAKE_FIRST_YEAR},NOW"
+    return f"NOW-{(retention_days + EXPIRY_SLACK_DAYS) // 365 + 1}YEARS,NOW"
+
+
+def lake_projection(bucket: str, *, lines: Sequence[str],
+                    retention_days: int) -> dict[str, str]:
+    """Athena partition projection for the lake: partitions are computed from these table
+    properties at query time, so no crawler, MSCK REPAIR or partition registration is
+    ever needed as Firehose writes new days.
+
+    The line is an `enum` of the stack's configured lines. An `injected` line would cover
+    every line but fails any query without `lake_line = '...'`, which QuickSight never
+    writes; so the rows of a line missing from `linesight:lines` (a token issued with
+    `--unconfigured`) stay in S3 unseen by the table until the line is configured and
+    `pulumi up` runs, and then all of them, older days too, are there.
+
+    The date is three keys, as the path has three parts (one `date` key would carry the
+    path's `/month=` and `/day=` in its values): the year a `date` projection up to NOW,
+    month and day zero-padded integers, as Firehose writes them.
+    """
+    if not lines:
+        raise ValueError("the lake table needs at least one line to project")
+    return {
+        "projection.enabled": "true",
+        "projection.lake_line.type": "enum",
+        "projection.lake_line.values": ",".join(lines),
+        "projection.lake_year.type": "date",
+        "projection.lake_year.format": "yyyy",
+        "projection.lake_year.range": lake_year_range(retention_days),
+        "projection.lake_year.interval": "1",
+        "projection.lake_year.interval.unit": "YEARS",
+        "projection.lake_month.type": "integer",
+        "projection.lake_month.range": "1,12",
+        "projection.lake_month.digits": "2",
+        "projection.lake_day.type": "integer",
+        "projection.lake_day.range": "1,31",
+        "projection.lake_day.digits": "2",
+        "storage.location.template": lake_location_template(bucket),
+    }
+
+
+def lake_table_input(bucket: str, *, lines: Sequence[str],
+                     retention_days: int) -> dict[str, Any]:
+    """The Glue TableInput (API field names, as `glue.create_table(DatabaseName=...,
+    TableInput=...)` takes it) over `s3://bucket/lake/`: one JSON row a line, read by the
+    OpenX JSON SerDe, partitioned by line and delivery date (`lake_projection`).
+
+    The columns are the rows' names (LAKE_COLUMNS) in lower case, as Athena requires of
+    names in the Glue catalog (query `isanomalous`, `assemblylineid`); the SerDe,
+    case-insensitive, matches the rows' keys to them.
+    """
+    return {
+        "Name": LAKE_TABLE,
+        "Description": "LineSight results: one row per result record, as Firehose "
+                       "delivered it to the lake",
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"classification": "json", "EXTERNAL": "TRUE",
+                       **lake_projection(bucket, lines=lines, retention_days=retention_days)},
+        "PartitionKeys": [{"Name": name, "Type": kind, "Comment": comment}
+                          for name, kind, comment in LAKE_PARTITION_KEYS.values()],
+        "StorageDescriptor": {
+            "Columns": [{"Name": name.lower(), "Type": kind, "Comment": comment}
+                        for name, kind, comment in LAKE_COLUMNS],
+            "Location": f"s3://{bucket}/{LAKE_PREFIX}",
+            "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
+            "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+            "SerdeInfo": {"SerializationLibrary": _JSON_SERDE,
+                          "Parameters": {"case.insensitive": "TRUE"}},
+        },
+    }
+
+
+def anomaly_rate_query(table: str = LAKE_TABLE) -> str:
+    """Athena SQL: per line and capture day, the images judged (Status OK: unusable uploads
+    are not judged, as in the anomaly-rate alarms), how many were anomalous, and the rate.
+    Counts distinct ImageId, since a row can arrive twice (at-least-once delivery)."""
+    anomalous = "count(DISTINCT CASE WHEN isanomalous THEN imageid END)"
+    return textwrap.dedent(f"""\
+        -- Anomaly rate per line and capture day (UTC). To read less of the lake, add
+        -- e.g. AND lake_year = '2026' AND lake_month = 11 (the delivery date).
+        SELECT assemblylineid AS line_id,
+               substr("datetime", 1, 10) AS capture_day,
+               count(DISTINCT imageid) AS judged,
+               {anomalous} AS anomalous,
+               round(CAST({anomalous} AS double)
+                     / count(DISTINCT imageid), 4) AS anomaly_rate
+        FROM {table}
+        WHERE status = 'OK'
+        GROUP BY 1, 2
+        ORDER BY 2 DESC, 1
+        """)

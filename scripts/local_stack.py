@@ -5,9 +5,10 @@ enabled (`scripts/emulator.py`: on a thread here, or in its own process with
 `moto_process=True`, which the load benchmark uses because it does not share this
 process's GIL), provisions the same resources the Pulumi program deploys from the same
 definitions in `pipeline/` (table schema, ASL, Firehose destination, QuickSight manifest,
-dashboard, alarms), points the handlers at it through the standard `AWS_ENDPOINT_URL`,
-serves the Chalice app, and runs the event-source pollers. `linesight local up` runs it
-until Ctrl-C; the demo and the end-to-end tests use it as a context manager.
+the lake's Glue table, dashboard, alarms), points the handlers at it through the standard
+`AWS_ENDPOINT_URL`, serves the Chalice app, and runs the event-source pollers.
+`linesight local up` runs it until Ctrl-C; the demo and the end-to-end tests use it as a
+context manager.
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ class Names:
     @property
     def dashboard(self) -> str:
         return self.prefix
+
+    @property
+    def lake_database(self) -> str:
+        return analytics.lake_database(self.prefix)
 
 
 @dataclass
@@ -397,6 +402,12 @@ class LocalStack:
         s3.put_object(Bucket=names.results_bucket, Key=analytics.MANIFEST_KEY,
                       Body=json.dumps(analytics.quicksight_manifest(names.results_bucket),
                                       indent=2).encode(), ContentType="application/json")
+        # The lake's Glue table, as deployed (moto stores it; it runs no Athena query).
+        # Nothing expires here, so the table projects every year (retention 0).
+        glue = client("glue")
+        glue.create_database(DatabaseInput={"Name": names.lake_database})
+        glue.create_table(DatabaseName=names.lake_database, TableInput=analytics.lake_table_input(
+            names.results_bucket, lines=list(topo.lines), retention_days=0))
 
         definition = workflow.state_machine_definition(
             table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url)

@@ -69,6 +69,14 @@ def _computed(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[
     elif typ == "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream":
         out.update(name=physical,
                    arn=f"arn:aws:firehose:{region}:{ACCOUNT}:deliverystream/{physical}")
+    elif typ == "aws:glue/catalogDatabase:CatalogDatabase":
+        out["arn"] = f"arn:aws:glue:{region}:{ACCOUNT}:database/{inputs['name']}"
+    elif typ == "aws:glue/catalogTable:CatalogTable":
+        out["arn"] = (f"arn:aws:glue:{region}:{ACCOUNT}:table/{inputs['databaseName']}/"
+                      f"{inputs['name']}")
+    elif typ == "aws:athena/workgroup:Workgroup":
+        out.update(arn=f"arn:aws:athena:{region}:{ACCOUNT}:workgroup/{inputs['name']}",
+                   id=inputs["name"])
     elif typ == "aws:apigateway/restApi:RestApi":
         out.update(id="api0id", rootResourceId="root0",
                    executionArn=f"arn:aws:execute-api:{region}:{ACCOUNT}:api0id")

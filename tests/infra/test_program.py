@@ -14,13 +14,23 @@ from typing import Any
 
 import pytest
 
-from infra.analytics import firehose_s3_configuration
+from infra.analytics import catalog_table_args, firehose_s3_configuration
 from infra.api import load_app
 from infra.iam import UNSCOPED_ACTIONS
 from infra.monitoring import metric_alarm_args
 from pipeline import tables, uploads
 from pipeline.alarms import alarm_definitions
-from pipeline.analytics import MANIFEST_KEY, quicksight_manifest, s3_destination
+from pipeline.analytics import (
+    ATHENA_RESULTS_PREFIX,
+    LAKE_PREFIX,
+    LAKE_TABLE,
+    MANIFEST_KEY,
+    anomaly_rate_query,
+    lake_database,
+    lake_table_input,
+    quicksight_manifest,
+    s3_destination,
+)
 from pipeline.dashboard import dashboard_body
 from pipeline.settings import Settings
 from pipeline.workflow import state_machine_definition
@@ -283,6 +293,87 @@ def test_quicksight_manifest_is_a_bucket_object(d: Deployed) -> None:
     assert manifest.props["key"] == MANIFEST_KEY
     assert json.loads(manifest.props["content"]) == quicksight_manifest(results)
     assert d.outputs["manifest_uri"] == f"s3://{results}/{MANIFEST_KEY}"
+
+
+# --- The lake's table, and Athena -------------------------------------------------------
+
+@pytest.mark.parametrize(("stack", "lines", "years"), [
+    # dev: one line, rows kept 30 days: this year and the last
+    ("dev", "line-1", "NOW-1YEARS,NOW"),
+    # plant-a: three lines, rows kept two years (and S3's slack): three years back
+    ("plant-a", "press-1,weld-2,paint-3", "NOW-3YEARS,NOW"),
+])
+def test_the_lake_table_is_the_pipeline_definition(deployed: dict[str, Deployed], stack: str,
+                                                   lines: str, years: str) -> None:
+    d = deployed[stack]
+    results = d.one("s3/bucket:Bucket", prefixed(d, "results")).props["bucket"]
+    database = d.one("glue/catalogDatabase:CatalogDatabase", prefixed(d, "lake")).props
+    table = d.one("glue/catalogTable:CatalogTable", prefixed(d, "lake")).props
+    assert database["name"] == lake_database(d.config.resource_prefix) == d.outputs[
+        "lake_database"]
+    assert (table["databaseName"], table["name"]) == (database["name"], LAKE_TABLE)
+    assert d.outputs["lake_table"] == LAKE_TABLE
+    expected = lake_table_input(results, lines=[line.id for line in d.config.lines],
+                                retention_days=d.config.results_retention_days)
+    args = catalog_table_args(expected)
+    # the table properties are a map: Pulumi passes its keys as they are
+    assert table["parameters"] == expected["Parameters"]
+    assert table["partitionKeys"] == camel(args["partition_keys"])
+    assert table["storageDescriptor"] == camel(args["storage_descriptor"])
+    assert table["tableType"] == "EXTERNAL_TABLE"
+    assert table["storageDescriptor"]["location"] == f"s3://{results}/{LAKE_PREFIX}"
+    assert table["parameters"]["storage.location.template"].startswith(
+        f"s3://{results}/{LAKE_PREFIX}line=${{lake_line}}/")
+    assert table["parameters"]["projection.lake_line.values"] == lines
+    assert table["parameters"]["projection.lake_year.range"] == years
+
+
+def test_athena_writes_encrypted_results_beside_the_lake(d: Deployed) -> None:
+    results = d.one("s3/bucket:Bucket", prefixed(d, "results")).props["bucket"]
+    workgroup = d.one("athena/workgroup:Workgroup", prefixed(d, "lake")).props
+    assert workgroup["name"] == d.outputs["athena_workgroup"] == prefixed(d, "lake")
+    config = workgroup["configuration"]
+    assert config["resultConfiguration"] == {
+        "outputLocation": f"s3://{results}/{ATHENA_RESULTS_PREFIX}",
+        "encryptionConfiguration": {"encryptionOption": "SSE_S3"}}
+    # a client's own output location or encryption is overridden, not used
+    assert config["enforceWorkgroupConfiguration"] is True
+    query = d.one("athena/namedQuery:NamedQuery", prefixed(d, "anomaly-rate")).props
+    assert (query["database"], query["workgroup"]) == (d.outputs["lake_database"],
+                                                       workgroup["name"])
+    assert query["query"] == anomaly_rate_query()
+    # query results copy lake rows: they expire with them
+    rules = d.one("bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                  prefixed(d, "results")).props["rules"]
+    expiring = [r["filter"] for r in rules
+                if r.get("expiration") == {"days": d.config.results_retention_days}]
+    assert {"prefix": ATHENA_RESULTS_PREFIX} in expiring
+    assert {"prefix": LAKE_PREFIX} in expiring
+
+
+def test_the_lake_query_policy_stays_on_the_lake(d: Deployed) -> None:
+    bucket = d.one("s3/bucket:Bucket", prefixed(d, "results")).props["arn"]
+    workgroup = d.one("athena/workgroup:Workgroup").props["arn"]
+    database = d.one("glue/catalogDatabase:CatalogDatabase").props["arn"]
+    table = d.one("glue/catalogTable:CatalogTable").props["arn"]
+    catalog = database.split(":database/")[0] + ":catalog"
+    lake, query_results = f"{bucket}/{LAKE_PREFIX}*", f"{bucket}/{ATHENA_RESULTS_PREFIX}*"
+    granted = {(action, resource) for statement in policies(d)[prefixed(d, "lake-query")]
+               for action in statement["Action"] for resource in statement["Resource"]}
+    assert {resource for _, resource in granted} == {
+        workgroup, catalog, database, table, bucket, lake, query_results}
+    # what a query needs: run it in the workgroup, read the table, list and read the lake,
+    # write its results
+    assert {("athena:StartQueryExecution", workgroup), ("athena:GetQueryResults", workgroup),
+            ("glue:GetTable", table), ("glue:GetTable", database), ("glue:GetTable", catalog),
+            ("s3:ListBucket", bucket), ("s3:GetObject", lake),
+            ("s3:PutObject", query_results)} <= granted
+    # and it changes nothing but its own results
+    assert {(action, resource) for action, resource in granted if action.split(":")[1]
+            .startswith(("Put", "Delete", "Create", "Update"))} == {
+        ("s3:PutObject", query_results)}
+    assert d.outputs["lake_query_policy_arn"] == d.one(
+        "iam/policy:Policy", prefixed(d, "lake-query")).props["arn"]
 
 
 # --- Event sources --------------------------------------------------------------------
