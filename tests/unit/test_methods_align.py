@@ -228,3 +228,23 @@ def test_an_artifact_from_before_local_registration_scores_as_before() -> None:
     assert old.score(image)[0] == pytest.approx(method.score(image)[0], rel=1e-2)
     new = AlignPatch()
     assert new.flow_radius > 0 and not new.diagonal_shifts
+
+
+def test_the_spread_is_shrunk_towards_its_median() -> None:
+    """`spread_shrink` adds that fraction of the median spread everywhere, so a place where
+    the few normals happened to agree is no longer divided by next to nothing."""
+    normals = [_photo(*np.random.default_rng(5).uniform(-8, 8, 2), 1.0 * k) for k in range(4)]
+    plain, shrunk = (AlignPatch(input_size=max(SIZE), compare_factor=1, spread_shrink=q)
+                     for q in (0.0, 1.0))
+    for method in (plain, shrunk):
+        method.fit(normals, [], np.random.default_rng(5))
+    median = float(np.median(plain.spread))
+    assert median > 0 and AlignPatch().spread_shrink == 1.0
+    np.testing.assert_allclose(shrunk.spread, plain.spread + median, rtol=1e-5)
+    assert plain.spread.min() / median < 0.5 < shrunk.spread.min() / median
+    # an artifact from before the setting stored its spread unshrunk, and loads as it was
+    state = plain.state()
+    del state["spread_shrink"]
+    old = AlignPatch.from_state(state)
+    assert old.spread_shrink == 0.0
+    np.testing.assert_array_equal(old.spread, np.asarray(plain.state()["spread"], np.float32))
