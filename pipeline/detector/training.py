@@ -1178,10 +1178,8 @@ def _load_mask(path: Path, shape: tuple[int, int], roi: imageio.Roi | None) -> n
         rgb = image.convert("RGBA").convert("RGB")
     if roi is not None:
         rgb = rgb.crop(imageio.roi_box(rgb.size, roi))
-    brightness = np.asarray(rgb).max(axis=2)
-    peak = int(brightness.max()) if brightness.size else 0
-    marked = Image.fromarray((brightness > peak / 2).astype(np.float32) if peak
-                             else np.zeros(brightness.shape, np.float32))
+    brightness = np.asarray(rgb).max(axis=2)  # an all-black mask marks nothing: 0 > 0
+    marked = Image.fromarray((brightness > brightness.max() / 2).astype(np.float32))
     # BOX averages the pixels each cell covers: above zero wherever one of them is marked
     small = marked.resize((shape[1], shape[0]), Image.Resampling.BOX)
     return np.asarray(small) > 0
