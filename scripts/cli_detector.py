@@ -33,6 +33,10 @@ err = Console(stderr=True)  # errors, so that a script reading stdout does not t
 METHOD_NAMES = ("pixel_gaussian", "align", "align_patch", "shape", "cnn", "cnn_coarse",
                 "texture")
 SKIPPED_SHOWN = 5  # images left out (training) or refused (evaluate) listed on screen; all: JSON
+# What the training table's columns mean: its ms/image is not `evaluate`'s
+TABLE_CAPTION = ("AUROC and F1 from out-of-fold scores; fit s: all folds' fitting together; "
+                 "ms/image: median time to score one held-out image on one thread, "
+                 "decoding not included (linesight evaluate's figure includes it)")
 
 
 def register(app: typer.Typer) -> None:
@@ -111,7 +115,8 @@ def train(
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
 
-    table = Table(title="cross-validation on the training split", show_edge=False)
+    table = Table(title="cross-validation on the training split", show_edge=False,
+                  caption=TABLE_CAPTION, caption_justify="left")
     for column in ("method", "AUROC", "F1", "fit s", "ms/image", "note"):
         table.add_column(column)
     for candidate in report.candidates:

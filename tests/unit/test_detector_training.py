@@ -663,6 +663,7 @@ def test_cli_train_and_evaluate(samples: Path, tmp_path: Path) -> None:
                                   "--method", "pixel_gaussian"])
     assert trained.exit_code == 0, trained.output
     assert "pixel_gaussian" in trained.output and "threshold" in trained.output
+    assert "decoding not included" in " ".join(trained.output.split())
     evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(samples / "test"),
                                     "--json", str(tmp_path / "out.json"),
                                     "--html", str(tmp_path / "out.html")])
