@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from pipeline.alarms import alarm_definitions
-from pipeline.dashboard import dashboard_body
+from pipeline.dashboard import dashboard_body, dashboard_name
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,6 @@ def metric_alarm_args(definition: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
-def dashboard_name(prefix: str, region: str) -> str:
-    """
-    >>> dashboard_name("linesight-dev", "eu-west-1")
-    'linesight-dev-eu-west-1'
-    """
-    return f"{prefix}-{region}"
-
-
 def dashboard_url(region: str, name: str) -> str:
     return (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
             f"#dashboards:name={name}")
@@ -105,8 +97,6 @@ class Monitoring(pulumi.ComponentResource):
             state_machine_arn=args.state_machine_arn, ingest_function=args.ingest_function,
             queues=pulumi.Output.all(*args.dead_letter_queues.values()))
 
-        # Dashboard names are one namespace for the whole account, unlike every other name
-        # here: with the region in it, one prefix in two regions makes two dashboards.
         board_name = pulumi.Output.from_input(args.region).apply(
             lambda region: dashboard_name(args.prefix, region))
         self.dashboard = aws.cloudwatch.Dashboard(

@@ -26,6 +26,16 @@ PERIOD_SECONDS = 300
 WIDTH = 24  # the dashboard grid is 24 units wide
 
 
+def dashboard_name(prefix: str, region: str) -> str:
+    """Dashboard names are one namespace for the whole account, unlike every other name a
+    stack has: with the region in it, one prefix in two regions makes two dashboards.
+
+    >>> dashboard_name("linesight-dev", "eu-west-1")
+    'linesight-dev-eu-west-1'
+    """
+    return f"{prefix}-{region}"
+
+
 def dashboard_body(*, region: str, prefix: str, lines: Mapping[str, Sequence[str]],
                    state_machine_arn: str, topic_arn: str,
                    dead_letter_queues: Mapping[str, str]) -> dict[str, Any]:

@@ -162,9 +162,8 @@ class Names:
     def state_machine(self) -> str:
         return f"{self.prefix}-workflow"
 
-    @property
-    def dashboard(self) -> str:
-        return self.prefix
+    def dashboard(self, region: str) -> str:
+        return dashboard.dashboard_name(self.prefix, region)
 
     @property
     def lake_database(self) -> str:
@@ -428,7 +427,7 @@ class LocalStack:
             failure_queue_url=failure_url, lake_failure_queue_url=lake_failure_url,
             alerts_queue_url=alerts_url, topic_arn=topic_arn,
             state_machine_arn=state_machine_arn, firehose_stream=names.firehose,
-            dashboard=names.dashboard, model_uri=model_uri,
+            dashboard=names.dashboard(self.region), model_uri=model_uri,
             token="", line_id=first_line, camera_id=first_camera,
             lines={line: list(cameras) for line, cameras in topo.lines.items()},
         )
@@ -461,7 +460,8 @@ class LocalStack:
             region=self.region, prefix=names.prefix, lines=lines,
             state_machine_arn=state_machine_arn, topic_arn=topic_arn,
             dead_letter_queues=dead_letter_queues)
-        cloudwatch.put_dashboard(DashboardName=names.dashboard, DashboardBody=json.dumps(body))
+        cloudwatch.put_dashboard(DashboardName=names.dashboard(self.region),
+                                 DashboardBody=json.dumps(body))
         config = self.topology.to_stack_config(self.model_dir)
         for alarm in alarms.alarm_definitions(
                 prefix=names.prefix, lines=lines, anomaly_rates=config.anomaly_rate_alarms,
