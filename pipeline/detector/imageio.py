@@ -14,7 +14,7 @@ sends, and refuses the rest visibly rather than converting it and judging it wro
 | `unsupported_mode` | CMYK, palette, 16-bit or 1-bit pixels (print files, screenshots) |
 | `too_large` | more than `MAX_PIXELS` pixels, judged from the header before decoding |
 | `too_small` | a side shorter than `MIN_SIDE`, or far below the training resolution |
-| `corrupt` | truncated or damaged data (checked in the JPEG markers, then in decoding) |
+| `corrupt` | truncated or damaged data (checked in the JPEG markers and scans, then in decoding) |
 | `off_size` | an aspect ratio far from the training images' (another camera or crop) |
 | `greyscale` | a greyscale image for a model trained on colour images (`require_colour`) |
 
@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
 
 from pipeline.detector.base import InvalidImageError
 
@@ -73,6 +74,18 @@ _MISSING_BLOCK_GREY = 128
 # to see whether the decoder takes them in: it does only if the data stopped early. The
 # leading 0x00 completes a stuffed 0xFF that a cut may have left at the end.
 _FILLER = b"\x00" + bytes(np.random.default_rng(0).integers(0, 255, 256, dtype=np.uint8))
+
+
+@dataclass(frozen=True)
+class _JpegLayout:
+    """Where a JPEG's image data starts (its first start-of-scan marker) and ends (the
+    end-of-image marker that closes it), its frame's stored size, and each component's
+    identifier and horizontal and vertical sampling factors."""
+
+    scan: int
+    end: int
+    size: tuple[int, int]
+    sampling: tuple[tuple[int, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -196,7 +209,8 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
         raise InvalidImageError("empty", "the upload is empty (0 bytes)")
     image = _open(image_bytes)
     _check_kind(image, image_bytes, content_type)
-    scan, end = _check_jpeg_markers(image_bytes) if image.format == "JPEG" else (-1, -1)
+    layout = (_check_jpeg_markers(image, image_bytes) if isinstance(image, JpegImageFile)
+              else None)
     if require_colour and image.mode in GREYSCALE_MODES:
         raise InvalidImageError(
             "greyscale", "a greyscale image, but the model was trained on colour images: "
@@ -218,8 +232,8 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError("corrupt", f"the image is truncated or damaged: {exc}") from None
-    if end >= 0:
-        _check_scan_complete(image, image_bytes, scan, end, draft)
+    if layout is not None:
+        _check_scan_complete(image, image_bytes, layout, draft)
 
     notes: list[str] = []
     if orientation not in (None, 1):
@@ -281,28 +295,146 @@ def entropy_stops(data: bytes, scan: int, end: int) -> list[int]:
     >>> entropy_stops(scan, 0, len(scan) - 2)
     [7, 10, 23]
     """
-    octets = np.frombuffer(data, np.uint8)
-    found = np.flatnonzero(octets[scan:end + 2] == 0xFF) + scan  # the last byte is 0xD9
-    markers = found[(octets[found + 1] != 0x00) & (octets[found + 1] != 0xFF)]
     stops: list[int] = []
-    resume, in_scan = scan, False  # where the next segment starts; inside entropy data?
+    for at, _marker, data_start in _markers(data, scan, end):
+        if data_start >= 0:
+            before = at
+            while before > data_start and data[before - 1] == 0xFF:
+                before -= 1
+            stops.append(before)
+    return stops
+
+
+def progressive_gaps(data: bytes, scan: int, end: int, components: Iterable[int]) -> str:
+    """What a progressive JPEG's scans leave out ('' if nothing), from the start-of-scan
+    marker at `scan` to the end-of-image marker at `end`, for the frame's `components`
+    (their identifiers).
+
+    A progressive JPEG sends each component's 64 DCT coefficients in several scans: bands
+    of them (spectral selection), the high bits first (successive approximation, down to
+    bit 0 in the last scan of each band). A file cut short and closed with an end-of-image
+    marker decodes without an error, blurred where the later scans are missing. Every
+    coefficient of every component must reach bit 0 in some scan.
+
+    >>> dc = bytes.fromhex("ffda 000c 03 0100 0211 0311 00 00 00 ab")  # DC, all three
+    >>> luma = "ffda 0008 01 0100 01 3f {} cd"  # AC of component 1, down to bit 0 or 1
+    >>> image = dc + bytes.fromhex(luma.format("00")) + bytes.fromhex("ffd9")
+    >>> progressive_gaps(image, 0, len(image) - 2, [1, 2, 3])
+    'components 2 and 3 lack coefficients 1-63'
+    >>> image = dc + bytes.fromhex(luma.format("01")) + bytes.fromhex("ffd9")
+    >>> progressive_gaps(image, 0, len(image) - 2, [1])
+    'component 1 lacks the last bit of coefficients 1-63'
+    """
+    final = {component: np.zeros(64, bool) for component in components}
+    coded = {component: np.zeros(64, bool) for component in final}
+    for at, marker, _data_start in _markers(data, scan, end):
+        if marker != 0xDA:
+            continue
+        selectors, first, last, approximation = _scan_header(data, at)
+        for component in selectors:
+            if component in final:
+                coded[component][first:last + 1] = True
+                final[component][first:last + 1] |= approximation & 0x0F == 0
+    missing: dict[str, list[int]] = {}
+    for component, done in final.items():
+        if not done.all():
+            absent = ~coded[component]
+            gaps = absent if absent.any() else ~done
+            what = "" if absent.any() else "the last bit of "
+            missing.setdefault(what + _bands(np.flatnonzero(gaps)), []).append(component)
+    return "; ".join(
+        f"component{'s' if len(ids) > 1 else ''} "
+        f"{' and '.join(', '.join(map(str, ids)).rsplit(', ', 1))} lack"
+        f"{'s' if len(ids) == 1 else ''} {what}" for what, ids in missing.items())
+
+
+def missing_restarts(data: bytes, end: int, size: tuple[int, int],
+                     sampling: Iterable[tuple[int, int, int]]) -> str:
+    """Which scan of a JPEG ends before its last restart interval ('' if none), up to the
+    end-of-image marker at `end`. `size` is the frame's width and height, `sampling` each
+    component's identifier and horizontal and vertical sampling factors.
+
+    Where a restart interval is defined, the encoder writes a restart marker after every
+    that many MCUs (units of 8x8 blocks), but not after the last: a scan holds one marker
+    fewer than it has intervals. A file cut short and closed with an end-of-image marker
+    holds fewer, even where the cut falls exactly between two intervals, so that no
+    interval stops part way (which is what `_check_scan_complete` looks for).
+
+    >>> header = bytes.fromhex("ffd8 ffdd 0004 0002 ffda 0008 01 0100 00 3f 00")
+    >>> scan = header + bytes.fromhex("12 ffd0 34 ffd1 56 ffd9")  # 3 intervals of 2 MCUs
+    >>> missing_restarts(scan, len(scan) - 2, (48, 8), [(1, 1, 1)])  # 6 MCUs: all there
+    ''
+    >>> missing_restarts(scan, len(scan) - 2, (64, 8), [(1, 1, 1)])  # 8 MCUs: 4 intervals
+    'scan 1 ends after 3 of its 4 restart intervals'
+    """
+    factors = {component: (across, down) for component, across, down in sampling}
+    widest = max(across for across, _down in factors.values())
+    tallest = max(down for _across, down in factors.values())
+    width, height = size
+    interval, scans, expected, found = 0, 0, 0, 0
+    for at, marker, data_start in _markers(data, 2, end):
+        if data_start >= 0 and 0xD0 <= marker <= 0xD7:
+            found += 1
+            continue
+        if data_start >= 0 and found < expected:
+            return f"scan {scans} ends after {found + 1} of its {expected + 1} restart intervals"
+        if marker == 0xDD:
+            interval = int.from_bytes(data[at + 4:at + 6], "big")
+        elif marker == 0xDA:
+            scans, found = scans + 1, 0
+            selectors = _scan_header(data, at)[0]
+            if len(selectors) == 1:  # one component's blocks, one by one
+                across, down = factors.get(selectors[0], (widest, tallest))
+                units = (_ceil_div(_ceil_div(width * across, widest), 8)
+                         * _ceil_div(_ceil_div(height * down, tallest), 8))
+            else:  # interleaved: MCUs of widest x tallest blocks
+                units = _ceil_div(width, 8 * widest) * _ceil_div(height, 8 * tallest)
+            expected = _ceil_div(units, interval) - 1 if interval else 0
+    return ""
+
+
+def _scan_header(data: bytes, at: int) -> tuple[bytes, int, int, int]:
+    """The start-of-scan segment at `at`: its component selectors, the first and last
+    coefficient of its band, and its successive approximation byte (zeros where the
+    segment is cut short)."""
+    count = data[at + 4] if at + 4 < len(data) else 0
+    fields = data[at + 5:at + 8 + 2 * count].ljust(2 * count + 3, b"\0")
+    return fields[:2 * count:2], fields[2 * count], fields[2 * count + 1], fields[2 * count + 2]
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def _bands(coefficients: np.ndarray) -> str:
+    """'coefficients 1-5, 9' for the indices [1, 2, 3, 4, 5, 9]."""
+    runs = np.split(coefficients, np.flatnonzero(np.diff(coefficients) > 1) + 1)
+    words = [f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}" for run in runs]
+    return f"coefficient{'s' if len(coefficients) > 1 else ''} {', '.join(words)}"
+
+
+def _markers(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """Each marker from the one at `start` (the first start-of-scan, or the first segment
+    after the start-of-image) to the end-of-image marker at `end`, walking over segments
+    (tables, scan headers) by their lengths: its position, the marker, and where the
+    entropy-coded data that it ends began (-1 where it ends none)."""
+    octets = np.frombuffer(data, np.uint8)
+    found = np.flatnonzero(octets[start:end + 2] == 0xFF) + start  # the last byte is 0xD9
+    markers = found[(octets[found + 1] != 0x00) & (octets[found + 1] != 0xFF)]
+    resume, in_scan = start, False  # where the next segment starts; inside entropy data?
     for at in (int(position) for position in markers):
         if at < resume:
             continue  # inside a segment
         marker = data[at + 1]
-        if in_scan:
-            before = at
-            while before > resume and data[before - 1] == 0xFF:
-                before -= 1
-            stops.append(before)
-            if 0xD0 <= marker <= 0xD7:
-                continue
+        yield at, marker, resume if in_scan else -1
+        if in_scan and 0xD0 <= marker <= 0xD7:
+            resume = at + 2
+            continue
         if marker == 0xD9:
-            break
+            return
         in_scan = marker == 0xDA
         standalone = 0xD0 <= marker <= 0xD8 or marker == 0x01
         resume = at + 2 + (0 if standalone else int.from_bytes(data[at + 2:at + 4], "big"))
-    return stops
 
 
 def plain_trailer(trailer: bytes) -> bool:
@@ -351,15 +483,36 @@ def _check_kind(image: Image.Image, image_bytes: bytes, content_type: str) -> No
             image.mode, f"{image.mode} pixels are not supported; send 8-bit RGB or greyscale"))
 
 
-def _check_jpeg_markers(image_bytes: bytes) -> tuple[int, int]:
-    """Refuse a JPEG whose markers are damaged; where its image data starts and ends."""
+def _check_jpeg_markers(image: JpegImageFile, image_bytes: bytes) -> _JpegLayout:
+    """Refuse a JPEG whose markers are damaged, or a progressive one whose scans stop
+    early; where its image data starts and ends."""
     damage, scan, end = jpeg_markers(image_bytes)
     if damage:
         raise InvalidImageError("corrupt", f"the JPEG is damaged: {damage}")
-    return scan, end
+    layout = _JpegLayout(scan, end, image.size,
+                         tuple((component, across, down)
+                               for component, across, down, _table in image.layer))
+    if image.info.get("progressive"):
+        # cut in its last scan, a progressive JPEG decodes nearly whole, with no grey to
+        # give it away, so these are looked at in every one
+        gaps = progressive_gaps(image_bytes, scan, end, (layer[0] for layer in layout.sampling))
+        damage = _short_of_restarts(image_bytes, layout) or gaps and (
+            f"its progressive scans stop early, so it would decode blurred: {gaps} (cut "
+            "short and closed by a marker?)")
+    if damage:
+        raise InvalidImageError("corrupt", f"the JPEG is damaged: {damage}")
+    return layout
 
 
-def _check_scan_complete(image: Image.Image, image_bytes: bytes, scan: int, end: int,
+def _short_of_restarts(image_bytes: bytes, layout: _JpegLayout) -> str:
+    """Where a restart interval is defined, which scan holds too few ('' if none)."""
+    if b"\xff\xdd" not in image_bytes[:layout.scan]:
+        return ""
+    short = missing_restarts(image_bytes, layout.end, layout.size, layout.sampling)
+    return short and f"its image data stops early: {short} (cut short and closed by a marker?)"
+
+
+def _check_scan_complete(image: Image.Image, image_bytes: bytes, layout: _JpegLayout,
                          draft: tuple[int, int] | None) -> None:
     """Refuse a JPEG whose image data stops before its last block.
 
@@ -371,12 +524,18 @@ def _check_scan_complete(image: Image.Image, image_bytes: bytes, scan: int, end:
     blocks. That second decode is done only when there is cause: the last pixels are that
     grey (a baseline JPEG cut short), or something other than padding follows the marker
     (where the rest of damaged data would be, and where cameras and phones put harmless
-    trailers).
+    trailers). A scan short of restart intervals (`missing_restarts`) is refused first,
+    without decoding: where a cut falls exactly between two, no interval stops part way,
+    and the filler would not be read.
     """
+    scan, end = layout.scan, layout.end
     width, height = image.size
     corner = np.asarray(image.crop((width - 2, height - 2, width, height)))
     if not (corner == _MISSING_BLOCK_GREY).all() and plain_trailer(image_bytes[end + 2:]):
         return
+    short = _short_of_restarts(image_bytes, layout)
+    if short:
+        raise InvalidImageError("corrupt", f"the JPEG is damaged: {short}")
     pieces, taken = [], 0
     for stop in entropy_stops(image_bytes, scan, end):
         pieces += [image_bytes[taken:stop], _FILLER]
@@ -391,9 +550,10 @@ def _check_scan_complete(image: Image.Image, image_bytes: bytes, scan: int, end:
     else:
         complete = np.array_equal(np.asarray(image), np.asarray(again))
     if not complete:
+        rest = "blurred" if image.info.get("progressive") else "as flat grey"
         raise InvalidImageError(
             "corrupt", "the JPEG is damaged: its image data stops early (cut short or "
-            "overwritten, and closed by a marker); the rest would decode as flat grey")
+            f"overwritten, and closed by a marker); the rest would decode {rest}")
 
 
 def _check_size(image: Image.Image, orientation: int | None, expected_aspect: float | None,

@@ -145,10 +145,13 @@ REFUSED = [
     # cut, closed, and a camera's line ending after it
     pytest.param(_cut_and_closed(_jpeg((256, 256))) + CRLF, "image/jpeg", "corrupt",
                  id="cut-and-closed-crlf"),
-    # a progressive JPEG cut and closed decodes blurred, not grey; the data after its
+    # a progressive JPEG cut and closed decodes blurred, not grey: its scans stop early
+    pytest.param(_cut_and_closed(_jpeg((256, 256), progressive=True), 0.3), "image/jpeg",
+                 "corrupt", id="cut-and-closed-progressive"),
+    # cut inside its last scan, every coefficient has come in once: the data after its
     # marker is what gives it away
-    pytest.param(_cut_and_closed(_jpeg((256, 256), progressive=True)) + CRLF, "image/jpeg",
-                 "corrupt", id="cut-and-closed-progressive-crlf"),
+    pytest.param(_cut_and_closed(_jpeg((256, 256), progressive=True), 0.9) + CRLF,
+                 "image/jpeg", "corrupt", id="cut-and-closed-progressive-crlf"),
     # an end-of-image marker half way through the image data, the rest after it
     pytest.param(_early_end_marker(), "image/jpeg", "corrupt", id="early-end-marker"),
 ]
@@ -283,6 +286,74 @@ def test_image_data_that_stops_early_is_refused_at_every_decode_size(
     with pytest.raises(InvalidImageError, match="stops early") as caught:
         decode(data, "image/jpeg", longest_side=longest_side)
     assert caught.value.reason == "corrupt"
+
+
+def _cut_before_a_restart_marker(data: bytes) -> bytes:
+    """A JPEG cut exactly between two restart intervals (before the middle restart
+    marker) and closed: its last rows decode flat grey, but no interval stops part way,
+    so decoding it again with filler where its data meets a marker finds nothing
+    missing."""
+    markers = [at for at in range(len(data) - 1)
+               if data[at] == 0xFF and 0xD0 <= data[at + 1] <= 0xD7]
+    return data[:markers[len(markers) // 2]] + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("longest_side", [None, 64])  # full size and a DCT draft
+@pytest.mark.parametrize(("data", "gap"), [
+    (_cut_before_a_restart_marker(_jpeg((256, 256), restart_marker_blocks=7)),
+     "scan 1 ends after 19 of its 37 restart intervals"),
+    # cut in a progressive JPEG's last scan: it holds fewer restart markers than blocks
+    (_cut_and_closed(_jpeg((256, 256), progressive=True, restart_marker_rows=1), 0.9),
+     "scan 10 ends after"),
+], ids=["cut-between-intervals", "progressive-cut-in-last-scan"])
+def test_a_scan_short_of_restart_intervals_is_refused(data: bytes, gap: str,
+                                                      longest_side: int | None) -> None:
+    with pytest.raises(InvalidImageError, match="stops early") as caught:
+        decode(data, "image/jpeg", longest_side=longest_side)
+    assert caught.value.reason == "corrupt"
+    assert gap in str(caught.value)
+
+
+@pytest.mark.parametrize("longest_side", [None, 64])  # full size and a DCT draft
+@pytest.mark.parametrize(("data", "gaps"), [
+    # cut in the first scans: the detail of every channel missing
+    (_cut_and_closed(_jpeg((256, 256), progressive=True), 0.05),
+     "component 1 lacks coefficients 6-63; components 2 and 3 lack coefficients 1-63"),
+    # cut in the refinement scans: every coefficient came in, but without its last bit
+    (_cut_and_closed(_encode(_photo((256, 256), "L"), "JPEG", progressive=True), 0.3),
+     "component 1 lacks the last bit of coefficients 0-63"),
+], ids=["colour-cut-at-5%", "greyscale-cut-at-30%"])
+def test_a_progressive_jpeg_whose_scans_stop_early_is_refused(
+        data: bytes, gaps: str, longest_side: int | None) -> None:
+    with pytest.raises(InvalidImageError, match="progressive scans stop early") as caught:
+        decode(data, "image/jpeg", longest_side=longest_side)
+    assert caught.value.reason == "corrupt"
+    assert gaps in str(caught.value)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"restart_marker_rows": 1}, {"progressive": True},
+    {"progressive": True, "restart_marker_blocks": 2}],
+    ids=["baseline", "restart-markers", "progressive", "progressive-restart-markers"])
+def test_damaged_jpegs_are_refused_with_a_reason_or_decoded(options: dict[str, object]) -> None:
+    """Bytes flipped anywhere after the start-of-image marker (in headers, scan headers,
+    restart markers, data), and every third copy also cut and closed: decoding refuses
+    with a reason or decodes; nothing else escapes it."""
+    data = _jpeg((64, 48), **options)
+    rng = np.random.default_rng(0)
+    for attempt in range(200):
+        damaged = bytearray(data)
+        for at in rng.integers(2, len(data), rng.integers(1, 4)):
+            damaged[at] = rng.integers(0, 256)
+        if attempt % 3 == 0:
+            damaged = damaged[:rng.integers(4, len(damaged))] + b"\xff\xd9"
+        try:
+            decoded = decode(bytes(damaged), "image/jpeg", longest_side=32)
+        except InvalidImageError as refused:
+            assert refused.reason in ("corrupt", "not_an_image", "too_small",
+                                      "unsupported_mode")
+        else:
+            assert max(decoded.rgb.shape[:2]) == 32
 
 
 @pytest.mark.parametrize("longest_side", [None, 200, 64, 32])
