@@ -21,9 +21,11 @@ sends, and refuses the rest visibly rather than converting it and judging it wro
 A content type that names no image format (empty, application/octet-stream) lets the
 bytes decide. Accepted with a note in `DecodedImage.notes`: greyscale and alpha images
 (converted to RGB, alpha dropped: `converted_from_<mode>`) and EXIF orientation (applied:
-`exif_orientation_<n>`). Data after a JPEG's end-of-image marker (a camera's `\r\n`, a
-phone's metadata trailer, a motion photo's video) is ignored once the image before it is
-known to be complete (`_check_scan_complete`).
+`exif_orientation_<n>`), and a multi-picture JPEG (MPO: a phone's photo with a depth map
+or a second view after it), as its first picture (`first_of_<n>_pictures`). Data after a
+JPEG's end-of-image marker (a camera's `\r\n`, a phone's metadata trailer, a motion
+photo's video) is ignored once the image before it is known to be complete
+(`_check_scan_complete`).
 
 JPEGs are decoded with Pillow's draft mode (reduced-scale DCT), so a 2000x1334 photo is
 decoded at 1/2, 1/4 or 1/8 scale when the method only needs a few hundred pixels.
@@ -215,11 +217,11 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
         raise InvalidImageError(
             "greyscale", "a greyscale image, but the model was trained on colour images: "
             "another camera? Send colour images, or train a model on greyscale ones")
-    fmt = str(image.format)
+    fmt = _format(image)
     orientation = _orientation(image)
     upright = _check_size(image, orientation, expected_aspect, min_longest)
     draft: tuple[int, int] | None = None
-    if image.format == "JPEG" and longest_side is not None:
+    if fmt == "JPEG" and longest_side is not None:
         region = roi_size(upright, roi) if roi else upright
         scale = max(region) / longest_side
         # Rounded down: Pillow picks the largest DCT scale that keeps both sides at least
@@ -236,6 +238,8 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
         _check_scan_complete(image, image_bytes, layout, draft)
 
     notes: list[str] = []
+    if image.format == "MPO":
+        notes.append(f"first_of_{getattr(image, 'n_frames', 1)}_pictures")
     if orientation not in (None, 1):
         image = ImageOps.exif_transpose(image)
         notes.append(f"exif_orientation_{orientation}")
@@ -464,19 +468,27 @@ def _first_marker(data: bytes, marker: int, start: int) -> int:
     return int(hits[0]) - 1 if len(hits) else -1
 
 
+def _format(image: Image.Image) -> str:
+    """The image's format, a multi-picture JPEG (MPO) counted as the JPEG it starts with:
+    phones write one for a photo with a depth map or a second view after it, and Pillow
+    reads the first picture."""
+    return "JPEG" if image.format == "MPO" else str(image.format)
+
+
 def _check_kind(image: Image.Image, image_bytes: bytes, content_type: str) -> None:
     """Refuse formats, frames, content types and pixel modes a camera would not send."""
-    if image.format not in ACCEPTED_FORMATS:
+    fmt = _format(image)
+    if fmt not in ACCEPTED_FORMATS:
         raise InvalidImageError(
             "unsupported_format",
             f"{image.format} images are not supported; send JPEG or PNG")
-    if getattr(image, "n_frames", 1) > 1:
+    if fmt == "PNG" and getattr(image, "n_frames", 1) > 1:
         raise InvalidImageError("animated", "animated images are not supported")
     claimed = content_type_format(content_type) if content_type else None
-    if claimed is not None and claimed != image.format:
+    if claimed is not None and claimed != fmt:
         raise InvalidImageError(
             "content_type_mismatch",
-            f"the bytes are {image.format} but the upload says {content_type}: "
+            f"the bytes are {fmt} but the upload says {content_type}: "
             "a misconfigured camera or gateway?")
     if image.mode not in ACCEPTED_MODES:
         raise InvalidImageError("unsupported_mode", _MODE_ADVICE.get(

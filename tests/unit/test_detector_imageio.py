@@ -82,6 +82,12 @@ MOTION_PHOTO_VIDEO = (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
                       + b"\xff\xd9\xff\xda" + bytes(252))
 
 
+def _multi_picture() -> bytes:
+    """A multi-picture JPEG (MPO), as phones write a photo with a depth map after it."""
+    return _encode(_photo(), "MPO", quality=90, save_all=True,
+                   append_images=[_photo((48, 32), "L")])
+
+
 def _with_orientation(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -188,6 +194,9 @@ ACCEPTED = [
     # flat mid-grey to the last pixel, as a cut-short image ends: looked at twice, complete
     pytest.param(_encode(Image.new("RGB", (96, 64), (128, 128, 128)), "JPEG"), "image/jpeg",
                  (), id="flat-grey-jpeg"),
+    # a phone's photo with its depth map after it: the first picture is the photo
+    pytest.param(_multi_picture(), "image/jpeg", ("first_of_2_pictures",),
+                 id="multi-picture-jpeg"),
     # RGBA PNG: alpha dropped
     pytest.param(_encode(_photo(mode="RGBA"), "PNG"), "image/png", ("converted_from_rgba",),
                  id="rgba-png"),
@@ -205,6 +214,14 @@ def test_accepts_what_cameras_send(data: bytes, content_type: str,
     assert decoded.rgb.dtype == np.uint8
     assert decoded.rgb.shape == (32, 48, 3)
     assert decoded.notes == notes
+
+
+def test_a_multi_picture_jpeg_decodes_as_its_first_picture() -> None:
+    alone = decode(_jpeg(), "image/jpeg", longest_side=48)
+    assert np.array_equal(decode(_multi_picture(), "", longest_side=48).rgb, alone.rgb)
+    with pytest.raises(InvalidImageError, match="the bytes are JPEG") as caught:
+        decode(_multi_picture(), "image/png")
+    assert caught.value.reason == "content_type_mismatch"
 
 
 @pytest.mark.parametrize(("orientation", "shape"), [
