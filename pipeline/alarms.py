@@ -75,13 +75,18 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
     return alarms
 
 
+def _dimension_list(dimensions: Mapping[str, str]) -> list[dict[str, str]]:
+    """CloudWatch's form of metric dimensions: [{"Name": ..., "Value": ...}]."""
+    return [{"Name": name, "Value": value} for name, value in dimensions.items()]
+
+
 def _stat(query_id: str, namespace: str, name: str, dimensions: Mapping[str, str],
           stat: str = "Sum") -> dict[str, Any]:
     return {
         "Id": query_id,
         "MetricStat": {
             "Metric": {"Namespace": namespace, "MetricName": name,
-                       "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]},
+                       "Dimensions": _dimension_list(dimensions)},
             "Period": PERIOD_SECONDS,
             "Stat": stat,
         },
@@ -152,8 +157,8 @@ def _silent_camera(prefix: str, line_id: str, camera_id: str, minutes: int) -> d
                              "(`linesight tokens list`) and its network."),
         "Namespace": metrics.NAMESPACE,
         "MetricName": metrics.PROCESSED,
-        "Dimensions": [{"Name": k, "Value": v} for k, v in
-                       metrics.dimensions(metrics.PER_CAMERA, line_id, camera_id).items()],
+        "Dimensions": _dimension_list(metrics.dimensions(metrics.PER_CAMERA, line_id,
+                                                         camera_id)),
         "Statistic": "Sum",
         "Period": PERIOD_SECONDS,
         "ComparisonOperator": "LessThanThreshold",
@@ -173,8 +178,7 @@ def _latency(prefix: str, line_id: str, threshold_ms: float) -> dict[str, Any]:
                              f"images, all cameras together, is above {threshold_ms:.0f} ms."),
         "Namespace": metrics.NAMESPACE,
         "MetricName": metrics.END_TO_END_LATENCY,
-        "Dimensions": [{"Name": k, "Value": v}
-                       for k, v in metrics.dimensions(metrics.PER_LINE, line_id).items()],
+        "Dimensions": _dimension_list(metrics.dimensions(metrics.PER_LINE, line_id)),
         "ExtendedStatistic": "p95",
         "Period": PERIOD_SECONDS,
         "ComparisonOperator": "GreaterThanThreshold",

@@ -379,7 +379,7 @@ def lake_table_input(bucket: str, *, lines: Sequence[str],
     }
 
 
-def anomaly_rate_query(table: str = LAKE_TABLE) -> str:
+def anomaly_rate_query() -> str:
     """Athena SQL: per line and capture day, the images judged (Status OK: unusable uploads
     are not judged, as in the anomaly-rate alarms), how many were anomalous, and the rate.
     Counts distinct ImageId, since a row can arrive twice (at-least-once delivery)."""
@@ -393,7 +393,7 @@ def anomaly_rate_query(table: str = LAKE_TABLE) -> str:
                {anomalous} AS anomalous,
                round(CAST({anomalous} AS double)
                      / count(DISTINCT imageid), 4) AS anomaly_rate
-        FROM {table}
+        FROM {LAKE_TABLE}
         WHERE status = 'OK'
         GROUP BY 1, 2
         ORDER BY 2 DESC, 1

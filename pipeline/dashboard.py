@@ -16,7 +16,7 @@ compare the two.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pipeline import metrics
@@ -102,13 +102,16 @@ def _row(name: str, line: str = "", **options: Any) -> list[Any]:
     return [metrics.NAMESPACE, name, *dims, options]
 
 
-def _judged_rate(line: str = "", tag: str = "") -> tuple[list[list[Any]], str]:
+def _judged(line: str = "", tag: str = "") -> tuple[list[list[Any]], dict[str, str]]:
     """Hidden rows of anomalies, images and unusable ones (of `line`, or of the stack), and
-    the percentage of judged images that were anomalous, as the anomaly-rate alarms count
-    (unusable uploads are not judged)."""
-    hidden = [_row(name, line, id=f"{key}{tag}", visible=False) for key, name in
-              (("a", metrics.ANOMALIES), ("p", metrics.PROCESSED), ("i", metrics.INVALID))]
-    return hidden, f"100 * a{tag} / (p{tag} - i{tag})"
+    expressions over them: the judged images that were anomalous and normal, and the
+    percentage anomalous, as the anomaly-rate alarms count (unusable uploads are not
+    judged)."""
+    a, p, i = (f"{key}{tag}" for key in "api")
+    hidden = [_row(name, line, id=key, visible=False) for key, name in
+              ((a, metrics.ANOMALIES), (p, metrics.PROCESSED), (i, metrics.INVALID))]
+    return hidden, {"anomalous": a, "normal": f"{p} - {i} - {a}",
+                    "percentage": f"100 * {a} / ({p} - {i})"}
 
 
 def _single_values(region: str) -> dict[str, Any]:
@@ -121,36 +124,36 @@ def _single_values(region: str) -> dict[str, Any]:
 
 
 def _overall_anomaly_percentage(region: str) -> dict[str, Any]:
-    hidden, percentage = _judged_rate()
+    hidden, judged = _judged()
     return _metric_widget(region, "Anomaly percentage", hidden + [
-        [{"expression": percentage, "label": "Anomalous images (% of those judged)",
+        [{"expression": judged["percentage"], "label": "Anomalous images (% of those judged)",
           "id": "anomalypct"}]], yAxis={"left": {"min": 0, "max": 100}})
 
 
 def _anomalous_vs_normal(region: str) -> dict[str, Any]:
-    hidden, _ = _judged_rate()
+    hidden, judged = _judged()
     return _metric_widget(region, "Anomalous vs normal", hidden + [
-        [{"expression": "a", "label": "Anomalous", "id": "anomalous"}],
-        [{"expression": "p - i - a", "label": "Normal", "id": "normal"}],
+        [{"expression": judged["anomalous"], "label": "Anomalous", "id": "anomalous"}],
+        [{"expression": judged["normal"], "label": "Normal", "id": "normal"}],
     ], view="pie", setPeriodToTimeRange=True)
 
 
-def _per_line_rate(region: str, lines: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def _per_line_rate(region: str, lines: Iterable[str]) -> dict[str, Any]:
     rows: list[list[Any]] = []
     for index, line in enumerate(lines):
-        hidden, percentage = _judged_rate(line, str(index))
-        rows += hidden + [[{"expression": percentage, "label": f"{line} (% of judged)",
+        hidden, judged = _judged(line, str(index))
+        rows += hidden + [[{"expression": judged["percentage"], "label": f"{line} (% of judged)",
                             "id": f"rate{index}"}]]
     return _metric_widget(region, "Anomaly rate per line (%)", rows,
                           yAxis={"left": {"min": 0, "max": 100}})
 
 
-def _per_line_sum(region: str, lines: Mapping[str, Sequence[str]], name: str,
+def _per_line_sum(region: str, lines: Iterable[str], name: str,
                   title: str) -> dict[str, Any]:
     return _metric_widget(region, title, [_row(name, line, label=line) for line in lines])
 
 
-def _latency(region: str, lines: Mapping[str, Sequence[str]], name: str,
+def _latency(region: str, lines: Iterable[str], name: str,
              title: str) -> dict[str, Any]:
     """The stack's p50 and p95, then each line's: percentiles of their own metrics."""
     rows = [_row(name, stat=stat, label=f"all lines {stat}") for stat in ("p50", "p95")]

@@ -58,16 +58,17 @@ def emit_outcome(outcome: Outcome) -> None:
         return
     record = outcome.record
     alerted = 1 if outcome.alert.send else 0
-    values: dict[str, tuple[float, str]] = {metrics.PROCESSED: (1, COUNT)}
+    values: dict[str, tuple[float, str]] = {
+        metrics.PROCESSED: (1, COUNT),
+        metrics.ALERTS: (alerted, COUNT),  # an unusable upload too, with alertOnInvalid
+    }
     if record.status == STATUS_INVALID:
         values[metrics.INVALID] = (1, COUNT)
-        values[metrics.ALERTS] = (alerted, COUNT)  # alertOnInvalid
     else:
         low = outcome.alert.reason in (REASON_LOW_CONFIDENCE, REASON_ANOMALOUS_LOW_CONFIDENCE)
         values |= {
             metrics.ANOMALIES: (1 if record.is_anomalous else 0, COUNT),
             metrics.LOW_CONFIDENCE: (1 if low else 0, COUNT),
-            metrics.ALERTS: (alerted, COUNT),
             metrics.INFERENCE_LATENCY: (record.inference_ms, MILLISECONDS),
             metrics.END_TO_END_LATENCY: (max(record.end_to_end_ms, 0.0), MILLISECONDS),
         }

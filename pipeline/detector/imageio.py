@@ -339,17 +339,20 @@ def progressive_gaps(data: bytes, scan: int, end: int, components: Iterable[int]
             if component in final:
                 coded[component][first:last + 1] = True
                 final[component][first:last + 1] |= approximation & 0x0F == 0
-    missing: dict[str, list[int]] = {}
+    missing: dict[str, list[str]] = {}
     for component, done in final.items():
         if not done.all():
             absent = ~coded[component]
             gaps = absent if absent.any() else ~done
             what = "" if absent.any() else "the last bit of "
-            missing.setdefault(what + _bands(np.flatnonzero(gaps)), []).append(component)
-    return "; ".join(
-        f"component{'s' if len(ids) > 1 else ''} "
-        f"{' and '.join(', '.join(map(str, ids)).rsplit(', ', 1))} lack"
-        f"{'s' if len(ids) == 1 else ''} {what}" for what, ids in missing.items())
+            missing.setdefault(what + _bands(np.flatnonzero(gaps)), []).append(str(component))
+    phrases = []
+    for what, ids in missing.items():
+        if len(ids) == 1:
+            phrases.append(f"component {ids[0]} lacks {what}")
+        else:
+            phrases.append(f"components {', '.join(ids[:-1])} and {ids[-1]} lack {what}")
+    return "; ".join(phrases)
 
 
 def missing_restarts(data: bytes, end: int, size: tuple[int, int],
@@ -545,7 +548,8 @@ def _check_scan_complete(image: Image.Image, image_bytes: bytes, layout: _JpegLa
     corner = np.asarray(image.crop((width - 2, height - 2, width, height)))
     if not (corner == _MISSING_BLOCK_GREY).all() and plain_trailer(image_bytes[end + 2:]):
         return
-    short = _short_of_restarts(image_bytes, layout)
+    # a progressive JPEG's restarts were counted before decoding
+    short = "" if image.info.get("progressive") else _short_of_restarts(image_bytes, layout)
     if short:
         raise InvalidImageError("corrupt", f"the JPEG is damaged: {short}")
     pieces, taken = [], 0

@@ -123,10 +123,10 @@ class AlignEnvelope(NeedsNormals):
             self.colour_mean = planar.mean(axis=0)
         stored = np.clip(np.rint(planar), 0, 255).astype(np.uint8)
         self._remember(self._registered_normals(stored))
-        # how far each normal lies from the others as aligned globally, before any local
-        # registration: a spread that also covers what that may leave (for align_patch,
-        # 0.993 against 0.991 from the registered normals, over the 14 runs of
-        # docs/detector.md)
+        # how far each normal, as aligned globally (not registered locally), lies from the
+        # others as stored (registered, for align_patch): a spread that also covers what
+        # local registration may leave (0.993 against 0.991 with the held-out normal
+        # registered too, over the 14 runs of docs/detector.md)
         everyone = np.arange(len(stored))
         loo = [self._distance(stored[i], everyone != i) for i in everyone]
         r = self.spread_radius
