@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -260,6 +260,9 @@ def evaluate(
                      f"({document['miss_rate']:.1%})")
     if rates:
         console.print("; ".join(rates), markup=False)
+    uncertainty = how_sure(document)
+    if uncertainty:
+        console.print(uncertainty, style="dim", markup=False, highlight=False)
     for gap in document["gaps"]:  # why a figure is missing
         console.print(gap, style="yellow", markup=False, highlight=False)
     console.print(f"{document['ms_per_image']:.1f} ms per image (decode + detect, one thread; "
@@ -282,6 +285,24 @@ def evaluate(
     if failure:
         err.print(f"[red]error:[/red] {failure}", highlight=False)
         raise typer.Exit(code=2)
+
+
+def how_sure(document: dict[str, Any]) -> str:
+    """How far the figures of an evaluate document could move with other images of the
+    same kind: the 95 % intervals of precision and recall, and the AUROC's standard
+    error ('' when none can be given).
+
+    >>> how_sure({"auroc_standard_error": 0.0287,
+    ...           "intervals": {"precision": [0.742, 0.99], "recall": [0.64, 0.948]}})
+    'on other images like these (95 %): precision 0.74-0.99, recall 0.64-0.95; AUROC ± 0.029'
+    """
+    parts = [f"{name} {bounds[0]:.2f}-{bounds[1]:.2f}"
+             for name, bounds in document["intervals"].items()
+             if name in ("precision", "recall") and bounds]
+    text = ", ".join(parts)
+    if document["auroc_standard_error"] is not None:
+        text += ("; " if text else "") + f"AUROC ± {document['auroc_standard_error']:.3f}"
+    return f"on other images like these (95 %): {text}" if text else ""
 
 
 def _fmt(value: float | None) -> str:

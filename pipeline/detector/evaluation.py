@@ -22,7 +22,13 @@ from typing import Any
 
 from pipeline.detector.base import InvalidImageError, check_threshold
 from pipeline.detector.embedded import EmbeddedDetector
-from pipeline.detector.metrics import Confusion, auroc, confusion
+from pipeline.detector.metrics import (
+    Confusion,
+    auroc,
+    auroc_standard_error,
+    confusion,
+    proportion_interval,
+)
 from pipeline.detector.threads import blas_threads
 from pipeline.detector.training import TrainingError, labelled_images
 
@@ -119,6 +125,32 @@ class Evaluation:
         return self.confusion.false_negative / anomalous if anomalous else None
 
     @property
+    def auroc_standard_error(self) -> float | None:
+        """How far the AUROC could move by chance with other images of the same kind
+        (Hanley and McNeil); None with the AUROC. It is 0 at a perfect separation, where
+        `intervals` still say how little a few images prove."""
+        value = self.auroc
+        if value is None:
+            return None
+        return auroc_standard_error(value, len(self.scores("normal")),
+                                    len(self.scores("anomaly")))
+
+    def intervals(self) -> dict[str, tuple[float, float] | None]:
+        """95 % intervals (Wilson) of the shares the threshold gives: where precision,
+        recall and the false-positive and miss rates could lie on other images of the same
+        kind. With 20 anomalies one image moves recall by 0.05, and 17 of 20 found is
+        consistent with anything from 64 % to 95 %. None where the share is."""
+        counts = self.confusion
+        normal, anomalous = len(self.scores("normal")), len(self.scores("anomaly"))
+        return {
+            "precision": proportion_interval(counts.true_positive,
+                                             counts.true_positive + counts.false_positive),
+            "recall": proportion_interval(counts.true_positive, anomalous),
+            "false_positive_rate": proportion_interval(counts.false_positive, normal),
+            "miss_rate": proportion_interval(counts.false_negative, anomalous),
+        }
+
+    @property
     def ms_per_image(self) -> float:
         """Mean wall-clock ms of decode + detect."""
         return sum(image.ms for image in self.images) / max(len(self.images), 1)
@@ -188,6 +220,9 @@ class Evaluation:
             "n_anomaly": len(self.scores("anomaly")),
             "false_positive_rate": self.false_positive_rate,
             "miss_rate": self.miss_rate,
+            "auroc_standard_error": self.auroc_standard_error,
+            "intervals": {name: list(bounds) if bounds else None
+                          for name, bounds in self.intervals().items()},
             "ms_per_image": self.ms_per_image,
             "cpu_ms_per_image": self.cpu_ms_per_image,
             "confusion": {"true_positive": counts.true_positive,

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The normal distribution's two-sided 95 % point: intervals are this many standard errors
+Z_95 = 1.959964
+
 
 @dataclass(frozen=True)
 class Confusion:
@@ -65,6 +68,28 @@ def auroc_standard_error(value: float, n_normal: int, n_anomalous: int) -> float
     variance = (value * (1.0 - value) + (n_anomalous - 1) * (q1 - value * value)
                 + (n_normal - 1) * (q2 - value * value)) / max(n_normal * n_anomalous, 1)
     return float(np.sqrt(max(variance, 0.0)))
+
+
+def proportion_interval(count: int, out_of: int, z: float = Z_95
+                        ) -> tuple[float, float] | None:
+    """The Wilson score interval of a share, `count` of `out_of` (95 % by default): where
+    the share could lie, given what these images showed. Unlike the share's own standard
+    error it does not shrink to nothing at 0 or at all of them: finding 8 of 8 defects is
+    consistent with missing one in three. None when there is nothing to count.
+
+    >>> [round(x, 3) for x in proportion_interval(17, 20)]
+    [0.64, 0.948]
+    >>> [round(x, 3) for x in proportion_interval(8, 8)]
+    [0.676, 1.0]
+    >>> proportion_interval(0, 0) is None
+    True
+    """
+    if out_of <= 0:
+        return None
+    share, n = count / out_of, float(out_of)
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def confusion(normal: Sequence[float], anomalous: Sequence[float],

@@ -72,7 +72,10 @@ def render_html(evaluation: Evaluation) -> str:
         f"<td>{evaluation.threshold:.3f}</td><td>{len(normal)}</td><td>{len(anomalous)}</td>"
         f"<td>{_figure(evaluation.false_positive_rate)}</td>"
         f"<td>{_figure(evaluation.miss_rate)}</td>"
-        f"<td>{evaluation.ms_per_image:.1f}</td></tr></table>")
+        f"<td>{evaluation.ms_per_image:.1f}</td></tr>{_uncertainty_row(evaluation)}</table>"
+        "<p class='muted'>The second row: where each figure could lie on other images of "
+        "the same kind (95 %; the shares by Wilson's interval, the AUROC plus or minus its "
+        "standard error by Hanley and McNeil).</p>")
     gaps = "".join(f"<li>{html.escape(gap)}</li>" for gap in evaluation.gaps())
     curves = ([_line_chart("ROC", fpr, tpr, "false-positive rate", "true-positive rate", True),
                _line_chart("Precision-recall", recall, precision, "recall", "precision", False)]
@@ -108,6 +111,21 @@ def render_html(evaluation: Evaluation) -> str:
         if evaluation.invalid else "",
         "</body></html>",
     ])
+
+
+def _uncertainty_row(evaluation: Evaluation) -> str:
+    """The summary table's second row: the intervals under the figures they belong to."""
+    bounds = evaluation.intervals()
+    error = evaluation.auroc_standard_error
+
+    def cell(name: str) -> str:
+        found = bounds[name]
+        return "<td></td>" if found is None else f"<td>{found[0]:.2f}&ndash;{found[1]:.2f}</td>"
+
+    auroc = "<td></td>" if error is None else f"<td>&plusmn;&nbsp;{error:.3f}</td>"
+    return (f"<tr class='muted'>{auroc}<td></td>{cell('precision')}{cell('recall')}"
+            f"<td></td><td></td><td></td>{cell('false_positive_rate')}{cell('miss_rate')}"
+            "<td></td></tr>")
 
 
 def _figure(value: float | None) -> str:

@@ -9,8 +9,8 @@ import pytest
 from benchmarks import detector
 from benchmarks.detector import verdicts
 
-MET = {"dataset": "circuitboard", "auroc": 0.97, "f1": 0.93, "ratio": 1.5, "train_s": 300.0,
-       "n_train": 100, "artifact_mb": 50.0}
+MET = {"dataset": "circuitboard", "auroc": 0.97, "auroc_standard_error": 0.028, "f1": 0.93,
+       "ratio": 1.5, "train_s": 300.0, "n_train": 100, "artifact_mb": 50.0}
 
 
 def test_doctests() -> None:

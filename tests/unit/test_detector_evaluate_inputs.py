@@ -97,7 +97,7 @@ def _evaluation(normal: list[float], anomalous: list[float], *,
 FIGURES = ("auroc", "precision", "recall", "f1", "false_positive_rate", "miss_rate")
 
 
-@pytest.mark.parametrize(("normal", "anomalous", "expected"), [
+CASES = [
     # both classes, one false positive and one miss: every figure defined
     ([0.1, 0.6], [0.7, 0.4], (0.75, 0.5, 0.5, 0.5, 0.5, 0.5)),
     # nothing called anomalous: precision is 0/0, but every anomaly was missed (F1 0)
@@ -110,7 +110,10 @@ FIGURES = ("auroc", "precision", "recall", "f1", "false_positive_rate", "miss_ra
     ([], [0.7, 0.4], (None, 1.0, 0.5, 2 / 3, None, 0.5)),
     # nothing scored at all
     ([], [], (None, None, None, None, None, None)),
-])
+]
+
+
+@pytest.mark.parametrize(("normal", "anomalous", "expected"), CASES)
 def test_a_figure_that_cannot_be_computed_is_none_not_zero(
         normal: list[float], anomalous: list[float],
         expected: tuple[float | None, ...]) -> None:
@@ -119,6 +122,32 @@ def test_a_figure_that_cannot_be_computed_is_none_not_zero(
         assert document[key] == (pytest.approx(value) if value is not None else None), key
     for key in ("threshold", "n_normal", "n_anomaly", "ms_per_image", "images"):
         assert key in document  # the keys the JSON always had are still there
+
+
+@pytest.mark.parametrize(("normal", "anomalous", "expected"), CASES)
+def test_a_share_has_an_interval_exactly_where_it_has_a_figure_and_the_interval_holds_it(
+        normal: list[float], anomalous: list[float],
+        expected: tuple[float | None, ...]) -> None:
+    document = _evaluation(normal, anomalous).to_json()
+    figures = dict(zip(FIGURES, expected, strict=True))
+    assert set(document["intervals"]) == {"precision", "recall", "false_positive_rate",
+                                          "miss_rate"}
+    for key, bounds in document["intervals"].items():
+        if figures[key] is None:
+            assert bounds is None, key
+        else:  # never a point, even at 0 or 1: two images prove little
+            assert 0.0 <= bounds[0] <= figures[key] <= bounds[1] <= 1.0, key
+            assert bounds[1] - bounds[0] > 0.3, key
+    assert (document["auroc_standard_error"] is None) == (figures["auroc"] is None)
+
+
+def test_intervals_narrow_as_the_images_grow() -> None:
+    def recall_width(anomalies: int) -> float:
+        found = [0.7] * (anomalies * 17 // 20) + [0.4] * (anomalies * 3 // 20)
+        low, high = _evaluation([0.1] * anomalies, found).intervals()["recall"] or (0, 0)
+        return high - low
+
+    assert recall_width(20) > 2.5 * recall_width(200) > 0
 
 
 @pytest.mark.parametrize(("normal", "anomalous", "invalid", "one_class", "failure"), [
@@ -217,6 +246,21 @@ def test_one_class_accepts_refusals_that_empty_the_other(samples: Path, model_di
                           "--allow-one-class")
     assert shown.exit_code == 0, shown.output
     assert "4 anomalies were refused" in " ".join(shown.stdout.split())
+
+
+def test_the_cli_and_the_report_say_how_far_the_figures_could_move(
+        samples: Path, model_dir: Path, tmp_path: Path) -> None:
+    out, page = tmp_path / "out.json", tmp_path / "out.html"
+    shown = _evaluate_cli(str(model_dir), str(samples / "test"), "--json", str(out),
+                          "--html", str(page))
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(out.read_text())
+    low, high = document["intervals"]["recall"]
+    printed = " ".join(shown.stdout.split())
+    assert "on other images like these (95 %): precision " in printed
+    assert f"recall {low:.2f}-{high:.2f}" in printed and "AUROC ± " in printed
+    html_text = page.read_text()
+    assert f"<td>{low:.2f}&ndash;{high:.2f}</td>" in html_text and "&plusmn;" in html_text
 
 
 def test_the_option_is_in_the_commands_help() -> None:
