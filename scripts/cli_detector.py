@@ -289,16 +289,20 @@ def evaluate(
 
 def how_sure(document: dict[str, Any]) -> str:
     """How far the figures of an evaluate document could move with other images of the
-    same kind: the 95 % intervals of precision and recall, and the AUROC's standard
-    error ('' when none can be given).
+    same kind: the 95 % intervals of precision and recall (of the false-positive rate for
+    known-good parts alone), and the AUROC's standard error ('' when none can be given).
 
-    >>> how_sure({"auroc_standard_error": 0.0287,
+    >>> how_sure({"auroc_standard_error": 0.0287, "n_anomaly": 20,
     ...           "intervals": {"precision": [0.742, 0.99], "recall": [0.64, 0.948]}})
     'on other images like these (95 %): precision 0.74-0.99, recall 0.64-0.95; AUROC ± 0.029'
+    >>> how_sure({"auroc_standard_error": None, "n_anomaly": 0,
+    ...           "intervals": {"precision": [0.0, 0.79], "false_positive_rate": [0.01, 0.24]}})
+    'on other images like these (95 %): false-positive rate 0.01-0.24'
     """
-    parts = [f"{name} {bounds[0]:.2f}-{bounds[1]:.2f}"
-             for name, bounds in document["intervals"].items()
-             if name in ("precision", "recall") and bounds]
+    shown = ("precision", "recall") if document["n_anomaly"] else ("false_positive_rate",)
+    parts = [f"{name.replace('_', ' ').replace('false ', 'false-')} "
+             f"{bounds[0]:.2f}-{bounds[1]:.2f}"
+             for name, bounds in document["intervals"].items() if name in shown and bounds]
     text = ", ".join(parts)
     if document["auroc_standard_error"] is not None:
         text += ("; " if text else "") + f"AUROC ± {document['auroc_standard_error']:.3f}"

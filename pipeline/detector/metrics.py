@@ -81,6 +81,8 @@ def proportion_interval(count: int, out_of: int, z: float = Z_95
     [0.64, 0.948]
     >>> [round(x, 3) for x in proportion_interval(8, 8)]
     [0.676, 1.0]
+    >>> [proportion_interval(n, n)[1] for n in (4, 10)], proportion_interval(0, 69)[0]
+    ([1.0, 1.0], 0.0)
     >>> proportion_interval(0, 0) is None
     True
     """
@@ -89,7 +91,10 @@ def proportion_interval(count: int, out_of: int, z: float = Z_95
     share, n = count / out_of, float(out_of)
     centre = (share + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # at none and at all of them a bound is exactly 0 or 1, which rounding can miss
+    low = 0.0 if count <= 0 else max(0.0, centre - half)
+    high = 1.0 if count >= out_of else min(1.0, centre + half)
+    return float(low), float(high)
 
 
 def confusion(normal: Sequence[float], anomalous: Sequence[float],

@@ -80,10 +80,10 @@ log = logging.getLogger(__name__)
 # listed with the images left out of training instead of passed over without a word.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff",
                   ".webp")
-# Ten folds: each fold model learns from at least 90 % of the images, so out-of-fold
-# scores, and the threshold taken from them, sit on nearly the same scale as the model
-# refit on all of them (with five, a method whose scores shrink as it sees more normals
-# ends up with a threshold too high for the refit model).
+# Ten folds below `LARGE_SET` images: each fold model learns from at least 90 % of them,
+# so out-of-fold scores, and the threshold taken from them, sit on nearly the same scale
+# as the model refit on all of them (with five, on a small set, a method whose scores
+# shrink as it sees more normals ends up with a threshold too high for the refit model).
 MAX_FOLDS = 10
 # From this many training images on, five folds: each fold model still learns from 80 %
 # of them (160 images or more), where one more or less image barely moves a method's

@@ -110,6 +110,8 @@ CASES = [
     ([], [0.7, 0.4], (None, 1.0, 0.5, 2 / 3, None, 0.5)),
     # nothing scored at all
     ([], [], (None, None, None, None, None, None)),
+    # every one right, ten of each: the shares sit at 0 and 1, inside their intervals
+    ([0.1] * 10, [0.7] * 10, (1.0, 1.0, 1.0, 1.0, 0.0, 0.0)),
 ]
 
 
@@ -135,9 +137,9 @@ def test_a_share_has_an_interval_exactly_where_it_has_a_figure_and_the_interval_
     for key, bounds in document["intervals"].items():
         if figures[key] is None:
             assert bounds is None, key
-        else:  # never a point, even at 0 or 1: two images prove little
+        else:  # never a point, even at 0 or 1: ten images prove little
             assert 0.0 <= bounds[0] <= figures[key] <= bounds[1] <= 1.0, key
-            assert bounds[1] - bounds[0] > 0.3, key
+            assert bounds[1] - bounds[0] > 0.2, key
     assert (document["auroc_standard_error"] is None) == (figures["auroc"] is None)
 
 
