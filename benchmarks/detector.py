@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
           f"(target <= {MAX_IMPORT_S} s: {'met' if imported <= MAX_IMPORT_S else 'MISSED'})")
     for row in rows:
         print(f"{row['dataset']}: " + "; ".join(verdicts(row)))
-        if how_sure(row):
-            print(f"  {how_sure(row)}")
+        uncertainty = how_sure(row)
+        if uncertainty:
+            print(f"  {uncertainty}")
         for candidate in row["candidates"]:
             print(f"  cv {candidate['method']:<32} AUROC {_figure(candidate['cv_auroc'])}  "
                   f"F1 {_figure(candidate['cv_f1'])}  {candidate['error'] or ''}")

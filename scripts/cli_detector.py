@@ -38,6 +38,10 @@ TABLE_CAPTION = ("AUROC and F1 from out-of-fold scores; fit s: all folds' fittin
                  "ms/image: median time to score one held-out image on one thread, "
                  "decoding not included (linesight evaluate's figure includes it)")
 
+# The intervals `how_sure` prints, as they are named on screen
+_INTERVAL_LABELS = {"precision": "precision", "recall": "recall",
+                    "false_positive_rate": "false-positive rate"}
+
 
 def register(app: typer.Typer) -> None:
     """Add `train` and `evaluate` to the `linesight` app."""
@@ -300,8 +304,7 @@ def how_sure(document: dict[str, Any]) -> str:
     'on other images like these (95 %): false-positive rate 0.01-0.24'
     """
     shown = ("precision", "recall") if document["n_anomaly"] else ("false_positive_rate",)
-    parts = [f"{name.replace('_', ' ').replace('false ', 'false-')} "
-             f"{bounds[0]:.2f}-{bounds[1]:.2f}"
+    parts = [f"{_INTERVAL_LABELS[name]} {bounds[0]:.2f}-{bounds[1]:.2f}"
              for name, bounds in document["intervals"].items() if name in shown and bounds]
     text = ", ".join(parts)
     if document["auroc_standard_error"] is not None:

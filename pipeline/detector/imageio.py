@@ -502,12 +502,10 @@ def _check_jpeg_markers(image: JpegImageFile, image_bytes: bytes) -> _JpegLayout
     """Refuse a JPEG whose markers are damaged, or a progressive one whose scans stop
     early; where its image data starts and ends."""
     damage, scan, end = jpeg_markers(image_bytes)
-    if damage:
-        raise InvalidImageError("corrupt", f"the JPEG is damaged: {damage}")
     layout = _JpegLayout(scan, end, image.size,
                          tuple((component, across, down)
                                for component, across, down, _table in image.layer))
-    if image.info.get("progressive"):
+    if not damage and image.info.get("progressive"):
         # cut in its last scan, a progressive JPEG decodes nearly whole, with no grey to
         # give it away, so these are looked at in every one
         gaps = progressive_gaps(image_bytes, scan, end, (layer[0] for layer in layout.sampling))
