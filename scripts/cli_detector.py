@@ -35,7 +35,7 @@ METHOD_NAMES = ("pixel_gaussian", "align", "align_patch", "shape", "cnn", "cnn_c
 SKIPPED_SHOWN = 5  # images left out (training) or refused (evaluate) listed on screen; all: JSON
 # What the training table's columns mean: its ms/image is not `evaluate`'s
 TABLE_CAPTION = ("AUROC and F1 from out-of-fold scores; fit s: all folds' fitting together; "
-                 "ms/image: median time to score one held-out image on one thread, "
+                 "ms/image: median CPU time to score one held-out image on one thread, "
                  "decoding not included (linesight evaluate's figure includes it)")
 
 # The intervals `how_sure` prints, as they are named on screen
@@ -86,6 +86,10 @@ def train(
     roi: Annotated[str | None, typer.Option(
         help="Region of interest x0,y0,x1,y1 as fractions of width and height, e.g. "
              "0.1,0,0.9,1; training and detection look only there.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Cross-validation folds to fit at once, in threads. Default: one per "
+                    "core, at most 4; 1 leaves the other cores free. The model is the "
+                    "same either way.")] = None,
 ) -> None:
     """Train a detector on a folder of images and print what it learned.
 
@@ -114,7 +118,8 @@ def train(
     try:
         with progress_bar() as update:
             report = train_model(data_dir, out, manifest=manifest, progress=update,
-                                 methods=method, backbone=backbone, roi=region)
+                                 methods=method, backbone=backbone, roi=region,
+                                 workers=workers)
     except (TrainingError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None

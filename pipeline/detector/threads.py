@@ -1,8 +1,15 @@
-"""Limiting numpy's BLAS (OpenBLAS) to one thread while timing or serving single images.
+"""Limiting numpy's BLAS (OpenBLAS) to one thread while timing or serving single images,
+or while training folds side by side.
 
 Scoring one image at a time gains nothing from BLAS threads and, on a small machine that
 is busy with other work, loses a lot to them. numpy has no API for this, so this calls
 OpenBLAS's own setter through ctypes; when that is not possible it does nothing.
+
+OpenBLAS's thread count belongs to the whole process, and training cross-validates folds
+in parallel threads, each of which limits it: the first to enter sets the limit and the
+last to leave puts the previous count back (`limited`), so that one thread leaving never
+lifts the limit under another. (torch's count, which `cnn` limits, is not like this: it
+is OpenMP's, which each thread keeps for itself.)
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ import ctypes
 import glob
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -47,9 +55,42 @@ def blas_threads(count: int = 1) -> Iterator[bool]:
         yield False
         return
     setter, getter = functions
-    previous = int(getter())
-    setter(count)
-    try:
+    with limited("blas", getter, setter, count):
         yield True
+
+
+_lock = threading.Lock()
+_held: dict[str, list[int]] = {}  # what -> [threads inside, count before the first]
+
+
+@contextmanager
+def limited(what: str, getter: Callable[[], Any], setter: Callable[[int], Any],
+            count: int = 1) -> Iterator[None]:
+    """Run the block with the process-wide thread count of `what` (which `setter` sets) at
+    `count`, shared by threads that run such blocks at once (the first one's count holds).
+
+    >>> setting = [4]
+    >>> get, put = (lambda: setting[0]), (lambda value: setting.__setitem__(0, value))
+    >>> with limited("example", get, put):
+    ...     with limited("example", get, put):  # another fold's thread, say
+    ...         pass
+    ...     still = setting[0]  # the other leaving did not lift the limit
+    >>> still, setting[0]
+    (1, 4)
+    """
+    with _lock:
+        entry = _held.get(what)
+        if entry is None:
+            _held[what] = [1, int(getter())]
+            setter(count)
+        else:
+            entry[0] += 1
+    try:
+        yield
     finally:
-        setter(previous)
+        with _lock:
+            entry = _held[what]
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _held[what]
+                setter(entry[1])

@@ -228,3 +228,28 @@ def test_eight_anomalies_are_too_few_when_each_fold_trains_on_seven(tmp_path: Pa
 
     with pytest.raises(TrainingError, match="found 7 .*16 normal and 8 anomalous in all, 8 folds"):
         train_model(tmp_path / "data", tmp_path / "model", methods=["cnn"])
+
+
+@needs_torch
+def test_folds_trained_side_by_side_score_as_one_after_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two folds' networks draw their first weights from torch's one global generator;
+    in parallel threads each must still get its own fold's seed."""
+    from pipeline.detector import training
+
+    monkeypatch.setitem(METHODS, "cnn", _QuickCnn)
+    rng = np.random.default_rng(9)
+    normals, anomalies = _set(rng, 9)
+    for label, images in (("normal", normals), ("anomaly", anomalies)):
+        folder = tmp_path / label
+        folder.mkdir(parents=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"{label}{index}.png")
+    found = training.find_training_set(tmp_path)
+    images = training._ImageCache(found, lambda *progress: None, None, [_QuickCnn()])
+    split = training._Split.drawn(9, True, 9, 9, np.random.default_rng(1), seed=1)
+    serial, parallel = (training._cross_validate("cnn", _QuickCnn(), images, split,
+                                                 workers=workers)[1] for workers in (1, 2))
+    assert serial is not None and parallel is not None
+    assert (serial.normal, serial.anomalous) == (parallel.normal, parallel.anomalous)
+    assert serial.normal_index == parallel.normal_index

@@ -74,12 +74,12 @@ def test_the_chosen_method_is_cross_validated_on_other_fold_assignments(
     seen = []
     cross_validate = training._cross_validate
 
-    def watched(name, template, images, split, notify=None):  # type: ignore[no-untyped-def]
+    def watched(name, template, images, split, notify=None, workers=1):  # type: ignore[no-untyped-def]
         held_out = [[("normal", i) for i, f in enumerate(split.normal_fold) if f == fold]
                     + [("anomaly", i) for i, f in enumerate(split.anomaly_fold) if f == fold]
                     for fold in range(split.folds)]
         seen.append(frozenset(frozenset(group) for group in held_out))
-        return cross_validate(name, template, images, split, notify)
+        return cross_validate(name, template, images, split, notify, workers)
 
     monkeypatch.setattr(training, "_cross_validate", watched)
     report = train_model(samples, tmp_path / "model", methods=["pixel_gaussian"])
@@ -360,6 +360,8 @@ def test_methods_that_need_two_normals_per_fold_are_listed_as_not_tried(
 def test_training_errors_are_one_clear_sentence(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="not a directory"):
         train_model(tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(TrainingError, match="workers must be 1 or more, not 0"):
+        train_model(tmp_path, tmp_path / "out", workers=0)
     (tmp_path / "train" / "normal").mkdir(parents=True)
     with pytest.raises(TrainingError, match="no normal images"):
         train_model(tmp_path, tmp_path / "out")
@@ -460,7 +462,9 @@ class _SlowRed(_Channel):
     variant_of = "red"
 
     def score(self, image):
-        time.sleep(0.02)
+        busy_until = time.thread_time() + 0.02  # work, not waiting: scores are timed in CPU time
+        while time.thread_time() < busy_until:
+            pass
         return super().score(image)
 
 
@@ -702,6 +706,7 @@ def test_train_help_names_every_method_training_tries() -> None:
 @pytest.mark.parametrize("args", [
     ["train", "/nonexistent/dir", "--out", "/tmp/x"],  # a typo in the data folder
     ["evaluate", "/nonexistent/model", ".", "--json", "/tmp/x.json"],  # no such model
+    ["train", ".", "--out", "/tmp/x", "--workers", "0"],  # no one to fit the folds
 ])
 def test_cli_mistakes_are_one_line_not_a_traceback(args: list[str]) -> None:
     app = typer.Typer()

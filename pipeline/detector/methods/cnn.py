@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -33,6 +34,9 @@ from pipeline.detector.ops import resize_rgb
 
 MIN_ANOMALIES = 8
 CHANNELS = (8, 16, 32, 32)
+# Training fits folds in parallel threads, and a network's first weights come from torch's
+# one global generator: seeding it and drawing them is done by one thread at a time.
+_SEEDING = threading.Lock()
 
 
 class SmallCnn:
@@ -82,16 +86,19 @@ class SmallCnn:
         inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2)
         labels = torch.tensor([0.0] * len(normals) + [1.0] * len(anomalies))
 
+        with _SEEDING, torch.random.fork_rng(devices=[]):  # the caller's RNG is left alone
+            torch.manual_seed(int(rng.integers(2 ** 31)))
+            network = _network(torch)
         # One thread. On this 2-core machine two made a fit 14 % faster when nothing else ran
         # (3.8 s against 4.4 s on the samples) but twice as slow with one other busy process
         # (9.2 s against 4.5 s: torch's threads wait for a core), and training shares the
-        # machine with whatever else an engineer is running.
+        # machine with whatever else an engineer is running (its other folds among them).
+        # The count is OpenMP's, which each thread keeps for itself, so a fold running beside
+        # this one sets and restores its own.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with torch.random.fork_rng(devices=[]):  # the caller's torch RNG is left alone
-                torch.manual_seed(int(rng.integers(2 ** 31)))
-                network = _train(torch, inputs, labels, len(normals), self, rng)
+            _train(torch, network, inputs, labels, len(normals), self, rng)
         finally:
             torch.set_num_threads(threads)
         self.layers = _folded(torch, network)
@@ -210,10 +217,11 @@ def _network(torch: Any) -> Any:
     return nn.Sequential(*layers)
 
 
-def _train(torch: Any, inputs: Any, labels: Any, normal_count: int, settings: SmallCnn,
-           rng: np.random.Generator) -> Any:
+def _train(torch: Any, network: Any, inputs: Any, labels: Any, normal_count: int,
+           settings: SmallCnn, rng: np.random.Generator) -> None:
+    """Train `network` in place (it draws nothing from torch's generator)."""
     # channels-last is ~20 % faster on CPU here (max pooling above all)
-    network = _network(torch).to(memory_format=torch.channels_last)
+    network.to(memory_format=torch.channels_last)
     inputs = inputs.contiguous(memory_format=torch.channels_last)
     count = len(labels)
     steps = int(np.clip(settings.epochs * count / settings.batch, settings.min_steps,
@@ -236,7 +244,6 @@ def _train(torch: Any, inputs: Any, labels: Any, normal_count: int, settings: Sm
         optimiser.step()
         schedule.step()
     network.eval()
-    return network
 
 
 def _pooled_logits(torch: Any, maps: Any, fraction: float) -> Any:
