@@ -34,7 +34,7 @@ METHOD_NAMES = ("pixel_gaussian", "align", "align_patch", "shape", "cnn", "cnn_c
                 "texture")
 SKIPPED_SHOWN = 5  # images left out (training) or refused (evaluate) listed on screen; all: JSON
 # What the training table's columns mean: its ms/image is not `evaluate`'s
-TABLE_CAPTION = ("AUROC and F1 from out-of-fold scores; fit s: all folds' fitting together; "
+TABLE_CAPTION = ("AUROC and F1 from out-of-fold scores; fit s: CPU time of all folds' fitting; "
                  "ms/image: median CPU time to score one held-out image on one thread, "
                  "decoding not included (linesight evaluate's figure includes it)")
 
@@ -88,8 +88,9 @@ def train(
              "0.1,0,0.9,1; training and detection look only there.")] = None,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Cross-validation folds to fit at once, in threads. Default: one per "
-                    "core, at most 4; 1 leaves the other cores free. The model is the "
-                    "same either way.")] = None,
+                    "core, at most 4; 1 leaves the other cores free, and holds one fold's "
+                    "model in memory instead of several. The model is the same either "
+                    "way.")] = None,
 ) -> None:
     """Train a detector on a folder of images and print what it learned.
 

@@ -8,8 +8,8 @@ OpenBLAS's own setter through ctypes; when that is not possible it does nothing.
 OpenBLAS's thread count belongs to the whole process, and training cross-validates folds
 in parallel threads, each of which limits it: the first to enter sets the limit and the
 last to leave puts the previous count back (`limited`), so that one thread leaving never
-lifts the limit under another. (torch's count, which `cnn` limits, is not like this: it
-is OpenMP's, which each thread keeps for itself.)
+lifts the limit under another. (torch's count, which `cnn` limits, is not shared this
+way: each thread also keeps one of its own, OpenMP's, that only it can set.)
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ def limited(what: str, getter: Callable[[], Any], setter: Callable[[int], Any],
     with _lock:
         entry = _held.get(what)
         if entry is None:
-            _held[what] = [1, int(getter())]
-            setter(count)
+            previous = int(getter())
+            setter(count)  # first, so that a setter that fails leaves nothing held
+            _held[what] = [1, previous]
         else:
             entry[0] += 1
     try:

@@ -45,12 +45,12 @@ import copy
 import json
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,15 +196,15 @@ class _Fold:
     # seconds each score took; their median is the candidate's ms/image, which breaks
     # ties: a mean let one stall (a page fault, the other core busy) outweigh the rest
     score_seconds: list[float] = field(default_factory=list)
-    fit_seconds: float = 0.0  # every fold's fitting, added up (not the time it took)
+    fit_seconds: float = 0.0  # CPU time of every fold's fitting, added up
 
     @classmethod
     def joined(cls, parts: Sequence[_Fold]) -> _Fold:
         """One method's folds, each cross-validated on its own, in the order given."""
         whole = cls()
+        lists = [item.name for item in fields(cls) if isinstance(getattr(whole, item.name), list)]
         for part in parts:
-            for name in ("normal", "anomalous", "normal_map_peaks", "normal_index",
-                         "anomalous_index", "masked_maps", "score_seconds"):
+            for name in lists:
                 getattr(whole, name).extend(getattr(part, name))
             whole.fit_seconds += part.fit_seconds
         return whole
@@ -1028,23 +1028,21 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
     folds at a time (threads: numpy and torch do their work outside the interpreter lock,
     and every thread reads the same decoded images)."""
     data = images.at(template.input_size)
+    stop = threading.Event()  # a fold has failed, or training was interrupted
 
     def one(fold: int) -> _Fold:
+        if stop.is_set():
+            raise _Stopped
         collected = _Fold()
         method = _fresh(name, [(name, template)])
         train_normal = [img for img, f in zip(data.normal, split.normal_fold, strict=True)
                         if f != fold]
         train_anomaly = [img for img, f in zip(data.anomaly, split.anomaly_fold, strict=True)
                          if f != fold]
-        started = time.perf_counter()
+        started = time.thread_time()
         method.fit(train_normal, train_anomaly, np.random.default_rng([split.seed, fold]))
-        collected.fit_seconds += time.perf_counter() - started
+        collected.fit_seconds += time.thread_time() - started
         held_normal = [index for index, f in enumerate(split.normal_fold) if f == fold]
-        for index in held_normal:
-            score, anomaly_map = _score(method, data.normal[index], collected)
-            collected.normal.append(score)
-            collected.normal_index.append(index)
-            collected.normal_map_peaks.append(float(np.max(anomaly_map)))
         if split.labelled:
             held = [(index, data.anomaly[index], images.mask_for(index))
                     for index, f in enumerate(split.anomaly_fold) if f == fold]
@@ -1053,7 +1051,16 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
             held = [(index, synthetic_anomaly(
                 data.normal[index], np.random.default_rng([split.seed, 7, index])), None)
                 for index in held_normal]
+        for index in held_normal:
+            if stop.is_set():
+                raise _Stopped
+            score, anomaly_map = _score(method, data.normal[index], collected)
+            collected.normal.append(score)
+            collected.normal_index.append(index)
+            collected.normal_map_peaks.append(float(np.max(anomaly_map)))
         for index, image, mask in held:
+            if stop.is_set():
+                raise _Stopped
             score, anomaly_map = _score(method, image, collected)
             collected.anomalous.append(score)
             collected.anomalous_index.append(index)
@@ -1062,31 +1069,55 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
         return collected
 
     parts: dict[int, _Fold] = {}
-    try:
-        # Side by side, each fold gets one BLAS thread, as torch gets one in `cnn`.
-        with (blas_threads(1) if workers > 1 else nullcontext()),  \
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
-            futures = {pool.submit(one, fold): fold for fold in range(split.folds)}
-            try:
-                for future in as_completed(futures):
-                    parts[futures[future]] = future.result()
-                    if notify:
-                        notify(f"  {name}: folds", len(parts), split.folds)
-            except BaseException:  # the folds not started yet are not worth waiting for
-                for future in futures:
-                    future.cancel()
-                raise
-    except Exception as exc:  # a research method may fail on some data; others go on
-        log.warning("method %s failed during cross-validation: %s", name, exc)
+    failures: dict[int, Exception] = {}
+
+    def finished(fold: int, part: _Fold) -> None:
+        parts[fold] = part
+        if notify:
+            notify(f"  {name}: folds", len(parts), split.folds)
+
+    # One BLAS thread per fold whatever the number side by side, so that no score depends
+    # on it (OpenBLAS may split a sum differently on two threads).
+    with blas_threads(1):
+        if workers == 1:  # here, on this thread, so that Ctrl-C stops it at once
+            for fold in range(split.folds):
+                try:
+                    finished(fold, one(fold))
+                except Exception as exc:  # noqa: BLE001 (recorded below)
+                    failures[fold] = exc
+                    break
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
+                futures = {pool.submit(one, fold): fold for fold in range(split.folds)}
+                try:
+                    for future in as_completed(futures):
+                        try:
+                            finished(futures[future], future.result())
+                        except (_Stopped, CancelledError):
+                            continue
+                        except Exception as exc:  # noqa: BLE001 (recorded below)
+                            failures[futures[future]] = exc
+                            break
+                finally:  # on a failure or Ctrl-C, the other folds stop at their next image
+                    stop.set()
+                    for future in futures:
+                        future.cancel()
+    if failures:  # a research method may fail on some data; others go on
+        failure = failures[min(failures)]
+        log.warning("method %s failed during cross-validation: %s", name, failure)
         fit_seconds = sum(part.fit_seconds for part in parts.values())
         return CandidateResult(name, None, None, split.folds, fit_seconds, 0.0,
-                               error=f"{type(exc).__name__}: {exc}"), None
+                               error=f"{type(failure).__name__}: {failure}"), None
     collected = _Fold.joined([parts[fold] for fold in range(split.folds)])
     if not all(np.isfinite(collected.normal + collected.anomalous)):
         return CandidateResult(name, None, None, split.folds, collected.fit_seconds, 0.0,
                                error="non-finite scores"), None
     ms = float(np.median(collected.score_seconds)) * 1000.0 if collected.score_seconds else 0.0
     return _result(name, collected, split, ms), collected
+
+
+class _Stopped(Exception):
+    """A fold left off because another failed or training was interrupted."""
 
 
 def _result(name: str, collected: _Fold, split: _Split, ms: float) -> CandidateResult:
@@ -1191,7 +1222,7 @@ def _score(method: Method, image: np.ndarray, collected: _Fold) -> tuple[float, 
     On two threads the timing swung with whatever else the cores were doing (torch's
     threads, just done training a network, among them): in one benchmark run `cnn` at
     128 px timed faster than at 96 px, though it does nearly twice the work, and won
-    their tie. Folds now run side by side, so wall-clock time would also count the time
+    their tie. Folds run side by side, so wall-clock time would also count the time
     this thread waits while another fold holds the interpreter or the core."""
     with blas_threads(1):
         started = time.thread_time()

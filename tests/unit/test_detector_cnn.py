@@ -234,10 +234,21 @@ def test_eight_anomalies_are_too_few_when_each_fold_trains_on_seven(tmp_path: Pa
 def test_folds_trained_side_by_side_score_as_one_after_another(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two folds' networks draw their first weights from torch's one global generator;
-    in parallel threads each must still get its own fold's seed."""
+    in parallel threads each must still get its own fold's seed. Building a network is
+    slowed down here, so that without the lock another fold's seed would land between
+    seeding and drawing every time."""
+    import time
+
     from pipeline.detector import training
 
+    build = cnn._network
+
+    def slow_build(torch):  # type: ignore[no-untyped-def]
+        time.sleep(0.05)
+        return build(torch)
+
     monkeypatch.setitem(METHODS, "cnn", _QuickCnn)
+    monkeypatch.setattr(cnn, "_network", slow_build)
     rng = np.random.default_rng(9)
     normals, anomalies = _set(rng, 9)
     for label, images in (("normal", normals), ("anomaly", anomalies)):
@@ -252,4 +263,5 @@ def test_folds_trained_side_by_side_score_as_one_after_another(
                                                  workers=workers)[1] for workers in (1, 2))
     assert serial is not None and parallel is not None
     assert (serial.normal, serial.anomalous) == (parallel.normal, parallel.anomalous)
-    assert serial.normal_index == parallel.normal_index
+    assert (serial.normal_index, serial.anomalous_index) == (parallel.normal_index,
+                                                             parallel.anomalous_index)

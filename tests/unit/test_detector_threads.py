@@ -57,3 +57,21 @@ def test_separate_settings_do_not_share_a_limit() -> None:
             limited("torch-like", lambda: torch[0], lambda v: torch.__setitem__(0, v), 2):
         assert (blas, torch) == ([1], [2])
     assert (blas, torch) == ([2], [3])
+
+
+def test_a_setter_that_fails_leaves_no_limit_held() -> None:
+    """Else every later limit of the same setting would think another thread held it, and
+    neither set nor restore anything."""
+    setting = [2]
+
+    def refuse(value: int) -> None:
+        raise OSError("no such symbol")
+
+    try:
+        with limited("failing", lambda: setting[0], refuse):
+            pass
+    except OSError:
+        pass
+    with limited("failing", lambda: setting[0], lambda v: setting.__setitem__(0, v)):
+        assert setting == [1]
+    assert setting == [2]

@@ -93,8 +93,10 @@ class SmallCnn:
         # (3.8 s against 4.4 s on the samples) but twice as slow with one other busy process
         # (9.2 s against 4.5 s: torch's threads wait for a core), and training shares the
         # machine with whatever else an engineer is running (its other folds among them).
-        # The count is OpenMP's, which each thread keeps for itself, so a fold running beside
-        # this one sets and restores its own.
+        # Each fold thread sets its own: torch's count is also OpenMP's, which each thread
+        # keeps for itself (a count shared like `threads.limited`'s would leave the second
+        # fold on its default). Side by side, the count put back may be another fold's 1;
+        # every fit sets 1 again, so no model depends on it.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
