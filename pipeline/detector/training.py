@@ -1030,9 +1030,12 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
     data = images.at(template.input_size)
     stop = threading.Event()  # a fold has failed, or training was interrupted
 
-    def one(fold: int) -> _Fold:
+    def go_on() -> None:
         if stop.is_set():
             raise _Stopped
+
+    def one(fold: int) -> _Fold:
+        go_on()
         collected = _Fold()
         method = _fresh(name, [(name, template)])
         train_normal = [img for img, f in zip(data.normal, split.normal_fold, strict=True)
@@ -1052,15 +1055,13 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
                 data.normal[index], np.random.default_rng([split.seed, 7, index])), None)
                 for index in held_normal]
         for index in held_normal:
-            if stop.is_set():
-                raise _Stopped
+            go_on()
             score, anomaly_map = _score(method, data.normal[index], collected)
             collected.normal.append(score)
             collected.normal_index.append(index)
             collected.normal_map_peaks.append(float(np.max(anomaly_map)))
         for index, image, mask in held:
-            if stop.is_set():
-                raise _Stopped
+            go_on()
             score, anomaly_map = _score(method, image, collected)
             collected.anomalous.append(score)
             collected.anomalous_index.append(index)
@@ -1077,7 +1078,8 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
             notify(f"  {name}: folds", len(parts), split.folds)
 
     # One BLAS thread per fold whatever the number side by side, so that no score depends
-    # on it (OpenBLAS may split a sum differently on two threads).
+    # on it (OpenBLAS may split a sum differently on two threads), and every held-out image
+    # is scored as the pipeline scores it.
     with blas_threads(1):
         if workers == 1:  # here, on this thread, so that Ctrl-C stops it at once
             for fold in range(split.folds):
@@ -1216,18 +1218,17 @@ class _Ensemble:
 
 
 def _score(method: Method, image: np.ndarray, collected: _Fold) -> tuple[float, np.ndarray]:
-    """Score one held-out image as the pipeline does, on one BLAS thread, and time it by
-    the CPU time of the thread that scores it.
+    """Score one held-out image (on the one BLAS thread `_cross_validate` allows, as the
+    pipeline does) and time it by the CPU time of the thread that scores it.
 
     On two threads the timing swung with whatever else the cores were doing (torch's
     threads, just done training a network, among them): in one benchmark run `cnn` at
     128 px timed faster than at 96 px, though it does nearly twice the work, and won
     their tie. Folds run side by side, so wall-clock time would also count the time
     this thread waits while another fold holds the interpreter or the core."""
-    with blas_threads(1):
-        started = time.thread_time()
-        raw, anomaly_map = method.score(image)
-        collected.score_seconds.append(time.thread_time() - started)
+    started = time.thread_time()
+    raw, anomaly_map = method.score(image)
+    collected.score_seconds.append(time.thread_time() - started)
     return float(raw), np.asarray(anomaly_map, np.float32)
 
 
