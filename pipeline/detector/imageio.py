@@ -34,6 +34,7 @@ decoded at 1/2, 1/4 or 1/8 scale when the method only needs a few hundred pixels
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -592,9 +593,16 @@ def _check_size(image: Image.Image, orientation: int | None, expected_aspect: fl
     return upright
 
 
+# `warnings.catch_warnings` saves and restores the process's warning filters, and threads
+# that do so across each other (training decodes in a pool) can leave one's "error" filter
+# installed for good, or lift it under another. Opening reads only the header: serialising
+# it costs nothing.
+_OPENING = threading.Lock()
+
+
 def _open(image_bytes: bytes) -> Image.Image:
     try:
-        with warnings.catch_warnings():
+        with _OPENING, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(image_bytes))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

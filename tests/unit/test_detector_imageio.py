@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
+import threading
+import warnings
 import zlib
 
 import numpy as np
@@ -399,3 +402,34 @@ def test_a_model_trained_on_colour_refuses_greyscale(data: bytes, refused: bool)
         assert caught.value.reason == "greyscale"
     else:
         assert decode(data, longest_side=48, require_colour=True).rgb.shape == (32, 48, 3)
+
+
+def test_decoding_side_by_side_leaves_the_warning_filters_as_they_were() -> None:
+    # decoding refuses a decompression bomb by turning Pillow's warning into an error for
+    # the moment it opens the image; training decodes in a thread pool, and two threads
+    # saving and restoring the process's warning filters across each other would leave
+    # one thread's "error" installed for good
+    before = list(warnings.filters)
+    data, bomb = _jpeg(), _png_claiming(10_000, 10_000)
+    refused: list[str] = []
+
+    def decode_many() -> None:
+        for _ in range(300):
+            decode(data, "image/jpeg")
+            try:
+                decode(bomb, "image/png")
+            except InvalidImageError as exc:
+                refused.append(exc.reason)
+
+    threads = [threading.Thread(target=decode_many) for _ in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, inside the opening too
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert warnings.filters == before
+    assert refused == ["too_large"] * 1200
