@@ -135,6 +135,7 @@ class Evaluation:
         return auroc_standard_error(value, len(self.scores("normal")),
                                     len(self.scores("anomaly")))
 
+    @property
     def intervals(self) -> dict[str, tuple[float, float] | None]:
         """95 % intervals (Wilson) of the shares the threshold gives: where precision,
         recall and the false-positive and miss rates could lie on other images of the same
@@ -222,7 +223,7 @@ class Evaluation:
             "miss_rate": self.miss_rate,
             "auroc_standard_error": self.auroc_standard_error,
             "intervals": {name: list(bounds) if bounds else None
-                          for name, bounds in self.intervals().items()},
+                          for name, bounds in self.intervals.items()},
             "ms_per_image": self.ms_per_image,
             "cpu_ms_per_image": self.cpu_ms_per_image,
             "confusion": {"true_positive": counts.true_positive,

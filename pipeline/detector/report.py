@@ -64,15 +64,7 @@ def render_html(evaluation: Evaluation) -> str:
                        if i.label == "anomaly" and not i.is_anomalous]
     title = f"LineSight evaluation: {html.escape(Path(evaluation.test_dir).name)}"
     summary = (
-        f"<table><tr><th>AUROC</th><th>F1</th><th>precision</th><th>recall</th>"
-        f"<th>threshold</th><th>normal</th><th>anomaly</th><th>false-positive rate</th>"
-        f"<th>miss rate</th><th>ms / image</th></tr>"
-        f"<tr><td>{_figure(evaluation.auroc)}</td><td>{_figure(evaluation.f1)}</td>"
-        f"<td>{_figure(evaluation.precision)}</td><td>{_figure(evaluation.recall)}</td>"
-        f"<td>{evaluation.threshold:.3f}</td><td>{len(normal)}</td><td>{len(anomalous)}</td>"
-        f"<td>{_figure(evaluation.false_positive_rate)}</td>"
-        f"<td>{_figure(evaluation.miss_rate)}</td>"
-        f"<td>{evaluation.ms_per_image:.1f}</td></tr>{_uncertainty_row(evaluation)}</table>"
+        f"{_summary_table(evaluation, len(normal), len(anomalous))}"
         "<p class='muted'>The second row: where each figure could lie on other images of "
         "the same kind (95 %; the shares by Wilson's interval, the AUROC plus or minus its "
         "standard error by Hanley and McNeil).</p>")
@@ -113,19 +105,34 @@ def render_html(evaluation: Evaluation) -> str:
     ])
 
 
-def _uncertainty_row(evaluation: Evaluation) -> str:
-    """The summary table's second row: the intervals under the figures they belong to."""
-    bounds = evaluation.intervals()
+def _summary_table(evaluation: Evaluation, normal: int, anomalous: int) -> str:
+    """The figures, and under those the threshold's shares are figures of, where they
+    could lie (`Evaluation.intervals`; the AUROC's standard error under the AUROC)."""
+    bounds = evaluation.intervals
     error = evaluation.auroc_standard_error
 
-    def cell(name: str) -> str:
+    def share(name: str, value: float | None) -> tuple[str, str, str]:
         found = bounds[name]
-        return "<td></td>" if found is None else f"<td>{found[0]:.2f}&ndash;{found[1]:.2f}</td>"
+        below = "" if found is None else f"{found[0]:.2f}&ndash;{found[1]:.2f}"
+        return name.replace("_", "-").replace("-rate", " rate"), _figure(value), below
 
-    auroc = "<td></td>" if error is None else f"<td>&plusmn;&nbsp;{error:.3f}</td>"
-    return (f"<tr class='muted'>{auroc}<td></td>{cell('precision')}{cell('recall')}"
-            f"<td></td><td></td><td></td>{cell('false_positive_rate')}{cell('miss_rate')}"
-            "<td></td></tr>")
+    columns = [
+        ("AUROC", _figure(evaluation.auroc),
+         "" if error is None else f"&plusmn;&nbsp;{error:.3f}"),
+        ("F1", _figure(evaluation.f1), ""),
+        share("precision", evaluation.precision),
+        share("recall", evaluation.recall),
+        ("threshold", f"{evaluation.threshold:.3f}", ""),
+        ("normal", str(normal), ""),
+        ("anomaly", str(anomalous), ""),
+        share("false_positive_rate", evaluation.false_positive_rate),
+        share("miss_rate", evaluation.miss_rate),
+        ("ms / image", f"{evaluation.ms_per_image:.1f}", ""),
+    ]
+    header, figures, below = ("".join(f"<{tag}>{column[i]}</{tag}>" for column in columns)
+                              for i, tag in ((0, "th"), (1, "td"), (2, "td")))
+    return (f"<table><tr>{header}</tr><tr>{figures}</tr>"
+            f"<tr class='muted'>{below}</tr></table>")
 
 
 def _figure(value: float | None) -> str:

@@ -146,7 +146,7 @@ def test_a_share_has_an_interval_exactly_where_it_has_a_figure_and_the_interval_
 def test_intervals_narrow_as_the_images_grow() -> None:
     def recall_width(anomalies: int) -> float:
         found = [0.7] * (anomalies * 17 // 20) + [0.4] * (anomalies * 3 // 20)
-        low, high = _evaluation([0.1] * anomalies, found).intervals()["recall"] or (0, 0)
+        low, high = _evaluation([0.1] * anomalies, found).intervals["recall"] or (0, 0)
         return high - low
 
     assert recall_width(20) > 2.5 * recall_width(200) > 0
