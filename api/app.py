@@ -110,8 +110,13 @@ def _request() -> Request:
 
 
 def _scope() -> tuple[str, str]:
+    """The token's (line, camera). Without both the request is refused: an empty line
+    would be no filter at all on the results routes."""
     context = (_request().context or {}).get("authorizer") or {}
-    return context.get("line_id", ""), context.get("camera_id", "")
+    line_id, camera_id = context.get("line_id", ""), context.get("camera_id", "")
+    if not line_id or not camera_id:
+        raise ForbiddenError("the token has no line or camera")
+    return line_id, camera_id
 
 
 def _settings_to(doing: str, *names: str) -> Settings:
@@ -132,11 +137,11 @@ def _results_table() -> str:
 
 # Every image id is 32 hex digits (an upload id, or for a stray key a digest's start); any
 # other is no result, answered before DynamoDB sees it (it refuses keys over 2 KB: a 500).
-_IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
+_IMAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _known_image_id(image_id: str) -> str:
-    if not _IMAGE_ID.match(image_id):
+    if not _IMAGE_ID.fullmatch(image_id):
         raise NotFoundError(f"no result for image {image_id[:64]!r}")
     return image_id
 

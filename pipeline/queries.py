@@ -18,7 +18,7 @@ from pipeline.records import (
     parse_day_or_time,
     parse_duration,
 )
-from pipeline.tables import INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
+from pipeline.tables import HASH_KEY, INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
 
 MAX_PAGE = 500
 
@@ -98,8 +98,7 @@ def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
     filters: list[str] = []
-    if next_token:
-        args["ExclusiveStartKey"] = _decode_token(next_token)
+    start = _decode_token(next_token) if next_token else None
     if query.line_id:
         index, hash_name, hash_value = (
             (INDEX_BY_LINE_CAMERA, "line_camera", line_camera_key(query.line_id, query.camera_id))
@@ -132,6 +131,9 @@ def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
                        else "attribute_not_exists(review.label)")
     if filters:
         args["FilterExpression"] = " AND ".join(filters)
+    if start is not None:
+        _check_start(start, hash_name, hash_value) if query.line_id else _check_start(start)
+        args["ExclusiveStartKey"] = start
     if names:
         args["ExpressionAttributeNames"] = names
     if values:
@@ -166,6 +168,22 @@ def iter_results(table: str, query: ResultQuery,
 
 def _encode_token(key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
+
+
+def _check_start(start: dict[str, Any], hash_name: str = "", hash_value: str = "") -> None:
+    """Refuse a page token that another query issued: DynamoDB would refuse its key (a
+    500), and one from another line's query would not even be this line's.
+
+    >>> _check_start({"image_id": {"S": "a"}})
+    >>> _check_start({"image_id": {"S": "a"}, "line_id": {"S": "l2"}, "captured_at": {"S": "t"}},
+    ...              "line_id", "l1")
+    Traceback (most recent call last):
+    ...
+    pipeline.queries.QueryError: next_token belongs to another query: ask again without it
+    """
+    expected = {HASH_KEY, hash_name, TIME_KEY} if hash_name else {HASH_KEY}
+    if set(start) != expected or (hash_name and start[hash_name]["S"] != hash_value):
+        raise QueryError("next_token belongs to another query: ask again without it")
 
 
 def _decode_token(token: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline import aws
 from pipeline.records import iso, parse_time, utc_now
-from pipeline.uploads import validate_id
+from pipeline.uploads import UploadRequestError, validate_id
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def list_tokens(table: str, unreadable: list[str] | None = None) -> list[TokenIn
     for page in paginator.paginate(TableName=table):
         for item in page.get("Items", []):
             try:
-                _string(item, "hash"), _string(item, "salt")  # as the API needs them
+                _digest(item), _string(item, "salt")  # as the API needs them
                 infos.append(_info(item))
             except MalformedItem as exc:
                 if unreadable is not None:
@@ -219,7 +219,7 @@ def _lookup(table: str, token: str) -> tuple[Scope | None, datetime | None]:
         log.warning("token %s refused: unknown id", match["id"])
         return None, None
     try:
-        expected, salt = _string(item, "hash"), _string(item, "salt")
+        expected, salt = _digest(item), _string(item, "salt")
         info = _info(item)
     except MalformedItem as exc:  # refused like an unknown token, not a 500
         log.error("token %s refused: malformed item in the tokens table (%s)", match["id"], exc)
@@ -242,8 +242,8 @@ def _info(item: dict[str, Any]) -> TokenInfo:
     """The item's fields; raises MalformedItem naming the first one it cannot read."""
     return TokenInfo(
         token_id=_string(item, "token_id"),
-        line_id=_string(item, "line_id"),
-        camera_id=_string(item, "camera_id"),
+        line_id=_id(item, "line_id"),
+        camera_id=_id(item, "camera_id"),
         created_at=_time(item, "created_at"),
         expires_at=_time(item, "expires_at") if "expires_at" in item else None,
         # Fails closed: `{"S": "true"}` typed in the console revokes, and so does any
@@ -251,6 +251,27 @@ def _info(item: dict[str, Any]) -> TokenInfo:
         revoked="revoked" in item and item["revoked"] != {"BOOL": False},
         description=item.get("description", {}).get("S", ""),
     )
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _digest(item: dict[str, Any]) -> str:
+    """The stored SHA-256 of salt and secret, as `_hash` writes it (compare_digest would
+    raise on a str typed in by hand that is not ASCII: a 500, not a refusal)."""
+    value = _string(item, "hash")
+    if not _DIGEST.fullmatch(value):
+        raise MalformedItem("hash is not 64 lowercase hex digits")
+    return value
+
+
+def _id(item: dict[str, Any], name: str) -> str:
+    """A line or camera id, as uploads check them: an empty one would be no scope at all
+    (every line's results), and the API would not sign uploads for another anyway."""
+    try:
+        return validate_id(_string(item, name), name)
+    except UploadRequestError as exc:
+        raise MalformedItem(str(exc)) from None
 
 
 def _string(item: dict[str, Any], name: str) -> str:

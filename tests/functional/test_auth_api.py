@@ -142,17 +142,29 @@ def test_an_expired_token_is_401(client: Any, shared_stack: MotoStack,
     assert f"token {token_id} refused: expired at" in caplog.text
 
 
-@pytest.mark.parametrize("attribute", ["hash", "created_at"])
+@pytest.mark.parametrize("attribute, value", [
+    ("hash", None), ("created_at", None),
+    # a hash typed in by hand that is not ASCII (hmac.compare_digest raised: a 500)
+    ("hash", "\u00e9" * 64),
+    # an empty line was no scope at all: every line's results could be read and reviewed
+    ("line_id", ""), ("camera_id", ""), ("line_id", "../line-2"),
+], ids=["no-hash", "no-created-at", "non-ascii-hash", "empty-line", "empty-camera",
+        "path-line"])
 def test_a_malformed_token_item_is_401(client: Any, shared_stack: MotoStack, attribute: str,
+                                       value: str | None,
                                        caplog: pytest.LogCaptureFixture) -> None:
     """An item edited by hand into something unreadable is refused like an unknown token,
     not a 500 from a KeyError in the authorizer."""
     table = shared_stack.info.tokens_table
     token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    edit: dict[str, Any] = (
+        {"UpdateExpression": "REMOVE #a"} if value is None else
+        {"UpdateExpression": "SET #a = :v", "ExpressionAttributeValues": {":v": {"S": value}}})
     shared_stack.client("dynamodb").update_item(
-        TableName=table, Key={"token_id": {"S": token_id}}, UpdateExpression="REMOVE #a",
-        ExpressionAttributeNames={"#a": attribute})
+        TableName=table, Key={"token_id": {"S": token_id}},
+        ExpressionAttributeNames={"#a": attribute}, **edit)
     assert _post(client, token, GOOD).status_code == 401
+    assert client.http.get("/results", headers={"Authorization": token}).status_code == 401
     assert f"token {token_id} refused: malformed item in the tokens table" in caplog.text
     assert token.split("_", 2)[2] not in caplog.text
 

@@ -5,6 +5,7 @@ line), straight through `pipeline.queries`."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,28 @@ def test_bad_queries_are_400_with_the_reason(api: _Api, query: str, message: str
     status, body = api.get(f"/results?{query}")
     assert status == 400
     assert message in body["Message"]
+
+
+def _token_for(key: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(
+        {name: {"S": value} for name, value in key.items()}).encode()).decode()
+
+
+def test_a_page_token_from_another_query_is_400_not_a_500(api: _Api) -> None:
+    """DynamoDB refuses a start key that is not the index's (a ValidationException: a 500),
+    and one from another line's query would start this line's page at that line's key."""
+    status, body = api.get("/results?line=line-1&camera=cam-2&limit=1")
+    assert status == 200 and body["next_token"]
+    camera_token = body["next_token"]
+    assert api.get(f"/results?line=line-1&camera=cam-2&next_token={camera_token}")[0] == 200
+    line_2 = _token_for({"image_id": f"{20:032x}", "line_id": "line-2",
+                         "captured_at": "2026-11-23T08:20:00Z"})
+    for token in (camera_token,  # the camera index's key, on the line index
+                  line_2,  # another line's key
+                  _token_for({"zz": "q"})):  # no key of this table at all
+        status, body = api.get(f"/results?line=line-1&next_token={token}")
+        assert status == 400, body
+        assert "next_token belongs to another query" in body["Message"]
 
 
 def test_an_item_that_is_not_a_result_is_named_not_a_500(api: _Api,
