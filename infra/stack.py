@@ -81,7 +81,7 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
     workflow = Workflow(p, WorkflowArgs(
         prefix=p, workflow_type=config.workflow_type, table_name=storage.table.name,
         table_arn=storage.table.arn, topic_arn=alerting.topic.arn,
-        topic_key_arn=alerting.key.arn, account_id=account_id))
+        topic_key_arn=alerting.key.arn, account_id=account_id, partition=partition))
     analytics = Analytics(p, AnalyticsArgs(
         prefix=p, results_bucket=storage.results.bucket.bucket,
         results_bucket_arn=storage.results.bucket.arn, buffering=config.buffering,

@@ -29,6 +29,7 @@ class WorkflowArgs:
     topic_arn: pulumi.Input[str]
     topic_key_arn: pulumi.Input[str]
     account_id: pulumi.Input[str]
+    partition: pulumi.Input[str]
 
 
 def role_statements(*, table_arn: pulumi.Input[str], topic_arn: pulumi.Input[str],
@@ -75,9 +76,9 @@ class Workflow(pulumi.ComponentResource):
             trust_condition={"StringEquals": {"aws:SourceAccount": args.account_id}},
             parent=self)
         definition = pulumi.Output.all(
-            args.table_name, args.topic_arn, self.failure_queue.url,
+            args.table_name, args.topic_arn, self.failure_queue.url, args.partition,
         ).apply(lambda v: json.dumps(state_machine_definition(
-            table_name=v[0], topic_arn=v[1], failure_queue_url=v[2])))
+            table_name=v[0], topic_arn=v[1], failure_queue_url=v[2], partition=v[3])))
         self.state_machine = aws.sfn.StateMachine(
             f"{p}-workflow",
             type=args.workflow_type,

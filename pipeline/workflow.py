@@ -83,9 +83,12 @@ def with_writer(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "item": {**payload["item"], WRITER: {"S": writer}}, WRITER: writer}
 
 
-def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_url: str
-                             ) -> dict[str, Any]:
-    """The ASL document for one environment (the same for EXPRESS and STANDARD)."""
+def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_url: str,
+                             partition: str) -> dict[str, Any]:
+    """The ASL document for one environment (the same for EXPRESS and STANDARD).
+    `partition` is the AWS partition's ARN prefix (`aws-cn`, `aws-us-gov` outside the
+    commercial regions), which the service integrations' resource ARNs carry."""
+    states = f"arn:{partition}:states:::"
     put_parameters: dict[str, Any] = {
         "TableName": table_name,
         "Item.$": "$.item",
@@ -98,7 +101,7 @@ def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_u
         "States": {
             "RecordResult": {
                 "Type": "Task",
-                "Resource": "arn:aws:states:::dynamodb:putItem",
+                "Resource": states + "dynamodb:putItem",
                 "Parameters": put_parameters,
                 "ResultPath": None,
                 "Retry": _retry(*DYNAMODB_RETRYABLE),
@@ -117,7 +120,7 @@ def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_u
             },
             "PublishAlert": {
                 "Type": "Task",
-                "Resource": "arn:aws:states:::sns:publish",
+                "Resource": states + "sns:publish",
                 "Parameters": {
                     "TopicArn": topic_arn,
                     "Subject.$": "$.alert.subject",
@@ -138,7 +141,7 @@ def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_u
             },
             "SendToFailureQueue": {
                 "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage",
+                "Resource": states + "sqs:sendMessage",
                 "Parameters": {
                     "QueueUrl": failure_queue_url,
                     "MessageBody.$": "$",

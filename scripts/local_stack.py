@@ -409,7 +409,8 @@ class LocalStack:
             names.results_bucket, lines=list(topo.lines), retention_days=0))
 
         definition = workflow.state_machine_definition(
-            table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url)
+            table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url,
+            partition="aws")  # the emulator's, as in the ARNs above
         state_machine_arn = sfn.create_state_machine(
             name=names.state_machine, definition=json.dumps(definition), roleArn=role_arn,
             type=topo.workflow_type)["stateMachineArn"]

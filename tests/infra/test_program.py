@@ -206,7 +206,7 @@ def test_state_machine_is_the_pipeline_definition(d: Deployed) -> None:
     assert json.loads(machine["definition"]) == state_machine_definition(
         table_name=d.one("dynamodb/table:Table", prefixed(d, "results")).props["name"],
         topic_arn=d.one("sns/topic:Topic").props["arn"],
-        failure_queue_url=queue(d, "workflow-failures")["url"])
+        failure_queue_url=queue(d, "workflow-failures")["url"], partition="aws")
     assert machine["type"] == d.config.workflow_type
     log_group = d.one("cloudwatch/logGroup:LogGroup", prefixed(d, "workflow")).props
     assert machine["loggingConfiguration"]["logDestination"] == log_group["arn"] + ":*"

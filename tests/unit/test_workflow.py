@@ -5,7 +5,8 @@ from __future__ import annotations
 from pipeline.workflow import CONDITIONAL_CHECK_FAILED, state_machine_definition
 
 DEFINITION = state_machine_definition(table_name="results", topic_arn="arn:aws:sns:r:1:t",
-                                      failure_queue_url="https://sqs/1/failures")
+                                      failure_queue_url="https://sqs/1/failures",
+                                      partition="aws")
 TASKS = {name: state for name, state in DEFINITION["States"].items()
          if state["Type"] == "Task"}
 
@@ -14,6 +15,17 @@ def test_only_service_integrations() -> None:
     assert {state["Resource"] for state in TASKS.values()} == {
         "arn:aws:states:::dynamodb:putItem", "arn:aws:states:::sns:publish",
         "arn:aws:states:::sqs:sendMessage"}
+
+
+def test_the_integrations_carry_the_partition() -> None:
+    # outside the commercial regions the ARNs are arn:aws-cn:... or arn:aws-us-gov:...
+    china = state_machine_definition(table_name="results", topic_arn="arn:aws-cn:sns:r:1:t",
+                                     failure_queue_url="https://sqs/1/failures",
+                                     partition="aws-cn")
+    resources = {state["Resource"] for state in china["States"].values()
+                 if state["Type"] == "Task"}
+    assert resources == {"arn:aws-cn:states:::dynamodb:putItem",
+                         "arn:aws-cn:states:::sns:publish", "arn:aws-cn:states:::sqs:sendMessage"}
 
 
 def test_every_task_retries() -> None:
