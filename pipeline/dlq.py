@@ -358,8 +358,8 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
                               f"image_id, {workflow.WRITER}, {workflow.ALERT_REDRIVEN}")
                           ).get("Item")
     if stored is None:
-        # the state as the execution was given it: a run mints its own writer token
-        payload = {name: state[name] for name in ("item", "record", "alert")}
+        payload = workflow.with_writer({name: state[name] for name in ("item", "record",
+                                                                       "alert")})
         name = f"{record.idempotency_key[:40]}-redrive-{uuid.uuid4().hex[:12]}"
         sfn.start_execution(stateMachineArn=targets.state_machine_arn, name=name,
                             input=json.dumps(payload))
@@ -367,8 +367,8 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
         return
     # This execution's own put committed though it was answered with an error, or only
     # its alert failed: the alert is owed.
-    writer = workflow.writer_of(state)
-    written_here = writer is not None and stored.get(workflow.WRITER, {}).get("S") == writer
+    written_here = (state.get(workflow.WRITER) is not None and
+                    stored.get(workflow.WRITER, {}).get("S") == state[workflow.WRITER])
     if ("alert_error" in state or written_here) and alert.get("send"):
         if workflow.ALERT_REDRIVEN in stored:
             result.alerts_already_sent += 1

@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline import aws
+from pipeline import aws, workflow
 from pipeline.alerts import AlertDecision, AlertPolicy, decide
 from pipeline.detector import DetectionResult, Detector, InvalidImageError
 from pipeline.queries import get_result
@@ -191,14 +191,14 @@ def alert_policy(settings: Settings, line_id: str) -> AlertPolicy:
 
 
 def execution_input(record: ResultRecord, alert: AlertDecision) -> dict[str, Any]:
-    """One execution's input (`pipeline.workflow`; each run mints its own writer token)."""
-    return {
+    """One execution's input (`pipeline.workflow`), with a writer token of its own."""
+    return workflow.with_writer({
         "item": record.to_item(),
         "record": record.to_json(),
         "alert": {"send": alert.send, "reason": alert.reason or "none",
                   "subject": alert.subject, "message": alert.message,
                   "line_id": record.line_id},
-    }
+    })
 
 
 def start_workflow(record: ResultRecord, settings: Settings) -> Outcome:

@@ -5,25 +5,22 @@ engine. Pulumi deploys it, the local stack provisions it, tests assert on it.
 
 Execution input (built by `pipeline.ingest.execution_input`):
     {"item": <typed DynamoDB item>, "record": <record JSON>, "alert": {"send", "reason",
-     "subject", "message", "line_id"}}
+     "subject", "message", "line_id"}, "written_by": <this start's token>}
 
 Exactly-once outcomes: the putItem is conditional, and only the execution that wrote the
 record goes on to alert; a duplicate delivery ends in `AlreadyRecorded` without an alert.
-Each run of an execution first mints its own token (`MintWriter`: `States.UUID()` into
-`$.writer`, as `{WRITER: {"S": token}}`), which the put merges into the item, and the put
-requires that the image is not recorded yet or that this token wrote the record. So when
-DynamoDB commits a put but answers with an error, the retry of that same put (the same
-run, the same token) succeeds and the alert still goes out, while a second delivery of the
-upload (EXPRESS names are not unique, so it can start a second execution) ends in
-`AlreadyRecorded`, and so does a second run of the same execution: AWS runs asynchronous
-EXPRESS executions at least once, with the same input, so a token in the input would let
-that run write again and alert twice. A put that committed and then failed for good leaves
-its record with its token, which the failure queue's copy of the state carries:
-`linesight dlq redrive` sees that and publishes the alert it owed.
+Each start of an execution carries its own token (`WRITER`, made by `with_writer`), in the
+item and beside it, and the put requires that the image is not recorded yet or that this
+token wrote the record. So when DynamoDB commits a put but answers with an error, the
+retry of that same put succeeds and the alert still goes out, while a second delivery of
+the upload (EXPRESS names are not unique, so it can start a second execution) ends in
+`AlreadyRecorded`. A put that committed and then failed for good leaves its record with
+its token: `linesight dlq redrive` sees that and publishes the alert it owed.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 DYNAMODB_RETRYABLE = (
@@ -71,30 +68,19 @@ def _to_failure_queue(result_path: str = "$.error") -> dict[str, Any]:
             "Next": "SendToFailureQueue"}
 
 
-# The item attribute holding the token of the execution run that wrote the record, and
-# where in the state each run keeps it (`{WRITER: {"S": token}}`, merged into the item).
+# The item attribute, and the execution input key, holding the token of the execution
+# that writes the record.
 WRITER = "written_by"
-WRITER_PATH = "writer"
 # Set on a record when `linesight dlq redrive` publishes the alert its execution owed.
 ALERT_REDRIVEN = "alert_redriven_at"
 PUT_CONDITION = f"attribute_not_exists(image_id) OR {WRITER} = :writer"
 
 
-def writer_of(state: dict[str, Any]) -> str | None:
-    """The token of the run whose state this is (a failure queue's message), if it minted
-    one: from `$.writer`, or from the input of a release that made it in ingest (a
-    top-level `written_by` string), whose messages may still wait in a failure queue.
-
-    >>> writer_of({WRITER_PATH: {WRITER: {"S": "t1"}}}), writer_of({WRITER: "t0"})
-    ('t1', 't0')
-    >>> writer_of({"item": {}}) is None
-    True
-    """
-    minted = state.get(WRITER_PATH, {}).get(WRITER, {}).get("S")
-    if isinstance(minted, str):
-        return minted
-    given = state.get(WRITER)
-    return given if isinstance(given, str) else None
+def with_writer(payload: dict[str, Any]) -> dict[str, Any]:
+    """The execution input with a new writer token, in its item and beside it: the put's
+    condition then lets this execution, and only it, overwrite its own record."""
+    writer = uuid.uuid4().hex
+    return {**payload, "item": {**payload["item"], WRITER: {"S": writer}}, WRITER: writer}
 
 
 def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_url: str,
@@ -105,20 +91,14 @@ def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_u
     states = f"arn:{partition}:states:::"
     put_parameters: dict[str, Any] = {
         "TableName": table_name,
-        "Item.$": f"States.JsonMerge($.item, $.{WRITER_PATH}, false)",
+        "Item.$": "$.item",
         "ConditionExpression": PUT_CONDITION,
-        "ExpressionAttributeValues": {":writer": {"S.$": f"$.{WRITER_PATH}.{WRITER}.S"}},
+        "ExpressionAttributeValues": {":writer": {"S.$": f"$.{WRITER}"}},
     }
     return {
         "Comment": "LineSight: record a detection result once, then alert if needed.",
-        "StartAt": "MintWriter",
+        "StartAt": "RecordResult",
         "States": {
-            "MintWriter": {
-                "Type": "Pass",
-                "Parameters": {WRITER: {"S.$": "States.UUID()"}},
-                "ResultPath": f"$.{WRITER_PATH}",
-                "Next": "RecordResult",
-            },
             "RecordResult": {
                 "Type": "Task",
                 "Resource": states + "dynamodb:putItem",

@@ -83,21 +83,21 @@ def test_a_redelivered_message_after_a_crash(moto_stack: MotoStack, samples_dir:
 
 def test_a_retried_execution_does_not_record_or_alert_again(moto_stack: MotoStack,
                                                             samples_dir: Path) -> None:
-    """An execution run again for a recorded upload, with the same input (an EXPRESS
-    execution run twice, a redrive, or a Standard workflow retried under a new name: each
-    run mints its own writer token) ends in AlreadyRecorded, without an alert."""
+    """An execution started again for a recorded upload (a redrive, or a Standard workflow
+    retried under a new name: each start has its own writer token) ends in AlreadyRecorded,
+    without an alert."""
     import app
+
+    from pipeline.workflow import with_writer
 
     key = moto_stack.upload(_anomaly(samples_dir))
     app.ingest({"Records": [sqs_message(moto_stack, key)]}, None)
     [first] = wait_for_executions(moto_stack, 1)
     sfn = moto_stack.client("stepfunctions")
     payload = json.loads(sfn.describe_execution(executionArn=first["executionArn"])["input"])
-    # the same input again: how AWS runs an asynchronous EXPRESS execution a second time
-    # ("at least once"); a writer token in the input let that run write and alert again
     for attempt in range(2):
         sfn.start_execution(stateMachineArn=moto_stack.info.state_machine_arn,
-                            name=f"retry-{attempt}", input=json.dumps(payload))
+                            name=f"retry-{attempt}", input=json.dumps(with_writer(payload)))
 
     done = wait_for_executions(moto_stack, 3)
     retried = [e for e in done if e["name"].startswith("retry-")]

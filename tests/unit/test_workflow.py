@@ -55,7 +55,7 @@ def test_the_put_is_conditional_and_a_duplicate_skips_the_alert() -> None:
     assert put["Parameters"]["ConditionExpression"] == (
         "attribute_not_exists(image_id) OR written_by = :writer")
     assert put["Parameters"]["ExpressionAttributeValues"] == {
-        ":writer": {"S.$": "$.writer.written_by.S"}}
+        ":writer": {"S.$": "$.written_by"}}
     duplicate = put["Catch"][0]
     assert duplicate["ErrorEquals"] == [CONDITIONAL_CHECK_FAILED]
     assert DEFINITION["States"][duplicate["Next"]]["Type"] == "Succeed"
@@ -65,14 +65,14 @@ def test_the_put_is_conditional_and_a_duplicate_skips_the_alert() -> None:
     assert "DynamoDB.InternalServerError" in put["Retry"][0]["ErrorEquals"]
 
 
-def test_every_run_mints_its_writer_before_the_put_and_writes_it_into_the_item() -> None:
-    # minted in the run, not given in the input: AWS may run an asynchronous EXPRESS
-    # execution twice with the same input, and the second run must not write again
-    mint = DEFINITION["States"][DEFINITION["StartAt"]]
-    assert mint == {"Type": "Pass", "Parameters": {"written_by": {"S.$": "States.UUID()"}},
-                    "ResultPath": "$.writer", "Next": "RecordResult"}
-    assert TASKS["RecordResult"]["Parameters"]["Item.$"] == (
-        "States.JsonMerge($.item, $.writer, false)")
+def test_every_execution_input_has_its_own_writer_in_the_item_and_beside_it() -> None:
+    from pipeline.workflow import with_writer
+
+    payload = {"item": {"image_id": {"S": "a"}}, "record": {}, "alert": {}}
+    first, second = with_writer(payload), with_writer(payload)
+    assert first["written_by"] != second["written_by"]
+    assert first["item"]["written_by"] == {"S": first["written_by"]}
+    assert payload["item"] == {"image_id": {"S": "a"}}  # the given input is left as it was
 
 
 def test_failures_go_to_the_failure_queue() -> None:
