@@ -16,6 +16,14 @@ retry of that same put succeeds and the alert still goes out, while a second del
 the upload (EXPRESS names are not unique, so it can start a second execution) ends in
 `AlreadyRecorded`. A put that committed and then failed for good leaves its record with
 its token: `linesight dlq redrive` sees that and publishes the alert it owed.
+
+AWS runs an asynchronous EXPRESS execution at least once: rarely, the same execution runs
+a second time with the same input, token included. That run writes the same item again
+and alerts again, so an alert may go out twice (as an SNS email may anyway) but is never
+lost: a token minted in each run would have ended a second run that followed a first
+one dead between its put and its alert in `AlreadyRecorded`, with no alert and no trace.
+The put also requires that nobody has reviewed the record yet (`REVIEW`), so such a run
+can never wipe a person's verdict.
 """
 
 from __future__ import annotations
@@ -73,7 +81,10 @@ def _to_failure_queue(result_path: str = "$.error") -> dict[str, Any]:
 WRITER = "written_by"
 # Set on a record when `linesight dlq redrive` publishes the alert its execution owed.
 ALERT_REDRIVEN = "alert_redriven_at"
-PUT_CONDITION = f"attribute_not_exists(image_id) OR {WRITER} = :writer"
+# The record's attribute holding a person's verdict (`pipeline.reviews`).
+REVIEW = "review"
+PUT_CONDITION = (f"attribute_not_exists(image_id) OR "
+                 f"({WRITER} = :writer AND attribute_not_exists({REVIEW}))")
 
 
 def with_writer(payload: dict[str, Any]) -> dict[str, Any]:

@@ -108,6 +108,31 @@ def test_a_retried_execution_does_not_record_or_alert_again(moto_stack: MotoStac
     _assert_exactly_once(moto_stack)
 
 
+def test_a_second_run_of_the_same_input_never_wipes_a_review(moto_stack: MotoStack,
+                                                              samples_dir: Path) -> None:
+    """AWS may run an asynchronous EXPRESS execution twice with the same input (writer
+    token included), which may write the record again; never once a person reviewed it."""
+    import app
+
+    from pipeline import reviews
+
+    key = moto_stack.upload(_anomaly(samples_dir))
+    app.ingest({"Records": [sqs_message(moto_stack, key)]}, None)
+    [first] = wait_for_executions(moto_stack, 1)
+    sfn = moto_stack.client("stepfunctions")
+    payload = json.loads(sfn.describe_execution(executionArn=first["executionArn"])["input"])
+    image_id = payload["record"]["image_id"]
+    reviews.record_review(moto_stack.info.table, image_id, "normal", "glare", reviewer="qa")
+    sfn.start_execution(stateMachineArn=moto_stack.info.state_machine_arn, name="again",
+                        input=json.dumps(payload))
+    [again] = [e for e in wait_for_executions(moto_stack, 2) if e["name"] == "again"]
+    states = history_states(moto_stack, again["executionArn"])
+    assert "AlreadyRecorded" in states and "PublishAlert" not in states, states
+    item = moto_stack.client("dynamodb").get_item(
+        TableName=moto_stack.info.table, Key={"image_id": {"S": image_id}})["Item"]
+    assert item["review"]["M"]["label"] == {"S": "normal"}
+
+
 def test_concurrent_deliveries_race_to_one_record(moto_stack: MotoStack,
                                                   samples_dir: Path) -> None:
     """Two executions for the same image at the same time: the conditional put lets one

@@ -53,7 +53,8 @@ def test_the_put_is_conditional_and_a_duplicate_skips_the_alert() -> None:
     # not recorded yet, or recorded by this very execution (a put that committed but was
     # answered with an error, retried): then it goes on and alerts
     assert put["Parameters"]["ConditionExpression"] == (
-        "attribute_not_exists(image_id) OR written_by = :writer")
+        "attribute_not_exists(image_id) OR "
+        "(written_by = :writer AND attribute_not_exists(review))")
     assert put["Parameters"]["ExpressionAttributeValues"] == {
         ":writer": {"S.$": "$.written_by"}}
     duplicate = put["Catch"][0]
