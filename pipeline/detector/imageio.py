@@ -219,6 +219,7 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
             "greyscale", "a greyscale image, but the model was trained on colour images: "
             "another camera? Send colour images, or train a model on greyscale ones")
     fmt = _format(image)
+    _check_pixels(image)  # before reading EXIF, which loads a PNG without an eXIf chunk
     orientation = _orientation(image)
     upright = _check_size(image, orientation, expected_aspect, min_longest)
     draft: tuple[int, int] | None = None
@@ -571,15 +572,22 @@ def _check_scan_complete(image: Image.Image, image_bytes: bytes, layout: _JpegLa
             f"overwritten, and closed by a marker); the rest would decode {rest}")
 
 
-def _check_size(image: Image.Image, orientation: int | None, expected_aspect: float | None,
-                min_longest: int | None) -> tuple[int, int]:
-    """The upright (width, height) from the header, refusing bombs and odd sizes."""
+def _check_pixels(image: Image.Image) -> None:
+    """Refuse bombs and slivers from the header alone. Pillow's own bomb check starts at
+    89 megapixels, and reading a PNG's EXIF decodes it whole: a 60-megapixel PNG of a few
+    kilobytes would cost hundreds of megabytes before `MAX_PIXELS` refused it."""
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise InvalidImageError(
             "too_large", f"{width}x{height} is more than {MAX_PIXELS // 1_000_000} megapixels")
     if min(width, height) < MIN_SIDE:
         raise InvalidImageError("too_small", f"{width}x{height} is too small to inspect")
+
+
+def _check_size(image: Image.Image, orientation: int | None, expected_aspect: float | None,
+                min_longest: int | None) -> tuple[int, int]:
+    """The upright (width, height) from the header, refusing odd sizes."""
+    width, height = image.size
     upright = (height, width) if orientation in _SWAPS_AXES else (width, height)
     if expected_aspect is not None and aspect_is_off(upright, expected_aspect):
         raise InvalidImageError(

@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from pipeline.detector import InvalidImageError
 from pipeline.detector.imageio import decode
@@ -433,3 +433,22 @@ def test_decoding_side_by_side_leaves_the_warning_filters_as_they_were() -> None
         sys.setswitchinterval(interval)
     assert warnings.filters == before
     assert refused == ["too_large"] * 1200
+
+
+def test_a_png_over_the_pixel_limit_is_refused_before_a_pixel_is_decoded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 56 megapixels: over MAX_PIXELS, under Pillow's own bomb check (89); reading a PNG's
+    # EXIF without an eXIf chunk decodes it whole, hundreds of megabytes for a tiny file
+    data = _encode(Image.new("L", (8_000, 7_000)), "PNG")
+    assert len(data) < 100_000
+    loads: list[str] = []
+    original = PngImagePlugin.PngImageFile.load
+
+    def load(self: PngImagePlugin.PngImageFile) -> object:
+        loads.append("load")
+        return original(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    with pytest.raises(InvalidImageError) as caught:
+        decode(data, "image/png")
+    assert (caught.value.reason, loads) == ("too_large", [])
