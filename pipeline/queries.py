@@ -132,7 +132,12 @@ def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
     if filters:
         args["FilterExpression"] = " AND ".join(filters)
     if start is not None:
-        _check_start(start, hash_name, hash_value) if query.line_id else _check_start(start)
+        if query.line_id:
+            window = (iso(query.since) if query.since else "",
+                      iso(query.until) if query.until else "")
+            _check_start(start, hash_name, hash_value, window)
+        else:
+            _check_start(start)
         args["ExclusiveStartKey"] = start
     if names:
         args["ExpressionAttributeNames"] = names
@@ -170,9 +175,11 @@ def _encode_token(key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
 
 
-def _check_start(start: dict[str, Any], hash_name: str = "", hash_value: str = "") -> None:
+def _check_start(start: dict[str, Any], hash_name: str = "", hash_value: str = "",
+                 window: tuple[str, str] = ("", "")) -> None:
     """Refuse a page token that another query issued: DynamoDB would refuse its key (a
-    500), and one from another line's query would not even be this line's.
+    500; also one whose time lies outside this query's `window` of since and until), and
+    one from another line's query would not even be this line's.
 
     >>> _check_start({"image_id": {"S": "a"}})
     >>> _check_start({"image_id": {"S": "a"}, "line_id": {"S": "l2"}, "captured_at": {"S": "t"}},
@@ -183,6 +190,10 @@ def _check_start(start: dict[str, Any], hash_name: str = "", hash_value: str = "
     """
     expected = {HASH_KEY, hash_name, TIME_KEY} if hash_name else {HASH_KEY}
     if set(start) != expected or (hash_name and start[hash_name]["S"] != hash_value):
+        raise QueryError("next_token belongs to another query: ask again without it")
+    since, until = window
+    at = start.get(TIME_KEY, {}).get("S", "")
+    if (since and at < since) or (until and at > until):
         raise QueryError("next_token belongs to another query: ask again without it")
 
 

@@ -174,6 +174,17 @@ def test_a_page_token_from_another_query_is_400_not_a_500(api: _Api) -> None:
         status, body = api.get(f"/results?line=line-1&next_token={token}")
         assert status == 400, body
         assert "next_token belongs to another query" in body["Message"]
+    # a key outside the time window asked for ("outside query boundaries" in AWS; moto
+    # does not check): record 11 was captured at minute 11
+    status, body = api.get("/results?line=line-1&limit=1")
+    assert (status, ids(body)) == (200, [11]) and body["next_token"]
+    after_11 = body["next_token"]
+    assert api.get(f"/results?line=line-1&until=2026-11-23T08:11:00Z&next_token={after_11}"
+                   )[0] == 200  # its own window, bounds included
+    for window in ("since=2026-11-23T08:12:00Z", "until=2026-11-23T08:10:00Z"):
+        status, body = api.get(f"/results?line=line-1&{window}&next_token={after_11}")
+        assert status == 400, body
+        assert "next_token belongs to another query" in body["Message"]
 
 
 def test_an_item_that_is_not_a_result_is_named_not_a_500(api: _Api,
