@@ -38,10 +38,6 @@ TABLE_CAPTION = ("AUROC and F1 from out-of-fold scores; fit s: CPU time of all f
                  "ms/image: median CPU time to score one held-out image on one thread, "
                  "decoding not included (linesight evaluate's figure includes it)")
 
-# The intervals `how_sure` prints, as they are named on screen
-_INTERVAL_LABELS = {"precision": "precision", "recall": "recall",
-                    "false_positive_rate": "false-positive rate"}
-
 
 def register(app: typer.Typer) -> None:
     """Add `train` and `evaluate` to the `linesight` app."""
@@ -309,8 +305,10 @@ def how_sure(document: dict[str, Any]) -> str:
     ...           "intervals": {"precision": [0.0, 0.79], "false_positive_rate": [0.01, 0.24]}})
     'on other images like these (95 %): false-positive rate 0.01-0.24'
     """
+    from pipeline.detector.evaluation import Evaluation
+
     shown = ("precision", "recall") if document["n_anomaly"] else ("false_positive_rate",)
-    parts = [f"{_INTERVAL_LABELS[name]} {bounds[0]:.2f}-{bounds[1]:.2f}"
+    parts = [f"{Evaluation.SHARE_LABELS[name]} {bounds[0]:.2f}-{bounds[1]:.2f}"
              for name, bounds in document["intervals"].items() if name in shown and bounds]
     text = ", ".join(parts)
     if document["auroc_standard_error"] is not None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.detector.base import InvalidImageError, check_threshold
 from pipeline.detector.embedded import EmbeddedDetector
@@ -134,6 +134,11 @@ class Evaluation:
             return None
         return auroc_standard_error(value, len(self.scores("normal")),
                                     len(self.scores("anomaly")))
+
+    # The shares `intervals` gives, as a person reads their names (report, command line)
+    SHARE_LABELS: ClassVar[dict[str, str]] = {"precision": "precision", "recall": "recall",
+                                              "false_positive_rate": "false-positive rate",
+                                              "miss_rate": "miss rate"}
 
     @property
     def intervals(self) -> dict[str, tuple[float, float] | None]:

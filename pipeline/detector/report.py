@@ -114,7 +114,7 @@ def _summary_table(evaluation: Evaluation, normal: int, anomalous: int) -> str:
     def share(name: str, value: float | None) -> tuple[str, str, str]:
         found = bounds[name]
         below = "" if found is None else f"{found[0]:.2f}&ndash;{found[1]:.2f}"
-        return name.replace("_", "-").replace("-rate", " rate"), _figure(value), below
+        return Evaluation.SHARE_LABELS[name], _figure(value), below
 
     columns = [
         ("AUROC", _figure(evaluation.auroc),
