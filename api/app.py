@@ -310,15 +310,16 @@ def ingest(event: Any) -> dict[str, Any]:
 @app.on_dynamodb_record(stream_arn="arn:aws:dynamodb:region:account:table/linesight/stream/x",
                         batch_size=100)
 def to_lake(event: Any) -> dict[str, Any]:
-    """INSERTs of the results table become lake rows in Firehose. Rows Firehose refuses
-    are retried here; rows it refuses every time, and records that cannot be read as a
+    """New results, and results a person reviewed, become lake rows in Firehose (the
+    records `analytics.LAKE_STREAM_FILTERS` lets through). Rows Firehose refuses are
+    retried here; rows it refuses every time, and records that cannot be read as a
     result, go to the lake failure queue as data (and only if that fails are they reported
     back to Lambda, which resends the batch from the first of them)."""
     settings = current()
     settings.require("firehose_stream")
     rows, unreadable = analytics.rows_from_images(
         (record.sequence_number, record.new_image, record.aws_region or settings.region)
-        for record in event if record.event_name == "INSERT" and record.new_image)
+        for record in event if analytics.is_lake_record(record.to_dict()) and record.new_image)
     failures: list[str] = []
     if rows:
         refused = set(analytics.send_rows(settings.firehose_stream, rows))

@@ -26,11 +26,11 @@ from pipeline.analytics import (
     LAKE_PREFIX,
     MANIFEST_KEY,
     Buffering,
-    anomaly_rate_query,
     lake_database,
     lake_table_input,
     quicksight_manifest,
     s3_destination,
+    saved_queries,
 )
 
 LOG_RETENTION_DAYS = 30
@@ -199,7 +199,7 @@ class Analytics(pulumi.ComponentResource):
     def _lake_for_athena(self, args: AnalyticsArgs) -> None:
         """The Glue database and table over the lake, the Athena workgroup that queries it
         (results under ATHENA_RESULTS_PREFIX, encrypted, and no client may send them
-        elsewhere), a saved query, and a policy to attach to whoever runs queries."""
+        elsewhere), its saved queries, and a policy to attach to whoever runs queries."""
         child = pulumi.ResourceOptions(parent=self)
         p = args.prefix
         self.database = aws.glue.CatalogDatabase(
@@ -228,11 +228,12 @@ class Analytics(pulumi.ComponentResource):
             # saved queries and history go with it; the results in S3 stay (lifecycle)
             force_destroy=True,
             opts=child)
-        self.anomaly_rate_query = aws.athena.NamedQuery(
-            f"{p}-anomaly-rate", name="Anomaly rate per line and day",
-            description="Images judged, anomalous, and the rate, per line and capture day",
-            database=self.database.name, workgroup=self.workgroup.name,
-            query=anomaly_rate_query(), opts=child)
+        self.saved_queries = [
+            aws.athena.NamedQuery(
+                f"{p}-{saved.key}", name=saved.name, description=saved.description,
+                database=self.database.name, workgroup=self.workgroup.name,
+                query=saved.sql, opts=child)
+            for saved in saved_queries()]
         catalog_arn = pulumi.Output.concat("arn:", args.partition, ":glue:", args.region, ":",
                                            args.account_id, ":catalog")
         self.query_policy = aws.iam.Policy(

@@ -30,6 +30,7 @@ from chalice.deploy.swagger import SwaggerGenerator
 
 from infra import iam, package
 from infra.ingest import INGEST_FUNCTION_TIMEOUT
+from pipeline.analytics import LAKE_STREAM_FILTERS
 from pipeline.ingest import HEATMAP_PREFIX
 from pipeline.stackconfig import DEFAULT_API_BURST_LIMIT, DEFAULT_API_RATE_LIMIT
 
@@ -251,7 +252,8 @@ class ChaliceApp(pulumi.ComponentResource):
             function_response_types=["ReportBatchItemFailures"],
             destination_config={"on_failure": {
                 "destination_arn": args.arns.lake_failure_queue}},
-            filter_criteria={"filters": [{"pattern": json.dumps({"eventName": ["INSERT"]})}]},
+            filter_criteria={"filters": [{"pattern": json.dumps(pattern, sort_keys=True)}
+                                         for pattern in LAKE_STREAM_FILTERS]},
             opts=pulumi.ResourceOptions(parent=self))
 
         api_fn, auth_fn = self.functions[API.key], self.functions[AUTHORIZER.key]

@@ -1,8 +1,10 @@
 """The results lake: rows for Firehose, its S3 destination, the QuickSight manifest, and the
-Glue table (with the Athena query) that reads it.
+Glue table (with the Athena queries) that reads it.
 
 A lake row is the result record plus Year, Month, Day, Hour, Minute and Region, as in the
-seed, with the seed's column names so existing QuickSight analyses keep working.
+seed, with the seed's column names so existing QuickSight analyses keep working, and then
+the record's human review, if any. A record becomes a row when it is written, and again
+each time a person reviews it (`LAKE_STREAM_FILTERS`), so the lake keeps every verdict.
 `LAKE_COLUMNS` are those columns in the Glue table: change both together
 (tests/unit/test_lake_table.py fails when a row has a key the table lacks).
 """
@@ -58,6 +60,7 @@ def lake_row(record: ResultRecord, region: str) -> dict[str, Any]:
     ('L1', 2026, 6, 'eu-west-1')
     """
     captured = record.captured_at
+    review = record.review or {}
     return {
         "ImageId": record.image_id,
         "AssemblyLineId": record.line_id,
@@ -81,6 +84,10 @@ def lake_row(record: ResultRecord, region: str) -> dict[str, Any]:
         "Hour": captured.hour,
         "Minute": captured.minute,
         "Region": region,
+        "ReviewLabel": str(review.get("label", "")),
+        "ReviewNote": str(review.get("note", "")),
+        "Reviewer": str(review.get("reviewer", "")),
+        "ReviewedAt": str(review.get("reviewed_at", "")),
     }
 
 
@@ -111,7 +118,62 @@ LAKE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("Hour", "int", "capture hour (UTC)"),
     ("Minute", "int", "capture minute"),
     ("Region", "string", "the stack's AWS region"),
+    ("ReviewLabel", "string", "a person's verdict (normal or anomaly), or empty; the "
+                              "latest review of an image is its row with the latest "
+                              "ReviewedAt"),
+    ("ReviewNote", "string", "the reviewer's note, or empty"),
+    ("Reviewer", "string", "who reviewed, or empty"),
+    ("ReviewedAt", "string", "when the review was recorded, ISO-8601 UTC, or empty"),
 )
+
+
+# Which results-stream records become lake rows, as Lambda event filter patterns (the
+# stream mapping's FilterCriteria; any one pattern lets a record through): a record when it
+# is first written, and each time a person reviews it. Other changes of a record (the mark
+# `dlq redrive` leaves when it publishes an alert, say) are bookkeeping, not a new state;
+# one made after a review carries the review too, and sends that row again: a row can
+# arrive twice anyway. `is_lake_record` reads the same patterns, so the handler, the local
+# stand-in for the mapping and AWS agree on what passes.
+LAKE_STREAM_FILTERS: tuple[dict[str, Any], ...] = (
+    {"eventName": ["INSERT"]},
+    {"eventName": ["MODIFY"],
+     "dynamodb": {"NewImage": {"review": {"M": {"label": {"S": [{"exists": True}]}}}}}},
+)
+
+
+def is_lake_record(record: Mapping[str, Any]) -> bool:
+    """Whether a stream record (as Lambda delivers it) passes LAKE_STREAM_FILTERS.
+
+    >>> review = {"review": {"M": {"label": {"S": "normal"}}}}
+    >>> [is_lake_record({"eventName": name, "dynamodb": {"NewImage": image}})
+    ...  for name, image in [("INSERT", {}), ("MODIFY", review), ("MODIFY", {}),
+    ...                      ("REMOVE", review)]]
+    [True, True, False, False]
+    """
+    return any(_matches(pattern, record) for pattern in LAKE_STREAM_FILTERS)
+
+
+def _matches(pattern: Mapping[str, Any], data: Any) -> bool:
+    """Lambda's filter matching, for the rules LAKE_STREAM_FILTERS uses: a key's rule is a
+    nested pattern, or a list of values (and `{"exists": bool}`) any one of which may hold."""
+    for key, rule in pattern.items():
+        present = isinstance(data, Mapping) and key in data
+        if isinstance(rule, Mapping):
+            if not present or not _matches(rule, data[key]):
+                return False
+            continue
+        if not any(_allows(option, present, data[key] if present else None)
+                   for option in rule):
+            return False
+    return True
+
+
+def _allows(option: Any, present: bool, value: Any) -> bool:
+    if isinstance(option, Mapping):
+        if set(option) != {"exists"}:  # a rule this reader would get wrong: say so
+            raise ValueError(f"filter rule {option!r} is not one is_lake_record reads")
+        return present == bool(option["exists"])
+    return present and value == option
 
 
 def row_from_image(image: Mapping[str, Any], region: str) -> dict[str, Any]:
@@ -398,3 +460,57 @@ def anomaly_rate_query() -> str:
         GROUP BY 1, 2
         ORDER BY 2 DESC, 1
         """)
+
+
+def review_query() -> str:
+    """Athena SQL: per line and capture day, how people's reviews compare with the model:
+    images reviewed, false alarms (the model said anomalous, the person normal), misses
+    (the other way round) and the share on which they agree. Each image counts once, by
+    its latest review (an image reviewed again has a lake row per review)."""
+    return textwrap.dedent(f"""\
+        -- People's reviews against the model, per line and capture day (UTC): the latest
+        -- review of each image. To read less of the lake, add e.g. AND lake_year = '2026'
+        -- (the delivery date, here the review's) to the WHERE in verdicts.
+        WITH verdicts AS (
+            SELECT assemblylineid, substr("datetime", 1, 10) AS capture_day,
+                   isanomalous, reviewlabel,
+                   row_number() OVER (PARTITION BY imageid
+                                      ORDER BY reviewedat DESC) AS newest
+            FROM {LAKE_TABLE}
+            WHERE status = 'OK' AND reviewedat <> ''
+        )
+        SELECT assemblylineid AS line_id,
+               capture_day,
+               count(*) AS reviewed,
+               sum(CASE WHEN isanomalous AND reviewlabel = 'normal'
+                        THEN 1 ELSE 0 END) AS false_alarms,
+               sum(CASE WHEN NOT isanomalous AND reviewlabel = 'anomaly'
+                        THEN 1 ELSE 0 END) AS missed,
+               round(CAST(sum(CASE WHEN isanomalous = (reviewlabel = 'anomaly')
+                                   THEN 1 ELSE 0 END) AS double)
+                     / count(*), 4) AS agreement
+        FROM verdicts
+        WHERE newest = 1
+        GROUP BY 1, 2
+        ORDER BY 2 DESC, 1
+        """)
+
+
+@dataclass(frozen=True)
+class SavedQuery:
+    key: str  # the Pulumi resource's suffix
+    name: str  # as the Athena console lists it
+    description: str
+    sql: str
+
+
+def saved_queries() -> tuple[SavedQuery, ...]:
+    """The queries saved in the stack's Athena workgroup (and quoted in docs/deploy.md)."""
+    return (
+        SavedQuery("anomaly-rate", "Anomaly rate per line and day",
+                   "Images judged, anomalous, and the rate, per line and capture day",
+                   anomaly_rate_query()),
+        SavedQuery("reviews", "Reviews against the model per line and day",
+                   "Images people reviewed, false alarms and misses they found, and the "
+                   "share they agree with, per line and capture day", review_query()),
+    )

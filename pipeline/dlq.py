@@ -442,7 +442,7 @@ def _redrive_lake_letter(info: dict[str, Any], lake_failure_url: str, *, streams
         rows, unreadable = analytics.rows_from_images(
             (r["dynamodb"]["SequenceNumber"], r["dynamodb"]["NewImage"], region)
             for r in _stream_records(streams, info["DDBStreamBatchInfo"])
-            if r["eventName"] == "INSERT")
+            if analytics.is_lake_record(r))
     refused_ids = set(send(firehose_stream, rows)) if rows else set()
     refused = [row for row_id, row in rows if row_id in refused_ids]
     landed = len(rows) - len(refused)

@@ -254,13 +254,17 @@ class StreamPoller(threading.Thread):
                  stop: threading.Event, *, sqs: Any = None, on_failure_url: str = "",
                  metrics: MetricsSink | None = None, batch_size: int = 100,
                  batching_window: float = 0.0, max_retries: int = 3,
-                 shard_refresh_seconds: float = 30.0, region: str = "us-east-1") -> None:
+                 shard_refresh_seconds: float = 30.0, region: str = "us-east-1",
+                 record_filter: Callable[[dict[str, Any]], bool] | None = None) -> None:
         super().__init__(name=f"poller-{name}", daemon=True)
         self.streams, self.stream_arn, self.handler = streams, stream_arn, handler
         self.function_name, self.stop_event = name, stop
         self.sqs, self.on_failure_url, self.metrics = sqs, on_failure_url, metrics
         self.batch_size, self.max_retries, self.region = batch_size, max_retries, region
         self.batching_window, self.shard_refresh_seconds = batching_window, shard_refresh_seconds
+        # The mapping's FilterCriteria: Lambda drops the records no pattern lets through
+        # before it batches, and the handler never sees them.
+        self.record_filter = record_filter
         self.iterators: dict[str, str] = {}
         self._gathered: dict[str, list[dict[str, Any]]] = {}  # shard -> records not yet sent
         self._gathering_since: dict[str, float] = {}
@@ -306,8 +310,10 @@ class StreamPoller(threading.Thread):
             if len(gathered) < self.batch_size:
                 response = self.streams.get_records(ShardIterator=iterator,
                                                     Limit=self.batch_size - len(gathered))
-                fresh = [self._record(r) for r in response.get("Records", [])
-                         if not self._seen(r.get("eventID", ""))]
+                fresh = [record for record in (self._record(r)
+                                               for r in response.get("Records", [])
+                                               if not self._seen(r.get("eventID", "")))
+                         if self.record_filter is None or self.record_filter(record)]
                 if fresh and not gathered:
                     self._gathering_since[shard_id] = time.monotonic()
                 gathered.extend(fresh)

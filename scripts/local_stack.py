@@ -534,7 +534,7 @@ class LocalStack:
             self.client("dynamodbstreams"), stream_arn, app_module.to_lake, "to-lake",
             self.stop_event, sqs=self.client("sqs"), on_failure_url=info.lake_failure_queue_url,
             metrics=self.metrics, batching_window=LAKE_BATCHING_WINDOW_SECONDS,
-            region=self.region))
+            region=self.region, record_filter=analytics.is_lake_record))
         for poller in self.pollers:
             poller.start()
 

@@ -1,5 +1,6 @@
 """Every stage on the real local stack: API upload -> S3 -> SQS -> ingest -> Step Functions
--> DynamoDB -> SNS -> stream -> Firehose -> lake, plus metrics, dashboard and alarms."""
+-> DynamoDB -> SNS -> stream -> Firehose -> lake, plus reviews, metrics, dashboard and
+alarms."""
 
 from __future__ import annotations
 
@@ -93,6 +94,32 @@ def test_every_record_is_one_lake_row(processed: dict[str, Any]) -> None:
     row = rows[0]
     assert {"Year", "Month", "Day", "Hour", "Minute", "Region"} <= set(row)
     assert row["Region"] == "us-east-1"
+
+
+def test_a_review_reaches_the_lake_as_a_row_of_its_own(local_stack: LocalStack,
+                                                       processed: dict[str, Any]) -> None:
+    """POST a verdict through the API: the record's MODIFY passes the lake mapping's
+    filter (the local poller applies the stack's patterns, as Lambda does)."""
+    info = local_stack.info
+    assert info is not None
+    image_id = processed["ids"][sorted(n for n in processed["ids"] if n.startswith("normal"))[0]]
+    body = json.dumps({"label": "anomaly", "note": "hairline crack by the left hole"})
+    request = urllib.request.Request(
+        f"{info.api_url}/results/{image_id}/review", data=body.encode(), method="POST",
+        headers={"Authorization": info.camera_tokens["line-1/cam-2"],
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    s3 = local_stack.client("s3")
+
+    def reviewed() -> list[dict[str, Any]]:
+        return [r for r in lake_rows(s3, info.results_bucket)
+                if r["ImageId"] == image_id and r["ReviewLabel"]]
+
+    assert wait_until(lambda: bool(reviewed()), timeout=30), "the review never reached the lake"
+    [row] = reviewed()
+    assert (row["ReviewLabel"], row["ReviewNote"]) == ("anomaly", "hairline crack by the left hole")
+    assert row["IsAnomalous"] is processed["records"][image_id].is_anomalous
 
 
 def test_heatmaps_are_stored_and_linked(local_stack: LocalStack,

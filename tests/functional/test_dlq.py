@@ -235,33 +235,44 @@ def test_a_redrive_firehose_refuses_in_part_never_resends_what_landed(
 def test_a_stream_batch_firehose_refuses_is_kept_as_rows_not_as_stream_positions(
         moto_stack: MotoStack, cli_env: None) -> None:
     """The stream keeps records 24 hours, so a batch redriven while Firehose refuses
-    everything becomes a dead letter of the rows themselves."""
-    from pipeline import analytics, dlq
+    everything becomes a dead letter of the rows themselves: the batch's records that
+    are lake rows (a new result and its review, not a bookkeeping change)."""
+    from pipeline import analytics, dlq, reviews, workflow
     from pipeline.records import ResultRecord, parse_time
     from tests.functional.conftest import streams_client
 
     at = parse_time("2026-11-24T10:00:00+00:00")
-    ddb = moto_stack.client("dynamodb")
-    ddb.put_item(TableName=moto_stack.info.table, Item=ResultRecord(
-        "c" * 32, "line-1", "cam-1", "s3://b/c.jpg", at, at, "OK").to_item())
+    ddb, table = moto_stack.client("dynamodb"), moto_stack.info.table
+    for image_id in ("c" * 32, "d" * 32):
+        ddb.put_item(TableName=table, Item=ResultRecord(
+            image_id, "line-1", "cam-1", f"s3://b/{image_id}.jpg", at, at, "OK").to_item())
+    reviews.record_review(table, "c" * 32, "normal", "", reviewer="qa")
+    ddb.update_item(TableName=table, Key={"image_id": {"S": "d" * 32}},
+                    UpdateExpression=f"SET {workflow.ALERT_REDRIVEN} = :at",
+                    ExpressionAttributeValues={":at": {"S": "2026-11-24T11:00:00Z"}})
     streams = streams_client()
-    arn = ddb.describe_table(TableName=moto_stack.info.table)["Table"]["LatestStreamArn"]
+    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
     [shard] = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
-    first = shard["SequenceNumberRange"]["StartingSequenceNumber"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    records = streams.get_records(ShardIterator=iterator)["Records"]
+    assert [r["eventName"] for r in records] == ["INSERT", "INSERT", "MODIFY", "MODIFY"]
     queue = moto_stack.info.lake_failure_queue_url
     moto_stack.client("sqs").send_message(QueueUrl=queue, MessageBody=json.dumps({
         "DDBStreamBatchInfo": {"shardId": shard["ShardId"], "streamArn": arn,
-                               "startSequenceNumber": first, "endSequenceNumber": first,
-                               "batchSize": 1}}))
+                               "startSequenceNumber": records[0]["dynamodb"]["SequenceNumber"],
+                               "endSequenceNumber": records[-1]["dynamodb"]["SequenceNumber"],
+                               "batchSize": len(records)}}))
 
     result = dlq.redrive_lake(moto_stack.client("sqs"), queue, streams=streams,
                               firehose_stream=moto_stack.info.firehose_stream,
                               region="us-east-1",
                               send=lambda stream, pairs: [row_id for row_id, _ in pairs])
 
-    assert (result.lake_rows_sent, result.refused, result.failed) == (0, 1, [])
+    assert (result.lake_rows_sent, result.refused, result.failed) == (0, 3, [])
     [kept] = queue_bodies(moto_stack, queue)
-    assert [row["ImageId"] for row in kept[analytics.LAKE_ROWS]] == ["c" * 32]
+    assert [(row["ImageId"], row["ReviewLabel"]) for row in kept[analytics.LAKE_ROWS]] == [
+        ("c" * 32, ""), ("d" * 32, ""), ("c" * 32, "normal")]
 
 
 def test_stream_records_that_cannot_be_read_are_listed_kept_and_resent_once_readable(

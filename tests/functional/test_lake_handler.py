@@ -1,9 +1,9 @@
-"""The lake handler (`to_lake`): INSERTs become lake rows in Firehose. Rows Firehose refuses
-(`FailedPutCount` > 0) are re-sent alone inside the invocation; rows refused every time
-are parked on the lake failure queue as data, and reported in `batchItemFailures` only if
-that fails too. A record that cannot be read as a result is logged, counted and parked the
-same way, as the stream carried it (reporting it would make Lambda resend every later
-record of the batch)."""
+"""The lake handler (`to_lake`): INSERTs, and the MODIFYs of reviews, become lake rows in
+Firehose. Rows Firehose refuses (`FailedPutCount` > 0) are re-sent alone inside the
+invocation; rows refused every time are parked on the lake failure queue as data, and
+reported in `batchItemFailures` only if that fails too. A record that cannot be read as a
+result is logged, counted and parked the same way, as the stream carried it (reporting it
+would make Lambda resend every later record of the batch)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def test_inserts_become_lake_rows(moto_stack: MotoStack) -> None:
         "RawScore": 0.0, "Threshold": 0.5, "ModelVersion": "demo-1", "HeatmapUrl": "",
         "AlertReason": "anomalous",
         "Year": 2026, "Month": 11, "Day": 23, "Hour": 10, "Minute": 15,
-        "Region": "us-east-1"}
+        "Region": "us-east-1",
+        "ReviewLabel": "", "ReviewNote": "", "Reviewer": "", "ReviewedAt": ""}
 
 
 def test_refused_rows_are_re_sent_alone_and_then_succeed(firehose: Stubber,
@@ -202,12 +203,41 @@ def test_an_unreadable_record_that_cannot_be_parked_is_reported(
     assert result == {"batchItemFailures": [{"itemIdentifier": "311"}]}
 
 
-def test_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) -> None:
+def _review(image_id: str, sequence: str, label: str, at: str) -> dict[str, Any]:
+    """The MODIFY a review makes: the record's new image, with the review on it."""
+    modify = _insert(image_id, sequence)
+    modify["eventName"] = "MODIFY"
+    modify["dynamodb"]["NewImage"]["review"] = {"M": {
+        "label": {"S": label}, "note": {"S": "checked at the line"},
+        "reviewer": {"S": "api:qa"}, "reviewed_at": {"S": at}}}
+    return modify
+
+
+def test_each_review_is_a_lake_row_of_its_own(moto_stack: MotoStack) -> None:
+    """The lake keeps every verdict: the result's row, then one row per review."""
     import app
 
-    modify = _insert("a" * 32, "400")
+    event = _event(_insert("a" * 32, "400"),
+                   _review("a" * 32, "401", "normal", "2026-11-23T11:00:00.000+00:00"),
+                   _review("a" * 32, "402", "anomaly", "2026-11-23T12:00:00.000+00:00"))
+    assert app.to_lake(event, None) == {"batchItemFailures": []}
+
+    rows = sorted(lake_rows(moto_stack), key=lambda row: row["ReviewedAt"])
+    assert [(r["ReviewLabel"], r["ReviewedAt"][11:16]) for r in rows] == [
+        ("", ""), ("normal", "11:00"), ("anomaly", "12:00")]
+    assert {r["IsAnomalous"] for r in rows} == {True}  # the model's verdict stays
+    assert rows[1]["Reviewer"] == "api:qa"
+    assert rows[1]["ReviewNote"] == "checked at the line"
+
+
+def test_other_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) -> None:
+    """A change that is not a review (the mark `dlq redrive` leaves) is no new state."""
+    import app
+
+    modify = _insert("a" * 32, "410")
     modify["eventName"] = "MODIFY"
-    remove = _insert("b" * 32, "401")
+    modify["dynamodb"]["NewImage"]["alert_redriven_at"] = {"S": "2026-11-23T11:00:00Z"}
+    remove = _review("b" * 32, "411", "normal", "2026-11-23T11:00:00.000+00:00")
     remove["eventName"] = "REMOVE"
     # No Firehose call at all (the stub would fail on an unexpected call).
     assert app.to_lake(_event(modify, remove), None) == {"batchItemFailures": []}

@@ -23,13 +23,14 @@ from pipeline.alarms import alarm_definitions
 from pipeline.analytics import (
     ATHENA_RESULTS_PREFIX,
     LAKE_PREFIX,
+    LAKE_STREAM_FILTERS,
     LAKE_TABLE,
     MANIFEST_KEY,
-    anomaly_rate_query,
     lake_database,
     lake_table_input,
     quicksight_manifest,
     s3_destination,
+    saved_queries,
 )
 from pipeline.dashboard import dashboard_body
 from pipeline.settings import Settings
@@ -338,10 +339,11 @@ def test_athena_writes_encrypted_results_beside_the_lake(d: Deployed) -> None:
         "encryptionConfiguration": {"encryptionOption": "SSE_S3"}}
     # a client's own output location or encryption is overridden, not used
     assert config["enforceWorkgroupConfiguration"] is True
-    query = d.one("athena/namedQuery:NamedQuery", prefixed(d, "anomaly-rate")).props
-    assert (query["database"], query["workgroup"]) == (d.outputs["lake_database"],
-                                                       workgroup["name"])
-    assert query["query"] == anomaly_rate_query()
+    for saved in saved_queries():
+        query = d.one("athena/namedQuery:NamedQuery", prefixed(d, saved.key)).props
+        assert (query["database"], query["workgroup"]) == (d.outputs["lake_database"],
+                                                           workgroup["name"])
+        assert (query["name"], query["query"]) == (saved.name, saved.sql)
     # query results copy lake rows: they expire with them
     rules = d.one("bucketLifecycleConfiguration:BucketLifecycleConfiguration",
                   prefixed(d, "results")).props["rules"]
@@ -403,6 +405,15 @@ def test_stream_event_source_bisects_retries_and_parks_failures(d: Deployed) -> 
     assert mapping["destinationConfig"] == {
         "onFailure": {"destinationArn": queue(d, "lake-failures")["arn"]}}
     assert mapping["startingPosition"] == "TRIM_HORIZON"
+
+
+def test_the_stream_mapping_passes_new_results_and_reviews(d: Deployed) -> None:
+    """Lambda drops what its filter patterns do not let through, before the handler sees
+    it: the mapping's patterns are the ones the handler and the local poller read."""
+    mapping = d.one("eventSourceMapping:EventSourceMapping", prefixed(d, "to-lake")).props
+    patterns = [json.loads(f["pattern"]) for f in mapping["filterCriteria"]["filters"]]
+    assert patterns == list(LAKE_STREAM_FILTERS)
+    assert len(patterns) <= 5  # Lambda's quota of filters a mapping
 
 
 # --- Storage hardening ------------------------------------------------------------------

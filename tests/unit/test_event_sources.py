@@ -153,6 +153,24 @@ def test_a_stream_record_served_twice_is_delivered_once() -> None:
     assert seen == ["e-1", "e-2"]
 
 
+def test_records_the_mapping_filters_out_never_reach_the_handler() -> None:
+    """As Lambda applies a mapping's FilterCriteria: the local lake poller reads the
+    stack's own patterns (`analytics.is_lake_record`)."""
+    from pipeline import analytics
+
+    batches: list[list[str]] = []
+    bookkeeping = dict(_stream_record("2"), eventName="MODIFY")
+    review = dict(_stream_record("3"), eventName="MODIFY",
+                  dynamodb={"SequenceNumber": "3",
+                            "NewImage": {"review": {"M": {"label": {"S": "normal"}}}}})
+    poller = StreamPoller(FakeStreams([_stream_record("1"), bookkeeping, review]),
+                          "arn:stream", _batches(batches), "to-lake", threading.Event(),
+                          record_filter=analytics.is_lake_record)
+    poller.poll_once()
+
+    assert batches == [["1", "3"]]
+
+
 def _batches(into: list[list[str]]) -> Any:
     def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
         into.append([r["dynamodb"]["SequenceNumber"] for r in event["Records"]])

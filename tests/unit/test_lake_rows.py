@@ -28,6 +28,9 @@ INVALID = ResultRecord(
     captured_at=datetime(2026, 12, 31, 23, 59, 1, tzinfo=UTC),
     processed_at=datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC), status="INVALID",
     reason="not_an_image: the file is text")
+REVIEWED = ANOMALOUS.with_changes(review={
+    "label": "normal", "note": "glare on the rim", "reviewer": "api:line-1-qa",
+    "reviewed_at": "2026-11-24T08:00:00.000+00:00"})
 
 
 @pytest.mark.parametrize("record, region, expected", [
@@ -41,7 +44,8 @@ INVALID = ResultRecord(
         "RawScore": 2.4, "Threshold": 0.5, "ModelVersion": "abc123",
         "HeatmapUrl": "s3://results/heatmaps/x.png", "AlertReason": "anomalous",
         "Year": 2026, "Month": 11, "Day": 23, "Hour": 10, "Minute": 15,
-        "Region": "eu-west-1"}),
+        "Region": "eu-west-1",
+        "ReviewLabel": "", "ReviewNote": "", "Reviewer": "", "ReviewedAt": ""}),
     # an unusable upload, processed in the next year: the date columns are the capture's
     (INVALID, "us-east-1", {
         "ImageId": "b" * 32, "AssemblyLineId": "line-2", "CameraId": "cam-1",
@@ -52,10 +56,20 @@ INVALID = ResultRecord(
         "Confidence": 0.0, "Score": 0.0, "RawScore": 0.0, "Threshold": 0.0,
         "ModelVersion": "", "HeatmapUrl": "", "AlertReason": "",
         "Year": 2026, "Month": 12, "Day": 31, "Hour": 23, "Minute": 59,
-        "Region": "us-east-1"}),
+        "Region": "us-east-1",
+        "ReviewLabel": "", "ReviewNote": "", "Reviewer": "", "ReviewedAt": ""}),
 ], ids=["anomalous", "invalid"])
 def test_lake_row_columns(record: ResultRecord, region: str, expected: dict[str, Any]) -> None:
     assert analytics.lake_row(record, region) == expected
+
+
+def test_a_reviewed_results_row_adds_the_review() -> None:
+    """The whole record, as before its review, and the person's verdict beside the
+    model's."""
+    before = analytics.lake_row(ANOMALOUS, "eu-west-1")
+    assert analytics.lake_row(REVIEWED, "eu-west-1") == {
+        **before, "ReviewLabel": "normal", "ReviewNote": "glare on the rim",
+        "Reviewer": "api:line-1-qa", "ReviewedAt": "2026-11-24T08:00:00.000+00:00"}
 
 
 def test_partition_key_query_reads_fields_of_the_row() -> None:
@@ -74,3 +88,12 @@ def test_partition_key_query_reads_fields_of_the_row() -> None:
     extracted = set(re.findall(r"([A-Za-z_]\w*)\s*:", query))
     partitioned = set(re.findall(r"partitionKeyFromQuery:(\w+)", destination["Prefix"]))
     assert extracted == partitioned == {"line"}
+
+
+def test_a_filter_rule_the_handler_cannot_read_is_refused(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The handler and the local poller apply LAKE_STREAM_FILTERS themselves: a rule they
+    would read wrong (Lambda's `prefix`, say) must fail loudly, not pass or drop rows."""
+    monkeypatch.setattr(analytics, "LAKE_STREAM_FILTERS", ({"eventName": [{"prefix": "INS"}]},))
+    with pytest.raises(ValueError, match="prefix"):
+        analytics.is_lake_record({"eventName": "INSERT"})
