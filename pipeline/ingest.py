@@ -123,12 +123,34 @@ class Outcome:
     duplicate: bool = False
 
 
-def analyse(ref: ObjectRef, settings: Settings, detector: Detector) -> ResultRecord:
-    """Read the object, check its metadata, run the detector, store the heatmap."""
+def first_image_id(ref: ObjectRef) -> str:
+    """The image id an upload is recorded under: the upload id the API issued, or, for a
+    key it did not issue, one made from the object's bytes (`idempotency_key`)."""
+    parts = parse_key(ref.key)
+    return parts.upload_id if parts else ref.idempotency_key[:32]
+
+
+def rewritten_image_id(image_id: str, ref: ObjectRef) -> str:
+    """The image id of other bytes written to an upload's key after its first image was
+    recorded (an upload form used twice): another photo, judged as an image of its own.
+    The same write always gets the same id, so its redeliveries are recognised.
+
+    >>> key = "line-1/cam-1/2026/11/25/" + "a" * 32 + ".jpg"
+    >>> second, third = (ObjectRef("b", key, etag, 1, utc_now()) for etag in ("e2", "e3"))
+    >>> rewritten_image_id("a" * 32, second), rewritten_image_id("a" * 32, third)
+    ('cd863bb944757aacae461f49b7addd18', '4d3e9a19d9d7659e034b9eec8d3e2452')
+    """
+    return hashlib.sha256(f"{image_id}/{ref.idempotency_key}".encode()).hexdigest()[:32]
+
+
+def analyse(ref: ObjectRef, settings: Settings, detector: Detector,
+            image_id: str = "") -> ResultRecord:
+    """Read the object, check its metadata, run the detector, store the heatmap. The
+    record's id is `image_id`, by default `first_image_id(ref)`."""
     parts = parse_key(ref.key)
     line_id = parts.line_id if parts else "unknown"
     camera_id = parts.camera_id if parts else "unknown"
-    image_id = parts.upload_id if parts else ref.idempotency_key[:32]
+    image_id = image_id or first_image_id(ref)
     base = ResultRecord(
         image_id=image_id, line_id=line_id, camera_id=camera_id, s3_uri=ref.uri,
         captured_at=ref.event_time, processed_at=ref.event_time, status=STATUS_INVALID,
@@ -239,8 +261,8 @@ def recorded_items(refs: Iterable[ObjectRef], settings: Settings, *,
                    attempts: int = 3) -> Recorded:
     """The records of a batch's images, in one strongly consistent BatchGetItem per 100
     images instead of a GetItem each. Best effort: keys DynamoDB leaves unprocessed
-    after `attempts` tries, or a failed call, leave those images to `already_recorded`."""
-    ids = sorted({parts.upload_id for ref in refs if (parts := parse_key(ref.key))})
+    after `attempts` tries, or a failed call, leave those images to `recorded_as`."""
+    ids = sorted({first_image_id(ref) for ref in refs})
     recorded = Recorded()
     ddb = aws.client("dynamodb")
     for start in range(0, len(ids), BATCH_GET_KEYS):
@@ -276,10 +298,10 @@ def process(ref: ObjectRef, settings: Settings, detector: Detector,
     `note_failure`) and re-raised, so the message is retried and, in the end, dead-lettered.
     `recorded` is what the batch already read about its images' records."""
     try:
-        previous = already_recorded(ref, settings, recorded)
+        image_id, previous = recorded_as(ref, settings, recorded)
         if previous is not None:
             return previous
-        outcome = start_workflow(analyse(ref, settings, detector), settings)
+        outcome = start_workflow(analyse(ref, settings, detector, image_id), settings)
     except Exception as exc:
         note_failure(ref, exc)
         raise
@@ -288,28 +310,40 @@ def process(ref: ObjectRef, settings: Settings, detector: Detector,
     return outcome
 
 
-def already_recorded(ref: ObjectRef, settings: Settings,
-                     recorded: Recorded | None = None) -> Outcome | None:
-    """A redelivery of an upload whose record is already written: no second detection, no
-    second execution, no second set of metrics. (EXPRESS workflows do not refuse a reused
-    execution name; the conditional put still guards deliveries that overlap.)"""
-    parts = parse_key(ref.key)
-    if parts is None:
-        return None
-    if recorded is not None and recorded.knows(parts.upload_id):
-        item = recorded.items[parts.upload_id]
-        record = ResultRecord.from_item(item) if item else None
-    else:
-        record = get_result(settings.table_name, parts.upload_id)
+def recorded_as(ref: ObjectRef, settings: Settings,
+                recorded: Recorded | None = None) -> tuple[str, Outcome | None]:
+    """The image id this upload is recorded under, and, for a redelivery of an upload
+    whose record is written already, its outcome: no second detection, no second
+    execution, no second set of metrics. (EXPRESS workflows do not refuse a reused
+    execution name; the conditional put still guards deliveries that overlap.)
+
+    Other bytes written to the key of a recorded upload (an upload form used twice: S3's
+    POST has no If-None-Match) are another photo, of another part: it is judged under an
+    id of its own (`rewritten_image_id`), and the first record keeps the version it
+    judged, which the versioned bucket keeps."""
+    image_id = first_image_id(ref)
+    record = _stored(image_id, settings, recorded)
+    if record is not None and record.idempotency_key != ref.idempotency_key:
+        first, image_id = record, rewritten_image_id(image_id, ref)
+        record = _stored(image_id, settings, recorded)
+        if record is None:
+            log.warning("upload %s was written again after it was judged: this version (%s) "
+                        "is judged as image %s, and image %s keeps version %s", ref.uri,
+                        ref.version_id or "unversioned", image_id, first.image_id,
+                        first.image_version or "unversioned")
     if record is None:
-        return None
-    if record.idempotency_key != ref.idempotency_key:
-        # The key written again with other bytes (an upload form used twice): the record
-        # stays with the version it judged, which the versioned bucket keeps.
-        log.warning("upload %s was written again after it was judged; its record keeps the "
-                    "judged version %s, and this one (%s) is not judged", ref.uri,
-                    record.image_version or "(unversioned)", ref.version_id or "(unversioned)")
-    return Outcome(record, AlertDecision(send=False), ref.idempotency_key, duplicate=True)
+        return image_id, None
+    return image_id, Outcome(record, AlertDecision(send=False), ref.idempotency_key,
+                             duplicate=True)
+
+
+def _stored(image_id: str, settings: Settings, recorded: Recorded | None
+            ) -> ResultRecord | None:
+    """The record of `image_id`: from what the batch read, or looked up on its own."""
+    if recorded is not None and recorded.knows(image_id):
+        item = recorded.items[image_id]
+        return ResultRecord.from_item(item) if item else None
+    return get_result(settings.table_name, image_id)
 
 
 FAILURE_TAG = "linesight-error"

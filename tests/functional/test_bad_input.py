@@ -199,6 +199,25 @@ def test_a_key_the_api_did_not_issue_is_recorded_invalid(
     assert item["status"]["S"] == "INVALID"
     assert item["reason"]["S"].startswith("unexpected_key")
     _assert_no_alert(shared_stack, "a key the API did not issue")
+    assert "ProcessedImageCount" in capsys.readouterr().out
+
+    # Delivered again: recognised by its record, so no second execution is started (an
+    # EXPRESS workflow in AWS would run it, and its metrics would count twice).
+    from pipeline import aws
+
+    started: list[str] = []
+
+    def count(**_: Any) -> None:
+        started.append("start")
+
+    events = aws.client("stepfunctions").meta.events
+    events.register("before-call.sfn.StartExecution", count)
+    try:
+        assert app.ingest(event, None) == {"batchItemFailures": []}
+    finally:
+        events.unregister("before-call.sfn.StartExecution", count)
+    assert started == []
+    assert "ProcessedImageCount" not in capsys.readouterr().out
 
 
 def test_a_whole_batch_of_bad_files_is_one_call_without_retries(

@@ -245,31 +245,55 @@ def test_each_lines_own_threshold_and_band_are_applied(aws_env: None, trained_mo
             ("linesight-local-camera-silent-line-3-cam-5", 600)]
 
 
-def test_a_key_written_again_keeps_the_version_it_judged(
+def test_a_key_written_again_is_judged_as_an_image_of_its_own(
         moto_stack: MotoStack, samples_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """An upload form used twice overwrites its key (S3's POST has no If-None-Match): the
-    record keeps the version it judged, which the versioned bucket keeps, and the second
-    write is logged, not judged or alerted again."""
+    """An upload form used twice overwrites its key (S3's POST has no If-None-Match). The
+    second photo is of another part: it is judged and alerted under an id of its own, and
+    the first record keeps the version it judged, which the versioned bucket keeps. A
+    redelivery of either write is recognised, not judged again."""
     import app
 
-    judged = _image(samples_dir, "anomaly")
+    from pipeline.ingest import object_refs, rewritten_image_id
+    from pipeline.uploads import parse_key
+
+    anomalies = sorted((samples_dir / "test" / "anomaly").glob("*.jpg"))
+    judged, second = anomalies[0].read_bytes(), anomalies[1].read_bytes()
     key = moto_stack.upload(judged)
     first_event = moto_stack.sqs_event_for(key)
     assert app.ingest(first_event, None) == {"batchItemFailures": []}
     _wait_for_executions(moto_stack, 1)
     assert len(_alerts(moto_stack)) == 1
 
-    moto_stack.upload(_image(samples_dir, "normal"), key=key)
-    assert app.ingest(moto_stack.sqs_event_for(key), None) == {"batchItemFailures": []}
+    moto_stack.upload(second, key=key)
+    second_event = moto_stack.sqs_event_for(key)
+    assert app.ingest(second_event, None) == {"batchItemFailures": []}
+    _wait_for_executions(moto_stack, 2)
+    [alert] = _alerts(moto_stack)
 
-    [item] = _records(moto_stack)
+    def version(event: dict[str, Any]) -> str:
+        return str(json.loads(event["Records"][0]["body"])["Records"][0]["s3"]["object"][
+            "versionId"])
+
+    upload_id = parse_key(key).upload_id  # type: ignore[union-attr]
+    items = {item["image_id"]["S"]: item for item in _records(moto_stack)}
+    rewritten = next(i for i in items if i != upload_id)
+    assert set(items) == {upload_id, rewritten}
+    assert items[upload_id]["image_version"]["S"] == version(first_event)
+    assert items[rewritten]["image_version"]["S"] == version(second_event)
+    assert items[rewritten]["s3_uri"] == items[upload_id]["s3_uri"]
+    assert items[rewritten]["status"]["S"] == "OK"
+    assert rewritten in alert["Message"]
     s3, bucket = moto_stack.client("s3"), moto_stack.info.images_bucket
-    version = item["image_version"]["S"]
-    assert json.loads(first_event["Records"][0]["body"])["Records"][0]["s3"]["object"][
-        "versionId"] == version
-    assert s3.get_object(Bucket=bucket, Key=key, VersionId=version)["Body"].read() == judged
-    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() != judged
-    assert "written again after it was judged" in caplog.text
+    assert s3.get_object(Bucket=bucket, Key=key,
+                         VersionId=version(first_event))["Body"].read() == judged
+    assert f"is judged as image {rewritten}" in caplog.text
+
+    # both writes delivered again: nothing new is judged, recorded or alerted
+    assert app.ingest(first_event, None) == {"batchItemFailures": []}
+    assert app.ingest(second_event, None) == {"batchItemFailures": []}
     assert len(moto_stack.client("stepfunctions").list_executions(
-        stateMachineArn=moto_stack.info.state_machine_arn)["executions"]) == 1
+        stateMachineArn=moto_stack.info.state_machine_arn)["executions"]) == 2
+    assert len(_records(moto_stack)) == 2
     assert _alerts(moto_stack) == []
+    [ref] = object_refs(second_event["Records"][0]["body"])
+    assert rewritten == rewritten_image_id(upload_id, ref)
