@@ -22,7 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import aws
-from pipeline.records import MalformedRecord, ResultRecord, iso
+from pipeline.records import UNISSUED, MalformedRecord, ResultRecord, iso
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,9 @@ def lake_projection(bucket: str, *, lines: Sequence[str],
     properties at query time, so no crawler, MSCK REPAIR or partition registration is
     ever needed as Firehose writes new days.
 
-    The line is an `enum` of the stack's configured lines. An `injected` line would cover
+    The line is an `enum` of the stack's configured lines, and of UNISSUED, the line of
+    keys the upload API did not issue (INVALID rows an audit wants). An `injected` line
+    would cover
     every line but fails any query without `lake_line = '...'`, which QuickSight never
     writes; so the rows of a line missing from `linesight:lines` (a token issued with
     `--unconfigured`) stay in S3 unseen by the table until the line is configured and
@@ -394,7 +396,7 @@ def lake_projection(bucket: str, *, lines: Sequence[str],
     return {
         "projection.enabled": "true",
         "projection.lake_line.type": "enum",
-        "projection.lake_line.values": ",".join(lines),
+        "projection.lake_line.values": ",".join(dict.fromkeys([*lines, UNISSUED])),
         "projection.lake_year.type": "date",
         "projection.lake_year.format": "yyyy",
         "projection.lake_year.range": lake_year_range(retention_days),

@@ -24,7 +24,14 @@ from pipeline import aws, workflow
 from pipeline.alerts import AlertDecision, AlertPolicy, decide
 from pipeline.detector import DetectionResult, Detector, InvalidImageError
 from pipeline.queries import get_result
-from pipeline.records import STATUS_INVALID, STATUS_OK, ResultRecord, parse_time, utc_now
+from pipeline.records import (
+    STATUS_INVALID,
+    STATUS_OK,
+    UNISSUED,
+    ResultRecord,
+    parse_time,
+    utc_now,
+)
 from pipeline.settings import Settings
 from pipeline.uploads import META_CAMERA, META_IMAGE, META_LINE, parse_key
 
@@ -148,8 +155,8 @@ def analyse(ref: ObjectRef, settings: Settings, detector: Detector,
     """Read the object, check its metadata, run the detector, store the heatmap. The
     record's id is `image_id`, by default `first_image_id(ref)`."""
     parts = parse_key(ref.key)
-    line_id = parts.line_id if parts else "unknown"
-    camera_id = parts.camera_id if parts else "unknown"
+    line_id = parts.line_id if parts else UNISSUED
+    camera_id = parts.camera_id if parts else UNISSUED
     image_id = image_id or first_image_id(ref)
     base = ResultRecord(
         image_id=image_id, line_id=line_id, camera_id=camera_id, s3_uri=ref.uri,

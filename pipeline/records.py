@@ -19,6 +19,9 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 STATUS_OK = "OK"
 STATUS_INVALID = "INVALID"
+# The line and camera of a result whose key the upload API did not issue (recorded INVALID,
+# `unexpected_key`): its key names no line or camera one can trust.
+UNISSUED = "unknown"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()

@@ -36,7 +36,8 @@ def test_the_local_stack_creates_the_lake_table(stack: ResultsStack) -> None:
     assert table["PartitionKeys"] == expected["PartitionKeys"]
     assert table["StorageDescriptor"] == expected["StorageDescriptor"]
     assert table["StorageDescriptor"]["Location"] == f"s3://{info.results_bucket}/lake/"
-    assert table["Parameters"]["projection.lake_line.values"].split(",") == list(info.lines)
+    assert table["Parameters"]["projection.lake_line.values"].split(",") == [*info.lines,
+                                                                           "unknown"]
 
 
 @pytest.mark.parametrize("stack_name", ["dev", "plant-a"])

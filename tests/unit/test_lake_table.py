@@ -114,10 +114,13 @@ def test_the_projected_location_is_where_firehose_writes(line: str, arrival: dat
 
 def test_the_line_projection_is_the_configured_lines() -> None:
     """An unconfigured line's rows stay in S3 outside the table until the line is
-    configured; an empty projection would be a table Athena refuses to query."""
+    configured; an empty projection would be a table Athena refuses to query. The rows of
+    keys the API did not issue (line `unknown`) are in it, for audits."""
     parameters = table()["Parameters"]
     assert parameters["projection.enabled"] == "true"
-    assert parameters["projection.lake_line.values"].split(",") == LINES
+    assert parameters["projection.lake_line.values"].split(",") == [*LINES, "unknown"]
+    assert table(lines=["unknown", "press-1"])["Parameters"][
+        "projection.lake_line.values"] == "unknown,press-1"
     with pytest.raises(AssertionError):
         projected_value(parameters, "lake_line", "unconfigured-line")
     with pytest.raises(ValueError, match="at least one line"):
