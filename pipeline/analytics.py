@@ -42,6 +42,11 @@ MANIFEST_KEY = "manifest.json"
 # with it: they are copies of its rows).
 ATHENA_RESULTS_PREFIX = "athena-results/"
 FIREHOSE_BATCH = 500  # put_record_batch takes at most 500 records per call
+# Tries of a row Firehose refuses, and the wait before the second (doubling after): the
+# waits add up to 1.75 s, past the next second boundary, since Firehose's throughput
+# limits are per second and a row retried within the same second is refused again.
+FIREHOSE_ATTEMPTS = 4
+FIREHOSE_BACKOFF_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,8 @@ def encode_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, bytes]]:
 
 
 def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]], *,
-              attempts: int = 3, backoff_seconds: float = 0.1) -> list[str]:
+              attempts: int = FIREHOSE_ATTEMPTS,
+              backoff_seconds: float = FIREHOSE_BACKOFF_SECONDS) -> list[str]:
     """Send (id, row) pairs to Firehose; return the ids of rows it still refused after
     `attempts` tries.
 

@@ -96,14 +96,17 @@ def test_refused_rows_are_re_sent_alone_and_then_succeed(firehose: Stubber,
 
 
 def _refuse_row_d_every_time(firehose: Stubber) -> list[dict[str, Any]]:
+    from pipeline.analytics import FIREHOSE_ATTEMPTS
+
     records = [_insert(c * 32, str(200 + i)) for i, c in enumerate("abcd")]
     firehose.add_response("put_record_batch", _put_response(
         None, "ServiceUnavailableException", None, "InternalFailure"),
         {"DeliveryStreamName": ANY, "Records": ANY})
     firehose.add_response("put_record_batch", _put_response(None, "InternalFailure"),
                           {"DeliveryStreamName": ANY, "Records": ANY})
-    firehose.add_response("put_record_batch", _put_response("InternalFailure"),
-                          {"DeliveryStreamName": ANY, "Records": ANY})
+    for _ in range(FIREHOSE_ATTEMPTS - 2):  # d alone, refused on every try left
+        firehose.add_response("put_record_batch", _put_response("InternalFailure"),
+                              {"DeliveryStreamName": ANY, "Records": ANY})
     return records
 
 
@@ -247,14 +250,14 @@ def test_more_rows_than_one_firehose_call_takes(firehose: Stubber, moto_stack: M
                                                 ) -> None:
     import app
 
-    from pipeline.analytics import FIREHOSE_BATCH
+    from pipeline.analytics import FIREHOSE_ATTEMPTS, FIREHOSE_BATCH
 
     records = [_insert(f"{i:032x}", str(1000 + i)) for i in range(FIREHOSE_BATCH + 3)]
     firehose.add_response("put_record_batch", _put_response(*[None] * FIREHOSE_BATCH),
                           {"DeliveryStreamName": ANY, "Records": ANY})
     firehose.add_response("put_record_batch", _put_response(None, "InternalFailure", None),
                           {"DeliveryStreamName": ANY, "Records": ANY})
-    for _ in range(2):  # the refused row alone, refused again on both retries
+    for _ in range(FIREHOSE_ATTEMPTS - 1):  # the refused row alone, refused on every retry
         firehose.add_response("put_record_batch", _put_response("InternalFailure"),
                               {"DeliveryStreamName": ANY, "Records": ANY})
     assert app.to_lake(_event(*records), None) == {"batchItemFailures": []}

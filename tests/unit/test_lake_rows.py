@@ -97,3 +97,22 @@ def test_a_filter_rule_the_handler_cannot_read_is_refused(monkeypatch: pytest.Mo
     monkeypatch.setattr(analytics, "LAKE_STREAM_FILTERS", ({"eventName": [{"prefix": "INS"}]},))
     with pytest.raises(ValueError, match="prefix"):
         analytics.is_lake_record({"eventName": "INSERT"})
+
+
+def test_refused_rows_are_retried_past_the_next_second(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Firehose's throughput limits are per second: retries that all fall within the
+    second that refused them would be refused again, and park the rows."""
+    waits: list[float] = []
+
+    class Refusing:
+        def put_record_batch(self, **call: Any) -> dict[str, Any]:
+            return {"FailedPutCount": len(call["Records"]),
+                    "RequestResponses": [{"ErrorCode": "ServiceUnavailableException"}
+                                         for _ in call["Records"]]}
+
+    monkeypatch.setattr(analytics.aws, "client", lambda service: Refusing())
+    monkeypatch.setattr(analytics.time, "sleep", waits.append)
+    assert analytics.send_rows("stream", [("r1", {"ImageId": "x"})]) == ["r1"]
+    assert len(waits) == analytics.FIREHOSE_ATTEMPTS - 1
+    assert sum(waits) > 1.0
