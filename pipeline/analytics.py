@@ -174,11 +174,14 @@ def _matches(pattern: Mapping[str, Any], data: Any) -> bool:
 
 
 def _allows(option: Any, present: bool, value: Any) -> bool:
+    # Lambda matches a rule only against a leaf: a value that is an object or a list is
+    # not there as far as `exists` or an equal value goes.
+    leaf = present and not isinstance(value, (Mapping, list))
     if isinstance(option, Mapping):
         if set(option) != {"exists"}:  # a rule this reader would get wrong: say so
             raise ValueError(f"filter rule {option!r} is not one is_lake_record reads")
-        return present == bool(option["exists"])
-    return present and value == option
+        return leaf == bool(option["exists"])
+    return leaf and value == option
 
 
 def row_from_image(image: Mapping[str, Any], region: str) -> dict[str, Any]:

@@ -116,3 +116,13 @@ def test_refused_rows_are_retried_past_the_next_second(monkeypatch: pytest.Monke
     assert analytics.send_rows("stream", [("r1", {"ImageId": "x"})]) == ["r1"]
     assert len(waits) == analytics.FIREHOSE_ATTEMPTS - 1
     assert sum(waits) > 1.0
+
+
+def test_exists_matches_leaves_only_as_lambda_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lambda reads `exists` of a leaf value: a pattern asking whether a map attribute
+    exists lets nothing through in AWS, so it must not pass records locally either."""
+    monkeypatch.setattr(analytics, "LAKE_STREAM_FILTERS",
+                        ({"dynamodb": {"NewImage": {"review": [{"exists": True}]}}},))
+    review = {"M": {"label": {"S": "normal"}}}
+    assert not analytics.is_lake_record({"dynamodb": {"NewImage": {"review": review}}})
+    assert analytics.is_lake_record({"dynamodb": {"NewImage": {"review": "a leaf"}}})

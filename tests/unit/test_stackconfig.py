@@ -170,6 +170,8 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     ({"silentCameraMinutes": True}, "silentCameraMinutes"),
     ({"lines": [{**LINE, "silentCameraMinutes": "half an hour"}]},
      "lines[line-1].silentCameraMinutes"),
+    # the line the lake gives uploads whose key the API did not issue
+    ({"lines": [{**LINE, "id": "unknown"}]}, "lines[0].id"),
 ])
 def test_bad_config_names_the_key(values: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as error:

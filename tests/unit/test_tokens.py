@@ -79,7 +79,9 @@ def test_only_a_salted_hash_and_the_scope_are_stored(table: str) -> None:
 
 
 @pytest.mark.parametrize("line, camera", [("../line", "cam-1"), ("line-1", "cam/1"),
-                                          ("", "cam-1")])
+                                          ("", "cam-1"),
+                                          # the line of keys the API did not issue
+                                          ("unknown", "cam-1")])
 def test_a_token_is_only_scoped_to_ids_the_upload_api_accepts(table: str, line: str,
                                                                camera: str) -> None:
     from pipeline.uploads import UploadRequestError
