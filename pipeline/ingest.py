@@ -327,7 +327,10 @@ def recorded_as(ref: ObjectRef, settings: Settings,
     Other bytes written to the key of a recorded upload (an upload form used twice: S3's
     POST has no If-None-Match) are another photo, of another part: it is judged under an
     id of its own (`rewritten_image_id`), and the first record keeps the version it
-    judged, which the versioned bucket keeps."""
+    judged, which the versioned bucket keeps. Two writes handled at once, in different
+    invocations, both read no record and both take the upload id: the workflow's
+    conditional put keeps one, and the other is not recorded (its execution ends in
+    AlreadyRecorded). Closing that needs the id claimed atomically before detection."""
     image_id = first_image_id(ref)
     record = _stored(image_id, settings, recorded)
     if record is not None and record.idempotency_key != ref.idempotency_key:
