@@ -23,6 +23,17 @@ STATUS_INVALID = "INVALID"
 # `unexpected_key`): its key names no line or camera one can trust.
 UNISSUED = "unknown"
 
+
+def reserved_line(line_id: str) -> str:
+    """Why `line_id` cannot name a configured line or a token's line, or "" if it can.
+
+    >>> reserved_line("line-1"), reserved_line("unknown")[:22]
+    ('', "'unknown' is reserved:")
+    """
+    if line_id != UNISSUED:
+        return ""
+    return f"{UNISSUED!r} is reserved: it is the line of uploads whose key the API did not issue"
+
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 

@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.alarms import PERIOD_SECONDS, silent_camera_alarm_name
 from pipeline.analytics import Buffering
 from pipeline.dashboard import dashboard_body
-from pipeline.records import UNISSUED
+from pipeline.records import reserved_line
 from pipeline.settings import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_IMAGE_EXTENSIONS,
@@ -646,9 +646,8 @@ def _lines(value: Any, default_rate: float, default_silence: int) -> tuple[LineC
         line_id = entry.get("id")
         if not isinstance(line_id, str) or not _ID.match(line_id):
             raise ConfigError(f"{where}.id", f"must be {_ID_RULE}, got {line_id!r}")
-        if line_id == UNISSUED:
-            raise ConfigError(f"{where}.id", f"{UNISSUED!r} is reserved: it is the line of "
-                              "uploads whose key the API did not issue")
+        if reserved := reserved_line(line_id):
+            raise ConfigError(f"{where}.id", reserved)
         where = f"lines[{line_id}]"
         if any(line.id == line_id for line in lines):
             raise ConfigError(f"{where}.id", "two lines have this id")

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import aws
-from pipeline.records import UNISSUED, iso, parse_time, utc_now
+from pipeline.records import iso, parse_time, reserved_line, utc_now
 from pipeline.uploads import UploadRequestError, validate_id
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,8 @@ def create_token(table: str, line_id: str, camera_id: str, *,
     never stored and cannot be shown again. The scope must be IDs the upload API accepts."""
     line_id = validate_id(line_id, "line_id")
     camera_id = validate_id(camera_id, "camera_id")
-    if line_id == UNISSUED:
-        raise UploadRequestError(f"line_id {UNISSUED!r} is reserved: it is the line of "
-                                 "uploads whose key the API did not issue")
+    if reserved := reserved_line(line_id):
+        raise UploadRequestError(f"line_id {reserved}")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)

@@ -310,10 +310,10 @@ class StreamPoller(threading.Thread):
             if len(gathered) < self.batch_size:
                 response = self.streams.get_records(ShardIterator=iterator,
                                                     Limit=self.batch_size - len(gathered))
-                fresh = [record for record in (self._record(r)
-                                               for r in response.get("Records", [])
-                                               if not self._seen(r.get("eventID", "")))
-                         if self.record_filter is None or self.record_filter(record)]
+                fresh = [self._record(r) for r in response.get("Records", [])
+                         if not self._seen(r.get("eventID", ""))]
+                if self.record_filter:
+                    fresh = [record for record in fresh if self.record_filter(record)]
                 if fresh and not gathered:
                     self._gathering_since[shard_id] = time.monotonic()
                 gathered.extend(fresh)
