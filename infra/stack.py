@@ -78,19 +78,20 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
     alerting = Alerting(p, AlertingArgs(
         prefix=p, subscriptions=config.subscriptions(), account_id=account_id,
         partition=partition))
+    ingest = Ingest(p, IngestArgs(
+        prefix=p, images_bucket=storage.images.bucket.id,
+        images_bucket_arn=storage.images.bucket.arn,
+        image_extensions=config.image_extensions, account_id=account_id))
     workflow = Workflow(p, WorkflowArgs(
         prefix=p, workflow_type=config.workflow_type, table_name=storage.table.name,
         table_arn=storage.table.arn, topic_arn=alerting.topic.arn,
-        topic_key_arn=alerting.key.arn, account_id=account_id, partition=partition))
+        topic_key_arn=alerting.key.arn, ingest_queue_url=ingest.queue.url,
+        ingest_queue_arn=ingest.queue.arn, account_id=account_id, partition=partition))
     analytics = Analytics(p, AnalyticsArgs(
         prefix=p, results_bucket=storage.results.bucket.bucket,
         results_bucket_arn=storage.results.bucket.arn, buffering=config.buffering,
         account_id=account_id, region=region, partition=partition,
         lines=tuple(config.line_cameras), retention_days=config.results_retention_days))
-    ingest = Ingest(p, IngestArgs(
-        prefix=p, images_bucket=storage.images.bucket.id,
-        images_bucket_arn=storage.images.bucket.arn,
-        image_extensions=config.image_extensions, account_id=account_id))
 
     model_uri = storage.model_uri if storage.model_uri is not None else config.detector.model_uri
     environment = pulumi.Output.all(

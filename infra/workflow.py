@@ -1,5 +1,6 @@
 """The workflow: the Step Functions state machine from `pipeline.workflow` (the local stack
-runs the same ASL), its failure queue, its log group and its role.
+runs the same ASL), its failure queue, its log group and its role. The role may also read
+a record and send to the ingest queue: a photo that lost its id to another is sent back.
 
 Logging goes to a log group under /aws/vendedlogs/ (the destination ARN needs the `:*`
 suffix) and every execution is traced with X-Ray.
@@ -28,15 +29,19 @@ class WorkflowArgs:
     table_arn: pulumi.Input[str]
     topic_arn: pulumi.Input[str]
     topic_key_arn: pulumi.Input[str]
+    ingest_queue_url: pulumi.Input[str]
+    ingest_queue_arn: pulumi.Input[str]
     account_id: pulumi.Input[str]
     partition: pulumi.Input[str]
 
 
 def role_statements(*, table_arn: pulumi.Input[str], topic_arn: pulumi.Input[str],
-                    topic_key_arn: pulumi.Input[str],
-                    failure_queue_arn: pulumi.Input[str]) -> list[iam.Statement]:
+                    topic_key_arn: pulumi.Input[str], failure_queue_arn: pulumi.Input[str],
+                    ingest_queue_arn: pulumi.Input[str]) -> list[iam.Statement]:
     return [
         iam.allow(["dynamodb:PutItem"], [table_arn], sid="RecordResult"),
+        iam.allow(["dynamodb:GetItem"], [table_arn], sid="ReadRecord"),
+        iam.allow(["sqs:SendMessage"], [ingest_queue_arn], sid="RequeueUpload"),
         iam.allow(["sns:Publish"], [topic_arn], sid="PublishAlert"),
         iam.allow(["kms:GenerateDataKey*", "kms:Decrypt"], [topic_key_arn],
                   sid="EncryptedTopic"),
@@ -72,13 +77,16 @@ class Workflow(pulumi.ComponentResource):
             description="LineSight workflow: record results, publish alerts",
             statements=role_statements(table_arn=args.table_arn, topic_arn=args.topic_arn,
                                        topic_key_arn=args.topic_key_arn,
-                                       failure_queue_arn=self.failure_queue.arn),
+                                       failure_queue_arn=self.failure_queue.arn,
+                                       ingest_queue_arn=args.ingest_queue_arn),
             trust_condition={"StringEquals": {"aws:SourceAccount": args.account_id}},
             parent=self)
         definition = pulumi.Output.all(
-            args.table_name, args.topic_arn, self.failure_queue.url, args.partition,
+            args.table_name, args.topic_arn, self.failure_queue.url, args.ingest_queue_url,
+            args.partition,
         ).apply(lambda v: json.dumps(state_machine_definition(
-            table_name=v[0], topic_arn=v[1], failure_queue_url=v[2], partition=v[3])))
+            table_name=v[0], topic_arn=v[1], failure_queue_url=v[2], ingest_queue_url=v[3],
+            partition=v[4])))
         self.state_machine = aws.sfn.StateMachine(
             f"{p}-workflow",
             type=args.workflow_type,

@@ -5,7 +5,8 @@ Three queues hold what the pipeline could not finish:
 - `ingest`: S3 notifications the ingest handler failed on `maxReceiveCount` times (the
   queue's redrive policy). Redrive: back to the ingest queue.
 - `workflow`: the input of an execution that failed after its retries (the state
-  machine's Catch). Redrive: a record that was never stored gets a new execution; a
+  machine's Catch). Redrive: a record that was never stored, or whose id another photo
+  holds (the workflow then sends it back to the ingest queue), gets a new execution; a
   stored record whose alert failed (`alert_error`), or that this execution's put stored
   though it was answered with an error (its writer token), gets its alert published,
   once: the record is marked when it is (`workflow.ALERT_REDRIVEN`), so a message that
@@ -330,9 +331,9 @@ class WorkflowTargets:
 
 def redrive_workflow(sqs: Any, failure_url: str, targets: WorkflowTargets, *, sfn: Any,
                      ddb: Any, sns: Any, limit: int = 1000) -> RedriveResult:
-    """Finish what each failed execution could not: a record that was never stored gets a
-    new execution (its conditional put keeps it exactly-once); a stored record whose alert
-    failed gets the alert published."""
+    """Finish what each failed execution could not: a record that was never stored, or
+    whose id another photo holds, gets a new execution (its conditional put keeps it
+    exactly-once); a stored record whose alert failed gets the alert published."""
     result = RedriveResult()
     for message in _without_poison(sqs, failure_url, "workflow", result, receive_all(
             sqs, failure_url, limit=limit, visibility_timeout=REDRIVE_VISIBILITY_SECONDS)):
@@ -355,11 +356,15 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
     alert = state["alert"]
     stored = ddb.get_item(TableName=targets.table, Key={"image_id": {"S": record.image_id}},
                           ConsistentRead=True, ProjectionExpression=(
-                              f"image_id, {workflow.WRITER}, {workflow.ALERT_REDRIVEN}")
-                          ).get("Item")
-    if stored is None:
-        payload = workflow.with_writer({name: state[name] for name in ("item", "record",
-                                                                       "alert")})
+                              f"image_id, idempotency_key, {workflow.WRITER}, "
+                              f"{workflow.ALERT_REDRIVEN}")).get("Item")
+    # A record of another photo under this id (an upload form used twice): the new
+    # execution's put is refused, and it sends this photo back to be judged on its own.
+    other_photo = (stored is not None and
+                   stored.get("idempotency_key", {}).get("S") != record.idempotency_key)
+    if stored is None or other_photo:
+        payload = workflow.with_writer({name: state[name] for name in (
+            "item", "record", "alert", workflow.REQUEUE) if name in state})
         name = f"{record.idempotency_key[:40]}-redrive-{uuid.uuid4().hex[:12]}"
         sfn.start_execution(stateMachineArn=targets.state_machine_arn, name=name,
                             input=json.dumps(payload))

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,6 +29,7 @@ from pipeline.records import (
     STATUS_OK,
     UNISSUED,
     ResultRecord,
+    iso,
     parse_time,
     utc_now,
 )
@@ -100,6 +101,23 @@ def object_refs(message_body: str) -> Iterator[ObjectRef]:
             raise ValueError(f"record {index} of the S3 event notification is malformed: "
                              f"{type(exc).__name__}: {exc}") from None
         yield ref
+
+
+def notification_body(ref: ObjectRef) -> str:
+    """The S3 ObjectCreated notification of `ref`, as the ingest queue carries it: what
+    the workflow sends back to be judged again (`pipeline.workflow.REQUEUE`).
+
+    >>> ref = ObjectRef("b", "line 1/a+b.jpg", "e", 5, parse_time("2026-11-25T10:00:00Z"), "v")
+    >>> list(object_refs(notification_body(ref))) == [ref]
+    True
+    """
+    return json.dumps({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "eventTime": iso(ref.event_time),
+        "s3": {"bucket": {"name": ref.bucket},
+               "object": {"key": quote_plus(ref.key), "size": ref.size, "eTag": ref.etag,
+                          **({"versionId": ref.version_id} if ref.version_id else {})}},
+    }]})
 
 
 # A batch starts no further message once the function has less than this left: the rest
@@ -219,33 +237,53 @@ def alert_policy(settings: Settings, line_id: str) -> AlertPolicy:
                        alert_on_invalid=settings.alert_on_invalid)
 
 
-def execution_input(record: ResultRecord, alert: AlertDecision) -> dict[str, Any]:
-    """One execution's input (`pipeline.workflow`), with a writer token of its own."""
+def execution_input(record: ResultRecord, alert: AlertDecision, ref: ObjectRef
+                    ) -> dict[str, Any]:
+    """One execution's input (`pipeline.workflow`), with a writer token of its own and
+    the upload's notification, for the workflow to send back if another photo took the
+    record's id first."""
     return workflow.with_writer({
         "item": record.to_item(),
         "record": record.to_json(),
         "alert": {"send": alert.send, "reason": alert.reason or "none",
                   "subject": alert.subject, "message": alert.message,
                   "line_id": record.line_id},
+        workflow.REQUEUE: notification_body(ref),
     })
 
 
-def start_workflow(record: ResultRecord, settings: Settings) -> Outcome:
-    """Start the workflow, named by the idempotency key. A name that already ran
-    (STANDARD workflows keep names for 90 days) is a duplicate delivery, not an error."""
+def execution_name(image_id: str, ref: ObjectRef) -> str:
+    """The upload's idempotency key; for a photo judged under a rewritten id, the key and
+    that id (80 characters, Step Functions' limit). A photo the workflow sent back after
+    losing its id (`pipeline.workflow`) already ran under the bare key, which a STANDARD
+    workflow would refuse for 90 days.
+
+    >>> ref = ObjectRef("b", "line-1/cam-1/2026/11/25/" + "a" * 32 + ".jpg", "e", 1, utc_now())
+    >>> execution_name("a" * 32, ref) == ref.idempotency_key
+    True
+    >>> len(execution_name(rewritten_image_id("a" * 32, ref), ref))
+    80
+    """
+    if image_id == first_image_id(ref):
+        return ref.idempotency_key
+    return f"{ref.idempotency_key[:47]}-{image_id}"
+
+
+def start_workflow(record: ResultRecord, ref: ObjectRef, settings: Settings) -> Outcome:
+    """Start the workflow, named by `execution_name`. A name that already ran (STANDARD
+    workflows keep names for 90 days) is a duplicate delivery, not an error."""
     alert = decide(record, alert_policy(settings, record.line_id))
     record = record.with_changes(alert_reason=alert.reason)
-    payload = execution_input(record, alert)
+    payload = execution_input(record, alert, ref)
+    name = execution_name(record.image_id, ref)
     try:
         aws.client("stepfunctions").start_execution(
-            stateMachineArn=settings.state_machine_arn,
-            name=record.idempotency_key,
-            input=json.dumps(payload))
+            stateMachineArn=settings.state_machine_arn, name=name, input=json.dumps(payload))
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
             raise
-        return Outcome(record, alert, record.idempotency_key, duplicate=True)
-    return Outcome(record, alert, record.idempotency_key)
+        return Outcome(record, alert, name, duplicate=True)
+    return Outcome(record, alert, name)
 
 
 @dataclass
@@ -308,7 +346,7 @@ def process(ref: ObjectRef, settings: Settings, detector: Detector,
         image_id, previous = recorded_as(ref, settings, recorded)
         if previous is not None:
             return previous
-        outcome = start_workflow(analyse(ref, settings, detector, image_id), settings)
+        outcome = start_workflow(analyse(ref, settings, detector, image_id), ref, settings)
     except Exception as exc:
         note_failure(ref, exc)
         raise
@@ -329,8 +367,8 @@ def recorded_as(ref: ObjectRef, settings: Settings,
     id of its own (`rewritten_image_id`), and the first record keeps the version it
     judged, which the versioned bucket keeps. Two writes handled at once, in different
     invocations, both read no record and both take the upload id: the workflow's
-    conditional put keeps one, and the other is not recorded (its execution ends in
-    AlreadyRecorded). Closing that needs the id claimed atomically before detection."""
+    conditional put keeps one, and sends the other's notification back to the ingest
+    queue, where this finds the first record and gives it an id of its own."""
     image_id = first_image_id(ref)
     record = _stored(image_id, settings, recorded)
     if record is not None and record.idempotency_key != ref.idempotency_key:
@@ -343,8 +381,8 @@ def recorded_as(ref: ObjectRef, settings: Settings,
                         first.image_version or "unversioned")
     if record is None:
         return image_id, None
-    return image_id, Outcome(record, AlertDecision(send=False), ref.idempotency_key,
-                             duplicate=True)
+    return image_id, Outcome(record, AlertDecision(send=False),
+                             execution_name(image_id, ref), duplicate=True)
 
 
 def _stored(image_id: str, settings: Settings, recorded: Recorded | None

@@ -5,7 +5,8 @@ engine. Pulumi deploys it, the local stack provisions it, tests assert on it.
 
 Execution input (built by `pipeline.ingest.execution_input`):
     {"item": <typed DynamoDB item>, "record": <record JSON>, "alert": {"send", "reason",
-     "subject", "message", "line_id"}, "written_by": <this start's token>}
+     "subject", "message", "line_id"}, "written_by": <this start's token>,
+     "requeue": <the upload's S3 notification, as the ingest queue carries it>}
 
 Exactly-once outcomes: the putItem is conditional, and only the execution that wrote the
 record goes on to alert; a duplicate delivery ends in `AlreadyRecorded` without an alert.
@@ -24,6 +25,15 @@ lost: a token minted in each run would have ended a second run that followed a f
 one dead between its put and its alert in `AlreadyRecorded`, with no alert and no trace.
 The put also requires that nobody has reviewed the record yet (`REVIEW`), so such a run
 can never wipe a person's verdict.
+
+A put refused by its condition is not always a duplicate. Two different photos written
+through one upload form and handled at once, in different invocations, both take the
+upload's id (`pipeline.ingest.recorded_as`); the put keeps the first. So a refused put
+reads the stored record (`ReadRecord`): if it holds this upload (same idempotency key),
+the execution ends in `AlreadyRecorded`; if it holds another photo, or is gone, the
+execution sends the upload's S3 notification (`requeue` in its input) back to the ingest
+queue (`RequeueUpload`), where it is judged under an id of its own. A photo is never
+lost to that race; it is detected twice, and counted twice in the metrics.
 """
 
 from __future__ import annotations
@@ -94,8 +104,14 @@ def with_writer(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "item": {**payload["item"], WRITER: {"S": writer}}, WRITER: writer}
 
 
+# The execution input key holding the upload's S3 notification, for `RequeueUpload`.
+REQUEUE = "requeue"
+# Where `ReadRecord` puts the stored record's idempotency key (a DynamoDB GetItem answer).
+STORED_KEY_PATH = "$.stored.Item.idempotency_key.S"
+
+
 def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_url: str,
-                             partition: str) -> dict[str, Any]:
+                             ingest_queue_url: str, partition: str) -> dict[str, Any]:
     """The ASL document for one environment (the same for EXPRESS and STANDARD).
     `partition` is the AWS partition's ARN prefix (`aws-cn`, `aws-us-gov` outside the
     commercial regions), which the service integrations' resource ARNs carry."""
@@ -118,10 +134,48 @@ def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_u
                 "Retry": _retry(*DYNAMODB_RETRYABLE),
                 "Catch": [
                     {"ErrorEquals": [CONDITIONAL_CHECK_FAILED], "ResultPath": None,
-                     "Next": "AlreadyRecorded"},
+                     "Next": "ReadRecord"},
                     _to_failure_queue(),
                 ],
                 "Next": "ShouldAlert",
+            },
+            # The put was refused: is the stored record this upload's, or another photo's?
+            "ReadRecord": {
+                "Type": "Task",
+                "Resource": states + "dynamodb:getItem",
+                "Parameters": {
+                    "TableName": table_name,
+                    "Key": {"image_id": {"S.$": "$.record.image_id"}},
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "idempotency_key",
+                },
+                "ResultPath": "$.stored",
+                "Retry": _retry(*DYNAMODB_RETRYABLE),
+                "Catch": [_to_failure_queue()],
+                "Next": "SameUpload",
+            },
+            "SameUpload": {
+                "Type": "Choice",
+                "Choices": [
+                    {"Variable": STORED_KEY_PATH, "IsPresent": False,
+                     "Next": "RequeueUpload"},
+                    {"Variable": STORED_KEY_PATH,
+                     "StringEqualsPath": "$.record.idempotency_key",
+                     "Next": "AlreadyRecorded"},
+                ],
+                "Default": "RequeueUpload",
+            },
+            "RequeueUpload": {
+                "Type": "Task",
+                "Resource": states + "sqs:sendMessage",
+                "Parameters": {
+                    "QueueUrl": ingest_queue_url,
+                    "MessageBody.$": f"$.{REQUEUE}",
+                },
+                "ResultPath": None,
+                "Retry": _retry("States.ALL"),
+                "Catch": [_to_failure_queue()],
+                "Next": "Requeued",
             },
             "ShouldAlert": {
                 "Type": "Choice",
@@ -164,6 +218,7 @@ def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_u
             "Failed": {"Type": "Fail", "Error": "LineSight.WorkflowFailed",
                        "Cause": "The input was sent to the failure queue."},
             "AlreadyRecorded": {"Type": "Succeed"},
+            "Requeued": {"Type": "Succeed"},
             "Recorded": {"Type": "Succeed"},
             "Alerted": {"Type": "Succeed"},
         },

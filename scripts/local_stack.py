@@ -410,7 +410,7 @@ class LocalStack:
 
         definition = workflow.state_machine_definition(
             table_name=names.table, topic_arn=topic_arn, failure_queue_url=failure_url,
-            partition="aws")  # the emulator's, as in the ARNs above
+            ingest_queue_url=queue_url, partition="aws")  # the emulator's, as in the ARNs above
         state_machine_arn = sfn.create_state_machine(
             name=names.state_machine, definition=json.dumps(definition), roleArn=role_arn,
             type=topo.workflow_type)["stateMachineArn"]

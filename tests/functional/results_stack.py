@@ -19,6 +19,7 @@ import boto3
 import pytest
 from PIL import Image, ImageDraw
 
+from pipeline.ingest import ObjectRef
 from pipeline.records import ResultRecord
 from tests.conftest import REGION, _reset_caches
 
@@ -70,7 +71,13 @@ def record(info: Any, index: int, *, line: str = "line-1", camera: str = "cam-1"
         score=(0.8 if anomalous else 0.2) if status == "OK" else 0.0, threshold=0.5,
         model_version="m-test", alert_reason="anomalous" if anomalous else "",
         reason="" if status == "OK" else "not_an_image: the file is HTML")
-    return base.with_changes(**changes)
+    return base.with_changes(idempotency_key=upload_ref(base).idempotency_key, **changes)
+
+
+def upload_ref(record: ResultRecord) -> ObjectRef:
+    """The S3 object `record` judged, as its notification names it (the etag made up)."""
+    bucket, key = record.s3_uri.removeprefix("s3://").split("/", 1)
+    return ObjectRef(bucket, key, f"etag-{record.image_id}", 1000, record.captured_at)
 
 
 @contextmanager

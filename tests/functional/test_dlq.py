@@ -21,6 +21,7 @@ from tests.functional.conftest import (
     sqs_message,
     wait_until_idle,
 )
+from tests.functional.results_stack import upload_ref
 
 
 def _anomaly(samples_dir: Path) -> bytes:
@@ -370,7 +371,8 @@ def _workflow_failure(image_id: str, cause: str) -> str:
 
     at = parse_time("2026-11-24T10:00:00+00:00")
     record = ResultRecord(image_id, "line-1", "cam-1", f"s3://b/{image_id}.jpg", at, at, "OK")
-    return json.dumps(ingest.execution_input(record, AlertDecision(send=False))
+    return json.dumps(ingest.execution_input(record, AlertDecision(send=False),
+                                             upload_ref(record))
                       | {"error": {"Error": "States.TaskFailed", "Cause": cause}})
 
 

@@ -150,7 +150,7 @@ def test_concurrent_deliveries_race_to_one_record(moto_stack: MotoStack,
     sfn = moto_stack.client("stepfunctions")
     for name in ("racer-a", "racer-b"):  # two deliveries: each start has its own writer
         payload = json.dumps(ingest.execution_input(record.with_changes(
-            alert_reason=alert.reason), alert))
+            alert_reason=alert.reason), alert, ref))
         sfn.start_execution(stateMachineArn=moto_stack.info.state_machine_arn, name=name,
                             input=payload)
 
@@ -159,6 +159,104 @@ def test_concurrent_deliveries_race_to_one_record(moto_stack: MotoStack,
                      for e in done)
     assert endings == [False, True]
     _assert_exactly_once(moto_stack)
+
+
+def _one_form_used_twice(stack: MotoStack, samples_dir: Path) -> tuple[str, list[Any]]:
+    """Two photos written through one upload form: the key and both writes' refs. The
+    ingest queue is emptied of the bucket's own notifications of them."""
+    from pipeline import ingest
+    from pipeline.uploads import parse_key
+
+    anomalies = sorted((samples_dir / "test" / "anomaly").glob("*.jpg"))
+    key = stack.upload(anomalies[0].read_bytes())
+    bodies = [sqs_message(stack, key)["body"]]
+    stack.upload(anomalies[1].read_bytes(), key=key)
+    bodies.append(sqs_message(stack, key)["body"])
+    stack.client("sqs").purge_queue(QueueUrl=stack.info.queue_url)
+    upload_id = parse_key(key).upload_id  # type: ignore[union-attr]
+    return upload_id, [ref for body in bodies for ref in ingest.object_refs(body)]
+
+
+def _ingest_requeued(stack: MotoStack, expected: Any) -> None:
+    """Hand what the workflow sent back to the ingest queue to the ingest handler."""
+    import app
+
+    from pipeline import ingest
+
+    sqs, queue_url = stack.client("sqs"), stack.info.queue_url
+    [message] = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert list(ingest.object_refs(message["Body"])) == [expected]
+    assert app.ingest({"Records": [{"messageId": message["MessageId"], "receiptHandle":
+                                    message["ReceiptHandle"], "body": message["Body"]}]},
+                      None) == {"batchItemFailures": []}
+    wait_until_idle(stack)
+
+
+def test_two_photos_through_one_form_at_once_are_both_recorded(moto_stack: MotoStack,
+                                                                samples_dir: Path) -> None:
+    """An upload form used twice, its two writes handled at once in different invocations:
+    both read no record, so both are judged under the upload's id. The workflow keeps the
+    first put and sends the other photo's notification back to the ingest queue, where it
+    is judged under an id of its own: two records, two alerts, nothing lost."""
+    from pipeline import ingest
+    from pipeline.detector import load_detector
+    from pipeline.settings import current
+
+    upload_id, refs = _one_form_used_twice(moto_stack, samples_dir)
+    settings = current()
+    detector = load_detector(settings.detector_backend, settings.model_uri)
+    for ref in refs:  # each invocation read "no record" before the other's put
+        ingest.process(ref, settings, detector, ingest.Recorded({upload_id: None}))
+    done = wait_for_executions(moto_stack, 2)
+    endings = sorted(history_states(moto_stack, e["executionArn"])[-1] for e in done)
+    assert endings == ["Alerted", "Requeued"]
+    [winner] = records(moto_stack)
+    [loser] = [ref for ref in refs if ref.idempotency_key != winner["idempotency_key"]["S"]]
+
+    _ingest_requeued(moto_stack, loser)
+    items = {item["image_id"]["S"]: item for item in records(moto_stack)}
+    rewritten = ingest.rewritten_image_id(upload_id, loser)
+    assert set(items) == {upload_id, rewritten}
+    assert items[rewritten]["image_version"]["S"] == loser.version_id
+    assert items[upload_id]["image_version"]["S"] != loser.version_id
+    assert len(alerts(moto_stack)) == 2
+
+
+def test_a_parked_photo_whose_id_another_took_is_sent_back_by_the_redrive(
+        moto_stack: MotoStack, samples_dir: Path) -> None:
+    """The second photo's execution failed (its input parked on the failure queue) while
+    the first photo was recorded under the upload's id: the redrive's execution finds
+    another photo's record and sends this one back to be judged on its own."""
+    import app
+
+    from pipeline import dlq, ingest
+    from pipeline.detector import load_detector
+    from pipeline.settings import current
+
+    upload_id, (first, second) = _one_form_used_twice(moto_stack, samples_dir)
+    assert app.ingest({"Records": [{"messageId": "first", "receiptHandle": "r", "body":
+                                    ingest.notification_body(first)}]}, None) == {
+        "batchItemFailures": []}
+    wait_until_idle(moto_stack)
+    settings = current()
+    record = ingest.analyse(second, settings, load_detector(
+        settings.detector_backend, settings.model_uri), upload_id)
+    alert = ingest.decide(record, ingest.alert_policy(settings, record.line_id))
+    info, client = moto_stack.info, moto_stack.client
+    client("sqs").send_message(QueueUrl=info.failure_queue_url, MessageBody=json.dumps(
+        ingest.execution_input(record, alert, second)
+        | {"error": {"Error": "DynamoDB.ProvisionedThroughputExceededException"}}))
+
+    result = dlq.redrive_workflow(
+        client("sqs"), info.failure_queue_url,
+        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
+        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"))
+    assert (result.moved, result.executions_started) == (1, 1)
+    wait_until_idle(moto_stack)
+    _ingest_requeued(moto_stack, second)
+    assert {item["image_id"]["S"] for item in records(moto_stack)} == {
+        upload_id, ingest.rewritten_image_id(upload_id, second)}
+    assert len(alerts(moto_stack)) == 2
 
 
 def test_the_lake_gets_one_row_per_insert_only(moto_stack: MotoStack,

@@ -21,7 +21,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.functional.results_stack import ResultsStack, jpeg, record, results_stack
+from tests.functional.results_stack import (
+    ResultsStack,
+    jpeg,
+    record,
+    results_stack,
+    upload_ref,
+)
 from tests.infra.conftest import Deployed
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -93,8 +99,9 @@ def _dead_letters(stack: ResultsStack) -> None:
     policy = AlertPolicy(confidence_threshold=0.5, alert_on_invalid=True)
     never_stored = record(info, 40, anomalous=True)
     stored = stack.put(record(info, 41, anomalous=True))
-    for state in (ingest.execution_input(never_stored, decide(never_stored, policy)),
-                  {**ingest.execution_input(stored, decide(stored, policy)),
+    for state in (ingest.execution_input(never_stored, decide(never_stored, policy),
+                                         upload_ref(never_stored)),
+                  {**ingest.execution_input(stored, decide(stored, policy), upload_ref(stored)),
                    "alert_error": {"Error": "SNS.ThrottledException"}}):
         sqs.send_message(QueueUrl=info.failure_queue_url, MessageBody=json.dumps(state))
     analytics.park_rows(info.lake_failure_queue_url, [analytics.lake_row(record(info, 42),

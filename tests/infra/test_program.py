@@ -207,7 +207,8 @@ def test_state_machine_is_the_pipeline_definition(d: Deployed) -> None:
     assert json.loads(machine["definition"]) == state_machine_definition(
         table_name=d.one("dynamodb/table:Table", prefixed(d, "results")).props["name"],
         topic_arn=d.one("sns/topic:Topic").props["arn"],
-        failure_queue_url=queue(d, "workflow-failures")["url"], partition="aws")
+        failure_queue_url=queue(d, "workflow-failures")["url"],
+        ingest_queue_url=queue(d, "ingest")["url"], partition="aws")
     assert machine["type"] == d.config.workflow_type
     log_group = d.one("cloudwatch/logGroup:LogGroup", prefixed(d, "workflow")).props
     assert machine["loggingConfiguration"]["logDestination"] == log_group["arn"] + ":*"
@@ -536,6 +537,22 @@ def test_ingest_role_covers_what_the_ingest_step_calls(d: Deployed) -> None:
     # an upload deleted before it was read is a 404 only with ListBucket (a 403 without)
     assert ("s3:ListBucket", bucket) in granted
     assert ("dynamodb:PutItem", results) not in granted  # only the workflow writes records
+
+
+def test_workflow_role_covers_what_the_state_machine_calls(d: Deployed) -> None:
+    """Each service integration of the definition, on this stack's resources only."""
+    results = d.one("dynamodb/table:Table", prefixed(d, "results")).props["arn"]
+    granted = {(action, resource) for statement in policies(d)[prefixed(d, "workflow")]
+               for action in statement["Action"] for resource in statement["Resource"]
+               if resource != "*"}
+    assert {action for action, _ in granted} >= {
+        "dynamodb:PutItem", "dynamodb:GetItem", "sns:Publish", "sqs:SendMessage"}
+    # a refused put reads the record, and sends a photo that lost its id back to ingest
+    assert {("dynamodb:PutItem", results), ("dynamodb:GetItem", results),
+            ("sqs:SendMessage", queue(d, "ingest")["arn"]),
+            ("sqs:SendMessage", queue(d, "workflow-failures")["arn"])} <= granted
+    assert {resource for action, resource in granted if action == "sqs:SendMessage"} == {
+        queue(d, "ingest")["arn"], queue(d, "workflow-failures")["arn"]}
 
 
 def test_the_operator_policy_stays_on_this_stacks_resources(d: Deployed) -> None:

@@ -133,7 +133,7 @@ def _definition() -> str:
 
     return json.dumps(state_machine_definition(
         table_name="t", topic_arn="arn:aws:sns:us-east-1:123456789012:a",
-        failure_queue_url="https://sqs/q", partition="aws"))
+        failure_queue_url="https://sqs/q", ingest_queue_url="https://sqs/i", partition="aws"))
 
 
 def test_a_definition_is_parsed_once_and_evaluated_with_fresh_components(

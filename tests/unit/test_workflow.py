@@ -6,25 +6,27 @@ from pipeline.workflow import CONDITIONAL_CHECK_FAILED, state_machine_definition
 
 DEFINITION = state_machine_definition(table_name="results", topic_arn="arn:aws:sns:r:1:t",
                                       failure_queue_url="https://sqs/1/failures",
-                                      partition="aws")
+                                      ingest_queue_url="https://sqs/1/ingest", partition="aws")
 TASKS = {name: state for name, state in DEFINITION["States"].items()
          if state["Type"] == "Task"}
 
 
 def test_only_service_integrations() -> None:
     assert {state["Resource"] for state in TASKS.values()} == {
-        "arn:aws:states:::dynamodb:putItem", "arn:aws:states:::sns:publish",
-        "arn:aws:states:::sqs:sendMessage"}
+        "arn:aws:states:::dynamodb:putItem", "arn:aws:states:::dynamodb:getItem",
+        "arn:aws:states:::sns:publish", "arn:aws:states:::sqs:sendMessage"}
 
 
 def test_the_integrations_carry_the_partition() -> None:
     # outside the commercial regions the ARNs are arn:aws-cn:... or arn:aws-us-gov:...
     china = state_machine_definition(table_name="results", topic_arn="arn:aws-cn:sns:r:1:t",
                                      failure_queue_url="https://sqs/1/failures",
+                                     ingest_queue_url="https://sqs/1/ingest",
                                      partition="aws-cn")
     resources = {state["Resource"] for state in china["States"].values()
                  if state["Type"] == "Task"}
     assert resources == {"arn:aws-cn:states:::dynamodb:putItem",
+                         "arn:aws-cn:states:::dynamodb:getItem",
                          "arn:aws-cn:states:::sns:publish", "arn:aws-cn:states:::sqs:sendMessage"}
 
 
@@ -57,9 +59,9 @@ def test_the_put_is_conditional_and_a_duplicate_skips_the_alert() -> None:
         "(written_by = :writer AND attribute_not_exists(review))")
     assert put["Parameters"]["ExpressionAttributeValues"] == {
         ":writer": {"S.$": "$.written_by"}}
-    duplicate = put["Catch"][0]
-    assert duplicate["ErrorEquals"] == [CONDITIONAL_CHECK_FAILED]
-    assert DEFINITION["States"][duplicate["Next"]]["Type"] == "Succeed"
+    refused = put["Catch"][0]
+    assert refused["ErrorEquals"] == [CONDITIONAL_CHECK_FAILED]
+    assert refused["Next"] == "ReadRecord"
     # Retrying the put on any error would retry duplicates too: only named errors retry.
     assert CONDITIONAL_CHECK_FAILED not in put["Retry"][0]["ErrorEquals"]
     assert "States.ALL" not in put["Retry"][0]["ErrorEquals"]
@@ -76,8 +78,26 @@ def test_every_execution_input_has_its_own_writer_in_the_item_and_beside_it() ->
     assert payload["item"] == {"image_id": {"S": "a"}}  # the given input is left as it was
 
 
+def test_a_refused_put_reads_whose_record_took_the_id() -> None:
+    """The put was refused: this upload's own record (a duplicate delivery) ends the run;
+    another photo's record, or none, sends this upload back to the ingest queue."""
+    read = TASKS["ReadRecord"]
+    assert read["Parameters"]["Key"] == {"image_id": {"S.$": "$.record.image_id"}}
+    assert read["Parameters"]["ConsistentRead"] is True
+    same = DEFINITION["States"][read["Next"]]
+    absent, equal = same["Choices"]
+    assert absent == {"Variable": "$.stored.Item.idempotency_key.S", "IsPresent": False,
+                      "Next": "RequeueUpload"}
+    assert equal["StringEqualsPath"] == "$.record.idempotency_key"
+    assert DEFINITION["States"][equal["Next"]]["Type"] == "Succeed"
+    assert same["Default"] == "RequeueUpload"
+    requeue = TASKS["RequeueUpload"]
+    assert requeue["Parameters"] == {"QueueUrl": "https://sqs/1/ingest",
+                                     "MessageBody.$": "$.requeue"}
+
+
 def test_failures_go_to_the_failure_queue() -> None:
-    for name in ("RecordResult", "PublishAlert"):
+    for name in ("RecordResult", "ReadRecord", "RequeueUpload", "PublishAlert"):
         assert TASKS[name]["Catch"][-1]["Next"] == "SendToFailureQueue"
     send = TASKS["SendToFailureQueue"]
     assert send["Parameters"]["QueueUrl"] == "https://sqs/1/failures"
