@@ -160,7 +160,7 @@ def _describe_ingest(body: str, common: dict[str, Any], s3: Any | None
         yield DeadLetter(
             **common, reason=_tagged_reason(s3, ref), image=ref.uri,
             line_id=parts.line_id if parts else "", camera_id=parts.camera_id if parts else "",
-            image_id=parts.upload_id if parts else "")
+            image_id=ingest.first_image_id(ref))
 
 
 def _tagged_reason(s3: Any | None, ref: ingest.ObjectRef) -> str:

@@ -44,3 +44,18 @@ def test_redrive_reasons_are_counted_and_printed_as_text(monkeypatch: pytest.Mon
         "2 failed: StartExecution refused: AccessDeniedException: no",
         "1 failed: 1 stream records still cannot be read: result '[/]x'",
         "1 poison: message body is not JSON: [red]x[/red]"]
+
+
+def test_an_ingest_dead_letter_names_the_id_its_image_is_recorded_under() -> None:
+    """An issued key: its upload id. A key the API did not issue: the id its INVALID record
+    has (made from the object's bytes), so `linesight results` can find it."""
+    from pipeline import ingest
+    from pipeline.records import parse_time
+
+    at = parse_time("2026-11-25T08:00:00Z")
+    issued = ingest.ObjectRef("b", "line-1/cam-1/2026/11/25/" + "c" * 32 + ".jpg", "e", 9, at)
+    unissued = ingest.ObjectRef("b", "somewhere/else.jpg", "e", 9, at)
+    letters = [letter for ref in (issued, unissued) for letter in dlq.describe(
+        "ingest", {"MessageId": "m", "Body": ingest.notification_body(ref)})]
+    assert [letter.image_id for letter in letters] == ["c" * 32, unissued.idempotency_key[:32]]
+    assert [letter.line_id for letter in letters] == ["line-1", ""]
