@@ -30,8 +30,30 @@ class Resource:
     props: dict[str, Any]  # inputs plus the mock's computed outputs (engine casing)
 
 
+def partition_of(region: str) -> str:
+    """The AWS partition a region is in (its ARNs' second field).
+
+    >>> partition_of("cn-north-1"), partition_of("us-gov-west-1"), partition_of("eu-west-1")
+    ('aws-cn', 'aws-us-gov', 'aws')
+    """
+    return ("aws-cn" if region.startswith("cn-") else
+            "aws-us-gov" if region.startswith("us-gov-") else "aws")
+
+
 def _computed(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
-    """Plausible outputs for the resources the program creates (ARNs, names, URLs)."""
+    """Plausible outputs for the resources the program creates (ARNs, names, URLs), in
+    the region's partition."""
+    out = _computed_in_aws(typ, name, inputs, region)
+    partition = partition_of(region)
+    if partition != "aws":
+        out = {key: value.replace("arn:aws:", f"arn:{partition}:")
+               if isinstance(value, str) and key not in inputs else value
+               for key, value in out.items()}
+    return out
+
+
+def _computed_in_aws(typ: str, name: str, inputs: dict[str, Any], region: str
+                     ) -> dict[str, Any]:
     out = dict(inputs)
     physical = inputs.get("name") or f"{name}-1a2b3c"
     service = typ.split(":")[1].split("/")[0]
@@ -102,11 +124,15 @@ class FakeAws(pulumi.runtime.Mocks):
         if args.token == "aws:index/getRegion:getRegion":
             return {"region": self.region, "name": self.region, "id": self.region}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+            return {"accountId": ACCOUNT,
+                    "arn": f"arn:{partition_of(self.region)}:iam::{ACCOUNT}:user/ci",
                     "userId": "AIDA", "id": ACCOUNT}
         if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
-                    "reverseDnsPrefix": "com.amazonaws"}
+            partition = partition_of(self.region)
+            china = partition == "aws-cn"
+            return {"partition": partition, "id": partition,
+                    "dnsSuffix": "amazonaws.com.cn" if china else "amazonaws.com",
+                    "reverseDnsPrefix": "cn.com.amazonaws" if china else "com.amazonaws"}
         raise AssertionError(f"unexpected invoke {args.token}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ from pipeline.analytics import (
 from pipeline.dashboard import dashboard_body
 from pipeline.settings import Settings
 from pipeline.workflow import state_machine_definition
-from tests.infra.conftest import REPO, Deployed
+from tests.infra.conftest import REPO, Deployed, run_program
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -213,6 +214,20 @@ def test_state_machine_is_the_pipeline_definition(d: Deployed) -> None:
     log_group = d.one("cloudwatch/logGroup:LogGroup", prefixed(d, "workflow")).props
     assert machine["loggingConfiguration"]["logDestination"] == log_group["arn"] + ":*"
     assert machine["tracingConfiguration"] == {"enabled": True}
+
+
+def test_a_stack_in_another_partition_names_no_commercial_arn(
+        tmp_path_factory: pytest.TempPathFactory, fake_model: Path) -> None:
+    """In China (aws-cn) or GovCloud (aws-us-gov) every ARN the program builds, in
+    policies, the state machine and the functions' settings, carries that partition."""
+    d = run_program("dev", tmp_path_factory.mktemp("build-cn"), {
+        "linesight:modelPath": str(fake_model), "aws:region": "cn-north-1"})
+    built = json.dumps([r.props for r in d.resources], default=repr) + json.dumps(d.outputs)
+    assert "arn:aws-cn:" in built
+    assert re.findall(r"arn:aws:[\w:/*.-]{0,60}", built) == []
+    definition = json.loads(d.one("sfn/stateMachine:StateMachine").props["definition"])
+    assert definition["States"]["RecordResult"]["Resource"] == (
+        "arn:aws-cn:states:::dynamodb:putItem")
 
 
 def test_dashboard_is_the_pipeline_definition(d: Deployed) -> None:
