@@ -6,7 +6,8 @@ Three queues hold what the pipeline could not finish:
   queue's redrive policy). Redrive: back to the ingest queue.
 - `workflow`: the input of an execution that failed after its retries (the state
   machine's Catch). Redrive: a record that was never stored, or whose id another photo
-  holds (the workflow then sends it back to the ingest queue), gets a new execution; a
+  holds (the workflow then sends it back to the ingest queue; an input without the
+  notification to send gets one rebuilt from the image), gets a new execution; a
   stored record whose alert failed (`alert_error`), or that this execution's put stored
   though it was answered with an error (its writer token), gets its alert published,
   once: the record is marked when it is (`workflow.ALERT_REDRIVEN`), so a message that
@@ -330,15 +331,18 @@ class WorkflowTargets:
 
 
 def redrive_workflow(sqs: Any, failure_url: str, targets: WorkflowTargets, *, sfn: Any,
-                     ddb: Any, sns: Any, limit: int = 1000) -> RedriveResult:
+                     ddb: Any, sns: Any, s3: Any, limit: int = 1000) -> RedriveResult:
     """Finish what each failed execution could not: a record that was never stored, or
     whose id another photo holds, gets a new execution (its conditional put keeps it
-    exactly-once); a stored record whose alert failed gets the alert published."""
+    exactly-once; the other photo's case sends this one back to the ingest queue, with the
+    notification rebuilt from the image when the input has none); a stored record whose
+    alert failed gets the alert published."""
     result = RedriveResult()
     for message in _without_poison(sqs, failure_url, "workflow", result, receive_all(
             sqs, failure_url, limit=limit, visibility_timeout=REDRIVE_VISIBILITY_SECONDS)):
         try:
-            _finish_execution(json.loads(message["Body"]), targets, sfn, ddb, sns, result)
+            _finish_execution(json.loads(message["Body"]), targets, sfn, ddb, sns, s3,
+                              result)
         except BotoCoreError:
             raise  # AWS unreachable: every other message would wait for it too
         except Exception as exc:  # one message's failure is reported, not fatal
@@ -351,7 +355,7 @@ def redrive_workflow(sqs: Any, failure_url: str, targets: WorkflowTargets, *, sf
 
 
 def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any, ddb: Any,
-                      sns: Any, result: RedriveResult) -> None:
+                      sns: Any, s3: Any, result: RedriveResult) -> None:
     record = ResultRecord.from_json(state["record"])
     alert = state["alert"]
     stored = ddb.get_item(TableName=targets.table, Key={"image_id": {"S": record.image_id}},
@@ -365,6 +369,8 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
     if stored is None or other_photo:
         payload = workflow.with_writer({name: state[name] for name in (
             "item", "record", "alert", workflow.REQUEUE) if name in state})
+        if other_photo and workflow.REQUEUE not in payload:
+            payload[workflow.REQUEUE] = ingest.notification_body(_judged_object(record, s3))
         name = f"{record.idempotency_key[:40]}-redrive-{uuid.uuid4().hex[:12]}"
         sfn.start_execution(stateMachineArn=targets.state_machine_arn, name=name,
                             input=json.dumps(payload))
@@ -394,6 +400,21 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
             pass  # the record was deleted meanwhile: nothing to mark, and no stub made
         result.alerts_published += 1
     # Otherwise another delivery stored the record and owned its alert: nothing is owed.
+
+
+def _judged_object(record: ResultRecord, s3: Any) -> ingest.ObjectRef:
+    """The S3 write `record` judged, as its notification named it: read back from the
+    bucket (the version the record names), and refused unless it is that very write."""
+    bucket, _, key = record.s3_uri.removeprefix("s3://").partition("/")
+    head = s3.head_object(Bucket=bucket, Key=key, **(
+        {"VersionId": record.image_version} if record.image_version else {}))
+    ref = ingest.ObjectRef(bucket, key, str(head["ETag"]).strip('"'),
+                           int(head["ContentLength"]), record.captured_at,
+                           str(head.get("VersionId") or ""))
+    if ref.idempotency_key != record.idempotency_key:
+        raise LookupError(f"{record.s3_uri} no longer holds the write image "
+                          f"{record.image_id} judged")
+    return ref
 
 
 def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stream: str,

@@ -271,7 +271,8 @@ def execution_name(image_id: str, ref: ObjectRef) -> str:
 
 def start_workflow(record: ResultRecord, ref: ObjectRef, settings: Settings) -> Outcome:
     """Start the workflow, named by `execution_name`. A name that already ran (STANDARD
-    workflows keep names for 90 days) is a duplicate delivery, not an error."""
+    workflows keep names for 90 days) is a duplicate delivery, not an error: the same
+    write, already judged under the same id."""
     alert = decide(record, alert_policy(settings, record.line_id))
     record = record.with_changes(alert_reason=alert.reason)
     payload = execution_input(record, alert, ref)

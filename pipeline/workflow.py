@@ -30,10 +30,13 @@ A put refused by its condition is not always a duplicate. Two different photos w
 through one upload form and handled at once, in different invocations, both take the
 upload's id (`pipeline.ingest.recorded_as`); the put keeps the first. So a refused put
 reads the stored record (`ReadRecord`): if it holds this upload (same idempotency key),
-the execution ends in `AlreadyRecorded`; if it holds another photo, or is gone, the
-execution sends the upload's S3 notification (`requeue` in its input) back to the ingest
-queue (`RequeueUpload`), where it is judged under an id of its own. A photo is never
-lost to that race; it is detected twice, and counted twice in the metrics.
+the execution ends in `AlreadyRecorded`; if it is gone, the put is tried again; if it
+holds another photo, the execution sends the upload's S3 notification (`requeue` in its
+input) back to the ingest queue (`RequeueUpload`), where it is judged under an id of its
+own (`pipeline.ingest.rewritten_image_id`), so the race loses no photo; that photo is
+detected twice, and counted twice in the metrics. An input without the notification
+(started by ingest code older than this) is parked on the failure queue (`NoRequeue`),
+and `linesight dlq redrive` rebuilds the notification from the image.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ def with_writer(payload: dict[str, Any]) -> dict[str, Any]:
 REQUEUE = "requeue"
 # Where `ReadRecord` puts the stored record's idempotency key (a DynamoDB GetItem answer).
 STORED_KEY_PATH = "$.stored.Item.idempotency_key.S"
+NO_REQUEUE = "LineSight.NoRequeue"
 
 
 def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_url: str,
@@ -157,13 +161,33 @@ def state_machine_definition(*, table_name: str, topic_arn: str, failure_queue_u
             "SameUpload": {
                 "Type": "Choice",
                 "Choices": [
-                    {"Variable": STORED_KEY_PATH, "IsPresent": False,
-                     "Next": "RequeueUpload"},
+                    # deleted since the put was refused: put again
+                    {"Variable": "$.stored.Item", "IsPresent": False,
+                     "Next": "RecordResult"},
+                    # (rules are tried in order: the comparison sees the key present)
+                    {"Variable": STORED_KEY_PATH, "IsPresent": False, "Next": "OtherPhoto"},
                     {"Variable": STORED_KEY_PATH,
                      "StringEqualsPath": "$.record.idempotency_key",
                      "Next": "AlreadyRecorded"},
                 ],
+                "Default": "OtherPhoto",
+            },
+            "OtherPhoto": {
+                "Type": "Choice",
+                "Choices": [
+                    # an input from before the requeue (no notification to send): parked
+                    # for `linesight dlq redrive`, which rebuilds it from the image
+                    {"Variable": f"$.{REQUEUE}", "IsPresent": False, "Next": "NoRequeue"},
+                ],
                 "Default": "RequeueUpload",
+            },
+            "NoRequeue": {
+                "Type": "Pass",
+                "Result": {"Error": NO_REQUEUE,
+                           "Cause": "another photo holds this image id, and the input "
+                                    "carries no notification to send back"},
+                "ResultPath": "$.error",
+                "Next": "SendToFailureQueue",
             },
             "RequeueUpload": {
                 "Type": "Task",

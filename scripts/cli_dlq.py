@@ -242,7 +242,7 @@ def _redrive(info: Any, queue: Queue, limit: int) -> dlq.RedriveResult:
         return dlq.redrive_workflow(sqs, info.failure_queue_url, targets,
                                     sfn=aws.client("stepfunctions"),
                                     ddb=aws.client("dynamodb"), sns=aws.client("sns"),
-                                    limit=limit)
+                                    s3=aws.client("s3"), limit=limit)
     return dlq.redrive_lake(sqs, info.lake_failure_queue_url,
                             streams=aws.client("dynamodbstreams"),
                             firehose_stream=info.firehose_stream, region=info.region,

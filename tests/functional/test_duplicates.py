@@ -14,9 +14,11 @@ from tests.functional.conftest import (
     alerts,
     history_states,
     lake_rows,
+    queue_bodies,
     records,
     sqs_message,
     stream_records,
+    wait_for_execution,
     wait_for_executions,
     wait_until_idle,
 )
@@ -222,14 +224,17 @@ def test_two_photos_through_one_form_at_once_are_both_recorded(moto_stack: MotoS
     assert len(alerts(moto_stack)) == 2
 
 
+@pytest.mark.parametrize("parked_by", ["failed put", "older ingest code"])
 def test_a_parked_photo_whose_id_another_took_is_sent_back_by_the_redrive(
-        moto_stack: MotoStack, samples_dir: Path) -> None:
-    """The second photo's execution failed (its input parked on the failure queue) while
-    the first photo was recorded under the upload's id: the redrive's execution finds
-    another photo's record and sends this one back to be judged on its own."""
+        moto_stack: MotoStack, samples_dir: Path, parked_by: str) -> None:
+    """The second photo's execution was parked on the failure queue while the first photo
+    was recorded under the upload's id: its put failed for good, or it was started by
+    ingest code older than the requeue, whose input has no notification to send back
+    (`NoRequeue`). The redrive's execution finds another photo's record and sends this
+    one back to be judged on its own (rebuilding the notification from the image)."""
     import app
 
-    from pipeline import dlq, ingest
+    from pipeline import dlq, ingest, workflow
     from pipeline.detector import load_detector
     from pipeline.settings import current
 
@@ -242,21 +247,85 @@ def test_a_parked_photo_whose_id_another_took_is_sent_back_by_the_redrive(
     record = ingest.analyse(second, settings, load_detector(
         settings.detector_backend, settings.model_uri), upload_id)
     alert = ingest.decide(record, ingest.alert_policy(settings, record.line_id))
+    state = ingest.execution_input(record, alert, second)
     info, client = moto_stack.info, moto_stack.client
-    client("sqs").send_message(QueueUrl=info.failure_queue_url, MessageBody=json.dumps(
-        ingest.execution_input(record, alert, second)
-        | {"error": {"Error": "DynamoDB.ProvisionedThroughputExceededException"}}))
+    if parked_by == "failed put":
+        client("sqs").send_message(QueueUrl=info.failure_queue_url, MessageBody=json.dumps(
+            state | {"error": {"Error": "DynamoDB.ProvisionedThroughputExceededException"}}))
+    else:
+        del state[workflow.REQUEUE]
+        client("stepfunctions").start_execution(
+            stateMachineArn=info.state_machine_arn, name="from-older-code",
+            input=json.dumps(state))
+        wait_until_idle(moto_stack)
+        old = wait_for_execution(moto_stack, "from-older-code")
+        assert history_states(moto_stack, old["executionArn"])[-4:] == [
+            "OtherPhoto", "NoRequeue", "SendToFailureQueue", "Failed"]
+        [parked] = queue_bodies(moto_stack, info.failure_queue_url)
+        assert parked["error"]["Error"] == workflow.NO_REQUEUE
 
     result = dlq.redrive_workflow(
         client("sqs"), info.failure_queue_url,
         dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
-        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"))
-    assert (result.moved, result.executions_started) == (1, 1)
+        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"),
+        s3=client("s3"))
+    assert (result.moved, result.executions_started, result.failed) == (1, 1, [])
     wait_until_idle(moto_stack)
     _ingest_requeued(moto_stack, second)
     assert {item["image_id"]["S"] for item in records(moto_stack)} == {
         upload_id, ingest.rewritten_image_id(upload_id, second)}
     assert len(alerts(moto_stack)) == 2
+
+
+def test_a_record_deleted_after_it_refused_the_put_is_put_again(
+        moto_stack: MotoStack, samples_dir: Path) -> None:
+    """The record that refused the put is gone when the workflow reads it (deleted by a
+    person meanwhile): the put is tried again, and this photo is recorded and alerted."""
+    import app
+    import boto3
+
+    from pipeline import ingest
+    from pipeline.detector import load_detector
+    from pipeline.settings import current
+
+    upload_id, (first, second) = _one_form_used_twice(moto_stack, samples_dir)
+    assert app.ingest({"Records": [{"messageId": "first", "receiptHandle": "r", "body":
+                                    ingest.notification_body(first)}]}, None) == {
+        "batchItemFailures": []}
+    wait_until_idle(moto_stack)
+    assert len(alerts(moto_stack)) == 1
+    settings = current()
+    record = ingest.analyse(second, settings, load_detector(
+        settings.detector_backend, settings.model_uri), upload_id)
+    alert = ingest.decide(record, ingest.alert_policy(settings, record.line_id))
+
+    # moto's engine calls DynamoDB through the default session; delete from another one
+    deleter = boto3.Session().client("dynamodb", region_name=moto_stack.info.region)
+    deleted: list[str] = []
+
+    def delete_first(params: dict[str, Any], **_: Any) -> None:
+        if not deleted:
+            deleted.append(upload_id)
+            deleter.delete_item(TableName=moto_stack.info.table,
+                                Key={"image_id": {"S": upload_id}})
+
+    session = boto3._get_default_session()
+    session.events.register_first("before-call.dynamodb.GetItem", delete_first)
+    try:
+        moto_stack.client("stepfunctions").start_execution(
+            stateMachineArn=moto_stack.info.state_machine_arn, name="after-a-delete",
+            input=json.dumps(ingest.execution_input(record, alert, second)))
+        wait_until_idle(moto_stack)
+    finally:
+        session.events.unregister("before-call.dynamodb.GetItem", delete_first)
+    run = wait_for_execution(moto_stack, "after-a-delete")
+    assert history_states(moto_stack, run["executionArn"])[:4] == [
+        "RecordResult", "ReadRecord", "SameUpload", "RecordResult"]
+    assert run["status"] == "SUCCEEDED" and deleted == [upload_id]
+    [item] = records(moto_stack)
+    assert item["idempotency_key"]["S"] == second.idempotency_key
+    assert len(alerts(moto_stack)) == 1
+    assert queue_bodies(moto_stack, moto_stack.info.queue_url) == []  # nothing sent back
 
 
 def test_the_lake_gets_one_row_per_insert_only(moto_stack: MotoStack,

@@ -80,7 +80,8 @@ def _redrive_workflow(stack: MotoStack) -> Any:
     return dlq.redrive_workflow(
         client("sqs"), info.failure_queue_url,
         dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
-        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"))
+        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"),
+        s3=client("s3"))
 
 
 def test_sns_down_keeps_the_record_retries_then_parks_the_alert(
@@ -172,7 +173,8 @@ def test_an_alert_redriven_once_is_not_sent_again_when_its_message_stays(
                              lambda params, **_: hidden_for.append(params["VisibilityTimeout"]))
     targets = dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn)
     clients = {"sfn": moto_stack.client("stepfunctions"),
-               "ddb": moto_stack.client("dynamodb"), "sns": moto_stack.client("sns")}
+               "ddb": moto_stack.client("dynamodb"), "sns": moto_stack.client("sns"),
+               "s3": moto_stack.client("s3")}
     first = dlq.redrive_workflow(sqs, info.failure_queue_url, targets, **clients)
     assert (first.alerts_published, first.failed, len(first.undeleted)) == (1, [], 1)
     assert len(alerts(moto_stack)) == 1  # (drains the tap)

@@ -233,7 +233,7 @@ def test_each_review_is_a_lake_row_of_its_own(moto_stack: MotoStack) -> None:
     assert rows[1]["ReviewNote"] == "checked at the line"
 
 
-def test_other_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) -> None:
+def test_other_modify_and_remove_records_are_not_lake_rows(moto_stack: MotoStack) -> None:
     """A change that is not a review (the mark `dlq redrive` leaves) is no new state."""
     import app
 
@@ -242,8 +242,11 @@ def test_other_modify_and_remove_records_are_not_lake_rows(firehose: Stubber) ->
     modify["dynamodb"]["NewImage"]["alert_redriven_at"] = {"S": "2026-11-23T11:00:00Z"}
     remove = _review("b" * 32, "411", "normal", "2026-11-23T11:00:00.000+00:00")
     remove["eventName"] = "REMOVE"
-    # No Firehose call at all (the stub would fail on an unexpected call).
-    assert app.to_lake(_event(modify, remove), None) == {"batchItemFailures": []}
+    assert app.to_lake(_event(modify, remove, _insert("c" * 32, "412")), None) == {
+        "batchItemFailures": []}
+    # only the INSERT is a row; nothing was refused and parked instead
+    assert [row["ImageId"] for row in lake_rows(moto_stack)] == ["c" * 32]
+    assert queue_bodies(moto_stack, moto_stack.info.lake_failure_queue_url) == []
 
 
 def test_more_rows_than_one_firehose_call_takes(firehose: Stubber, moto_stack: MotoStack

@@ -80,18 +80,26 @@ def test_every_execution_input_has_its_own_writer_in_the_item_and_beside_it() ->
 
 def test_a_refused_put_reads_whose_record_took_the_id() -> None:
     """The put was refused: this upload's own record (a duplicate delivery) ends the run;
-    another photo's record, or none, sends this upload back to the ingest queue."""
+    a record gone meanwhile is put again; another photo's record sends this upload back
+    to the ingest queue, or, from an input without the notification, to the failure queue.
+    Choice rules are tried in order, so the comparison only sees a key that is there."""
+    states = DEFINITION["States"]
     read = TASKS["ReadRecord"]
     assert read["Parameters"]["Key"] == {"image_id": {"S.$": "$.record.image_id"}}
     assert read["Parameters"]["ConsistentRead"] is True
-    same = DEFINITION["States"][read["Next"]]
-    absent, equal = same["Choices"]
-    assert absent == {"Variable": "$.stored.Item.idempotency_key.S", "IsPresent": False,
-                      "Next": "RequeueUpload"}
-    assert equal["StringEqualsPath"] == "$.record.idempotency_key"
-    assert DEFINITION["States"][equal["Next"]]["Type"] == "Succeed"
-    assert same["Default"] == "RequeueUpload"
-    requeue = TASKS["RequeueUpload"]
+    gone, keyless, same = states[read["Next"]]["Choices"]
+    assert (gone["Variable"], gone["IsPresent"], gone["Next"]) == (
+        "$.stored.Item", False, "RecordResult")
+    assert (keyless["IsPresent"], keyless["Next"]) == (False, "OtherPhoto")
+    assert same["Variable"] == keyless["Variable"] == "$.stored.Item.idempotency_key.S"
+    assert same["StringEqualsPath"] == "$.record.idempotency_key"
+    assert states[same["Next"]]["Type"] == "Succeed"
+    assert states[read["Next"]]["Default"] == "OtherPhoto"
+    [old_input] = states["OtherPhoto"]["Choices"]
+    assert (old_input["Variable"], old_input["IsPresent"]) == ("$.requeue", False)
+    assert states[old_input["Next"]]["Next"] == "SendToFailureQueue"
+    assert states[old_input["Next"]]["ResultPath"] == "$.error"
+    requeue = TASKS[states["OtherPhoto"]["Default"]]
     assert requeue["Parameters"] == {"QueueUrl": "https://sqs/1/ingest",
                                      "MessageBody.$": "$.requeue"}
 
