@@ -1,12 +1,23 @@
-"""The local event-source stand-in keeps Lambda's batch semantics (fakes, no network)."""
+"""The local event-source stand-in keeps Lambda's batch semantics: stream pollers over fake
+shards (each test sets the records and their timing), SQS and CloudWatch in in-process moto
+(no network)."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+import pytest
+from moto import mock_aws
+
 from scripts.event_sources import MetricsSink, SqsPoller, StreamPoller, invoke
+
+REGION = "us-east-1"
 
 
 class FakeStreams:
@@ -48,42 +59,51 @@ class TrickleStreams:
         return {"Records": [record], "NextShardIterator": f"it-{self.written}"}
 
 
-class FakeCloudWatch:
-    def __init__(self) -> None:
-        self.puts: list[tuple[str, int]] = []
-
-    def put_metric_data(self, Namespace: str, MetricData: list[dict[str, Any]]) -> None:  # noqa: N803
-        self.puts.append((Namespace, len(MetricData)))
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
 
 
-class FakeSqs:
-    def __init__(self, messages: list[dict[str, Any]] | None = None) -> None:
-        self.messages = messages or []
-        self.sent: list[str] = []
-        self.deleted: list[str] = []
+class Queue:
+    """A moto SQS queue: what the pollers read from or send their failures to."""
 
-    def send_message(self, QueueUrl: str, MessageBody: str) -> None:  # noqa: N803
-        self.sent.append(MessageBody)
+    def __init__(self, name: str = "q", bodies: tuple[str, ...] = ()) -> None:
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        self.arn = f"arn:aws:sqs:{REGION}:123456789012:{name}"
+        self.ids = [self.sqs.send_message(QueueUrl=self.url, MessageBody=body)["MessageId"]
+                    for body in bodies]
 
-    def receive_message(self, **_: Any) -> dict[str, Any]:
-        batch, self.messages = self.messages, []
-        return {"Messages": batch}
+    def counts(self) -> tuple[int, int]:
+        """(visible, in flight: received and neither deleted nor back yet)."""
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])[
+            "Attributes"]
+        return (int(attributes["ApproximateNumberOfMessages"]),
+                int(attributes["ApproximateNumberOfMessagesNotVisible"]))
 
-    def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> None:  # noqa: N803
-        self.deleted.extend(entry["ReceiptHandle"] for entry in Entries)
+    def bodies(self) -> list[str]:
+        return [m["Body"] for m in self.sqs.receive_message(
+            QueueUrl=self.url, MaxNumberOfMessages=10).get("Messages", [])]
+
+    def poller(self, handler: Any) -> SqsPoller:
+        return SqsPoller(self.sqs, self.url, self.arn, REGION, handler, "ingest",
+                         threading.Event())
 
 
 def _stream_record(sequence: str) -> dict[str, Any]:
     return {"eventName": "INSERT", "dynamodb": {"SequenceNumber": sequence, "NewImage": {}}}
 
 
-def _poller(records: list[dict[str, Any]], handler: Any, sqs: FakeSqs) -> StreamPoller:
+def _poller(records: list[dict[str, Any]], handler: Any, failures: Queue) -> StreamPoller:
     poller = StreamPoller(FakeStreams(records), "arn:stream", handler, "to-lake",
-                          threading.Event(), sqs=sqs, on_failure_url="q", max_retries=2)
+                          threading.Event(), sqs=failures.sqs, on_failure_url=failures.url,
+                          max_retries=2)
     return poller
 
 
-def test_a_partial_failure_is_retried_from_the_first_failed_record() -> None:
+def test_a_partial_failure_is_retried_from_the_first_failed_record(aws: None) -> None:
     seen: list[list[str]] = []
 
     def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
@@ -91,55 +111,55 @@ def test_a_partial_failure_is_retried_from_the_first_failed_record() -> None:
         seen.append(sequences)
         return {"batchItemFailures": [{"itemIdentifier": "2"}] if len(seen) == 1 else []}
 
-    sqs = FakeSqs()
-    _poller([_stream_record(s) for s in "123"], handler, sqs).poll_once()
+    failures = Queue("lake-failures")
+    _poller([_stream_record(s) for s in "123"], handler, failures).poll_once()
 
     assert seen == [["1", "2", "3"], ["2", "3"]]
-    assert sqs.sent == []
+    assert failures.bodies() == []
 
 
-def test_retries_are_bounded_then_the_batch_goes_to_the_on_failure_queue() -> None:
+def test_retries_are_bounded_then_the_batch_goes_to_the_on_failure_queue(aws: None) -> None:
     calls = []
 
     def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
         calls.append(len(event["Records"]))
         return {"batchItemFailures": [{"itemIdentifier": "unknown"}]}  # not in the batch
 
-    sqs = FakeSqs()
-    poller = _poller([_stream_record(s) for s in "12"], handler, sqs)
+    failures = Queue("lake-failures")
+    poller = _poller([_stream_record(s) for s in "12"], handler, failures)
     poller.poll_once()
 
     assert calls == [2, 2, 2]  # an unknown identifier fails the whole batch each time
-    [info] = [json.loads(body) for body in sqs.sent]
+    [info] = [json.loads(body) for body in failures.bodies()]
     assert info["DDBStreamBatchInfo"]["batchSize"] == 2
     assert poller.iterators["s-1"] == "it-1"  # and only then does the shard move on
 
 
-def test_sqs_messages_named_in_batch_item_failures_are_not_deleted() -> None:
-    messages = [{"MessageId": m, "ReceiptHandle": f"rh-{m}", "Body": "{}"} for m in "abc"]
-    sqs = FakeSqs(messages)
+def test_sqs_messages_named_in_batch_item_failures_are_not_deleted(aws: None) -> None:
+    queue = Queue(bodies=('"a"', '"b"', '"c"'))
+    seen: list[str] = []
 
     def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
-        assert [r["messageId"] for r in event["Records"]] == ["a", "b", "c"]
-        return {"batchItemFailures": [{"itemIdentifier": "b"}]}
+        seen.extend(r["body"] for r in event["Records"])
+        failed = next(r["messageId"] for r in event["Records"] if r["body"] == '"b"')
+        return {"batchItemFailures": [{"itemIdentifier": failed}]}
 
-    SqsPoller(sqs, "q", "arn:q", "us-east-1", handler, "ingest", threading.Event()).poll_once()
+    assert queue.poller(handler).poll_once() == 3
+    assert sorted(seen) == ['"a"', '"b"', '"c"']
+    assert queue.counts() == (0, 1)  # a and c deleted; b comes back after its timeout
 
-    assert sqs.deleted == ["rh-a", "rh-c"]  # b comes back after the visibility timeout
 
-
-def test_a_handler_that_raises_fails_the_whole_sqs_batch() -> None:
-    sqs = FakeSqs([{"MessageId": "a", "ReceiptHandle": "rh-a", "Body": "{}"}])
+def test_a_handler_that_raises_fails_the_whole_sqs_batch(aws: None) -> None:
+    queue = Queue(bodies=('"a"', '"b"'))
 
     def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
         raise RuntimeError("boom")
 
-    SqsPoller(sqs, "q", "arn:q", "us-east-1", handler, "ingest", threading.Event()).poll_once()
+    assert queue.poller(handler).poll_once() == 2
+    assert queue.counts() == (0, 2)  # nothing deleted: both come back
 
-    assert sqs.deleted == []
 
-
-def test_a_stream_record_served_twice_is_delivered_once() -> None:
+def test_a_stream_record_served_twice_is_delivered_once(aws: None) -> None:
     seen: list[str] = []
 
     def handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
@@ -148,7 +168,7 @@ def test_a_stream_record_served_twice_is_delivered_once() -> None:
 
     twice = [dict(_stream_record("1"), eventID="e-1"), dict(_stream_record("1"), eventID="e-1"),
              dict(_stream_record("2"), eventID="e-2")]
-    _poller(twice, handler, FakeSqs()).poll_once()
+    _poller(twice, handler, Queue("lake-failures")).poll_once()
 
     assert seen == ["e-1", "e-2"]
 
@@ -213,27 +233,42 @@ def test_shards_are_listed_now_and_then_not_on_every_poll() -> None:
 
 
 def _emf_handler(event: dict[str, Any], _: Any) -> None:
-    print(json.dumps({"_aws": {"Timestamp": 0, "CloudWatchMetrics": [{
+    print(json.dumps({"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
         "Namespace": "LineSight", "Dimensions": [["line"]],
         "Metrics": [{"Name": "ProcessedImageCount", "Unit": "Count"}]}]},
         "line": "line-1", "ProcessedImageCount": [1]}))
 
 
-def test_metrics_of_many_invocations_are_put_in_one_call() -> None:
-    cloudwatch = FakeCloudWatch()
+def _processed(cloudwatch: Any) -> list[tuple[float, float]]:
+    """ProcessedImageCount of line-1 as CloudWatch holds it: (sum, data points)."""
+    now = datetime.now(UTC)
+    points = cloudwatch.get_metric_statistics(
+        Namespace="LineSight", MetricName="ProcessedImageCount",
+        Dimensions=[{"Name": "line", "Value": "line-1"}],
+        StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=5),
+        Period=600, Statistics=["Sum", "SampleCount"])["Datapoints"]
+    return [(p["Sum"], p["SampleCount"]) for p in points]
+
+
+def test_metrics_of_many_invocations_are_put_in_one_call(aws: None) -> None:
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    puts: list[int] = []
+    cloudwatch.meta.events.register("provide-client-params.cloudwatch.PutMetricData",
+                                    lambda params, **_: puts.append(len(params["MetricData"])))
     sink = MetricsSink(cloudwatch, threading.Event())
     for _ in range(3):
         invoke(_emf_handler, {"Records": []}, "ingest", sink)
-    assert cloudwatch.puts == []  # not one call per invocation
+    assert puts == [] and _processed(cloudwatch) == []  # not one call per invocation
     sink.flush()
-    assert cloudwatch.puts == [("LineSight", 3)]
+    assert puts == [3]
+    assert _processed(cloudwatch) == [(3.0, 3.0)]
 
 
-def test_the_metrics_sink_puts_what_is_left_when_it_stops() -> None:
-    cloudwatch, stop = FakeCloudWatch(), threading.Event()
+def test_the_metrics_sink_puts_what_is_left_when_it_stops(aws: None) -> None:
+    cloudwatch, stop = boto3.client("cloudwatch", region_name=REGION), threading.Event()
     sink = MetricsSink(cloudwatch, stop, interval=3600.0)
     sink.start()
     invoke(_emf_handler, {"Records": []}, "ingest", sink)
     stop.set()
     sink.join(timeout=5)
-    assert cloudwatch.puts == [("LineSight", 1)]
+    assert _processed(cloudwatch) == [(1.0, 1.0)]
