@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import MotoStack, load_event
+from tests.functional.conftest import history_states
 
 
 def _wait_for_executions(stack: MotoStack, count: int, timeout: float = 30.0) -> list[dict]:
@@ -22,6 +23,14 @@ def _wait_for_executions(stack: MotoStack, count: int, timeout: float = 30.0) ->
         if len(done) >= count or time.monotonic() > deadline:
             return done
         time.sleep(0.1)
+
+
+def _recorded_without_alert(stack: MotoStack) -> None:
+    """The one execution succeeded and ended in Recorded, no alert due. (One that failed
+    after its put would leave the record, and no alert, all the same.)"""
+    [execution] = _wait_for_executions(stack, 1)
+    assert execution["status"] == "SUCCEEDED"
+    assert history_states(stack, execution["executionArn"])[-1] == "Recorded"
 
 
 def _records(stack: MotoStack) -> list[dict[str, Any]]:
@@ -66,7 +75,7 @@ def test_normal_upload_is_recorded_without_alert(moto_stack: MotoStack,
     key = moto_stack.upload(_image(samples_dir, "normal"), line="line-2", camera="cam-3")
     app.ingest(moto_stack.sqs_event_for(key), None)
 
-    _wait_for_executions(moto_stack, 1)
+    _recorded_without_alert(moto_stack)
     [item] = _records(moto_stack)
     assert item["is_anomalous"]["BOOL"] is False
     assert _alerts(moto_stack) == []
@@ -83,7 +92,10 @@ def test_duplicate_delivery_gives_one_record_and_one_alert(
     _wait_for_executions(stack, 1)
     app.ingest(event, None)  # the same S3 event delivered again
 
-    time.sleep(0.5)  # a second execution, if one started, has had time to write
+    # recognised by ingest: no second execution (the conditional put would hide one)
+    executions = stack.client("stepfunctions").list_executions(
+        stateMachineArn=stack.info.state_machine_arn)["executions"]
+    assert [e["status"] for e in executions] == ["SUCCEEDED"]
     assert len(_records(stack)) == 1
     assert len(_alerts(stack)) == 1
 
@@ -100,7 +112,7 @@ def test_unusable_upload_is_recorded_invalid(moto_stack: MotoStack, body: bytes,
     result = app.ingest(moto_stack.sqs_event_for(key), None)
 
     assert result == {"batchItemFailures": []}, why
-    _wait_for_executions(moto_stack, 1)
+    _recorded_without_alert(moto_stack)
     [item] = _records(moto_stack)
     assert item["status"]["S"] == "INVALID", why
     assert item["reason"]["S"]
@@ -121,7 +133,7 @@ def test_an_upload_deleted_before_it_is_read_is_recorded_invalid(
                                           VersionId=version)
 
     assert app.ingest(event, None) == {"batchItemFailures": []}
-    _wait_for_executions(moto_stack, 1)
+    _recorded_without_alert(moto_stack)
     [item] = _records(moto_stack)
     assert item["status"]["S"] == "INVALID"
     assert item["reason"]["S"].startswith("missing_object")
@@ -135,7 +147,7 @@ def test_forged_metadata_is_recorded_invalid(moto_stack: MotoStack, samples_dir:
                             metadata={"assemblylineid": "line-2", "cameraid": "cam-1"})
     app.ingest(moto_stack.sqs_event_for(key), None)
 
-    _wait_for_executions(moto_stack, 1)
+    _recorded_without_alert(moto_stack)
     [item] = _records(moto_stack)
     assert item["status"]["S"] == "INVALID"
     assert item["reason"]["S"].startswith("bad_metadata")

@@ -107,7 +107,8 @@ def test_anomaly_rate_uses_the_line_override_and_the_lines_own_metrics() -> None
 
 
 def test_alarms_and_dashboard_read_the_dimensions_the_handlers_write() -> None:
-    telemetry = pytest.importorskip("chalicelib.telemetry")
+    from chalicelib import telemetry
+
     from pipeline.alerts import AlertDecision
     from pipeline.ingest import Outcome
     from pipeline.records import STATUS_OK, ResultRecord, parse_time
@@ -127,7 +128,7 @@ def test_alarms_and_dashboard_read_the_dimensions_the_handlers_write() -> None:
     "lake-decode",  # the lake handler could not decode a stream record: a row is missing
 ])
 def test_alarm_and_dashboard_watch_each_error_stage(stage: str) -> None:
-    telemetry = pytest.importorskip("chalicelib.telemetry")
+    from chalicelib import telemetry
     (emitted,) = emitted_dimensions(telemetry.emit_unexpected_error, stage)
     (ingest_errors,) = [a for a in alarms() if a["AlarmName"] == "ls-ingest-errors"]
     alarmed = [{d["Name"]: d["Value"] for d in q["MetricStat"]["Metric"]["Dimensions"]}
@@ -411,7 +412,8 @@ def test_a_camera_silent_for_its_lines_minutes_alarms(sums: list[float | None],
 def test_an_unusable_upload_keeps_a_camera_from_counting_as_silent() -> None:
     """The silence alarm reads a metric every upload emits, INVALID ones too, with the
     camera's own dimensions: a camera sending garbage has its own alarm (invalid uploads)."""
-    telemetry = pytest.importorskip("chalicelib.telemetry")
+    from chalicelib import telemetry
+
     from pipeline.alerts import AlertDecision
     from pipeline.ingest import Outcome
     from pipeline.records import STATUS_INVALID, ResultRecord, parse_time

@@ -107,11 +107,13 @@ def test_cli_backbone_option(samples: Path, tmp_path: Path) -> None:
 
 
 def test_memory_bank_helpers() -> None:
+    """The ONNX path's memory bank and nearest-patch distances (`methods.memory`)."""
     import doctest
 
-    from pipeline.detector.methods import onnx_backbone
+    from pipeline.detector.methods import memory
 
-    assert doctest.testmod(onnx_backbone).failed == 0
+    outcome = doctest.testmod(memory)
+    assert outcome.attempted > 0 and outcome.failed == 0
 
 
 @pytest.mark.parametrize("offset", [0.0, 1000.0])  # features near zero / far from it
