@@ -412,8 +412,8 @@ def _judged_object(record: ResultRecord, s3: Any) -> ingest.ObjectRef:
                            int(head["ContentLength"]), record.captured_at,
                            str(head.get("VersionId") or ""))
     if ref.idempotency_key != record.idempotency_key:
-        raise LookupError(f"{record.s3_uri} no longer holds the write image "
-                          f"{record.image_id} judged")
+        raise ValueError(f"{record.s3_uri} no longer holds the write image "
+                         f"{record.image_id} judged")
     return ref
 
 

@@ -277,6 +277,41 @@ def test_a_parked_photo_whose_id_another_took_is_sent_back_by_the_redrive(
     assert len(alerts(moto_stack)) == 2
 
 
+def test_a_parked_photo_without_its_notification_whose_image_is_gone_stays_parked(
+        moto_stack: MotoStack, samples_dir: Path) -> None:
+    """The redrive cannot rebuild the notification of a photo whose version was deleted
+    for good: the dead letter stays, with the reason, for a person to decide."""
+    from pipeline import dlq, ingest, workflow
+    from pipeline.alerts import AlertDecision
+    from pipeline.detector import load_detector
+    from pipeline.settings import current
+
+    upload_id, (first, second) = _one_form_used_twice(moto_stack, samples_dir)
+    settings = current()
+    detector = load_detector(settings.detector_backend, settings.model_uri)
+    ingest.process(first, settings, detector)
+    wait_until_idle(moto_stack)
+    record = ingest.analyse(second, settings, detector, upload_id)
+    state = ingest.execution_input(record, AlertDecision(send=False), second)
+    del state[workflow.REQUEUE]
+    info, client = moto_stack.info, moto_stack.client
+    client("sqs").send_message(QueueUrl=info.failure_queue_url, MessageBody=json.dumps(
+        state | {"error": {"Error": workflow.NO_REQUEUE}}))
+    client("s3").delete_object(Bucket=second.bucket, Key=second.key,
+                               VersionId=second.version_id)
+
+    result = dlq.redrive_workflow(
+        client("sqs"), info.failure_queue_url,
+        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
+        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"),
+        s3=client("s3"))
+    assert (result.moved, result.executions_started) == (0, 0)
+    [reason] = result.reasons.values()
+    assert reason.startswith("HeadObject refused: 404")
+    [kept] = queue_bodies(moto_stack, info.failure_queue_url)
+    assert kept["record"]["image_id"] == upload_id
+
+
 def test_a_record_deleted_after_it_refused_the_put_is_put_again(
         moto_stack: MotoStack, samples_dir: Path) -> None:
     """The record that refused the put is gone when the workflow reads it (deleted by a
