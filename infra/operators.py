@@ -37,8 +37,9 @@ def operator_statements(args: OperatorsArgs) -> list[iam.Statement]:
                   [args.arns.table, indexes], sid="ReadResults"),
         iam.allow(["dynamodb:UpdateItem"], [args.arns.table], sid="Review"),
         # report and export-dataset read the photos (the version each record judged) and
-        # heatmaps; dlq list reads why an image failed (its tag); listing makes a deleted
-        # image a 404, not a 403
+        # heatmaps; dlq list reads why an image failed (its tag), and dlq redrive the
+        # version a parked photo names (HeadObject); listing makes a deleted image a 404,
+        # not a 403
         iam.allow(["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging"], [images],
                   sid="ReadImages"),
         iam.allow(["s3:ListBucket"], [args.arns.images_bucket], sid="ListImages"),

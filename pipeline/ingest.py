@@ -271,8 +271,11 @@ def execution_name(image_id: str, ref: ObjectRef) -> str:
 
 def start_workflow(record: ResultRecord, ref: ObjectRef, settings: Settings) -> Outcome:
     """Start the workflow, named by `execution_name`. A name that already ran (STANDARD
-    workflows keep names for 90 days) is a duplicate delivery, not an error: the same
-    write, already judged under the same id."""
+    workflows keep names for 90 days) is taken for a duplicate delivery of the same write,
+    not an error. (One case it is not, after a manual delete: a photo the workflow sent
+    back, whose rival record was deleted before it came round, is judged under the
+    upload id again, a name its first execution took; a STANDARD workflow then does not
+    record it.)"""
     alert = decide(record, alert_policy(settings, record.line_id))
     record = record.with_changes(alert_reason=alert.reason)
     payload = execution_input(record, alert, ref)

@@ -164,9 +164,11 @@ def test_concurrent_deliveries_race_to_one_record(moto_stack: MotoStack,
 
 
 def _one_form_used_twice(stack: MotoStack, samples_dir: Path) -> tuple[str, list[Any]]:
-    """Two photos written through one upload form: the key and both writes' refs. The
-    ingest queue is emptied of the bucket's own notifications of them."""
+    """Two photos written through one upload form: the key and both writes' refs, with
+    their versions. The ingest queue is emptied of the bucket's own notifications of
+    them, which name the same objects (moto's leave the version out)."""
     from pipeline import ingest
+    from pipeline.dlq import receive_all
     from pipeline.uploads import parse_key
 
     anomalies = sorted((samples_dir / "test" / "anomaly").glob("*.jpg"))
@@ -174,9 +176,14 @@ def _one_form_used_twice(stack: MotoStack, samples_dir: Path) -> tuple[str, list
     bodies = [sqs_message(stack, key)["body"]]
     stack.upload(anomalies[1].read_bytes(), key=key)
     bodies.append(sqs_message(stack, key)["body"])
-    stack.client("sqs").purge_queue(QueueUrl=stack.info.queue_url)
+    refs = [ref for body in bodies for ref in ingest.object_refs(body)]
+    sqs = stack.client("sqs")
+    notified = [(ref.key, ref.etag, ref.size) for message in receive_all(
+        sqs, stack.info.queue_url) for ref in ingest.object_refs(message["Body"])]
+    assert sorted(notified) == sorted((ref.key, ref.etag, ref.size) for ref in refs)
+    sqs.purge_queue(QueueUrl=stack.info.queue_url)
     upload_id = parse_key(key).upload_id  # type: ignore[union-attr]
-    return upload_id, [ref for body in bodies for ref in ingest.object_refs(body)]
+    return upload_id, refs
 
 
 def _ingest_requeued(stack: MotoStack, expected: Any) -> None:
