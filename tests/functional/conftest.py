@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,19 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     slept: list[float] = []
     monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=slept.append))
     return slept
+
+
+def count_calls(service: str) -> Counter[str]:
+    """The operations the handlers' (cached) client for `service` calls from now on."""
+    from pipeline import aws
+
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    aws.client(service).meta.events.register(f"before-call.{service}.*", count)
+    return calls
 
 
 def sqs_message(stack: MotoStack, key: str, message_id: str | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from PIL import Image
 from tests.conftest import MotoStack
 from tests.functional.conftest import (
     alerts,
+    count_calls,
     emf_metrics,
     execution_name,
     history_states,
@@ -204,20 +205,9 @@ def test_a_key_the_api_did_not_issue_is_recorded_invalid(
 
     # Delivered again: recognised by its record, so no second execution is started (an
     # EXPRESS workflow in AWS would run it, and its metrics would count twice).
-    from pipeline import aws
-
-    started: list[str] = []
-
-    def count(**_: Any) -> None:
-        started.append("start")
-
-    events = aws.client("stepfunctions").meta.events
-    events.register("before-call.sfn.StartExecution", count)
-    try:
-        assert app.ingest(event, None) == {"batchItemFailures": []}
-    finally:
-        events.unregister("before-call.sfn.StartExecution", count)
-    assert started == []
+    started = count_calls("stepfunctions")
+    assert app.ingest(event, None) == {"batchItemFailures": []}
+    assert started == {}
     assert "ProcessedImageCount" not in capsys.readouterr().out
 
 

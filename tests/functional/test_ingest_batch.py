@@ -3,7 +3,6 @@ delivered twice within the batch once, and still works when that read fails."""
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,24 +10,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import MotoStack
-from tests.functional.conftest import emf_metrics, records, sqs_message, wait_until_idle
+from tests.functional.conftest import (
+    count_calls,
+    emf_metrics,
+    records,
+    sqs_message,
+    wait_until_idle,
+)
 
 
 def _images(samples_dir: Path, count: int) -> list[bytes]:
     return [p.read_bytes() for p in sorted((samples_dir / "test").rglob("*.jpg"))[:count]]
-
-
-def _count_calls(service: str) -> Counter[str]:
-    """The operations the handlers' (cached) client for `service` calls from now on."""
-    from pipeline import aws
-
-    calls: Counter[str] = Counter()
-
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    aws.client(service).meta.events.register(f"before-call.{service}.*", count)
-    return calls
 
 
 def test_a_batch_reads_the_records_of_its_images_in_one_call(moto_stack: MotoStack,
@@ -36,7 +28,7 @@ def test_a_batch_reads_the_records_of_its_images_in_one_call(moto_stack: MotoSta
     import app
 
     keys = [moto_stack.upload(image) for image in _images(samples_dir, 3)]
-    dynamodb = _count_calls("dynamodb")
+    dynamodb = count_calls("dynamodb")
 
     result = app.ingest({"Records": [sqs_message(moto_stack, k, f"m-{i}")
                                      for i, k in enumerate(keys)]}, None)
@@ -52,7 +44,7 @@ def test_an_upload_delivered_twice_in_one_batch_is_processed_once(
     import app
 
     [key] = [moto_stack.upload(image) for image in _images(samples_dir, 1)]
-    stepfunctions = _count_calls("stepfunctions")
+    stepfunctions = count_calls("stepfunctions")
 
     result = app.ingest({"Records": [sqs_message(moto_stack, key, "m-1"),
                                      sqs_message(moto_stack, key, "m-2")]}, None)
@@ -83,7 +75,7 @@ def test_when_the_batch_read_fails_each_image_is_looked_up_alone(
                           "BatchGetItem")
 
     monkeypatch.setattr(aws.client("dynamodb"), "batch_get_item", throttled)
-    dynamodb, stepfunctions = _count_calls("dynamodb"), _count_calls("stepfunctions")
+    dynamodb, stepfunctions = count_calls("dynamodb"), count_calls("stepfunctions")
 
     assert app.ingest({"Records": [sqs_message(moto_stack, key)]}, None) == {
         "batchItemFailures": []}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import MotoStack, load_event
-from tests.functional.conftest import history_states
+from tests.functional.conftest import count_calls, history_states
 
 
 def _wait_for_executions(stack: MotoStack, count: int, timeout: float = 30.0) -> list[dict]:
@@ -88,24 +88,13 @@ def test_duplicate_delivery_gives_one_record_and_one_alert(
     stack = moto_stack_any_workflow
     key = stack.upload(_image(samples_dir, "anomaly"))
     event = stack.sqs_event_for(key)
-    from pipeline import aws
-
     app.ingest(event, None)
     _wait_for_executions(stack, 1)
     # the same S3 event delivered again: recognised by ingest, no second start (moto, like
     # a STANDARD workflow, would refuse the name; an EXPRESS one in AWS would run it)
-    started: list[str] = []
-
-    def count(**_: Any) -> None:
-        started.append("start")
-
-    events = aws.client("stepfunctions").meta.events
-    events.register("before-call.sfn.StartExecution", count)
-    try:
-        app.ingest(event, None)
-    finally:
-        events.unregister("before-call.sfn.StartExecution", count)
-    assert started == []
+    started = count_calls("stepfunctions")
+    app.ingest(event, None)
+    assert started == {}
     executions = stack.client("stepfunctions").list_executions(
         stateMachineArn=stack.info.state_machine_arn)["executions"]
     assert [e["status"] for e in executions] == ["SUCCEEDED"]
