@@ -46,6 +46,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import analytics, ingest, workflow
+from pipeline.export import split_s3_uri
 from pipeline.records import ResultRecord, iso, utc_now
 from pipeline.uploads import parse_key
 
@@ -405,7 +406,7 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
 def _judged_object(record: ResultRecord, s3: Any) -> ingest.ObjectRef:
     """The S3 write `record` judged, as its notification named it: read back from the
     bucket (the version the record names), and refused unless it is that very write."""
-    bucket, _, key = record.s3_uri.removeprefix("s3://").partition("/")
+    bucket, key = split_s3_uri(record.s3_uri)
     head = s3.head_object(Bucket=bucket, Key=key, **(
         {"VersionId": record.image_version} if record.image_version else {}))
     ref = ingest.ObjectRef(bucket, key, str(head["ETag"]).strip('"'),

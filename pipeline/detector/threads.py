@@ -5,11 +5,12 @@ Scoring one image at a time gains nothing from BLAS threads and, on a small mach
 is busy with other work, loses a lot to them. numpy has no API for this, so this calls
 OpenBLAS's own setter through ctypes; when that is not possible it does nothing.
 
-OpenBLAS's thread count belongs to the whole process, and training cross-validates folds
-in parallel threads, each of which limits it: the first to enter sets the limit and the
-last to leave puts the previous count back (`limited`), so that one thread leaving never
-lifts the limit under another. (torch's count, which `cnn` limits, is not shared this
-way: each thread also keeps one of its own, OpenMP's, that only it can set.)
+OpenBLAS's thread count belongs to the whole process. Training limits it once around its
+folds, which run side by side in threads; blocks that limit it at the same time (two
+trainings or evaluations in one process) share the limit: the first to enter sets it and
+the last to leave puts the previous count back (`limited`), so that one leaving never
+lifts it under another. (torch's count, which `cnn` limits, is not shared this way: each
+thread also keeps one of its own, OpenMP's, that only it can set.)
 """
 
 from __future__ import annotations

@@ -1070,7 +1070,7 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
         return collected
 
     parts: dict[int, _Fold] = {}
-    failures: dict[int, Exception] = {}
+    failure: Exception | None = None  # the first fold's to fail: the others then stop
 
     def finished(fold: int, part: _Fold) -> None:
         parts[fold] = part
@@ -1086,7 +1086,7 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
                 try:
                     finished(fold, one(fold))
                 except Exception as exc:  # noqa: BLE001 (recorded below)
-                    failures[fold] = exc
+                    failure = exc
                     break
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
@@ -1098,14 +1098,13 @@ def _cross_validate(name: str, template: Method, images: _ImageCache, split: _Sp
                         except (_Stopped, CancelledError):
                             continue
                         except Exception as exc:  # noqa: BLE001 (recorded below)
-                            failures[futures[future]] = exc
+                            failure = exc
                             break
                 finally:  # on a failure or Ctrl-C, the other folds stop at their next image
                     stop.set()
                     for future in futures:
                         future.cancel()
-    if failures:  # a research method may fail on some data; others go on
-        failure = failures[min(failures)]
+    if failure is not None:  # a research method may fail on some data; others go on
         log.warning("method %s failed during cross-validation: %s", name, failure)
         fit_seconds = sum(part.fit_seconds for part in parts.values())
         return CandidateResult(name, None, None, split.folds, fit_seconds, 0.0,

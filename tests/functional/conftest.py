@@ -78,6 +78,18 @@ def count_calls(service: str) -> Counter[str]:
     return calls
 
 
+def redrive_workflow(stack: MotoStack) -> Any:
+    """`linesight dlq redrive --queue workflow`, in this process."""
+    from pipeline import dlq
+
+    info, client = stack.info, stack.client
+    return dlq.redrive_workflow(
+        client("sqs"), info.failure_queue_url,
+        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
+        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"),
+        s3=client("s3"))
+
+
 def sqs_message(stack: MotoStack, key: str, message_id: str | None = None) -> dict[str, Any]:
     record = stack.sqs_event_for(key)["Records"][0]
     if message_id:

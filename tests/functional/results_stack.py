@@ -19,6 +19,7 @@ import boto3
 import pytest
 from PIL import Image, ImageDraw
 
+from pipeline.export import split_s3_uri
 from pipeline.ingest import ObjectRef
 from pipeline.records import ResultRecord
 from tests.conftest import REGION, _reset_caches
@@ -76,7 +77,7 @@ def record(info: Any, index: int, *, line: str = "line-1", camera: str = "cam-1"
 
 def upload_ref(record: ResultRecord) -> ObjectRef:
     """The S3 object `record` judged, as its notification names it (the etag made up)."""
-    bucket, key = record.s3_uri.removeprefix("s3://").split("/", 1)
+    bucket, key = split_s3_uri(record.s3_uri)
     return ObjectRef(bucket, key, f"etag-{record.image_id}", 1000, record.captured_at)
 
 

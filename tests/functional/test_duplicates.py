@@ -16,6 +16,7 @@ from tests.functional.conftest import (
     lake_rows,
     queue_bodies,
     records,
+    redrive_workflow,
     sqs_message,
     stream_records,
     wait_for_execution,
@@ -241,7 +242,7 @@ def test_a_parked_photo_whose_id_another_took_is_sent_back_by_the_redrive(
     one back to be judged on its own (rebuilding the notification from the image)."""
     import app
 
-    from pipeline import dlq, ingest, workflow
+    from pipeline import ingest, workflow
     from pipeline.detector import load_detector
     from pipeline.settings import current
 
@@ -271,11 +272,7 @@ def test_a_parked_photo_whose_id_another_took_is_sent_back_by_the_redrive(
         [parked] = queue_bodies(moto_stack, info.failure_queue_url)
         assert parked["error"]["Error"] == workflow.NO_REQUEUE
 
-    result = dlq.redrive_workflow(
-        client("sqs"), info.failure_queue_url,
-        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
-        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"),
-        s3=client("s3"))
+    result = redrive_workflow(moto_stack)
     assert (result.moved, result.executions_started, result.failed) == (1, 1, [])
     wait_until_idle(moto_stack)
     _ingest_requeued(moto_stack, second)
@@ -288,7 +285,7 @@ def test_a_parked_photo_without_its_notification_whose_image_is_gone_stays_parke
         moto_stack: MotoStack, samples_dir: Path) -> None:
     """The redrive cannot rebuild the notification of a photo whose version was deleted
     for good: the dead letter stays, with the reason, for a person to decide."""
-    from pipeline import dlq, ingest, workflow
+    from pipeline import ingest, workflow
     from pipeline.alerts import AlertDecision
     from pipeline.detector import load_detector
     from pipeline.settings import current
@@ -307,11 +304,7 @@ def test_a_parked_photo_without_its_notification_whose_image_is_gone_stays_parke
     client("s3").delete_object(Bucket=second.bucket, Key=second.key,
                                VersionId=second.version_id)
 
-    result = dlq.redrive_workflow(
-        client("sqs"), info.failure_queue_url,
-        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
-        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"),
-        s3=client("s3"))
+    result = redrive_workflow(moto_stack)
     assert (result.moved, result.executions_started) == (0, 0)
     [reason] = result.reasons.values()
     assert reason.startswith("HeadObject refused: 404")

@@ -23,6 +23,7 @@ from tests.functional.conftest import (
     history_states,
     queue_bodies,
     records,
+    redrive_workflow,
     sqs_message,
     wait_until_idle,
 )
@@ -70,18 +71,6 @@ def _ingest(stack: MotoStack, samples_dir: Path) -> str:
     assert app.ingest({"Records": [sqs_message(stack, key)]}, None) == {
         "batchItemFailures": []}
     return key
-
-
-def _redrive_workflow(stack: MotoStack) -> Any:
-    """`linesight dlq redrive --queue workflow`, in this process."""
-    from pipeline import dlq
-
-    info, client = stack.info, stack.client
-    return dlq.redrive_workflow(
-        client("sqs"), info.failure_queue_url,
-        dlq.WorkflowTargets(info.state_machine_arn, info.table, info.topic_arn),
-        sfn=client("stepfunctions"), ddb=client("dynamodb"), sns=client("sns"),
-        s3=client("s3"))
 
 
 def test_sns_down_keeps_the_record_retries_then_parks_the_alert(
@@ -133,7 +122,7 @@ def test_a_parked_alert_is_sent_once_by_the_redrive(
         session.events.unregister("before-call.sns.Publish", down)
 
     info = moto_stack.info
-    result = _redrive_workflow(moto_stack)
+    result = redrive_workflow(moto_stack)
     assert (result.moved, result.alerts_published, result.executions_started) == (1, 1, 0)
     [alert] = alerts(moto_stack)
     assert alert["line"] == "line-1" and "Defect" in alert["subject"]
@@ -233,7 +222,7 @@ def test_dynamodb_throttled_for_good_parks_the_input_and_the_redrive_records_it(
     assert parked["error"]["Error"] == "DynamoDB.ThrottlingException"
 
     outage["on"] = False
-    result = _redrive_workflow(moto_stack)
+    result = redrive_workflow(moto_stack)
     assert result.executions_started == 1
     wait_until_idle(moto_stack)
     assert len(records(moto_stack)) == 1
@@ -287,7 +276,7 @@ def test_a_put_that_committed_but_failed_for_good_gets_its_alert_from_the_redriv
     assert parked["error"]["Error"] == "DynamoDB.InternalServerError"
 
     info = moto_stack.info
-    result = _redrive_workflow(moto_stack)
+    result = redrive_workflow(moto_stack)
     assert (result.moved, result.alerts_published, result.executions_started) == (1, 1, 0)
     assert len(alerts(moto_stack)) == 1
     assert len(records(moto_stack)) == 1
