@@ -371,7 +371,8 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
         payload = workflow.with_writer({name: state[name] for name in (
             "item", "record", "alert", workflow.REQUEUE) if name in state})
         if other_photo and workflow.REQUEUE not in payload:
-            payload[workflow.REQUEUE] = ingest.notification_body(_judged_object(record, s3))
+            payload[workflow.REQUEUE] = ingest.notification_body(_judged_object(record, s3),
+                                                                requeued=True)
         name = f"{record.idempotency_key[:40]}-redrive-{uuid.uuid4().hex[:12]}"
         sfn.start_execution(stateMachineArn=targets.state_machine_arn, name=name,
                             input=json.dumps(payload))

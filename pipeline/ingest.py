@@ -51,6 +51,9 @@ class ObjectRef:
     size: int
     event_time: datetime
     version_id: str = ""  # set when the bucket is versioned (LineSight's images bucket is)
+    # sent back by the workflow (`notification_body`): this write's first judgement, which
+    # lost the record's id to another photo, was counted in the metrics already
+    requeued: bool = False
 
     @property
     def uri(self) -> str:
@@ -81,6 +84,7 @@ def object_refs(message_body: str) -> Iterator[ObjectRef]:
         raise ValueError("message body is not an S3 event notification")
     if event.get("Event") == "s3:TestEvent":
         return
+    requeued = event.get(REQUEUED) is True
     records = event.get("Records")
     if not isinstance(records, list):
         raise ValueError("message body is not an S3 event notification")
@@ -96,6 +100,7 @@ def object_refs(message_body: str) -> Iterator[ObjectRef]:
                 size=int(s3["object"].get("size", 0)),
                 event_time=parse_time(record["eventTime"]),
                 version_id=str(s3["object"].get("versionId") or ""),
+                requeued=requeued,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"record {index} of the S3 event notification is malformed: "
@@ -103,15 +108,22 @@ def object_refs(message_body: str) -> Iterator[ObjectRef]:
         yield ref
 
 
-def notification_body(ref: ObjectRef) -> str:
-    """The S3 ObjectCreated notification of `ref`, as the ingest queue carries it: what
-    the workflow sends back to be judged again (`pipeline.workflow.REQUEUE`).
+# The key, beside the notification's Records, that marks an upload the workflow sent back.
+REQUEUED = "linesightRequeued"
+
+
+def notification_body(ref: ObjectRef, *, requeued: bool = False) -> str:
+    """The S3 ObjectCreated notification of `ref`, as the ingest queue carries it;
+    `requeued` marks it as sent back by the workflow (`pipeline.workflow.REQUEUE`), to be
+    judged again but not counted again.
 
     >>> ref = ObjectRef("b", "line 1/a+b.jpg", "e", 5, parse_time("2026-11-25T10:00:00Z"), "v")
     >>> list(object_refs(notification_body(ref))) == [ref]
     True
+    >>> [again.requeued for again in object_refs(notification_body(ref, requeued=True))]
+    [True]
     """
-    return json.dumps({"Records": [{
+    return json.dumps({**({REQUEUED: True} if requeued else {}), "Records": [{
         "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
         "eventTime": iso(ref.event_time),
         "s3": {"bucket": {"name": ref.bucket},
@@ -146,6 +158,8 @@ class Outcome:
     alert: AlertDecision
     execution_name: str
     duplicate: bool = False
+    # a photo the workflow sent back (`ObjectRef.requeued`): counted when first judged
+    counted_before: bool = False
 
 
 def first_image_id(ref: ObjectRef) -> str:
@@ -240,15 +254,15 @@ def alert_policy(settings: Settings, line_id: str) -> AlertPolicy:
 def execution_input(record: ResultRecord, alert: AlertDecision, ref: ObjectRef
                     ) -> dict[str, Any]:
     """One execution's input (`pipeline.workflow`), with a writer token of its own and
-    the upload's notification, for the workflow to send back if another photo took the
-    record's id first."""
+    the upload's notification, marked requeued, for the workflow to send back if another
+    photo took the record's id first."""
     return workflow.with_writer({
         "item": record.to_item(),
         "record": record.to_json(),
         "alert": {"send": alert.send, "reason": alert.reason or "none",
                   "subject": alert.subject, "message": alert.message,
                   "line_id": record.line_id},
-        workflow.REQUEUE: notification_body(ref),
+        workflow.REQUEUE: notification_body(ref, requeued=True),
     })
 
 
@@ -287,7 +301,7 @@ def start_workflow(record: ResultRecord, ref: ObjectRef, settings: Settings) -> 
         if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
             raise
         return Outcome(record, alert, name, duplicate=True)
-    return Outcome(record, alert, name)
+    return Outcome(record, alert, name, counted_before=ref.requeued)
 
 
 @dataclass

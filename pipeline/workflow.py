@@ -34,7 +34,8 @@ the execution ends in `AlreadyRecorded`; if it is gone, the put is tried again; 
 holds another photo, the execution sends the upload's S3 notification (`requeue` in its
 input) back to the ingest queue (`RequeueUpload`), where it is judged under an id of its
 own (`pipeline.ingest.rewritten_image_id`), so the race loses no photo; that photo is
-detected twice, and counted twice in the metrics. An input without the notification
+detected twice but counted once in the metrics (the notification is marked
+`pipeline.ingest.REQUEUED`, and its second judgement emits none). An input without the notification
 (started by ingest code older than this) is parked on the failure queue (`NoRequeue`),
 and `linesight dlq redrive` rebuilds the notification from the image.
 """

@@ -53,8 +53,9 @@ def _emit(values: Mapping[str, tuple[float, str]], dimensions: Mapping[str, str]
 
 
 def emit_outcome(outcome: Outcome) -> None:
-    """The metrics of one processed image (nothing for a duplicate delivery)."""
-    if outcome.duplicate:
+    """The metrics of one processed image: nothing for a duplicate delivery, nor for a
+    photo the workflow sent back, whose first judgement was counted (`pipeline.workflow`)."""
+    if outcome.duplicate or outcome.counted_before:
         return
     record = outcome.record
     alerted = 1 if outcome.alert.send else 0
