@@ -370,7 +370,9 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
     if stored is None or other_photo:
         payload = workflow.with_writer({name: state[name] for name in (
             "item", "record", "alert", workflow.REQUEUE) if name in state})
-        if other_photo and workflow.REQUEUE not in payload:
+        if workflow.REQUEUE in payload:  # parked by ingest code before the mark: unmarked
+            payload[workflow.REQUEUE] = ingest.mark_requeued(payload[workflow.REQUEUE])
+        elif other_photo:
             payload[workflow.REQUEUE] = ingest.notification_body(_judged_object(record, s3),
                                                                 requeued=True)
         name = f"{record.idempotency_key[:40]}-redrive-{uuid.uuid4().hex[:12]}"

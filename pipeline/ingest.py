@@ -132,6 +132,16 @@ def notification_body(ref: ObjectRef, *, requeued: bool = False) -> str:
     }]})
 
 
+def mark_requeued(body: str) -> str:
+    """An S3 notification `body` marked as `notification_body(..., requeued=True)` marks
+    it (an execution input from before the mark carries it unmarked).
+
+    >>> json.loads(mark_requeued('{"Records": []}'))
+    {'Records': [], 'linesightRequeued': True}
+    """
+    return json.dumps({**json.loads(body), REQUEUED: True})
+
+
 # A batch starts no further message once the function has less than this left: the rest
 # are reported failed and come back, instead of the timeout failing the whole batch
 # (messages already recorded included) with no reason noted on any image. It exceeds one

@@ -217,15 +217,24 @@ def test_two_photos_through_one_form_at_once_are_both_recorded(moto_stack: MotoS
     both read no record, so both are judged under the upload's id. The workflow keeps the
     first put and sends the other photo's notification back to the ingest queue, where it
     is judged under an id of its own: two records, two alerts, nothing lost."""
+    from chalicelib.telemetry import emit_outcome
+
     from pipeline import ingest
     from pipeline.detector import load_detector
+    from pipeline.metrics import PROCESSED
     from pipeline.settings import current
 
     upload_id, refs = _one_form_used_twice(moto_stack, samples_dir)
     settings = current()
     detector = load_detector(settings.detector_backend, settings.model_uri)
-    for ref in refs:  # each invocation read "no record" before the other's put
-        ingest.process(ref, settings, detector, ingest.Recorded({upload_id: None}))
+    emitted = io.StringIO()
+    with contextlib.redirect_stdout(emitted):
+        for ref in refs:  # each invocation read "no record" before the other's put
+            emit_outcome(ingest.process(ref, settings, detector,
+                                        ingest.Recorded({upload_id: None})))
+    # both judgements counted; the requeued one (below) adds none: two photos, two counts
+    assert sum(point["Value"] for point in emf_metrics(emitted.getvalue())
+               if point["MetricName"] == PROCESSED and not point.get("Dimensions")) == 2
     done = wait_for_executions(moto_stack, 2)
     endings = sorted(history_states(moto_stack, e["executionArn"])[-1] for e in done)
     assert endings == ["Alerted", "Requeued"]
@@ -241,14 +250,16 @@ def test_two_photos_through_one_form_at_once_are_both_recorded(moto_stack: MotoS
     assert len(alerts(moto_stack)) == 2
 
 
-@pytest.mark.parametrize("parked_by", ["failed put", "older ingest code"])
+@pytest.mark.parametrize("parked_by", ["failed put", "failed put, before the mark",
+                                       "older ingest code"])
 def test_a_parked_photo_whose_id_another_took_is_sent_back_by_the_redrive(
         moto_stack: MotoStack, samples_dir: Path, parked_by: str) -> None:
     """The second photo's execution was parked on the failure queue while the first photo
-    was recorded under the upload's id: its put failed for good, or it was started by
-    ingest code older than the requeue, whose input has no notification to send back
-    (`NoRequeue`). The redrive's execution finds another photo's record and sends this
-    one back to be judged on its own (rebuilding the notification from the image)."""
+    was recorded under the upload's id: its put failed for good (its notification marked
+    requeued, or, parked by older ingest code, not), or it was started by ingest code
+    older than the requeue, whose input has no notification to send back (`NoRequeue`).
+    The redrive's execution finds another photo's record and sends this one back, marked,
+    to be judged on its own (rebuilding the notification from the image)."""
     import app
 
     from pipeline import ingest, workflow
@@ -266,7 +277,9 @@ def test_a_parked_photo_whose_id_another_took_is_sent_back_by_the_redrive(
     alert = ingest.decide(record, ingest.alert_policy(settings, record.line_id))
     state = ingest.execution_input(record, alert, second)
     info, client = moto_stack.info, moto_stack.client
-    if parked_by == "failed put":
+    if parked_by.startswith("failed put"):
+        if parked_by.endswith("before the mark"):
+            state[workflow.REQUEUE] = ingest.notification_body(second)
         client("sqs").send_message(QueueUrl=info.failure_queue_url, MessageBody=json.dumps(
             state | {"error": {"Error": "DynamoDB.ProvisionedThroughputExceededException"}}))
     else:
