@@ -23,7 +23,14 @@ from rich.console import Console
 from rich.table import Table
 
 from scripts.local_stack import REPO, LocalStack, Topology
-from scripts.observe import AlertTap, all_records, lake_rows, summarize, wait_until
+from scripts.observe import (
+    AlertTap,
+    all_records,
+    lake_rows,
+    summarize,
+    wait_for_alerts,
+    wait_until,
+)
 
 console = Console(width=None if Console().is_terminal else 110)
 UPLOADER = REPO / "scripts" / "uploadImages.py"
@@ -119,18 +126,9 @@ def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
         records = [r for r in all_records(ddb, info.table) if r.image_id in expected]
         rows = [r for r in lake_rows(s3, info.results_bucket) if r["ImageId"] in expected]
         # Every record whose alert decision said "send" must show up on the topic, once.
-        # Executions publish before they end, so once none runs, the tap holds them all
-        # (a duplicate alert too, which stopping at the count due would leave unseen).
         wanted = sum(1 for r in records if r.alert_reason)
-        sfn = stack.client("stepfunctions")
-
-        def workflows_ended() -> bool:
-            return not sfn.list_executions(stateMachineArn=info.state_machine_arn,
-                                           statusFilter="RUNNING")["executions"]
-
-        wait_until(lambda: workflows_ended() and len(tap.drain()) >= wanted, timeout=30)
-        tap.drain()
-        alerts = tap.alerts
+        alerts = wait_for_alerts(tap, stack.client("stepfunctions"), info.state_machine_arn,
+                                 wanted)
         report_path = write_report(stack, out)
     table = summarize(records, rows, alerts)
     show(table)
@@ -149,14 +147,16 @@ def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     ok = (finished and len(uploaded) == len(uploads)
-          and summary["uploaded"] == summary["results"] == summary["lake_rows"])
+          and summary["uploaded"] == summary["results"] == summary["lake_rows"]
+          and summary["alerts"] == summary["alerts_due"])
     console.print(f"summary: {out / 'summary.json'}")
     console.print(f"report:  {report_path}")
     if ok:
         console.print(f"[green]all {len(uploaded)} uploads went through every stage[/green]")
         return 0
     console.print(f"[red]incomplete:[/red] uploaded {summary['uploaded']}, results "
-                  f"{summary['results']}, lake rows {summary['lake_rows']}")
+                  f"{summary['results']}, lake rows {summary['lake_rows']}, alerts "
+                  f"{summary['alerts']} of {summary['alerts_due']} due")
     return 1
 
 

@@ -62,6 +62,22 @@ class AlertTap:
                 for i, m in enumerate(messages)])
 
 
+def executions_running(sfn: Any, state_machine_arn: str) -> bool:
+    """Whether any execution of the workflow is still running."""
+    return bool(sfn.list_executions(stateMachineArn=state_machine_arn, statusFilter="RUNNING",
+                                    maxResults=1)["executions"])
+
+
+def wait_for_alerts(tap: AlertTap, sfn: Any, state_machine_arn: str, due: int,
+                    timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every alert the workflow sends: drained until no execution runs and at least `due`
+    have arrived (or `timeout` s), then once more. An execution publishes before it ends,
+    so a late duplicate alert is seen too, which stopping at the count due would miss."""
+    wait_until(lambda: not executions_running(sfn, state_machine_arn)
+               and len(tap.drain()) >= due, timeout)
+    return tap.drain()
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

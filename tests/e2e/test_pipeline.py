@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from scripts.local_stack import LocalStack
-from scripts.observe import AlertTap, all_records, lake_rows, wait_until
+from scripts.observe import AlertTap, all_records, lake_rows, wait_for_alerts, wait_until
 from scripts.uploadImages import upload_folder
 
 
@@ -53,8 +53,9 @@ def processed(local_stack: LocalStack, samples_dir: Path,
     records = {r.image_id: r for r in all_records(ddb, info.table)}
     tap = AlertTap(local_stack.client("sqs"), info.alerts_queue_url)
     wanted = sum(1 for i in ids.values() if records[i].alert_reason)
-    wait_until(lambda: len(tap.drain()) >= wanted, timeout=30)
-    return {"ids": ids, "records": records, "alerts": tap.alerts,
+    alerts = wait_for_alerts(tap, local_stack.client("stepfunctions"),
+                             info.state_machine_arn, wanted)
+    return {"ids": ids, "records": records, "alerts": alerts,
             "rows": lake_rows(s3, info.results_bucket)}
 
 
