@@ -413,7 +413,9 @@ def _queue_depth(stack: LocalStack, url: str) -> int:
 def _model(model: Path | None, samples: Path, scratch: Path) -> Path:
     if model is not None:
         if not (model / "model.json").exists():
-            raise SystemExit(f"error: {model} has no model.json")
+            raise SystemExit(f"error: {model} has no model.json: train one first (`make model` "
+                             "makes models/demo), or leave out --model to train on the "
+                             "samples here")
         return model
     from pipeline.detector.training import train_model
 
