@@ -159,10 +159,13 @@ def _describe_ingest(body: str, common: dict[str, Any], s3: Any | None
         yield DeadLetter(**common, reason="no ObjectCreated record in the notification")
     for ref in refs:
         parts = parse_key(ref.key)
+        image_id = ingest.first_image_id(ref)
+        if ref.requeued:  # sent back because another photo holds the upload's id
+            image_id = ingest.rewritten_image_id(image_id, ref)
         yield DeadLetter(
             **common, reason=_tagged_reason(s3, ref), image=ref.uri,
             line_id=parts.line_id if parts else "", camera_id=parts.camera_id if parts else "",
-            image_id=ingest.first_image_id(ref))
+            image_id=image_id)
 
 
 def _tagged_reason(s3: Any | None, ref: ingest.ObjectRef) -> str:

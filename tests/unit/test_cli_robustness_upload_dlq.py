@@ -47,8 +47,10 @@ def test_redrive_reasons_are_counted_and_printed_as_text(monkeypatch: pytest.Mon
 
 
 def test_an_ingest_dead_letter_names_the_id_its_image_is_recorded_under() -> None:
-    """An issued key: its upload id. A key the API did not issue: the id its INVALID record
-    has (made from the object's bytes), so `linesight results` can find it."""
+    """An issued key: its upload id; sent back by the workflow (another photo took that
+    id), the id of its own it is judged under. A key the API did not issue: the id its
+    INVALID record has (made from the object's bytes), so `linesight results` can find
+    it."""
     from pipeline import ingest
     from pipeline.records import parse_time
 
@@ -59,3 +61,6 @@ def test_an_ingest_dead_letter_names_the_id_its_image_is_recorded_under() -> Non
         "ingest", {"MessageId": "m", "Body": ingest.notification_body(ref)})]
     assert [letter.image_id for letter in letters] == ["c" * 32, unissued.idempotency_key[:32]]
     assert [letter.line_id for letter in letters] == ["line-1", ""]
+    [requeued] = dlq.describe("ingest", {"MessageId": "m", "Body": ingest.notification_body(
+        issued, requeued=True)})
+    assert requeued.image_id == ingest.rewritten_image_id("c" * 32, issued) != "c" * 32
