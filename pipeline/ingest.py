@@ -133,8 +133,8 @@ def notification_body(ref: ObjectRef, *, requeued: bool = False) -> str:
 
 
 def mark_requeued(body: str) -> str:
-    """An S3 notification `body` marked as `notification_body(..., requeued=True)` marks
-    it (an execution input from before the mark carries it unmarked).
+    """An S3 notification `body` with the mark `notification_body(..., requeued=True)`
+    gives, for one that an execution input from before the mark carries unmarked.
 
     >>> json.loads(mark_requeued('{"Records": []}'))
     {'Records': [], 'linesightRequeued': True}

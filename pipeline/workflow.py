@@ -36,12 +36,12 @@ input) back to the ingest queue (`RequeueUpload`), where it is judged under an i
 own (`pipeline.ingest.rewritten_image_id`), so the race loses no photo; that photo is
 detected twice but, as a rule, counted once in the metrics: the notification is marked
 `pipeline.ingest.REQUEUED`, and its second judgement emits none. (Two narrow windows
-remain: a handler that dies between starting the execution and emitting the metrics
-counts the photo nowhere, and S3's own notification redelivered before the marked one
-is handled counts it twice. Executions running while this code is deployed send it back
-unmarked.) An input without the notification
-(started by ingest code older than this) is parked on the failure queue (`NoRequeue`),
-and `linesight dlq redrive` rebuilds the notification from the image.
+remain: a handler that dies between starting the execution and emitting the metrics counts
+the photo nowhere, and S3's own notification redelivered before the marked one is handled
+counts it twice. Executions running while this code is deployed send it back unmarked.) An
+input without the notification (started by ingest code older than this) is parked on the
+failure queue (`NoRequeue`), and `linesight dlq redrive` rebuilds the notification from
+the image.
 """
 
 from __future__ import annotations
