@@ -38,14 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from pipeline.alerts import AlertPolicy, decide  # noqa: E402
-from pipeline.records import STATUS_INVALID, ResultRecord, iso, utc_now  # noqa: E402
+from pipeline.ingest import ObjectRef, notification_body  # noqa: E402
+from pipeline.records import STATUS_INVALID, ResultRecord, utc_now  # noqa: E402
 from scripts.local_stack import LocalStack, StackInfo, Topology  # noqa: E402
 from scripts.observe import AlertTap, all_records, lake_rows, wait_for_alerts  # noqa: E402
 from scripts.uploadImages import request_post  # noqa: E402
@@ -153,16 +153,6 @@ def plan(count: int, samples: Path, workdir: Path, *, bad_rate: float = BAD_RATE
     return planned
 
 
-def notification(bucket: str, key: str, etag: str, size: int) -> str:
-    """The S3 ObjectCreated notification body S3 sent for this object."""
-    return json.dumps({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": iso(utc_now()), "eventName": "ObjectCreated:Post",
-        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket,
-                                                    "arn": f"arn:aws:s3:::{bucket}"},
-               "object": {"key": quote_plus(key), "size": size, "eTag": etag}}}]})
-
-
 def _upload_all(stack: LocalStack, info: StackInfo, planned: list[Planned],
                 concurrency: int, rate: float = 0.0) -> list[Sent]:
     """Upload everything; with `rate` > 0, start at most `rate` uploads per second."""
@@ -184,8 +174,9 @@ def _upload_all(stack: LocalStack, info: StackInfo, planned: list[Planned],
         sent.finished = time.time()
         if item.duplicate and sent.key:
             head = s3.head_object(Bucket=info.images_bucket, Key=sent.key)
-            sqs.send_message(QueueUrl=info.queue_url, MessageBody=notification(
-                info.images_bucket, sent.key, head["ETag"].strip('"'), head["ContentLength"]))
+            sqs.send_message(QueueUrl=info.queue_url, MessageBody=notification_body(ObjectRef(
+                info.images_bucket, sent.key, head["ETag"].strip('"'), head["ContentLength"],
+                utc_now())))
         return sent
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -46,7 +46,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import analytics, ingest, workflow
-from pipeline.export import split_s3_uri
+from pipeline.export import object_params
 from pipeline.records import ResultRecord, iso, utc_now
 from pipeline.uploads import parse_key
 
@@ -412,10 +412,9 @@ def _finish_execution(state: dict[str, Any], targets: WorkflowTargets, sfn: Any,
 def _judged_object(record: ResultRecord, s3: Any) -> ingest.ObjectRef:
     """The S3 write `record` judged, as its notification named it: read back from the
     bucket (the version the record names), and refused unless it is that very write."""
-    bucket, key = split_s3_uri(record.s3_uri)
-    head = s3.head_object(Bucket=bucket, Key=key, **(
-        {"VersionId": record.image_version} if record.image_version else {}))
-    ref = ingest.ObjectRef(bucket, key, str(head["ETag"]).strip('"'),
+    where = object_params(record.s3_uri, record.image_version)
+    head = s3.head_object(**where)
+    ref = ingest.ObjectRef(where["Bucket"], where["Key"], str(head["ETag"]).strip('"'),
                            int(head["ContentLength"]), record.captured_at,
                            str(head.get("VersionId") or ""))
     if ref.idempotency_key != record.idempotency_key:

@@ -186,6 +186,17 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def object_params(uri: str, version: str = "") -> dict[str, str]:
+    """GetObject's (and HeadObject's) parameters for `uri`, at `version` when a record names
+    one: the version that was judged, though the key may have been written again since.
+
+    >>> object_params("s3://b/k.jpg", "v1")
+    {'Bucket': 'b', 'Key': 'k.jpg', 'VersionId': 'v1'}
+    """
+    bucket, key = split_s3_uri(uri)
+    return {"Bucket": bucket, "Key": key, **({"VersionId": version} if version else {})}
+
+
 def _file_name(record: ResultRecord) -> str:
     name = PurePosixPath(split_s3_uri(record.s3_uri)[1]).name
     return _safe(name) or f"{_safe(record.image_id)}.jpg"

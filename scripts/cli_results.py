@@ -31,6 +31,7 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline.export import object_params
 from pipeline.records import STATUS_INVALID, ResultRecord
 from scripts.cli_tokens import StateOption, no_answer, operator_aws, use_stack_file
 
@@ -425,23 +426,10 @@ def _report_image(s3: Any, record: ResultRecord) -> Any:
     heatmap = _read_s3(s3, record.heatmap_uri) if record.heatmap_uri else b""
     link = ""
     if photo:
-        link = s3.generate_presigned_url("get_object", Params=_object(record.s3_uri,
+        link = s3.generate_presigned_url("get_object", Params=object_params(record.s3_uri,
                                                                       record.image_version),
                                          ExpiresIn=7 * 24 * 3600)
     return ReportImage(photo=photo, heatmap=heatmap, link=link)
-
-
-def _split(uri: str) -> tuple[str, str]:
-    from pipeline.export import split_s3_uri
-
-    return split_s3_uri(uri)
-
-
-def _object(uri: str, version: str = "") -> dict[str, str]:
-    """GetObject's parameters for `uri`, at `version` when the record names one (the
-    version that was judged, though the key may have been written again since)."""
-    bucket, key = _split(uri)
-    return {"Bucket": bucket, "Key": key, **({"VersionId": version} if version else {})}
 
 
 def _read_s3(s3: Any, uri: str, version: str = "") -> bytes:
@@ -449,7 +437,7 @@ def _read_s3(s3: Any, uri: str, version: str = "") -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return bytes(s3.get_object(**_object(uri, version))["Body"].read())
+        return bytes(s3.get_object(**object_params(uri, version))["Body"].read())
     except (ValueError, ClientError, BotoCoreError) as exc:
         log.warning("cannot read %s for the report: %s", uri, exc)
         return b""
@@ -668,7 +656,7 @@ def _fetch(s3: Any, record: ResultRecord) -> bytes:
     from botocore.exceptions import ClientError
 
     try:
-        return bytes(s3.get_object(**_object(record.s3_uri, record.image_version))[
+        return bytes(s3.get_object(**object_params(record.s3_uri, record.image_version))[
             "Body"].read())
     except ClientError as exc:
         # the image is gone; a missing bucket is not: a wrong stack or region, said as such
