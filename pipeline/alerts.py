@@ -108,9 +108,22 @@ def _shorten(text: str, width: int) -> str:
 
 def _decision(record: ResultRecord, reason: str, policy: AlertPolicy) -> AlertDecision:
     headline = _HEADLINES[reason]
+    lines = [f"{headline}.", "", *details(record, policy), ""]
+    if reason == REASON_INVALID:
+        lines += ["See what was uploaded:", f"  linesight show {record.image_id}"]
+    else:
+        lines += ["See the photo beside its heatmap:", f"  linesight show {record.image_id}",
+                  "Record what it really was (for retraining):",
+                  f"  linesight review {record.image_id} --label normal|anomaly"]
+    return AlertDecision(send=True, reason=reason,
+                         subject=subject(headline, record.line_id, record.camera_id),
+                         message="\n".join(lines))
+
+
+def details(record: ResultRecord, policy: AlertPolicy) -> list[str]:
+    """What is known of one result, a fact a line, as an alert e-mail and `linesight show`
+    give it (the confidence compared with the line's low-confidence limit when under it)."""
     lines = [
-        f"{headline}.",
-        "",
         f"Line:        {record.line_id}",
         f"Camera:      {record.camera_id}",
         f"Image:       {record.image_id}",
@@ -118,12 +131,12 @@ def _decision(record: ResultRecord, reason: str, policy: AlertPolicy) -> AlertDe
     if record.client_image_id:
         lines.append(f"Camera's id: {record.client_image_id}")
     lines.append(f"Captured:    {iso(record.captured_at)}")
-    if reason == REASON_INVALID:
+    if record.status == STATUS_INVALID:
         lines += ["Verdict:     none: the image could not be judged",
                   f"Reason:      {record.reason}"]
     else:
         limit = low_confidence_limit(policy.confidence_threshold)
-        low = reason in (REASON_LOW_CONFIDENCE, REASON_ANOMALOUS_LOW_CONFIDENCE)
+        low = is_low_confidence(record.confidence, policy.confidence_threshold)
         lines += [
             f"Verdict:     {'ANOMALOUS' if record.is_anomalous else 'normal'}",
             f"Confidence:  {record.confidence:.2f}"
@@ -136,11 +149,6 @@ def _decision(record: ResultRecord, reason: str, policy: AlertPolicy) -> AlertDe
         lines.append(f"Version:     {record.image_version}")
     if record.heatmap_uri:
         lines.append(f"Heatmap:     {record.heatmap_uri}")
-    if reason != REASON_INVALID:
-        if record.reason:
-            lines.append(f"Reason:      {record.reason}")
-        lines += ["", "Record what it really was (for retraining):",
-                  f"  linesight review {record.image_id} --label normal|anomaly"]
-    return AlertDecision(send=True, reason=reason,
-                         subject=subject(headline, record.line_id, record.camera_id),
-                         message="\n".join(lines))
+    if record.status != STATUS_INVALID and record.reason:
+        lines.append(f"Reason:      {record.reason}")
+    return lines

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from pipeline.records import STATUS_INVALID, ResultRecord, parse_time, utc_now
 
@@ -200,16 +200,124 @@ def bucket_seconds(start: datetime, end: datetime) -> int:
 
 def image_data_uri(data: bytes, side: int) -> str:
     """A JPEG data URI of the image scaled to fit `side` pixels; "" if it cannot be read."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (side, side))  # lets a JPEG decode at reduced size
-            picture = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    picture = upright_picture(data, side)
+    if picture is None:
         return ""
-    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=82, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def upright_picture(data: bytes, side: int) -> Image.Image | None:
+    """The image in RGB, turned as its EXIF orientation says (as the detector judged it and
+    its heatmap shows it) and scaled to fit `side` pixels; None if it cannot be read.
+
+    Re-encoding drops the EXIF, so a photo left unturned here would show on its side."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (side, side))  # lets a JPEG decode at reduced size
+            picture = ImageOps.exif_transpose(image).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return picture
+
+
+# --- one result as a picture ------------------------------------------------------------
+
+PICTURE_SIDE = 512
+_MARGIN = 16
+_TEXT = 16
+_HEADLINE = 24
+
+
+def result_picture(record: ResultRecord, image: ReportImage, *, low_confidence: bool) -> bytes:
+    """One PNG a person reads at a glance: the photo and its heatmap overlay side by side,
+    upright, and under them the verdict in its colour (red anomalous, amber low confidence,
+    grey unusable), the score against the threshold, the confidence, the model, and where
+    and when the photo was taken. A panel that cannot be shown says why (the photo expired
+    or was deleted, the upload is not an image, no heatmap was made)."""
+    photo = upright_picture(image.photo, PICTURE_SIDE) if image.photo else None
+    heat = upright_picture(image.heatmap, PICTURE_SIDE) if image.heatmap else None
+    if photo is not None and heat is not None:  # the overlay is smaller: match the photo
+        heat = heat.resize((max(1, round(heat.width * photo.height / heat.height)),
+                            photo.height), Image.Resampling.BILINEAR)
+    size = (photo or heat or Image.new("RGB", (PICTURE_SIDE, PICTURE_SIDE * 3 // 4))).size
+    panels = [
+        ("photo", photo, "photo not available (expired, deleted or unreadable)" if not image.photo
+         else "the upload is not an image that can be shown"),
+        ("heatmap overlay", heat,
+         "no heatmap: the upload could not be judged" if record.status == STATUS_INVALID
+         else "no heatmap" if not image.heatmap else "the heatmap cannot be read"),
+    ]
+    text = ImageFont.load_default(_TEXT)
+    headline_font = ImageFont.load_default(_HEADLINE)
+    headline, colour = _picture_headline(record, low_confidence)
+    facts = _picture_facts(record)
+    width = _MARGIN + sum((p.width if p else size[0]) + _MARGIN for _, p, _ in panels)
+    top = _MARGIN + _TEXT + 8
+    caption_top = top + max(p.height if p else size[1] for _, p, _ in panels) + _MARGIN
+    height = caption_top + _HEADLINE + 10 + len(facts) * (_TEXT + 6) + _MARGIN
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    left = _MARGIN
+    for title, panel, missing in panels:
+        panel_width = panel.width if panel else size[0]
+        draw.text((left, _MARGIN), _fit(title, panel_width, text), fill=INK, font=text)
+        if panel is None:
+            draw.rectangle((left, top, left + size[0] - 1, top + size[1] - 1), fill="#eef1f5",
+                           outline=SLATE)
+            draw.text((left + size[0] // 2, top + size[1] // 2), _fit(missing, size[0] - 16, text),
+                      fill=GREY, font=text, anchor="mm")
+        else:
+            canvas.paste(panel, (left, top))
+        left += panel_width + _MARGIN
+    draw.text((_MARGIN, caption_top), headline, fill=colour, font=headline_font)
+    y = caption_top + _HEADLINE + 10
+    for fact in facts:
+        draw.text((_MARGIN, y), _fit(fact, width - 2 * _MARGIN, text), fill=INK, font=text)
+        y += _TEXT + 6
+    out = io.BytesIO()
+    canvas.save(out, "PNG")
+    return out.getvalue()
+
+
+def _picture_headline(record: ResultRecord, low_confidence: bool) -> tuple[str, str]:
+    if record.status == STATUS_INVALID:
+        return "Unusable upload: not judged", GREY
+    verdict = "ANOMALOUS" if record.is_anomalous else "Normal"
+    if low_confidence:
+        return f"{verdict}, low confidence: a person should check", (
+            RED if record.is_anomalous else AMBER)
+    return verdict, RED if record.is_anomalous else INK
+
+
+def _picture_facts(record: ResultRecord) -> list[str]:
+    if record.status == STATUS_INVALID:
+        judged = f"why: {record.reason}"
+    else:
+        judged = (f"score {record.score:.3f} (threshold {record.threshold:.3f})  |  "
+                  f"confidence {record.confidence:.2f}  |  model {record.model_version}")
+    facts = [judged,
+             f"line {record.line_id}  |  camera {record.camera_id}  |  captured "
+             f"{_when(record.captured_at)}",
+             f"image {record.image_id}"
+             + (f"  |  camera's id {record.client_image_id}" if record.client_image_id else "")]
+    verdict = human_verdict(record)
+    if verdict is not None:
+        note = (record.review or {}).get("note") or ""
+        facts.append(f"a person says {'anomaly' if verdict else 'normal'}"
+                     + (f": {note}" if note else ""))
+    return facts
+
+
+def _fit(text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> str:
+    """The text, cut with "..." to fit `width` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..."
 
 
 # --- the page ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The results commands of the `linesight` CLI: `results`, `report`, `review`,
+"""The results commands of the `linesight` CLI: `results`, `report`, `show`, `review`,
 `export-dataset` and `upload`, plus `build_report_from_stack` for `make demo`.
 
 Which stack: `--table`/`--endpoint-url` options, else the LINESIGHT_* (and AWS_*) environment
@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
     """Add the results commands to the `linesight` app."""
     app.command("results")(results)
     app.command("report")(report)
+    app.command("show", no_args_is_help=True)(show)
     app.command("review", no_args_is_help=True)(review)
     app.command("export-dataset", no_args_is_help=True)(export_dataset)
     app.command("upload", no_args_is_help=True)(upload)
@@ -351,10 +352,13 @@ def report(
     console.print(str(written))
 
 
-def _write(out: Path, page: str) -> Path:
+def _write(out: Path, page: str | bytes) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
+        if isinstance(page, bytes):
+            out.write_bytes(page)
+        else:
+            out.write_text(page, encoding="utf-8")
     except OSError as exc:
         _fail(f"cannot write {out}: {exc.strerror or exc}")
     return out.resolve()
@@ -529,6 +533,71 @@ def cloudwatch_totals(cloudwatch: Any, since: datetime | None,
         else:
             shown[name] = sums[name]
     return shown
+
+
+# --- show ---------------------------------------------------------------------------------
+
+def show(
+    image_id: Annotated[str, typer.Argument(
+        help="The result's image id (from an alert e-mail, `results` or the report).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where to write the picture (default: IMAGE_ID.png in this folder).")
+                   ] = None,
+    table: TableOption = None,
+    endpoint_url: EndpointOption = None,
+    state: StateOption = None,
+) -> None:
+    """Show one result: what was decided, and a PNG of the photo beside its heatmap.
+
+    The picture has the photo as the model judged it, the heatmap overlay (colour where
+    the part differs from the normal ones), and the verdict, score, confidence, line,
+    camera and time under them. Prints the result's details, a signed link to the
+    full-size original, and the picture's path.
+
+    Example:
+
+        linesight show 3f2c9a0d8e7b4c1a9f00112233445566 --out defect.png
+    """
+    from pipeline import aws
+    from pipeline.alerts import AlertPolicy, details, is_low_confidence
+    from pipeline.queries import get_result
+    from pipeline.records import MalformedRecord
+    from pipeline.report import result_picture
+
+    out = out or Path(f"{image_id}.png")
+    if out.is_dir():
+        raise typer.BadParameter(f"{out} is a folder: name the picture's file, e.g. "
+                                 f"{out / (image_id + '.png')}", param_hint="--out")
+    stack = connect(table, endpoint_url, state)
+    settings = stack.settings
+    with _aws_errors():
+        try:
+            record = get_result(settings.table_name, image_id)
+        except MalformedRecord as exc:
+            _fail(f"the stored result of {image_id!r} is unreadable: {exc}", 1)
+        if record is None:
+            _fail(f"no result for image {image_id!r} in {settings.table_name}")
+        image = _report_image(aws.client("s3"), record)
+    policy = AlertPolicy(settings.confidence_threshold_for(record.line_id))
+    low = (record.status != STATUS_INVALID
+           and is_low_confidence(record.confidence, policy.confidence_threshold))
+    for fact in details(record, policy):
+        console.print(escape(fact), highlight=False)
+    if record.alert_reason:
+        console.print(escape(f"Alerted:     {record.alert_reason}"), highlight=False)
+    if record.review:
+        console.print(escape(f"Reviewed:    {record.review.get('label', '?')} by "
+                             f"{record.review.get('reviewer', '?')}"
+                             + (f": {record.review['note']}" if record.review.get("note")
+                                else "")), highlight=False)
+    if image.link:
+        console.print(f"Original:    {escape(image.link)}", highlight=False, soft_wrap=True)
+    else:
+        err.print("[dark_orange]cannot read the photo (expired by the bucket's lifecycle, "
+                  "deleted, or not readable with these credentials): the picture shows what "
+                  "is left[/]")
+    written = _write(out, result_picture(record, image, low_confidence=low))
+    console.print(str(written), highlight=False, soft_wrap=True)
 
 
 # --- review -------------------------------------------------------------------------------

@@ -1,16 +1,20 @@
-"""The review loop: POST /results/{image_id}/review through Chalice's test client against
-in-process moto with a real token, the review showing in GET /results/{id} and in
-`reviewed` queries (API and CLI), and `export-dataset --reviewed` feeding `train`."""
+"""The review loop: `linesight show` to look at a result, POST /results/{image_id}/review
+through Chalice's test client against in-process moto with a real token, the review showing
+in GET /results/{id} and in `reviewed` queries (API and CLI), and `export-dataset
+--reviewed` feeding `train`."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import typer
+from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline import tokens
@@ -167,6 +171,8 @@ def test_cli_review_records_and_reports_disagreement(stack: ResultsStack) -> Non
 @pytest.mark.parametrize("args, message", [
     (["review", f"{888_888:032x}", "--label", "normal"], "no result for image"),
     (["review", f"{1:032x}", "--label", "maybe"], "'maybe' is not one of normal, anomaly"),
+    (["show", f"{888_888:032x}", "--out", "/tmp/never-written.png"], "no result for image"),
+    (["show", f"{1:032x}", "--out", "/tmp"], "/tmp is a folder: name the picture's file"),
     (["results", "--camera", "cam-1"], "--camera needs --line"),
     (["results", "--since", "yesterday"], "is not a time"),
     (["results", "--format", "xml"], "'xml' is not one of table, json, csv"),
@@ -187,6 +193,54 @@ def test_cli_mistakes_are_one_clear_line(stack: ResultsStack, args: list[str],
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def _heatmap(stack: ResultsStack, name: str) -> str:
+    """A heatmap overlay PNG in the results bucket, all blue, so the picture shows it."""
+    out = io.BytesIO()
+    Image.new("RGB", (48, 48), (20, 40, 230)).save(out, "PNG")
+    key = f"heatmaps/line-1/cam-1/{name}.png"
+    stack.client("s3").put_object(Bucket=stack.info.results_bucket, Key=key,
+                                  Body=out.getvalue())
+    return f"s3://{stack.info.results_bucket}/{key}"
+
+
+def _pixels_near(path: Path, colour: tuple[int, int, int], tolerance: int = 12) -> int:
+    pixels = np.asarray(Image.open(path).convert("RGB"), np.int16)
+    return int((np.abs(pixels - np.array(colour)) <= tolerance).all(axis=-1).sum())
+
+
+def test_cli_show_prints_the_result_and_draws_photo_beside_heatmap(
+        stack: ResultsStack, tmp_path: Path) -> None:
+    stored = stack.put(record(stack.info, 52, anomalous=True,
+                              heatmap_uri=_heatmap(stack, "show-52")),
+                       image=jpeg(defect=True))
+    stack.put(record(stack.info, 53), image=jpeg())  # another result, not shown
+
+    result = cli("show", stored.image_id, "--out", str(tmp_path / "seen" / "it.png"))
+
+    assert result.exit_code == 0, result.output
+    said = result.stdout
+    for fact in (f"Image:       {stored.image_id}", "Verdict:     ANOMALOUS",
+                 "Score:       0.800 (threshold 0.500)", "Alerted:     anomalous",
+                 "Original:    http"):
+        assert fact in said
+    assert said.rstrip().endswith(str(tmp_path / "seen" / "it.png"))
+    # the photo's grey disc and the blue heatmap, scaled to the photo's 96 px
+    assert _pixels_near(tmp_path / "seen" / "it.png", (150, 150, 150)) > 96 * 96 // 3
+    assert _pixels_near(tmp_path / "seen" / "it.png", (20, 40, 230)) >= 96 * 96 * 0.95
+
+
+def test_cli_show_of_a_result_whose_photo_is_gone_still_draws_what_is_left(
+        stack: ResultsStack, tmp_path: Path) -> None:
+    stored = stack.put(record(stack.info, 54, heatmap_uri=_heatmap(stack, "show-54")))
+
+    result = cli("show", stored.image_id, "--out", str(tmp_path / "gone.png"))
+
+    assert result.exit_code == 0, result.output
+    assert "cannot read the photo" in " ".join(result.stderr.split())
+    assert "Original:" not in result.stdout
+    assert _pixels_near(tmp_path / "gone.png", (20, 40, 230)) >= 48 * 48 * 0.95  # the heatmap
 
 
 def test_cli_prints_stored_text_as_it_is(stack: ResultsStack) -> None:

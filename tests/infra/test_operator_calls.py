@@ -134,6 +134,7 @@ def test_every_call_the_cli_makes_is_granted_on_its_resource(
     run("results")  # every line: a scan
     run("results", "--line", "line-1", "--camera", "cam-1", "--anomalous")
     run("report", "--since", "2026-11-01", "--out", str(tmp_path / "report.html"))
+    run("show", anomalous.image_id, "--out", str(tmp_path / "shown.png"))
     run("review", anomalous.image_id, "--label", "anomaly", "--note", "a real crack")
     run("export-dataset", "--reviewed", str(tmp_path / "reviewed"))
     run("tokens", "create", "--line", "line-1", "--camera", "cam-2", "--state", str(state))

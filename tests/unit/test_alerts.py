@@ -45,6 +45,7 @@ def test_message_names_line_camera_image_confidence_and_time() -> None:
     for expected in ("line-7", "cam-3", "img-1", "0.91", "2026-11-23T10:00:00.000+00:00"):
         assert expected in decision.message
     assert "linesight review img-1 --label" in decision.message
+    assert "linesight show img-1" in decision.message  # to look before labelling it
     assert "Version" not in decision.message  # an unversioned bucket's record
     versioned = decide(_record(True, 0.91).with_changes(image_version="3HL4kqtJvjVB"),
                        AlertPolicy(0.2))
@@ -71,6 +72,7 @@ def test_an_unusable_image_claims_no_verdict() -> None:
     record = _record(False, 0.0, status="INVALID").with_changes(reason="not_an_image: text")
     message = decide(record, AlertPolicy(0.2, alert_on_invalid=True)).message
     assert "could not be judged" in message and "not_an_image: text" in message
+    assert "See what was uploaded:\n  linesight show img-1" in message
     assert "normal" not in message and "Confidence" not in message
 
 

@@ -11,17 +11,22 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from pipeline.records import ResultRecord
 from pipeline.report import (
+    AMBER,
+    RED,
     ReportImage,
     agreement_by_line,
     bucket_seconds,
     build_report,
     counts_by_camera,
     latest_anomalies,
+    result_picture,
+    upright_picture,
 )
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -224,6 +229,81 @@ def test_unreadable_or_missing_images_are_named_not_broken() -> None:
 
     assert "<img" not in page
     assert page.count("photo not available") == 3
+
+
+def _turned_jpeg(width: int, height: int, orientation: int) -> bytes:
+    """A photo stored sideways, as a camera held on its side writes it: the pixels as the
+    sensor read them, and an EXIF orientation saying how to turn them."""
+    image = Image.new("RGB", (width, height), (70, 74, 80))
+    ImageDraw.Draw(image).rectangle((0, 0, width // 4, height - 1), fill=(200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_photos_are_shown_upright_as_the_detector_judged_them() -> None:
+    """Re-encoding drops the EXIF: a photo stored with orientation 6 showed on its side in
+    the report, beside its heatmap, which the detector makes from the upright image."""
+    photo = _turned_jpeg(200, 100, orientation=6)  # turn 90 degrees clockwise to view
+
+    upright = upright_picture(photo, 168)
+    assert upright is not None and upright.size == (84, 168)
+    # the red band along the stored image's left edge is on top once turned
+    assert upright.getpixel((42, 5))[0] > 150 and upright.getpixel((42, 160))[0] < 120
+    records, _, _ = sample_inputs()
+    page = build_report(records, images={"img-007": ReportImage(photo=photo)})
+    first = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)"', page)[0]
+    assert Image.open(io.BytesIO(base64.b64decode(first))).size == (84, 168)
+
+
+def _pixels_near(png: bytes, colour: str, tolerance: int = 40) -> int:
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.int16)
+    wanted = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(pixels - wanted) <= tolerance).all(axis=-1).sum())
+
+
+def _png(colour: tuple[int, int, int], size: tuple[int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "PNG")
+    return out.getvalue()
+
+
+BLUE = (20, 40, 230)
+
+
+@pytest.mark.parametrize("anomalous, low, headline", [
+    (True, False, RED),     # a defect: red
+    (True, True, RED),      # a possible defect: red, said to be low confidence
+    (False, True, AMBER),   # a normal verdict a person should check: amber
+    (False, False, None),   # a confident normal verdict: ink only
+])
+def test_one_result_as_a_picture_shows_photo_heatmap_and_verdict(
+        anomalous: bool, low: bool, headline: str | None) -> None:
+    record = result(1, "line-1", "cam-1", anomalous=anomalous)
+    png = result_picture(record, ReportImage(photo=jpeg(320, 240), heatmap=_png(BLUE, (160, 120))),
+                         low_confidence=low)
+
+    picture = Image.open(io.BytesIO(png))
+    assert picture.format == "PNG"
+    # both panels are there, the heatmap scaled to the photo's 320 x 240
+    assert _pixels_near(png, "#aaaaaa", 12) > 320 * 240 // 3       # the photo's grey part
+    assert _pixels_near(png, "#1428e6", 12) >= 320 * 240 * 0.95    # the heatmap, all of it
+    for colour in (RED, AMBER):
+        assert (_pixels_near(png, colour) > 50) == (colour == headline), colour
+
+
+def test_a_panel_that_cannot_be_shown_is_an_empty_frame() -> None:
+    """An unusable upload, or a photo gone with no heatmap: the picture is still made, with
+    a framed panel (which says why) in place of each image."""
+    invalid = result(2, "line-1", "cam-1", status="INVALID")
+    unusable = result_picture(invalid, ReportImage(photo=b"<html>"), low_confidence=False)
+    gone = result_picture(result(3, "line-1", "cam-1"), ReportImage(), low_confidence=False)
+
+    for png in (unusable, gone):
+        assert _pixels_near(png, "#eef1f5", 2) > 2 * 200 * 150   # two empty panels
+        assert _pixels_near(png, RED) == 0 and _pixels_near(png, "#1428e6", 12) == 0
 
 
 @pytest.mark.parametrize("field", ["line_id", "camera_id", "image_id", "model_version",
