@@ -177,6 +177,8 @@ class ResultRecord:
                 if name in known:
                     known[name] = float(known[name])
             known["is_anomalous"] = bool(known.get("is_anomalous", False))
+            if not isinstance(known.get("review", {}), dict):  # read with .get everywhere
+                raise TypeError(f"review is {type(known['review']).__name__}, not a map")
             return cls(**known)
         except KeyError as exc:
             raise MalformedRecord(data, f"no {exc.args[0]}") from None

@@ -24,8 +24,10 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from pipeline.detector import imageio
+from pipeline.detector.base import InvalidImageError
 from pipeline.records import STATUS_INVALID, ResultRecord, parse_time, utc_now
 
 RED = "#c62828"
@@ -209,23 +211,24 @@ def image_data_uri(data: bytes, side: int) -> str:
 
 
 def upright_picture(data: bytes, side: int) -> Image.Image | None:
-    """The image in RGB, turned as its EXIF orientation says (as the detector judged it and
-    its heatmap shows it) and scaled to fit `side` pixels; None if it cannot be read.
+    """The image in RGB, upright as its EXIF orientation says and scaled down to fit `side`
+    pixels, decoded as the detector decodes uploads (so with its limits: no image bombs,
+    nothing damaged), palette images too (heatmaps); None if it would refuse it.
 
-    Re-encoding drops the EXIF, so a photo left unturned here would show on its side."""
+    Re-encoding drops the EXIF, so a photo left unturned here would show on its side beside
+    its heatmap, which the detector makes from the upright image."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (side, side))  # lets a JPEG decode at reduced size
-            picture = ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        decoded = imageio.decode(data, longest_side=side, enlarge=False,
+                                 modes=(*imageio.ACCEPTED_MODES, "P"))
+    except InvalidImageError:
         return None
-    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return picture
+    return Image.fromarray(decoded.rgb)
 
 
 # --- one result as a picture ------------------------------------------------------------
 
 PICTURE_SIDE = 512
+_MIN_WIDTH = 640
 _MARGIN = 16
 _TEXT = 16
 _HEADLINE = 24
@@ -239,22 +242,24 @@ def result_picture(record: ResultRecord, image: ReportImage, *, low_confidence: 
     or was deleted, the upload is not an image, no heatmap was made)."""
     photo = upright_picture(image.photo, PICTURE_SIDE) if image.photo else None
     heat = upright_picture(image.heatmap, PICTURE_SIDE) if image.heatmap else None
-    if photo is not None and heat is not None:  # the overlay is smaller: match the photo
-        heat = heat.resize((max(1, round(heat.width * photo.height / heat.height)),
-                            photo.height), Image.Resampling.BILINEAR)
+    if photo is not None and heat is not None:  # the overlay is smaller: as large as the photo
+        heat = ImageOps.contain(heat, photo.size, Image.Resampling.BILINEAR)
     size = (photo or heat or Image.new("RGB", (PICTURE_SIDE, PICTURE_SIDE * 3 // 4))).size
     panels = [
         ("photo", photo, "photo not available (expired, deleted or unreadable)" if not image.photo
          else "the upload is not an image that can be shown"),
         ("heatmap overlay", heat,
          "no heatmap: the upload could not be judged" if record.status == STATUS_INVALID
-         else "no heatmap" if not image.heatmap else "the heatmap cannot be read"),
+         else "no heatmap was made" if not record.heatmap_uri
+         else "heatmap not available (expired, deleted or unreadable)" if not image.heatmap
+         else "the heatmap cannot be shown"),
     ]
     text = ImageFont.load_default(_TEXT)
     headline_font = ImageFont.load_default(_HEADLINE)
     headline, colour = _picture_headline(record, low_confidence)
     facts = _picture_facts(record)
-    width = _MARGIN + sum((p.width if p else size[0]) + _MARGIN for _, p, _ in panels)
+    width = max(_MARGIN + sum((p.width if p else size[0]) + _MARGIN for _, p, _ in panels),
+                _MIN_WIDTH)  # room for the caption beside a narrow photo
     top = _MARGIN + _TEXT + 8
     caption_top = top + max(p.height if p else size[1] for _, p, _ in panels) + _MARGIN
     height = caption_top + _HEADLINE + 10 + len(facts) * (_TEXT + 6) + _MARGIN
@@ -312,12 +317,23 @@ def _picture_facts(record: ResultRecord) -> list[str]:
 
 
 def _fit(text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> str:
-    """The text, cut with "..." to fit `width` pixels."""
+    """The text, cut with "..." to fit `width` pixels (the longest start that fits, found by
+    halving: a note may be thousands of characters).
+
+    >>> font = ImageFont.load_default(16)
+    >>> _fit("short", 200, font), _fit("x" * 500, 100, font).endswith("..."), _fit("abc", 1, font)
+    ('short', True, '...')
+    """
     if font.getlength(text) <= width:
         return text
-    while text and font.getlength(text + "...") > width:
-        text = text[:-1]
-    return text + "..."
+    fits, too_long = 0, len(text)
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if font.getlength(text[:middle] + "...") <= width:
+            fits = middle
+        else:
+            too_long = middle
+    return text[:fits] + "..."
 
 
 # --- the page ---------------------------------------------------------------------------

@@ -559,10 +559,10 @@ def show(
         linesight show 3f2c9a0d8e7b4c1a9f00112233445566 --out defect.png
     """
     from pipeline import aws
-    from pipeline.alerts import AlertPolicy, details, is_low_confidence
+    from pipeline.alerts import AlertPolicy, details
     from pipeline.queries import get_result
     from pipeline.records import MalformedRecord
-    from pipeline.report import result_picture
+    from pipeline.report import is_low_confidence, result_picture
 
     out = out or Path(f"{image_id}.png")
     if out.is_dir():
@@ -578,26 +578,27 @@ def show(
         if record is None:
             _fail(f"no result for image {image_id!r} in {settings.table_name}")
         image = _report_image(aws.client("s3"), record)
-    policy = AlertPolicy(settings.confidence_threshold_for(record.line_id))
-    low = (record.status != STATUS_INVALID
-           and is_low_confidence(record.confidence, policy.confidence_threshold))
-    for fact in details(record, policy):
-        console.print(escape(fact), highlight=False)
+
+    def say(text: str) -> None:  # stored text as it is: no markup, emoji codes or colouring
+        console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+    for fact in details(record, AlertPolicy(settings.confidence_threshold_for(record.line_id))):
+        say(fact)
     if record.alert_reason:
-        console.print(escape(f"Alerted:     {record.alert_reason}"), highlight=False)
+        say(f"Alerted:     {record.alert_reason}")
     if record.review:
-        console.print(escape(f"Reviewed:    {record.review.get('label', '?')} by "
-                             f"{record.review.get('reviewer', '?')}"
-                             + (f": {record.review['note']}" if record.review.get("note")
-                                else "")), highlight=False)
+        review = record.review
+        say(f"Reviewed:    {review.get('label', '?')} by {review.get('reviewer', '?')}"
+            + (f": {review['note']}" if review.get("note") else ""))
     if image.link:
-        console.print(f"Original:    {escape(image.link)}", highlight=False, soft_wrap=True)
+        say(f"Original:    {image.link}")
     else:
         err.print("[dark_orange]cannot read the photo (expired by the bucket's lifecycle, "
                   "deleted, or not readable with these credentials): the picture shows what "
                   "is left[/]")
-    written = _write(out, result_picture(record, image, low_confidence=low))
-    console.print(str(written), highlight=False, soft_wrap=True)
+    # low confidence as the pipeline decided it when the result came in, as the report says
+    say(str(_write(out, result_picture(record, image,
+                                       low_confidence=is_low_confidence(record)))))
 
 
 # --- review -------------------------------------------------------------------------------

@@ -197,21 +197,24 @@ def aspect_is_off(size: tuple[int, int], expected_aspect: float,
 
 def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | None = None,
            expected_aspect: float | None = None, min_longest: int | None = None,
-           roi: Roi | None = None, require_colour: bool = False) -> DecodedImage:
-    """Decode `image_bytes` to RGB, resized so the longest side is `longest_side` (when given).
+           roi: Roi | None = None, require_colour: bool = False,
+           enlarge: bool = True, modes: Iterable[str] = ACCEPTED_MODES) -> DecodedImage:
+    """Decode `image_bytes` to RGB, resized so the longest side is `longest_side` (when given;
+    with `enlarge=False`, a smaller image keeps its size, as a picture for people should).
 
     `expected_aspect` (width/height of the training images) refuses other aspect ratios;
     `min_longest` refuses images whose longest side is shorter (too little detail).
     `roi` crops the upright image to a region of interest (fractions of width and height)
     before resizing, so `longest_side` applies to the region. `require_colour` refuses
-    greyscale images (for a model that learnt from colour ones).
+    greyscale images (for a model that learnt from colour ones). `modes` are the pixel modes
+    accepted (a report also shows the palette PNGs of heatmaps).
 
     Raises `InvalidImageError` for anything in the table at the top of this module.
     """
     if not image_bytes:
         raise InvalidImageError("empty", "the upload is empty (0 bytes)")
     image = _open(image_bytes)
-    _check_kind(image, image_bytes, content_type)
+    _check_kind(image, content_type, tuple(modes))
     layout = (_check_jpeg_markers(image, image_bytes) if isinstance(image, JpegImageFile)
               else None)
     if require_colour and image.mode in GREYSCALE_MODES:
@@ -250,7 +253,8 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
         image = image.convert("RGB")
     if roi is not None:
         image = image.crop(roi_box(image.size, roi))
-    if longest_side is not None and max(image.size) != longest_side:
+    if longest_side is not None and max(image.size) != longest_side and (
+            enlarge or max(image.size) > longest_side):
         image = image.resize(fit_within(image.size, longest_side), Image.Resampling.BILINEAR,
                              reducing_gap=2.0)
     return DecodedImage(rgb=np.asarray(image, dtype=np.uint8), format=fmt,
@@ -480,7 +484,7 @@ def _format(image: Image.Image) -> str:
     return "JPEG" if image.format == "MPO" else str(image.format)
 
 
-def _check_kind(image: Image.Image, image_bytes: bytes, content_type: str) -> None:
+def _check_kind(image: Image.Image, content_type: str, modes: tuple[str, ...]) -> None:
     """Refuse formats, frames, content types and pixel modes a camera would not send."""
     fmt = _format(image)
     if fmt not in ACCEPTED_FORMATS:
@@ -495,7 +499,7 @@ def _check_kind(image: Image.Image, image_bytes: bytes, content_type: str) -> No
             "content_type_mismatch",
             f"the bytes are {fmt} but the upload says {content_type}: "
             "a misconfigured camera or gateway?")
-    if image.mode not in ACCEPTED_MODES:
+    if image.mode not in modes:
         raise InvalidImageError("unsupported_mode", _MODE_ADVICE.get(
             image.mode, f"{image.mode} pixels are not supported; send 8-bit RGB or greyscale"))
 

@@ -243,6 +243,23 @@ def test_cli_show_of_a_result_whose_photo_is_gone_still_draws_what_is_left(
     assert _pixels_near(tmp_path / "gone.png", (20, 40, 230)) >= 48 * 48 * 0.95  # the heatmap
 
 
+def test_cli_show_prints_stored_text_as_it_is(stack: ResultsStack, tmp_path: Path) -> None:
+    """Ids, reasons and notes are whatever was stored: rich would read `[/]` as markup (and
+    crash) and `:fire:` as an emoji."""
+    stored = stack.put(record(stack.info, 55, camera="cam:fire:[/]",
+                              review={"label": "normal", "note": "[red]dust[/red]",
+                                      "reviewer": "qa"}))
+    out = tmp_path / "[b]odd[/b].png"
+
+    result = cli("show", stored.image_id, "--out", str(out))
+
+    assert result.exit_code == 0, result.output
+    said = result.stdout
+    assert "Camera:      cam:fire:[/]" in said
+    assert "Reviewed:    normal by qa: [red]dust[/red]" in said
+    assert said.rstrip().endswith(str(out)) and out.exists()
+
+
 def test_cli_prints_stored_text_as_it_is(stack: ResultsStack) -> None:
     """A reviewer's name is whatever was typed: `[/]` once recorded the review and then
     crashed the command (rich read it as markup)."""
@@ -290,11 +307,34 @@ def test_an_item_that_is_not_a_result_is_named_and_the_rest_listed(
     assert f"result '{bad.image_id}' is malformed: no processed_at" in " ".join(
         listed.stderr.split())
 
+    shown = cli("show", bad.image_id, "--out", "/tmp/never-written.png")
+    assert shown.exit_code == 1 and "Traceback" not in shown.output
+    assert f"the stored result of '{bad.image_id}' is unreadable" in " ".join(
+        shown.output.split())
+
     reviewed = cli("review", bad.image_id, "--label", "anomaly")
     assert reviewed.exit_code == 1
     assert "recorded the review, but cannot show the model's verdict" in " ".join(
         reviewed.output.split())
     assert "Traceback" not in reviewed.output
+
+
+def test_a_review_that_is_not_a_map_makes_the_item_malformed_not_a_crash(
+        stack: ResultsStack, tmp_path: Path) -> None:
+    """Every reader does `review.get(...)`: a review edited by hand into a string crashed the
+    report, `show` and the results API's agreement figures."""
+    bad = stack.put(record(stack.info, 97, line="line-9"))
+    stack.client("dynamodb").update_item(
+        TableName=stack.info.table, Key={"image_id": {"S": bad.image_id}},
+        UpdateExpression="SET review = :r", ExpressionAttributeValues={":r": {"S": "ok"}})
+
+    listed = cli("results", "--line", "line-9", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []
+    assert "is malformed: review is str, not a map" in " ".join(listed.stderr.split())
+    shown = cli("show", bad.image_id, "--out", str(tmp_path / "bad.png"))
+    assert shown.exit_code == 1 and "Traceback" not in shown.output
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_an_overwrite_that_reads_no_image_keeps_the_old_data_set(

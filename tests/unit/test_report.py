@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from pipeline.detector.heatmap import overlay_png
 from pipeline.records import ResultRecord
 from pipeline.report import (
     AMBER,
@@ -294,6 +296,69 @@ def test_one_result_as_a_picture_shows_photo_heatmap_and_verdict(
         assert (_pixels_near(png, colour) > 50) == (colour == headline), colour
 
 
+def test_a_real_heatmap_overlay_is_shown() -> None:
+    """Heatmaps are palette PNGs, which uploads may not be: the picture decodes them with the
+    detector's limits but not its camera-only pixel modes."""
+    rgb = np.full((120, 160, 3), 170, np.uint8)
+    anomaly_map = np.zeros((12, 16))
+    anomaly_map[4:8, 6:10] = 5.0
+    heatmap = overlay_png(rgb, anomaly_map, pixel_threshold=1.0)
+    assert Image.open(io.BytesIO(heatmap)).mode == "P"
+
+    shown = upright_picture(heatmap, 512)
+    assert shown is not None and shown.size == (160, 120)  # not enlarged
+    png = result_picture(result(4, "line-1", "cam-1", anomalous=True),
+                         ReportImage(photo=jpeg(160, 120), heatmap=heatmap),
+                         low_confidence=False)
+    assert _pixels_near(png, "#eef1f5", 2) == 0  # no empty frame: both panels shown
+    records, _, _ = sample_inputs()
+    page = build_report(records, images={"img-007": ReportImage(heatmap=heatmap)})
+    assert len(re.findall(r'<img src="data:image/jpeg', page)) == 2  # tile and large view
+
+
+def _png_with_header_size(width: int, height: int) -> bytes:
+    """A small PNG whose header claims `width` x `height` (an image bomb: it would take
+    width x height bytes and more to decode)."""
+    data = bytearray(_png((1, 2, 3), (16, 16)))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def _broken_png() -> bytes:
+    """A PNG whose second chunk's type is not letters: Pillow raises SyntaxError, not OSError."""
+    data = bytearray(_png((1, 2, 3), (16, 16)))
+    data[37:41] = b"\x00\x01\x02\x03"
+    return bytes(data)
+
+
+@pytest.mark.parametrize("data", [
+    _png_with_header_size(10_000, 10_000),  # 100 megapixels from a few bytes: refused
+    _broken_png(),                          # a damaged chunk
+    b"<html>not an image</html>",
+    b"",
+], ids=["bomb", "broken-chunk", "html", "empty"])
+def test_what_the_detector_refuses_is_not_drawn(data: bytes) -> None:
+    assert upright_picture(data, 512) is None
+    png = result_picture(result(5, "line-1", "cam-1", status="INVALID"),
+                         ReportImage(photo=data), low_confidence=False)
+    assert Image.open(io.BytesIO(png)).size[0] < 2000
+
+
+@pytest.mark.parametrize("photo, heatmap", [
+    ((640, 480), (512, 24)),  # a heatmap of a thin region: it fits inside the photo's size
+    ((20, 400), (16, 320)),   # a narrow photo: the caption still has room
+])
+def test_the_picture_stays_readable_whatever_the_shapes(
+        photo: tuple[int, int], heatmap: tuple[int, int]) -> None:
+    png = result_picture(result(6, "line-1", "cam-1", anomalous=True),
+                         ReportImage(photo=jpeg(*photo), heatmap=_png(BLUE, heatmap)),
+                         low_confidence=False)
+    width, height = Image.open(io.BytesIO(png)).size
+    assert 640 <= width <= 3 * 16 + 2 * 512 and height <= 16 * 3 + 512 + 200
+    assert _pixels_near(png, "#1428e6", 12) > 0  # the heatmap is in it
+
+
 def test_a_panel_that_cannot_be_shown_is_an_empty_frame() -> None:
     """An unusable upload, or a photo gone with no heatmap: the picture is still made, with
     a framed panel (which says why) in place of each image."""
@@ -302,7 +367,7 @@ def test_a_panel_that_cannot_be_shown_is_an_empty_frame() -> None:
     gone = result_picture(result(3, "line-1", "cam-1"), ReportImage(), low_confidence=False)
 
     for png in (unusable, gone):
-        assert _pixels_near(png, "#eef1f5", 2) > 2 * 200 * 150   # two empty panels
+        assert _pixels_near(png, "#eef1f5", 2) > 2 * 500 * 370   # two empty 512 x 384 frames
         assert _pixels_near(png, RED) == 0 and _pixels_near(png, "#1428e6", 12) == 0
 
 
