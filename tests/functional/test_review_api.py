@@ -321,8 +321,8 @@ def test_an_item_that_is_not_a_result_is_named_and_the_rest_listed(
 
 def test_a_review_that_is_not_a_map_makes_the_item_malformed_not_a_crash(
         stack: ResultsStack, tmp_path: Path) -> None:
-    """Every reader does `review.get(...)`: a review edited by hand into a string crashed the
-    report, `show` and the results API's agreement figures."""
+    """Readers do `review.get(...)`: a review edited by hand into a string crashed the
+    report and `show` (and failed the lake's stream batch, tests/unit/test_lake_rows.py)."""
     bad = stack.put(record(stack.info, 97, line="line-9"))
     stack.client("dynamodb").update_item(
         TableName=stack.info.table, Key={"image_id": {"S": bad.image_id}},

@@ -72,6 +72,21 @@ def test_a_reviewed_results_row_adds_the_review() -> None:
         "Reviewer": "api:line-1-qa", "ReviewedAt": "2026-11-24T08:00:00.000+00:00"}
 
 
+def test_an_item_whose_review_is_not_a_map_is_unreadable_not_a_crash() -> None:
+    """A review edited by hand into a string raised AttributeError in `lake_row`, which
+    failed the whole stream batch instead of parking that one item."""
+    item = REVIEWED.to_item()
+    item["review"] = {"S": "ok"}
+
+    rows, unreadable = analytics.rows_from_images([("1", ANOMALOUS.to_item(), "eu-west-1"),
+                                                   ("2", item, "eu-west-1")])
+
+    assert [row_id for row_id, _ in rows] == ["1"]
+    assert [(row_id, why) for row_id, _, why in unreadable] == [
+        ("2", f"cannot be read as a result record: result '{'a' * 32}' is malformed: "
+              "review is str, not a map")]
+
+
 def test_partition_key_query_reads_fields_of_the_row() -> None:
     """A field the JQ query names but the row lacks gives Firehose no partition key, and
     every row goes to the error prefix instead of the lake."""
