@@ -326,9 +326,12 @@ def _png_with_header_size(width: int, height: int) -> bytes:
 
 
 def _broken_png() -> bytes:
-    """A PNG whose second chunk's type is not letters: Pillow raises SyntaxError, not OSError."""
+    """A PNG whose image data chunk claims 16 bytes fewer than it has: Pillow opens it, then
+    raises SyntaxError ("broken PNG file", reading a chunk type from inside the data) while
+    decoding, where a plain open-and-convert caught only OSError and ValueError."""
     data = bytearray(_png((1, 2, 3), (16, 16)))
-    data[37:41] = b"\x00\x01\x02\x03"
+    at = data.index(b"IDAT") - 4
+    data[at:at + 4] = (int.from_bytes(data[at:at + 4], "big") - 16).to_bytes(4, "big")
     return bytes(data)
 
 
