@@ -244,7 +244,9 @@ def result_picture(record: ResultRecord, image: ReportImage, *, low_confidence: 
     heat = upright_picture(image.heatmap, PICTURE_SIDE) if image.heatmap else None
     if photo is not None and heat is not None:  # the overlay is smaller: as large as the photo
         heat = ImageOps.contain(heat, photo.size, Image.Resampling.BILINEAR)
-    size = (photo or heat or Image.new("RGB", (PICTURE_SIDE, PICTURE_SIDE * 3 // 4))).size
+    # a panel that cannot be shown takes the other's size, or 4:3 when neither can
+    size = (photo.size if photo is not None else heat.size if heat is not None
+            else (PICTURE_SIDE, PICTURE_SIDE * 3 // 4))
     panels = [
         ("photo", photo, "photo not available (expired, deleted or unreadable)" if not image.photo
          else "the upload is not an image that can be shown"),
@@ -258,16 +260,16 @@ def result_picture(record: ResultRecord, image: ReportImage, *, low_confidence: 
     headline_font = ImageFont.load_default(_HEADLINE)
     headline, colour = _picture_headline(record, low_confidence)
     facts = _picture_facts(record)
-    width = max(_MARGIN + sum((p.width if p else size[0]) + _MARGIN for _, p, _ in panels),
-                _MIN_WIDTH)  # room for the caption beside a narrow photo
+    sizes = [panel.size if panel is not None else size for _, panel, _ in panels]
+    # at least _MIN_WIDTH: room for the caption beside a narrow photo
+    width = max(_MARGIN + sum(w + _MARGIN for w, _ in sizes), _MIN_WIDTH)
     top = _MARGIN + _TEXT + 8
-    caption_top = top + max(p.height if p else size[1] for _, p, _ in panels) + _MARGIN
+    caption_top = top + max(h for _, h in sizes) + _MARGIN
     height = caption_top + _HEADLINE + 10 + len(facts) * (_TEXT + 6) + _MARGIN
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     left = _MARGIN
-    for title, panel, missing in panels:
-        panel_width = panel.width if panel else size[0]
+    for (title, panel, missing), (panel_width, _) in zip(panels, sizes, strict=True):
         draw.text((left, _MARGIN), _fit(title, panel_width, text), fill=INK, font=text)
         if panel is None:
             draw.rectangle((left, top, left + size[0] - 1, top + size[1] - 1), fill="#eef1f5",
