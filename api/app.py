@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +32,7 @@ from pipeline import analytics, queries, reviews, tokens, uploads
 from pipeline import ingest as ingest_step
 from pipeline.aws import client
 from pipeline.detector import load_detector
+from pipeline.records import IMAGE_ID, MalformedRecord
 from pipeline.settings import Settings, SettingsError, current, parse_flag
 
 app = Chalice(app_name="linesight")
@@ -109,6 +109,25 @@ def _request() -> Request:
     return request
 
 
+def _json_object() -> dict[str, Any]:
+    """The request's body as a JSON object, or a 400 saying what is wrong with it. Chalice
+    routes any case of `application/json` here but its `json_body` parses only the exact
+    lower case (`Application/JSON` read as no body), and a body nested too deep for the
+    parser (about 1,000 brackets) raised RecursionError: a 500."""
+    raw = _request().raw_body
+    if not raw:
+        raise BadRequestError("the body must be a JSON object; it is empty")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequestError("the body is not valid JSON: nested too deeply") from None
+    if not isinstance(body, dict):
+        raise BadRequestError(f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
 def _scope() -> tuple[str, str]:
     """The token's (line, camera). Without both the request is refused: an empty line
     would be no filter at all on the results routes."""
@@ -135,13 +154,10 @@ def _results_table() -> str:
     return _settings_to("read results", "table_name").table_name
 
 
-# Every image id is 32 hex digits (an upload id, or for a stray key a digest's start); any
-# other is no result, answered before DynamoDB sees it (it refuses keys over 2 KB: a 500).
-_IMAGE_ID = re.compile(r"[0-9a-f]{32}")
-
-
 def _known_image_id(image_id: str) -> str:
-    if not _IMAGE_ID.fullmatch(image_id):
+    """An id no result has is answered before DynamoDB sees it (it refuses keys over 2 KB:
+    a 500)."""
+    if not IMAGE_ID.fullmatch(image_id):
         raise NotFoundError(f"no result for image {image_id[:64]!r}")
     return image_id
 
@@ -181,9 +197,7 @@ def get_signed_url() -> dict[str, Any]:
 @app.route("/uploads", methods=["POST"], authorizer=token_authorizer)
 def create_upload() -> Response:
     """A presigned POST: exact key, content type and metadata, size range."""
-    body = _request().json_body
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object")
+    body = _json_object()
     target = _target(body.get("line_id"), body.get("camera_id"), body.get("image_id"),
                      body.get("content_type"))
     settings = _settings_to("sign uploads", "images_bucket")
@@ -203,7 +217,8 @@ def list_results() -> dict[str, Any]:
     try:
         query = queries.ResultQuery(
             line_id=line,
-            camera_id=params.get("camera", ""),
+            # checked as uploads name cameras (DynamoDB refuses a key over 2 KB: a 500)
+            camera_id=uploads.validate_id(params.get("camera"), "camera", required=False),
             since=queries.parse_when(params["since"], "since") if params.get("since") else None,
             until=queries.parse_when(params["until"], "until") if params.get("until") else None,
             anomalous=_flag(params.get("anomalous"), "anomalous"),
@@ -224,7 +239,7 @@ def list_results() -> dict[str, Any]:
 def _limit(value: str | None) -> int:
     if not value:
         return 100
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # isdigit alone passes "²"
         raise ValueError(f"limit must be a whole number from 1 to {queries.MAX_PAGE}")
     return int(value)
 
@@ -240,7 +255,13 @@ def _flag(value: str | None, name: str) -> bool | None:
 
 @app.route("/results/{image_id}", methods=["GET"], authorizer=token_authorizer)
 def get_result(image_id: str) -> dict[str, Any]:
-    record = queries.get_result(_results_table(), _known_image_id(image_id))
+    try:
+        record = queries.get_result(_results_table(), _known_image_id(image_id))
+    except MalformedRecord as exc:  # an item edited by hand or written by something else
+        if exc.item.get("line_id") != _scope()[0]:
+            raise NotFoundError(f"no result for image {image_id!r} (yet)") from None
+        log.error("cannot answer for image %s: %s", image_id, exc)
+        raise ChaliceViewError(f"the stored result is unreadable: {exc}") from None
     if record is None or record.line_id != _scope()[0]:  # another line's image looks absent
         raise NotFoundError(f"no result for image {image_id!r} (yet)")
     return record.to_json()
@@ -248,9 +269,7 @@ def get_result(image_id: str) -> dict[str, Any]:
 
 @app.route("/results/{image_id}/review", methods=["POST"], authorizer=token_authorizer)
 def review_result(image_id: str) -> dict[str, Any]:
-    body = _request().json_body
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object")
+    body = _json_object()
     token_id = (_request().context or {}).get("authorizer", {}).get("principalId", "")
     try:
         # A token reviews only its own line's images (another line's look absent: 404).
@@ -260,6 +279,11 @@ def review_result(image_id: str) -> dict[str, Any]:
                                        line_id=_scope()[0])
     except reviews.ReviewError as exc:
         raise BadRequestError(str(exc)) from None
+    except MalformedRecord as exc:  # stored (on the token's line), but the result's side
+        log.error("reviewed image %s, whose stored result is unreadable: %s", image_id, exc)
+        return {"image_id": image_id, "review": exc.item.get("review"),
+                "unreadable": f"the review is recorded, but the stored result is "
+                              f"unreadable: {exc}"}
     if record is None:
         raise NotFoundError(f"no result for image {image_id!r}")
     return record.to_json()

@@ -11,12 +11,14 @@ from typing import Any
 
 from pipeline import aws
 from pipeline.records import (
+    IMAGE_ID,
     MalformedRecord,
     ResultRecord,
     iso,
     line_camera_key,
     parse_day_or_time,
     parse_duration,
+    parse_time,
 )
 from pipeline.tables import HASH_KEY, INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
 
@@ -181,12 +183,16 @@ def _check_start(start: dict[str, Any], hash_name: str = "", hash_value: str = "
     500; also one whose time lies outside this query's `window` of since and until), and
     one from another line's query would not even be this line's.
 
-    >>> _check_start({"image_id": {"S": "a"}})
+    >>> _check_start({"image_id": {"S": "0" * 32}})
     >>> _check_start({"image_id": {"S": "a"}, "line_id": {"S": "l2"}, "captured_at": {"S": "t"}},
     ...              "line_id", "l1")
     Traceback (most recent call last):
     ...
     pipeline.queries.QueryError: next_token belongs to another query: ask again without it
+    >>> _check_start({"image_id": {"S": ""}})
+    Traceback (most recent call last):
+    ...
+    pipeline.queries.QueryError: next_token is not a token this API issued
     """
     expected = {HASH_KEY, hash_name, TIME_KEY} if hash_name else {HASH_KEY}
     if set(start) != expected or (hash_name and start[hash_name]["S"] != hash_value):
@@ -195,12 +201,23 @@ def _check_start(start: dict[str, Any], hash_name: str = "", hash_value: str = "
     at = start.get(TIME_KEY, {}).get("S", "")
     if (since and at < since) or (until and at > until):
         raise QueryError("next_token belongs to another query: ask again without it")
+    # Values no result holds (DynamoDB refuses an empty or over-long key: a 500)
+    if not IMAGE_ID.fullmatch(start[HASH_KEY]["S"]) or (TIME_KEY in start and not _is_time(at)):
+        raise QueryError("next_token is not a token this API issued")
+
+
+def _is_time(value: str) -> bool:
+    try:
+        parse_time(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _decode_token(token: str) -> dict[str, Any]:
     try:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise QueryError("next_token is not a token this API issued") from None
     # A key this API issued maps attribute names to typed string values, e.g. {"S": "..."}.
     well_formed = isinstance(key, dict) and key and all(

@@ -22,6 +22,8 @@ STATUS_INVALID = "INVALID"
 # The line and camera of a result whose key the upload API did not issue (recorded INVALID,
 # `unexpected_key`): its key names no line or camera one can trust.
 UNISSUED = "unknown"
+# Every result's image id: 32 hex digits (an upload id, or for a stray key a digest's start)
+IMAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def reserved_line(line_id: str) -> str:
@@ -108,7 +110,8 @@ class MalformedRecord(ValueError):
     """A stored item that does not read as a result: a field missing or of the wrong type."""
 
     def __init__(self, data: Mapping[str, Any], problem: str) -> None:
-        self.image_id = str(data.get("image_id", "?")) if isinstance(data, Mapping) else "?"
+        self.item = dict(data) if isinstance(data, Mapping) else {}  # as stored, decoded
+        self.image_id = str(self.item.get("image_id", "?"))
         super().__init__(f"result {self.image_id[:64]!r} is malformed: {problem}")
 
 

@@ -15,7 +15,6 @@ import itertools
 import json
 import logging
 import os
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -762,7 +761,14 @@ def upload(
 
         linesight upload resources/samples/test/anomaly --line line-1 --camera cam-1
     """
-    from scripts.uploadImages import API, EXTENSIONS, failure_summary, upload_folder
+    from scripts.uploadImages import (
+        API,
+        EXTENSIONS,
+        failure_summary,
+        token_problem,
+        upload_folder,
+        url_problem,
+    )
 
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a folder", param_hint="DIRECTORY")
@@ -786,9 +792,8 @@ def upload(
             except StateFileError as exc:
                 _fail(str(exc))
     url = url or described["api_url"]
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise typer.BadParameter(f"{url!r} is not an http:// or https:// URL",
-                                 param_hint="--api-url")
+    if url_problem(url):
+        raise typer.BadParameter(url_problem(url), param_hint="--api-url")
     if not secret:
         tokens = described.get("camera_tokens")
         secret = (tokens or {}).get(f"{line}/{camera}", "")
@@ -798,6 +803,8 @@ def upload(
         if not secret:
             _fail(f"the local stack has no token for line {line!r} camera {camera!r}; "
                   "pass --token (see `linesight tokens`)")
+    if token_problem(secret):
+        raise typer.BadParameter(token_problem(secret), param_hint="--token")
     uploads = upload_folder(directory, camera, line, url, secret, concurrency=concurrency,
                             retries=retries, progress=True, post=post)
     failed = [u for u in uploads if not u.ok]

@@ -9,7 +9,6 @@ else the running local stack's (`.linesight/local.json`, whose endpoint is then 
 from __future__ import annotations
 
 import os
-import urllib.parse
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -21,8 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import tokens
-from pipeline.records import iso, parse_day_or_time, parse_duration, utc_now
+from pipeline.records import iso, parse_day_or_time, parse_duration, reserved_line, utc_now
 from pipeline.uploads import UploadRequestError, validate_id
+from scripts.uploadImages import url_problem
 
 if TYPE_CHECKING:
     from scripts.local_stack import StackInfo
@@ -70,22 +70,6 @@ def use_stack_file(state: Path, needed: tuple[str, ...] = ()) -> dict[str, Any]:
         fail(str(exc))
 
 
-def endpoint_problem(url: str) -> str:
-    """Why `url` cannot be an AWS endpoint, or "" (botocore would raise a bare ValueError).
-
-    >>> endpoint_problem("http://127.0.0.1:5000"), endpoint_problem("127.0.0.1:5000")
-    ('', "'127.0.0.1:5000' is not a URL: give the scheme, e.g. http://127.0.0.1:5000")
-    """
-    parsed = urllib.parse.urlsplit(url)
-    try:
-        parsed.port  # noqa: B018 - urllib checks the port's range when asked for it
-    except ValueError:
-        return f"{url!r} has a port outside 0-65535"
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return f"{url!r} is not a URL: give the scheme, e.g. http://127.0.0.1:5000"
-    return ""
-
-
 def operator_aws(endpoint_url: str | None = None) -> None:
     """Set up AWS for an operator's command: --endpoint-url (else AWS_ENDPOINT_URL)
     checked, and short timeouts, so that an endpoint that does not answer fails in
@@ -93,7 +77,7 @@ def operator_aws(endpoint_url: str | None = None) -> None:
     from pipeline import aws
 
     url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
-    problem = endpoint_problem(url) if url else ""
+    problem = url_problem(url) if url else ""
     if problem:
         fail(f"{'--endpoint-url' if endpoint_url else 'AWS_ENDPOINT_URL'} {problem}")
     if endpoint_url:
@@ -221,6 +205,8 @@ def create(
         camera = validate_id(camera, "--camera")
     except UploadRequestError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if reserved_line(line):  # create_token refuses it too; here it is a usage error
+        raise typer.BadParameter(reserved_line(line), param_hint="--line")
     expires_at = parse_expiry(expires) if expires is not None else None
     name, lines = _resolve(table, state)
     problem = unconfigured(lines, line, camera)

@@ -97,6 +97,9 @@ def _request(method: str, url: str, *, step: str = "", headers: dict[str, str] |
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
+    except ValueError as exc:  # a URL or header no request can carry: the same every time
+        raise UploadError(0, f"cannot send a request to {_SERVER.get(step, method)}: {exc}",
+                          retryable=False, step=step, stops_folder=True) from None
     except urllib.error.HTTPError as exc:
         try:
             body = exc.read()
@@ -209,6 +212,40 @@ def server_reason(body: bytes) -> tuple[str, str]:
     return "", " ".join(text[:300].split()) or "no reason given"
 
 
+def url_problem(url: str) -> str:
+    """Why `url` cannot be an API's or AWS endpoint's address, or "" (urllib and botocore
+    would raise a bare ValueError, for every request).
+
+    >>> url_problem("http://127.0.0.1:5000"), url_problem("127.0.0.1:5000")
+    ('', "'127.0.0.1:5000' is not a URL: give the scheme, e.g. http://127.0.0.1:5000")
+    >>> url_problem("http://[::1")
+    "'http://[::1' is not a URL: Invalid IPv6 URL"
+    """
+    try:
+        parsed = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        return f"{url!r} is not a URL: {exc}"
+    try:
+        parsed.port  # noqa: B018 - urllib checks the port's range when asked for it
+    except ValueError:
+        return f"{url!r} has a port outside 0-65535"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return f"{url!r} is not a URL: give the scheme, e.g. http://127.0.0.1:5000"
+    return ""
+
+
+def token_problem(token: str) -> str:
+    """Why `token` cannot be sent in a header, or "" (the token itself is not repeated).
+
+    >>> token_problem("ls_0123_abc"), token_problem("ls_0123_abc\\r")[:40]
+    ('', 'the token holds a character that no HTTP')
+    """
+    if token.isascii() and token.isprintable():
+        return ""
+    return ("the token holds a character that no HTTP header can carry (a line ending or "
+            "another non-printing or non-ASCII character, copied with it from a file?)")
+
+
 def api_base(endpoint: str) -> str:
     """
     >>> api_base("https://x.example/Prod/getsignedurl")
@@ -233,11 +270,14 @@ class Ticket:
     send: Callable[[bytes], None]
 
 
-def request_put(base: str, token: str, path: Path, line: str, camera: str) -> Ticket:
+def request_put(base: str, token: str, path: Path, line: str, camera: str,
+                size: int) -> Ticket:
+    """A presigned PUT for `size` bytes (the length of what was read, not of the file as
+    it is now: a file that changed or went meanwhile would be refused, or raise)."""
     params = urllib.parse.urlencode({"cameraid": camera, "assemblylineid": line,
                                      "imageid": _image_id(path),
                                      "contenttype": _upload_content_type(path),
-                                     "contentlength": path.stat().st_size})
+                                     "contentlength": size})
     url = f"{base}/getsignedurl"
     status, body = _request("GET", f"{url}?{params}", step=API,
                             headers={"Authorization": token})
@@ -252,7 +292,9 @@ def request_put(base: str, token: str, path: Path, line: str, camera: str) -> Ti
     return Ticket(str(answer.get("image_id", "")), str(answer.get("photoFilename", "")), send)
 
 
-def request_post(base: str, token: str, path: Path, line: str, camera: str) -> Ticket:
+def request_post(base: str, token: str, path: Path, line: str, camera: str,
+                 size: int) -> Ticket:
+    """A presigned POST form (its policy bounds the size: `size` is not sent)."""
     payload = json.dumps({"line_id": line, "camera_id": camera, "image_id": _image_id(path),
                           "content_type": _upload_content_type(path)}).encode()
     url = f"{base}/uploads"
@@ -402,7 +444,7 @@ def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path
     for attempt in range(1, retries + 2):
         try:
             if ticket is None:
-                ticket = request(base, token, path, line, camera)
+                ticket = request(base, token, path, line, camera, len(data))
                 folder.answered(API)
             sent += 1
             try:
@@ -452,14 +494,18 @@ def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token:
                   disable=not progress) as bar:
         task = bar.add_task(f"{line}/{camera}", total=len(files))
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            futures = []
+            futures = {}
             for path in files:
-                futures.append(pool.submit(upload_one, send, base, token, path, line, camera,
-                                           retries, folder))
+                futures[pool.submit(upload_one, send, base, token, path, line, camera,
+                                    retries, folder)] = path
                 if delay and not folder.stopped:
                     folder.wait(delay)
             for future in as_completed(futures):
-                results.append(future.result())
+                try:
+                    results.append(future.result())
+                except Exception as exc:  # a bug of ours: that file fails, the rest go on
+                    results.append(Upload(str(futures[future]), False,
+                                          error=f"unexpected error: {exc!r}"))
                 bar.advance(task)
     return sorted(results, key=lambda upload: upload.file)
 
@@ -490,6 +536,13 @@ def _images(count: int) -> str:
     return "image" if count == 1 else "images"
 
 
+def _at_least_zero(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Upload a folder of images through the LineSight API.",
@@ -503,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("time_between_requests", type=float,
                         help="seconds between starting two uploads (0 for none)")
     parser.add_argument("--concurrency", type=int, default=4, help="parallel uploads (4)")
-    parser.add_argument("--retries", type=int, default=3,
+    parser.add_argument("--retries", type=_at_least_zero, default=3,
                         help="retries of a failed upload on 5xx, 409, 429 and network errors (3)")
     parser.add_argument("--post", action="store_true",
                         help="use POST /uploads (presigned POST) instead of GET /getsignedurl")
@@ -513,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         parser.error(f"{args.directory} is not a folder")
+    problem = url_problem(args.api_endpoint) or token_problem(args.auth_token)
+    if problem:
+        parser.error(problem)
     uploads = upload_folder(args.directory, args.camera_id, args.assembly_line_id,
                             args.api_endpoint, args.auth_token, args.time_between_requests,
                             args.concurrency, args.retries, not args.no_progress, args.post)

@@ -263,12 +263,26 @@ def test_bad_ids_and_types_are_400(client: Any, token: str, field: str, value: A
     assert json.loads(response.body)["Message"].startswith(field), why  # the field it sent
 
 
-@pytest.mark.parametrize("raw, why", [
-    (b"not json", "not JSON"),
-    (b"[1, 2]", "not an object"),
+@pytest.mark.parametrize("raw, message", [
+    (b"not json", "the body is not valid JSON: Expecting value"),
+    (b"[1, 2]", "the body must be a JSON object, not list"),
+    (b"", "the body must be a JSON object; it is empty"),
+    (b'{"line_id": "line-\xff"}', "the body is not valid JSON"),  # not UTF-8
+    (b"[" * 5000, "the body is not valid JSON: nested too deeply"),  # was a 500
 ])
-def test_a_malformed_body_is_400(client: Any, token: str, raw: bytes, why: str) -> None:
-    assert _post(client, token, raw, raw=True).status_code == 400, why
+def test_a_malformed_body_is_400(client: Any, token: str, raw: bytes, message: str) -> None:
+    response = _post(client, token, raw, raw=True)
+    assert response.status_code == 400, message
+    assert json.loads(response.body)["Message"].startswith(message)
+
+
+def test_a_json_body_is_read_whatever_the_case_of_its_content_type(client: Any,
+                                                                   token: str) -> None:
+    """Chalice routes `Application/JSON` to the view but its `json_body` read it as no
+    body, so a good request was refused as "must be a JSON object"."""
+    response = client.http.post("/uploads", body=json.dumps(GOOD).encode(), headers={
+        "Content-Type": "Application/JSON; charset=UTF-8", "Authorization": token})
+    assert response.status_code == 201, response.body
 
 
 @pytest.mark.parametrize("param, value, why", [

@@ -319,6 +319,35 @@ def test_an_item_that_is_not_a_result_is_named_and_the_rest_listed(
     assert "Traceback" not in reviewed.output
 
 
+def test_the_api_answers_for_an_item_that_is_not_a_result(api: _Api,
+                                                         stack: ResultsStack) -> None:
+    """GET /results/{id} and its review answered a bare 500 for an item without
+    `processed_at`, the review's after storing it, and another line's token learnt that
+    the id exists (500, not 404)."""
+    bad = stack.put(record(stack.info, 98))  # line-1, the api token's line
+    stack.client("dynamodb").update_item(
+        TableName=stack.info.table, Key={"image_id": {"S": bad.image_id}},
+        UpdateExpression="REMOVE processed_at")
+    _, line_2 = tokens.create_token(stack.info.tokens_table, "line-2", "cam-1")
+    try:
+        status, body = api.call("get", f"/results/{bad.image_id}")
+        assert status == 500
+        assert body["Message"] == (f"the stored result is unreadable: result "
+                                   f"'{bad.image_id}' is malformed: no processed_at")
+        assert api.call("get", f"/results/{bad.image_id}", token=line_2)[0] == 404
+
+        status, body = api.review(bad.image_id, {"label": "normal", "note": "fine"})
+        assert status == 200, body
+        assert body["image_id"] == bad.image_id
+        assert (body["review"]["label"], body["review"]["note"]) == ("normal", "fine")
+        assert body["unreadable"].startswith("the review is recorded, but the stored "
+                                             "result is unreadable: ")
+        assert api.review(bad.image_id, {"label": "anomaly"}, token=line_2)[0] == 404
+    finally:  # the module's other tests list line-1
+        stack.client("dynamodb").delete_item(TableName=stack.info.table,
+                                             Key={"image_id": {"S": bad.image_id}})
+
+
 def test_a_review_that_is_not_a_map_makes_the_item_malformed_not_a_crash(
         stack: ResultsStack, tmp_path: Path) -> None:
     """Readers do `review.get(...)`: a review edited by hand into a string crashed the

@@ -317,16 +317,24 @@ def test_upload_to_an_api_that_does_not_answer_is_one_line(tmp_path: Any) -> Non
     assert "is the stack running?" in said and "Traceback" not in said
 
 
-@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:9"])
-def test_upload_to_something_that_is_not_a_url_is_one_line(url: str, tmp_path: Any) -> None:
+@pytest.mark.parametrize("url, token, why", [
+    ("notaurl", "t", "is not a URL: give the scheme"),
+    ("127.0.0.1:9", "t", "is not a URL: give the scheme"),
+    ("http://[::1", "t", "is not a URL: Invalid IPv6 URL"),  # was a ValueError traceback
+    # a token file saved on Windows, and a character no header carries (tracebacks too)
+    ("http://127.0.0.1:9", "ls_tok\r", "the token holds a character that no HTTP header"),
+    ("http://127.0.0.1:9", "ls_tok\u20ac", "the token holds a character that no HTTP header"),
+])
+def test_upload_to_something_that_is_not_a_url_is_one_line(url: str, token: str, why: str,
+                                                            tmp_path: Any) -> None:
     (tmp_path / "part.jpg").write_bytes(b"\xff\xd8 not really a photo")
     app = typer.Typer()
     cli_results.register(app)
     result = CliRunner().invoke(app, ["upload", str(tmp_path), "--line", "line-1", "--camera",
-                                      "cam-1", "--token", "t", "--api-url", url])
+                                      "cam-1", "--token", token, "--api-url", url])
     said = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2, said
-    assert "is not an http:// or https:// URL" in said and "Traceback" not in said
+    assert why in said and "Traceback" not in said and "ls_tok" not in said
 
 
 @pytest.mark.parametrize("width", [80, 100, 200])

@@ -410,6 +410,8 @@ def test_cli_reads_a_deployed_stacks_tokens_table_in_its_region(
      "a lifetime past year 9999"),
     (["create", "--line", "l", "--camera", "c", "--expires", "9" * 20 + "h"], "neither",
      "a span no timedelta holds"),
+    (["create", "--line", "unknown", "--camera", "c"], "'unknown' is reserved",
+     "the line of unissued keys (a traceback before)"),
     (["revoke", "nope"], "token ID", "not an ID"),
     (["revoke", "0123456789abcdef"], "no token", "unknown ID"),
     (["list", "--table", "no-such-table"], "does not exist", "a table name mistyped"),
@@ -444,6 +446,7 @@ def test_cli_revokes_an_id_given_in_upper_case(cli: Any, table: str) -> None:
     ("notaurl", "is not a URL"),
     ("127.0.0.1:5000", "give the scheme"),
     ("http://127.0.0.1:99999", "port outside"),
+    ("http://[::1", "Invalid IPv6 URL"),  # a ValueError traceback before
 ])
 def test_cli_a_malformed_endpoint_is_one_clear_line(url: str, said: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:

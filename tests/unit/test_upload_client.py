@@ -295,3 +295,67 @@ def test_an_api_that_keeps_failing_stops_after_a_few_files_not_every_retry(
         f"{stop} images failed: the API failed (503): cannot sign uploads: no images bucket",
         f"{8 - stop} images not sent: the upload stopped: {stop} images in a row failed "
         "after their retries"]
+
+
+def test_the_size_asked_for_is_what_was_read_not_the_file_as_it_is_now(
+        fake: FakeServer, tmp_path: Path) -> None:
+    """A file that goes (or grows) between being read and the URL being asked for raised
+    FileNotFoundError out of upload_one, which ended the whole folder without a summary."""
+    fake.answer("/getsignedurl", 200, {"uploadURL": f"{fake.url}/bucket/k.jpg",
+                                       "image_id": "k", "photoFilename": "k.jpg"})
+    fake.answer("/bucket/k.jpg", 200, "")
+    image = tmp_path / "part.jpg"
+    image.write_bytes(b"\xff\xd8 part")
+
+    def read_then_gone(base: str, token: str, path: Path, *rest: Any) -> Ticket:
+        path.unlink()  # the camera's software moved it away meanwhile
+        return uploadImages.request_put(base, token, path, *rest)
+
+    upload = upload_one(read_then_gone, fake.url, "tok", image, "line-1", "cam-1", retries=0)
+    assert (upload.ok, upload.error) == (True, "")
+
+
+def test_an_unexpected_error_fails_its_own_file_and_the_folder_goes_on(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def upload_one_with_a_bug(request: Any, base: str, token: str, path: Path,
+                              *_: Any) -> uploadImages.Upload:
+        if path.name == "part-1.jpg":
+            raise KeyError("a bug")
+        return uploadImages.Upload(str(path), True, "id", "key", 200)
+
+    monkeypatch.setattr(uploadImages, "upload_one", upload_one_with_a_bug)
+
+    sent = upload_folder(folder_of(tmp_path, 3), "cam-1", "line-1", "http://x", "tok",
+                         concurrency=1, progress=False)
+
+    assert [(Path(u.file).name, u.ok, u.error) for u in sent] == [
+        ("part-0.jpg", True, ""), ("part-1.jpg", False, "unexpected error: KeyError('a bug')"),
+        ("part-2.jpg", True, "")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--retries", "-1"], "argument --retries: -1 is below 0"),  # was AssertionError
+    (["http://[::1", "tok", "0"], "'http://[::1' is not a URL: Invalid IPv6 URL"),
+    (["http://127.0.0.1:1", "ls_tok\r", "0"], "the token holds a character that no HTTP"),
+    (["http://127.0.0.1:1", "ls_tok\u20ac", "0"], "the token holds a character that no HTTP"),
+])
+def test_the_seed_scripts_mistakes_are_usage_errors(args: list[str], message: str,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    folder = folder_of(tmp_path, 1)
+    positional = args if not args[0].startswith("--") else ["http://127.0.0.1:1", "tok", "0",
+                                                            *args]
+    with pytest.raises(SystemExit) as exit_:
+        uploadImages.main([str(folder), "cam-1", "line-1", *positional])
+    said = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert message in said
+    assert "ls_tok" not in said  # the token is not repeated
+
+
+def test_a_request_no_http_can_carry_stops_the_folder_not_a_traceback() -> None:
+    with pytest.raises(UploadError) as refused:
+        _request("GET", "http://127.0.0.1:9/getsignedurl", step=API,
+                 headers={"Authorization": "ls_tok\r"})
+    assert (refused.value.retryable, refused.value.stops_folder) == (False, True)
+    assert str(refused.value).startswith("cannot send a request to the API: Invalid header")
