@@ -99,20 +99,41 @@ class RedriveResult:
 
 # --- reading -----------------------------------------------------------------------------
 
+# How long the poll that confirms a queue is empty waits: a long poll asks every server
+_CONFIRM_EMPTY_SECONDS = 1
+
 def receive_all(sqs: Any, queue_url: str, *, limit: int = 1000,
                 visibility_timeout: int = _PEEK_VISIBILITY_SECONDS) -> list[dict[str, Any]]:
-    """Receive up to `limit` messages (each once), hidden for `visibility_timeout` s."""
+    """Receive up to `limit` messages (each once), hidden for `visibility_timeout` s.
+
+    A short poll asks only some of SQS's servers, and on a queue of a few messages, as
+    dead-letter queues are, it may answer nothing while messages wait (so `dlq list` said
+    "no dead letters" beside a firing alarm, and a redrive moved none of them). So an empty
+    answer ends the reading only when the queue counts no visible message, or when a long
+    poll (`_CONFIRM_EMPTY_SECONDS`), which asks every server, answers nothing too."""
     messages: dict[str, dict[str, Any]] = {}
+    wait = 0
     while len(messages) < limit:
         batch = sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=min(10, limit - len(messages)),
-            VisibilityTimeout=visibility_timeout, WaitTimeSeconds=0,
+            VisibilityTimeout=visibility_timeout, WaitTimeSeconds=wait,
             AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
         fresh = [m for m in batch if m["MessageId"] not in messages]
         if not fresh:
-            break
+            if wait or not _visible(sqs, queue_url):
+                break
+            wait = _CONFIRM_EMPTY_SECONDS
+            continue
+        wait = 0
         messages.update((m["MessageId"], m) for m in fresh)
     return list(messages.values())
+
+
+def _visible(sqs: Any, queue_url: str) -> int:
+    """How many messages the queue counts as visible (approximately, as SQS counts)."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    return int(attributes.get("ApproximateNumberOfMessages", 0))
 
 
 def release(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
