@@ -3,9 +3,12 @@
 The folder holds `train/normal/` and `train/anomaly/` (the layout training reads without a
 manifest) and `manifest.jsonl`, one Lookout for Vision / Ground Truth line per image with
 `source-ref` (the image's S3 URI) and `anomaly-label` (1 anomalous, 0 normal), so
-`linesight train OUT_DIR --manifest OUT_DIR/manifest.jsonl` works too: training matches an
-`s3://` reference to the local copy by file name, which is why the copy keeps the object's
-name (the server-chosen keys end in a unique upload id).
+`linesight train OUT_DIR --manifest OUT_DIR/manifest.jsonl` works too: training reads the
+copy each line names in `linesight.local_path`, since two photos sent through one upload
+form share one S3 key (and so one `source-ref`); a manifest without it is matched to local
+copies by file name, which is why the copy keeps the object's name (the server-chosen keys
+end in a unique upload id). Tools that fetch `source-ref` from S3 get the key's current
+version: for such a pair, the later photo.
 
 The label is a person's review (`review.label`) when `reviewed` is asked for, otherwise the
 model's verdict. Invalid results have no usable image and are never exported.

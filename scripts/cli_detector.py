@@ -246,7 +246,9 @@ def evaluate(
             continue
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text())
+            # a file name that is not UTF-8 (a zip made on Windows) reaches the report as
+            # lone surrogates, which UTF-8 cannot write: each becomes a replacement mark
+            path.write_text(text(), encoding="utf-8", errors="replace")
         except OSError as exc:
             err.print(f"[red]error:[/red] cannot write {path}: {exc}", highlight=False)
             raise typer.Exit(code=1) from None

@@ -52,6 +52,9 @@ class TrainedModel:
     # Whether every training image was in colour (then greyscale images are refused), or
     # some were greyscale; None when unknown (models trained before this was recorded).
     colour: bool | None = None
+    # Whether every training image was greyscale (then a colour image is made grey); False
+    # too for models trained before this was recorded.
+    greyscale: bool = False
 
     @property
     def method_name(self) -> str:
@@ -78,6 +81,8 @@ def save(model: TrainedModel, out_dir: Path) -> TrainedModel:
     }
     if model.colour is not None:  # left out when unknown, so an older model keeps its version
         learned["colour"] = model.colour
+    if model.greyscale:  # left out unless set, so other models keep their versions
+        learned["greyscale"] = True
     digest = hashlib.sha256(buffer.getvalue())
     digest.update(json.dumps(learned, sort_keys=True).encode())
     version = digest.hexdigest()[:12]
@@ -150,6 +155,7 @@ def load(model_dir: Path) -> TrainedModel:
             roi=None if roi is None else (float(roi[0]), float(roi[1]), float(roi[2]),
                                           float(roi[3])),
             colour=None if colour is None else bool(colour),
+            greyscale=bool(document.get("greyscale", False)),
         )
     except KeyError as exc:
         raise ArtifactError(f"{model_file} is incomplete: no {exc}") from None

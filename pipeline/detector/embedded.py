@@ -46,7 +46,8 @@ class EmbeddedDetector:
                                  longest_side=self.model.method.input_size,
                                  expected_aspect=self.model.expected_aspect,
                                  min_longest=self._min_longest, roi=self.model.roi,
-                                 require_colour=self.model.colour is True)
+                                 require_colour=self.model.colour is True,
+                                 to_grey=self.model.greyscale)
         if decoded.notes:
             log.info("image accepted with notes: %s", ", ".join(decoded.notes))
         raw, anomaly_map = self.model.method.score(decoded.rgb)

@@ -7,8 +7,10 @@ training. Images the detector refuses as invalid are listed and left out of the 
 
 A figure that cannot be computed is None (null in the JSON), and `Evaluation.gaps` says
 why: AUROC needs both classes, recall and F1 need anomalous images, precision an image
-called anomalous. A test folder with one class only is refused unless `allow_one_class`
-(known-good parts scored for their false-positive rate, say).
+called anomalous (where anomalous images were scored and none was called so, precision is
+0, as scikit-learn has it: every figure of the contract is then a number). A test folder
+with one class only is refused unless `allow_one_class` (known-good parts scored for their
+false-positive rate, say). Label folders are found in any case (`Normal/`, as in VisA).
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from pipeline.detector.metrics import (
     proportion_interval,
 )
 from pipeline.detector.threads import blas_threads
-from pipeline.detector.training import TrainingError, labelled_images
+from pipeline.detector.training import (
+    TrainingError,
+    folder_named,
+    labelled_images,
+    readable,
+)
 
 Progress = Callable[[str, int, int], None]
 LABELS = ("normal", "anomaly")
@@ -81,8 +88,9 @@ class Evaluation:
 
     def shown(self, path: str) -> str:
         """An image's name on screen and in the report: its path under the test folder, so
-        that `crack/000.png` and `scratch/000.png` are told apart."""
-        return os.path.relpath(path, self.test_dir)
+        that `crack/000.png` and `scratch/000.png` are told apart (`readable`: printable
+        and writable even where the name is not UTF-8)."""
+        return readable(os.path.relpath(path, self.test_dir))
 
     def scores(self, label: str) -> list[float]:
         return [image.score for image in self.images if image.label == label]
@@ -98,9 +106,14 @@ class Evaluation:
 
     @property
     def precision(self) -> float | None:
-        """None when no image was called anomalous."""
+        """The share of the images called anomalous that are. When none was, 0 if
+        anomalous images were scored (scikit-learn's convention: every one was missed, and
+        the contract's figures are numbers wherever both classes were scored; `gaps` says
+        so), else None."""
         counts = self.confusion
-        return counts.precision if counts.true_positive + counts.false_positive else None
+        if counts.true_positive + counts.false_positive:
+            return counts.precision
+        return 0.0 if self.scores("anomaly") else None
 
     @property
     def recall(self) -> float | None:
@@ -181,8 +194,11 @@ class Evaluation:
                 why = (self._refusals(refused, label) if refused
                        else f"the test folder has no {_NOUNS[label][1]}")
                 found.append(f"{figures} both normal and anomalous images; {why}")
-        if self.precision is None:
-            found.append("precision needs an image called anomalous; none was")
+        counts = self.confusion
+        if not counts.true_positive + counts.false_positive:
+            found.append("precision needs an image called anomalous; none was" + (
+                " (0, by convention, since every anomaly was missed)"
+                if self.precision is not None else ""))
         return found
 
     def failure(self) -> str:
@@ -253,8 +269,9 @@ class Evaluation:
 def test_root(test_dir: Path) -> Path:
     """The folder whose images are scored: `test_dir` itself, or, when it is a data set's
     top folder (no `normal/` or `good/`, but a `test/`), its `test/`."""
-    labelled_here = (test_dir / "normal").is_dir() or (test_dir / "good").is_dir()
-    return test_dir / "test" if not labelled_here and (test_dir / "test").is_dir() else test_dir
+    labelled_here = any(folder_named(test_dir, name).is_dir() for name in ("normal", "good"))
+    test = folder_named(test_dir, "test")
+    return test if not labelled_here and test.is_dir() else test_dir
 
 
 def test_images(test_dir: Path, *, allow_one_class: bool = False) -> dict[str, list[Path]]:
@@ -263,8 +280,8 @@ def test_images(test_dir: Path, *, allow_one_class: bool = False) -> dict[str, l
     (`training.labelled_images`). Both classes are needed, unless `allow_one_class`."""
     if not test_dir.is_dir():
         raise EvaluationError(f"{test_dir} is not a directory")
-    root = test_root(test_dir)
     try:
+        root = test_root(test_dir)
         normal, anomaly, _ = labelled_images(root)
     except TrainingError as exc:
         raise EvaluationError(str(exc)) from None

@@ -20,7 +20,9 @@ sends, and refuses the rest visibly rather than converting it and judging it wro
 
 A content type that names no image format (empty, application/octet-stream) lets the
 bytes decide. Accepted with a note in `DecodedImage.notes`: greyscale and alpha images
-(converted to RGB, alpha dropped: `converted_from_<mode>`) and EXIF orientation (applied:
+(converted to RGB, alpha dropped: `converted_from_<mode>`), a colour image for a model
+trained on greyscale ones (made grey, as Pillow makes it, ITU-R 601-2 luma:
+`converted_to_grey`), and EXIF orientation (applied:
 `exif_orientation_<n>`), and a multi-picture JPEG (MPO: a phone's photo with a depth map
 or a second view after it), as its first picture (`first_of_<n>_pictures`). Data after a
 JPEG's end-of-image marker (a camera's `\r\n`, a phone's metadata trailer, a motion
@@ -116,6 +118,23 @@ def in_colour(images: Iterable[DecodedImage]) -> bool:
     return not any(greyscale.intersection(image.notes) for image in images)
 
 
+def in_grey(images: Iterable[DecodedImage]) -> bool:
+    """Whether every one of `images` was a greyscale image: a model trained on them never
+    saw colour, so detection turns a colour image grey for it (`decode`'s `to_grey`).
+
+    >>> pixels = np.zeros((16, 16, 3), np.uint8)
+    >>> in_grey([DecodedImage(pixels, "PNG", (16, 16), ("converted_from_l",)),
+    ...          DecodedImage(pixels, "PNG", (16, 16), ("converted_from_la",))])
+    True
+    >>> in_grey([DecodedImage(pixels, "PNG", (16, 16), ("converted_from_l",)),
+    ...          DecodedImage(pixels, "PNG", (16, 16))])
+    False
+    """
+    greyscale = {f"converted_from_{mode.lower()}" for mode in GREYSCALE_MODES}
+    found = [bool(greyscale.intersection(image.notes)) for image in images]
+    return bool(found) and all(found)
+
+
 def content_type_format(content_type: str) -> str | None:
     """The image format a Content-Type names, or None when it names none.
 
@@ -197,7 +216,7 @@ def aspect_is_off(size: tuple[int, int], expected_aspect: float,
 
 def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | None = None,
            expected_aspect: float | None = None, min_longest: int | None = None,
-           roi: Roi | None = None, require_colour: bool = False,
+           roi: Roi | None = None, require_colour: bool = False, to_grey: bool = False,
            enlarge: bool = True, modes: Iterable[str] = ACCEPTED_MODES) -> DecodedImage:
     """Decode `image_bytes` to RGB, resized so the longest side is `longest_side` (when given;
     with `enlarge=False`, a smaller image keeps its size, as a picture for people should).
@@ -206,7 +225,9 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
     `min_longest` refuses images whose longest side is shorter (too little detail).
     `roi` crops the upright image to a region of interest (fractions of width and height)
     before resizing, so `longest_side` applies to the region. `require_colour` refuses
-    greyscale images (for a model that learnt from colour ones). `modes` are the pixel modes
+    greyscale images (for a model that learnt from colour ones); `to_grey` turns a colour
+    image grey (for a model that learnt from greyscale ones, and so never saw colour: it
+    scored every colour photo of a normal part as anomalous). `modes` are the pixel modes
     accepted (a report also shows the palette PNGs of heatmaps).
 
     Raises `InvalidImageError` for anything in the table at the top of this module.
@@ -248,8 +269,12 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
     if orientation not in (None, 1):
         image = ImageOps.exif_transpose(image)
         notes.append(f"exif_orientation_{orientation}")
+    if to_grey and image.mode not in GREYSCALE_MODES:
+        notes.append("converted_to_grey")
+        image = image.convert("L")
     if image.mode != "RGB":
-        notes.append(f"converted_from_{image.mode.lower()}")
+        if "converted_to_grey" not in notes:
+            notes.append(f"converted_from_{image.mode.lower()}")
         image = image.convert("RGB")
     if roi is not None:
         image = image.crop(roi_box(image.size, roi))

@@ -338,7 +338,8 @@ def train_model(data_dir: Path | str, out_dir: Path | str, *,
     saved = artifact.save(artifact.TrainedModel(final, calibration, pixel_threshold,
                                                 images.aspect, info=info,
                                                 expected_longest=images.longest, roi=roi,
-                                                colour=images.colour),
+                                                colour=images.colour,
+                                                greyscale=images.greyscale),
                           out)
     report = TrainReport(
         method=best.method,
@@ -417,7 +418,7 @@ def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingS
         raise TrainingError(f"{data_dir} is not a directory")
     if manifest is not None:
         return _from_manifest(manifest, data_dir)
-    train = data_dir / "train"
+    train = folder_named(data_dir, "train")
     root = train if _holds_labels(train) else data_dir
     normal, anomaly, places = labelled_images(root)
     if not normal:
@@ -428,7 +429,8 @@ def find_training_set(data_dir: Path, manifest: Path | None = None) -> TrainingS
                             f"as in MVTec AD){passed_over}")
     by_place: dict[Path, Path] = {}
     by_stem: dict[str, Path] = {}
-    for mask_root in (folder / name for folder in (data_dir, root) for name in MASK_FOLDERS):
+    for mask_root in (folder_named(folder, name) for folder in (data_dir, root)
+                      for name in MASK_FOLDERS):
         for path in images_in(mask_root):
             for key in _mask_keys(path.relative_to(mask_root)):
                 by_place.setdefault(key, path)
@@ -488,7 +490,8 @@ def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise TrainingError(f"{where} is not a manifest line with a source-ref") from None
         is_anomaly = manifest_label(entry, where)
-        image = _resolve(ref, manifest.parent, data_dir, index, where)
+        image = _exported_copy(entry, manifest.parent, data_dir) or _resolve(
+            ref, manifest.parent, data_dir, index, where)
         if image is None:
             missing.append(f"line {number} source-ref {ref}")
             continue
@@ -581,6 +584,22 @@ def _resolve(ref: str, manifest_dir: Path, data_dir: Path, index: Mapping[str, l
     return closest[0]
 
 
+def _exported_copy(entry: Mapping[str, Any], manifest_dir: Path, data_dir: Path
+                   ) -> Path | None:
+    """The file `linesight export-dataset` wrote for this line (`linesight.local_path`,
+    beside the manifest), when it is there. Its `source-ref` names an S3 key, and two photos
+    sent through one upload form share one: by file name both lines found the first photo,
+    trained under both labels, and the second was never read."""
+    extra = entry.get("linesight")
+    local = extra.get("local_path") if isinstance(extra, Mapping) else None
+    if not isinstance(local, str) or not local:
+        return None
+    candidate = manifest_dir / local
+    if not candidate.is_file() or _inside(candidate, data_dir, ["test"]):
+        return None
+    return candidate
+
+
 def _inside(path: Path, data_dir: Path, folders: Sequence[str]) -> bool:
     """Whether `path` lies in a folder under `data_dir` named one of `folders`.
 
@@ -589,7 +608,7 @@ def _inside(path: Path, data_dir: Path, folders: Sequence[str]) -> bool:
     """
     absolute, top = path.absolute(), data_dir.absolute()
     return (absolute.is_relative_to(top)
-            and any(part in folders for part in absolute.relative_to(top).parts[:-1]))
+            and any(part.lower() in folders for part in absolute.relative_to(top).parts[:-1]))
 
 
 def _shared_tail(first: Sequence[str], second: Sequence[str]) -> int:
@@ -609,7 +628,30 @@ def _shared_tail(first: Sequence[str], second: Sequence[str]) -> int:
 def _holds_labels(folder: Path) -> bool:
     """Whether `folder` holds a label folder (`normal/`, `good/` or `anomaly/`): a data
     set's split such as `train/`, not a folder of one defect type's images."""
-    return any((folder / name).is_dir() for name in LABEL_FOLDERS)
+    return any(folder_named(folder, name).is_dir() for name in LABEL_FOLDERS)
+
+
+def folder_named(root: Path, name: str) -> Path:
+    """`root / name`, or the folder of that name in another case where that is the one
+    there: VisA keeps its images in `Normal/` and `Anomaly/`, which were read as a defect
+    type's anomalies (every normal image scored as a miss). Two folders whose names differ
+    only in case are refused (TrainingError), since which one is meant is unclear.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "Normal").mkdir()
+    >>> folder_named(root, "normal").name, folder_named(root, "anomaly").name
+    ('Normal', 'anomaly')
+    """
+    try:
+        variants = sorted(folder for folder in root.iterdir()
+                          if folder.name.lower() == name and folder.is_dir())
+    except OSError:  # no such folder, or not a folder: nothing inside it is a label
+        return root / name
+    if len(variants) > 1:
+        raise TrainingError(f"{root} has {' and '.join(f'{v.name}/' for v in variants)}, "
+                            f"whose names differ only in case: keep one")
+    return variants[0] if variants else root / name
 
 
 def labelled_images(root: Path) -> tuple[list[Path], list[Path], dict[Path, Path]]:
@@ -637,10 +679,10 @@ def labelled_images(root: Path) -> tuple[list[Path], list[Path], dict[Path, Path
     >>> [str(places[path]) for path in anomalous]
     ['crack/0', 'scratch/1']
     """
-    normal, good, anomaly = root / "normal", root / "good", root / "anomaly"
+    normal, good, anomaly = (folder_named(root, name) for name in ("normal", "good", "anomaly"))
     if normal.is_dir() and images_in(good):
-        raise TrainingError(f"{root} has both normal/ and good/: keep the normal images in one "
-                            "of them")
+        raise TrainingError(f"{root} has both {normal.name}/ and {good.name}/: keep the normal "
+                            "images in one of them")
     places = {path: path.relative_to(anomaly).with_suffix("") for path in images_in(anomaly)}
     defect_folders = sorted(folder for folder in (root.iterdir() if root.is_dir() else ())
                             if folder.is_dir() and _is_defect_folder(folder))
@@ -659,7 +701,7 @@ def labelled_images(root: Path) -> tuple[list[Path], list[Path], dict[Path, Path
 def _is_defect_folder(folder: Path) -> bool:
     """Whether `folder`, beside the normal images, holds one defect type's anomalies."""
     return (not folder.name.startswith(".")
-            and folder.name not in (*LABEL_FOLDERS, *MASK_FOLDERS, *SPLIT_FOLDERS)
+            and folder.name.lower() not in (*LABEL_FOLDERS, *MASK_FOLDERS, *SPLIT_FOLDERS)
             and not _holds_labels(folder))
 
 
@@ -675,6 +717,17 @@ def _mask_keys(relative: Path) -> list[Path]:
     plain = relative.with_suffix("")
     short = plain.name.removesuffix("_mask")
     return [plain, plain.with_name(short)] if short and short != plain.name else [plain]
+
+
+def readable(name: str) -> str:
+    """A file name as it can be printed and written: a name that is not UTF-8 (from a zip
+    made on Windows, say) reaches Python as lone surrogates, which no UTF-8 terminal or file
+    takes (UnicodeEncodeError); each undecodable byte becomes a replacement mark.
+
+    >>> readable(os.fsdecode(b"Pr\\xfcf.png")), readable("Prüf.png")
+    ('Pr\\ufffdf.png', 'Prüf.png')
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -696,7 +749,7 @@ def images_in(folder: Path) -> list[Path]:
 
 def _left_out(name: str) -> bool:
     """Whether a file or folder of this name is no training image, nor holds any."""
-    return name.startswith(".") or name in MASK_FOLDERS
+    return name.startswith(".") or name.lower() in MASK_FOLDERS
 
 
 def _files_under(folder: Path, skip: Callable[[str], bool] | None = None) -> Iterator[Path]:
@@ -850,11 +903,13 @@ class _ImageCache:
         self.aspect: float | None = None
         self.longest: int | None = None
         self.colour: bool | None = None  # whether every image kept was a colour one
+        self.greyscale = False  # whether every image kept was a greyscale one
         self._by_size: dict[int, _Decoded] = {}
 
     def shown(self, path: Path) -> str:
         """How lists name a training image: its path under the folder all of them share."""
-        return str(path.absolute().relative_to(self._common)) if self._common else path.name
+        return readable(str(path.absolute().relative_to(self._common)) if self._common
+                        else path.name)
 
     def mask_for(self, anomaly_index: int) -> Path | None:
         """The mask file of the n-th (usable) anomaly image, if it has one."""
@@ -907,7 +962,8 @@ class _ImageCache:
         """`decoded`, with each image that the trained model's detection would refuse
         replaced by why: another aspect ratio than the one training keeps (`off_size`), or
         too small for any candidate method (`too_small`). Sets `aspect`, `longest` and
-        `colour`, which the model keeps for detection, from the first decode."""
+        `colour` and `greyscale`, which the model keeps for detection, from the first
+        decode."""
         usable = [(path, item) for path, item in zip(paths, decoded, strict=True)
                   if not isinstance(item, str)]
         if not usable:
@@ -932,6 +988,7 @@ class _ImageCache:
             decoded = [_too_small(self.shown(path), item, smallest)
                        for path, item in zip(paths, decoded, strict=True)]
         self.colour = imageio.in_colour(item for item in decoded if not isinstance(item, str))
+        self.greyscale = imageio.in_grey(item for item in decoded if not isinstance(item, str))
         return decoded
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,9 @@ FIGURES = ("auroc", "precision", "recall", "f1", "false_positive_rate", "miss_ra
 CASES = [
     # both classes, one false positive and one miss: every figure defined
     ([0.1, 0.6], [0.7, 0.4], (0.75, 0.5, 0.5, 0.5, 0.5, 0.5)),
-    # nothing called anomalous: precision is 0/0, but every anomaly was missed (F1 0)
-    ([0.1, 0.2], [0.3, 0.4], (1.0, None, 0.0, 0.0, 0.0, 1.0)),
+    # nothing called anomalous: precision is 0/0, 0 by convention (the contract's figures
+    # are numbers wherever both classes were scored: it was None), every anomaly missed
+    ([0.1, 0.2], [0.3, 0.4], (1.0, 0.0, 0.0, 0.0, 0.0, 1.0)),
     # known-good parts only: the false-positive rate, and precision (every call was wrong)
     ([0.1, 0.6], [], (None, 0.0, None, None, 0.5, None)),
     # known-good parts only, none called anomalous
@@ -134,9 +136,10 @@ def test_a_share_has_an_interval_exactly_where_it_has_a_figure_and_the_interval_
     figures = dict(zip(FIGURES, expected, strict=True))
     assert set(document["intervals"]) == {"precision", "recall", "false_positive_rate",
                                           "miss_rate"}
+    nothing_flagged = not any(score >= 0.5 for score in normal + anomalous)
     for key, bounds in document["intervals"].items():
-        if figures[key] is None:
-            assert bounds is None, key
+        if figures[key] is None or (key == "precision" and nothing_flagged):
+            assert bounds is None, key  # a precision of 0/0 has no interval
         else:  # never a point, even at 0 or 1: ten images prove little
             assert 0.0 <= bounds[0] <= figures[key] <= bounds[1] <= 1.0, key
             assert bounds[1] - bounds[0] > 0.2, key
@@ -265,6 +268,21 @@ def test_the_cli_and_the_report_say_how_far_the_figures_could_move(
     assert f"<td>{low:.2f}&ndash;{high:.2f}</td>" in html_text and "&plusmn;" in html_text
 
 
+def test_a_file_name_that_is_not_utf8_does_not_stop_the_report(
+        samples: Path, model_dir: Path, tmp_path: Path) -> None:
+    """Names from a zip made on Windows (b"Pr\\xfcf") are lone surrogates in Python: the
+    HTML report raised UnicodeEncodeError and was left empty."""
+    test = _test_folder(samples, tmp_path / "test")
+    for index, path in enumerate(sorted((test / "anomaly").glob("*.jpg"))[:2]):
+        path.rename(test / "anomaly" / os.fsdecode(b"Pr\xfcf-%d.jpg" % index))
+    (test / "anomaly" / os.fsdecode(b"Pr\xfcf-2.jpg")).write_bytes(NOT_AN_IMAGE)
+    out, page = tmp_path / "out.json", tmp_path / "out.html"
+    shown = _evaluate_cli(str(model_dir), str(test), "--json", str(out), "--html", str(page))
+    assert shown.exit_code == 0, shown.output
+    assert "Pr\ufffdf-2.jpg" in page.read_text(encoding="utf-8")  # refused, and named
+    assert json.loads(out.read_text())["n_anomaly"] == 4
+
+
 def test_the_option_is_in_the_commands_help() -> None:
     shown = " ".join(_evaluate_cli("--help").output.replace("│", " ").split())
     assert "--allow-one-class" in shown and "known-good parts for the false-positive" in shown
@@ -388,3 +406,11 @@ def test_evaluate_reports_greyscale_refusals_and_decode_notes(samples: Path, mod
     document = json.loads(out.read_text())
     assert {tuple(image["notes"]) for image in document["images"]} == {("converted_from_l",)}
     assert "accepted with notes: converted_from_l (8)" in shown.stdout
+
+
+def test_a_precision_of_nothing_flagged_says_it_is_0_by_convention() -> None:
+    assert _evaluation([0.1, 0.2], [0.3, 0.4]).gaps() == [
+        "precision needs an image called anomalous; none was (0, by convention, since every "
+        "anomaly was missed)"]
+    assert _evaluation([0.1, 0.2], []).gaps()[-1] == (
+        "precision needs an image called anomalous; none was")

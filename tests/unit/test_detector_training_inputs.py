@@ -4,6 +4,7 @@ files in other formats and symlinked folders. Each image is a few dozen pixels, 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -108,6 +109,28 @@ def test_a_defect_folder_beside_good_and_anomaly_is_read_too(tmp_path: Path) -> 
     found = find_training_set(data)
     assert sorted(path.parent.name for path in found.anomaly) == ["anomaly", "anomaly",
                                                                    "crack", "crack"]
+
+
+def test_label_folders_are_found_in_any_case_as_visa_names_them(tmp_path: Path) -> None:
+    """VisA keeps its images in Normal/ and Anomaly/ (masks in Masks/): read as one defect
+    type's anomalies, training found no normal images, and evaluate --allow-one-class
+    scored every normal image as a missed anomaly."""
+    data = tmp_path / "pcb1"
+    normals = _parts(data / "Train" / "Normal", 4)
+    anomalies = _parts(data / "Train" / "Anomaly", 2, defect=True)
+    mask = _part(data / "Masks" / "Anomaly" / "Anomaly-0.png")
+    test_normals = _parts(data / "Test" / "Normal", 2)
+    test_anomalies = _parts(data / "Test" / "Anomaly", 2, defect=True)
+
+    found = find_training_set(data)
+    assert (list(found.normal), list(found.anomaly)) == (normals, anomalies)
+    assert found.masks == {anomalies[0]: mask}
+    assert evaluation.test_images(data) == {"normal": test_normals, "anomaly": test_anomalies}
+
+    _parts(data / "Train" / "normal", 1)  # which one is meant?
+    with pytest.raises(TrainingError, match=r"has Normal/ and normal/, whose names differ "
+                                            r"only in case"):
+        find_training_set(data)
 
 
 def test_normal_and_anomaly_beside_an_unrelated_train_folder(tmp_path: Path) -> None:
@@ -323,3 +346,50 @@ def test_a_model_records_whether_it_learned_colour_and_refuses_grey_if_so(
         assert refused.value.reason == "greyscale"
     else:
         assert detector.detect(grey.read_bytes(), "image/png").score >= 0
+
+
+def test_a_model_trained_on_grey_photos_judges_a_colour_one_grey(tmp_path: Path) -> None:
+    """It never saw colour: a colour photo of a good part scored as a defect (5 of 5 good
+    parts in a review's test), where the same photo in grey passes."""
+    data = tmp_path / "data"
+    rng = np.random.default_rng(3)
+    tint = np.array([1.25, 1.0, 0.7])  # a warm part: colour the grey model cannot know
+    for index in range(8):
+        pixels = np.clip(rng.normal(120, 4, (30, 40, 1)) * tint, 0, 255).astype(np.uint8)
+        path = data / "train" / "normal" / f"normal-{index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).convert("L").save(path)
+    train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["greyscale"] is True
+    clear_cache()
+    detector = load_detector("embedded", str(tmp_path / "model"))
+    colour = np.clip(rng.normal(120, 4, (30, 40, 1)) * tint, 0, 255).astype(np.uint8)
+    photo = tmp_path / "colour.png"
+    Image.fromarray(colour).save(photo)
+
+    result = detector.detect(photo.read_bytes(), "image/png")
+
+    assert result.notes == ("converted_to_grey",) and not result.is_anomalous
+    assert result.score == pytest.approx(detector.detect(  # as its grey copy scores
+        _grey_png(colour), "image/png").score)
+
+
+def _grey_png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).convert("L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_model_trained_on_colour_and_grey_photos_judges_colour_as_it_is(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for index, path in enumerate(_parts(data / "train" / "normal", 8)):
+        if index % 2:
+            Image.open(path).convert("L").save(path)
+    train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    document = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert document["colour"] is False and "greyscale" not in document
+    clear_cache()
+    photo = _part(tmp_path / "part.png", seed=99)
+    assert load_detector("embedded", str(tmp_path / "model")).detect(
+        photo.read_bytes(), "image/png").notes == ()

@@ -154,3 +154,24 @@ def test_training_refuses_an_export_without_normals(tmp_path: Path) -> None:
                   lambda record: png(1))
     with pytest.raises(TrainingError, match="no normal images"):
         find_training_set(tmp_path)
+
+
+def test_two_photos_through_one_upload_form_train_under_their_own_labels(
+        tmp_path: Path) -> None:
+    """Both records name one S3 key (the second photo replaced the first's object, and was
+    judged under an id of its own): by file name, training took the first photo for both
+    manifest lines, under both labels, and never read the second."""
+    key = f"line-1/cam-1/2026/11/23/{1:032x}.jpg"
+    first = result(1, key=key, review="normal")
+    second = result(2, key=key, review="anomaly")
+    others = [result(i, review="normal") for i in range(3, 6)]
+    blobs = {first.image_id: png(40), second.image_id: png(200)}
+
+    write_dataset(plan_export([first, second, *others], reviewed=True), tmp_path,
+                  lambda record: blobs.get(record.image_id, png(90)))
+    manifest = find_training_set(tmp_path, tmp_path / "manifest.jsonl")
+
+    [anomaly] = manifest.anomaly
+    assert anomaly.read_bytes() == blobs[second.image_id]
+    assert anomaly not in manifest.normal and len(set(manifest.normal)) == 4
+    assert blobs[first.image_id] in [path.read_bytes() for path in manifest.normal]

@@ -57,7 +57,7 @@ class AlignEnvelope(NeedsNormals):
                  neighbours: int = 1, map_blur: int = 2, spread_radius: int = 3,
                  spread_floor: float = 2.0, search_degrees: float = 2.0,
                  max_normals: int = 40, background_weight: float = 0.5,
-                 spread_shrink: float = 0.0) -> None:
+                 spread_shrink: float = 0.0, fill_background: bool = True) -> None:
         self.input_size = input_size
         self.compare_factor = compare_factor
         self.tolerance = tolerance
@@ -69,6 +69,8 @@ class AlignEnvelope(NeedsNormals):
         self.max_normals = max_normals
         self.background_weight = background_weight
         self.spread_shrink = spread_shrink
+        # where a crop reaches past the photo: the background's colour, not black (`_warp`)
+        self.fill_background = fill_background
         self.shape: tuple[int, int] = (0, 0)  # (height, width) of the input images
         self.background = np.zeros(3, np.float32)
         self.part_threshold = 0.0
@@ -99,13 +101,13 @@ class AlignEnvelope(NeedsNormals):
         self.crop = self._crop_size(smalls, coarse)
         greys = [image.convert("L") for image in scaled]
         poses = coarse
-        template = _warp(greys[0], poses[0], self.crop).astype(np.float32)
+        template = self._warp(greys[0], poses[0], self.crop).astype(np.float32)
         for rounds in range(3):
             self._set_template(template)
             pairs = zip(greys, poses, strict=True)
             flip_below = np.inf if rounds == 0 else -np.inf
             poses = [self._refine(g, p, flip_below) for g, p in pairs]
-            warped = [_warp(g, p, self.crop) for g, p in zip(greys, poses, strict=True)]
+            warped = [self._warp(g, p, self.crop) for g, p in zip(greys, poses, strict=True)]
             template = np.mean(warped, axis=0)
         self.template = template.astype(np.float32)
         self._set_template(self.template)
@@ -113,7 +115,7 @@ class AlignEnvelope(NeedsNormals):
                  for g, p in zip(greys, poses, strict=True)]
         self.flip_below = 0.75 * float(np.median(peaks))
 
-        aligned = [_warp(h, p, self.crop) for h, p in zip(scaled, poses, strict=True)]
+        aligned = [self._warp(h, p, self.crop) for h, p in zip(scaled, poses, strict=True)]
         if len(aligned) > self.max_normals:
             aligned = [aligned[i] for i in _diverse(aligned, self.max_normals)]
         planar = np.stack([a.transpose(2, 0, 1).astype(np.float32) for a in aligned])
@@ -144,7 +146,7 @@ class AlignEnvelope(NeedsNormals):
         im = Image.fromarray(self._sized(image))
         scaled = self._compare_image(im)
         pose = self._pose(im, scaled)
-        planar = _warp(scaled, pose, self.crop).transpose(2, 0, 1).astype(np.float32)
+        planar = self._warp(scaled, pose, self.crop).transpose(2, 0, 1).astype(np.float32)
         matched = self._registered(self._match_colour(planar))
         matched = np.clip(np.rint(matched), 0, 255).astype(np.uint8)
         everyone = np.ones(self.normal_count, bool)
@@ -157,7 +159,7 @@ class AlignEnvelope(NeedsNormals):
         """The part resampled into the reference crop (HxWx3 uint8, compare resolution)."""
         im = Image.fromarray(self._sized(image))
         scaled = self._compare_image(im)
-        return _warp(scaled, self._pose(im, scaled), self.crop)
+        return self._warp(scaled, self._pose(im, scaled), self.crop)
 
     def _pose(self, im: Image.Image, scaled: Image.Image) -> tuple[float, float, float]:
         pose = self._coarse_pose(np.asarray(self._small(scaled), np.float32))
@@ -203,7 +205,7 @@ class AlignEnvelope(NeedsNormals):
             "map_blur": self.map_blur, "spread_radius": self.spread_radius,
             "spread_floor": self.spread_floor, "search_degrees": self.search_degrees,
             "max_normals": self.max_normals, "background_weight": self.background_weight,
-            "spread_shrink": self.spread_shrink,
+            "spread_shrink": self.spread_shrink, "fill_background": self.fill_background,
         }
 
     @classmethod
@@ -218,8 +220,10 @@ class AlignEnvelope(NeedsNormals):
                 "search_degrees": float(state["search_degrees"]),
                 "max_normals": int(state["max_normals"]),
                 "background_weight": float(state["background_weight"]),
-                # artifacts from before it stored the spread as it was, unshrunk
-                "spread_shrink": float(state.get("spread_shrink", 0.0))}
+                # artifacts from before it stored the spread as it was, unshrunk, and
+                # those from before `fill_background` filled with black
+                "spread_shrink": float(state.get("spread_shrink", 0.0)),
+                "fill_background": bool(state.get("fill_background", False))}
 
     def state(self) -> State:
         return {
@@ -249,6 +253,21 @@ class AlignEnvelope(NeedsNormals):
         return method
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _warp(self, image: Image.Image, pose: tuple[float, float, float],
+              crop: tuple[int, int]) -> np.ndarray:
+        """`_warp`, where the crop reaches past the photo filled with the background's
+        colour (its grey for a grey image). Black there, on a light mat, made a normal part
+        near the edge, or a round one whose main axis is noise and so turns the crop any
+        way, score like a defect: 9.0 against 0.3-0.5 for the others in a test, so that the
+        normal-only threshold passed every anomaly."""
+        if not self.fill_background:
+            return _warp(image, pose, crop)
+        red, green, blue = (float(c) for c in self.background)
+        fill: int | tuple[int, ...] = (  # Pillow's own grey: ITU-R 601-2 luma
+            round((red * 299 + green * 587 + blue * 114) / 1000) if image.mode == "L"
+            else tuple(round(c) for c in (red, green, blue)))
+        return _warp(image, pose, crop, fill)
 
     def _sized(self, image: np.ndarray) -> np.ndarray:
         if image.shape[:2] == self.shape:
@@ -336,7 +355,8 @@ class AlignEnvelope(NeedsNormals):
         # at full compare scale: a quarter step either way, a parabola, then the shift
         cx, cy, angle = pose
         quarter = np.deg2rad(self.search_degrees / 8)
-        fine = [self._phase_correlate(_warp(grey, (cx, cy, angle + k * quarter), self.crop), 0)
+        fine = [self._phase_correlate(
+                    self._warp(grey, (cx, cy, angle + k * quarter), self.crop), 0)
                 for k in (-1, 0, 1)]
         before, at, after = (f[0] for f in fine)
         best = int(np.argmax([before, at, after])) - 1
@@ -357,8 +377,8 @@ class AlignEnvelope(NeedsNormals):
         step = np.deg2rad(self.search_degrees / 2)
 
         def match(k: int) -> tuple[float, float, float]:
-            return self._phase_correlate(_warp(small, (cx / 2, cy / 2, angle + k * step),
-                                               crop), 1)
+            return self._phase_correlate(
+                self._warp(small, (cx / 2, cy / 2, angle + k * step), crop), 1)
 
         tried = {k: match(k) for k in (-1, 0, 1)}
         best = max(tried, key=lambda k: tried[k][0])
@@ -809,15 +829,16 @@ def _diverse(images: Sequence[np.ndarray], count: int) -> list[int]:
 
 
 def _warp(image: Image.Image, pose: tuple[float, float, float],
-          crop: tuple[int, int]) -> np.ndarray:
-    """Resample `image` so that `pose` (centre x, y and angle) lands in the crop's centre."""
+          crop: tuple[int, int], fill: int | tuple[int, ...] = 0) -> np.ndarray:
+    """Resample `image` so that `pose` (centre x, y and angle) lands in the crop's centre;
+    `fill` where the crop reaches past the image."""
     cx, cy, angle = pose
     width, height = crop
     cos, sin = float(np.cos(angle)), float(np.sin(angle))
     x0 = cx - cos * width / 2 + sin * height / 2
     y0 = cy - sin * width / 2 - cos * height / 2
     out = image.transform(crop, Image.Transform.AFFINE, (cos, -sin, x0, sin, cos, y0),
-                          resample=Image.Resampling.BILINEAR)
+                          resample=Image.Resampling.BILINEAR, fillcolor=fill)
     return np.asarray(out)
 
 
