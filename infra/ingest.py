@@ -13,7 +13,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-INGEST_FUNCTION_TIMEOUT = 60  # seconds; the ingest function uses it too
+from pipeline.ingest import FUNCTION_TIMEOUT_SECONDS as INGEST_FUNCTION_TIMEOUT
+
 VISIBILITY_TIMEOUT = 6 * INGEST_FUNCTION_TIMEOUT  # AWS's advice for an SQS event source
 MAX_RECEIVES = 5
 RETENTION_SECONDS = 4 * 24 * 3600

@@ -142,6 +142,9 @@ def mark_requeued(body: str) -> str:
     return json.dumps({**json.loads(body), REQUEUED: True})
 
 
+# The ingest function's timeout, seconds: Pulumi deploys it (infra/ingest.py), and the local
+# stand-in for its event source mapping gives each invocation as long (scripts/event_sources)
+FUNCTION_TIMEOUT_SECONDS = 60
 # A batch starts no further message once the function has less than this left: the rest
 # are reported failed and come back, instead of the timeout failing the whole batch
 # (messages already recorded included) with no reason noted on any image. It exceeds one

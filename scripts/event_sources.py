@@ -35,10 +35,18 @@ log = logging.getLogger("linesight.local")
 Handler = Callable[[dict[str, Any], Any], Any]
 
 
-def lambda_context(name: str) -> SimpleNamespace:
+def lambda_context(name: str, timeout_seconds: float = 60.0) -> SimpleNamespace:
+    """A Lambda context whose remaining time counts down from `timeout_seconds`, as the
+    function's does, so that a handler's `out_of_time` acts locally as it would in AWS (it
+    said 60 s left for ever)."""
+    deadline = time.monotonic() + timeout_seconds
+
+    def remaining_ms() -> int:
+        return max(0, int((deadline - time.monotonic()) * 1000))
+
     return SimpleNamespace(function_name=name, aws_request_id=str(uuid.uuid4()),
                            memory_limit_in_mb=1024, invoked_function_arn=f"local:{name}",
-                           get_remaining_time_in_millis=lambda: 60_000)
+                           get_remaining_time_in_millis=remaining_ms)
 
 
 # --- EMF capture ----------------------------------------------------------------------
@@ -113,13 +121,13 @@ def emf_to_metric_data(line: str) -> tuple[str, list[dict[str, Any]]] | None:
 
 
 def invoke(handler: Handler, event: dict[str, Any], name: str,
-           metrics: MetricsSink | None) -> Any:
+           metrics: MetricsSink | None, timeout_seconds: float = 60.0) -> Any:
     """Call a handler as Lambda would, turning its EMF output into CloudWatch metrics."""
     _install_router()
     buffer = io.StringIO()
     _buffers[threading.get_ident()] = buffer
     try:
-        return handler(event, lambda_context(name))
+        return handler(event, lambda_context(name, timeout_seconds))
     finally:
         del _buffers[threading.get_ident()]
         try:
@@ -189,11 +197,22 @@ class PollerStats:
 
 
 class SqsPoller(threading.Thread):
+    """An SQS event source mapping. Each batch is received hidden for the function's
+    timeout (`timeout_seconds`), and the handler's context counts down from it: AWS refuses
+    a mapping whose queue hides messages for less than the function's timeout, so a batch
+    never comes back while it is handled. The local queue hides a message for a few
+    seconds only, so that failures come back soon; a batch slower than that was handled
+    twice at once, and could reach the dead-letter queue though it succeeded. A failed
+    message is hidden for the queue's own visibility timeout, as it is in AWS once its
+    invocation ends."""
+
     def __init__(self, sqs: Any, queue_url: str, queue_arn: str, region: str,
                  handler: Handler, name: str, stop: threading.Event,
-                 metrics: MetricsSink | None = None, batch_size: int = 10) -> None:
+                 metrics: MetricsSink | None = None, batch_size: int = 10,
+                 timeout_seconds: int = 60) -> None:
         super().__init__(name=f"poller-{name}", daemon=True)
         self.sqs, self.queue_url, self.queue_arn, self.region = sqs, queue_url, queue_arn, region
+        self.timeout_seconds = timeout_seconds
         self.handler, self.function_name, self.stop_event = handler, name, stop
         self.metrics, self.batch_size = metrics, batch_size
         self.stats = PollerStats()
@@ -210,15 +229,16 @@ class SqsPoller(threading.Thread):
     def poll_once(self, wait_seconds: int = 0) -> int:
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=self.batch_size,
-            WaitTimeSeconds=wait_seconds, AttributeNames=["All"],
-            MessageAttributeNames=["All"])
+            WaitTimeSeconds=wait_seconds, VisibilityTimeout=self.timeout_seconds,
+            AttributeNames=["All"], MessageAttributeNames=["All"])
         messages = response.get("Messages", [])
         if not messages:
             return 0
         event = {"Records": [self._record(m) for m in messages]}
         failed: set[str]
         try:
-            result = invoke(self.handler, event, self.function_name, self.metrics)
+            result = invoke(self.handler, event, self.function_name, self.metrics,
+                            self.timeout_seconds)
             failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
         except Exception:
             log.exception("handler %s raised; the whole batch will be retried",
@@ -228,6 +248,14 @@ class SqsPoller(threading.Thread):
         if done:
             self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+        retry = [m for m in messages if m["MessageId"] in failed]
+        if retry:
+            hidden = int(self.sqs.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"])[
+                "Attributes"]["VisibilityTimeout"])
+            self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": hidden}
+                for i, m in enumerate(retry)])
         self.stats.batches += 1
         self.stats.records += len(messages)
         self.stats.failures += len(failed)

@@ -37,7 +37,7 @@ from chalice.local import (
     ThreadedHTTPServer,
 )
 
-from pipeline import alarms, analytics, aws, dashboard, tables, tokens, workflow
+from pipeline import alarms, analytics, aws, dashboard, ingest, tables, tokens, workflow
 from pipeline.settings import VARIABLES, current
 from pipeline.stackconfig import StackConfig, parse_stack_config
 from scripts.emulator import Emulator
@@ -527,7 +527,7 @@ class LocalStack:
             self.pollers.append(SqsPoller(
                 self.client("sqs"), info.queue_url, self._queue_arn(self.names.ingest_queue),
                 self.region, app_module.ingest, f"ingest-{worker}", self.stop_event,
-                metrics=self.metrics))
+                metrics=self.metrics, timeout_seconds=ingest.FUNCTION_TIMEOUT_SECONDS))
         stream_arn = self.client("dynamodb").describe_table(
             TableName=info.table)["Table"]["LatestStreamArn"]
         self.pollers.append(StreamPoller(

@@ -159,6 +159,31 @@ def test_a_handler_that_raises_fails_the_whole_sqs_batch(aws: None) -> None:
     assert queue.counts() == (0, 2)  # nothing deleted: both come back
 
 
+def test_a_batch_is_hidden_while_it_is_handled_and_its_context_counts_down(
+        aws: None) -> None:
+    """The queue hides a message for 1 s, the handler takes longer: a second poller got the
+    same batch while the first still handled it (AWS refuses a mapping whose queue hides
+    messages for less than the function's timeout), and the context said 60 s for ever."""
+    queue = Queue(bodies=('"a"',))
+    queue.sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"VisibilityTimeout": "1"})
+    remaining: list[int] = []
+
+    def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        remaining.append(context.get_remaining_time_in_millis())
+        time.sleep(1.5)
+        remaining.append(context.get_remaining_time_in_millis())
+        assert queue.poller(lambda *_: None).poll_once() == 0  # another poller: nothing
+        return {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+
+    poller = SqsPoller(queue.sqs, queue.url, queue.arn, REGION, slow, "ingest",
+                       threading.Event(), timeout_seconds=30)
+    assert poller.poll_once() == 1
+    assert 28_000 < remaining[0] <= 30_000 and remaining[0] - remaining[1] >= 1_400
+    # failed: hidden for the queue's own timeout (1 s), not the function's (30 s)
+    time.sleep(1.2)
+    assert queue.counts() == (1, 0)
+
+
 def test_a_stream_record_served_twice_is_delivered_once(aws: None) -> None:
     seen: list[str] = []
 
