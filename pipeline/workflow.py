@@ -38,7 +38,10 @@ detected twice but, as a rule, counted once in the metrics: the notification is 
 `pipeline.ingest.REQUEUED`, and its second judgement emits none. (Two narrow windows
 remain: a handler that dies between starting the execution and emitting the metrics counts
 the photo nowhere, and S3's own notification redelivered before the marked one is handled
-counts it twice. Executions running while this code is deployed send it back unmarked.) An
+counts it twice. Executions running while this code is deployed send it back unmarked.
+On EXPRESS, a duplicate delivery of any upload that overlaps the first, before its record
+is put, is counted twice in the metrics too, though recorded and alerted once:
+`chalicelib.telemetry.emit_outcome`.) An
 input without the notification (started by ingest code older than this) is parked on the
 failure queue (`NoRequeue`), and `linesight dlq redrive` rebuilds the notification from
 the image.

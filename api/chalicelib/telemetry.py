@@ -54,7 +54,13 @@ def _emit(values: Mapping[str, tuple[float, str]], dimensions: Mapping[str, str]
 
 def emit_outcome(outcome: Outcome) -> None:
     """The metrics of one processed image: nothing for a duplicate delivery, nor for a
-    photo the workflow sent back, whose first judgement was counted (`pipeline.workflow`)."""
+    photo the workflow sent back, whose first judgement was counted (`pipeline.workflow`).
+    A duplicate is known by its record (ingest reads it first) or by StartExecution
+    refusing the name. On an EXPRESS workflow, whose names are not unique, a duplicate
+    delivered while the first is still handled, before its record is put, starts an
+    execution of its own: that one ends in `AlreadyRecorded` without an alert, but its
+    image is counted here twice, an alert included (moto refuses the name, so tests cannot
+    show it)."""
     if outcome.duplicate or outcome.counted_before:
         return
     record = outcome.record
