@@ -166,8 +166,10 @@ def _upload_all(stack: LocalStack, info: StackInfo, planned: list[Planned],
         sent = Sent(item, time.time())
         token = info.camera_tokens[f"{item.line}/{item.camera}"]
         try:
-            ticket = request_post(info.api_url, token, item.path, item.line, item.camera)
-            ticket.send(item.path.read_bytes())
+            data = item.path.read_bytes()
+            ticket = request_post(info.api_url, token, item.path, item.line, item.camera,
+                                  len(data))
+            ticket.send(data)
             sent.image_id, sent.key = ticket.image_id, ticket.key
         except Exception as exc:  # a failed upload is counted, not fatal
             sent.error = str(exc)
