@@ -227,7 +227,10 @@ def evaluate(
     check_writable(json_out, "--json")
     if html_out is not None:
         check_writable(html_out, "--html")
-    scored = test_root(test_dir)
+    try:
+        scored = test_root(test_dir)
+    except EvaluationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="TEST_DIR") from None
     if scored != test_dir:
         console.print(f"scoring {scored}: the test split of the data set in {test_dir}",
                       markup=False)

@@ -269,8 +269,11 @@ class Evaluation:
 def test_root(test_dir: Path) -> Path:
     """The folder whose images are scored: `test_dir` itself, or, when it is a data set's
     top folder (no `normal/` or `good/`, but a `test/`), its `test/`."""
-    labelled_here = any(folder_named(test_dir, name).is_dir() for name in ("normal", "good"))
-    test = folder_named(test_dir, "test")
+    try:
+        labelled_here = any(folder_named(test_dir, name).is_dir() for name in ("normal", "good"))
+        test = folder_named(test_dir, "test")
+    except TrainingError as exc:  # two folders whose names differ only in case
+        raise EvaluationError(str(exc)) from None
     return test if not labelled_here and test.is_dir() else test_dir
 
 

@@ -283,6 +283,17 @@ def test_a_file_name_that_is_not_utf8_does_not_stop_the_report(
     assert json.loads(out.read_text())["n_anomaly"] == 4
 
 
+def test_folders_whose_names_differ_only_in_case_are_one_clear_line(
+        samples: Path, model_dir: Path, tmp_path: Path) -> None:
+    test = _test_folder(samples, tmp_path / "data" / "test")
+    shutil.copytree(test, tmp_path / "data" / "Test")
+    shown = _evaluate_cli(str(model_dir), str(tmp_path / "data"), "--json",
+                          str(tmp_path / "out.json"))
+    assert shown.exit_code == 2 and isinstance(shown.exception, SystemExit), shown.output
+    said = " ".join(shown.output.replace("│", " ").split())
+    assert "Test/ and test/, whose names differ only in case" in said
+
+
 def test_the_option_is_in_the_commands_help() -> None:
     shown = " ".join(_evaluate_cli("--help").output.replace("│", " ").split())
     assert "--allow-one-class" in shown and "known-good parts for the false-positive" in shown

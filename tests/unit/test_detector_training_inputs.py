@@ -112,9 +112,10 @@ def test_a_defect_folder_beside_good_and_anomaly_is_read_too(tmp_path: Path) -> 
 
 
 def test_label_folders_are_found_in_any_case_as_visa_names_them(tmp_path: Path) -> None:
-    """VisA keeps its images in Normal/ and Anomaly/ (masks in Masks/): read as one defect
+    """VisA keeps its images in Normal/ and Anomaly/ (Data/Images/): read as one defect
     type's anomalies, training found no normal images, and evaluate --allow-one-class
-    scored every normal image as a missed anomaly."""
+    scored every normal image as a missed anomaly. (Its masks sit in Data/Masks/, beside
+    that folder; here they are where training looks, in any case.)"""
     data = tmp_path / "pcb1"
     normals = _parts(data / "Train" / "Normal", 4)
     anomalies = _parts(data / "Train" / "Anomaly", 2, defect=True)
