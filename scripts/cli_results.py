@@ -792,8 +792,8 @@ def upload(
             except StateFileError as exc:
                 _fail(str(exc))
     url = url or described["api_url"]
-    if url_problem(url):
-        raise typer.BadParameter(url_problem(url), param_hint="--api-url")
+    if problem := url_problem(url):
+        raise typer.BadParameter(problem, param_hint="--api-url")
     if not secret:
         tokens = described.get("camera_tokens")
         secret = (tokens or {}).get(f"{line}/{camera}", "")
@@ -803,8 +803,8 @@ def upload(
         if not secret:
             _fail(f"the local stack has no token for line {line!r} camera {camera!r}; "
                   "pass --token (see `linesight tokens`)")
-    if token_problem(secret):
-        raise typer.BadParameter(token_problem(secret), param_hint="--token")
+    if problem := token_problem(secret):
+        raise typer.BadParameter(problem, param_hint="--token")
     uploads = upload_folder(directory, camera, line, url, secret, concurrency=concurrency,
                             retries=retries, progress=True, post=post)
     failed = [u for u in uploads if not u.ok]

@@ -114,8 +114,7 @@ def in_colour(images: Iterable[DecodedImage]) -> bool:
     >>> in_colour([DecodedImage(pixels, "JPEG", (16, 16), ("converted_from_l",))])
     False
     """
-    greyscale = {f"converted_from_{mode.lower()}" for mode in GREYSCALE_MODES}
-    return not any(greyscale.intersection(image.notes) for image in images)
+    return not any(_was_grey(image) for image in images)
 
 
 def in_grey(images: Iterable[DecodedImage]) -> bool:
@@ -130,9 +129,16 @@ def in_grey(images: Iterable[DecodedImage]) -> bool:
     ...          DecodedImage(pixels, "PNG", (16, 16))])
     False
     """
-    greyscale = {f"converted_from_{mode.lower()}" for mode in GREYSCALE_MODES}
-    found = [bool(greyscale.intersection(image.notes)) for image in images]
+    found = [_was_grey(image) for image in images]
     return bool(found) and all(found)
+
+
+def _was_grey(image: DecodedImage) -> bool:
+    """Whether decoding converted `image` from a greyscale mode (its notes say so)."""
+    return any(note in _FROM_GREY for note in image.notes)
+
+
+_FROM_GREY = frozenset(f"converted_from_{mode.lower()}" for mode in GREYSCALE_MODES)
 
 
 def content_type_format(content_type: str) -> str | None:
@@ -271,10 +277,9 @@ def decode(image_bytes: bytes, content_type: str = "", *, longest_side: int | No
         notes.append(f"exif_orientation_{orientation}")
     if to_grey and image.mode not in GREYSCALE_MODES:
         notes.append("converted_to_grey")
-        image = image.convert("L")
+        image = image.convert("L").convert("RGB")
     if image.mode != "RGB":
-        if "converted_to_grey" not in notes:
-            notes.append(f"converted_from_{image.mode.lower()}")
+        notes.append(f"converted_from_{image.mode.lower()}")
         image = image.convert("RGB")
     if roi is not None:
         image = image.crop(roi_box(image.size, roi))

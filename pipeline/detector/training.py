@@ -627,8 +627,13 @@ def _shared_tail(first: Sequence[str], second: Sequence[str]) -> int:
 
 def _holds_labels(folder: Path) -> bool:
     """Whether `folder` holds a label folder (`normal/`, `good/` or `anomaly/`): a data
-    set's split such as `train/`, not a folder of one defect type's images."""
-    return any(folder_named(folder, name).is_dir() for name in LABEL_FOLDERS)
+    set's split such as `train/`, not a folder of one defect type's images. In any case,
+    as `folder_named` finds them."""
+    try:
+        return any(child.name.lower() in LABEL_FOLDERS and child.is_dir()
+                   for child in folder.iterdir())
+    except OSError:  # no such folder, or not a folder
+        return False
 
 
 def folder_named(root: Path, name: str) -> Path:
