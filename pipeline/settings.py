@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -225,19 +225,24 @@ def _lines(raw: str) -> dict[str, LinePolicy]:
     for line_id, policy in value.items():
         if not isinstance(policy, dict):
             raise SettingsError(f"LINESIGHT_LINES[{line_id!r}] must be an object")
+        # as the stack config refuses them: a misspelt key would drop the line's policy
+        if unknown := sorted(set(policy) - {"threshold", "confidenceThreshold"}):
+            raise SettingsError(f"LINESIGHT_LINES[{line_id!r}] has unknown key "
+                                f"{unknown[0]!r}; a line has threshold, confidenceThreshold")
         lines[line_id] = LinePolicy(
-            threshold=_optional_threshold(policy, line_id),
-            confidence_threshold=(None if policy.get("confidenceThreshold") is None else _band(
-                str(policy["confidenceThreshold"]),
-                f"LINESIGHT_LINES[{line_id!r}].confidenceThreshold", 0.0)),
+            threshold=_optional(policy, line_id, "threshold", parse_threshold),
+            confidence_threshold=_optional(policy, line_id, "confidenceThreshold", parse_band),
         )
     return lines
 
 
-def _optional_threshold(policy: Mapping[str, Any], line_id: str) -> float | None:
-    if policy.get("threshold") is None:
+def _optional(policy: Mapping[str, Any], line_id: str, key: str,
+              parse: Callable[[Any], float]) -> float | None:
+    """A line's own setting, or None for the stack's. The value is parsed as it is: an
+    empty string is refused, not read as the default (0, no low-confidence alerts)."""
+    if policy.get(key) is None:
         return None
     try:
-        return parse_threshold(policy["threshold"])
+        return parse(policy[key])
     except ValueError as exc:
-        raise SettingsError(f"LINESIGHT_LINES[{line_id!r}].threshold {exc}") from None
+        raise SettingsError(f"LINESIGHT_LINES[{line_id!r}].{key} {exc}") from None

@@ -33,6 +33,7 @@ from pipeline.settings import (
     parse_flag,
     parse_threshold,
 )
+from pipeline.uploads import ID_RULE, is_id
 
 NAMESPACE = "linesight"
 WORKFLOW_TYPES = ("EXPRESS", "STANDARD")
@@ -40,7 +41,10 @@ DETECTOR_KEYS = ("modelPath", "modelUri", "sagemakerEndpoint")
 # Firehose dynamic partitioning needs a buffer of 64-128 MB and 60-900 s.
 FIREHOSE_MB = (64, 128)
 FIREHOSE_SECONDS = (60, 900)
-MAX_UPLOAD_BYTES = 5 * 1024**3  # S3's single-PUT limit bounds one upload
+# The ingest function reads an upload whole, then decodes it, in its 2,048 MB; a larger
+# file could only run it out of memory on every retry (nothing over 50 MP is decoded:
+# an 8-bit RGB PNG of 50 MP stored without compression is 150 MB).
+MAX_UPLOAD_BYTES = 256 * 1024**2
 # The API stage's throttle (requests per second, and at once); API Gateway's own account
 # limit (10,000 per second by default) caps it anyway.
 DEFAULT_API_RATE_LIMIT = 100
@@ -68,7 +72,6 @@ _REGION = "x" * 16
 _ACCOUNT = "0" * 12
 _PARTITION = "aws-us-gov"
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as pipeline.uploads.validate_id
 _PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
@@ -355,8 +358,8 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         alert_emails=_emails(merged.get("alertEmails"), "alertEmails"),
         confidence_threshold=confidence,
         image_extensions=_extensions(merged.get("imageExtensions", list(DEFAULT_IMAGE_EXTENSIONS))),
-        max_upload_bytes=_whole(merged.get("maxUploadBytes", DEFAULT_MAX_UPLOAD_BYTES),
-                                "maxUploadBytes", 1, MAX_UPLOAD_BYTES),
+        max_upload_bytes=_max_upload_bytes(merged.get("maxUploadBytes",
+                                                      DEFAULT_MAX_UPLOAD_BYTES)),
         workflow_type=_workflow_type(merged.get("workflowType", "EXPRESS")),
         detector=_detector(merged),
         lines=lines,
@@ -530,6 +533,15 @@ def _whole(value: Any, key: str, low: int, high: int | None = None) -> int:
     return number
 
 
+def _max_upload_bytes(value: Any) -> int:
+    number = _whole(value, "maxUploadBytes", 1)
+    if number > MAX_UPLOAD_BYTES:
+        raise ConfigError("maxUploadBytes", f"must be at most {MAX_UPLOAD_BYTES} (256 MB), got "
+                          f"{number}: the ingest function reads an upload whole, and no "
+                          "image it would decode (50 MP at most) needs more")
+    return number
+
+
 def _string_list(value: Any, key: str) -> list[str]:
     value = _decoded(value, key)
     if value is None or value == "":
@@ -626,9 +638,6 @@ def _detector(merged: Mapping[str, Any]) -> DetectorConfig:
                           model_kms_key_arn=key)
 
 
-_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ - . starting with a letter or digit"
-
-
 def _lines(value: Any, default_rate: float, default_silence: int) -> tuple[LineConfig, ...]:
     value = _decoded(value, "lines")
     if not isinstance(value, list) or not value:
@@ -644,8 +653,8 @@ def _lines(value: Any, default_rate: float, default_silence: int) -> tuple[LineC
             raise ConfigError(f"{where}.{unknown[0]}",
                               f"unknown line key; a line has {', '.join(sorted(_LINE_KEYS))}")
         line_id = entry.get("id")
-        if not isinstance(line_id, str) or not _ID.match(line_id):
-            raise ConfigError(f"{where}.id", f"must be {_ID_RULE}, got {line_id!r}")
+        if not isinstance(line_id, str) or not is_id(line_id):
+            raise ConfigError(f"{where}.id", f"must be {ID_RULE}, got {line_id!r}")
         if reserved := reserved_line(line_id):
             raise ConfigError(f"{where}.id", reserved)
         where = f"lines[{line_id}]"
@@ -656,9 +665,9 @@ def _lines(value: Any, default_rate: float, default_silence: int) -> tuple[LineC
             raise ConfigError(f"{where}.cameras",
                               f"must be a non-empty list of camera ids, got {cameras!r}")
         for camera in cameras:
-            if not isinstance(camera, str) or not _ID.match(camera):
+            if not isinstance(camera, str) or not is_id(camera):
                 raise ConfigError(f"{where}.cameras",
-                                  f"a camera id is {_ID_RULE}, got {camera!r}")
+                                  f"a camera id is {ID_RULE}, got {camera!r}")
         for camera in cameras:
             if camera in seen_cameras:
                 raise ConfigError(f"{where}.cameras", f"camera {camera!r} is already on line "

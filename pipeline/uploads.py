@@ -23,7 +23,9 @@ META_LINE = "assemblylineid"
 META_CAMERA = "cameraid"
 META_IMAGE = "imageid"
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ID_RULE = ("1-64 characters of A-Z a-z 0-9 _ - ., starting with a letter or digit, "
+           "without '..'")
 _KEY = re.compile(
     r"^(?P<line>[^/]+)/(?P<camera>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
     r"(?P<upload_id>[0-9a-f]{32})\.(?P<ext>[a-z]+)$"
@@ -49,11 +51,20 @@ def validate_id(value: object, name: str, *, required: bool = True) -> str:
         if required:
             raise UploadRequestError(f"{name} is required")
         return ""
-    # fullmatch: with match, `$` would also accept a trailing newline ("line-1\n").
-    if not isinstance(value, str) or not _ID.fullmatch(value) or ".." in value:
-        raise UploadRequestError(
-            f"{name} must be 1-64 characters of A-Z a-z 0-9 _ - . (got {value!r})")
+    if not isinstance(value, str) or not is_id(value):
+        raise UploadRequestError(f"{name} must be {ID_RULE} (got {value!r})")
     return value
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` is a line, camera or image id: the API's rule, which the stack
+    config's line and camera ids follow too, so that each configured one can get a token.
+
+    >>> is_id("line-1"), is_id("a..b"), is_id("line-1\\n"), is_id("-x")
+    (True, False, False, False)
+    """
+    # fullmatch: with match and `$`, a trailing newline ("line-1\n") would pass.
+    return bool(_ID.fullmatch(value)) and ".." not in value
 
 
 @dataclass(frozen=True)

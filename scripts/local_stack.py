@@ -98,13 +98,13 @@ class Topology:
                 policy["confidenceThreshold"] = line.confidence_threshold
             if line.silent_camera_minutes:
                 policy["silentCameraMinutes"] = line.silent_camera_minutes
+            # each line's own rate: the stack's default is already resolved into it
+            policy["anomalyRateAlarm"] = line.anomaly_rate_alarm
             policies[line.id] = policy
-        rates = set(config.anomaly_rate_alarms.values()) or {0.25}
         return cls(lines=dict(config.line_cameras), line_policies=policies,
                    confidence_threshold=config.confidence_threshold,
                    max_upload_bytes=config.max_upload_bytes,
                    image_extensions=config.image_extensions,
-                   anomaly_rate_alarm=max(rates),
                    latency_p95_alarm_ms=float(config.latency_alarm_ms),
                    workflow_type=config.workflow_type,
                    alert_on_invalid=config.alert_on_invalid)

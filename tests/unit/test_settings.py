@@ -40,6 +40,12 @@ def test_per_line_overrides() -> None:
     ({"LINESIGHT_LINES": '{"L1": {"threshold": 1}}'},
      "LINESIGHT_LINES['L1'].threshold must be a number strictly between 0 and 1"),
     ({"LINESIGHT_LINES": '{"L1": {"threshold": 0.0}}'}, "LINESIGHT_LINES['L1'].threshold"),
+    # an empty band is refused, not read as 0 (which would turn the line's alerts off)
+    ({"LINESIGHT_LINES": '{"L1": {"confidenceThreshold": ""}}'},
+     "LINESIGHT_LINES['L1'].confidenceThreshold must be a number in [0, 0.5), got ''"),
+    # a misspelt key would leave the line on the stack's policy without a word
+    ({"LINESIGHT_LINES": '{"L1": {"treshold": 0.6}}'},
+     "LINESIGHT_LINES['L1'] has unknown key 'treshold'"),
 ])
 def test_malformed_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):

@@ -22,6 +22,7 @@ from pipeline.stackconfig import (
     parse_stack_config,
     project_defaults,
 )
+from pipeline.uploads import UploadRequestError, validate_id
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "Pulumi.yaml"
@@ -94,6 +95,9 @@ def test_silent_camera_alarms_are_off_unless_set_and_a_line_may_override() -> No
     from scripts.local_stack import Topology
     local = Topology.from_stack_config(plant_a).to_stack_config(Path("models/x"))
     assert local.silent_camera_alarms == {"paint-3": 30}
+    # and each line's anomaly-rate alarm (weld-2 sets its own 0.10)
+    assert local.anomaly_rate_alarms == plant_a.anomaly_rate_alarms
+    assert len(set(plant_a.anomaly_rate_alarms.values())) > 1
 
 
 def test_defaults_fill_what_the_stack_leaves_out() -> None:
@@ -151,6 +155,8 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
     ({"modelUri": "", "sagemakerEndpoint": "bad name!"}, "sagemakerEndpoint"),
     # sizes, retention, buffering
     ({"maxUploadBytes": 0}, "maxUploadBytes"),
+    # more than the ingest function can read whole (it was S3's 5 GB single-PUT limit)
+    ({"maxUploadBytes": 256 * 1024**2 + 1}, "maxUploadBytes"),
     ({"imageRetentionDays": -1}, "imageRetentionDays"),
     ({"resultsRetentionDays": "forever"}, "resultsRetentionDays"),
     ({"firehoseBufferSeconds": 30}, "firehoseBufferSeconds"),
@@ -259,11 +265,25 @@ def test_other_namespaces_are_left_alone(tmp_path: Path) -> None:
     assert load_stack_config(path, PROJECT).region == "eu-west-1"
 
 
+@pytest.mark.parametrize("bad", ["press..1", "line-1\n", "-press", "p" * 65])
+def test_line_and_camera_ids_follow_the_apis_rule(bad: str) -> None:
+    """A line or camera the API would refuse could never get a token, yet its dashboard row
+    and silent-camera alarm would be deployed (and the alarm would breach for ever)."""
+    with pytest.raises(UploadRequestError):
+        validate_id(bad, "line_id")
+    with pytest.raises(ConfigError, match=r"lines\[0\]\.id: must be 1-64 .*without '\.\.'"):
+        parse(lines=[{"id": bad, "cameras": ["cam-1"]}])
+    with pytest.raises(ConfigError, match=r"lines\[line-1\]\.cameras: a camera id is"):
+        parse(lines=[{"id": "line-1", "cameras": ["cam-1", bad]}])
+
+
 @pytest.mark.parametrize(("values", "said", "quoted"), [
     ({"lines": [{"id": "line-1", "cameras": ["cam-1", "cam 2"]}]},
      "linesight:lines[line-1].cameras: a camera id is 1-64 characters", "'cam 2'"),
     ({"lines": '[{"id": "line-1", cameras: ["cam-1"]}]'},
      "linesight:lines: is not valid JSON", ""),  # `pulumi config set` without --path
+    ({"maxUploadBytes": 2**30},
+     "linesight:maxUploadBytes: must be at most 268435456 (256 MB)", "reads an upload whole"),
 ])
 def test_config_messages_say_which_value_is_wrong(values: dict[str, Any], said: str,
                                                   quoted: str) -> None:
