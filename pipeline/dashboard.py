@@ -106,12 +106,15 @@ def _judged(line: str = "", tag: str = "") -> tuple[list[list[Any]], dict[str, s
     """Hidden rows of anomalies, images and unusable ones (of `line`, or of the stack), and
     expressions over them: the judged images that were anomalous and normal, and the
     percentage anomalous, as the anomaly-rate alarms count (unusable uploads are not
-    judged)."""
+    judged). Only an unusable upload puts a point of InvalidImageCount, so a period without
+    one has none, and arithmetic with a missing point has none either: `FILL` makes it 0,
+    or a plant with no unusable uploads would see no rate at all."""
     a, p, i = (f"{key}{tag}" for key in "api")
     hidden = [_row(name, line, id=key, visible=False) for key, name in
               ((a, metrics.ANOMALIES), (p, metrics.PROCESSED), (i, metrics.INVALID))]
-    return hidden, {"anomalous": a, "normal": f"{p} - {i} - {a}",
-                    "percentage": f"100 * {a} / ({p} - {i})"}
+    judged = f"{p} - FILL({i}, 0)"
+    return hidden, {"anomalous": a, "normal": f"{judged} - {a}",
+                    "percentage": f"100 * {a} / ({judged})"}
 
 
 def _single_values(region: str) -> dict[str, Any]:

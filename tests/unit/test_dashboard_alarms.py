@@ -213,9 +213,12 @@ _FUNCTIONS: dict[str, Callable[..., float]] = {
     "MAX": lambda values: float(max(values)),
     "FILL": lambda value, fill: fill if value is None else value,
 }
-_BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
-    ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b,
+# Arithmetic with a missing point (None) has no point: only FILL gives one.
+_BINARY: dict[type[ast.operator], Callable[[float, float], float | None]] = {
+    ast.Add: lambda a, b: None if a is None or b is None else a + b,
+    ast.Sub: lambda a, b: None if a is None or b is None else a - b,
+    ast.Mult: lambda a, b: None if a is None or b is None else a * b,
+    ast.Div: lambda a, b: None if a is None or b is None else a / b,
 }
 _COMPARE: dict[type[ast.cmpop], Callable[[float, float], bool]] = {
     ast.GtE: lambda a, b: a >= b, ast.Gt: lambda a, b: a > b,
@@ -435,11 +438,17 @@ def test_an_unusable_upload_keeps_a_camera_from_counting_as_silent() -> None:
     assert alarm["Statistic"] == "Sum" and alarm["Threshold"] == 1.0
 
 
-def test_the_dashboards_anomaly_rates_count_judged_images_as_the_alarms_do() -> None:
+@pytest.mark.parametrize("invalid", [10, None], ids=["10-unusable", "no-unusable-point"])
+def test_the_dashboards_anomaly_rates_count_judged_images_as_the_alarms_do(
+        invalid: int | None) -> None:
     """3 anomalies among 10 judged images and 10 unusable uploads on press-1 (weld-2 idle):
-    30 %, not 15 %, in press-1's own metrics and in the stack's."""
-    counts = {metrics.ANOMALIES: 3, metrics.INVALID: 10, metrics.PROCESSED: 20}
-    titles = {"Anomaly rate per line (%)": "rate0", "Anomaly percentage": "anomalypct"}
+    30 %, not 15 %, in press-1's own metrics and in the stack's. And 30 % when no upload was
+    unusable, so InvalidImageCount has no point at all (only unusable uploads put one)."""
+    counts = {metrics.ANOMALIES: 3, metrics.INVALID: invalid,
+              metrics.PROCESSED: 20 if invalid else 10}
+    titles = {"Anomaly rate per line (%)": ("rate0", 30.0),
+              "Anomaly percentage": ("anomalypct", 30.0),
+              "Anomalous vs normal": ("normal", 7.0)}
     for widget in board()["widgets"]:
         title = widget["properties"].get("title")
         if title not in titles:
@@ -449,10 +458,10 @@ def test_the_dashboards_anomaly_rates_count_judged_images_as_the_alarms_do() -> 
                   if dict(zip(row[2:-1:2], row[3:-1:2], strict=True)).get("line", "press-1")
                   == "press-1" else 0
                   for row in rows if not isinstance(row[0], dict)}
-        shown = titles.pop(title)
+        shown, expected = titles.pop(title)
         [expression] = [row[0]["expression"] for row in rows
                         if isinstance(row[0], dict) and row[0]["id"] == shown]
-        assert evaluate(expression, values) == pytest.approx(30.0), title
+        assert evaluate(expression, values) == pytest.approx(expected), title
     assert not titles, f"widgets not found: {titles}"
 
 
