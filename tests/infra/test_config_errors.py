@@ -66,3 +66,21 @@ def test_config_passed_by_the_engine_environment_is_read(
     config = read_stack_config()
     assert [line.id for line in config.lines] == ["press-1", "weld-2", "paint-3"]
     assert config.resource_prefix == "ls-plant-a"
+
+
+def test_pulumi_up_shows_a_bad_config_as_a_message_not_a_traceback(fake_model: Path) -> None:
+    """The program file raises pulumi.RunError, which Pulumi prints without a traceback."""
+    import runpy
+
+    import pulumi
+
+    from tests.infra.conftest import REPO, FakeAws, engine_config, stack_config_values
+
+    values = {**stack_config_values("dev"), "linesight:modelPath": str(fake_model),
+              "linesight:workflowType": "FAST"}
+    pulumi.runtime.set_all_config(engine_config(values))
+    pulumi.runtime.set_mocks(FakeAws("us-east-1"), project="linesight", stack="dev",
+                             preview=False)
+    with pytest.raises(pulumi.RunError) as error:
+        runpy.run_path(str(REPO / "__main__.py"))
+    assert str(error.value) == "linesight:workflowType: must be EXPRESS or STANDARD, got 'FAST'"
