@@ -199,7 +199,9 @@ def rows_from_images(images: Iterable[tuple[str, Mapping[str, Any], str]]
     unreadable: list[tuple[str, Mapping[str, Any], str]] = []
     for row_id, image, region in images:
         try:
-            rows.append((row_id, row_from_image(image, region)))
+            row = row_from_image(image, region)
+            json.dumps(row, allow_nan=False)  # parked here, or it would fail the whole batch
+            rows.append((row_id, row))
         except (KeyError, ValueError, TypeError) as error:
             said = str(error) if isinstance(error, MalformedRecord) else repr(error)
             unreadable.append((row_id, image, f"cannot be read as a result record: {said}"))
@@ -208,7 +210,8 @@ def rows_from_images(images: Iterable[tuple[str, Mapping[str, Any], str]]
 
 def encode_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, bytes]]:
     """Firehose records: one JSON object per line, newline-terminated."""
-    return [{"Data": (json.dumps(row, sort_keys=True) + "\n").encode()} for row in rows]
+    return [{"Data": (json.dumps(row, sort_keys=True, allow_nan=False) + "\n").encode()}
+            for row in rows]
 
 
 def send_rows(stream_name: str, rows: Sequence[tuple[str, Mapping[str, Any]]], *,

@@ -8,6 +8,7 @@ GetItem; the `by_line_camera` index (`line_camera`, `captured_at`) and the `by_l
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -176,12 +177,17 @@ class ResultRecord:
             known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
             known["captured_at"] = parse_time(str(data["captured_at"]))
             known["processed_at"] = parse_time(str(data["processed_at"]))
-            for name in ("confidence", "score", "raw_score", "threshold", "inference_ms"):
+            for name in _FLOATS:
                 if name in known:
                     known[name] = float(known[name])
-            known["is_anomalous"] = bool(known.get("is_anomalous", False))
-            if not isinstance(known.get("review", {}), dict):  # read with .get everywhere
-                raise TypeError(f"review is {type(known['review']).__name__}, not a map")
+                    if not math.isfinite(known[name]):  # no JSON, no sums, no plots
+                        raise ValueError(f"{name} is {known[name]}")
+            for name, kind in _TYPES.items():  # a set or a number: rows that cannot be sent
+                if name in known and not isinstance(known[name], kind):
+                    raise TypeError(f"{name} is {type(known[name]).__name__}, not "
+                                    f"{_KIND_NAMES[kind]}")
+            if not all(isinstance(anomaly, dict) for anomaly in known.get("anomalies", [])):
+                raise TypeError("anomalies holds something other than maps")
             return cls(**known)
         except KeyError as exc:
             raise MalformedRecord(data, f"no {exc.args[0]}") from None
@@ -202,6 +208,18 @@ class ResultRecord:
         """Decode a typed DynamoDB item (GetItem, Query or a stream image)."""
         plain = {key: _deserializer.deserialize(value) for key, value in item.items()}
         return cls.from_json(_undecimal(plain))
+
+
+_FLOATS = ("confidence", "score", "raw_score", "threshold", "inference_ms")
+# Each other field's type as a result holds it (review is read with .get everywhere;
+# "false" as a string would read as anomalous).
+_TYPES: dict[str, type] = {
+    **dict.fromkeys(("image_id", "line_id", "camera_id", "s3_uri", "status", "model_version",
+                     "reason", "heatmap_uri", "alert_reason", "idempotency_key",
+                     "client_image_id", "image_version"), str),
+    "is_anomalous": bool, "anomalies": list, "review": dict,
+}
+_KIND_NAMES = {str: "a string", bool: "true or false", list: "a list", dict: "a map"}
 
 
 def _undecimal(value: Any) -> Any:

@@ -781,12 +781,11 @@ def _lightbox(record: ResultRecord, image: ReportImage, anchor: str) -> str:
     link = _safe_link(image.link)
     original = (f'<a href="{_e(link)}" target="_blank" rel="noopener">open the original'
                 f"</a> (a signed link; it expires) &middot; " if link else "")
-    area = next((a.get("PixelAnomaly", {}).get("TotalPercentageArea") for a in record.anomalies
-                 if isinstance(a, Mapping) and a.get("Name") == "anomaly"), None)
+    area = _anomalous_area(record)
     details = (f"image {_e(record.image_id)} &middot; captured {_e(_when(record.captured_at))}"
                f" &middot; score {record.score:.3f} (threshold {record.threshold:.2f}) &middot; "
                f"confidence {record.confidence:.3f}"
-               + (f" &middot; anomalous area {float(area):.2f}%" if area is not None else "")
+               + (f" &middot; anomalous area {area:.2f}%" if area is not None else "")
                + (f" &middot; model {_e(record.model_version)}" if record.model_version else ""))
     return (f'<div class="lightbox" id="{anchor}"><a class="backdrop" href="#anomalies" '
             f'aria-label="close"></a><div class="sheet"><a class="close" href="#anomalies">'
@@ -794,6 +793,20 @@ def _lightbox(record: ResultRecord, image: ReportImage, anchor: str) -> str:
             f'<div class="large">{shown or "<p>No image available.</p>"}</div>'
             f'<p class="muted">{details}</p><p class="muted">{original}'
             f'<code>{_e(record.s3_uri)}</code></p></div></div>')
+
+
+def _anomalous_area(record: ResultRecord) -> float | None:
+    """The anomaly's area in percent, or None where the record has none that reads as a
+    number (an item edited by hand must not stop the report)."""
+    for anomaly in record.anomalies:
+        pixels = anomaly.get("PixelAnomaly") if anomaly.get("Name") == "anomaly" else None
+        if isinstance(pixels, Mapping):
+            try:
+                area = float(pixels["TotalPercentageArea"])
+            except (KeyError, TypeError, ValueError):
+                return None
+            return area if math.isfinite(area) else None
+    return None
 
 
 _REASONS = {

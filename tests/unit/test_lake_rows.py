@@ -87,6 +87,46 @@ def test_an_item_whose_review_is_not_a_map_is_unreadable_not_a_crash() -> None:
               "review is str, not a map")]
 
 
+@pytest.mark.parametrize(("field", "value", "said"), [
+    # a set decodes fine, then failed json.dumps in send_rows: the whole batch, every retry
+    ("model_version", {"SS": ["v1", "v2"]}, "model_version is set, not a string"),
+    ("line_id", {"NULL": True}, "line_id is NoneType, not a string"),
+    # "false" read as bool("false"), anomalous
+    ("is_anomalous", {"S": "false"}, "is_anomalous is str, not true or false"),
+    # NaN is no JSON: a strict reader of the lake refuses the file
+    ("confidence", {"S": "nan"}, "confidence is nan"),
+    ("anomalies", {"L": [{"S": "x"}]}, "anomalies holds something other than maps"),
+])
+def test_an_item_no_row_can_be_made_of_is_parked_not_sent(field: str, value: dict[str, Any],
+                                                          said: str) -> None:
+    item = REVIEWED.to_item()
+    item[field] = value
+
+    rows, unreadable = analytics.rows_from_images([("1", ANOMALOUS.to_item(), "eu-west-1"),
+                                                   ("2", item, "eu-west-1"),
+                                                   ("3", REVIEWED.to_item(), "eu-west-1")])
+
+    assert [row_id for row_id, _ in rows] == ["1", "3"]
+    [(row_id, _, why)] = unreadable
+    assert row_id == "2" and said in why, why
+    analytics.encode_rows(row for _, row in rows)  # and the others encode
+
+
+def test_a_row_that_is_no_json_is_parked_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a future column holds, a row json.dumps refuses (or would write as NaN) is
+    parked with its image: in send_rows it would fail the whole batch, every retry."""
+    made = analytics.lake_row
+    monkeypatch.setattr(analytics, "lake_row", lambda record, region: {
+        **made(record, region), "Extra": float("nan") if record.review else 0.0})
+
+    rows, unreadable = analytics.rows_from_images([("1", ANOMALOUS.to_item(), "eu-west-1"),
+                                                   ("2", REVIEWED.to_item(), "eu-west-1")])
+
+    assert [row_id for row_id, _ in rows] == ["1"]
+    assert [row_id for row_id, _, _ in unreadable] == ["2"]
+    assert "Out of range float values are not JSON compliant" in unreadable[0][2]
+
+
 def test_partition_key_query_reads_fields_of_the_row() -> None:
     """A field the JQ query names but the row lacks gives Firehose no partition key, and
     every row goes to the error prefix instead of the lake."""

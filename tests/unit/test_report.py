@@ -233,6 +233,21 @@ def test_unreadable_or_missing_images_are_named_not_broken() -> None:
     assert page.count("photo not available") == 3
 
 
+@pytest.mark.parametrize(("area", "shown"), [
+    (12.345, "anomalous area 12.35%"), ("x", None), (None, None), (float("nan"), None)])
+def test_the_anomalous_area_is_shown_when_it_reads_as_a_number(area: Any, shown: str | None
+                                                               ) -> None:
+    """An area edited by hand into a word stopped the whole report (float('x'))."""
+    record = result(1, "line-1", "cam-1", anomalous=True, alert="anomalous", anomalies=[
+        {"Name": "background"},
+        {"Name": "anomaly", "PixelAnomaly": {"TotalPercentageArea": area, "Color": "#FF0000"}}])
+
+    page = build_report([record])
+
+    assert "anomalous area" in page if shown else "anomalous area" not in page
+    assert shown is None or shown in page
+
+
 def _turned_jpeg(width: int, height: int, orientation: int) -> bytes:
     """A photo stored sideways, as a camera held on its side writes it: the pixels as the
     sensor read them, and an EXIF orientation saying how to turn them."""
