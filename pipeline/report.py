@@ -118,15 +118,19 @@ class Failure:
     captured_at: str = ""
     error: str = ""
     cause: str = ""
+    alert_not_sent: bool = False  # the record was stored; only its alert's publish failed
 
     @classmethod
     def from_message(cls, body: Mapping[str, Any]) -> Failure:
         record = _mapping(body.get("record"))
-        error = _mapping(body.get("error"))
+        # the workflow's alert step catches into `alert_error`, every other step `error`
+        alert_not_sent = "error" not in body and "alert_error" in body
+        error = _mapping(body.get("alert_error" if alert_not_sent else "error"))
         return cls(image_id=str(record.get("image_id", "")), line_id=str(record.get("line_id", "")),
                    camera_id=str(record.get("camera_id", "")),
                    captured_at=str(record.get("captured_at", "")),
-                   error=str(error.get("Error", "")), cause=str(error.get("Cause", "")))
+                   error=str(error.get("Error", "")), cause=str(error.get("Cause", "")),
+                   alert_not_sent=alert_not_sent)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -341,7 +345,8 @@ def _fit(text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFo
 # --- the page ---------------------------------------------------------------------------
 
 def build_report(records: Iterable[ResultRecord], *,
-                 failures: Iterable[Mapping[str, Any]] = (),
+                 failures: Iterable[Mapping[str, Any]] | None = (),
+                 failures_capped: bool = False,
                  images: Mapping[str, ReportImage] | None = None,
                  metrics: Mapping[str, float] | None = None,
                  confidence_threshold: float = 0.20,
@@ -353,7 +358,8 @@ def build_report(records: Iterable[ResultRecord], *,
     """The report as one HTML string.
 
     records:   result records (already filtered to the period by the caller).
-    failures:  bodies of the workflow failure queue's messages (decoded JSON).
+    failures:  bodies of the workflow failure queue's messages (decoded JSON), or None
+               when the queue was not read; `failures_capped` when there may be more.
     images:    {image_id: ReportImage} for the gallery (see `latest_anomalies`).
     metrics:   optional CloudWatch figures, {label: value}, shown as they are.
     confidence_threshold: the low-confidence band above 0.5, stack-wide.
@@ -361,7 +367,10 @@ def build_report(records: Iterable[ResultRecord], *,
     source:    where the data came from (table name), shown in the footer.
     """
     records = sorted(records, key=lambda r: r.captured_at)
-    failed = [Failure.from_message(body) for body in failures]
+    failed = [Failure.from_message(body) for body in failures or ()]
+    queue = (None if failures is None else
+             FailureQueue(failed, failures_capped,
+                          frozenset(f.image_id for f in failed if f.alert_not_sent)))
     images = images or {}
     generated_at = generated_at or utc_now()
     table = counts_by_camera(records)
@@ -370,7 +379,7 @@ def build_report(records: Iterable[ResultRecord], *,
         total.add(record)
     sections = [
         _header(title, records, since, until, generated_at),
-        _summary_strip(total, len(failed)),
+        _summary_strip(total, queue, records),
         _section("per-camera", "Lines and cameras",
                  "Anomaly rate is the share of images with a verdict that were anomalous; "
                  "invalid images have no verdict.", _camera_table(table, total)),
@@ -389,7 +398,7 @@ def build_report(records: Iterable[ResultRecord], *,
         _section("alerts", "Alert log",
                  "Every alert sent (anomalous or low-confidence results), newest first, and "
                  "any workflow run that failed and went to the failure queue.",
-                 _alert_log(records, failed)),
+                 _alert_log(records, queue)),
         _section("review", "Model vs human",
                  "Images a person reviewed (POST /results/{image_id}/review or "
                  "<code>linesight review</code>), per line.", _agreement(records)),
@@ -456,15 +465,34 @@ def _header(title: str, records: Sequence[ResultRecord], since: datetime | None,
             f'{"s" if len(cameras) != 1 else ""}</p><nav>{nav}</nav></header>')
 
 
-def _summary_strip(total: Counts, failures: int) -> str:
-    failed = f"{failures} workflow failure{'s' if failures != 1 else ''}"
+@dataclass(frozen=True)
+class FailureQueue:
+    """What the workflow failure queue held when the report was made."""
+
+    failures: list[Failure]
+    capped: bool  # there may be more than these
+    unsent: frozenset[str]  # image ids whose alert's publish failed
+
+    @property
+    def counted(self) -> str:
+        n = len(self.failures)
+        return f"{'at least ' if self.capped else ''}{n} workflow failure{'s' if n != 1 else ''}"
+
+
+def _summary_strip(total: Counts, queue: FailureQueue | None,
+                   records: Sequence[ResultRecord]) -> str:
+    unsent = sum(1 for r in records if r.alert_reason and queue and r.image_id in queue.unsent)
+    failed = "failure queue not read" if queue is None else queue.counted + (
+        f" ({unsent} alert{'s' if unsent != 1 else ''} not sent)" if unsent else "")
+    failures = bool(queue and queue.failures)
     cards = [  # label, value, detail, colour of the card, colour of the detail
         ("Processed", f"{total.processed:,}", f"{total.valid:,} with a verdict", "", ""),
         ("Anomalous", f"{total.anomalous:,}", f"{_pct(total.anomaly_rate)} of verdicts",
          "red", ""),
         ("Low confidence", f"{total.low_confidence:,}", "sent to a person", "amber", ""),
         ("Invalid", f"{total.invalid:,}", "could not be judged", "grey", ""),
-        ("Alerts sent", f"{total.alerts:,}", failed, "", "red-text" if failures else ""),
+        ("Alerts sent", f"{total.alerts - unsent:,}", failed, "",
+         "red-text" if failures else "muted" if queue is None else ""),
         ("Reviewed", f"{total.reviewed:,}",
          f"{total.disagreements} disagree with the model", "", ""),
     ]
@@ -817,16 +845,18 @@ _REASONS = {
 }
 
 
-def _alert_log(records: Sequence[ResultRecord], failures: Sequence[Failure],
+def _alert_log(records: Sequence[ResultRecord], queue: FailureQueue | None,
                shown: int = 25, most: int = 500) -> str:
     alerted = sorted((r for r in records if r.alert_reason),
                      key=lambda r: r.captured_at, reverse=True)
+    failures = queue.failures if queue else []
+    unsent = queue.unsent if queue else frozenset()
     parts = []
     if alerted:
         head = ('<table class="data"><thead><tr><th>Captured</th><th>Line</th>'
                 "<th>Camera</th><th>Image</th><th>Reason</th><th class=num>Score</th>"
                 "<th class=num>Confidence</th><th>Review</th></tr></thead><tbody>")
-        rows = [_alert_row(record) for record in alerted[:most]]
+        rows = [_alert_row(record, record.image_id in unsent) for record in alerted[:most]]
         parts.append(head + "".join(rows[:shown]) + "</tbody></table>")
         if len(rows) > shown:
             parts.append(f"<details><summary>{len(rows) - shown} older alerts</summary>"
@@ -839,19 +869,31 @@ def _alert_log(records: Sequence[ResultRecord], failures: Sequence[Failure],
         rows_html = "".join(
             f'<tr><td class="time">{_e(_when_text(f.captured_at))}</td><td>{_e(f.line_id)}</td>'
             f'<td>{_e(f.camera_id)}</td><td class="id">{_e(f.image_id)}</td>'
-            f'<td><span class="badge red">{_e(f.error or "failed")}</span></td>'
+            f'<td><span class="badge red">{_e(_failure_badge(f))}</span></td>'
             f'<td class="cause">{_e(f.cause[:300])}</td></tr>' for f in failures)
-        parts.append(f'<h3 class="sub red-text">Workflow failures ({len(failures)})</h3>'
+        parts.append(f'<h3 class="sub red-text">Workflow failures ({len(failures)}'
+                     f'{" shown; there may be more" if queue and queue.capped else ""})</h3>'
                      '<p class="intro">Runs whose input is waiting in the workflow failure '
                      "queue: fix the cause, then redrive them with <code>linesight dlq</code>."
                      '</p><table class="data"><thead><tr><th>Captured</th><th>Line</th>'
                      "<th>Camera</th><th>Image</th><th>Error</th><th>Cause</th></tr></thead>"
                      f"<tbody>{rows_html}</tbody></table>")
+    elif queue is None:
+        parts.append('<p class="muted">The workflow failure queue was not read (no queue '
+                     "URL is known), so failed runs, if any, are not listed.</p>")
     return "".join(parts)
 
 
-def _alert_row(record: ResultRecord) -> str:
+def _failure_badge(failure: Failure) -> str:
+    if failure.alert_not_sent:
+        return f"alert not sent: {failure.error}" if failure.error else "alert not sent"
+    return failure.error or "failed"
+
+
+def _alert_row(record: ResultRecord, unsent: bool = False) -> str:
     text, tone = _REASONS.get(record.alert_reason, (record.alert_reason, ""))
+    if unsent:  # recorded, but its publish failed: it waits in the failure queue
+        text, tone = f"{text}, not sent", "red"
     return (f'<tr><td class="time">{_e(_when(record.captured_at))}</td>'
             f"<td>{_e(record.line_id)}</td><td>{_e(record.camera_id)}</td>"
             f"{_image_cell(record)}"

@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -344,8 +344,8 @@ def report(
         page = render_report(
             records, aws.client, failure_queue_url=settings.failure_queue_url,
             confidence_threshold=settings.confidence_threshold,
-            line_bands=bands_by_line(settings), since=since_at,
-            until=until_at, title=title, source=settings.table_name, progress=progress)
+            line_bands=bands_by_line(settings), since=since_at, until=until_at,
+            title=title, source=settings.table_name, line=line or None, progress=progress)
     _left_out(unreadable)
     written = _write(out, page)
     console.print(str(written))
@@ -394,8 +394,9 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
                   line_bands: Mapping[str, float] | None = None,
                   since: datetime | None = None, until: datetime | None = None,
                   title: str = "LineSight quality report", source: str = "",
-                  progress: Progress | None = None) -> str:
+                  line: str | None = None, progress: Progress | None = None) -> str:
     """Read what the page needs besides the records (images, failures, metrics), build it.
+    With `line`, the records are that line's, and so are the failures and metrics shown.
 
     `client(service)` makes boto3 clients, so the CLI (pipeline.aws) and the demo (the
     local stack's) share this."""
@@ -413,13 +414,27 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         images = dict(pool.map(one, wanted))
-    failures = peek_queue(client("sqs"), failure_queue_url) if failure_queue_url else []
+    failures: list[dict[str, Any]] | None = None  # not read: the page says so
+    capped = False
+    if failure_queue_url:
+        failures = peek_queue(client("sqs"), failure_queue_url, FAILURES_READ + 1)
+        capped = len(failures) > FAILURES_READ
+        failures = [body for body in failures[:FAILURES_READ]
+                    if line is None or _mapping(body.get("record")).get("line_id") == line]
     period_start = since or (min(r.captured_at for r in records) if records else None)
-    metrics = cloudwatch_totals(client("cloudwatch"), period_start, until)
-    return build_report(records, failures=failures, images=images, metrics=metrics,
-                        confidence_threshold=confidence_threshold, line_bands=line_bands,
-                        since=since, until=until,
+    metrics = cloudwatch_totals(client("cloudwatch"), period_start, until, line=line,
+                                cameras={(r.line_id, r.camera_id) for r in records})
+    return build_report(records, failures=failures, failures_capped=capped, images=images,
+                        metrics=metrics, confidence_threshold=confidence_threshold,
+                        line_bands=line_bands, since=since, until=until,
                         title=title, source=source)
+
+
+FAILURES_READ = 1000  # workflow failures a report lists at most
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _report_image(s3: Any, record: ResultRecord) -> Any:
@@ -446,38 +461,34 @@ def _read_s3(s3: Any, uri: str, version: str = "") -> bytes:
         return b""
 
 
-def peek_queue(sqs: Any, queue_url: str, most: int = 200) -> list[dict[str, Any]]:
-    """The messages of a queue, decoded, without consuming them: each received message is
-    made visible again at once."""
-    seen: dict[str, dict[str, Any]] = {}
-    handles: list[str] = []
+def peek_queue(sqs: Any, queue_url: str, most: int = FAILURES_READ) -> list[dict[str, Any]]:
+    """Up to `most` messages of a queue, decoded, without consuming them: each received
+    message is made visible again at once. Read as `linesight dlq list` reads (a short
+    poll on a small queue may answer nothing while messages wait)."""
+    from pipeline import dlq
+
+    messages = dlq.receive_all(sqs, queue_url, limit=most, visibility_timeout=30)
     try:
-        while len(seen) < most:
-            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                           VisibilityTimeout=30, WaitTimeSeconds=0
-                                           ).get("Messages", [])
-            new = [m for m in messages if m["MessageId"] not in seen]
-            if not new:
-                break
-            for message in new:
-                handles.append(message["ReceiptHandle"])
-                try:
-                    body = json.loads(message["Body"])
-                except json.JSONDecodeError:
-                    body = {"error": {"Error": "unreadable message", "Cause": message["Body"]}}
-                seen[message["MessageId"]] = body if isinstance(body, dict) else {}
+        bodies = []
+        for message in messages:
+            try:
+                body = json.loads(message["Body"])
+            except json.JSONDecodeError:
+                body = {"error": {"Error": "unreadable message", "Cause": message["Body"]}}
+            bodies.append(body if isinstance(body, dict) else {})
+        return bodies
     finally:
-        for start in range(0, len(handles), 10):
-            sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
-                for i, handle in enumerate(handles[start:start + 10])])
-    return list(seen.values())
+        dlq.release(sqs, queue_url, messages)
 
 
-def cloudwatch_totals(cloudwatch: Any, since: datetime | None,
-                      until: datetime | None) -> dict[str, float] | None:
+def cloudwatch_totals(cloudwatch: Any, since: datetime | None, until: datetime | None, *,
+                      line: str | None = None, cameras: Iterable[tuple[str, str]] = (),
+                      now: datetime | None = None) -> dict[str, float] | None:
     """LineSight's metrics summed over every line and camera for the period (counts as
-    totals, latencies as mean and max); None when CloudWatch has none or cannot say."""
+    totals, latencies as mean and max), or over `line`'s cameras only; None when
+    CloudWatch has none or cannot say. `cameras`, the (line, camera) pairs of the period's
+    results, are read even when ListMetrics leaves them out (it lists only metrics with
+    data in the last two weeks)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from pipeline import metrics
@@ -485,8 +496,7 @@ def cloudwatch_totals(cloudwatch: Any, since: datetime | None,
     end = until or datetime.now(UTC) + timedelta(minutes=1)
     start = since or end - timedelta(days=1)
     start -= timedelta(minutes=1)
-    span = max((end - start).total_seconds(), 60.0)
-    period = 60 * max(1, int(span // 60 // 1000) + 1)
+    period = metric_period(start, end, now)
     # Each data point is stored once per dimension set it was written with (per camera,
     # per line, stack-wide: `metrics.DIMENSION_SETS`). A metric's finest set holds each
     # point once, those written before the handlers wrote every set too, so only it is
@@ -495,8 +505,15 @@ def cloudwatch_totals(cloudwatch: Any, since: datetime | None,
     sums: dict[str, float] = {}
     samples: dict[str, float] = {}
     peaks: dict[str, float] = {}
+    per_camera = {name: {tuple(sorted(metrics.dimensions(
+        metrics.PER_CAMERA, line_id, camera).items())) for line_id, camera in cameras
+        if line_id and camera}
+        for name in metrics.PER_IMAGE}
     try:
-        listed: dict[str, dict[tuple[tuple[str, str], ...], list[dict[str, str]]]] = {}
+        listed: dict[str, dict[tuple[tuple[str, str], ...], list[dict[str, str]]]] = {
+            name: {identity: [{"Name": k, "Value": v} for k, v in identity]
+                   for identity in identities}
+            for name, identities in per_camera.items() if identities}
         for page in cloudwatch.get_paginator("list_metrics").paginate(
                 Namespace=metrics.NAMESPACE):
             for metric in page.get("Metrics", []):
@@ -509,6 +526,8 @@ def cloudwatch_totals(cloudwatch: Any, since: datetime | None,
             for identity, dimensions in found.items():
                 if len(identity) < finest:
                     continue
+                if line is not None and (metrics.DIMENSION_LINE, line) not in identity:
+                    continue  # another line's, or the stack's own (errors, lake rows)
                 points = cloudwatch.get_metric_statistics(
                     Namespace=metrics.NAMESPACE, MetricName=name, Dimensions=dimensions,
                     StartTime=start, EndTime=end, Period=period,
@@ -532,6 +551,22 @@ def cloudwatch_totals(cloudwatch: Any, since: datetime | None,
         else:
             shown[name] = sums[name]
     return shown
+
+
+def metric_period(start: datetime, end: datetime, now: datetime | None = None) -> int:
+    """The period, in seconds, to read `start` to `end` in at most 1,000 points, as
+    CloudWatch allows it: from more than 15 days back it keeps 5-minute points only, and
+    from more than 63 days back hourly ones, and a period that is no multiple of those
+    returns no data at all.
+
+    >>> day = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> [metric_period(day - timedelta(days=back), day, now=day) for back in (1, 20, 90)]
+    [120, 1800, 10800]
+    """
+    age = (now or datetime.now(UTC)) - start
+    step = 3600 if age > timedelta(days=63) else 300 if age > timedelta(days=15) else 60
+    span = max((end - start).total_seconds(), 60.0)
+    return step * max(1, -(-int(span // 1000) // step))
 
 
 # --- show ---------------------------------------------------------------------------------

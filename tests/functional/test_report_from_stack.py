@@ -95,3 +95,37 @@ def test_report_of_an_empty_stack_says_so(stack: ResultsStack, tmp_path: Path) -
 
     assert "No results in this period." in page
     assert "<img" not in page
+
+
+def test_a_report_of_one_line_shows_that_lines_metrics_and_failures(
+        stack: ResultsStack) -> None:
+    """`linesight report --line line-1` read every line's CloudWatch totals and failures,
+    and marked the totals red against line-1's results, as if metrics had been lost."""
+    from scripts.cli_results import render_report
+
+    info = stack.info
+    mine = [stack.put(record(info, n), image=jpeg()) for n in (1, 2)]
+    cloudwatch, now = stack.client("cloudwatch"), datetime.now(UTC)
+    for line, camera, count in (("line-1", "cam-1", 2), ("line-2", "cam-3", 5)):
+        cloudwatch.put_metric_data(Namespace="LineSight", MetricData=[{
+            "MetricName": "ProcessedImageCount", "Value": 1.0, "Unit": "Count",
+            "Timestamp": now - timedelta(seconds=n + 1),
+            "Dimensions": [{"Name": "line", "Value": line}, {"Name": "camera", "Value": camera}]}
+            for n in range(count)])
+    cloudwatch.put_metric_data(Namespace="LineSight", MetricData=[{  # the stack's own
+        "MetricName": "IngestErrorCount", "Value": 1.0, "Unit": "Count",
+        "Dimensions": [{"Name": "stage", "Value": "ingest"}]}])
+    for line, cause in (("line-1", "mine failed"), ("line-2", "theirs failed")):
+        stack.client("sqs").send_message(QueueUrl=info.failure_queue_url, MessageBody=json.dumps(
+            {"record": record(info, 9, line=line).to_json(),
+             "error": {"Error": "States.TaskFailed", "Cause": cause}}))
+
+    page = render_report(mine, stack.client, failure_queue_url=info.failure_queue_url,
+                         line="line-1")
+
+    metrics = page[page.index('<section id="metrics">'):]
+    assert re.search(r"<td>ProcessedImageCount</td><td class=num>2</td>"
+                     r'<td class="num">2</td>', metrics), metrics[:600]
+    assert "IngestErrorCount" not in metrics
+    assert "mine failed" in page and "theirs failed" not in page
+    assert "1 workflow failure" in page

@@ -397,3 +397,31 @@ def test_a_table_without_a_region_says_how_to_give_one(
     said = " ".join(result.output.split())
     assert result.exit_code == 1, said
     assert "no AWS region: pass --state stack.json, or set AWS_DEFAULT_REGION" in said
+
+
+def test_report_totals_read_the_results_cameras_that_listmetrics_leaves_out() -> None:
+    """ListMetrics names only metrics with data in the last two weeks, so a camera quiet
+    since was missing from an older period's totals (and the page marked them red). The
+    results' own cameras are read whatever it lists. botocore's Stubber stands in for
+    CloudWatch: moto lists every metric it holds."""
+    import boto3
+    from botocore.stub import ANY, Stubber
+
+    cloudwatch = boto3.client("cloudwatch", region_name="eu-west-1",
+                              aws_access_key_id="x", aws_secret_access_key="x")
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    since, until = now - timedelta(days=30), now - timedelta(days=20)
+    with Stubber(cloudwatch) as stub:
+        stub.add_response("list_metrics", {"Metrics": []}, {"Namespace": "LineSight"})
+        for _ in range(7):  # each per-image metric of the one camera, in its finest set
+            stub.add_response("get_metric_statistics", {"Datapoints": [
+                {"Sum": 4.0, "SampleCount": 4.0, "Maximum": 1.0}]}, {
+                "Namespace": "LineSight", "MetricName": ANY,
+                "Dimensions": [{"Name": "camera", "Value": "cam-1"},
+                               {"Name": "line", "Value": "line-1"}],
+                "StartTime": since - timedelta(minutes=1), "EndTime": until,
+                "Period": 900, "Statistics": ["Sum", "SampleCount", "Maximum"]})
+        totals = cli_results.cloudwatch_totals(cloudwatch, since, until, now=now,
+                                               cameras={("line-1", "cam-1")})
+        stub.assert_no_pending_responses()
+    assert totals is not None and totals["ProcessedImageCount"] == 4.0

@@ -192,6 +192,40 @@ def test_alert_log_lists_alerts_newest_first_and_failures() -> None:
                              "States.TaskFailed", "SNS publish failed"]]
 
 
+def test_an_alert_whose_publish_failed_is_not_counted_as_sent() -> None:
+    """The alert step catches into `alert_error`, not `error`: the row read as a blank
+    failure, and the alert it never sent was counted as sent."""
+    records, _, _ = sample_inputs()
+    owed = next(r for r in records if r.image_id == "img-007")
+    failures = [{"record": owed.to_json(), "alert": {"send": True},
+                 "alert_error": {"Error": "SNS.AuthorizationErrorException",
+                                 "Cause": "not authorized to publish"}}]
+
+    page = build_report(records, failures=failures)
+    parsed = parse(page)
+
+    assert dict(parsed.strip)["Alerts sent"] == "3"  # of 4 due
+    assert "1 workflow failure (1 alert not sent)" in page
+    rows = parsed.sections["alerts"]
+    assert [row[4] for row in rows if len(row) == 8 and row[3] == "img-007"] == [
+        "anomalous, not sent"]
+    assert [row for row in rows if len(row) == 6 and row[0] != "Captured"] == [
+        ["2026-11-23 08:35:00 UTC", "line-2", "cam-1", "img-007",
+         "alert not sent: SNS.AuthorizationErrorException", "not authorized to publish"]]
+
+
+def test_a_failure_queue_not_read_is_not_reported_empty() -> None:
+    records, _, _ = sample_inputs()
+
+    unread = build_report(records, failures=None)
+    capped = build_report(records, failures=[{"record": records[0].to_json()}] * 3,
+                          failures_capped=True)
+
+    assert "0 workflow failures" not in unread and "failure queue not read" in unread
+    assert "at least 3 workflow failures" in capped
+    assert "Workflow failures (3 shown; there may be more)" in capped
+
+
 def test_model_vs_human_per_line() -> None:
     records, _, _ = sample_inputs()
 
