@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -219,8 +220,8 @@ def list_results() -> dict[str, Any]:
             line_id=line,
             # checked as uploads name cameras (DynamoDB refuses a key over 2 KB: a 500)
             camera_id=uploads.validate_id(params.get("camera"), "camera", required=False),
-            since=queries.parse_when(params["since"], "since") if params.get("since") else None,
-            until=queries.parse_when(params["until"], "until") if params.get("until") else None,
+            since=_when(params.get("since"), "since"),
+            until=_when(params.get("until"), "until", upper=True),  # a date: its whole day
             anomalous=_flag(params.get("anomalous"), "anomalous"),
             reviewed=_flag(params.get("reviewed"), "reviewed"),
             limit=_limit(params.get("limit")),
@@ -242,6 +243,10 @@ def _limit(value: str | None) -> int:
     if not (value.isascii() and value.isdigit()):  # isdigit alone passes "²"
         raise ValueError(f"limit must be a whole number from 1 to {queries.MAX_PAGE}")
     return int(value)
+
+
+def _when(value: str | None, name: str, *, upper: bool = False) -> datetime | None:
+    return queries.parse_when(value, name, upper=upper) if value else None
 
 
 def _flag(value: str | None, name: str) -> bool | None:

@@ -6,13 +6,14 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline import aws
 from pipeline.records import (
     MalformedRecord,
     ResultRecord,
+    is_day,
     iso,
     line_camera_key,
     parse_day_or_time,
@@ -27,12 +28,17 @@ class QueryError(ValueError):
     """A bad query parameter (HTTP 400); the message names it."""
 
 
-def parse_when(value: str, name: str, now: datetime | None = None) -> datetime:
-    """A time bound as a person gives it: ISO-8601 with a zone, a date (midnight UTC) or an
-    age like `2h` (`30m`, `7d`, `2w`). Raises QueryError naming `name` and the forms.
+def parse_when(value: str, name: str, now: datetime | None = None, *,
+               upper: bool = False) -> datetime:
+    """A time bound as a person gives it: ISO-8601 with a zone, a date or an age like `2h`
+    (`30m`, `7d`, `2w`). Raises QueryError naming `name` and the forms. A date is the
+    whole of that day (UTC): its first millisecond, or its last as an `upper` bound (until),
+    so `since 2026-01-02 until 2026-01-02` is that day, not its first instant.
 
     >>> parse_when("2026-01-02", "since").isoformat()
     '2026-01-02T00:00:00+00:00'
+    >>> parse_when("2026-01-02", "until", upper=True).isoformat()
+    '2026-01-02T23:59:59.999000+00:00'
     >>> parse_when("2026-01-02T03:04:05Z", "since").hour
     3
     >>> from pipeline.records import parse_time
@@ -52,7 +58,10 @@ def parse_when(value: str, name: str, now: datetime | None = None) -> datetime:
         age = parse_duration(value)
         if age is not None:
             return (now or datetime.now(UTC)) - age
-        return parse_day_or_time(value)
+        when = parse_day_or_time(value)
+        if upper and is_day(value):
+            when += timedelta(days=1, milliseconds=-1)  # results are stored to the ms
+        return when
     except (ValueError, OverflowError) as exc:  # OverflowError: an age before year 1
         hint = ("add a zone, e.g. 2026-01-02T08:00:00Z" if "zone" in str(exc)
                 else "use e.g. 2h, 3d, 2026-01-02 or 2026-01-02T08:00:00Z")

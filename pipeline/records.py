@@ -69,9 +69,14 @@ def parse_day_or_time(value: str) -> datetime:
     >>> parse_day_or_time("2026-01-02").isoformat(), parse_day_or_time("2026-01-02T03:00Z").hour
     ('2026-01-02T00:00:00+00:00', 3)
     """
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if is_day(value):
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
     return parse_time(value)
+
+
+def is_day(value: str) -> bool:
+    """Whether `value` is a bare date (2026-01-02), as `parse_day_or_time` reads it."""
+    return re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None
 
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")

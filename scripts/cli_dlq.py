@@ -78,10 +78,14 @@ def list_(queue: QueueOption = None, state: StateOption = None,
     view = Table("queue", "id", "line", "camera", "image", "reason", "receives",
                  title="dead letters")
     total = 0
+    full: list[str] = []  # queues that may hold more than the limit shown
     try:
         for name in queues:
-            for letter in dlq.peek(aws.client("sqs"), _queue_url(info, name), name.value,
-                                   s3=aws.client("s3"), limit=limit):
+            letters = dlq.peek(aws.client("sqs"), _queue_url(info, name), name.value,
+                               s3=aws.client("s3"), limit=limit)
+            if len(letters) >= limit:
+                full.append(name.value)
+            for letter in letters:
                 total += 1
                 # Stored text (a Cause, a key, a tag) is shown as it is, never as markup.
                 view.add_row(name.value, *(escape(text) for text in (
@@ -96,6 +100,8 @@ def list_(queue: QueueOption = None, state: StateOption = None,
         console.print(view)
     else:
         console.print("no dead letters in " + ", ".join(q.value for q in queues))
+    if full:
+        console.print(f"{limit} shown of {', '.join(full)}: there may be more (--limit)")
 
 
 @dlq_app.command("redrive")

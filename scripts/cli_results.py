@@ -152,19 +152,22 @@ def _aws_errors() -> Iterator[None]:
         _fail(no_answer(exc), 1)
 
 
-def parse_when(value: str | None, name: str) -> datetime | None:
+def parse_when(value: str | None, name: str, *, upper: bool = False) -> datetime | None:
     """A time option (`queries.parse_when`: ISO-8601 with a zone, a date, or an age like
-    `2h`), or None; a mistake is a usage error naming the option.
+    `2h`; a date as an `upper` bound is its last millisecond), or None; a mistake is a
+    usage error naming the option.
 
     >>> parse_when("2026-01-02", "--since").isoformat()
     '2026-01-02T00:00:00+00:00'
+    >>> parse_when("2026-01-02", "--until", upper=True).isoformat()
+    '2026-01-02T23:59:59.999000+00:00'
     """
     from pipeline import queries
 
     if not value:
         return None
     try:
-        return queries.parse_when(value, name)
+        return queries.parse_when(value, name, upper=upper)
     except queries.QueryError as exc:
         raise typer.BadParameter(str(exc).removeprefix(f"{name} "), param_hint=name) from None
 
@@ -179,7 +182,7 @@ def _progress() -> Progress:
 SinceOption = Annotated[str | None, typer.Option(
     "--since", help="From this time: ISO-8601 with zone, a date (UTC), or an age: 30m, 2h, 7d.")]
 UntilOption = Annotated[str | None, typer.Option(
-    "--until", help="Up to this time (same forms as --since).")]
+    "--until", help="Up to this time (same forms as --since; a date is up to its end).")]
 
 
 def results(
@@ -217,7 +220,7 @@ def results(
     if camera and not line:
         raise typer.BadParameter("--camera needs --line", param_hint="--camera")
     query = _query(line_id=line, camera_id=camera, since=parse_when(since, "--since"),
-                   until=parse_when(until, "--until"), anomalous=anomalous,
+                   until=parse_when(until, "--until", upper=True), anomalous=anomalous,
                    reviewed=reviewed, limit=min(limit, MAX_PAGE))
     stack = connect(table, endpoint_url, state)
     unreadable: list[str] = []
@@ -252,8 +255,20 @@ def records_csv(records: Sequence[ResultRecord]) -> str:
         row = record.to_json()
         row["review_label"] = (record.review or {}).get("label", "")
         row["review_note"] = (record.review or {}).get("note", "")
-        writer.writerow(row)
+        writer.writerow({key: _inert(value) for key, value in row.items()})
     return out.getvalue()
+
+
+def _inert(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (a reviewer's note may be anyone's
+    text, e.g. `=HYPERLINK(...)`), kept as text by a leading apostrophe, as OWASP advises.
+
+    >>> _inert("=1+1"), _inert("glare"), _inert(-0.5)
+    ("'=1+1", 'glare', -0.5)
+    """
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _print_table(records: Sequence[ResultRecord], limit: int) -> None:
@@ -328,7 +343,7 @@ def report(
     if out.is_dir():
         raise typer.BadParameter(f"{out} is a folder: name the page's file, e.g. "
                                  f"{out / 'report.html'}", param_hint="--out")
-    since_at, until_at = parse_when(since, "--since"), parse_when(until, "--until")
+    since_at, until_at = parse_when(since, "--since"), parse_when(until, "--until", upper=True)
     query = _query(line_id=line, since=since_at, until=until_at, limit=500)
     stack = connect(table, endpoint_url, state)
     settings = stack.settings
@@ -571,9 +586,19 @@ def metric_period(start: datetime, end: datetime, now: datetime | None = None) -
 
 # --- show ---------------------------------------------------------------------------------
 
+def _image_id(value: str) -> str:
+    """An image id DynamoDB can look up (it refuses an empty key, and one over 2 KB)."""
+    value = value.strip()
+    if not value or len(value.encode()) > 2048:
+        raise typer.BadParameter("must be a result's image id, as `linesight results` "
+                                 f"lists them (got {value[:80]!r})")
+    return value
+
+
 def show(
     image_id: Annotated[str, typer.Argument(
-        help="The result's image id (from an alert e-mail, `results` or the report).")],
+        help="The result's image id (from an alert e-mail, `results` or the report).",
+        callback=_image_id)],
     out: Annotated[Path | None, typer.Option(
         "--out", help="Where to write the picture (default: IMAGE_ID.png in this folder).")
                    ] = None,
@@ -638,7 +663,8 @@ def show(
 # --- review -------------------------------------------------------------------------------
 
 def review(
-    image_id: Annotated[str, typer.Argument(help="The result's image id (see `results`).")],
+    image_id: Annotated[str, typer.Argument(help="The result's image id (see `results`).",
+                                            callback=_image_id)],
     label: Annotated[str, typer.Option("--label", help="normal or anomaly.",
                                        case_sensitive=False)],
     note: Annotated[str, typer.Option("--note", help="Why, for whoever retrains.")] = "",
@@ -728,7 +754,7 @@ def export_dataset(
     if out_dir.exists() and not out_dir.is_dir():
         raise typer.BadParameter(f"{out_dir} is a file", param_hint="OUT_DIR")
     query = _query(line_id=line, since=parse_when(since, "--since"),
-                   until=parse_when(until, "--until"),
+                   until=parse_when(until, "--until", upper=True),
                    reviewed=True if reviewed else None, limit=500)
     stack = connect(table, endpoint_url, state)
     unreadable: list[str] = []

@@ -599,6 +599,22 @@ def test_a_redrive_keeps_tracebacks_for_the_unexpected_and_names_a_refused_strea
     assert len(queue_bodies(moto_stack, queue)) == 2
 
 
+def test_a_list_cut_at_its_limit_says_there_may_be_more(cli: Any, moto_stack: MotoStack
+                                                         ) -> None:
+    """An operator clearing an alarm read 2 rows and took them for the whole queue."""
+    sqs = moto_stack.client("sqs")
+    for n in range(3):
+        sqs.send_message(QueueUrl=moto_stack.info.failure_queue_url,
+                         MessageBody=_workflow_failure(f"{n:032x}", "SNS is down"))
+
+    cut = cli("list", "--queue", "workflow", "--limit", "2")
+    whole = cli("list", "--queue", "workflow", "--limit", "5")
+
+    assert cut.exit_code == whole.exit_code == 0, cut.output + whole.output
+    assert "2 shown of workflow: there may be more (--limit)" in " ".join(cut.stdout.split())
+    assert "there may be more" not in whole.stdout
+
+
 def test_empty_queues_say_so(cli: Any) -> None:
     result = cli("list")
     assert result.exit_code == 0, result.output

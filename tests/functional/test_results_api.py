@@ -69,6 +69,9 @@ def ids(body: dict[str, Any]) -> list[int]:
     ("line=line-1&since=2026-11-23T08:10:00%2B00:00", [11, 10]),
     ("line=line-1&since=2026-11-23&until=2026-11-23T08:01:30Z", [1, 0]),  # a date: 00:00 UTC
     ("line=line-1&until=2026-11-23T08:02:00Z", [2, 1, 0]),  # until alone, inclusive
+    # a date as until is up to its end: that one day (it was its first instant, so none)
+    ("line=line-1&since=2026-11-23&until=2026-11-23", [11, 10, 5, 4, 3, 2, 1, 0]),
+    ("line=line-1&until=2026-11-22", []),
     ("line=line-1&camera=cam-2&until=2026-11-23T08:10:30Z", [10]),  # on the camera index
     # verdict filters
     ("line=line-1&anomalous=true", [4, 1]),

@@ -425,3 +425,35 @@ def test_report_totals_read_the_results_cameras_that_listmetrics_leaves_out() ->
                                                cameras={("line-1", "cam-1")})
         stub.assert_no_pending_responses()
     assert totals is not None and totals["ProcessedImageCount"] == 4.0
+
+
+def test_csv_keeps_a_reviewers_note_from_running_as_a_formula() -> None:
+    """Anyone with a camera token can post a review note, and `--format csv` is opened in
+    a spreadsheet: a note starting with = + - @ is written as text."""
+    import csv
+    import io
+
+    from pipeline.records import ResultRecord, parse_time
+
+    at = parse_time("2026-11-23T10:00:00Z")
+    record = ResultRecord("a" * 32, "line-1", "cam-1", "s3://b/k.jpg", at, at, "OK",
+                          score=-0.25, review={"label": "normal",
+                                               "note": '=HYPERLINK("http://x","ok")'})
+
+    [row] = csv.DictReader(io.StringIO(cli_results.records_csv([record])))
+
+    assert row["review_note"] == '\'=HYPERLINK("http://x","ok")'
+    assert row["score"] == "-0.25" and row["review_label"] == "normal"  # numbers stay
+
+
+@pytest.mark.parametrize("command", [["show", ""], ["review", " ", "--label", "normal"]])
+def test_an_empty_image_id_is_a_usage_error(clean_env: pytest.MonkeyPatch,
+                                            command: list[str]) -> None:
+    """It reached DynamoDB, whose ValidationException came back as exit 1."""
+    app = typer.Typer()
+    cli_results.register(app)
+
+    result = CliRunner().invoke(app, [*command, "--table", "t"])
+
+    assert result.exit_code == 2, result.output
+    assert "must be a result's image id" in " ".join(result.output.split())
