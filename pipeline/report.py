@@ -476,6 +476,8 @@ class FailureQueue:
     @property
     def counted(self) -> str:
         n = len(self.failures)
+        if self.capped and not n:  # none of those read were this report's (another line's)
+            return "no workflow failure among those read; there may be more"
         return f"{'at least ' if self.capped else ''}{n} workflow failure{'s' if n != 1 else ''}"
 
 
@@ -881,6 +883,10 @@ def _alert_log(records: Sequence[ResultRecord], queue: FailureQueue | None,
     elif queue is None:
         parts.append('<p class="muted">The workflow failure queue was not read (no queue '
                      "URL is known), so failed runs, if any, are not listed.</p>")
+    elif queue.capped:
+        parts.append('<p class="muted">None of the workflow failures read are listed here; '
+                     "the queue holds more than were read: see <code>linesight dlq list"
+                     "</code>.</p>")
     return "".join(parts)
 
 

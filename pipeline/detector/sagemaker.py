@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from typing import Any
 
@@ -108,25 +109,34 @@ def parse_response(body: bytes, threshold: float, elapsed_ms: float,
                                     str(document.get("Message", "")))
         score = float(document["Score"])
         version = str(document["ModelVersion"])
+        raw_score = float(document.get("RawScore", 0.0))
+        if not (math.isfinite(score) and math.isfinite(raw_score)):
+            raise ValueError("a score that is not a number")
+        # stored as they are: a result whose anomalies are not maps cannot be read back
+        anomalies = document.get("Anomalies", [])
+        if not isinstance(anomalies, list) or not all(isinstance(a, dict) for a in anomalies):
+            raise TypeError("Anomalies is not a list of maps")
+        heatmap = document.get("HeatmapPng")
+        heatmap_png = base64.b64decode(heatmap, validate=True) if heatmap else None
+        notes = tuple(str(note) for note in document.get("Notes", ()))
     except (ValueError, KeyError, TypeError) as exc:
         if isinstance(exc, InvalidImageError):
             raise
         raise DetectorError(
             f"SageMaker endpoint {endpoint_name} answered something other than the "
-            f"LineSight JSON contract: {body[:80]!r}") from None
+            f"LineSight JSON contract ({exc}): {body[:80]!r}") from None
     is_anomalous, confidence = verdict(score, threshold)
-    heatmap = document.get("HeatmapPng")
     return DetectionResult(
         is_anomalous=is_anomalous,
         confidence=confidence,
         score=score,
         threshold=threshold,
         model_version=version,
-        raw_score=float(document.get("RawScore", 0.0)),
-        anomalies=list(document.get("Anomalies", [])),
-        heatmap_png=base64.b64decode(heatmap) if heatmap else None,
+        raw_score=raw_score,
+        anomalies=anomalies,
+        heatmap_png=heatmap_png,
         inference_ms=elapsed_ms,
-        notes=tuple(document.get("Notes", ())),
+        notes=notes,
     )
 
 

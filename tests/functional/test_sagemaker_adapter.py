@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -127,6 +128,22 @@ def test_a_non_contract_answer_is_a_detector_error(mocked: None) -> None:
     # With nothing queued, moto answers the literal body "body".
     with pytest.raises(DetectorError, match="contract"):
         SageMakerDetector("ep").detect(b"\xff\xd8 some jpeg", "image/jpeg")
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    # stored as they came, a result whose anomalies are not maps could not be read back:
+    # every reader refused it, and a redelivery of its upload went to the dead letters
+    ({"Anomalies": ["scratch"]}, "Anomalies is not a list of maps"),
+    ({"Anomalies": {"Name": "anomaly"}}, "Anomalies is not a list of maps"),
+    ({"Score": "NaN"}, "a score that is not a number"),
+    ({"HeatmapPng": "not base64!"}, "base64"),
+])
+def test_an_answer_the_pipeline_could_not_store_is_a_detector_error(
+        mocked: None, answer: dict[str, Any], why: str) -> None:
+    _queue(json.dumps({"Score": 0.9, "ModelVersion": "v1", **answer}).encode())
+    with pytest.raises(DetectorError, match="contract") as caught:
+        SageMakerDetector("ep").detect(b"\xff\xd8 some jpeg", "image/jpeg")
+    assert why in str(caught.value)
 
 
 def test_a_refusal_in_the_answer_is_an_invalid_image(mocked: None) -> None:

@@ -223,6 +223,10 @@ def test_a_failure_queue_not_read_is_not_reported_empty() -> None:
 
     assert "0 workflow failures" not in unread and "failure queue not read" in unread
     assert "at least 3 workflow failures" in capped
+    # capped, and none of those read were this line's: not "at least 0"
+    none_of_ours = build_report(records, failures=[], failures_capped=True)
+    assert "at least 0" not in none_of_ours
+    assert "no workflow failure among those read; there may be more" in none_of_ours
     assert "Workflow failures (3 shown; there may be more)" in capped
 
 
