@@ -415,7 +415,7 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
 
     `client(service)` makes boto3 clients, so the CLI (pipeline.aws) and the demo (the
     local stack's) share this."""
-    from pipeline.report import build_report, latest_anomalies
+    from pipeline.report import Failure, build_report, latest_anomalies
 
     s3 = client("s3")
     wanted = latest_anomalies(records)
@@ -435,7 +435,7 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
         failures = peek_queue(client("sqs"), failure_queue_url, FAILURES_READ + 1)
         capped = len(failures) > FAILURES_READ
         failures = [body for body in failures[:FAILURES_READ]
-                    if line is None or _mapping(body.get("record")).get("line_id") == line]
+                    if line is None or Failure.from_message(body).line_id == line]
     period_start = since or (min(r.captured_at for r in records) if records else None)
     metrics = cloudwatch_totals(client("cloudwatch"), period_start, until, line=line,
                                 cameras={(r.line_id, r.camera_id) for r in records})
@@ -446,10 +446,6 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
 
 
 FAILURES_READ = 1000  # workflow failures a report lists at most
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _report_image(s3: Any, record: ResultRecord) -> Any:
