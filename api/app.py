@@ -314,7 +314,7 @@ def ingest(event: Any) -> dict[str, Any]:
             batch.append((message_id, list(ingest_step.object_refs(message.body))))
         except Exception:
             log.exception("message %s is not an S3 event; it will be retried", message_id)
-            emit_unexpected_error("ingest")
+            emit_unexpected_error("ingest", settings.metrics_namespace)
             failures.append({"itemIdentifier": message_id})
     # One read for the whole batch: which of its images are recorded already.
     recorded = ingest_step.recorded_items((ref for _, refs in batch for ref in refs), settings)
@@ -328,10 +328,10 @@ def ingest(event: Any) -> dict[str, Any]:
         try:
             for ref in refs:
                 outcome = ingest_step.process(ref, settings, detector, recorded)
-                emit_outcome(outcome)
+                emit_outcome(outcome, settings.metrics_namespace)
         except Exception:
             log.exception("ingest failed for message %s; it will be retried", message_id)
-            emit_unexpected_error("ingest")
+            emit_unexpected_error("ingest", settings.metrics_namespace)
             failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}
 
@@ -352,7 +352,7 @@ def to_lake(event: Any) -> dict[str, Any]:
     failures: list[str] = []
     if rows:
         refused = set(analytics.send_rows(settings.firehose_stream, rows))
-        emit_lake_rows(len(rows) - len(refused))
+        emit_lake_rows(len(rows) - len(refused), settings.metrics_namespace)
         failures += _park([(sequence, row) for sequence, row in rows if sequence in refused],
                           "Firehose refused them every time", analytics.LAKE_ROWS, settings)
     for sequence, image, reason in unreadable:
@@ -360,7 +360,7 @@ def to_lake(event: Any) -> dict[str, Any]:
         # later record of the batch. It is parked as the stream carried it, for a redrive
         # once the code that reads it is fixed.
         log.error("stream record %s %s", sequence, reason)
-        emit_unexpected_error("lake-decode")
+        emit_unexpected_error("lake-decode", settings.metrics_namespace)
         failures += _park([(sequence, image)], reason, analytics.STREAM_IMAGES, settings)
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failures]}
 

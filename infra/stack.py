@@ -163,6 +163,8 @@ def deploy(config: StackConfig, app_package: AppPackage) -> dict[str, pulumi.Out
         # what `linesight report --state` draws the low-confidence bands from
         "confidence_threshold": str(config.confidence_threshold),
         "line_policies": config.lines_env(),
+        # where the report reads the stack's metrics
+        "metrics_namespace": config.metrics_namespace,
     }
 
 

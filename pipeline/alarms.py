@@ -42,7 +42,8 @@ def alarm_definitions(*, prefix: str, lines: Mapping[str, Sequence[str]],
                       silent_minutes: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """All alarms of one environment, in PutMetricAlarm shape.
 
-    prefix:            resource prefix; every AlarmName starts with it.
+    prefix:            resource prefix; every AlarmName starts with it, and LineSight's
+                       metrics are read from its namespace (`metrics.namespace_for`).
     lines:             {line id: camera ids}, as configured.
     anomaly_rates:     {line id: anomaly rate in [0, 1] above which the line alarms}.
     topic_arn:         SNS topic notified on ALARM and OK.
@@ -102,25 +103,26 @@ def _anomaly_rate(prefix: str, line_id: str, rate: float) -> dict[str, Any]:
     # Of the images judged: DetectedAnomalyCount is emitted once per judged image, 0 or 1,
     # so its sample count is the number judged. Unusable uploads are not judged, so a
     # camera sending garbage does not dilute its line's rate (their own alarm is below).
-    return _line_rate(f"{prefix}-anomaly-rate-{line_id}", line_id, metrics.ANOMALIES, rate,
+    return _line_rate(metrics.namespace_for(prefix), f"{prefix}-anomaly-rate-{line_id}",
+                      line_id, metrics.ANOMALIES, rate,
                       "judged were anomalous", of=(metrics.ANOMALIES, "SampleCount"))
 
 
 def _invalid_rate(prefix: str, line_id: str) -> dict[str, Any]:
-    return _line_rate(f"{prefix}-invalid-uploads-{line_id}", line_id,
-                      metrics.INVALID, INVALID_RATE_ALARM,
+    return _line_rate(metrics.namespace_for(prefix), f"{prefix}-invalid-uploads-{line_id}",
+                      line_id, metrics.INVALID, INVALID_RATE_ALARM,
                       "were unusable (recorded INVALID: corrupt, not an image, or forged "
                       "metadata; `linesight results --line` shows why)")
 
 
-def _line_rate(name: str, line_id: str, counted: str, rate: float, what: str,
+def _line_rate(namespace: str, name: str, line_id: str, counted: str, rate: float, what: str,
                of: tuple[str, str] = (metrics.PROCESSED, "Sum")) -> dict[str, Any]:
     """`counted` / `of` (a metric and its statistic) of the line's own metrics, above
     `rate` in each of ANOMALY_RATE_PERIODS periods (a period with too few images counts
     as 0)."""
     line = metrics.dimensions(metrics.PER_LINE, line_id)
-    part = _stat("counted", metrics.NAMESPACE, counted, line)
-    total = _stat("total", metrics.NAMESPACE, of[0], line, stat=of[1])
+    part = _stat("counted", namespace, counted, line)
+    total = _stat("total", namespace, of[0], line, stat=of[1])
     expression = f"IF(total >= {MIN_IMAGES_FOR_RATE}, counted / total, 0)"
     return {
         "AlarmName": name,
@@ -155,7 +157,7 @@ def _silent_camera(prefix: str, line_id: str, camera_id: str, minutes: int) -> d
                              f"an unusable one, for {minutes} minutes, so its parts go "
                              "uninspected: check the camera, its uploader, its token "
                              "(`linesight tokens list`) and its network."),
-        "Namespace": metrics.NAMESPACE,
+        "Namespace": metrics.namespace_for(prefix),
         "MetricName": metrics.PROCESSED,
         "Dimensions": _dimension_list(metrics.dimensions(metrics.PER_CAMERA, line_id,
                                                          camera_id)),
@@ -176,7 +178,7 @@ def _latency(prefix: str, line_id: str, threshold_ms: float) -> dict[str, Any]:
         "AlarmName": f"{prefix}-latency-p95-{line_id}",
         "AlarmDescription": (f"Line {line_id}: the p95 time from capture to result of its "
                              f"images, all cameras together, is above {threshold_ms:.0f} ms."),
-        "Namespace": metrics.NAMESPACE,
+        "Namespace": metrics.namespace_for(prefix),
         "MetricName": metrics.END_TO_END_LATENCY,
         "Dimensions": _dimension_list(metrics.dimensions(metrics.PER_LINE, line_id)),
         "ExtendedStatistic": "p95",
@@ -191,7 +193,8 @@ def _latency(prefix: str, line_id: str, threshold_ms: float) -> dict[str, Any]:
 
 def _ingest_errors(prefix: str, function_name: str) -> dict[str, Any]:
     # One alarm over every stage keeps the name (and the Pulumi resource) it always had.
-    stages = [_stat(stage.replace("-", "_"), metrics.NAMESPACE, metrics.INGEST_ERRORS,
+    stages = [_stat(stage.replace("-", "_"), metrics.namespace_for(prefix),
+                    metrics.INGEST_ERRORS,
                     {"stage": stage}) for stage in ERROR_STAGES]
     crashed = _stat("crashed", "AWS/Lambda", "Errors", {"FunctionName": function_name})
     total = " + ".join(f"FILL({q['Id']}, 0)" for q in [*stages, crashed])

@@ -42,29 +42,32 @@ def dashboard_body(*, region: str, prefix: str, lines: Mapping[str, Sequence[str
     """The dashboard of one environment.
 
     region:            the region every widget reads.
-    prefix:            resource prefix, shown in the title.
+    prefix:            resource prefix, shown in the title; LineSight's metrics are read
+                       from its namespace (`metrics.namespace_for`).
     lines:             {line id: camera ids}, as configured (only the line ids show:
                        the widgets read per-line and stack-wide metrics).
     state_machine_arn: the workflow (AWS/States, dimension StateMachineArn).
     topic_arn:         the alert topic (AWS/SNS, dimension TopicName = the ARN's last part).
     dead_letter_queues: {short role: queue name} whose depth is shown.
     """
+    ns = metrics.namespace_for(prefix)
     grid = _Grid()
     grid.add(24, 2, _text(f"# LineSight - {prefix}\nImages, verdicts, alerts and the health "
                           "of the pipeline. Totals and latencies are over every line and "
                           "camera; the per-line widgets show each line's own."))
-    grid.add(24, 4, _single_values(region))
-    grid.add(12, 6, _overall_anomaly_percentage(region))
-    grid.add(12, 6, _anomalous_vs_normal(region))
-    grid.add(12, 6, _per_line_rate(region, lines))
-    grid.add(12, 6, _per_line_sum(region, lines, metrics.INVALID, "Invalid images per line"))
-    grid.add(12, 6, _latency(region, lines, metrics.END_TO_END_LATENCY,
+    grid.add(24, 4, _single_values(region, ns))
+    grid.add(12, 6, _overall_anomaly_percentage(region, ns))
+    grid.add(12, 6, _anomalous_vs_normal(region, ns))
+    grid.add(12, 6, _per_line_rate(region, ns, lines))
+    grid.add(12, 6, _per_line_sum(region, ns, lines, metrics.INVALID,
+                                  "Invalid images per line"))
+    grid.add(12, 6, _latency(region, ns, lines, metrics.END_TO_END_LATENCY,
                              "Capture to result, p50 / p95 (ms)"))
-    grid.add(12, 6, _latency(region, lines, metrics.INFERENCE_LATENCY,
+    grid.add(12, 6, _latency(region, ns, lines, metrics.INFERENCE_LATENCY,
                              "Inference, p50 / p95 (ms)"))
     grid.add(8, 6, _state_machine(region, state_machine_arn))
     grid.add(8, 6, _sns(region, topic_arn))
-    grid.add(8, 6, _queues_and_errors(region, dead_letter_queues))
+    grid.add(8, 6, _queues_and_errors(region, ns, dead_letter_queues))
     return {"widgets": grid.widgets}
 
 
@@ -95,14 +98,15 @@ def _metric_widget(region: str, title: str, rows: list[list[Any]], *, view: str 
         "period": PERIOD_SECONDS, "metrics": rows, **extra}}
 
 
-def _row(name: str, line: str = "", **options: Any) -> list[Any]:
-    """A row of a per-image metric: the line's own with `line`, else the stack-wide one."""
+def _row(ns: str, name: str, line: str = "", **options: Any) -> list[Any]:
+    """A row of a per-image metric in namespace `ns`: the line's own with `line`, else the
+    stack-wide one."""
     dimension_set = metrics.PER_LINE if line else metrics.STACK_WIDE
     dims = [part for pair in metrics.dimensions(dimension_set, line).items() for part in pair]
-    return [metrics.NAMESPACE, name, *dims, options]
+    return [ns, name, *dims, options]
 
 
-def _judged(line: str = "", tag: str = "") -> tuple[list[list[Any]], dict[str, str]]:
+def _judged(ns: str, line: str = "", tag: str = "") -> tuple[list[list[Any]], dict[str, str]]:
     """Hidden rows of anomalies, images and unusable ones (of `line`, or of the stack), and
     expressions over them: the judged images that were anomalous and normal, and the
     percentage anomalous, as the anomaly-rate alarms count (unusable uploads are not
@@ -110,57 +114,57 @@ def _judged(line: str = "", tag: str = "") -> tuple[list[list[Any]], dict[str, s
     one has none, and arithmetic with a missing point has none either: `FILL` makes it 0,
     or a plant with no unusable uploads would see no rate at all."""
     a, p, i = (f"{key}{tag}" for key in "api")
-    hidden = [_row(name, line, id=key, visible=False) for key, name in
+    hidden = [_row(ns, name, line, id=key, visible=False) for key, name in
               ((a, metrics.ANOMALIES), (p, metrics.PROCESSED), (i, metrics.INVALID))]
     judged = f"{p} - FILL({i}, 0)"
     return hidden, {"anomalous": a, "normal": f"{judged} - {a}",
                     "percentage": f"100 * {a} / ({judged})"}
 
 
-def _single_values(region: str) -> dict[str, Any]:
+def _single_values(region: str, ns: str) -> dict[str, Any]:
     shown = ((metrics.PROCESSED, "Images processed"), (metrics.ANOMALIES, "Anomalies"),
              (metrics.LOW_CONFIDENCE, "Low confidence"), (metrics.INVALID, "Invalid images"),
              (metrics.ALERTS, "Alerts sent"))
     return _metric_widget(region, "Totals for the selected time range",
-                          [_row(name, label=label) for name, label in shown],
+                          [_row(ns, name, label=label) for name, label in shown],
                           view="singleValue", setPeriodToTimeRange=True)
 
 
-def _overall_anomaly_percentage(region: str) -> dict[str, Any]:
-    hidden, judged = _judged()
+def _overall_anomaly_percentage(region: str, ns: str) -> dict[str, Any]:
+    hidden, judged = _judged(ns)
     return _metric_widget(region, "Anomaly percentage", hidden + [
         [{"expression": judged["percentage"], "label": "Anomalous images (% of those judged)",
           "id": "anomalypct"}]], yAxis={"left": {"min": 0, "max": 100}})
 
 
-def _anomalous_vs_normal(region: str) -> dict[str, Any]:
-    hidden, judged = _judged()
+def _anomalous_vs_normal(region: str, ns: str) -> dict[str, Any]:
+    hidden, judged = _judged(ns)
     return _metric_widget(region, "Anomalous vs normal", hidden + [
         [{"expression": judged["anomalous"], "label": "Anomalous", "id": "anomalous"}],
         [{"expression": judged["normal"], "label": "Normal", "id": "normal"}],
     ], view="pie", setPeriodToTimeRange=True)
 
 
-def _per_line_rate(region: str, lines: Iterable[str]) -> dict[str, Any]:
+def _per_line_rate(region: str, ns: str, lines: Iterable[str]) -> dict[str, Any]:
     rows: list[list[Any]] = []
     for index, line in enumerate(lines):
-        hidden, judged = _judged(line, str(index))
+        hidden, judged = _judged(ns, line, str(index))
         rows += hidden + [[{"expression": judged["percentage"], "label": f"{line} (% of judged)",
                             "id": f"rate{index}"}]]
     return _metric_widget(region, "Anomaly rate per line (%)", rows,
                           yAxis={"left": {"min": 0, "max": 100}})
 
 
-def _per_line_sum(region: str, lines: Iterable[str], name: str,
+def _per_line_sum(region: str, ns: str, lines: Iterable[str], name: str,
                   title: str) -> dict[str, Any]:
-    return _metric_widget(region, title, [_row(name, line, label=line) for line in lines])
+    return _metric_widget(region, title, [_row(ns, name, line, label=line) for line in lines])
 
 
-def _latency(region: str, lines: Iterable[str], name: str,
+def _latency(region: str, ns: str, lines: Iterable[str], name: str,
              title: str) -> dict[str, Any]:
     """The stack's p50 and p95, then each line's: percentiles of their own metrics."""
-    rows = [_row(name, stat=stat, label=f"all lines {stat}") for stat in ("p50", "p95")]
-    rows += [_row(name, line, stat=stat, label=f"{line} {stat}")
+    rows = [_row(ns, name, stat=stat, label=f"all lines {stat}") for stat in ("p50", "p95")]
+    rows += [_row(ns, name, line, stat=stat, label=f"{line} {stat}")
              for line in lines for stat in ("p50", "p95")]
     return _metric_widget(region, title, rows, stat="p95")
 
@@ -180,10 +184,10 @@ def _sns(region: str, topic_arn: str) -> dict[str, Any]:
     return _metric_widget(region, "Alerts (SNS)", rows)
 
 
-def _queues_and_errors(region: str, queues: Mapping[str, str]) -> dict[str, Any]:
+def _queues_and_errors(region: str, ns: str, queues: Mapping[str, str]) -> dict[str, Any]:
     rows: list[list[Any]] = [
         ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", name,
          {"stat": "Maximum", "label": f"{role} depth"}] for role, name in queues.items()]
-    rows += [[metrics.NAMESPACE, metrics.INGEST_ERRORS, "stage", stage,
+    rows += [[ns, metrics.INGEST_ERRORS, "stage", stage,
               {"label": f"{stage} errors"}] for stage in ERROR_STAGES]
     return _metric_widget(region, "Dead-letter depth and ingest errors", rows)

@@ -3,11 +3,22 @@
 The handlers emit these (Embedded Metric Format, `api/chalicelib/telemetry.py`); the
 dashboard and alarms read them. Tests check that both sides use the same names and
 dimension sets.
+
+Each stack writes to a namespace of its own, `namespace_for(its resource prefix)`, so two
+stacks in one account and region (dev and prod, say) never add up each other's images in
+their alarms, dashboards and reports. The handlers are told theirs by
+LINESIGHT_METRICS_NAMESPACE (`pipeline.settings`).
 """
 
 from __future__ import annotations
 
+import re
+
+# The first releases wrote every stack's metrics here; a reader not told a stack's own
+# namespace (an old stack's outputs, say) reads this one.
 NAMESPACE = "LineSight"
+# What CloudWatch takes as a namespace: at most 255 of these characters, not under "AWS/".
+_NAMESPACE = re.compile(r"[0-9A-Za-z.\-_/#: ]{1,255}")
 DIMENSION_LINE = "line"
 DIMENSION_CAMERA = "camera"
 
@@ -52,3 +63,30 @@ def dimensions(dimension_set: tuple[str, ...], line_id: str = "",
     if missing:
         raise ValueError(f"the dimension set {list(dimension_set)} needs a {missing[0]}")
     return {name: values[name] for name in dimension_set}
+
+
+def namespace_for(prefix: str) -> str:
+    """The CloudWatch namespace of the stack with this resource prefix.
+
+    >>> namespace_for("linesight-dev")
+    'LineSight/linesight-dev'
+    """
+    return f"{NAMESPACE}/{prefix}"
+
+
+def check_namespace(namespace: str) -> str:
+    """`namespace` if CloudWatch would take it, else ValueError saying why.
+
+    >>> check_namespace("LineSight/linesight-dev")
+    'LineSight/linesight-dev'
+    >>> check_namespace("AWS/Lambda")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'AWS/Lambda' is AWS's own (namespaces under AWS/ are reserved)
+    """
+    if not _NAMESPACE.fullmatch(namespace):
+        raise ValueError(f"{namespace!r} is no CloudWatch namespace: 1-255 letters, digits "
+                         "or . - _ / # : and spaces")
+    if namespace.startswith("AWS/"):
+        raise ValueError(f"{namespace!r} is AWS's own (namespaces under AWS/ are reserved)")
+    return namespace

@@ -407,7 +407,7 @@ def build_report(records: Iterable[ResultRecord], *,
     ]
     if metrics:
         sections.append(_section("metrics", "CloudWatch metrics",
-                                 "Totals from the LineSight namespace for the same period, "
+                                 "Totals from the stack's metrics namespace for the same period, "
                                  "as the handlers emitted them.",
                                  _metrics_table(metrics, total)))
     footer = (f'<footer>Generated {_e(_when(generated_at))}'

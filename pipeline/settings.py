@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from pipeline import metrics
+
 DEFAULT_CONFIDENCE_THRESHOLD = 0.20
 DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
 DEFAULT_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
@@ -50,6 +52,7 @@ class Settings:
     image_extensions: tuple[str, ...] = DEFAULT_IMAGE_EXTENSIONS
     lines: Mapping[str, LinePolicy] = field(default_factory=dict)
     alert_on_invalid: bool = False
+    metrics_namespace: str = metrics.NAMESPACE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +70,7 @@ class Settings:
             image_extensions=_extensions(env.get("LINESIGHT_IMAGE_EXTENSIONS", "")),
             lines=_lines(env.get("LINESIGHT_LINES", "")),
             alert_on_invalid=_flag(env, "LINESIGHT_ALERT_ON_INVALID"),
+            metrics_namespace=_namespace(env.get(METRICS_NAMESPACE, "")),
         )
 
     def require(self, *names: str) -> None:
@@ -98,6 +102,10 @@ VARIABLES = {
     "model_uri": "LINESIGHT_MODEL_URI",
     "sagemaker_endpoint": "LINESIGHT_SAGEMAKER_ENDPOINT",
 }
+
+# The stack's own CloudWatch namespace (`pipeline.metrics.namespace_for`). Unset, the
+# handlers write, and readers read, the namespace every stack shared before.
+METRICS_NAMESPACE = "LINESIGHT_METRICS_NAMESPACE"
 
 
 @cache
@@ -158,6 +166,13 @@ def _band(value: str, name: str, default: float) -> float:
         return parse_band(value)
     except ValueError as exc:
         raise SettingsError(f"{name} {exc}") from None
+
+
+def _namespace(value: str) -> str:
+    try:
+        return metrics.check_namespace(value) if value else metrics.NAMESPACE
+    except ValueError as exc:
+        raise SettingsError(f"{METRICS_NAMESPACE}: {exc}") from None
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import metrics
 from pipeline.alarms import PERIOD_SECONDS, silent_camera_alarm_name
 from pipeline.analytics import Buffering
 from pipeline.dashboard import dashboard_body
@@ -29,6 +30,7 @@ from pipeline.settings import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_IMAGE_EXTENSIONS,
     DEFAULT_MAX_UPLOAD_BYTES,
+    METRICS_NAMESPACE,
     parse_band,
     parse_flag,
     parse_threshold,
@@ -281,7 +283,14 @@ class StackConfig:
             "LINESIGHT_IMAGE_EXTENSIONS": ",".join(self.image_extensions),
             "LINESIGHT_LINES": self.lines_env(),
             "LINESIGHT_ALERT_ON_INVALID": "true" if self.alert_on_invalid else "false",
+            METRICS_NAMESPACE: self.metrics_namespace,
         }
+
+    @property
+    def metrics_namespace(self) -> str:
+        """The stack's own CloudWatch namespace: its handlers write it, its alarms,
+        dashboard and report read it."""
+        return metrics.namespace_for(self.resource_prefix)
 
 
 # --- Reading ---------------------------------------------------------------------------

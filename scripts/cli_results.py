@@ -360,7 +360,8 @@ def report(
             records, aws.client, failure_queue_url=settings.failure_queue_url,
             confidence_threshold=settings.confidence_threshold,
             line_bands=bands_by_line(settings), since=since_at, until=until_at,
-            title=title, source=settings.table_name, line=line or None, progress=progress)
+            title=title, source=settings.table_name, line=line or None, progress=progress,
+            namespace=settings.metrics_namespace)
     _left_out(unreadable)
     written = _write(out, page)
     console.print(str(written))
@@ -392,7 +393,8 @@ def build_report_from_stack(stack: LocalStack, out_path: Path) -> Path:
     page = render_report(records, stack.client, failure_queue_url=info.failure_queue_url,
                          confidence_threshold=settings.confidence_threshold,
                          line_bands=bands_by_line(settings), source=info.table,
-                         title="LineSight quality report (local demo)")
+                         title="LineSight quality report (local demo)",
+                         namespace=settings.metrics_namespace)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(page, encoding="utf-8")
@@ -409,9 +411,11 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
                   line_bands: Mapping[str, float] | None = None,
                   since: datetime | None = None, until: datetime | None = None,
                   title: str = "LineSight quality report", source: str = "",
-                  line: str | None = None, progress: Progress | None = None) -> str:
+                  line: str | None = None, progress: Progress | None = None,
+                  namespace: str) -> str:
     """Read what the page needs besides the records (images, failures, metrics), build it.
     With `line`, the records are that line's, and so are the failures and metrics shown.
+    The metrics are read from `namespace`, the stack's (`Settings.metrics_namespace`).
 
     `client(service)` makes boto3 clients, so the CLI (pipeline.aws) and the demo (the
     local stack's) share this."""
@@ -438,7 +442,8 @@ def render_report(records: Sequence[ResultRecord], client: Callable[[str], Any],
                     if line is None or Failure.from_message(body).line_id == line]
     period_start = since or (min(r.captured_at for r in records) if records else None)
     metrics = cloudwatch_totals(client("cloudwatch"), period_start, until, line=line,
-                                cameras={(r.line_id, r.camera_id) for r in records})
+                                cameras={(r.line_id, r.camera_id) for r in records},
+                                namespace=namespace)
     return build_report(records, failures=failures, failures_capped=capped, images=images,
                         metrics=metrics, confidence_threshold=confidence_threshold,
                         line_bands=line_bands, since=since, until=until,
@@ -494,12 +499,13 @@ def peek_queue(sqs: Any, queue_url: str, most: int = FAILURES_READ) -> list[dict
 
 def cloudwatch_totals(cloudwatch: Any, since: datetime | None, until: datetime | None, *,
                       line: str | None = None, cameras: Iterable[tuple[str, str]] = (),
-                      now: datetime | None = None) -> dict[str, float] | None:
-    """LineSight's metrics summed over every line and camera for the period (counts as
-    totals, latencies as mean and max), or over `line`'s cameras only; None when
-    CloudWatch has none or cannot say. `cameras`, the (line, camera) pairs of the period's
-    results, are read even when ListMetrics leaves them out (it lists only metrics with
-    data in the last two weeks)."""
+                      namespace: str, now: datetime | None = None
+                      ) -> dict[str, float] | None:
+    """LineSight's metrics in `namespace` (the stack's own) summed over every line and
+    camera for the period (counts as totals, latencies as mean and max), or over `line`'s
+    cameras only; None when CloudWatch has none or cannot say. `cameras`, the (line,
+    camera) pairs of the period's results, are read even when ListMetrics leaves them out
+    (it lists only metrics with data in the last two weeks)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from pipeline import metrics
@@ -526,7 +532,7 @@ def cloudwatch_totals(cloudwatch: Any, since: datetime | None, until: datetime |
                    for identity in identities}
             for name, identities in per_camera.items() if identities}
         for page in cloudwatch.get_paginator("list_metrics").paginate(
-                Namespace=metrics.NAMESPACE):
+                Namespace=namespace):
             for metric in page.get("Metrics", []):
                 dimensions = metric.get("Dimensions", [])
                 identity = tuple(sorted((d["Name"], d["Value"]) for d in dimensions))
@@ -540,7 +546,7 @@ def cloudwatch_totals(cloudwatch: Any, since: datetime | None, until: datetime |
                 if line is not None and (metrics.DIMENSION_LINE, line) not in identity:
                     continue  # another line's, or the stack's own (errors, lake rows)
                 points = cloudwatch.get_metric_statistics(
-                    Namespace=metrics.NAMESPACE, MetricName=name, Dimensions=dimensions,
+                    Namespace=namespace, MetricName=name, Dimensions=dimensions,
                     StartTime=start, EndTime=end, Period=period,
                     Statistics=["Sum", "SampleCount", "Maximum"]).get("Datapoints", [])
                 for point in points:

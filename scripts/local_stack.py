@@ -38,7 +38,7 @@ from chalice.local import (
 )
 
 from pipeline import alarms, analytics, aws, dashboard, ingest, tables, tokens, workflow
-from pipeline.settings import VARIABLES, current
+from pipeline.settings import METRICS_NAMESPACE, VARIABLES, current
 from pipeline.stackconfig import StackConfig, parse_stack_config
 from scripts.emulator import Emulator
 from scripts.event_sources import MetricsSink, SqsPoller, StreamPoller
@@ -71,9 +71,9 @@ class Topology:
     workflow_type: str = "EXPRESS"
     alert_on_invalid: bool = False
 
-    def to_stack_config(self, model_dir: Path) -> StackConfig:
+    def to_stack_config(self, model_dir: Path, prefix: str = "linesight-local") -> StackConfig:
         return parse_stack_config({
-            "resourcePrefix": "linesight-local",
+            "resourcePrefix": prefix,
             "confidenceThreshold": self.confidence_threshold,
             "maxUploadBytes": self.max_upload_bytes,
             "imageExtensions": list(self.image_extensions),
@@ -463,7 +463,7 @@ class LocalStack:
             dead_letter_queues=dead_letter_queues)
         cloudwatch.put_dashboard(DashboardName=names.dashboard(self.region),
                                  DashboardBody=json.dumps(body))
-        config = self.topology.to_stack_config(self.model_dir)
+        config = self.topology.to_stack_config(self.model_dir, self.names.prefix)
         for alarm in alarms.alarm_definitions(
                 prefix=names.prefix, lines=lines, anomaly_rates=config.anomaly_rate_alarms,
                 topic_arn=topic_arn, state_machine_arn=state_machine_arn,
@@ -482,7 +482,7 @@ class LocalStack:
 
     def handler_environment(self, info: StackInfo) -> dict[str, str]:
         """What Pulumi sets on the functions: the same `StackConfig.lambda_environment`."""
-        config = self.topology.to_stack_config(self.model_dir)
+        config = self.topology.to_stack_config(self.model_dir, self.names.prefix)
         return {
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
@@ -594,6 +594,7 @@ def _use_local(info: StackInfo) -> StackInfo:
 OUTPUT_VARIABLES = {"api_url": "LINESIGHT_API_URL",
                     "confidence_threshold": "LINESIGHT_CONFIDENCE_THRESHOLD",
                     "line_policies": "LINESIGHT_LINES",
+                    "metrics_namespace": METRICS_NAMESPACE,
                     **{{"table_name": "table"}.get(name, name): variable
                        for name, variable in VARIABLES.items()}}
 

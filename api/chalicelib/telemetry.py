@@ -4,7 +4,8 @@ A processed image prints one EMF line holding all its metrics, each written with
 dimension sets of `pipeline.metrics.DIMENSION_SETS`: [line, camera], [line] and [] (the
 whole stack). CloudWatch stores every value in one metric per set, so the alarms and the
 dashboard read a line's or the stack's own metric instead of summing cameras. Names come
-from `pipeline.metrics`, the module the dashboard and alarms read.
+from `pipeline.metrics`, the module the dashboard and alarms read; the namespace is the
+stack's own (`Settings.metrics_namespace`), which the caller passes.
 
 Powertools' `single_metric` writes one dimension set, and its `Metrics.add_dimensions`
 ignores an empty one, so these few lines of EMF are written here, and the functions do
@@ -28,17 +29,19 @@ COUNT = "Count"
 MILLISECONDS = "Milliseconds"
 
 
-def emf_line(values: Mapping[str, tuple[float, str]], dimensions: Mapping[str, str],
-             dimension_sets: Sequence[Sequence[str]]) -> str:
-    """One EMF document: {metric name: (value, unit)}, the dimensions' values, and the sets
-    of dimension names each value is stored under ([] is one metric without dimensions).
+def emf_line(namespace: str, values: Mapping[str, tuple[float, str]],
+             dimensions: Mapping[str, str], dimension_sets: Sequence[Sequence[str]]) -> str:
+    """One EMF document: {metric name: (value, unit)} in `namespace`, the dimensions'
+    values, and the sets of dimension names each value is stored under ([] is one metric
+    without dimensions).
 
-    >>> json.loads(emf_line({"M": (2, "Count")}, {"line": "L1"}, [["line"], []]))["_aws"][
-    ...     "CloudWatchMetrics"]  # doctest: +NORMALIZE_WHITESPACE
-    [{'Namespace': 'LineSight', 'Dimensions': [['line'], []],
+    >>> json.loads(emf_line("LineSight/ls-dev", {"M": (2, "Count")}, {"line": "L1"},
+    ...                     [["line"], []]))["_aws"]["CloudWatchMetrics"]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [{'Namespace': 'LineSight/ls-dev', 'Dimensions': [['line'], []],
       'Metrics': [{'Name': 'M', 'Unit': 'Count'}]}]
     """
-    directive = {"Namespace": metrics.NAMESPACE,
+    directive = {"Namespace": namespace,
                  "Dimensions": [list(names) for names in dimension_sets],
                  "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in values.items()]}
     document = {"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]},
@@ -46,13 +49,13 @@ def emf_line(values: Mapping[str, tuple[float, str]], dimensions: Mapping[str, s
     return json.dumps(document, separators=(",", ":"))
 
 
-def _emit(values: Mapping[str, tuple[float, str]], dimensions: Mapping[str, str],
-          dimension_sets: Sequence[Sequence[str]]) -> None:
+def _emit(namespace: str, values: Mapping[str, tuple[float, str]],
+          dimensions: Mapping[str, str], dimension_sets: Sequence[Sequence[str]]) -> None:
     # Lambda sends stdout to CloudWatch Logs, which extracts the metrics from EMF lines.
-    sys.stdout.write(emf_line(values, dimensions, dimension_sets) + "\n")
+    sys.stdout.write(emf_line(namespace, values, dimensions, dimension_sets) + "\n")
 
 
-def emit_outcome(outcome: Outcome) -> None:
+def emit_outcome(outcome: Outcome, namespace: str) -> None:
     """The metrics of one processed image: nothing for a duplicate delivery, nor for a
     photo the workflow sent back, whose first judgement was counted (`pipeline.workflow`).
     A duplicate is known by its record (ingest reads it first) or by StartExecution
@@ -81,12 +84,12 @@ def emit_outcome(outcome: Outcome) -> None:
         }
     # the values of every dimension the sets name: the per-camera set names them all
     named = metrics.dimensions(metrics.PER_CAMERA, record.line_id, record.camera_id)
-    _emit(values, named, metrics.DIMENSION_SETS)
+    _emit(namespace, values, named, metrics.DIMENSION_SETS)
 
 
-def emit_unexpected_error(stage: str) -> None:
-    _emit({metrics.INGEST_ERRORS: (1, COUNT)}, {"stage": stage}, [["stage"]])
+def emit_unexpected_error(stage: str, namespace: str) -> None:
+    _emit(namespace, {metrics.INGEST_ERRORS: (1, COUNT)}, {"stage": stage}, [["stage"]])
 
 
-def emit_lake_rows(count: int) -> None:
-    _emit({metrics.LAKE_ROWS: (count, COUNT)}, {}, [metrics.STACK_WIDE])
+def emit_lake_rows(count: int, namespace: str) -> None:
+    _emit(namespace, {metrics.LAKE_ROWS: (count, COUNT)}, {}, [metrics.STACK_WIDE])

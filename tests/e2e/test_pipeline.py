@@ -152,23 +152,29 @@ def test_query_api_returns_records_with_status(local_stack: LocalStack,
 def test_metrics_dashboard_and_alarms(local_stack: LocalStack,
                                       processed: dict[str, Any]) -> None:
     cloudwatch = local_stack.client("cloudwatch")
+    # the stack's own namespace: what its handlers are told, and its alarms read
+    namespace = local_stack.info.environment["LINESIGHT_METRICS_NAMESPACE"]
     wanted = {"ProcessedImageCount", "DetectedAnomalyCount", "InvalidImageCount",
               "InferenceLatency", "EndToEndLatency"}
 
     def names() -> set[str]:
         return {m["MetricName"]
-                for m in cloudwatch.list_metrics(Namespace="LineSight")["Metrics"]}
+                for m in cloudwatch.list_metrics(Namespace=namespace)["Metrics"]}
 
     # Metrics arrive a moment after the invocation that printed them, as in AWS.
     assert wait_until(lambda: wanted <= names(), timeout=10), names()
     # each data point is stored per camera, per line and for the whole stack
     dimension_sets = {tuple(sorted(d["Name"] for d in m["Dimensions"]))
                       for m in cloudwatch.list_metrics(
-                          Namespace="LineSight", MetricName="ProcessedImageCount")["Metrics"]}
+                          Namespace=namespace, MetricName="ProcessedImageCount")["Metrics"]}
     assert dimension_sets == {("camera", "line"), ("line",), ()}
     assert cloudwatch.list_dashboards()["DashboardEntries"]
     alarms = cloudwatch.describe_alarms()["MetricAlarms"]
     assert alarms and all(alarm["AlarmActions"] for alarm in alarms)
+    read = {query["MetricStat"]["Metric"]["Namespace"] for alarm in alarms
+            for query in alarm.get("Metrics") or () if "MetricStat" in query}
+    read |= {alarm["Namespace"] for alarm in alarms if alarm.get("Namespace")}
+    assert {name for name in read if not name.startswith("AWS/")} == {namespace}
 
 
 def test_manifest_points_at_the_lake(local_stack: LocalStack) -> None:

@@ -106,7 +106,8 @@ def results_stack(tmp_path: Path) -> Iterator[ResultsStack]:
             local = LocalStack(model, write_state=False)
             info = local.provision(
                 client=lambda service: boto3.client(service, region_name=REGION))
-            for key, value in local.handler_environment(info).items():
+            info.environment = local.handler_environment(info)  # as `start` keeps it
+            for key, value in info.environment.items():
                 env.setenv(key, value)
             _reset_caches()
             yield ResultsStack(info)

@@ -73,7 +73,7 @@ def test_a_redelivered_message_after_a_crash(moto_stack: MotoStack, samples_dir:
     message = sqs_message(moto_stack, key)
     crashes = iter([RuntimeError("the Lambda ran out of time")])
 
-    def crash_once(outcome: Any) -> None:
+    def crash_once(outcome: Any, namespace: str) -> None:
         error = next(crashes, None)
         if error:
             raise error
@@ -231,7 +231,8 @@ def test_two_photos_through_one_form_at_once_are_both_recorded(moto_stack: MotoS
     with contextlib.redirect_stdout(emitted):
         for ref in refs:  # each invocation read "no record" before the other's put
             emit_outcome(ingest.process(ref, settings, detector,
-                                        ingest.Recorded({upload_id: None})))
+                                        ingest.Recorded({upload_id: None})),
+                         settings.metrics_namespace)
     # both judgements counted; the requeued one (below) adds none: two photos, two counts
     assert sum(point["Value"] for point in emf_metrics(emitted.getvalue())
                if point["MetricName"] == PROCESSED and not point.get("Dimensions")) == 2

@@ -56,6 +56,11 @@ EVERY_SET = (("line", "camera"), ("line",), ())  # as the handlers write each da
 PER_CAMERA_ONLY = (("line", "camera"),)           # as they wrote it before
 
 
+def namespace(stack: ResultsStack) -> str:
+    """Where the stack's handlers write their metrics (and so where its report reads)."""
+    return stack.info.environment["LINESIGHT_METRICS_NAMESPACE"]
+
+
 @pytest.mark.parametrize("written", [
     # each image stored per camera, per line and for the stack: counted once, not three times
     (EVERY_SET,) * 3,
@@ -75,7 +80,7 @@ def test_report_sums_cloudwatch_metrics_once(stack: ResultsStack, tmp_path: Path
     images = (("cam-1", 1), ("cam-1", 2), ("cam-2", 3))
     for (camera, seconds), dimension_sets in zip(images, written, strict=True):
         values = {"line": "line-1", "camera": camera}
-        cloudwatch.put_metric_data(Namespace="LineSight", MetricData=[{  # a put per image
+        cloudwatch.put_metric_data(Namespace=namespace(stack), MetricData=[{  # a put per image
             "MetricName": "ProcessedImageCount", "Value": 1.0, "Unit": "Count",
             "Timestamp": now - timedelta(seconds=seconds),
             "Dimensions": [{"Name": name, "Value": values[name]} for name in names]}
@@ -107,12 +112,12 @@ def test_a_report_of_one_line_shows_that_lines_metrics_and_failures(
     mine = [stack.put(record(info, n), image=jpeg()) for n in (1, 2)]
     cloudwatch, now = stack.client("cloudwatch"), datetime.now(UTC)
     for line, camera, count in (("line-1", "cam-1", 2), ("line-2", "cam-3", 5)):
-        cloudwatch.put_metric_data(Namespace="LineSight", MetricData=[{
+        cloudwatch.put_metric_data(Namespace=namespace(stack), MetricData=[{
             "MetricName": "ProcessedImageCount", "Value": 1.0, "Unit": "Count",
             "Timestamp": now - timedelta(seconds=n + 1),
             "Dimensions": [{"Name": "line", "Value": line}, {"Name": "camera", "Value": camera}]}
             for n in range(count)])
-    cloudwatch.put_metric_data(Namespace="LineSight", MetricData=[{  # the stack's own
+    cloudwatch.put_metric_data(Namespace=namespace(stack), MetricData=[{  # the stack's own
         "MetricName": "IngestErrorCount", "Value": 1.0, "Unit": "Count",
         "Dimensions": [{"Name": "stage", "Value": "ingest"}]}])
     for line, cause in (("line-1", "mine failed"), ("line-2", "theirs failed")):
@@ -121,7 +126,7 @@ def test_a_report_of_one_line_shows_that_lines_metrics_and_failures(
              "error": {"Error": "States.TaskFailed", "Cause": cause}}))
 
     page = render_report(mine, stack.client, failure_queue_url=info.failure_queue_url,
-                         line="line-1")
+                         line="line-1", namespace=namespace(stack))
 
     metrics = page[page.index('<section id="metrics">'):]
     assert re.search(r"<td>ProcessedImageCount</td><td class=num>2</td>"

@@ -48,6 +48,7 @@ ENV_NAMES = {
     "LINESIGHT_MODEL_URI", "LINESIGHT_SAGEMAKER_ENDPOINT", "LINESIGHT_CONFIDENCE_THRESHOLD",
     "LINESIGHT_MAX_UPLOAD_BYTES", "LINESIGHT_IMAGE_EXTENSIONS", "LINESIGHT_LINES",
     "LINESIGHT_ALERT_ON_INVALID", "LINESIGHT_LAKE_FAILURE_QUEUE_URL",
+    "LINESIGHT_METRICS_NAMESPACE",
 }
 FUNCTIONS = {"api": "app.app", "authorizer": "app.token_authorizer", "ingest": "app.ingest",
              "to-lake": "app.to_lake"}
@@ -275,6 +276,19 @@ def test_line_alarms_read_the_lines_own_metrics(d: Deployed) -> None:
         for camera in line.cameras if line.silent_camera_minutes else ():
             silent = alarms[prefixed(d, f"camera-silent-{line.id}-{camera}")]
             assert silent["dimensions"] == {"line": line.id, "camera": camera}
+
+
+def test_the_functions_write_the_namespace_the_alarms_and_the_report_read(
+        d: Deployed) -> None:
+    """A stack's own metrics: the namespace its functions are told to write is the one
+    its alarms read and the one its outputs give `linesight report --state`."""
+    written = function(d, "ingest")["environment"]["variables"]["LINESIGHT_METRICS_NAMESPACE"]
+    assert written == d.outputs["metrics_namespace"] == f"LineSight/{d.config.resource_prefix}"
+    alarms = [r.props for r in d.of_type("metricAlarm:MetricAlarm")]
+    read = {alarm["namespace"] for alarm in alarms if alarm.get("namespace")}
+    read |= {query["metric"]["namespace"] for alarm in alarms
+             for query in alarm.get("metricQueries") or () if query.get("metric")}
+    assert {namespace for namespace in read if not namespace.startswith("AWS/")} == {written}
 
 
 def test_results_table_matches_the_query_schema(d: Deployed) -> None:

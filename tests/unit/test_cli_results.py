@@ -127,6 +127,19 @@ def test_a_deployed_stacks_low_confidence_bands_come_with_its_outputs(
     assert cli_results.bands_by_line(settings) == {"weld-2": 0.45}
 
 
+def test_a_deployed_stacks_metrics_are_read_from_its_own_namespace(
+        clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """`report --state` reads the namespace the stack's outputs name; a stack deployed
+    before each stack had one wrote (and is read from) the shared one."""
+    clean_env.setenv("LINESIGHT_METRICS_NAMESPACE", "LineSight/another-stack")
+
+    own = cli_results.connect(state=deployed(tmp_path, metrics_namespace="LineSight/plant"))
+    assert own.settings.metrics_namespace == "LineSight/plant"
+    clean_env.delenv("LINESIGHT_METRICS_NAMESPACE")
+    older = cli_results.connect(state=deployed(tmp_path))
+    assert older.settings.metrics_namespace == "LineSight"
+
+
 def test_a_local_stacks_state_file_works_as_state_too(clean_env: pytest.MonkeyPatch,
                                                       tmp_path: Any) -> None:
     import json
@@ -412,17 +425,18 @@ def test_report_totals_read_the_results_cameras_that_listmetrics_leaves_out() ->
     now = datetime(2026, 11, 23, tzinfo=UTC)
     since, until = now - timedelta(days=30), now - timedelta(days=20)
     with Stubber(cloudwatch) as stub:
-        stub.add_response("list_metrics", {"Metrics": []}, {"Namespace": "LineSight"})
+        stub.add_response("list_metrics", {"Metrics": []}, {"Namespace": "LineSight/ls-dev"})
         for _ in range(7):  # each per-image metric of the one camera, in its finest set
             stub.add_response("get_metric_statistics", {"Datapoints": [
                 {"Sum": 4.0, "SampleCount": 4.0, "Maximum": 1.0}]}, {
-                "Namespace": "LineSight", "MetricName": ANY,
+                "Namespace": "LineSight/ls-dev", "MetricName": ANY,
                 "Dimensions": [{"Name": "camera", "Value": "cam-1"},
                                {"Name": "line", "Value": "line-1"}],
                 "StartTime": since - timedelta(minutes=1), "EndTime": until,
                 "Period": 900, "Statistics": ["Sum", "SampleCount", "Maximum"]})
         totals = cli_results.cloudwatch_totals(cloudwatch, since, until, now=now,
-                                               cameras={("line-1", "cam-1")})
+                                               cameras={("line-1", "cam-1")},
+                                               namespace="LineSight/ls-dev")
         stub.assert_no_pending_responses()
     assert totals is not None and totals["ProcessedImageCount"] == 4.0
 

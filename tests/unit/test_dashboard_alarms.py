@@ -22,6 +22,8 @@ from pipeline.alarms import ERROR_STAGES, alarm_definitions
 from pipeline.dashboard import WIDTH, dashboard_body
 from pipeline.stackconfig import DASHBOARD_METRICS, DASHBOARD_WIDGET_METRICS
 
+NAMESPACE = metrics.namespace_for("ls")  # the stack the alarms and board below are of
+
 LINES = {"press-1": ("top", "side"), "weld-2": ("a", "b", "c", "d", "e")}
 TOPIC = "arn:aws:sns:us-east-1:123456789012:linesight-alerts"
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:linesight-workflow"
@@ -54,11 +56,14 @@ def metric_counts(body: dict[str, Any]) -> list[int]:
 
 
 def emitted_dimensions(emit: Any, *args: Any) -> list[dict[str, str]]:
-    """The dimensions ({name: value}) of the EMF blobs a telemetry function prints."""
+    """The dimensions ({name: value}) of the EMF blobs a telemetry function prints, told
+    the namespace of this stack (where every blob must be)."""
     out = io.StringIO()
     with redirect_stdout(out):
-        emit(*args)
+        emit(*args, NAMESPACE)
     blobs = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    assert {d["Namespace"] for blob in blobs for d in blob["_aws"]["CloudWatchMetrics"]} == {
+        NAMESPACE}
     return [{name: blob[name] for name in dims} for blob in blobs
             for directive in blob["_aws"]["CloudWatchMetrics"] for dims in directive["Dimensions"]]
 
@@ -89,8 +94,8 @@ def test_every_alarm_has_an_action_and_fits_cloudwatch(alarm: dict[str, Any]) ->
     else:
         metrics_used = [alarm]
     for metric in metrics_used:
-        if metric["Namespace"] == metrics.NAMESPACE:
-            assert metric["MetricName"] in metrics.ALL
+        if not metric["Namespace"].startswith("AWS/"):
+            assert metric["Namespace"] == NAMESPACE and metric["MetricName"] in metrics.ALL
 
 
 def test_anomaly_rate_uses_the_line_override_and_the_lines_own_metrics() -> None:
@@ -139,7 +144,7 @@ def test_alarm_and_dashboard_watch_each_error_stage(stage: str) -> None:
     assert stage in ingest_errors["AlarmDescription"]
     rows = [row for widget in board()["widgets"] if widget["type"] == "metric"
             for row in widget["properties"]["metrics"]
-            if row[:2] == [metrics.NAMESPACE, metrics.INGEST_ERRORS]]
+            if row[:2] == [NAMESPACE, metrics.INGEST_ERRORS]]
     # each stage is a line of its own: a visible row with the stage's dimensions
     shown = [dict(zip(row[2:-1:2], row[3:-1:2], strict=True)) for row in rows
              if row[-1].get("visible", True)]
@@ -149,7 +154,7 @@ def test_alarm_and_dashboard_watch_each_error_stage(stage: str) -> None:
 def test_error_stages_are_the_ones_the_handlers_emit() -> None:
     """A stage added to a handler but not to ERROR_STAGES would alarm nowhere."""
     handlers = (Path(__file__).parents[2] / "api" / "app.py").read_text()
-    emitted = set(re.findall(r'emit_unexpected_error\("([^"]+)"\)', handlers))
+    emitted = set(re.findall(r'emit_unexpected_error\("([^"]+)"', handlers))
     assert emitted == set(ERROR_STAGES)
 
 
@@ -170,7 +175,7 @@ def test_dashboard_layout_and_queries() -> None:
                 referenced = set(re.findall(r"\b[a-z][a-zA-Z0-9_]*\b", row[0]["expression"]))
                 assert referenced - {"SUM", "IF"} <= set(ids), row
             else:
-                assert row[0] == metrics.NAMESPACE and row[1] in metrics.ALL or (
+                assert row[0] == NAMESPACE and row[1] in metrics.ALL or (
                     row[0] in AWS_METRICS), row
 
 
@@ -361,7 +366,7 @@ def test_latency_alarm_watches_the_lines_own_p95_in_ms(images: list[float],
     alarm = by_name("ls-latency-p95-weld-2")
     assert alarm["Threshold"] == 20000  # latency_p95_ms, in ms as the metric is
     assert (alarm["Namespace"], alarm["MetricName"], alarm["ExtendedStatistic"]) == (
-        metrics.NAMESPACE, metrics.END_TO_END_LATENCY, "p95")
+        NAMESPACE, metrics.END_TO_END_LATENCY, "p95")
     assert alarm["Dimensions"] == [{"Name": "line", "Value": "weld-2"}]
     assert "Metrics" not in alarm and "Statistic" not in alarm
     assert breaches(alarm, p95(images)) is alarmed
@@ -425,14 +430,15 @@ def test_an_unusable_upload_keeps_a_camera_from_counting_as_silent() -> None:
     record = ResultRecord("img", "press-1", "top", "s3://b/k", when, when, STATUS_INVALID)
     out = io.StringIO()
     with redirect_stdout(out):
-        telemetry.emit_outcome(Outcome(record, AlertDecision(send=False), "x"))
-    emitted = {(metric["Name"], float(blob[metric["Name"]]),
+        telemetry.emit_outcome(Outcome(record, AlertDecision(send=False), "x"),
+                               NAMESPACE)
+    emitted = {(directive["Namespace"], metric["Name"], float(blob[metric["Name"]]),
                 tuple(sorted((d, blob[d]) for d in dimension_set)))
                for line in out.getvalue().splitlines() if line.startswith("{")
                for blob in [json.loads(line)] for directive in blob["_aws"]["CloudWatchMetrics"]
                for metric in directive["Metrics"] for dimension_set in directive["Dimensions"]}
     alarm = by_name("ls-camera-silent-press-1-top")
-    watched = (alarm["MetricName"], 1.0,
+    watched = (alarm["Namespace"], alarm["MetricName"], 1.0,
                tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"])))
     assert watched in emitted
     assert alarm["Statistic"] == "Sum" and alarm["Threshold"] == 1.0

@@ -8,6 +8,10 @@ or the alarms (`pipeline.alarms.alarm_definitions`) reference must match one emi
 metric: same namespace, name and dimension names, and the same value for any dimension
 that is not a line or camera. The values are checked too: each kind of outcome emits the
 counts and latencies it stands for.
+
+The namespace the handlers write is the one their environment names, as the stack config
+writes it (`StackConfig.lambda_environment`) and the handlers read it (`Settings`); the
+dashboard and alarms are given the stack's prefix alone.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from pipeline.alerts import AlertDecision
 from pipeline.dashboard import dashboard_body
 from pipeline.ingest import Outcome
 from pipeline.records import ResultRecord
+from pipeline.settings import Settings
+from pipeline.stackconfig import parse_stack_config
 
+PREFIX = "ls-test"
 LINES = {"line-1": ["cam-1", "cam-2"], "line-2": ["cam-1"]}
 PER_CAMERA = {metrics.DIMENSION_LINE, metrics.DIMENSION_CAMERA}
 # The metrics issue 6 asks for, per line and camera.
@@ -69,6 +76,20 @@ def outcome(status: str = "OK", anomalous: bool = False, reason: str = "",
                                          reason=reason), "x", duplicate=duplicate)
 
 
+def handler_namespace(prefix: str = PREFIX) -> str:
+    """The namespace the handlers of the stack with this prefix write to: their
+    environment as the stack config makes it, read as they read it."""
+    config = parse_stack_config({"resourcePrefix": prefix, "modelUri": "s3://models/m/",
+                                 "lines": [{"id": "line-1", "cameras": ["cam-1"]}]})
+    environment = config.lambda_environment(**dict.fromkeys((
+        "images_bucket", "results_bucket", "table", "tokens_table", "state_machine_arn",
+        "topic_arn", "firehose_stream", "failure_queue_url", "lake_failure_queue_url"), "x"))
+    return Settings.from_env(environment).metrics_namespace
+
+
+NAMESPACE = handler_namespace()
+
+
 def emf_lines(text: str) -> Iterator[dict[str, Any]]:
     for line in text.splitlines():
         line = line.strip()
@@ -105,21 +126,21 @@ def emitted(capsys: pytest.CaptureFixture[str]) -> list[Ref]:
     from chalicelib.telemetry import emit_lake_rows, emit_outcome, emit_unexpected_error
 
     capsys.readouterr()
-    emit_outcome(outcome(reason=""))  # normal, confident
-    emit_outcome(outcome(anomalous=True, reason="anomalous"))
-    emit_outcome(outcome(reason="low_confidence"))
-    emit_outcome(outcome(anomalous=True, reason="anomalous_low_confidence"))
-    emit_outcome(outcome(status="INVALID"))
-    emit_unexpected_error("ingest")  # the stages api/app.py's handlers name
-    emit_unexpected_error("lake-decode")
-    emit_lake_rows(3)
+    emit_outcome(outcome(reason=""), NAMESPACE)  # normal, confident
+    emit_outcome(outcome(anomalous=True, reason="anomalous"), NAMESPACE)
+    emit_outcome(outcome(reason="low_confidence"), NAMESPACE)
+    emit_outcome(outcome(anomalous=True, reason="anomalous_low_confidence"), NAMESPACE)
+    emit_outcome(outcome(status="INVALID"), NAMESPACE)
+    emit_unexpected_error("ingest", NAMESPACE)  # the stages api/app.py's handlers name
+    emit_unexpected_error("lake-decode", NAMESPACE)
+    emit_lake_rows(3, NAMESPACE)
     refs = emitted_refs(list(emf_lines(capsys.readouterr().out)))
     assert refs, "the telemetry functions printed no EMF lines"
     return refs
 
 
 def dashboard_refs() -> list[Ref]:
-    body = dashboard_body(region="us-east-1", prefix="ls-test", lines=LINES,
+    body = dashboard_body(region="us-east-1", prefix=PREFIX, lines=LINES,
                           state_machine_arn="arn:aws:states:us-east-1:1:stateMachine:sm",
                           topic_arn="arn:aws:sns:us-east-1:1:alerts",
                           dead_letter_queues={"ingest-dlq": "ls-test-ingest-dlq"})
@@ -158,7 +179,7 @@ def _search_refs(expression: str) -> list[Ref]:
 
 def alarm_refs() -> list[Ref]:
     alarms = alarm_definitions(
-        prefix="ls-test", lines=LINES, anomaly_rates={"line-1": 0.1}, topic_arn="arn:topic",
+        prefix=PREFIX, lines=LINES, anomaly_rates={"line-1": 0.1}, topic_arn="arn:topic",
         state_machine_arn="arn:sm", dead_letter_queues={"ingest-dlq": "q"},
         ingest_function="ls-test-ingest", latency_p95_ms=5000,
         silent_minutes=dict.fromkeys(LINES, 30))
@@ -178,7 +199,9 @@ def alarm_refs() -> list[Ref]:
 
 
 def ours(refs: list[Ref]) -> list[Ref]:
-    return [ref for ref in refs if ref.namespace == metrics.NAMESPACE]
+    """The references to LineSight's metrics, of this stack or any other: the contract
+    test then finds those in another stack's namespace as never emitted."""
+    return [ref for ref in refs if ref.namespace.split("/")[0] == metrics.NAMESPACE]
 
 
 @pytest.mark.parametrize("dimension_set", [
@@ -190,8 +213,8 @@ def test_handlers_emit_every_required_metric_with_each_dimension_set(
         emitted: list[Ref], dimension_set: tuple[str, ...]) -> None:
     keys = {ref.key for ref in emitted}
     for name in REQUIRED:
-        assert (metrics.NAMESPACE, name, frozenset(dimension_set)) in keys, name
-    assert {ref.namespace for ref in emitted} == {metrics.NAMESPACE}
+        assert (NAMESPACE, name, frozenset(dimension_set)) in keys, name
+    assert {ref.namespace for ref in emitted} == {NAMESPACE}
 
 
 def test_the_declared_dimension_sets_are_the_three_emitted() -> None:
@@ -213,10 +236,10 @@ def test_an_image_is_one_emf_line_with_exactly_the_three_dimension_sets(
     from chalicelib.telemetry import emit_outcome
 
     capsys.readouterr()
-    emit_outcome(case)
+    emit_outcome(case, NAMESPACE)
     [blob] = list(emf_lines(capsys.readouterr().out))
     [directive] = blob["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == metrics.NAMESPACE
+    assert directive["Namespace"] == NAMESPACE
     assert directive["Dimensions"] == THREE_SETS
     assert {metric["Name"] for metric in directive["Metrics"]} == names
     assert (blob["line"], blob["camera"]) == ("line-1", "cam-2")
@@ -237,10 +260,10 @@ def test_no_service_dimension_even_with_powertools_settings(
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "ingest")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Elsewhere")
     capsys.readouterr()
-    getattr(telemetry, emit)(*args)
+    getattr(telemetry, emit)(*args, NAMESPACE)
     [blob] = list(emf_lines(capsys.readouterr().out))
     assert [d["Dimensions"] for d in blob["_aws"]["CloudWatchMetrics"]] == [dimension_sets]
-    assert [d["Namespace"] for d in blob["_aws"]["CloudWatchMetrics"]] == [metrics.NAMESPACE]
+    assert [d["Namespace"] for d in blob["_aws"]["CloudWatchMetrics"]] == [NAMESPACE]
     assert "service" not in blob
 
 
@@ -304,7 +327,7 @@ def test_duplicate_delivery_emits_nothing(capsys: pytest.CaptureFixture[str]) ->
     from chalicelib.telemetry import emit_outcome
 
     capsys.readouterr()
-    emit_outcome(outcome(anomalous=True, reason="anomalous", duplicate=True))
+    emit_outcome(outcome(anomalous=True, reason="anomalous", duplicate=True), NAMESPACE)
     assert list(emf_lines(capsys.readouterr().out)) == []
 
 
@@ -344,7 +367,7 @@ def test_each_outcome_emits_its_values(capsys: pytest.CaptureFixture[str], case:
     from chalicelib.telemetry import emit_outcome
 
     capsys.readouterr()
-    emit_outcome(case)
+    emit_outcome(case, NAMESPACE)
     points = emitted_values(list(emf_lines(capsys.readouterr().out)))
     assert sorted(points) == sorted((name, float(value)) for name, value in expected.items())
 
@@ -354,6 +377,15 @@ def test_lake_rows_emit_how_many_landed(capsys: pytest.CaptureFixture[str], rows
     from chalicelib.telemetry import emit_lake_rows
 
     capsys.readouterr()
-    emit_lake_rows(rows)
+    emit_lake_rows(rows, NAMESPACE)
     points = emitted_values(list(emf_lines(capsys.readouterr().out)))
     assert points == [(metrics.LAKE_ROWS, float(rows))]
+
+
+def test_each_stack_writes_and_reads_a_namespace_of_its_own() -> None:
+    """Two stacks in one account and region (dev and prod) must not add up each other's
+    images: each one's handlers, alarms and dashboard use its own namespace."""
+    other = handler_namespace("ls-prod")
+    assert len({NAMESPACE, other, metrics.NAMESPACE}) == 3
+    for source in (dashboard_refs, alarm_refs):
+        assert {ref.namespace for ref in ours(source())} == {NAMESPACE}

@@ -14,6 +14,8 @@ def test_defaults() -> None:
     assert settings.confidence_threshold == 0.20
     assert settings.max_upload_bytes == 15 * 1024 * 1024
     assert settings.image_extensions == ("jpg", "jpeg", "png")
+    # unset: the namespace every stack wrote before each had its own
+    assert settings.metrics_namespace == "LineSight"
 
 
 def test_per_line_overrides() -> None:
@@ -46,6 +48,12 @@ def test_per_line_overrides() -> None:
     # a misspelt key would leave the line on the stack's policy without a word
     ({"LINESIGHT_LINES": '{"L1": {"treshold": 0.6}}'},
      "LINESIGHT_LINES['L1'] has unknown key 'treshold'"),
+    # names CloudWatch refuses in PutMetricData (or EMF drops)
+    ({"LINESIGHT_METRICS_NAMESPACE": "AWS/Lambda"},
+     "LINESIGHT_METRICS_NAMESPACE: 'AWS/Lambda' is AWS's own"),
+    ({"LINESIGHT_METRICS_NAMESPACE": "LineSight/dev$"},
+     "LINESIGHT_METRICS_NAMESPACE: 'LineSight/dev$' is no CloudWatch namespace"),
+    ({"LINESIGHT_METRICS_NAMESPACE": "L" * 256}, "LINESIGHT_METRICS_NAMESPACE"),
 ])
 def test_malformed_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):
