@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.detector.artifact import ArtifactError, runtime_requirements
+from pipeline.detector.artifact import ArtifactError, load, runtime_requirements
 
 RUNTIME = "python3.12"
 PYTHON_VERSION = "3.12"
@@ -147,7 +147,8 @@ def layer_packages(requirements: Path = LAYER_REQUIREMENTS) -> set[str]:
 
 
 def model_files(model_dir: Path) -> list[tuple[str, Path]]:
-    """The files of a `linesight train` model directory, as (relative key, path)."""
+    """The files of a `linesight train` model directory, as (relative key, path); a
+    PackageError when the ingest function could not run the model."""
     if not (model_dir / "model.json").is_file():
         raise PackageError(f"{model_dir} is not a model directory (no model.json); "
                            "run `linesight train` or point modelPath at one")
@@ -160,6 +161,10 @@ def model_files(model_dir: Path) -> list[tuple[str, Path]]:
             f"the model in {model_dir} needs {', '.join(missing)} at inference, which the "
             "ingest function's layer (api/requirements.txt) does not hold: serve it from a "
             "SageMaker endpoint (sagemakerEndpoint), or train without --backbone")
+    try:  # read as the ingest function will: a damaged or mixed folder fails every upload
+        load(model_dir)
+    except ArtifactError as exc:
+        raise PackageError(str(exc)) from None
     files = sorted(_walk(model_dir))
     size = sum(path.stat().st_size for _, path in files)
     if size > MAX_MODEL_BYTES:

@@ -67,7 +67,9 @@ def train(
         help="Folder with train/normal (and optionally train/anomaly, masks/); or "
              "train/good and a folder per defect type, as in MVTec AD; or the folder the "
              "manifest's images are under.")],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the model directory.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Where to write the model directory; a model already there is "
+                      "replaced once the new one is written whole.")],
     manifest: Annotated[Path | None, typer.Option(
         help="A Lookout for Vision / Ground Truth manifest (JSON lines) naming the images.")
     ] = None,
@@ -166,7 +168,8 @@ def check_writable(path: Path, option: str, *, directory: bool = False) -> None:
         raise typer.BadParameter(
             f"{path} is a directory; give a file name" if not directory else
             f"{path} is a file; give a directory for the model", param_hint=option)
-    parent = path.parent
+    # where the files go: an existing model folder itself, else the nearest folder that is
+    parent = path if directory and path.is_dir() else path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():

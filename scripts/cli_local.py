@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from pipeline.detector.artifact import ArtifactError
 from pipeline.stackconfig import ConfigError, load_stack_config
 from scripts.cli_tokens import fail
 from scripts.local_stack import (
@@ -56,6 +57,8 @@ def up(
     stack = LocalStack(model, _topology(stack_name), api_port=api_port, ingest_workers=workers)
     try:
         info = stack.start()
+    except ArtifactError as exc:  # before anything started
+        fail(f"{exc}", 2)
     except OSError as exc:  # the port was taken between the check and the start
         stack.stop()
         fail(f"could not start the local stack: {exc}")
@@ -140,4 +143,8 @@ def register(app: typer.Typer) -> None:
         """
         from scripts.demo import run_demo
 
-        raise typer.Exit(run_demo(out=out, samples=samples, model=model))
+        try:
+            code = run_demo(out=out, samples=samples, model=model)
+        except ArtifactError as exc:
+            fail(f"{exc}; delete the folder and the demo trains a new model", 2)
+        raise typer.Exit(code)

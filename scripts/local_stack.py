@@ -289,6 +289,12 @@ class LocalStack:
         return self._moto
 
     def start(self) -> StackInfo:
+        """Start the emulator, provision, serve the API and run the pollers. ArtifactError,
+        before anything starts, when the model is no whole `linesight train` model: the
+        functions would fail on every upload, as a deployed stack's would."""
+        from pipeline.detector import artifact
+
+        artifact.load(self.model_dir)
         # moto's Step Functions engine calls the other services through localhost:MOTO_PORT.
         self._saved_env.setdefault("MOTO_PORT", os.environ.get("MOTO_PORT"))
         self._moto = Emulator("127.0.0.1", self.moto_port, in_process=not self.moto_process)

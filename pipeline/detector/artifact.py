@@ -5,7 +5,9 @@
 logistic width), the pixel threshold used for the heatmap and anomaly area, the training
 images' aspect ratio, whether they were in colour, the training report, and
 `model_version`: the first 12 hex digits of a SHA-256 over the arrays and the learned JSON,
-so the same training gives the same version.
+so the same training gives the same version. `load` checks it: a folder whose two files
+are of two trainings (a retrain cut short, a partial copy) is refused, not served under
+the version its model.json names.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -62,7 +66,11 @@ class TrainedModel:
 
 
 def save(model: TrainedModel, out_dir: Path) -> TrainedModel:
-    """Write the artifact; returns the model with its `model_version` filled in."""
+    """Write the artifact; returns the model with its `model_version` filled in.
+
+    Each file is written beside its place and then renamed into it, arrays first: a write
+    that fails (a full disk) leaves the model that was there as it was, and one cut short
+    between the two renames leaves files `load` refuses as of two trainings."""
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays, values = _split_state(model.method.state())
     buffer = io.BytesIO()
@@ -83,13 +91,38 @@ def save(model: TrainedModel, out_dir: Path) -> TrainedModel:
         learned["colour"] = model.colour
     if model.greyscale:  # left out unless set, so other models keep their versions
         learned["greyscale"] = True
-    digest = hashlib.sha256(buffer.getvalue())
-    digest.update(json.dumps(learned, sort_keys=True).encode())
-    version = digest.hexdigest()[:12]
+    version = _version(buffer.getvalue(), learned)
     document = {**learned, "model_version": version, "training": dict(model.info)}
-    (out_dir / ARRAYS_FILE).write_bytes(buffer.getvalue())
-    (out_dir / MODEL_FILE).write_text(json.dumps(document, indent=2, default=_json_default))
+    text = json.dumps(document, indent=2, default=_json_default)
+    staged = [_staged(out_dir, ARRAYS_FILE, buffer.getvalue())]
+    try:
+        staged.append(_staged(out_dir, MODEL_FILE, text.encode()))
+        for (name, temporary) in staged:
+            os.replace(temporary, out_dir / name)
+    finally:
+        for _, temporary in staged:
+            temporary.unlink(missing_ok=True)
     return dataclasses.replace(model, model_version=version)
+
+
+def _version(arrays: bytes, learned: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(arrays)
+    digest.update(json.dumps(learned, sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
+def _staged(out_dir: Path, name: str, data: bytes) -> tuple[str, Path]:
+    """`data` written, and flushed to disk, in a new file beside `out_dir / name`."""
+    handle, path = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
+    return name, Path(path)
 
 
 def runtime_requirements(model_dir: Path) -> set[str]:
@@ -129,7 +162,8 @@ def load(model_dir: Path) -> TrainedModel:
                             f"(known: {', '.join(sorted(METHODS))})")
     if not isinstance(document.get("method_state"), dict):
         raise ArtifactError(f"{model_file} is incomplete: no 'method_state' object")
-    state = {**document["method_state"], **_arrays(model_dir)}
+    arrays_bytes, arrays = _arrays(model_dir)
+    state = {**document["method_state"], **arrays}
     try:
         method = METHODS[name].from_state(state)
     except KeyError as exc:
@@ -144,7 +178,7 @@ def load(model_dir: Path) -> TrainedModel:
         longest = document.get("expected_longest")
         roi = document.get("roi")
         colour = document.get("colour")
-        return TrainedModel(
+        model = TrainedModel(
             method=method,
             calibration=calibration,
             pixel_threshold=float(document["pixel_threshold"]),
@@ -161,16 +195,25 @@ def load(model_dir: Path) -> TrainedModel:
         raise ArtifactError(f"{model_file} is incomplete: no {exc}") from None
     except (TypeError, ValueError, IndexError) as exc:
         raise ArtifactError(f"{model_file} holds a damaged value: {exc}") from None
+    learned = {key: value for key, value in document.items()
+               if key not in ("model_version", "training")}
+    if _version(arrays_bytes, learned) != model.model_version:
+        raise ArtifactError(
+            f"{model_dir}: {MODEL_FILE} and {ARRAYS_FILE} are not of one training (a retrain "
+            f"cut short, a partial copy, or an edit), so model {model.model_version} is not "
+            "what they hold: train again, or copy the whole folder again")
+    return model
 
 
-def _arrays(model_dir: Path) -> dict[str, np.ndarray]:
-    """The method's arrays from `arrays.npz`, which `save` always writes."""
+def _arrays(model_dir: Path) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The bytes of `arrays.npz`, which `save` always writes, and the method's arrays."""
     arrays_file = model_dir / ARRAYS_FILE
     if not arrays_file.is_file():
         raise ArtifactError(f"{model_dir} is incomplete: no {ARRAYS_FILE}")
     try:
-        with np.load(arrays_file, allow_pickle=False) as arrays:
-            return {key: arrays[key] for key in arrays.files}
+        data = arrays_file.read_bytes()
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return data, {key: arrays[key] for key in arrays.files}
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ArtifactError(f"{arrays_file} is damaged: {exc}") from None
 

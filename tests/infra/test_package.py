@@ -7,6 +7,7 @@ The layer is built with a fake pip here; one slow test runs the real pip (skippe
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from infra import package
-from tests.infra.conftest import REPO, fake_pip
+from tests.infra.conftest import REPO, fake_pip, small_model
 
 API = REPO / "api"
 
@@ -116,11 +117,24 @@ def test_model_files_and_digest(tmp_path: Path) -> None:
         package.model_files(tmp_path)
     (tmp_path / "model.json").write_text(json.dumps({"method": "cnn", "method_state": {}}))
     (tmp_path / "arrays.npz").write_bytes(b"1")
-    files = package.model_files(tmp_path)
+    with pytest.raises(package.PackageError, match="is not a LineSight model|format"):
+        package.model_files(tmp_path)  # what the ingest function could not load
+    files = package.model_files(small_model(tmp_path))
     assert [name for name, _ in files] == ["arrays.npz", "model.json"]
     before = package.model_digest(files)
     (tmp_path / "arrays.npz").write_bytes(b"2")
     assert package.model_digest(files) != before
+
+
+def test_a_model_of_two_trainings_is_refused_before_it_is_deployed(tmp_path: Path) -> None:
+    """A retrain cut short leaves model.json of one training and arrays.npz of another:
+    deployed, it would judge photos under a version it is not (or fail every one)."""
+    first, second = small_model(tmp_path / "first"), tmp_path / "second"
+    shutil.copytree(first, second)
+    document = json.loads((second / "model.json").read_text())
+    (second / "model.json").write_text(json.dumps({**document, "pixel_threshold": 2.0}))
+    with pytest.raises(package.PackageError, match="not of one training"):
+        package.model_files(second)
 
 
 @pytest.mark.parametrize("method, state", [

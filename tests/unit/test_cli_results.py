@@ -393,6 +393,27 @@ def test_local_up_on_a_port_in_use_is_one_line(tmp_path: Any) -> None:
     assert "Traceback" not in said
 
 
+@pytest.mark.parametrize("command", [["local", "up", "--api-port", "0"], ["demo"]])
+def test_a_damaged_model_is_one_line_before_the_stack_starts(
+        tmp_path: Any, command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack came up, then every upload failed to load the model (or, in the demo, the
+    JSON error was a traceback)."""
+    from scripts import cli_local
+    from scripts.local_stack import LocalStack
+
+    monkeypatch.setattr(LocalStack, "provision", lambda *_, **__: pytest.fail("started"))
+    monkeypatch.setattr("scripts.demo.ensure_samples", lambda samples: None)
+    (tmp_path / "model.json").write_text('{"format": "linesight-detector/1",\n')
+    app = typer.Typer()
+    cli_local.register(app)
+    result = CliRunner().invoke(app, [*command, "--model", str(tmp_path),
+                                      *(["--out", str(tmp_path / "out")]
+                                        if command == ["demo"] else [])])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert "model.json is not valid JSON" in said and "Traceback" not in said
+
+
 @pytest.mark.parametrize("command", [["tokens", "list", "--table", "t"],
                                      ["results", "--table", "t"]])
 def test_a_table_without_a_region_says_how_to_give_one(

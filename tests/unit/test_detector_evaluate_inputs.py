@@ -338,8 +338,12 @@ def _edited(change: Any) -> Any:
      "model.json is incomplete: no 'calibration'"),
     (_edited(lambda d: {**d, "pixel_threshold": "high"}), "model.json holds a damaged value"),
     (_edited(lambda d: [d]), "model.json is not a LineSight model: not a JSON object"),
+    # a retrain cut short between its two files, or one file copied over from another
+    (_edited(lambda d: {**d, "pixel_threshold": d["pixel_threshold"] + 0.5}),
+     "model.json and arrays.npz are not of one training"),
 ], ids=["garbage-arrays", "truncated-arrays", "missing-arrays", "arrays-without-a-key",
-        "no-method-state", "no-calibration", "text-for-a-number", "not-an-object"])
+        "no-method-state", "no-calibration", "text-for-a-number", "not-an-object",
+        "two-trainings"])
 def test_a_damaged_model_is_an_artifact_error_naming_what_is_wrong(
         samples: Path, model_dir: Path, tmp_path: Path, damage: Any, said: str) -> None:
     model = tmp_path / "model"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib
 import io
@@ -183,6 +184,31 @@ def test_artifact_round_trip_is_stable_and_small(model_dir: Path, tmp_path: Path
     assert artifact.size_bytes(model_dir) < 50_000_000
     with pytest.raises(artifact.ArtifactError, match="model.json"):
         artifact.load(tmp_path)
+
+
+@pytest.mark.parametrize("failing", [1, 2], ids=["writing-arrays", "writing-model-json"])
+def test_a_save_that_fails_leaves_the_model_that_was_there(
+        model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: int) -> None:
+    """A retrain into a model's folder that runs out of disk (or is stopped) while writing
+    left a cut arrays.npz beside the old model.json: the good model was lost."""
+    import os
+
+    out = tmp_path / "model"
+    shutil.copytree(model_dir, out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    old = artifact.load(out).model_version
+    other = dataclasses.replace(artifact.load(model_dir), pixel_threshold=0.123)
+    fsyncs = iter(range(1, 3))
+
+    def disk_full(fd: int) -> None:
+        if next(fsyncs) == failing:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        artifact.save(other, out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert artifact.load(out).model_version == old
 
 
 def test_region_of_interest_is_kept_in_the_model(samples: Path, tmp_path: Path) -> None:

@@ -394,3 +394,26 @@ def test_a_model_trained_on_colour_and_grey_photos_judges_colour_as_it_is(
     photo = _part(tmp_path / "part.png", seed=99)
     assert load_detector("embedded", str(tmp_path / "model")).detect(
         photo.read_bytes(), "image/png").notes == ()
+
+
+@pytest.mark.parametrize("unwritable, refused", [
+    ("model", True),    # the model folder itself: train would run, then fail to save
+    ("parent", False),  # only its parent: the files go into the folder, which takes them
+])
+def test_train_checks_the_model_folder_it_will_write_into(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unwritable: str, refused: bool) -> None:
+    """(As root every folder is writable, so os.access stands in for a read-only mount.)"""
+    import typer
+
+    from scripts.cli_detector import check_writable
+
+    out = tmp_path / "parent" / "model"
+    out.mkdir(parents=True)
+    denied = {"model": out, "parent": out.parent}[unwritable]
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != denied and real(path, mode))
+    if refused:
+        with pytest.raises(typer.BadParameter, match=f"{out.name} is not writable"):
+            check_writable(out, "--out", directory=True)
+    else:
+        check_writable(out, "--out", directory=True)
