@@ -72,8 +72,14 @@ def label_of(record: ResultRecord, reviewed: bool) -> tuple[str, bool] | None:
     (('anomaly', False), None)
     >>> label_of(r.with_changes(review={"label": "normal"}), reviewed=True)
     ('normal', True)
+    >>> label_of(r.with_changes(s3_uri="s3://b"), reviewed=False) is None  # no key: no image
+    True
     """
-    if record.status == STATUS_INVALID or not record.s3_uri.startswith("s3://"):
+    if record.status == STATUS_INVALID:
+        return None
+    try:
+        split_s3_uri(record.s3_uri)
+    except ValueError:
         return None
     human = (record.review or {}).get("label")
     if human in LABELS:

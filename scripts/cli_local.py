@@ -6,7 +6,6 @@ import shlex
 import signal
 import socket
 import threading
-import urllib.parse
 from pathlib import Path
 
 import typer
@@ -21,6 +20,7 @@ from scripts.local_stack import (
     LocalStack,
     StateFileError,
     Topology,
+    answers,
     read_state,
 )
 
@@ -62,7 +62,13 @@ def up(
     except OSError as exc:  # the port was taken between the check and the start
         stack.stop()
         fail(f"could not start the local stack: {exc}")
-    console.print(f"[green]LineSight local stack is up[/green] (state in {STATE_FILE})")
+    if stack.write_state:
+        console.print(f"[green]LineSight local stack is up[/green] (state in {STATE_FILE})")
+    else:
+        console.print(f"[green]LineSight local stack is up[/green]; [yellow]another one is "
+                      f"running and keeps {STATE_FILE}, so `linesight` commands go to that "
+                      "one: give them this one's endpoints (--endpoint-url, "
+                      "LINESIGHT_API_URL)[/yellow]")
     console.print(f"  API            {info.api_url}")
     console.print(f"  AWS endpoint   {info.aws_endpoint_url}")
     console.print(f"  demo camera    line {info.line_id} camera {info.camera_id}")
@@ -115,10 +121,7 @@ def env() -> None:
         info = read_state()
     except (FileNotFoundError, StateFileError) as exc:
         fail(str(exc))
-    endpoint = urllib.parse.urlsplit(info.aws_endpoint_url)
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port), timeout=2).close()
-    except OSError:
+    if not answers(info.aws_endpoint_url):
         fail(f"the stack in {STATE_FILE} (AWS endpoint {info.aws_endpoint_url}) is not "
              "running: start it with `linesight local up`", 1)
     for key, value in info.environment.items():

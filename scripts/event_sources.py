@@ -240,6 +240,12 @@ class SqsPoller(threading.Thread):
             result = invoke(self.handler, event, self.function_name, self.metrics,
                             self.timeout_seconds)
             failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+            if not failed <= {m["MessageId"] for m in messages}:
+                # An identifier that is not in the batch (empty, or another's) fails the
+                # whole batch, as in Lambda: deleting the others could lose a message.
+                log.error("handler %s named items not in its batch: %s; the whole batch "
+                          "will be retried", self.function_name, sorted(failed))
+                failed = {m["MessageId"] for m in messages}
         except Exception:
             log.exception("handler %s raised; the whole batch will be retried",
                           self.function_name)
@@ -338,8 +344,10 @@ class StreamPoller(threading.Thread):
             if len(gathered) < self.batch_size:
                 response = self.streams.get_records(ShardIterator=iterator,
                                                     Limit=self.batch_size - len(gathered))
-                fresh = [self._record(r) for r in response.get("Records", [])
-                         if not self._seen(r.get("eventID", ""))]
+                # built first, then marked as handed out: a record that cannot be built
+                # is read again with the same iterator, not skipped as seen
+                built = [self._record(r) for r in response.get("Records", [])]
+                fresh = [record for record in built if not self._seen(record["eventID"])]
                 if self.record_filter:
                     fresh = [record for record in fresh if self.record_filter(record)]
                 if fresh and not gathered:
@@ -414,7 +422,8 @@ class StreamPoller(threading.Thread):
         if isinstance(created, datetime):
             created = created.timestamp()
         dynamodb["ApproximateCreationDateTime"] = created
-        dynamodb.setdefault("SizeBytes", len(json.dumps(dynamodb.get("NewImage", {}))))
+        dynamodb.setdefault("SizeBytes", len(json.dumps(dynamodb.get("NewImage", {}),
+                                                         default=str)))  # B: bytes
         dynamodb.setdefault("StreamViewType", "NEW_IMAGE")
         record["dynamodb"] = dynamodb
         record.setdefault("eventSourceARN", self.stream_arn)

@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -295,6 +296,9 @@ class LocalStack:
         from pipeline.detector import artifact
 
         artifact.load(self.model_dir)
+        # Another stack that still runs keeps its state file: this one runs without one,
+        # or `linesight` commands would go to this stack and find none once it stopped.
+        self.write_state = self.write_state and not another_running()
         # moto's Step Functions engine calls the other services through localhost:MOTO_PORT.
         self._saved_env.setdefault("MOTO_PORT", os.environ.get("MOTO_PORT"))
         self._moto = Emulator("127.0.0.1", self.moto_port, in_process=not self.moto_process)
@@ -568,6 +572,24 @@ def load_app_module() -> Any:
 class StateFileError(ValueError):
     """The state file is there but is no stack description: half written, another
     version's, or damaged. The message says so and what to do."""
+
+
+def answers(url: str) -> bool:
+    """Whether something listens at the host and port of `url` (a stack still running)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=2).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def another_running() -> bool:
+    """Whether the state file names a local stack whose emulator still answers."""
+    try:
+        return answers(read_state(STATE_FILE).aws_endpoint_url)
+    except (OSError, StateFileError):
+        return False
 
 
 def read_state(path: Path = STATE_FILE) -> StackInfo:

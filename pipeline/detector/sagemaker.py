@@ -112,10 +112,13 @@ def parse_response(body: bytes, threshold: float, elapsed_ms: float,
         raw_score = float(document.get("RawScore", 0.0))
         if not (math.isfinite(score) and math.isfinite(raw_score)):
             raise ValueError("a score that is not a number")
+        if not 0.0 <= score <= 1.0:  # the normalised scale: a raw score here is no verdict
+            raise ValueError(f"Score {score} is outside [0, 1]")
         # stored as they are: a result whose anomalies are not maps cannot be read back
         anomalies = document.get("Anomalies", [])
         if not isinstance(anomalies, list) or not all(isinstance(a, dict) for a in anomalies):
             raise TypeError("Anomalies is not a list of maps")
+        json.dumps(anomalies, allow_nan=False)  # ValueError: DynamoDB stores no NaN
         heatmap = document.get("HeatmapPng")
         heatmap_png = base64.b64decode(heatmap, validate=True) if heatmap else None
         notes = tuple(str(note) for note in document.get("Notes", ()))

@@ -137,6 +137,12 @@ def test_a_non_contract_answer_is_a_detector_error(mocked: None) -> None:
     ({"Anomalies": {"Name": "anomaly"}}, "Anomalies is not a list of maps"),
     ({"Score": "NaN"}, "a score that is not a number"),
     ({"HeatmapPng": "not base64!"}, "base64"),
+    # a raw score where the normalised one belongs: stored as a sure defect (confidence 1)
+    ({"Score": 7.0}, "Score 7.0 is outside [0, 1]"),
+    ({"Score": -100}, "Score -100.0 is outside [0, 1]"),  # was OverflowError
+    # DynamoDB stores no NaN: the put failed with a TypeError after the detection
+    ({"Anomalies": [{"PixelAnomaly": {"TotalPercentageArea": float("nan")}}]},
+     "Out of range float values are not JSON compliant"),
 ])
 def test_an_answer_the_pipeline_could_not_store_is_a_detector_error(
         mocked: None, answer: dict[str, Any], why: str) -> None:

@@ -310,6 +310,42 @@ def test_a_stopped_stack_removes_its_state_file_but_not_a_later_ones(
     assert local_stack.STATE_FILE.exists()
 
 
+def test_a_second_stack_leaves_a_running_ones_state_file_alone(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make demo` beside a `linesight local up` wrote its own stack into the state file,
+    then deleted it when it stopped: `linesight` commands lost the stack still running."""
+    import json
+    import socket
+    from dataclasses import asdict
+
+    from scripts import local_stack
+    from tests.infra.conftest import small_model
+
+    class Started(Exception):
+        pass
+
+    def no_emulator(*_: Any, **__: Any) -> Any:
+        raise Started
+
+    monkeypatch.setattr(local_stack, "STATE_FILE", tmp_path / "local.json")
+    monkeypatch.setattr(local_stack, "Emulator", no_emulator)
+    model = small_model(tmp_path / "model")
+    with socket.create_server(("127.0.0.1", 0)) as running:
+        port = running.getsockname()[1]
+        local_stack.STATE_FILE.write_text(json.dumps(asdict(StackInfo(**{
+            **asdict(state()), "aws_endpoint_url": f"http://127.0.0.1:{port}"}))))
+        assert local_stack.another_running()
+        second = local_stack.LocalStack(model)
+        with pytest.raises(Started):
+            second.start()
+        assert second.write_state is False
+    assert not local_stack.another_running()  # stopped: a new stack takes the file over
+    third = local_stack.LocalStack(model)
+    with pytest.raises(Started):
+        third.start()
+    assert third.write_state is True
+
+
 def test_upload_to_an_api_that_does_not_answer_is_one_line(tmp_path: Any) -> None:
     import socket
 
@@ -492,3 +528,19 @@ def test_an_empty_image_id_is_a_usage_error(clean_env: pytest.MonkeyPatch,
 
     assert result.exit_code == 2, result.output
     assert "must be a result's image id" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("change, complete", [
+    ({}, True),
+    # an uploader that died without its manifest: its camera's files were in no count
+    ({"uploaded": 18, "results": 18, "lake_rows": 18}, False),
+    ({"lake_rows": 25}, False),
+    ({"alerts": 8}, False),
+])
+def test_the_demo_succeeds_only_when_every_planned_file_went_through(
+        change: dict[str, int], complete: bool) -> None:
+    from scripts.demo import went_through
+
+    summary = {"planned": 26, "uploaded": 26, "results": 26, "lake_rows": 26, "alerts": 13,
+               "alerts_due": 13}
+    assert went_through({**summary, **change}) is complete
