@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.detector.artifact import ArtifactError, load, runtime_requirements
+from pipeline.detector.artifact import ArtifactError, is_staging, load, runtime_requirements
 
 RUNTIME = "python3.12"
 PYTHON_VERSION = "3.12"
@@ -165,7 +165,8 @@ def model_files(model_dir: Path) -> list[tuple[str, Path]]:
         load(model_dir)
     except ArtifactError as exc:
         raise PackageError(str(exc)) from None
-    files = sorted(_walk(model_dir))
+    files = sorted((name, path) for name, path in _walk(model_dir)
+                   if not is_staging(Path(name).name))
     size = sum(path.stat().st_size for _, path in files)
     if size > MAX_MODEL_BYTES:
         raise PackageError(f"the model in {model_dir} is {size:,} bytes; at most "

@@ -72,13 +72,15 @@ def label_of(record: ResultRecord, reviewed: bool) -> tuple[str, bool] | None:
     (('anomaly', False), None)
     >>> label_of(r.with_changes(review={"label": "normal"}), reviewed=True)
     ('normal', True)
-    >>> label_of(r.with_changes(s3_uri="s3://b"), reviewed=False) is None  # no key: no image
-    True
+    >>> [label_of(r.with_changes(s3_uri=uri), reviewed=False)  # no key, or no bucket
+    ...  for uri in ("s3://b", "s3://b/", "s3:///k.jpg")]
+    [None, None, None]
     """
     if record.status == STATUS_INVALID:
         return None
     try:
-        split_s3_uri(record.s3_uri)
+        if not all(split_s3_uri(record.s3_uri)):  # s3://bucket/ or s3:///key
+            return None
     except ValueError:
         return None
     human = (record.review or {}).get("label")

@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from pipeline.detector.artifact import ArtifactError
 from pipeline.stackconfig import ConfigError, load_stack_config
 from scripts.cli_tokens import fail
 from scripts.local_stack import (
@@ -54,6 +53,8 @@ def up(
         raise typer.BadParameter(
             f"port {api_port} is in use (another `linesight local up`, or `chalice local`?); "
             "pass --api-port 0 for any free port", param_hint="--api-port")
+    from pipeline.detector.artifact import ArtifactError  # numpy: not at every command's start
+
     stack = LocalStack(model, _topology(stack_name), api_port=api_port, ingest_workers=workers)
     try:
         info = stack.start()
@@ -144,6 +145,7 @@ def register(app: typer.Typer) -> None:
 
         Example: linesight demo
         """
+        from pipeline.detector.artifact import ArtifactError
         from scripts.demo import run_demo
 
         try:

@@ -347,7 +347,13 @@ def report(
     query = _query(line_id=line, since=since_at, until=until_at, limit=500)
     stack = connect(table, endpoint_url, state)
     settings = stack.settings
-    from pipeline import aws
+    from pipeline import aws, metrics
+
+    if settings.metrics_namespace == metrics.NAMESPACE:
+        err.print(f"[dark_orange]metrics are read from the {metrics.NAMESPACE} namespace, "
+                  "which every stack wrote before each had its own: for this stack's, pass "
+                  "--state stack.json or set LINESIGHT_METRICS_NAMESPACE (its "
+                  "metrics_namespace output)[/]")
 
     unreadable: list[str] = []
     with _aws_errors(), _progress() as progress:

@@ -454,8 +454,10 @@ class LocalStack:
         version = json.loads((self.model_dir / "model.json").read_text()).get(
             "model_version", self.model_dir.name)
         prefix = f"models/{version}/"
+        from pipeline.detector.artifact import is_staging
+
         for path in sorted(self.model_dir.rglob("*")):
-            if path.is_file():
+            if path.is_file() and not is_staging(path.name):
                 s3.upload_file(str(path), self.names.results_bucket,
                                prefix + path.relative_to(self.model_dir).as_posix())
         return f"s3://{self.names.results_bucket}/{prefix}"

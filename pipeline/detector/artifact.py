@@ -92,6 +92,8 @@ def save(model: TrainedModel, out_dir: Path) -> TrainedModel:
     if model.greyscale:  # left out unless set, so other models keep their versions
         learned["greyscale"] = True
     version = _version(buffer.getvalue(), learned)
+    for stale in [path for path in out_dir.iterdir() if is_staging(path.name)]:
+        stale.unlink(missing_ok=True)  # left by a save that was killed
     document = {**learned, "model_version": version, "training": dict(model.info)}
     text = json.dumps(document, indent=2, default=_json_default)
     staged = [_staged(out_dir, ARRAYS_FILE, buffer.getvalue())]
@@ -105,6 +107,16 @@ def save(model: TrainedModel, out_dir: Path) -> TrainedModel:
     return dataclasses.replace(model, model_version=version)
 
 
+def is_staging(name: str) -> bool:
+    """Whether a file name in a model folder is one `save` writes before renaming it
+    (left behind only by a save that was killed): not part of the model.
+
+    >>> is_staging(".model.json.k2j4x9ab"), is_staging("model.json")
+    (True, False)
+    """
+    return name.startswith((f".{ARRAYS_FILE}.", f".{MODEL_FILE}."))
+
+
 def _version(arrays: bytes, learned: Mapping[str, Any]) -> str:
     digest = hashlib.sha256(arrays)
     digest.update(json.dumps(learned, sort_keys=True).encode())
@@ -115,6 +127,7 @@ def _staged(out_dir: Path, name: str, data: bytes) -> tuple[str, Path]:
     """`data` written, and flushed to disk, in a new file beside `out_dir / name`."""
     handle, path = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.")
     try:
+        os.chmod(path, 0o644)  # as a plain write makes it (mkstemp's 0600 hides it from others)
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()

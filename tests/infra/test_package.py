@@ -119,7 +119,9 @@ def test_model_files_and_digest(tmp_path: Path) -> None:
     (tmp_path / "arrays.npz").write_bytes(b"1")
     with pytest.raises(package.PackageError, match="is not a LineSight model|format"):
         package.model_files(tmp_path)  # what the ingest function could not load
-    files = package.model_files(small_model(tmp_path))
+    small_model(tmp_path)
+    (tmp_path / ".arrays.npz.k2j4x9ab").write_bytes(b"half")  # a killed save's: not shipped
+    files = package.model_files(tmp_path)
     assert [name for name, _ in files] == ["arrays.npz", "model.json"]
     before = package.model_digest(files)
     (tmp_path / "arrays.npz").write_bytes(b"2")

@@ -544,3 +544,15 @@ def test_the_demo_succeeds_only_when_every_planned_file_went_through(
     summary = {"planned": 26, "uploaded": 26, "results": 26, "lake_rows": 26, "alerts": 13,
                "alerts_due": 13}
     assert went_through({**summary, **change}) is complete
+
+
+def test_the_cli_starts_without_numpy() -> None:
+    """Every command paid for numpy and the detector's methods at start, for one except
+    clause of `local up`."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-c", "import sys, scripts.cli; "
+                            "scripts.cli._register_all(); print('numpy' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "False", shown.stderr

@@ -179,8 +179,13 @@ def test_invalid_images_raise_through_the_detector(model_dir: Path) -> None:
 
 def test_artifact_round_trip_is_stable_and_small(model_dir: Path, tmp_path: Path) -> None:
     model = artifact.load(model_dir)
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / ".model.json.k2j4x9ab").write_text("{")  # a killed save's
     again = artifact.save(model, tmp_path / "copy")
     assert again.model_version == model.model_version
+    # readable by others, as a plain write makes them, and nothing of a killed save left
+    assert {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "copy").iterdir()
+            } == {"arrays.npz": 0o644, "model.json": 0o644}
     assert artifact.size_bytes(model_dir) < 50_000_000
     with pytest.raises(artifact.ArtifactError, match="model.json"):
         artifact.load(tmp_path)
