@@ -178,6 +178,22 @@ def generated_samples(factory: pytest.TempPathFactory, counts: dict[tuple[str, s
     return out
 
 
+def quick_model(out: Path) -> Path:
+    """A whole model, as loading checks it, made in a moment: the fastest method fitted to
+    a few random images, not trained (for tests about what surrounds a model)."""
+    import numpy as np
+
+    from pipeline.detector import artifact
+    from pipeline.detector.calibration import Calibration
+    from pipeline.detector.methods.baseline import PixelGaussian
+
+    rng = np.random.default_rng(0)
+    method = PixelGaussian(input_size=32)
+    method.fit([rng.integers(0, 255, (32, 32, 3), np.uint8) for _ in range(3)], [], rng)
+    artifact.save(artifact.TrainedModel(method, Calibration(1.0, 1.0), 1.0, 1.0), out)
+    return out
+
+
 def pixel_model(samples: Path, factory: pytest.TempPathFactory) -> Path:
     """The fastest method trained on `samples`, for tests about what surrounds a model."""
     from pipeline.detector.training import train_model

@@ -18,6 +18,8 @@ import pulumi
 import pytest
 import yaml
 
+from tests.conftest import quick_model
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -170,23 +172,9 @@ def fake_pip(requirements: Path, target: Path) -> None:
 
 @pytest.fixture(scope="session")
 def fake_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A whole model, as `pulumi up` checks it (`infra.package.model_files`), made in a
-    moment: the fastest method fitted to a few random images, not trained."""
-    return small_model(tmp_path_factory.mktemp("model"))
+    """A whole model, as `pulumi up` checks it (`infra.package.model_files`)."""
+    return quick_model(tmp_path_factory.mktemp("model"))
 
-
-def small_model(out: Path) -> Path:
-    import numpy as np
-
-    from pipeline.detector import artifact
-    from pipeline.detector.calibration import Calibration
-    from pipeline.detector.methods.baseline import PixelGaussian
-
-    rng = np.random.default_rng(0)
-    method = PixelGaussian(input_size=32)
-    method.fit([rng.integers(0, 255, (32, 32, 3), np.uint8) for _ in range(3)], [], rng)
-    artifact.save(artifact.TrainedModel(method, Calibration(1.0, 1.0), 1.0, 1.0), out)
-    return out
 
 
 def run_program(stack: str, build_dir: Path, overrides: dict[str, Any] | None = None

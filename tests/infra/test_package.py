@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from infra import package
-from tests.infra.conftest import REPO, fake_pip, small_model
+from tests.conftest import quick_model
+from tests.infra.conftest import REPO, fake_pip
 
 API = REPO / "api"
 
@@ -119,7 +120,7 @@ def test_model_files_and_digest(tmp_path: Path) -> None:
     (tmp_path / "arrays.npz").write_bytes(b"1")
     with pytest.raises(package.PackageError, match="is not a LineSight model|format"):
         package.model_files(tmp_path)  # what the ingest function could not load
-    small_model(tmp_path)
+    quick_model(tmp_path)
     (tmp_path / ".arrays.npz.k2j4x9ab").write_bytes(b"half")  # a killed save's: not shipped
     files = package.model_files(tmp_path)
     assert [name for name, _ in files] == ["arrays.npz", "model.json"]
@@ -131,7 +132,7 @@ def test_model_files_and_digest(tmp_path: Path) -> None:
 def test_a_model_of_two_trainings_is_refused_before_it_is_deployed(tmp_path: Path) -> None:
     """A retrain cut short leaves model.json of one training and arrays.npz of another:
     deployed, it would judge photos under a version it is not (or fail every one)."""
-    first, second = small_model(tmp_path / "first"), tmp_path / "second"
+    first, second = quick_model(tmp_path / "first"), tmp_path / "second"
     shutil.copytree(first, second)
     document = json.loads((second / "model.json").read_text())
     (second / "model.json").write_text(json.dumps({**document, "pixel_threshold": 2.0}))

@@ -319,7 +319,7 @@ def test_a_second_stack_leaves_a_running_ones_state_file_alone(
     from dataclasses import asdict
 
     from scripts import local_stack
-    from tests.infra.conftest import small_model
+    from tests.conftest import quick_model
 
     class Started(Exception):
         pass
@@ -329,7 +329,7 @@ def test_a_second_stack_leaves_a_running_ones_state_file_alone(
 
     monkeypatch.setattr(local_stack, "STATE_FILE", tmp_path / "local.json")
     monkeypatch.setattr(local_stack, "Emulator", no_emulator)
-    model = small_model(tmp_path / "model")
+    model = quick_model(tmp_path / "model")
     with socket.create_server(("127.0.0.1", 0)) as running:
         port = running.getsockname()[1]
         local_stack.STATE_FILE.write_text(json.dumps(asdict(StackInfo(**{
