@@ -1,7 +1,8 @@
 """LineSight's Chalice app: the authorized upload and query API, and the event handlers.
 
 Thin by design: parse the event, call `pipeline`, shape the answer. Handlers:
-- `token_authorizer`: built-in authorizer on the `Authorization` header (per-camera tokens);
+- `token_authorizer`: built-in authorizer on the `Authorization` header (camera and
+  reviewer tokens, `pipeline.tokens`);
 - `app` routes: GET /getsignedurl (the seed's), POST /uploads, GET /results,
   GET /results/{image_id}, POST /results/{image_id}/review;
 - `ingest`: SQS messages carrying S3 ObjectCreated notifications;
@@ -101,7 +102,8 @@ def token_authorizer(auth_request: Any) -> AuthResponse:
     if scope is None:  # missing, malformed, unknown, revoked or expired: 401
         raise Unauthorized()
     return AuthResponse(routes=["*"], principal_id=scope.token_id,
-                        context={"line_id": scope.line_id, "camera_id": scope.camera_id})
+                        context={"line_id": scope.line_id, "camera_id": scope.camera_id,
+                                 "role": scope.role})
 
 
 def _request() -> Request:
@@ -129,14 +131,39 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
-def _scope() -> tuple[str, str]:
-    """The token's (line, camera). Without both the request is refused: an empty line
-    would be no filter at all on the results routes."""
-    context = (_request().context or {}).get("authorizer") or {}
-    line_id, camera_id = context.get("line_id", ""), context.get("camera_id", "")
-    if not line_id or not camera_id:
-        raise ForbiddenError("the token has no line or camera")
-    return line_id, camera_id
+def _authorizer() -> dict[str, Any]:
+    return (_request().context or {}).get("authorizer") or {}
+
+
+def _line() -> str:
+    """The token's line, whatever its role. Without one the request is refused: an empty
+    line would be no filter at all on the results routes."""
+    line_id = _authorizer().get("line_id", "")
+    if not line_id:
+        raise ForbiddenError("the token has no line")
+    return str(line_id)
+
+
+def _camera_scope() -> tuple[str, str]:
+    """The (line, camera) a camera token uploads for; any other token is refused. A
+    context without a role is a camera's (an answer cached before roles existed)."""
+    context = _authorizer()
+    if context.get("role", tokens.CAMERA) != tokens.CAMERA:
+        raise ForbiddenError("a reviewer token cannot upload; cameras upload with their own "
+                             "tokens")
+    line_id, camera_id = _line(), context.get("camera_id", "")
+    if not camera_id:
+        raise ForbiddenError("the token has no camera")
+    return line_id, str(camera_id)
+
+
+def _reviewer_line() -> str:
+    """The line a reviewer token may label. A camera token may not: it sits on the factory
+    floor, and a review becomes a training label (`export-dataset`)."""
+    if _authorizer().get("role") != tokens.REVIEWER:
+        raise ForbiddenError("only a reviewer token may review; an operator creates one with "
+                             "`linesight tokens create --role reviewer --line LINE`")
+    return _line()
 
 
 def _settings_to(doing: str, *names: str) -> Settings:
@@ -170,7 +197,7 @@ def _target(line_id: Any, camera_id: Any, image_id: Any, content_type: Any,
                                     content_type or "image/jpeg", names=names)
     except uploads.UploadRequestError as exc:
         raise BadRequestError(str(exc)) from None
-    allowed_line, allowed_camera = _scope()
+    allowed_line, allowed_camera = _camera_scope()
     if (target.line_id, target.camera_id) != (allowed_line, allowed_camera):
         raise ForbiddenError(
             f"this token may upload for line {allowed_line!r} camera {allowed_camera!r} only")
@@ -211,7 +238,7 @@ def create_upload() -> Response:
 def list_results() -> dict[str, Any]:
     params: Mapping[str, str] = _request().query_params or {}
     # A token reads its own line's results: the line defaults to it, another is refused.
-    own_line = _scope()[0]
+    own_line = _line()
     line = params.get("line") or own_line
     if line != own_line:
         raise ForbiddenError(f"this token may read line {own_line!r} only")
@@ -263,25 +290,26 @@ def get_result(image_id: str) -> dict[str, Any]:
     try:
         record = queries.get_result(_results_table(), _known_image_id(image_id))
     except MalformedRecord as exc:  # an item edited by hand or written by something else
-        if exc.item.get("line_id") != _scope()[0]:
+        if exc.item.get("line_id") != _line():
             raise NotFoundError(f"no result for image {image_id!r} (yet)") from None
         log.error("cannot answer for image %s: %s", image_id, exc)
         raise ChaliceViewError(f"the stored result is unreadable: {exc}") from None
-    if record is None or record.line_id != _scope()[0]:  # another line's image looks absent
+    if record is None or record.line_id != _line():  # another line's image looks absent
         raise NotFoundError(f"no result for image {image_id!r} (yet)")
     return record.to_json()
 
 
 @app.route("/results/{image_id}/review", methods=["POST"], authorizer=token_authorizer)
 def review_result(image_id: str) -> dict[str, Any]:
+    line_id = _reviewer_line()
     body = _json_object()
-    token_id = (_request().context or {}).get("authorizer", {}).get("principalId", "")
+    token_id = _authorizer().get("principalId", "")
     try:
         # A token reviews only its own line's images (another line's look absent: 404).
         record = reviews.record_review(_results_table(), _known_image_id(image_id),
                                        body.get("label"),
                                        body.get("note") or "", reviewer=token_id or "api",
-                                       line_id=_scope()[0])
+                                       line_id=line_id)
     except reviews.ReviewError as exc:
         raise BadRequestError(str(exc)) from None
     except MalformedRecord as exc:  # stored (on the token's line), but the result's side

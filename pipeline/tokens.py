@@ -1,9 +1,16 @@
-"""Per-camera API tokens, stored only as salted hashes with their scope.
+"""API tokens for cameras and reviewers, stored only as salted hashes with their scope.
 
 A token reads `ls_<token_id>_<secret>`. The tokens table holds, per `token_id`: the salt,
-SHA-256(salt + secret), the line and camera it may upload for, its expiry and whether it
-is revoked. The secret is 32 random bytes, so a fast salted hash is enough (a slow KDF
-protects guessable passwords, not random keys). Comparison is constant-time.
+SHA-256(salt + secret), its role and scope, its expiry and whether it is revoked. There are
+two roles (`ROLES`):
+- a `camera` token uploads for one line and camera, and reads its line's results;
+- a `reviewer` token, for a person, reads one line's results and records verdicts on them
+  (a human label that `export-dataset` trains on), and uploads nothing.
+A camera on the factory floor holds its token in plain sight, so a camera token cannot
+label. An item without a role is a camera token (tokens issued before roles were).
+
+The secret is 32 random bytes, so a fast salted hash is enough (a slow KDF protects
+guessable passwords, not random keys). Comparison is constant-time.
 Verifications are cached for `CACHE_TTL_SECONDS` (never past the token's expiry). API
 Gateway caches the authorizer's answer for the same time in front of this process, so a
 revoked token is refused within `REVOCATION_SECONDS` = twice that. That cache knows no
@@ -38,27 +45,32 @@ REVOCATION_SECONDS = 30.0
 CACHE_TTL_SECONDS = REVOCATION_SECONDS / 2
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 _TOKEN = re.compile(rf"^ls_(?P<id>{_TOKEN_ID.pattern})_(?P<secret>[A-Za-z0-9_-]{{43}})$")
+CAMERA, REVIEWER = "camera", "reviewer"
+ROLES = (CAMERA, REVIEWER)
 
 
 @dataclass(frozen=True)
 class Scope:
     token_id: str
     line_id: str
-    camera_id: str
+    camera_id: str  # "" for a reviewer
+    role: str = CAMERA
 
     def allows(self, line_id: str, camera_id: str) -> bool:
-        return self.line_id == line_id and self.camera_id == camera_id
+        """Whether the token may upload for this line and camera."""
+        return self.role == CAMERA and (self.line_id, self.camera_id) == (line_id, camera_id)
 
 
 @dataclass(frozen=True)
 class TokenInfo:
     token_id: str
     line_id: str
-    camera_id: str
+    camera_id: str  # "" for a reviewer
     created_at: datetime
     expires_at: datetime | None
     revoked: bool
     description: str = ""
+    role: str = CAMERA
 
 
 def _hash(salt: str, secret: str) -> str:
@@ -106,12 +118,18 @@ def token_id_of(text: str) -> str | None:
     return text.lower() if _TOKEN_ID.fullmatch(text.lower()) else None
 
 
-def create_token(table: str, line_id: str, camera_id: str, *,
+def create_token(table: str, line_id: str, camera_id: str = "", *, role: str = CAMERA,
                  expires_at: datetime | None = None, description: str = "") -> tuple[str, str]:
-    """Store a new token's hash and scope; return (token_id, token). The token itself is
-    never stored and cannot be shown again. The scope must be IDs the upload API accepts."""
+    """Store a new token's hash, role and scope; return (token_id, token). The token itself
+    is never stored and cannot be shown again. The scope must be IDs the upload API
+    accepts: a line, and for a camera token its camera (a reviewer token has none)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     line_id = validate_id(line_id, "line_id")
-    camera_id = validate_id(camera_id, "camera_id")
+    if role == CAMERA:
+        camera_id = validate_id(camera_id, "camera_id")
+    elif camera_id:
+        raise UploadRequestError("a reviewer token has no camera: it reviews the whole line")
     if reserved := reserved_line(line_id):
         raise UploadRequestError(f"line_id {reserved}")
     token_id = secrets.token_hex(8)
@@ -122,10 +140,12 @@ def create_token(table: str, line_id: str, camera_id: str, *,
         "salt": {"S": salt},
         "hash": {"S": _hash(salt, secret)},
         "line_id": {"S": line_id},
-        "camera_id": {"S": camera_id},
+        "role": {"S": role},
         "created_at": {"S": iso(utc_now())},
         "revoked": {"BOOL": False},
     }
+    if camera_id:
+        item["camera_id"] = {"S": camera_id}
     if expires_at is not None:
         item["expires_at"] = {"S": iso(expires_at)}
     if description:
@@ -163,7 +183,8 @@ def list_tokens(table: str, unreadable: list[str] | None = None) -> list[TokenIn
                 if unreadable is not None:
                     token_id = item.get("token_id", {}).get("S", "(no token_id)")
                     unreadable.append(f"{token_id}: {exc}")
-    return sorted(infos, key=lambda info: (info.line_id, info.camera_id, info.created_at))
+    return sorted(infos, key=lambda info: (info.line_id, info.role, info.camera_id,
+                                           info.created_at))
 
 
 class _Cache:
@@ -230,22 +251,30 @@ def _lookup(table: str, token: str) -> tuple[Scope | None, datetime | None]:
         log.warning("token %s refused: wrong secret", match["id"])
         return None, None
     if info.revoked:
-        log.warning("token %s refused: revoked (line %s camera %s)", info.token_id,
-                    info.line_id, info.camera_id)
+        log.warning("token %s refused: revoked (%s)", info.token_id, _scope_words(info))
         return None, None
     if info.expires_at is not None and info.expires_at <= utc_now():
-        log.warning("token %s refused: expired at %s (line %s camera %s)", info.token_id,
-                    iso(info.expires_at), info.line_id, info.camera_id)
+        log.warning("token %s refused: expired at %s (%s)", info.token_id,
+                    iso(info.expires_at), _scope_words(info))
         return None, None
-    return Scope(info.token_id, info.line_id, info.camera_id), info.expires_at
+    return Scope(info.token_id, info.line_id, info.camera_id, info.role), info.expires_at
+
+
+def _scope_words(info: TokenInfo) -> str:
+    if info.role == REVIEWER:
+        return f"reviewer of line {info.line_id}"
+    return f"line {info.line_id} camera {info.camera_id}"
 
 
 def _info(item: dict[str, Any]) -> TokenInfo:
     """The item's fields; raises MalformedItem naming the first one it cannot read."""
+    role = _role(item)
     return TokenInfo(
         token_id=_string(item, "token_id"),
         line_id=_id(item, "line_id"),
-        camera_id=_id(item, "camera_id"),
+        # a reviewer has no camera (one typed into its item by hand is not a scope either)
+        camera_id=_id(item, "camera_id") if role == CAMERA else "",
+        role=role,
         created_at=_time(item, "created_at"),
         expires_at=_time(item, "expires_at") if "expires_at" in item else None,
         # Fails closed: `{"S": "true"}` typed in the console revokes, and so does any
@@ -253,6 +282,17 @@ def _info(item: dict[str, Any]) -> TokenInfo:
         revoked="revoked" in item and item["revoked"] != {"BOOL": False},
         description=item.get("description", {}).get("S", ""),
     )
+
+
+def _role(item: dict[str, Any]) -> str:
+    """The token's role; none is a camera token (issued before roles). Fails closed: any
+    other value (`Reviewer`, a number) makes the item unreadable, so the token is refused."""
+    if "role" not in item:
+        return CAMERA
+    role = _string(item, "role")
+    if role not in ROLES:
+        raise MalformedItem(f"role is not one of {', '.join(ROLES)}")
+    return role
 
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")

@@ -42,7 +42,8 @@ def up(
                                         "2 lines x 2 cameras)"),
 ) -> None:
     """Start moto, provision every resource, serve the API and run the pollers until
-    Ctrl-C. Writes .linesight/local.json with the endpoints and a demo camera token.
+    Ctrl-C. Writes .linesight/local.json with the endpoints, a token per camera and a
+    reviewer token per line.
 
     Example: linesight local up --model models/demo --stack plant-a
     """
@@ -74,6 +75,8 @@ def up(
     console.print(f"  AWS endpoint   {info.aws_endpoint_url}")
     console.print(f"  demo camera    line {info.line_id} camera {info.camera_id}")
     console.print(f"  token          {info.token}")
+    if reviewer := info.reviewer_tokens.get(info.line_id):
+        console.print(f"  reviewer token {reviewer}  (POST /results/{{image_id}}/review)")
     console.print("Upload: linesight upload resources/samples/test/anomaly "
                   f"--line {info.line_id} --camera {info.camera_id}")
     console.print("Press Ctrl-C to stop.")

@@ -1,7 +1,7 @@
-"""`linesight tokens create|list|revoke`: per-camera API tokens.
+"""`linesight tokens create|list|revoke`: API tokens for cameras and reviewers.
 
-A token is printed once, when it is created; the table keeps only its salted hash and its
-scope (see `pipeline.tokens`). The tokens table is `--table`, else `LINESIGHT_TOKENS_TABLE`,
+A token is printed once, when it is created; the table keeps only its salted hash, its role
+and its scope (see `pipeline.tokens`). The tokens table is `--table`, else `LINESIGHT_TOKENS_TABLE`,
 else the running local stack's (`.linesight/local.json`, whose endpoint is then used).
 `scripts/cli.py` (the typer root) calls `register(app)` to add the group.
 """
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 console = Console()
 err = Console(stderr=True)
-tokens_app = typer.Typer(help="Create, list and revoke per-camera API tokens.",
+tokens_app = typer.Typer(help="Create, list and revoke API tokens for cameras and reviewers.",
                          no_args_is_help=True)
 
 TableOption = Annotated[str | None, typer.Option(
@@ -136,11 +136,11 @@ def unconfigured(lines: dict[str, list[str]], line: str, camera: str) -> str:
     "line 'press1' is not configured on this stack (its lines: press-1)"
     >>> unconfigured({"press-1": ["top", "side"]}, "press-1", "rear")
     "camera 'rear' is not one of line press-1's cameras (top, side)"
-    >>> unconfigured({}, "any", "thing")
-    ''
+    >>> unconfigured({}, "any", "thing"), unconfigured({"press-1": ["top"]}, "press-1", "")
+    ('', '')
     """
-    if not lines or camera in lines.get(line, []):
-        return ""
+    if not lines or camera in lines.get(line, []) or (not camera and line in lines):
+        return ""  # no camera: a reviewer's token, for the whole line
     if line not in lines:
         return f"line {line!r} is not configured on this stack (its lines: {', '.join(lines)})"
     return f"camera {camera!r} is not one of line {line}'s cameras ({', '.join(lines[line])})"
@@ -177,8 +177,16 @@ def parse_expiry(value: str, now: datetime | None = None) -> datetime:
 
 @tokens_app.command("create")
 def create(
-    line: Annotated[str, typer.Option("--line", help="Line the token may upload for.")],
-    camera: Annotated[str, typer.Option("--camera", help="Camera the token may upload for.")],
+    line: Annotated[str, typer.Option("--line", help="Line the token may upload for, or "
+                                      "review.")],
+    camera: Annotated[str, typer.Option(
+        "--camera", help="Camera the token may upload for (a camera token needs one; a "
+        "reviewer's has none).", show_default=False)] = "",
+    role: Annotated[str, typer.Option(
+        "--role", help="camera: uploads for one camera and reads its line's results. "
+        "reviewer: for a person; reads the line's results and records verdicts on them "
+        "(the labels `export-dataset` trains on); uploads nothing.",
+        case_sensitive=False)] = tokens.CAMERA,
     expires: Annotated[str | None, typer.Option(
         "--expires", help="Lifetime (30d, 12h, 2w), a date or an ISO-8601 time; default: "
         "never.",
@@ -191,18 +199,28 @@ def create(
         "--unconfigured", help="Issue it even though the stack's config (linesight:lines) "
         "lacks this line or camera.")] = False,
 ) -> None:
-    """Create a token for one camera and print it. It is shown only this once.
+    """Create a token for one camera, or for a person who reviews one line, and print it.
+    It is shown only this once.
 
     With --state (or the local stack) the line and camera must be in the stack's config:
     the alarms and the dashboard watch only configured cameras.
 
-    Example:
+    Examples:
 
         linesight tokens create --line line-1 --camera cam-2 --expires 90d --description "press 4"
+        linesight tokens create --role reviewer --line line-1 --expires 30d --description "Ana (QA)"
     """
+    role = role.lower()
+    if role not in tokens.ROLES:
+        raise typer.BadParameter(f"{role!r} is not one of {', '.join(tokens.ROLES)}",
+                                 param_hint="--role")
+    if role == tokens.REVIEWER and camera:
+        raise typer.BadParameter("a reviewer token has no camera: it reviews the whole line",
+                                 param_hint="--camera")
     try:
         line = validate_id(line, "--line")
-        camera = validate_id(camera, "--camera")
+        if role == tokens.CAMERA:
+            camera = validate_id(camera, "--camera")
     except UploadRequestError as exc:
         raise typer.BadParameter(str(exc)) from None
     if reserved_line(line):  # create_token refuses it too; here it is a usage error
@@ -215,11 +233,12 @@ def create(
              "widget would watch them. Add it to linesight:lines and `pulumi up` first, or "
              "pass --unconfigured to issue it anyway")
     try:
-        token_id, token = tokens.create_token(name, line, camera, expires_at=expires_at,
-                                              description=description)
+        token_id, token = tokens.create_token(name, line, camera, role=role,
+                                              expires_at=expires_at, description=description)
     except (ClientError, BotoCoreError) as exc:
         _aws_fail(exc, name)
-    err.print(f"Created token [bold]{token_id}[/bold] for line {line} camera {camera}"
+    scope = f"reviewing line {line}" if role == tokens.REVIEWER else f"line {line} camera {camera}"
+    err.print(f"Created {role} token [bold]{token_id}[/bold] for {scope}"
               + (f", expires {iso(expires_at)}" if expires_at else "")
               + ". Store it now: it cannot be shown again.", highlight=False)
     typer.echo(token)
@@ -227,7 +246,7 @@ def create(
 
 @tokens_app.command("list")
 def list_(table: TableOption = None, state: StateOption = None) -> None:
-    """List tokens with their scope and status (never the secrets).
+    """List tokens with their role, scope and status (never the secrets).
 
     Example:
 
@@ -242,7 +261,7 @@ def list_(table: TableOption = None, state: StateOption = None) -> None:
     now = utc_now()
     view = Table(title=f"tokens in {name}")
     view.add_column("ID", no_wrap=True, min_width=16)
-    for column in ("line", "camera", "status", "created", "expires"):
+    for column in ("role", "line", "camera", "status", "created", "expires"):
         view.add_column(column, no_wrap=True)
     view.add_column("description", overflow="fold")
     for info in infos:
@@ -253,7 +272,7 @@ def list_(table: TableOption = None, state: StateOption = None) -> None:
         else:
             status = "[green]active[/green]"
         # a description is whatever its creator typed: shown as typed, never as markup
-        view.add_row(info.token_id, info.line_id, info.camera_id, status,
+        view.add_row(info.token_id, info.role, info.line_id, info.camera_id or "-", status,
                      f"{info.created_at:%Y-%m-%d %H:%M}",
                      f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "never",
                      escape(info.description))

@@ -196,6 +196,7 @@ class StackInfo:
     line_id: str
     camera_id: str
     camera_tokens: dict[str, str] = field(default_factory=dict)
+    reviewer_tokens: dict[str, str] = field(default_factory=dict)  # {line: token}
     environment: dict[str, str] = field(default_factory=dict)
     lines: dict[str, list[str]] = field(default_factory=dict)  # {line: its cameras}
 
@@ -203,7 +204,7 @@ class StackInfo:
         """A file edited by hand or by something else is refused here (ValueError naming
         the field), not later as an AttributeError in whichever command reads it."""
         for name, value in ((f.name, getattr(self, f.name)) for f in fields(self)):
-            if name in ("camera_tokens", "environment"):
+            if name in ("camera_tokens", "reviewer_tokens", "environment"):
                 good = isinstance(value, dict) and all(
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items())
                 shape = "an object of strings"
@@ -319,6 +320,7 @@ class LocalStack:
                             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
         self._set_environment(info)
         info.camera_tokens = self._create_tokens(info.tokens_table)
+        info.reviewer_tokens = self._create_reviewer_tokens(info.tokens_table)
         info.token = info.camera_tokens[f"{info.line_id}/{info.camera_id}"]
         self._start_api()
         self._start_pollers(info)
@@ -489,6 +491,12 @@ class LocalStack:
         return {f"{line}/{camera}": tokens.create_token(
                     table, line, camera, description="local stack demo camera")[1]
                 for line, cameras in self.topology.lines.items() for camera in cameras}
+
+    def _create_reviewer_tokens(self, table: str) -> dict[str, str]:
+        """One reviewer token per line, as `linesight tokens create --role reviewer`."""
+        return {line: tokens.create_token(table, line, role=tokens.REVIEWER,
+                                          description="local stack demo reviewer")[1]
+                for line in self.topology.lines}
 
     # -- the handlers' environment: what Pulumi sets on the functions, plus the endpoint --
 

@@ -107,7 +107,7 @@ def test_a_review_reaches_the_lake_as_a_row_of_its_own(local_stack: LocalStack,
     body = json.dumps({"label": "anomaly", "note": "hairline crack by the left hole"})
     request = urllib.request.Request(
         f"{info.api_url}/results/{image_id}/review", data=body.encode(), method="POST",
-        headers={"Authorization": info.camera_tokens["line-1/cam-2"],
+        headers={"Authorization": info.reviewer_tokens["line-1"],
                  "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200

@@ -211,13 +211,15 @@ def test_a_results_route_without_its_table_is_500_naming_the_setting(
 
 @pytest.mark.parametrize("image_id", ["x" * 3000, "A" * 32, "0" * 31, "..%2F" + "a" * 32])
 def test_an_image_id_no_upload_has_is_404_before_dynamodb(
-        client: Any, token: str, image_id: str) -> None:
+        client: Any, token: str, shared_stack: MotoStack, image_id: str) -> None:
     """DynamoDB refuses keys over 2 KB with a ValidationException (a 500 in AWS; moto
     answers none): an id that is not 32 hex digits names no result."""
+    reviewer = tokens.create_token(shared_stack.info.tokens_table, "line-1",
+                                   role=tokens.REVIEWER)[1]
     for response in (client.http.get(f"/results/{image_id}",
                                      headers={"Authorization": token}),
                      client.http.post(f"/results/{image_id}/review",
-                                      headers={"Authorization": token,
+                                      headers={"Authorization": reviewer,
                                                "Content-Type": "application/json"},
                                       body=json.dumps({"label": "normal"}).encode())):
         assert response.status_code == 404, response.body

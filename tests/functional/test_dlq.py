@@ -663,7 +663,8 @@ def test_a_deployed_stacks_outputs_serve_as_the_stack_description(
 
     info = moto_stack.info
     outputs = {key: value for key, value in asdict(info).items()
-               if key not in ("queue_url", "environment", "camera_tokens", "token")}
+               if key not in ("queue_url", "environment", "camera_tokens",
+                              "reviewer_tokens", "token")}
     outputs |= {"ingest_queue_url": info.queue_url, "dashboard_url": "https://console/x"}
     state = tmp_path / "stack.json"
     state.write_text(json.dumps(outputs))

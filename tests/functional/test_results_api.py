@@ -263,7 +263,8 @@ def test_the_cli_reads_a_deployed_stack_from_its_outputs(
     from scripts.cli_results import register
 
     outputs = {key: value for key, value in asdict(stack.info).items()
-               if key not in ("queue_url", "environment", "camera_tokens", "token")}
+               if key not in ("queue_url", "environment", "camera_tokens",
+                              "reviewer_tokens", "token")}
     described = tmp_path / "stack.json"
     described.write_text(json.dumps(outputs | {"ingest_queue_url": stack.info.queue_url}))
     saved = dict(os.environ)

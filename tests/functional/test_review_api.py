@@ -35,7 +35,8 @@ def api(stack: ResultsStack) -> Iterator[Any]:
 
     from scripts.local_stack import load_app_module
 
-    token_id, token = tokens.create_token(stack.info.tokens_table, "line-1", "cam-1")
+    token_id, token = tokens.create_token(stack.info.tokens_table, "line-1",
+                                          role=tokens.REVIEWER)
     with Client(load_app_module().app) as client:
         yield _Api(client, token, token_id)
 
@@ -328,7 +329,7 @@ def test_the_api_answers_for_an_item_that_is_not_a_result(api: _Api,
     stack.client("dynamodb").update_item(
         TableName=stack.info.table, Key={"image_id": {"S": bad.image_id}},
         UpdateExpression="REMOVE processed_at")
-    _, line_2 = tokens.create_token(stack.info.tokens_table, "line-2", "cam-1")
+    _, line_2 = tokens.create_token(stack.info.tokens_table, "line-2", role=tokens.REVIEWER)
     try:
         status, body = api.call("get", f"/results/{bad.image_id}")
         assert status == 500
@@ -422,3 +423,44 @@ def test_a_token_reviews_only_its_own_lines_images(api: _Api, stack: ResultsStac
     item = stack.client("dynamodb").get_item(TableName=stack.info.table,
                                              Key={"image_id": {"S": other_line.image_id}})
     assert "review" not in item["Item"]
+
+
+def test_a_camera_token_cannot_review(api: _Api, stack: ResultsStack) -> None:
+    """A camera's token sits on the factory floor; a review is a training label
+    (`export-dataset --reviewed`), so only a person's reviewer token records one."""
+    stored = stack.put(record(stack.info, 42))
+    _, camera = tokens.create_token(stack.info.tokens_table, "line-1", "cam-1")
+
+    status, body = api.review(stored.image_id, {"label": "anomaly"}, token=camera)
+
+    assert status == 403
+    assert "only a reviewer token may review" in body["Message"]
+    assert "--role reviewer" in body["Message"]
+    item = stack.client("dynamodb").get_item(TableName=stack.info.table,
+                                             Key={"image_id": {"S": stored.image_id}})
+    assert "review" not in item["Item"]
+    # the camera still reads its line's results
+    assert api.call("get", f"/results/{stored.image_id}", token=camera)[0] == 200
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("post", "/uploads", {"line_id": "line-1", "camera_id": "cam-1"}),
+    ("get", "/getsignedurl?assemblylineid=line-1&cameraid=cam-1", None),
+])
+def test_a_reviewer_token_uploads_nothing(api: _Api, stack: ResultsStack, method: str,
+                                          path: str, body: Any) -> None:
+    status, answer = api.call(method, path, body)
+
+    assert status == 403
+    assert answer["Message"] == ("a reviewer token cannot upload; cameras upload with "
+                                 "their own tokens")
+
+
+def test_a_reviewer_token_lists_its_lines_results(api: _Api, stack: ResultsStack) -> None:
+    stored = stack.put(record(stack.info, 43))
+
+    status, page = api.call("get", "/results?limit=100")
+
+    assert status == 200, page
+    assert stored.image_id in [r["image_id"] for r in page["results"]]
+    assert api.call("get", "/results?line=line-2")[0] == 403

@@ -18,8 +18,8 @@ from scripts.local_stack import StackInfo
 def state(**environment: str) -> StackInfo:
     fields: dict[str, Any] = dict.fromkeys(StackInfo.__dataclass_fields__, "")
     fields.update(api_url="http://127.0.0.1:8123", token="tok-demo",
-                  camera_tokens={"line-1/cam-1": "tok-1"}, environment=environment,
-                  lines={})
+                  camera_tokens={"line-1/cam-1": "tok-1"}, reviewer_tokens={},
+                  environment=environment, lines={})
     return StackInfo(**fields)
 
 

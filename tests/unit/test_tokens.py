@@ -91,6 +91,41 @@ def test_a_token_is_only_scoped_to_ids_the_upload_api_accepts(table: str, line: 
     assert _items(table) == []
 
 
+def test_a_reviewer_token_has_a_line_and_no_camera(table: str) -> None:
+    token_id, token = tokens.create_token(table, "line-2", role=tokens.REVIEWER)
+    scope = tokens.verify(table, token)
+    assert scope == tokens.Scope(token_id, "line-2", "", tokens.REVIEWER)
+    assert not scope.allows("line-2", "")  # it uploads for nothing
+    [info] = tokens.list_tokens(table)
+    assert (info.role, info.camera_id) == (tokens.REVIEWER, "")
+
+
+@pytest.mark.parametrize("camera, role, refused, why", [
+    ("cam-1", tokens.REVIEWER, "UploadRequestError", "a reviewer token has no camera"),
+    ("", tokens.CAMERA, "UploadRequestError", "a camera token needs its camera"),
+    ("cam-1", "admin", "ValueError", "a role that does not exist"),
+])
+def test_a_token_has_the_scope_of_its_role(table: str, camera: str, role: str, refused: str,
+                                           why: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        tokens.create_token(table, "line-1", camera, role=role)
+    assert type(caught.value).__name__ == refused, why
+    assert _items(table) == [], why
+
+
+@pytest.mark.parametrize("remove, why", [
+    ("#r", "issued before roles: a camera token"),
+    ("#r, camera_id", "nor a camera: refused as malformed"),
+])
+def test_a_token_without_a_role_is_a_camera_token(table: str, remove: str, why: str) -> None:
+    token_id, token = tokens.create_token(table, "line-1", "cam-1")
+    boto3.client("dynamodb").update_item(TableName=table, Key={"token_id": {"S": token_id}},
+                                         UpdateExpression=f"REMOVE {remove}",
+                                         ExpressionAttributeNames={"#r": "role"})
+    expected = tokens.Scope(token_id, "line-1", "cam-1") if "camera_id" not in remove else None
+    assert tokens.verify(table, token) == expected, why
+
+
 def test_a_valid_token_yields_its_scope(table: str) -> None:
     token_id, token = tokens.create_token(table, "line-2", "cam-3")
     scope = tokens.verify(table, token)
@@ -190,6 +225,8 @@ def test_a_token_without_a_revoked_attribute_is_not_revoked(table: str) -> None:
     ("created_at", {"S": "yesterday"}, "a time that does not parse"),
     ("created_at", {"S": "2026-01-01T00:00:00"}, "a time without a zone"),
     ("expires_at", {"S": "never"}, "an expiry that does not parse"),
+    ("role", {"S": "Reviewer"}, "a role in another case (fails closed)"),
+    ("role", {"BOOL": True}, "a role of another type"),
 ])
 def test_a_malformed_item_is_refused_like_an_unknown_token(
         table: str, caplog: pytest.LogCaptureFixture, attribute: str, value: Any,
@@ -277,6 +314,21 @@ def test_cli_create_prints_the_token_once_and_list_never_shows_it(cli: Any,
     assert token.split("_", 2)[2] not in listed.stdout
 
 
+def test_cli_creates_a_reviewer_token_and_lists_roles(cli: Any, table: str) -> None:
+    created = cli("tokens", "create", "--role", "Reviewer", "--line", "line-1",
+                  "--description", "Ana (QA)")
+    assert created.exit_code == 0, created.output
+    assert "Created reviewer token" in created.stderr and "reviewing line line-1" in created.stderr
+    scope = tokens.verify(table, created.stdout.strip().splitlines()[-1])
+    assert scope is not None and (scope.role, scope.line_id) == (tokens.REVIEWER, "line-1")
+    assert cli("tokens", "create", "--line", "line-1", "--camera", "cam-1").exit_code == 0
+
+    rows = [[cell.strip() for cell in line.split("│")] for line in
+            cli("tokens", "list").stdout.splitlines() if "line-1" in line]
+    assert sorted(row[2:5] for row in rows) == [["camera", "line-1", "cam-1"],
+                                                ["reviewer", "line-1", "-"]]
+
+
 def test_cli_revoke(cli: Any, table: str) -> None:
     token_id, token = tokens.create_token(table, "line-1", "cam-1")
     result = cli("tokens", "revoke", token_id)
@@ -311,7 +363,7 @@ def test_cli_falls_back_to_the_running_local_stack(table: str, tmp_path: Any,
     monkeypatch.setenv("COLUMNS", "200")
     state = tmp_path / "local.json"
     fields = dict.fromkeys(local_stack.StackInfo.__dataclass_fields__, "")
-    fields.update(tokens_table=table, camera_tokens={}, lines={},
+    fields.update(tokens_table=table, camera_tokens={}, reviewer_tokens={}, lines={},
                   environment={"AWS_DEFAULT_REGION": "us-east-1", "LINESIGHT_X": "not exported"})
     state.write_text(json.dumps(fields))
     monkeypatch.setattr(local_stack, "read_state", lambda *_: local_stack.StackInfo(
@@ -412,6 +464,11 @@ def test_cli_reads_a_deployed_stacks_tokens_table_in_its_region(
      "a span no timedelta holds"),
     (["create", "--line", "unknown", "--camera", "c"], "'unknown' is reserved",
      "the line of unissued keys (a traceback before)"),
+    (["create", "--line", "l"], "--camera", "a camera token without its camera"),
+    (["create", "--line", "l", "--camera", "c", "--role", "reviewer"], "has no camera",
+     "a reviewer token is for a whole line"),
+    (["create", "--line", "l", "--role", "admin"], "'admin' is not one of camera, reviewer",
+     "a role that does not exist"),
     (["revoke", "nope"], "token ID", "not an ID"),
     (["revoke", "0123456789abcdef"], "no token", "unknown ID"),
     (["list", "--table", "no-such-table"], "does not exist", "a table name mistyped"),
