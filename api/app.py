@@ -267,7 +267,8 @@ def list_results() -> dict[str, Any]:
 def _limit(value: str | None) -> int:
     if not value:
         return 100
-    if not (value.isascii() and value.isdigit()):  # isdigit alone passes "²"
+    # isdigit alone passes "²"; int() refuses over 4,300 digits in words of its own
+    if not (value.isascii() and value.isdigit()) or len(value) > 6:
         raise ValueError(f"limit must be a whole number from 1 to {queries.MAX_PAGE}")
     return int(value)
 

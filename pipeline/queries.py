@@ -22,6 +22,10 @@ from pipeline.records import (
 from pipeline.tables import HASH_KEY, INDEX_BY_LINE, INDEX_BY_LINE_CAMERA, TIME_KEY
 
 MAX_PAGE = 500
+# With `anomalous` or `reviewed`, DynamoDB's Limit counts items read before the filter: a
+# page is filled by reading again, at most this many times per request (a rare match in a
+# long line still ends a page short, with a next_token).
+MAX_READS_PER_PAGE = 5
 
 
 class QueryError(ValueError):
@@ -97,8 +101,10 @@ def get_result(table: str, image_id: str) -> ResultRecord | None:
 
 
 def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
-    """One page of results, newest first when a line is given (a key query on an index);
-    without a line it is a scan, which is fine for small tables and dashboards."""
+    """One page of at most `limit` results, newest first when a line is given (a key query
+    on an index); without a line it is a scan, which is fine for small tables and
+    dashboards. A page can hold fewer, even none, and still have a `next_token`: the
+    results end only where it is empty."""
     if query.camera_id and not query.line_id:
         raise QueryError("camera needs line")
     if not 1 <= query.limit <= MAX_PAGE:
@@ -142,9 +148,13 @@ def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
         args["FilterExpression"] = " AND ".join(filters)
     if start is not None:
         if query.line_id:
-            window = (iso(query.since) if query.since else "",
-                      iso(query.until) if query.until else "")
-            _check_start(start, hash_name, hash_value, window)
+            _check_start(start, hash_name, hash_value, until=iso(query.until) if query.until
+                         else "")
+            if query.since and start[TIME_KEY]["S"] < iso(query.since):
+                # Newest first, so nothing after this key is as new as `since`: the end.
+                # An age (`since=2h`) is resolved again at each page, and moves past the
+                # oldest item of the page before.
+                return Page([], "")
         else:
             _check_start(start)
         args["ExclusiveStartKey"] = start
@@ -153,16 +163,23 @@ def query_results(table: str, query: ResultQuery, next_token: str = "") -> Page:
     if values:
         args["ExpressionAttributeValues"] = values
     ddb = aws.client("dynamodb")
-    response = ddb.query(**args) if query.line_id else ddb.scan(**args)
+    read = ddb.query if query.line_id else ddb.scan
     # An item edited by hand or written by something else is left out and named, so that
     # one bad item does not hide every other result.
-    records, unreadable = [], []
-    for item in response.get("Items", []):
-        try:
-            records.append(ResultRecord.from_item(item))
-        except MalformedRecord as exc:
-            unreadable.append(str(exc))
-    last = response.get("LastEvaluatedKey")
+    records: list[ResultRecord] = []
+    unreadable: list[str] = []
+    for _ in range(MAX_READS_PER_PAGE if filters else 1):
+        response = read(**args)
+        for item in response.get("Items", []):
+            try:
+                records.append(ResultRecord.from_item(item))
+            except MalformedRecord as exc:
+                unreadable.append(str(exc))
+        last = response.get("LastEvaluatedKey")
+        if not last or len(records) + len(unreadable) >= query.limit:
+            break
+        # never more than `limit` in all: read only as many items as are missing
+        args.update(ExclusiveStartKey=last, Limit=query.limit - len(records) - len(unreadable))
     return Page(records, _encode_token(last) if last else "", unreadable)
 
 
@@ -185,10 +202,10 @@ def _encode_token(key: dict[str, Any]) -> str:
 
 
 def _check_start(start: dict[str, Any], hash_name: str = "", hash_value: str = "",
-                 window: tuple[str, str] = ("", "")) -> None:
+                 until: str = "") -> None:
     """Refuse a page token that another query issued: DynamoDB would refuse its key (a
-    500; also one whose time lies outside this query's `window` of since and until), and
-    one from another line's query would not even be this line's.
+    500; also one whose time is after this query's `until`), and one from another line's
+    query would not even be this line's.
 
     >>> _check_start({"image_id": {"S": "a"}})
     >>> _check_start({"image_id": {"S": "a"}, "line_id": {"S": "l2"}, "captured_at": {"S": "t"}},
@@ -204,9 +221,8 @@ def _check_start(start: dict[str, Any], hash_name: str = "", hash_value: str = "
     expected = {HASH_KEY, hash_name, TIME_KEY} if hash_name else {HASH_KEY}
     if set(start) != expected or (hash_name and start[hash_name]["S"] != hash_value):
         raise QueryError("next_token belongs to another query: ask again without it")
-    since, until = window
     at = start.get(TIME_KEY, {}).get("S", "")
-    if (since and at < since) or (until and at > until):
+    if until and at > until:
         raise QueryError("next_token belongs to another query: ask again without it")
     # Values DynamoDB refuses as a key (a 500): empty, or over its limits (2,048 bytes for
     # the table's key, 1,024 for an index's sort key). Not checked further: the last item a

@@ -75,8 +75,13 @@ def parse_day_or_time(value: str) -> datetime:
 
 
 def is_day(value: str) -> bool:
-    """Whether `value` is a bare date (2026-01-02), as `parse_day_or_time` reads it."""
-    return re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None
+    """Whether `value` is a bare date (2026-01-02, or 20260102 as ISO 8601 allows), as
+    `parse_day_or_time` reads it.
+
+    >>> is_day("2026-01-02"), is_day("20260102"), is_day("2026-0102")
+    (True, True, False)
+    """
+    return re.fullmatch(r"\d{4}(-?)\d{2}\1\d{2}", value) is not None
 
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
@@ -193,6 +198,9 @@ class ResultRecord:
                                     f"{_KIND_NAMES[kind]}")
             if not all(isinstance(anomaly, dict) for anomaly in known.get("anomalies", [])):
                 raise TypeError("anomalies holds something other than maps")
+            for name in ("anomalies", "review"):  # a set or bytes inside: no JSON answer
+                if name in known:
+                    _as_json(name, known[name])
             return cls(**known)
         except KeyError as exc:
             raise MalformedRecord(data, f"no {exc.args[0]}") from None
@@ -225,6 +233,24 @@ _TYPES: dict[str, type] = {
     "is_anomalous": bool, "anomalies": list, "review": dict,
 }
 _KIND_NAMES = {str: "a string", bool: "true or false", list: "a list", dict: "a map"}
+
+
+def _as_json(name: str, value: Any) -> None:
+    """Raise TypeError naming `name` when `value` holds what JSON cannot (a set, bytes: an
+    item edited by hand), which the API would fail to answer with at all (a 502).
+
+    >>> _as_json("review", {"label": "normal", "tags": {"a"}})
+    Traceback (most recent call last):
+    ...
+    TypeError: review holds a set, which JSON cannot
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+    except TypeError as exc:
+        kind = str(exc).removeprefix("Object of type ").split(" ", 1)[0]
+        raise TypeError(f"{name} holds a {kind}, which JSON cannot") from None
+    except ValueError:
+        raise TypeError(f"{name} holds a number JSON cannot (NaN or infinite)") from None
 
 
 def _undecimal(value: Any) -> Any:

@@ -68,6 +68,8 @@ def ids(body: dict[str, Any]) -> list[int]:
     ("line=line-1&since=2026-11-23T08:02:00Z&until=2026-11-23T08:05:00Z", [5, 4, 3, 2]),
     ("line=line-1&since=2026-11-23T08:10:00%2B00:00", [11, 10]),
     ("line=line-1&since=2026-11-23&until=2026-11-23T08:01:30Z", [1, 0]),  # a date: 00:00 UTC
+    # a date in ISO 8601's basic form: it was read as a time without a zone (a 400)
+    ("line=line-1&since=20261123&until=20261123", [11, 10, 5, 4, 3, 2, 1, 0]),
     ("line=line-1&until=2026-11-23T08:02:00Z", [2, 1, 0]),  # until alone, inclusive
     # a date as until is up to its end: that one day (it was its first instant, so none)
     ("line=line-1&since=2026-11-23&until=2026-11-23", [11, 10, 5, 4, 3, 2, 1, 0]),
@@ -170,6 +172,9 @@ def _token_for(key: dict[str, str]) -> str:
     ("line=line-1&next_token=" + base64.urlsafe_b64encode(b"[" * 3000).decode(),
      "next_token is not a token this API issued"),
     ("line=line-1&limit=%C2%B2", "limit must be a whole number"),  # "²": str.isdigit passes it
+    # Python's int() refuses over 4,300 digits, and its message was the answer
+    ("line=line-1&limit=" + "9" * 5000, "limit must be a whole number from 1 to 500"),
+    ("line=line-1&limit=501", "limit must be between 1 and 500"),
 ])
 def test_bad_queries_are_400_with_the_reason(api: _Api, query: str, message: str) -> None:
     status, body = api.get(f"/results?{query}")
@@ -199,10 +204,42 @@ def test_a_page_token_from_another_query_is_400_not_a_500(api: _Api) -> None:
     after_11 = body["next_token"]
     assert api.get(f"/results?line=line-1&until=2026-11-23T08:11:00Z&next_token={after_11}"
                    )[0] == 200  # its own window, bounds included
-    for window in ("since=2026-11-23T08:12:00Z", "until=2026-11-23T08:10:00Z"):
-        status, body = api.get(f"/results?line=line-1&{window}&next_token={after_11}")
-        assert status == 400, body
-        assert "next_token belongs to another query" in body["Message"]
+    status, body = api.get(f"/results?line=line-1&until=2026-11-23T08:10:00Z"
+                           f"&next_token={after_11}")
+    assert status == 400, body
+    assert "next_token belongs to another query" in body["Message"]
+
+
+def test_a_page_token_older_than_since_is_the_end_not_a_400(api: _Api) -> None:
+    """An age (`since=2h`) is resolved again at every page, so it moves past the oldest
+    item of the page before: paging on answered 400 "belongs to another query", and a
+    client that asked again without the token started over, for ever. Newest first,
+    nothing after that key is as new as `since`."""
+    status, body = api.get("/results?line=line-1&limit=1")
+    assert (status, ids(body)) == (200, [11])
+    status, body = api.get(f"/results?line=line-1&since=2026-11-23T08:12:00Z"
+                           f"&next_token={body['next_token']}")
+    assert (status, body) == (200, {"results": [], "next_token": None})
+
+
+@pytest.mark.parametrize("query, expected", [
+    # anomalous at minutes 4 and 1 of 8 items: DynamoDB's Limit counts items read before
+    # the filter, so `limit=2` read 11 and 10 and answered an empty page with a token
+    ("anomalous=true&limit=2", [[4, 1]]),
+    ("anomalous=true&limit=1", [[4], [1]]),
+    ("reviewed=true&limit=3", [[]]),
+    ("anomalous=false&limit=4", [[11, 10, 5, 3], [2, 0]]),
+])
+def test_a_filtered_page_is_filled_up_to_its_limit(api: _Api, query: str,
+                                                   expected: list[list[int]]) -> None:
+    pages, token = [], ""
+    while True:
+        status, body = api.get(f"/results?line=line-1&{query}&next_token={token}")
+        assert status == 200, body
+        pages.append(ids(body))
+        if not (token := body["next_token"]):
+            break
+    assert [page for page in pages if page or len(pages) == 1] == expected
 
 
 def test_an_item_that_is_not_a_result_is_named_not_a_500(api: _Api,
@@ -218,6 +255,34 @@ def test_an_item_that_is_not_a_result_is_named_not_a_500(api: _Api,
         assert ids(body) == [11, 10, 5, 4, 3, 2, 1, 0]
         assert body["unreadable"] == [f"result '{bad.image_id}' is malformed: time "
                                       "'2026-11-23T08:30:00' has no time zone"]
+    finally:  # the module's other tests read line-1
+        stack.client("dynamodb").delete_item(TableName=stack.info.table,
+                                             Key={"image_id": {"S": bad.image_id}})
+
+
+@pytest.mark.parametrize("attribute, value, said", [
+    ("review", {"M": {"label": {"S": "normal"}, "tags": {"SS": ["glare"]}}}, "review holds a set"),
+    ("anomalies", {"L": [{"M": {"Name": {"B": b"\x00"}}}]}, "anomalies holds a Binary"),
+    ("anomalies", {"L": [{"M": {"Area": {"NS": ["1"]}}}]}, "anomalies holds a set"),
+])
+def test_a_value_json_cannot_hold_makes_the_item_unreadable_not_a_502(
+        api: _Api, stack: ResultsStack, attribute: str, value: Any, said: str) -> None:
+    """A set or bytes inside a map, typed in by hand, read as a result; Chalice then failed
+    to write the answer outside its error handler: a 502 for the whole line's listing."""
+    bad = stack.put(record(stack.info, 31))
+    stack.client("dynamodb").update_item(
+        TableName=stack.info.table, Key={"image_id": {"S": bad.image_id}},
+        UpdateExpression="SET #a = :v", ExpressionAttributeNames={"#a": attribute},
+        ExpressionAttributeValues={":v": value})
+    try:
+        status, body = api.get("/results?line=line-1")
+        assert status == 200
+        assert ids(body) == [11, 10, 5, 4, 3, 2, 1, 0]
+        assert body["unreadable"] == [f"result '{bad.image_id}' is malformed: {said}, "
+                                      "which JSON cannot"]
+        status, body = api.get(f"/results/{bad.image_id}")
+        assert status == 500
+        assert body["Message"].startswith("the stored result is unreadable: ")
     finally:  # the module's other tests read line-1
         stack.client("dynamodb").delete_item(TableName=stack.info.table,
                                              Key={"image_id": {"S": bad.image_id}})
