@@ -819,7 +819,8 @@ def upload(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64,
                                              help="Parallel uploads.")] = 4,
     retries: Annotated[int, typer.Option("--retries", min=0, max=10,
-                                         help="Retries on 5xx and network errors.")] = 3,
+                                         help="Retries on 5xx, 409, 429, S3's RequestTimeout "
+                                              "and network errors.")] = 3,
     post: Annotated[bool, typer.Option(
         "--post", help="Use POST /uploads (presigned POST) instead of GET /getsignedurl.")
     ] = False,
@@ -832,8 +833,9 @@ def upload(
     """
     from scripts.uploadImages import (
         API,
-        EXTENSIONS,
+        INTERRUPTED,
         failure_summary,
+        images_in,
         token_problem,
         upload_folder,
         url_problem,
@@ -841,9 +843,10 @@ def upload(
 
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a folder", param_hint="DIRECTORY")
-    if not any(p.suffix.lower() in EXTENSIONS for p in directory.iterdir() if p.is_file()):
-        raise typer.BadParameter(f"{directory} has no .jpg, .jpeg or .png files",
-                                 param_hint="DIRECTORY")
+    files, others = images_in(directory)
+    if not files:
+        raise typer.BadParameter(f"{directory} has no .jpg, .jpeg or .png files at its top "
+                                 "level", param_hint="DIRECTORY")
     url, secret = api_url or "", token or os.environ.get("LINESIGHT_TOKEN", "")
     described: dict[str, Any] = {}
     if state is not None:
@@ -874,6 +877,10 @@ def upload(
                   "pass --token (see `linesight tokens`)")
     if problem := token_problem(secret):
         raise typer.BadParameter(problem, param_hint="--token")
+    if others:
+        err.print(f"{others} other {'entry' if others == 1 else 'entries'} in {directory} "
+                  "left out (only its .jpg, .jpeg and .png files are sent)", markup=False,
+                  highlight=False)
     uploads = upload_folder(directory, camera, line, url, secret, concurrency=concurrency,
                             retries=retries, progress=True, post=post)
     failed = [u for u in uploads if not u.ok]
@@ -891,6 +898,8 @@ def upload(
     not_sent = sum(1 for u in failed if u.skipped)
     console.print(f"{len(uploads) - len(failed)} of {len(uploads)} images uploaded for line "
                   f"{line} camera {camera}" + (f", {not_sent} not sent" if not_sent else ""))
+    if any(u.skipped == INTERRUPTED for u in failed):
+        raise typer.Exit(130)  # as a shell reports a command Ctrl-C stopped
     if failed:  # 2: every image refused for its token, a usage error like a bad option
         raise typer.Exit(2 if token_refused and all(
             u.status == 401 for u in failed if not u.skipped) else 1)

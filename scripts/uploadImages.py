@@ -11,9 +11,12 @@ file. It prints a summary and, with --manifest-out, writes which file became whi
 image id, so callers can wait for the results.
 
 A failed upload records the step that failed (asking the API, or sending to S3) and the
-server's own reason. When the rest would fail the same way (the API or S3 cannot be
-reached, the answer is not LineSight's, files keep failing after their retries) the
+server's own reason; once the API gave it an image id and key, those too, and whether the
+image may have arrived all the same (an answer lost, or S3 failing after a send). When the
+rest would fail the same way (the API or S3 cannot be reached, the token or its scope is
+refused, the answer is not LineSight's, files keep failing after their retries) the
 folder stops, and the images it did not try are reported as not sent (`FolderState`).
+Ctrl-C stops it too: what was sent is reported and written to the manifest, exit code 130.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import mimetypes
+import os
 import re
 import socket
 import sys
@@ -33,7 +38,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,7 @@ FAILURES_IN_A_ROW_TO_STOP = 3
 # The step a failed upload stopped at.
 API = "api"  # asking the API for an upload URL
 STORAGE = "storage"  # sending the image to S3 with that URL
+INTERRUPTED = "interrupted (Ctrl-C)"
 console = Console(stderr=True)
 
 
@@ -69,6 +75,9 @@ class Upload:
     server_code: str = ""  # the server's own code (S3's <Code>, the API's "Code")
     server_message: str = ""  # and its own words, e.g. why it refused the token
     skipped: str = ""  # why the image was never sent: the reason the folder stopped
+    # failed, yet a send may have stored it (its answer lost, or S3 failed): look for its
+    # image id's result before sending the file again, or it is judged twice
+    may_have_arrived: bool = False
 
 
 class UploadError(Exception):
@@ -107,9 +116,13 @@ def _request(method: str, url: str, *, step: str = "", headers: dict[str, str] |
             body = b""
         code, said = server_reason(body)
         raise UploadError(exc.code, _refusal(method, step, exc.code, code, said),
-                          # 409: a conditional PUT met one of ours still in flight
-                          retryable=exc.code >= 500 or exc.code in (409, 429),
-                          step=step, code=code, server_message=said) from None
+                          # 409: a conditional PUT met one of ours still in flight;
+                          # RequestTimeout: S3 gave up on a slow upload (botocore retries it)
+                          retryable=exc.code >= 500 or exc.code in (409, 429)
+                          or code == "RequestTimeout",
+                          step=step, code=code, server_message=said,
+                          # the token, its role or scope, or the route: so for every file
+                          stops_folder=step == API and exc.code in (401, 403)) from None
     except (OSError, http.client.HTTPException) as exc:
         # urllib wraps what stops the request going out (refused, no such host, no
         # connection in time) in URLError; what comes after it was sent is raised as is.
@@ -374,12 +387,14 @@ class FolderState:
     same. So does an answer that is not LineSight's, and FAILURES_IN_A_ROW_TO_STOP files
     failing in a row after their retries. Images never tried are reported as not sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self._lock = threading.Lock()
         self._answered: set[str] = set()
         self._failures_in_a_row = 0
         self._stop = threading.Event()
         self.stopped = ""  # why, once stopped
+        self.delay = delay  # seconds between two uploads' starts
+        self._next_start = 0.0  # on the monotonic clock
 
     def answered(self, step: str) -> None:
         with self._lock:
@@ -420,6 +435,15 @@ class FolderState:
         """Sleep up to `seconds`; True if the folder stopped meanwhile."""
         return self._stop.wait(seconds)
 
+    def take_turn(self) -> bool:
+        """Wait until this upload may start, `delay` after the one before, whichever
+        worker runs it; True if the folder stopped meanwhile."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + self.delay
+        return self.wait(start - now) if start > now else bool(self.stopped)
+
 
 def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path,
                line: str, camera: str, retries: int, folder: FolderState | None = None
@@ -431,9 +455,9 @@ def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path
     `If-None-Match: *`), so a 412 after an earlier send of ours means that send arrived
     (its answer was lost); on the first send it means someone else used the URL first."""
     folder = folder or FolderState()
-    started = time.time()
-    if folder.stopped:
+    if folder.take_turn():
         return not_sent(path, folder.stopped)
+    started = time.time()
     ticket: Ticket | None = None
     try:
         data = path.read_bytes()
@@ -441,6 +465,7 @@ def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path
         return Upload(str(path), False, error=f"cannot read {path}: {exc.strerror or exc}",
                       started_at=started, finished_at=time.time())
     sent = 0
+    uncertain = False  # a send whose answer was lost, or that S3 failed: it may be stored
     for attempt in range(1, retries + 2):
         try:
             if ticket is None:
@@ -462,14 +487,17 @@ def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path
                           started, time.time())
         except UploadError as exc:
             folder.failed(exc)
+            uncertain = uncertain or (exc.step == STORAGE and (exc.answer_lost
+                                                               or exc.status >= 500))
             last = not exc.retryable or attempt > retries
             if exc.retryable and last:
                 folder.gave_up()
             if last or folder.stopped or folder.wait(min(0.25 * 2 ** (attempt - 1), 4.0)):
-                return Upload(str(path), False, status=exc.status, error=str(exc),
-                              attempts=attempt, started_at=started, finished_at=time.time(),
-                              step=exc.step, server_code=exc.code,
-                              server_message=exc.server_message)
+                return Upload(str(path), False, ticket.image_id if ticket else "",
+                              ticket.key if ticket else "", status=exc.status,
+                              error=str(exc), attempts=attempt, started_at=started,
+                              finished_at=time.time(), step=exc.step, server_code=exc.code,
+                              server_message=exc.server_message, may_have_arrived=uncertain)
     raise AssertionError("unreachable")
 
 
@@ -478,36 +506,54 @@ def not_sent(path: Path, reason: str) -> Upload:
     return Upload(str(path), False, error=f"not sent: {reason}", skipped=reason)
 
 
+def images_in(directory: Path) -> tuple[list[Path], int]:
+    """The images an upload sends from `directory` (its .jpg, .jpeg and .png files, by
+    name), and how many other entries it leaves (subfolders, other files)."""
+    entries = list(directory.iterdir())
+    files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    return files, len(entries) - len(files)
+
+
 def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token: str,
                   delay: float = 0.0, concurrency: int = 4, retries: int = 3,
                   progress: bool = True, post: bool = False) -> list[Upload]:
     """One Upload per image in `directory`, sent or not (see FolderState for when it stops
-    early)."""
-    files = sorted(p for p in directory.iterdir()
-                   if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    early). Uploads start `delay` seconds apart. Ctrl-C stops the folder: the uploads in
+    flight end, the rest are not sent (`INTERRUPTED`), and all are returned."""
+    files, _ = images_in(directory)
     base = api_base(endpoint)
     send = request_post if post else request_put
-    folder = FolderState()
-    results: list[Upload] = []
+    folder = FolderState(delay)
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   disable=not progress) as bar:
         task = bar.add_task(f"{line}/{camera}", total=len(files))
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            futures = {}
-            for path in files:
-                futures[pool.submit(upload_one, send, base, token, path, line, camera,
-                                    retries, folder)] = path
-                if delay and not folder.stopped:
-                    folder.wait(delay)
-            for future in as_completed(futures):
-                try:
-                    results.append(future.result())
-                except Exception as exc:  # a bug of ours: that file fails, the rest go on
-                    results.append(Upload(str(futures[future]), False,
-                                          error=f"unexpected error: {exc!r}"))
-                bar.advance(task)
-    return sorted(results, key=lambda upload: upload.file)
+        pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+        futures = {pool.submit(upload_one, send, base, token, path, line, camera, retries,
+                               folder): path for path in files}
+        for future in futures:  # as each ends, whichever thread ends it
+            future.add_done_callback(lambda _: bar.advance(task))
+        try:
+            for _ in as_completed(futures):
+                pass
+        except KeyboardInterrupt:
+            folder.stop(INTERRUPTED)  # those waiting for their turn or a retry give up
+            pool.shutdown(wait=False, cancel_futures=True)
+            console.print("stopping: waiting for the uploads in flight (at most "
+                          f"{TIMEOUT_SECONDS:g} s)...", markup=False, highlight=False)
+        finally:
+            pool.shutdown(wait=True)
+    return sorted((_outcome(future, path) for future, path in futures.items()),
+                  key=lambda upload: upload.file)
+
+
+def _outcome(future: Future[Upload], path: Path) -> Upload:
+    if future.cancelled():
+        return not_sent(path, INTERRUPTED)
+    try:
+        return future.result()
+    except Exception as exc:  # a bug of ours: that file fails, the rest go on
+        return Upload(str(path), False, error=f"unexpected error: {exc!r}")
 
 
 def failure_summary(uploads: list[Upload]) -> list[str]:
@@ -529,6 +575,10 @@ def failure_summary(uploads: list[Upload]) -> list[str]:
         why = ("the upload stopped after the failure above" if skipped[0] in tried else
                f"the upload stopped: {skipped[0]}")
         lines.append(f"{len(skipped)} {_images(len(skipped))} not sent: {why}")
+    if maybe := sum(u.may_have_arrived for u in uploads if not u.ok):
+        lines.append(f"{maybe} of the failed {_images(maybe)} may have arrived all the same "
+                     "(an answer was lost, or S3 failed): look up their image ids' results "
+                     "before sending them again, or they are judged twice")
     return lines
 
 
@@ -543,6 +593,40 @@ def _at_least_zero(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    """A pause between uploads: 0 to an hour (inf stopped the folder with an
+    OverflowError, and NaN or a negative number were read as none)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and 0 <= seconds <= 3600):
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 3600 seconds")
+    return seconds
+
+
+def manifest_problem(path: Path) -> str:
+    """Why the manifest cannot be written at `path`, or "": checked before any upload, so
+    that the image ids are not lost after every photo went (a re-run would send them all
+    again)."""
+    if path.is_dir():
+        return f"--manifest-out {path} is a folder; give a file name"
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not folder.is_dir():
+        return f"--manifest-out {path}: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--manifest-out {path}: cannot write in {folder}"
+    return ""
+
+
+def write_manifest(path: Path, uploads: list[Upload]) -> None:
+    """Whole or not at all: written beside its place, then renamed in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_text(json.dumps([asdict(u) for u in uploads], indent=2))
+    os.replace(staged, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Upload a folder of images through the LineSight API.",
@@ -553,11 +637,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("assembly_line_id")
     parser.add_argument("api_endpoint", help="API base URL or its /getsignedurl URL")
     parser.add_argument("auth_token")
-    parser.add_argument("time_between_requests", type=float,
-                        help="seconds between starting two uploads (0 for none)")
+    parser.add_argument("time_between_requests", type=_seconds,
+                        help="seconds between starting two uploads (0 for none, at most 3600)")
     parser.add_argument("--concurrency", type=int, default=4, help="parallel uploads (4)")
     parser.add_argument("--retries", type=_at_least_zero, default=3,
-                        help="retries of a failed upload on 5xx, 409, 429 and network errors (3)")
+                        help="retries of a failed upload on 5xx, 409, 429, S3's RequestTimeout "
+                             "and network errors (3)")
     parser.add_argument("--post", action="store_true",
                         help="use POST /uploads (presigned POST) instead of GET /getsignedurl")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -566,9 +651,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         parser.error(f"{args.directory} is not a folder")
-    problem = url_problem(args.api_endpoint) or token_problem(args.auth_token)
+    problem = (url_problem(args.api_endpoint) or token_problem(args.auth_token)
+               or (manifest_problem(args.manifest_out) if args.manifest_out else ""))
     if problem:
         parser.error(problem)
+    files, others = images_in(args.directory)
+    if not files:
+        parser.error(f"{args.directory} has no .jpg, .jpeg or .png files at its top level")
+    if others:
+        console.print(f"{others} other {'entry' if others == 1 else 'entries'} in "
+                      f"{args.directory} left out (only its .jpg, .jpeg and .png files are "
+                      "sent)", markup=False, highlight=False)
     uploads = upload_folder(args.directory, args.camera_id, args.assembly_line_id,
                             args.api_endpoint, args.auth_token, args.time_between_requests,
                             args.concurrency, args.retries, not args.no_progress, args.post)
@@ -578,8 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{ok} of {len(uploads)} files uploaded for line {args.assembly_line_id} "
                   f"camera {args.camera_id}")
     if args.manifest_out:
-        args.manifest_out.parent.mkdir(parents=True, exist_ok=True)
-        args.manifest_out.write_text(json.dumps([asdict(u) for u in uploads], indent=2))
+        write_manifest(args.manifest_out, uploads)
+    if any(upload.skipped == INTERRUPTED for upload in uploads):
+        return 130  # as a shell reports a command Ctrl-C stopped
     return 0 if ok == len(uploads) else 1
 
 

@@ -203,6 +203,29 @@ def test_upload_with_a_deployed_stack_uses_its_api_and_needs_a_token(
     assert sent == [("https://api.example/v1", "tok-top")]
 
 
+def test_upload_stopped_by_ctrl_c_exits_130_and_names_what_it_left_out(
+        clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from scripts import uploadImages
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg", "notes.txt"):
+        (images / name).write_bytes(b"\xff\xd8")
+    clean_env.setattr(uploadImages, "upload_folder", lambda *_, **__: [
+        uploadImages.Upload(str(images / "a.jpg"), True, "id-a", "key-a", 200),
+        uploadImages.not_sent(images / "b.jpg", uploadImages.INTERRUPTED)])
+    app = typer.Typer()
+    cli_results.register(app)
+
+    result = CliRunner().invoke(app, ["upload", str(images), "--line", "l", "--camera", "c",
+                                      "--api-url", "http://127.0.0.1:1", "--token", "tok"])
+
+    said = " ".join(result.output.split())
+    assert result.exit_code == 130, said
+    assert "1 other entry in" in said and "1 image not sent: the upload stopped: " \
+        "interrupted (Ctrl-C)" in said and "1 of 2 images uploaded" in said
+
+
 @pytest.mark.parametrize("args", [["results"], ["tokens", "list"],
                                   ["upload", "{images}", "--line", "l", "--camera", "c"]])
 def test_a_damaged_state_file_is_one_line_in_every_command(

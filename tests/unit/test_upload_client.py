@@ -6,9 +6,11 @@ against local sockets (a closed port, one that never answers, a fake API)."""
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -359,3 +361,167 @@ def test_a_request_no_http_can_carry_stops_the_folder_not_a_traceback() -> None:
                  headers={"Authorization": "ls_tok\r"})
     assert (refused.value.retryable, refused.value.stops_folder) == (False, True)
     assert str(refused.value).startswith("cannot send a request to the API: Invalid header")
+
+
+# --- what a failure, a refusal, Ctrl-C and a pause leave behind ---------------------------
+
+def put_answer(fake: FakeServer, url_path: str = "/bucket/k.jpg") -> None:
+    fake.answer("/getsignedurl", 200, {"uploadURL": f"{fake.url}{url_path}", "image_id": "k",
+                                       "photoFilename": "line-1/cam-1/k.jpg"})
+
+
+def test_a_failure_after_a_send_keeps_its_image_id_and_says_it_may_have_arrived(
+        fake: FakeServer, tmp_path: Path) -> None:
+    """S3 stored the first PUT but its answer was lost, then answered 503 to the retries:
+    the failure had no image id or key, so nothing said the photo might be judged, and
+    sending it again judged it twice."""
+    put_answer(fake)
+    fake.answer("/bucket/k.jpg", 503, "<Error><Code>SlowDown</Code><Message>Reduce your "
+                "request rate.</Message></Error>", "application/xml")
+
+    [sent] = upload_folder(folder_of(tmp_path, 1), "cam-1", "line-1", fake.url, "tok",
+                           retries=1, progress=False)
+
+    assert (sent.ok, sent.image_id, sent.key, sent.may_have_arrived) == (
+        False, "k", "line-1/cam-1/k.jpg", True)
+    assert failure_summary([sent])[-1].startswith(
+        "1 of the failed image may have arrived all the same (an answer was lost, or S3 "
+        "failed): look up their image ids' results")
+
+
+def test_a_refusal_by_the_api_is_not_an_arrival(fake: FakeServer, tmp_path: Path) -> None:
+    put_answer(fake)
+    fake.answer("/bucket/k.jpg", 403, S3_REFUSAL, "application/xml")
+    [sent] = upload_folder(folder_of(tmp_path, 1), "cam-1", "line-1", fake.url, "tok",
+                           progress=False)
+    assert (sent.ok, sent.image_id, sent.may_have_arrived) == (False, "k", False)
+    assert len(failure_summary([sent])) == 1
+
+
+@pytest.mark.parametrize("status, body", [
+    (401, {"message": "Unauthorized"}),  # a revoked token
+    # a reviewer's token, or a camera's for another camera: the same for every file
+    (403, {"Code": "ForbiddenError", "Message": "a reviewer token cannot upload"}),
+])
+def test_a_refused_token_stops_the_folder(fake: FakeServer, tmp_path: Path, status: int,
+                                          body: Any) -> None:
+    """Each file asked again: a revoked token on 1,000 files at 1 s apart was 1,000
+    refusals over 17 minutes."""
+    fake.answer("/getsignedurl", status, body)
+
+    sent = upload_folder(folder_of(tmp_path, 5), "cam-1", "line-1", fake.url, "tok",
+                         concurrency=1, progress=False)
+
+    assert len(fake.requests) == 1
+    assert [u.attempts for u in sent] == [1, 0, 0, 0, 0]
+    assert failure_summary(sent)[1] == ("4 images not sent: the upload stopped after the "
+                                        "failure above")
+
+
+def test_s3s_request_timeout_is_retried(fake: FakeServer, tmp_path: Path) -> None:
+    """S3 answers 400 RequestTimeout when an upload is too slow; botocore retries it."""
+    put_answer(fake)
+    fake.answer("/bucket/k.jpg", 400, "<Error><Code>RequestTimeout</Code><Message>Your "
+                "socket connection to the server was not read from or written to within "
+                "the timeout period.</Message></Error>", "application/xml")
+
+    [sent] = upload_folder(folder_of(tmp_path, 1), "cam-1", "line-1", fake.url, "tok",
+                           retries=1, progress=False)
+
+    assert (sent.ok, sent.attempts, sent.server_code) == (False, 2, "RequestTimeout")
+    assert fake.requests.count("PUT /bucket/k.jpg") == 2
+
+
+def test_uploads_start_the_pause_apart_whichever_worker_runs_them(
+        fake: FakeServer, tmp_path: Path) -> None:
+    """The pause was spent queueing files, so busy workers then started queued uploads
+    back to back, and the progress bar stood at 0 until every file was queued."""
+    put_answer(fake)
+    fake.answer("/bucket/k.jpg", 200, "")
+    starts: list[float] = []
+    real = uploadImages.request_put
+
+    def timed(*args: Any) -> Ticket:
+        starts.append(time.monotonic())
+        return real(*args)
+
+    folder = uploadImages.FolderState(0.2)
+    sent = [upload_one(timed, fake.url, "tok", image, "line-1", "cam-1", 0, folder)
+            for image in sorted(folder_of(tmp_path, 3).iterdir())]
+    assert all(u.ok for u in sent)
+    assert len(starts) == 3
+    assert all(later - earlier >= 0.19 for earlier, later in itertools.pairwise(starts))
+
+
+@pytest.mark.parametrize("delay", ["inf", "1e400", "nan", "-1", "soon", "3601"])
+def test_a_pause_that_is_not_a_number_of_seconds_is_a_usage_error(
+        delay: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """inf stopped the folder after its first file with an OverflowError; NaN and -1
+    were read as no pause."""
+    with pytest.raises(SystemExit) as exit_:
+        uploadImages.main([str(folder_of(tmp_path, 1)), "cam-1", "line-1",
+                           "http://127.0.0.1:1", "tok", delay])
+    assert exit_.value.code == 2
+    assert "argument time_between_requests" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, said", [
+    ("folder", "is a folder; give a file name"),
+    ("under_a_file", "is a file, not a folder"),
+])
+def test_a_manifest_that_cannot_be_written_is_refused_before_any_upload(
+        fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str,
+        said: str) -> None:
+    """It was found after every photo went: their ids lost, a re-run sent them again."""
+    images = folder_of(tmp_path, 2)
+    manifest = images if where == "folder" else images / "part-0.jpg" / "out.json"
+    with pytest.raises(SystemExit) as exit_:
+        uploadImages.main([str(images), "cam-1", "line-1", fake.url, "tok", "0",
+                           "--manifest-out", str(manifest)])
+    assert exit_.value.code == 2
+    assert said in capsys.readouterr().err
+    assert fake.requests == []
+
+
+def test_a_folder_with_nothing_to_send_is_a_usage_error_and_others_are_named(
+        fake: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    with pytest.raises(SystemExit) as exit_:
+        uploadImages.main([str(tmp_path / "empty"), "cam-1", "line-1", fake.url, "tok", "0"])
+    assert exit_.value.code == 2
+    assert "has no .jpg, .jpeg or .png files at its top level" in capsys.readouterr().err
+
+    put_answer(fake)
+    fake.answer("/bucket/k.jpg", 200, "")
+    images = folder_of(tmp_path, 1)
+    (images / "dated").mkdir()
+    (images / "part.tif").write_bytes(b"II*\x00")
+    assert uploadImages.main([str(images), "cam-1", "line-1", fake.url, "tok", "0",
+                              "--no-progress"]) == 0
+    assert "2 other entries in" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_folder_and_still_reports_and_writes_the_manifest(
+        fake: FakeServer, tmp_path: Path) -> None:
+    """Ctrl-C left every queued file to be uploaded all the same, then ended in a
+    traceback without a summary or a manifest: the ids of what went were lost."""
+    import _thread
+
+    put_answer(fake)
+    fake.answer("/bucket/k.jpg", 200, "")
+    manifest = tmp_path / "out" / "manifest.json"
+    timer = threading.Timer(0.5, _thread.interrupt_main)  # Ctrl-C, as the main thread sees it
+    timer.start()
+    try:
+        code = uploadImages.main([str(folder_of(tmp_path, 20)), "cam-1", "line-1", fake.url,
+                                  "tok", "0.2", "--concurrency", "2", "--no-progress",
+                                  "--manifest-out", str(manifest)])
+    finally:
+        timer.cancel()
+    written = json.loads(manifest.read_text())
+    sent = [u for u in written if u["ok"]]
+    assert code == 130
+    assert len(written) == 20 and 1 <= len(sent) < 20
+    assert {u["skipped"] for u in written if not u["ok"]} == {uploadImages.INTERRUPTED}
+    assert fake.requests.count("GET /getsignedurl") == len(sent)
