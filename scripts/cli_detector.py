@@ -304,24 +304,29 @@ def evaluate(
 def how_sure(document: dict[str, Any]) -> str:
     """How far the figures of an evaluate document could move with other images of the
     same kind: the 95 % intervals of precision and recall (of the false-positive rate for
-    known-good parts alone), and the AUROC's standard error ('' when none can be given).
+    known-good parts alone), and the AUROC's standard error, said as such: a 95 % range is
+    about twice it either side ('' when none can be given).
 
-    >>> how_sure({"auroc_standard_error": 0.0287, "n_anomaly": 20,
-    ...           "intervals": {"precision": [0.742, 0.99], "recall": [0.64, 0.948]}})
-    'on other images like these (95 %): precision 0.74-0.99, recall 0.64-0.95; AUROC ± 0.029'
+    >>> said = how_sure({"auroc_standard_error": 0.0287, "n_anomaly": 20,
+    ...                  "intervals": {"precision": [0.742, 0.99], "recall": [0.64, 0.948]}})
+    >>> said.split("; ")[0]
+    'on other images like these: precision 0.74-0.99, recall 0.64-0.95 (95 %)'
+    >>> said.split("; ")[1]
+    'AUROC ± 0.029 (one standard error)'
     >>> how_sure({"auroc_standard_error": None, "n_anomaly": 0,
     ...           "intervals": {"precision": [0.0, 0.79], "false_positive_rate": [0.01, 0.24]}})
-    'on other images like these (95 %): false-positive rate 0.01-0.24'
+    'on other images like these: false-positive rate 0.01-0.24 (95 %)'
     """
     from pipeline.detector.evaluation import Evaluation
 
     shown = ("precision", "recall") if document["n_anomaly"] else ("false_positive_rate",)
     parts = [f"{Evaluation.SHARE_LABELS[name]} {bounds[0]:.2f}-{bounds[1]:.2f}"
              for name, bounds in document["intervals"].items() if name in shown and bounds]
-    text = ", ".join(parts)
+    text = ", ".join(parts) + (" (95 %)" if parts else "")
     if document["auroc_standard_error"] is not None:
-        text += ("; " if text else "") + f"AUROC ± {document['auroc_standard_error']:.3f}"
-    return f"on other images like these (95 %): {text}" if text else ""
+        text += (("; " if text else "") + f"AUROC ± {document['auroc_standard_error']:.3f} "
+                 "(one standard error)")
+    return f"on other images like these: {text}" if text else ""
 
 
 def _fmt(value: float | None) -> str:

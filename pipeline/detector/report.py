@@ -66,8 +66,8 @@ def render_html(evaluation: Evaluation) -> str:
     summary = (
         f"{_summary_table(evaluation, len(normal), len(anomalous))}"
         "<p class='muted'>The second row: where each figure could lie on other images of "
-        "the same kind (95 %; the shares by Wilson's interval, the AUROC plus or minus its "
-        "standard error by Hanley and McNeil).</p>")
+        "the same kind: the shares' 95 % intervals by Wilson; under the AUROC, its standard "
+        "error by Hanley and McNeil (a 95 % range is about twice that either side).</p>")
     gaps = "".join(f"<li>{html.escape(gap)}</li>" for gap in evaluation.gaps())
     curves = ([_line_chart("ROC", fpr, tpr, "false-positive rate", "true-positive rate", True),
                _line_chart("Precision-recall", recall, precision, "recall", "precision", False)]
@@ -118,7 +118,7 @@ def _summary_table(evaluation: Evaluation, normal: int, anomalous: int) -> str:
 
     columns = [
         ("AUROC", _figure(evaluation.auroc),
-         "" if error is None else f"&plusmn;&nbsp;{error:.3f}"),
+         "" if error is None else f"&plusmn;&nbsp;{error:.3f}&nbsp;(SE)"),
         ("F1", _figure(evaluation.f1), ""),
         share("precision", evaluation.precision),
         share("recall", evaluation.recall),

@@ -262,8 +262,9 @@ def test_the_cli_and_the_report_say_how_far_the_figures_could_move(
     document = json.loads(out.read_text())
     low, high = document["intervals"]["recall"]
     printed = " ".join(shown.stdout.split())
-    assert "on other images like these (95 %): precision " in printed
-    assert f"recall {low:.2f}-{high:.2f}" in printed and "AUROC ± " in printed
+    assert "on other images like these: precision " in printed
+    assert f"recall {low:.2f}-{high:.2f} (95 %); AUROC ± " in printed
+    assert printed.split("AUROC ± ", 1)[1].split()[1:4] == ["(one", "standard", "error)"]
     html_text = page.read_text()
     assert f"<td>{low:.2f}&ndash;{high:.2f}</td>" in html_text and "&plusmn;" in html_text
 

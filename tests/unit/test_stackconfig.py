@@ -50,6 +50,21 @@ def test_defaults_agree_with_the_handlers() -> None:
     assert defaults["workflowType"] == "EXPRESS"
 
 
+def test_the_local_stack_serves_pulumi_yamls_defaults() -> None:
+    """`linesight local up` without --stack builds its config in code (`Topology()`):
+    a default changed in Pulumi.yaml alone would deploy, but not run locally."""
+    from scripts.local_stack import Topology
+
+    local = Topology()
+    served = local.to_stack_config(Path("models/x"), "linesight-local")
+    declared = parse_stack_config(
+        {"resourcePrefix": "linesight-local", "modelPath": "models/x",
+         "lines": [{"id": line, "cameras": list(cameras)}
+                   for line, cameras in local.lines.items()]},
+        project_defaults(PROJECT), stack="local")
+    assert served == declared
+
+
 @pytest.mark.parametrize(("stack", "lines", "cameras"), [
     ("dev", 1, 2),       # one line, two cameras
     ("plant-a", 3, 9),   # three lines, several cameras each
