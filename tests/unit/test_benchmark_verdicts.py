@@ -36,6 +36,18 @@ def test_each_target_missed_alone(change: dict[str, float], missed: str) -> None
         next(verdict for verdict in found if verdict.startswith(missed))]
 
 
+def test_refused_test_images_are_said_in_the_verdict() -> None:
+    """They are left out of the figures, as `linesight evaluate` does: a defect photo
+    refused as unusable counted neither as a catch nor as a miss, and nothing said so."""
+    [accuracy, *_] = verdicts({**MET, "refused": {"normal": 0, "anomaly": 2}})
+    assert accuracy.endswith("met (0.970 ± 0.028, 0.930; 2 test images refused as unusable, "
+                             "left out)")
+    [accuracy, *_] = verdicts({**MET, "auroc": None, "f1": None, "auroc_standard_error": None,
+                               "refused": {"normal": 0, "anomaly": 20}})
+    assert accuracy == ("AUROC >= 0.97 and F1 >= 0.93: not measured (a class of test images "
+                        "was refused whole)")  # a TypeError ended the run, every row lost
+
+
 def test_targets_that_do_not_apply_are_left_out() -> None:
     found = verdicts({**MET, "dataset": "my-line", "n_train": 400})
     assert not any(verdict.startswith(("AUROC", "training")) for verdict in found)
