@@ -34,7 +34,7 @@ demo: install
 test: install lint
 	$(PY) -m pytest -q --doctest-modules pipeline scripts/event_sources.py scripts/emulator.py scripts/uploadImages.py \
 		scripts/cli_tokens.py scripts/cli_results.py scripts/cli_detector.py infra/alerting.py infra/package.py infra/monitoring.py \
-		api/chalicelib/telemetry.py \
+		api/chalicelib/telemetry.py benchmarks/load.py \
 		tests/unit tests/functional tests/infra
 	$(PY) -m pytest -q tests/e2e
 

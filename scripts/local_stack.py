@@ -41,7 +41,7 @@ from chalice.local import (
 from pipeline import alarms, analytics, aws, dashboard, ingest, tables, tokens, workflow
 from pipeline.settings import METRICS_NAMESPACE, VARIABLES, current
 from pipeline.stackconfig import StackConfig, parse_stack_config
-from scripts.emulator import Emulator
+from scripts.emulator import OBSERVER_AGENT, Emulator
 from scripts.event_sources import MetricsSink, SqsPoller, StreamPoller
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,10 +280,14 @@ class LocalStack:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.moto_port}"
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, *, observer: bool = False) -> Any:
+        """A client of the stack's emulator. An `observer`'s requests (a benchmark reading
+        back what the pipeline did) are counted apart from the pipeline's."""
         return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
                             aws_access_key_id="local", aws_secret_access_key="local",
-                            config=Config(s3={"addressing_style": "path"}))
+                            config=Config(s3={"addressing_style": "path"},
+                                          user_agent_extra=OBSERVER_AGENT if observer
+                                          else None))
 
     @property
     def emulator(self) -> Emulator:

@@ -82,10 +82,17 @@ def test_the_emulator_counts_calls_and_cpu_per_operation(
         url = sqs.create_queue(QueueName="q")["QueueUrl"]
         for _ in range(2):
             sqs.send_message(QueueUrl=url, MessageBody="x")
+        # a benchmark reading back what the pipeline did is counted apart from it
+        from botocore.config import Config
+
+        observer = boto3.client("sqs", endpoint_url=server.endpoint, region_name="us-east-1",
+                                config=Config(user_agent_extra=emulator.OBSERVER_AGENT))
+        observer.receive_message(QueueUrl=url)
         stats = server.read_stats()
     finally:
         server.stop()
-    assert stats["calls"] == {"sqs.CreateQueue": 1, "sqs.SendMessage": 2}
+    assert stats["calls"] == {"sqs.CreateQueue": 1, "sqs.SendMessage": 2,
+                              "observer sqs.ReceiveMessage": 1}
     assert set(stats["cpu_seconds"]) == set(stats["calls"])
     assert all(seconds >= 0 for seconds in stats["cpu_seconds"].values())
     assert stats["process_cpu_seconds"] > 0
