@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline import aws
-from pipeline.records import ResultRecord, iso, utc_now
+from pipeline.records import ResultRecord, iso, parse_time, utc_now
 
 LABELS = ("normal", "anomaly")
 MAX_NOTE = 1000
@@ -19,7 +20,13 @@ def record_review(table: str, image_id: str, label: object, note: object,
                   reviewer: str, line_id: str = "") -> ResultRecord | None:
     """Store the verdict on the record, replacing an earlier review; None when the image
     has no record (the update is conditional, so it never creates one) or, with
-    `line_id`, when the image belongs to another line."""
+    `line_id`, when the image belongs to another line.
+
+    A review's `reviewed_at` is always later than the one it replaces: the lake keeps
+    every review as a row and takes an image's latest by `reviewed_at`, so a writer whose
+    clock runs behind (a laptop's `linesight review`) would otherwise leave the lake with
+    another label than the table. Such a write is stamped a millisecond after the stored
+    review instead."""
     if label not in LABELS:
         raise ReviewError(f"label must be one of {', '.join(LABELS)} (got {label!r})")
     if not isinstance(note, str):
@@ -27,18 +34,46 @@ def record_review(table: str, image_id: str, label: object, note: object,
     if len(note) > MAX_NOTE:
         raise ReviewError(f"note must be at most {MAX_NOTE} characters")
     ddb = aws.client("dynamodb")
-    review = {"M": {"label": {"S": str(label)}, "note": {"S": note},
-                    "reviewer": {"S": reviewer}, "reviewed_at": {"S": iso(utc_now())}}}
-    condition = "attribute_exists(image_id)"
-    values: dict[str, Any] = {":r": review}
-    if line_id:
-        condition += " AND line_id = :line"
-        values[":line"] = {"S": line_id}
+    at, ordered = utc_now(), True
+    for _ in range(MAX_TRIES):
+        condition = "attribute_exists(image_id)"
+        values: dict[str, Any] = {":r": {"M": {
+            "label": {"S": str(label)}, "note": {"S": note}, "reviewer": {"S": reviewer},
+            "reviewed_at": {"S": iso(at)}}}}
+        if ordered:
+            condition += (" AND (attribute_not_exists(review.reviewed_at) OR "
+                          "review.reviewed_at < :at)")
+            values[":at"] = {"S": iso(at)}
+        if line_id:
+            condition += " AND line_id = :line"
+            values[":line"] = {"S": line_id}
+        try:
+            response = ddb.update_item(
+                TableName=table, Key={"image_id": {"S": image_id}},
+                UpdateExpression="SET review = :r", ConditionExpression=condition,
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ddb.exceptions.ConditionalCheckFailedException as exc:
+            stored = exc.response.get("Item") or {}
+            if not stored or (line_id and stored.get("line_id") != {"S": line_id}):
+                return None  # no such record, or another line's
+            later = _after_stored_review(stored)
+            if later is None:  # a stored time edited by hand into no time: replace it
+                ordered = False
+            else:
+                at = max(at, later)
+            continue
+        return ResultRecord.from_item(response["Attributes"])
+    raise ReviewError("the image was reviewed again at the same moment; send it again")
+
+
+MAX_TRIES = 3
+
+
+def _after_stored_review(item: dict[str, Any]) -> datetime | None:
+    """A millisecond after the stored review's `reviewed_at`, or None without one."""
+    stamped = item.get("review", {}).get("M", {}).get("reviewed_at", {}).get("S")
     try:
-        response = ddb.update_item(
-            TableName=table, Key={"image_id": {"S": image_id}},
-            UpdateExpression="SET review = :r", ConditionExpression=condition,
-            ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
-    except ddb.exceptions.ConditionalCheckFailedException:
+        return parse_time(stamped) + timedelta(milliseconds=1) if stamped else None
+    except ValueError:
         return None
-    return ResultRecord.from_item(response["Attributes"])

@@ -464,3 +464,33 @@ def test_a_reviewer_token_lists_its_lines_results(api: _Api, stack: ResultsStack
     assert status == 200, page
     assert stored.image_id in [r["image_id"] for r in page["results"]]
     assert api.call("get", "/results?line=line-2")[0] == 403
+
+
+@pytest.mark.parametrize("stored_at, expected_at", [
+    # written by a clock an hour ahead: the later review is stamped just after it
+    ("2099-01-01T00:00:00.000+00:00", "2099-01-01T00:00:00.001+00:00"),
+    # a stored time edited by hand into no time at all: replaced, at this clock's time
+    ("yesterday", None),
+])
+def test_a_later_review_is_stamped_after_the_one_it_replaces(
+        api: _Api, stack: ResultsStack, stored_at: str, expected_at: str | None) -> None:
+    """The lake keeps each review as a row and takes an image's latest by `reviewed_at`:
+    a review written by a clock that runs behind the one before made the lake pick the
+    older label while the table held the newer."""
+    stored = stack.put(record(stack.info, 44))
+    stack.client("dynamodb").update_item(
+        TableName=stack.info.table, Key={"image_id": {"S": stored.image_id}},
+        UpdateExpression="SET review = :r", ExpressionAttributeValues={":r": {"M": {
+            "label": {"S": "anomaly"}, "note": {"S": ""}, "reviewer": {"S": "fast-clock"},
+            "reviewed_at": {"S": stored_at}}}})
+
+    status, body = api.review(stored.image_id, {"label": "normal"})
+
+    assert status == 200, body
+    assert body["review"]["label"] == "normal"
+    if expected_at:
+        assert body["review"]["reviewed_at"] == expected_at
+    else:
+        from pipeline.records import parse_time, utc_now
+
+        assert abs((parse_time(body["review"]["reviewed_at"]) - utc_now()).total_seconds()) < 60
