@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import contextlib
+from datetime import timedelta
 from typing import Any
 
 from pipeline import aws
@@ -34,16 +35,19 @@ def record_review(table: str, image_id: str, label: object, note: object,
     if len(note) > MAX_NOTE:
         raise ReviewError(f"note must be at most {MAX_NOTE} characters")
     ddb = aws.client("dynamodb")
-    at, ordered = utc_now(), True
+    at, seen = utc_now(), None  # seen: the stored review's reviewed_at, once read back
     for _ in range(MAX_TRIES):
         condition = "attribute_exists(image_id)"
         values: dict[str, Any] = {":r": {"M": {
             "label": {"S": str(label)}, "note": {"S": note}, "reviewer": {"S": reviewer},
             "reviewed_at": {"S": iso(at)}}}}
-        if ordered:
+        if seen is None:  # the first try: later than whatever is stored, in our format
             condition += (" AND (attribute_not_exists(review.reviewed_at) OR "
                           "review.reviewed_at < :at)")
             values[":at"] = {"S": iso(at)}
+        else:  # stamped after the review read back (any format), if it is still that one
+            condition += " AND review.reviewed_at = :seen"
+            values[":seen"] = {"S": seen}
         if line_id:
             condition += " AND line_id = :line"
             values[":line"] = {"S": line_id}
@@ -57,11 +61,11 @@ def record_review(table: str, image_id: str, label: object, note: object,
             stored = exc.response.get("Item") or {}
             if not stored or (line_id and stored.get("line_id") != {"S": line_id}):
                 return None  # no such record, or another line's
-            later = _after_stored_review(stored)
-            if later is None:  # a stored time edited by hand into no time: replace it
-                ordered = False
-            else:
-                at = max(at, later)
+            seen = _stored_review_time(stored)
+            if seen is None:  # no review now (removed meanwhile): try as the first time
+                continue
+            with contextlib.suppress(ValueError):  # a time edited by hand into no time
+                at = max(at, parse_time(seen) + timedelta(milliseconds=1))
             continue
         return ResultRecord.from_item(response["Attributes"])
     raise ReviewError("the image was reviewed again at the same moment; send it again")
@@ -70,10 +74,8 @@ def record_review(table: str, image_id: str, label: object, note: object,
 MAX_TRIES = 3
 
 
-def _after_stored_review(item: dict[str, Any]) -> datetime | None:
-    """A millisecond after the stored review's `reviewed_at`, or None without one."""
-    stamped = item.get("review", {}).get("M", {}).get("reviewed_at", {}).get("S")
-    try:
-        return parse_time(stamped) + timedelta(milliseconds=1) if stamped else None
-    except ValueError:
-        return None
+def _stored_review_time(item: dict[str, Any]) -> str | None:
+    """The stored review's `reviewed_at` as written (any format), or None without one."""
+    review = item.get("review", {}).get("M", {})
+    stamped = review.get("reviewed_at", {}).get("S") if isinstance(review, dict) else None
+    return stamped if isinstance(stamped, str) else None

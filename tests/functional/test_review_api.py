@@ -469,6 +469,10 @@ def test_a_reviewer_token_lists_its_lines_results(api: _Api, stack: ResultsStack
 @pytest.mark.parametrize("stored_at, expected_at", [
     # written by a clock an hour ahead: the later review is stamped just after it
     ("2099-01-01T00:00:00.000+00:00", "2099-01-01T00:00:00.001+00:00"),
+    # a valid time in another form than ours (typed in, or another tool's): its string
+    # sorts after every one of ours, so an ordering by string refused each try
+    ("2099-01-01T00:00:00Z", "2099-01-01T00:00:00.001+00:00"),
+    ("2026-01-01T09:00:00+09:00", None),  # midnight UTC, long past: this clock's time
     # a stored time edited by hand into no time at all: replaced, at this clock's time
     ("yesterday", None),
 ])
