@@ -834,6 +834,7 @@ def upload(
     from scripts.uploadImages import (
         API,
         INTERRUPTED,
+        FolderState,
         failure_summary,
         images_in,
         token_problem,
@@ -881,8 +882,9 @@ def upload(
         err.print(f"{others} other {'entry' if others == 1 else 'entries'} in {directory} "
                   "left out (only its .jpg, .jpeg and .png files are sent)", markup=False,
                   highlight=False)
+    folder = FolderState()
     uploads = upload_folder(directory, camera, line, url, secret, concurrency=concurrency,
-                            retries=retries, progress=True, post=post)
+                            retries=retries, progress=True, post=post, folder=folder)
     failed = [u for u in uploads if not u.ok]
     # Each distinct reason once, with how many images: the API's or S3's own words, and
     # which step refused (the token, the route, or the signed upload); then those not sent.
@@ -898,8 +900,8 @@ def upload(
     not_sent = sum(1 for u in failed if u.skipped)
     console.print(f"{len(uploads) - len(failed)} of {len(uploads)} images uploaded for line "
                   f"{line} camera {camera}" + (f", {not_sent} not sent" if not_sent else ""))
-    if any(u.skipped == INTERRUPTED for u in failed):
-        raise typer.Exit(130)  # as a shell reports a command Ctrl-C stopped
+    if folder.stopped == INTERRUPTED:
+        raise typer.Exit(130)  # as a shell reports a command Ctrl-C stopped, whatever went
     if failed:  # 2: every image refused for its token, a usage error like a bad option
         raise typer.Exit(2 if token_refused and all(
             u.status == 401 for u in failed if not u.skipped) else 1)

@@ -22,12 +22,14 @@ Ctrl-C stops it too: what was sent is reported and written to the manifest, exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
 import mimetypes
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -37,7 +39,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -471,6 +473,8 @@ def upload_one(request: Callable[..., Ticket], base: str, token: str, path: Path
             if ticket is None:
                 ticket = request(base, token, path, line, camera, len(data))
                 folder.answered(API)
+                if folder.stopped and not sent:  # e.g. Ctrl-C while asking: nothing went
+                    return not_sent(path, folder.stopped)
             sent += 1
             try:
                 ticket.send(data)
@@ -516,14 +520,17 @@ def images_in(directory: Path) -> tuple[list[Path], int]:
 
 def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token: str,
                   delay: float = 0.0, concurrency: int = 4, retries: int = 3,
-                  progress: bool = True, post: bool = False) -> list[Upload]:
+                  progress: bool = True, post: bool = False,
+                  folder: FolderState | None = None) -> list[Upload]:
     """One Upload per image in `directory`, sent or not (see FolderState for when it stops
-    early). Uploads start `delay` seconds apart. Ctrl-C stops the folder: the uploads in
-    flight end, the rest are not sent (`INTERRUPTED`), and all are returned."""
+    early). Uploads start `delay` seconds apart (`folder`'s own, when given). Ctrl-C stops
+    the folder (`folder.stopped` is then INTERRUPTED): the requests in flight end, the rest
+    are not sent, and all are returned; a second Ctrl-C meanwhile is ignored, so that
+    what went is still reported."""
     files, _ = images_in(directory)
     base = api_base(endpoint)
     send = request_post if post else request_put
-    folder = FolderState(delay)
+    folder = folder or FolderState(delay)
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   disable=not progress) as bar:
@@ -539,12 +546,28 @@ def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token:
         except KeyboardInterrupt:
             folder.stop(INTERRUPTED)  # those waiting for their turn or a retry give up
             pool.shutdown(wait=False, cancel_futures=True)
-            console.print("stopping: waiting for the uploads in flight (at most "
-                          f"{TIMEOUT_SECONDS:g} s)...", markup=False, highlight=False)
+            console.print("stopping: waiting for the requests in flight (each gives up "
+                          f"after {TIMEOUT_SECONDS:g} s without an answer)...", markup=False,
+                          highlight=False)
+            with _sigint_ignored():
+                pool.shutdown(wait=True)
         finally:
             pool.shutdown(wait=True)
     return sorted((_outcome(future, path) for future, path in futures.items()),
                   key=lambda upload: upload.file)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C does nothing meanwhile (only the main thread can set a signal's handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _outcome(future: Future[Upload], path: Path) -> Upload:
@@ -662,9 +685,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{others} other {'entry' if others == 1 else 'entries'} in "
                       f"{args.directory} left out (only its .jpg, .jpeg and .png files are "
                       "sent)", markup=False, highlight=False)
+    folder = FolderState(args.time_between_requests)
     uploads = upload_folder(args.directory, args.camera_id, args.assembly_line_id,
-                            args.api_endpoint, args.auth_token, args.time_between_requests,
-                            args.concurrency, args.retries, not args.no_progress, args.post)
+                            args.api_endpoint, args.auth_token, concurrency=args.concurrency,
+                            retries=args.retries, progress=not args.no_progress,
+                            post=args.post, folder=folder)
     ok = sum(upload.ok for upload in uploads)
     for line in failure_summary(uploads):
         console.print(line, markup=False, highlight=False)
@@ -672,8 +697,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"camera {args.camera_id}")
     if args.manifest_out:
         write_manifest(args.manifest_out, uploads)
-    if any(upload.skipped == INTERRUPTED for upload in uploads):
-        return 130  # as a shell reports a command Ctrl-C stopped
+    if folder.stopped == INTERRUPTED:
+        return 130  # as a shell reports a command Ctrl-C stopped, whatever went
     return 0 if ok == len(uploads) else 1
 
 

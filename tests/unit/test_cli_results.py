@@ -211,9 +211,12 @@ def test_upload_stopped_by_ctrl_c_exits_130_and_names_what_it_left_out(
     images.mkdir()
     for name in ("a.jpg", "b.jpg", "notes.txt"):
         (images / name).write_bytes(b"\xff\xd8")
-    clean_env.setattr(uploadImages, "upload_folder", lambda *_, **__: [
-        uploadImages.Upload(str(images / "a.jpg"), True, "id-a", "key-a", 200),
-        uploadImages.not_sent(images / "b.jpg", uploadImages.INTERRUPTED)])
+    def stopped_by_ctrl_c(*_: Any, folder: uploadImages.FolderState, **__: Any) -> list[Any]:
+        folder.stop(uploadImages.INTERRUPTED)
+        return [uploadImages.Upload(str(images / "a.jpg"), True, "id-a", "key-a", 200),
+                uploadImages.not_sent(images / "b.jpg", uploadImages.INTERRUPTED)]
+
+    clean_env.setattr(uploadImages, "upload_folder", stopped_by_ctrl_c)
     app = typer.Typer()
     cli_results.register(app)
 

@@ -170,6 +170,7 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.answers: dict[str, tuple[int, str, str]] = {}
+        self.delays: dict[str, float] = {}  # seconds before answering, by path
         self.requests: list[str] = []
         server = self
 
@@ -178,6 +179,7 @@ class FakeServer:
                 path = self.path.split("?")[0]
                 server.requests.append(f"{self.command} {path}")
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(server.delays.get(path, 0.0))
                 status, body, kind = server.answers.get(
                     path, (404, "<html><title>404 Not Found</title></html>", "text/html"))
                 self.send_response(status)
@@ -502,26 +504,53 @@ def test_a_folder_with_nothing_to_send_is_a_usage_error_and_others_are_named(
     assert "2 other entries in" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_stops_the_folder_and_still_reports_and_writes_the_manifest(
-        fake: FakeServer, tmp_path: Path) -> None:
+        fake: FakeServer, tmp_path: Path, presses: int) -> None:
     """Ctrl-C left every queued file to be uploaded all the same, then ended in a
-    traceback without a summary or a manifest: the ids of what went were lost."""
-    import _thread
+    traceback without a summary or a manifest: the ids of what went were lost. A second
+    Ctrl-C while the uploads in flight end is ignored, for the same reason."""
+    import os
+    import signal
 
     put_answer(fake)
     fake.answer("/bucket/k.jpg", 200, "")
+    fake.delays["/bucket/k.jpg"] = 0.6  # each send is in flight a while
     manifest = tmp_path / "out" / "manifest.json"
-    timer = threading.Timer(0.5, _thread.interrupt_main)  # Ctrl-C, as the main thread sees it
-    timer.start()
+    timers = [threading.Timer(0.3 + 0.2 * press, os.kill, (os.getpid(), signal.SIGINT))
+              for press in range(presses)]  # a real Ctrl-C, while the main thread waits
+    for timer in timers:
+        timer.start()
     try:
-        code = uploadImages.main([str(folder_of(tmp_path, 20)), "cam-1", "line-1", fake.url,
-                                  "tok", "0.2", "--concurrency", "2", "--no-progress",
+        code = uploadImages.main([str(folder_of(tmp_path, 8)), "cam-1", "line-1", fake.url,
+                                  "tok", "0", "--concurrency", "2", "--no-progress",
                                   "--manifest-out", str(manifest)])
     finally:
-        timer.cancel()
+        for timer in timers:
+            timer.cancel()
     written = json.loads(manifest.read_text())
     sent = [u for u in written if u["ok"]]
     assert code == 130
-    assert len(written) == 20 and 1 <= len(sent) < 20
+    assert len(written) == 8 and len(sent) <= 2  # those in flight, then no more
     assert {u["skipped"] for u in written if not u["ok"]} == {uploadImages.INTERRUPTED}
-    assert fake.requests.count("GET /getsignedurl") == len(sent)
+    assert fake.requests.count("PUT /bucket/k.jpg") == len(sent)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_ctrl_c_after_the_last_upload_started_still_exits_130(fake: FakeServer,
+                                                                tmp_path: Path) -> None:
+    """Nothing was left to mark as not sent, so it exited 0 as if never stopped."""
+    import os
+    import signal
+
+    put_answer(fake)
+    fake.answer("/bucket/k.jpg", 200, "")
+    fake.delays["/bucket/k.jpg"] = 0.6
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code = uploadImages.main([str(folder_of(tmp_path, 2)), "cam-1", "line-1", fake.url,
+                                  "tok", "0", "--concurrency", "2", "--no-progress"])
+    finally:
+        timer.cancel()
+    assert code == 130
