@@ -155,4 +155,6 @@ def register(app: typer.Typer) -> None:
             code = run_demo(out=out, samples=samples, model=model)
         except ArtifactError as exc:
             fail(f"{exc}; delete the folder and the demo trains a new model", 2)
+        except FileNotFoundError as exc:  # --samples without test images
+            fail(str(exc), 2)
         raise typer.Exit(code)

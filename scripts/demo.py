@@ -31,6 +31,7 @@ from scripts.observe import (
     wait_for_alerts,
     wait_until,
 )
+from scripts.uploadImages import EXTENSIONS
 
 console = Console(width=None if Console().is_terminal else 110)
 UPLOADER = REPO / "scripts" / "uploadImages.py"
@@ -60,11 +61,21 @@ def ensure_model(samples: Path, model: Path) -> None:
                   f"{report.model_version} in {report.train_seconds:.0f} s")
 
 
+def demo_images(samples: Path) -> list[Path]:
+    """The test images the demo uploads: samples/test/normal and /anomaly, JPEG or PNG."""
+    images = sorted(p for folder in ("normal", "anomaly")
+                    for p in (samples / "test" / folder).glob("*")
+                    if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    if not images:
+        raise FileNotFoundError(f"no .jpg, .jpeg or .png images in {samples / 'test'}/normal "
+                                "or /anomaly")
+    return images
+
+
 def plan_uploads(samples: Path, out: Path, topology: Topology) -> dict[tuple[str, str], Path]:
     """Spread the test images over every line and camera, one folder per camera; add a
     text file named .jpg and a truncated JPEG to the last camera."""
-    images = sorted(p for folder in ("normal", "anomaly")
-                    for p in (samples / "test" / folder).glob("*.jpg"))
+    images = demo_images(samples)
     cameras = [(line, camera) for line, cams in topology.lines.items() for camera in cams]
     folders: dict[tuple[str, str], Path] = {}
     root = out / "uploads"
@@ -74,9 +85,11 @@ def plan_uploads(samples: Path, out: Path, topology: Topology) -> dict[tuple[str
         folder = folders.setdefault((line, camera), root / line / camera)
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(image, folder / f"{image.parent.name}-{image.name}")
-    bad = folders[cameras[-1]]
+    # fewer images than cameras: the last camera's folder holds only the unusable files
+    bad = folders.setdefault(cameras[-1], root / cameras[-1][0] / cameras[-1][1])
+    bad.mkdir(parents=True, exist_ok=True)
     (bad / "not-an-image.jpg").write_text("<html>this is not a photo</html>\n")
-    (bad / "truncated.jpg").write_bytes(images[0].read_bytes()[:600])
+    (bad / f"truncated{images[0].suffix.lower()}").write_bytes(images[0].read_bytes()[:600])
     return folders
 
 
@@ -104,6 +117,7 @@ def run_demo(out: Path, samples: Path, model: Path, timeout: float = 180.0,
     out, samples, model = out.resolve(), samples.resolve(), model.resolve()
     out.mkdir(parents=True, exist_ok=True)
     ensure_samples(samples)
+    demo_images(samples)  # before training and the stack: a clear error, not a KeyError
     ensure_model(samples, model)
     topology = Topology()
     with LocalStack(model, topology, write_state=write_state, quiet=True) as stack:
