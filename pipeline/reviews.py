@@ -61,11 +61,10 @@ def record_review(table: str, image_id: str, label: object, note: object,
             stored = exc.response.get("Item") or {}
             if not stored or (line_id and stored.get("line_id") != {"S": line_id}):
                 return None  # no such record, or another line's
-            seen = _stored_review_time(stored)
-            if seen is None:  # no review now (removed meanwhile): try as the first time
-                continue
-            with contextlib.suppress(ValueError):  # a time edited by hand into no time
-                at = max(at, parse_time(seen) + timedelta(milliseconds=1))
+            seen = stored.get("review", {}).get("M", {}).get("reviewed_at", {}).get("S")
+            if seen is not None:  # None: the review went meanwhile; try as the first time
+                with contextlib.suppress(ValueError):  # a time edited by hand into no time
+                    at = max(at, parse_time(seen) + timedelta(milliseconds=1))
             continue
         return ResultRecord.from_item(response["Attributes"])
     raise ReviewError("the image was reviewed again at the same moment; send it again")
@@ -73,9 +72,3 @@ def record_review(table: str, image_id: str, label: object, note: object,
 
 MAX_TRIES = 3
 
-
-def _stored_review_time(item: dict[str, Any]) -> str | None:
-    """The stored review's `reviewed_at` as written (any format), or None without one."""
-    review = item.get("review", {}).get("M", {})
-    stamped = review.get("reviewed_at", {}).get("S") if isinstance(review, dict) else None
-    return stamped if isinstance(stamped, str) else None

@@ -834,6 +834,7 @@ def upload(
     from scripts.uploadImages import (
         API,
         INTERRUPTED,
+        NO_IMAGES,
         FolderState,
         failure_summary,
         images_in,
@@ -844,10 +845,9 @@ def upload(
 
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a folder", param_hint="DIRECTORY")
-    files, others = images_in(directory)
+    files, left_out = images_in(directory)
     if not files:
-        raise typer.BadParameter(f"{directory} has no .jpg, .jpeg or .png files at its top "
-                                 "level", param_hint="DIRECTORY")
+        raise typer.BadParameter(f"{directory} {NO_IMAGES}", param_hint="DIRECTORY")
     url, secret = api_url or "", token or os.environ.get("LINESIGHT_TOKEN", "")
     described: dict[str, Any] = {}
     if state is not None:
@@ -878,10 +878,8 @@ def upload(
                   "pass --token (see `linesight tokens`)")
     if problem := token_problem(secret):
         raise typer.BadParameter(problem, param_hint="--token")
-    if others:
-        err.print(f"{others} other {'entry' if others == 1 else 'entries'} in {directory} "
-                  "left out (only its .jpg, .jpeg and .png files are sent)", markup=False,
-                  highlight=False)
+    if left_out:
+        err.print(left_out, markup=False, highlight=False)
     folder = FolderState()
     uploads = upload_folder(directory, camera, line, url, secret, concurrency=concurrency,
                             retries=retries, progress=True, post=post, folder=folder)

@@ -510,12 +510,18 @@ def not_sent(path: Path, reason: str) -> Upload:
     return Upload(str(path), False, error=f"not sent: {reason}", skipped=reason)
 
 
-def images_in(directory: Path) -> tuple[list[Path], int]:
+def images_in(directory: Path) -> tuple[list[Path], str]:
     """The images an upload sends from `directory` (its .jpg, .jpeg and .png files, by
-    name), and how many other entries it leaves (subfolders, other files)."""
+    name), and a note on the other entries it leaves out (subfolders, other files), or ""."""
     entries = list(directory.iterdir())
     files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in EXTENSIONS)
-    return files, len(entries) - len(files)
+    others = len(entries) - len(files)
+    note = (f"{others} other {'entry' if others == 1 else 'entries'} in {directory} left out "
+            "(only its .jpg, .jpeg and .png files are sent)") if others else ""
+    return files, note
+
+
+NO_IMAGES = "has no .jpg, .jpeg or .png files at its top level"
 
 
 def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token: str,
@@ -678,13 +684,11 @@ def main(argv: list[str] | None = None) -> int:
                or (manifest_problem(args.manifest_out) if args.manifest_out else ""))
     if problem:
         parser.error(problem)
-    files, others = images_in(args.directory)
+    files, left_out = images_in(args.directory)
     if not files:
-        parser.error(f"{args.directory} has no .jpg, .jpeg or .png files at its top level")
-    if others:
-        console.print(f"{others} other {'entry' if others == 1 else 'entries'} in "
-                      f"{args.directory} left out (only its .jpg, .jpeg and .png files are "
-                      "sent)", markup=False, highlight=False)
+        parser.error(f"{args.directory} {NO_IMAGES}")
+    if left_out:
+        console.print(left_out, markup=False, highlight=False)
     folder = FolderState(args.time_between_requests)
     uploads = upload_folder(args.directory, args.camera_id, args.assembly_line_id,
                             args.api_endpoint, args.auth_token, concurrency=args.concurrency,
