@@ -314,7 +314,13 @@ def evaluate(model_dir: Path | str, test_dir: Path | str, *, threshold: float | 
     with blas_threads(1):
         for label, paths in labelled.items():
             for path in paths:
-                data = path.read_bytes()
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:  # e.g. no permission: refused like a bad image
+                    invalid.append({"path": str(path), "label": label, "reason": "unreadable",
+                                    "message": f"cannot be read: {exc.strerror or exc}"})
+                    notify("scoring test images", len(scored) + len(invalid), total)
+                    continue
                 started = time.perf_counter()
                 cpu_started = time.thread_time()
                 try:

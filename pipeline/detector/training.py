@@ -937,7 +937,11 @@ class _ImageCache:
 
         def one(path: Path) -> imageio.DecodedImage | str:
             try:
-                return imageio.decode(path.read_bytes(), longest_side=size, roi=self.roi)
+                data = path.read_bytes()
+            except OSError as exc:  # e.g. no permission, or a link to nothing: left out
+                return f"{self.shown(path)}: unreadable ({exc.strerror or exc})"
+            try:
+                return imageio.decode(data, longest_side=size, roi=self.roi)
             except InvalidImageError as exc:
                 return f"{self.shown(path)}: {exc.reason} ({exc})"
 

@@ -171,6 +171,35 @@ def test_training_leaves_out_images_detection_refuses_as_too_small(tmp_path: Pat
     assert str(refused.value) in report.skipped[0]  # in the same words
 
 
+def test_an_unreadable_file_is_left_out_of_training_and_refused_by_evaluate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the process may not read (tests run as root, who may read anything, so the
+    refusal is raised where `chmod 000` would raise it) is one image left out, not a
+    traceback that ends a run of hundreds."""
+    data = tmp_path / "data"
+    _parts(data / "train" / "normal", 6, (64, 48))
+    locked = _parts(data / "train" / "normal", 1, (64, 48), name="locked", seed=9)[0]
+    _parts(data / "test" / "normal", 2, (64, 48), seed=20)
+    _parts(data / "test" / "anomaly", 2, (64, 48), defect=True, seed=30)
+    locked_test = _parts(data / "test" / "anomaly", 1, (64, 48), name="locked", seed=40)[0]
+    read_bytes = Path.read_bytes
+
+    def refusing(path: Path) -> bytes:
+        if path.name.startswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refusing)
+    report = train_model(data, tmp_path / "model", methods=["pixel_gaussian"])
+    assert report.n_normal == 6
+    assert report.skipped == (f"{locked.name}: unreadable (Permission denied)",)
+    evaluated = evaluation.evaluate(tmp_path / "model", data / "test", keep_heatmaps=False)
+    assert len(evaluated.images) == 4
+    assert evaluated.invalid == ({"path": str(locked_test), "label": "anomaly",
+                                  "reason": "unreadable",
+                                  "message": "cannot be read: Permission denied"},)
+
+
 def test_other_image_formats_are_listed_and_symlinked_folders_followed(
         tmp_path: Path) -> None:
     data = tmp_path / "data"
