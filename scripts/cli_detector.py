@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ err = Console(stderr=True)  # errors, so that a script reading stdout does not t
 # (a test keeps the two alike); named here so that `--help` need not import the detector.
 METHOD_NAMES = ("pixel_gaussian", "align", "align_patch", "shape", "cnn", "cnn_coarse",
                 "texture")
+PLAIN_EVERY_S = 10.0  # how often progress is written as a line when not on a terminal
 SKIPPED_SHOWN = 5  # images left out (training) or refused (evaluate) listed on screen; all: JSON
 # What the training table's columns mean: its ms/image is not `evaluate`'s
 TABLE_CAPTION = ("AUROC and F1 from out-of-fold scores; fit s: CPU time of all folds' fitting; "
@@ -48,10 +51,20 @@ def register(app: typer.Typer) -> None:
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress display; yields the `progress(description, completed, total)`
-    callback training and evaluation report to (one bar per description)."""
+    callback training and evaluation report to (one bar per description).
+
+    The bar is drawn on standard output, or on standard error when only that is a
+    terminal (`linesight train ... | tee train.log`). When neither is, as in CI or under
+    `nohup`, a bar would show nothing until the end: progress is then plain lines on
+    standard error instead, at most one per description every `PLAIN_EVERY_S` seconds,
+    plus its first and last step."""
+    shown_on = console if console.is_terminal else err
+    if not shown_on.is_terminal:
+        yield plain_progress(err)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=shown_on, transient=True) as progress:
         tasks: dict[str, int] = {}
 
         def update(description: str, completed: int, total: int) -> None:
@@ -60,6 +73,35 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
             progress.update(tasks[description], completed=completed, total=total)
 
         yield update
+
+
+def plain_progress(out: Console) -> Callable[[str, int, int], None]:
+    """The `progress` callback as plain lines on `out`, for output that is not a terminal:
+    a description's first step, its last, and at most one line every `PLAIN_EVERY_S`
+    seconds between them.
+
+    >>> from io import StringIO
+    >>> written = StringIO()
+    >>> update = plain_progress(Console(file=written, width=200))
+    >>> for done in range(1, 4):
+    ...     update("decoding images at 128 px", done, 3)
+    >>> print(written.getvalue(), end="")
+    decoding images at 128 px: 1/3
+    decoding images at 128 px: 3/3
+    """
+    last: dict[str, float] = {}
+
+    def update(description: str, completed: int, total: int) -> None:
+        now = time.monotonic()
+        shown = last.get(description)  # when last written; inf once its last step was
+        finished = completed >= total
+        if (shown is None or now - shown >= PLAIN_EVERY_S
+                or (shown == math.inf) != finished):  # its last step, or it started again
+            last[description] = math.inf if finished else now
+            out.print(f"{description}: {completed}/{total}", markup=False, highlight=False,
+                      soft_wrap=True)
+
+    return update
 
 
 def train(

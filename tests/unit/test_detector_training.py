@@ -699,11 +699,17 @@ def test_cli_train_and_evaluate(samples: Path, tmp_path: Path) -> None:
     assert trained.exit_code == 0, trained.output
     assert "pixel_gaussian" in trained.output and "threshold" in trained.output
     assert "decoding not included" in " ".join(trained.output.split())
+    # not a terminal (piped, CI): progress is plain lines on stderr, each task's last step
+    assert "cross-validating" not in trained.stdout
+    steps = [line.rsplit(": ", 1) for line in trained.stderr.splitlines()]
+    assert any(what.startswith("decoding images at") for what, _ in steps)
+    assert all(done.split("/")[0].isdigit() for _, done in steps), trained.stderr
     evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(samples / "test"),
                                     "--json", str(tmp_path / "out.json"),
                                     "--html", str(tmp_path / "out.html")])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads((tmp_path / "out.json").read_text())["n_anomaly"] == 8
+    assert "scoring test images: 16/16" in evaluated.stderr.splitlines()
     page = (tmp_path / "out.html").read_text()
     assert "<svg" in page and "ROC" in page and "Confusion matrix" in page
     assert "How the model was chosen" in page and "out-of-fold" in page  # the threshold's story
