@@ -470,7 +470,10 @@ def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
     if not manifest.is_file():
         raise TrainingError(f"manifest {manifest} does not exist")
     try:  # utf-8-sig: a manifest saved by a Windows editor starts with a byte-order mark
-        lines = manifest.read_text(encoding="utf-8-sig").splitlines()
+        text = manifest.read_text(encoding="utf-8-sig")
+        # JSON lines end at "\n" (or "\r\n") only: splitlines() also splits at U+2028 and
+        # the like, which JSON strings may hold as they are
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
     except UnicodeDecodeError as exc:
         raise TrainingError(f"manifest {manifest} is not UTF-8 text: {exc}") from None
     index: dict[str, list[Path]] = {}
@@ -480,6 +483,8 @@ def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
     anomaly: list[Path] = []
     masks: dict[Path, Path] = {}
     missing: list[str] = []
+    listed: dict[Path, tuple[int, bool]] = {}  # image (resolved) -> its first line, label
+    repeats = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -495,6 +500,15 @@ def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
         if image is None:
             missing.append(f"line {number} source-ref {ref}")
             continue
+        first = listed.setdefault(image.resolve(), (number, is_anomaly))
+        if first[0] != number:  # manifests joined, say: one photo, one place in training
+            if first[1] != is_anomaly:
+                raise TrainingError(
+                    f"{where}: {ref} is {image}, which line {first[0]} labels "
+                    f"{'anomalous' if first[1] else 'normal'}: one photo cannot be trained "
+                    "under both labels; keep the line with the right one")
+            repeats += 1
+            continue
         (anomaly if is_anomaly else normal).append(image)
         mask_ref = entry.get("anomaly-mask-ref")
         if is_anomaly and mask_ref:
@@ -509,8 +523,10 @@ def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
                             f"{data_dir} by path or file name: {shown}")
     if not normal:
         raise TrainingError(f"{manifest} lists no normal images (anomaly-label 0)")
+    repeated = (f"; {repeats} line(s) naming an image an earlier line names with the same "
+                "label read once" if repeats else "")
     return TrainingSet(tuple(normal), tuple(anomaly), masks,
-                       source=f"manifest {manifest} resolved under {data_dir}")
+                       source=f"manifest {manifest} resolved under {data_dir}{repeated}")
 
 
 def manifest_label(entry: Mapping[str, Any], where: str = "manifest") -> bool:
@@ -521,18 +537,24 @@ def manifest_label(entry: Mapping[str, Any], where: str = "manifest") -> bool:
     True
     >>> manifest_label({"anomaly-label": 0})
     False
+    >>> manifest_label({"anomaly-label": 0.9})
+    Traceback (most recent call last):
+    ...
+    pipeline.detector.training.TrainingError: manifest: anomaly-label must be 0 or 1, got 0.9
     """
     if "anomaly-label" not in entry:
         raise TrainingError(f"{where} has no anomaly-label")
-    try:
-        value = int(entry["anomaly-label"])
-    except (TypeError, ValueError):
-        raise TrainingError(f"{where}: anomaly-label must be 0 or 1, "
-                            f"got {entry['anomaly-label']!r}") from None
-    if value not in (0, 1):
-        raise TrainingError(f"{where}: anomaly-label must be 0 or 1, got {value}")
-    class_name = entry.get("anomaly-label-metadata", {}).get("class-name")
-    if class_name in ("normal", "anomaly") and (class_name == "anomaly") != bool(value):
+    label = entry["anomaly-label"]
+    # 0 or 1 as JSON writes them (0, 1.0, true, "1"); int() would read 0.9 as 0, normal
+    value = next((value for value in (0, 1)
+                  if label == value or (isinstance(label, str) and label.strip() == str(value))),
+                 None)
+    if value is None:
+        raise TrainingError(f"{where}: anomaly-label must be 0 or 1, got {label!r}")
+    metadata = entry.get("anomaly-label-metadata")
+    class_name = metadata.get("class-name") if isinstance(metadata, Mapping) else None
+    said = class_name.strip().lower() if isinstance(class_name, str) else None
+    if said in ("normal", "anomaly") and (said == "anomaly") != bool(value):
         raise TrainingError(f"{where}: anomaly-label {value} contradicts class-name "
                             f"{class_name!r}")
     return bool(value)
@@ -605,10 +627,23 @@ def _inside(path: Path, data_dir: Path, folders: Sequence[str]) -> bool:
 
     >>> [_inside(Path(name), Path("d"), ["test"]) for name in ("d/test/anomaly/1.jpg", "d/1.jpg")]
     [True, False]
-    """
-    absolute, top = path.absolute(), data_dir.absolute()
-    return (absolute.is_relative_to(top)
-            and any(part.lower() in folders for part in absolute.relative_to(top).parts[:-1]))
+
+    By the path as written and by the real one, links followed and `..` taken out: a
+    `data_dir` reached through a link, or a reference climbing out and back in with `..`,
+    still finds its `test/`, and so does a `test/` that is itself a link elsewhere."""
+    def by_text(absolute: Path, top: Path) -> bool:
+        return (absolute.is_relative_to(top) and any(
+            part.lower() in folders for part in absolute.relative_to(top).parts[:-1]))
+
+    real = path.resolve()
+    if by_text(path.absolute(), data_dir.absolute()) or by_text(real, data_dir.resolve()):
+        return True
+    try:
+        linked = [child for child in data_dir.iterdir()
+                  if child.name.lower() in folders and child.is_symlink()]
+    except OSError:  # no such folder: nothing is inside it
+        return False
+    return any(real.is_relative_to(child.resolve()) for child in linked)
 
 
 def _shared_tail(first: Sequence[str], second: Sequence[str]) -> int:

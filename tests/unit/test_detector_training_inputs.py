@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -338,6 +339,83 @@ def test_a_manifest_never_resolves_to_a_test_image(tmp_path: Path) -> None:
                                             r"never learns from test images"):
         find_training_set(tmp_path, _manifest(tmp_path / "m2.manifest", [
             *lines, _line("s3://b/only-in-test-0.png", 1)]))
+
+
+def test_a_test_image_reached_through_a_link_or_dotdot_is_still_a_test_image(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _manifest_set(data)
+    held_out = _parts(data / "test" / "anomaly", 1, name="held-out", defect=True)[0]
+    normals = [_line(f"s3://b/p/normal-{index}.png", 0) for index in range(4)]
+    linked = tmp_path / "linked"
+    os.symlink(data, linked, target_is_directory=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for root, ref, manifest_dir in [
+            (linked, str(held_out), linked),  # by its real path, under a linked DATA_DIR
+            (data, "../data/test/anomaly/held-out-0.png", elsewhere)]:  # climbing back in
+        manifest = _manifest(manifest_dir / "m.manifest", [*normals, _line(ref, 1)])
+        with pytest.raises(TrainingError, match="training never learns from test images"):
+            find_training_set(root, manifest)
+    moved = tmp_path / "test-images"  # test/ itself a link to a folder elsewhere
+    (data / "test").rename(moved)
+    os.symlink(moved, data / "test", target_is_directory=True)
+    manifest = _manifest(tmp_path / "m.manifest",
+                         [*normals, _line(str(moved / "anomaly" / held_out.name), 1)])
+    with pytest.raises(TrainingError, match="training never learns from test images"):
+        find_training_set(data, manifest)
+
+
+def test_an_image_two_lines_name_is_read_once_and_never_under_both_labels(
+        tmp_path: Path) -> None:
+    _manifest_set(tmp_path)
+    normals = [_line(f"s3://b/p/normal-{index}.png", 0) for index in range(4)]
+    joined = [*normals, _line("imgs/normal-0.png", 0), _line("s3://b/p/anomaly-0.png", 1)]
+    found = find_training_set(tmp_path, _manifest(tmp_path / "m.manifest", joined))
+    assert len(found.normal) == 4 and len(found.anomaly) == 1
+    assert found.source.endswith("1 line(s) naming an image an earlier line names with the "
+                                 "same label read once")
+    relabelled = [*normals, _line("s3://other-job/normal-2.png", 1)]
+    with pytest.raises(TrainingError, match=r"m2.manifest:5: s3://other-job/normal-2.png is "
+                                            r".*normal-2.png, which line 3 labels normal"):
+        find_training_set(tmp_path, _manifest(tmp_path / "m2.manifest", relabelled))
+
+
+@pytest.mark.parametrize("label, metadata, said", [
+    (0.9, None, "anomaly-label must be 0 or 1, got 0.9"),  # int() read it as 0
+    (1.5, None, "anomaly-label must be 0 or 1, got 1.5"),
+    (float("inf"), None, "anomaly-label must be 0 or 1, got inf"),  # OverflowError
+    ("yes", None, "anomaly-label must be 0 or 1, got 'yes'"),
+    (0, {"class-name": "Anomaly"}, "anomaly-label 0 contradicts class-name 'Anomaly'"),
+])
+def test_a_manifest_label_is_0_or_1_as_json_writes_them_and_nothing_else(
+        tmp_path: Path, label: object, metadata: object, said: str) -> None:
+    _manifest_set(tmp_path)
+    entry = _line("s3://b/p/anomaly-0.png", 0)
+    entry["anomaly-label"] = label
+    if metadata is not None:
+        entry["anomaly-label-metadata"] = metadata
+    normals = [_line(f"s3://b/p/normal-{index}.png", 0) for index in range(4)]
+    with pytest.raises(TrainingError, match=f"m.manifest:5: {re.escape(said)}$"):
+        find_training_set(tmp_path, _manifest(tmp_path / "m.manifest", [*normals, entry]))
+
+
+def test_manifest_labels_and_text_that_other_tools_write_are_read(tmp_path: Path) -> None:
+    """true/"1" labels, metadata that is null or not a map, a line separator (U+2028)
+    written unescaped inside a string, as json.dumps(ensure_ascii=False) writes it."""
+    _manifest_set(tmp_path)
+    entries: list[dict[str, object]] = [
+        {**_line(f"s3://b/p/normal-{index}.png", 0), "anomaly-label-metadata": metadata}
+        for index, metadata in enumerate([None, "x", {"class-name": "Normal"}, {}])]
+    entries += [{**_line("s3://b/p/anomaly-0.png", 0), "anomaly-label": True,
+                 "job-name": "QA\u2028batch"},
+                {**_line("s3://b/p/anomaly-1.png", 0), "anomaly-label": "1"}]
+    manifest = tmp_path / "m.manifest"
+    manifest.write_text("".join(json.dumps(entry, ensure_ascii=False) + "\r\n"
+                                for entry in entries), encoding="utf-8")
+    assert "\u2028" in manifest.read_text(encoding="utf-8")
+    found = find_training_set(tmp_path, manifest)
+    assert len(found.normal) == 4 and len(found.anomaly) == 2
 
 
 def test_a_manifest_reference_goes_to_the_copy_its_folders_match(tmp_path: Path) -> None:
