@@ -8,6 +8,7 @@ is below 0.5 + confidenceThreshold is "low confidence" and goes to a person.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from pipeline.records import STATUS_INVALID, ResultRecord, iso
@@ -91,12 +92,38 @@ def subject(headline: str, line_id: str, camera_id: str) -> str:
     >>> len(long) <= SUBJECT_MAX, long.endswith("-7"), "-north" in long
     (True, True, True)
     """
+    # SNS refuses a subject with a line break or other control character: a key not
+    # issued by the API could carry one
+    line_id, camera_id = (_printable(text) for text in (line_id, camera_id))
     head = f"LineSight: {headline} - "
     room = SUBJECT_MAX - len(head) - len("line , camera ")
     if len(line_id) + len(camera_id) > room:
         line_id = _shorten(line_id, max(room // 2, room - len(camera_id)))
         camera_id = _shorten(camera_id, room - len(line_id))
     return f"{head}line {line_id}, camera {camera_id}"
+
+
+def _printable(text: str) -> str:
+    """`text` with each control character shown as "?".
+
+    >>> _printable("press 1\\nBCC: x")
+    'press 1?BCC: x'
+    """
+    return "".join("?" if unicodedata.category(char) == "Cc" else char for char in text)
+
+
+def _apart(value: float, other: float, decimals: int) -> tuple[str, str]:
+    """`value` and `other` to `decimals` places, or more (up to 4, as results are stored)
+    where that many would show a value under a limit as the limit itself.
+
+    >>> _apart(0.6996, 0.7, 2), _apart(0.4996, 0.5, 3), _apart(0.61, 0.625, 2)
+    (('0.6996', '0.7000'), ('0.4996', '0.5000'), ('0.61', '0.62'))
+    """
+    for places in range(decimals, 5):
+        shown = f"{value:.{places}f}", f"{other:.{places}f}"
+        if shown[0] != shown[1]:
+            break
+    return shown
 
 
 def _shorten(text: str, width: int) -> str:
@@ -136,12 +163,16 @@ def details(record: ResultRecord, policy: AlertPolicy) -> list[str]:
                   f"Reason:      {record.reason}"]
     else:
         limit = low_confidence_limit(policy.confidence_threshold)
-        low = is_low_confidence(record.confidence, policy.confidence_threshold)
+        confidence, limit_shown = _apart(record.confidence, limit, 2)
+        if not is_low_confidence(record.confidence, policy.confidence_threshold):
+            confidence = f"{record.confidence:.2f}"
+        else:
+            confidence += f" (under this line's low-confidence limit, {limit_shown})"
+        score, threshold = _apart(record.score, record.threshold, 3)
         lines += [
             f"Verdict:     {'ANOMALOUS' if record.is_anomalous else 'normal'}",
-            f"Confidence:  {record.confidence:.2f}"
-            + (f" (under this line's low-confidence limit, {limit:.2f})" if low else ""),
-            f"Score:       {record.score:.3f} (threshold {record.threshold:.3f})",
+            f"Confidence:  {confidence}",
+            f"Score:       {score} (threshold {threshold})",
             f"Model:       {record.model_version}",
         ]
     lines.append(f"Image URL:   {record.s3_uri}")

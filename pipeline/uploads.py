@@ -150,8 +150,8 @@ def parse_key(key: str) -> KeyParts | None:
     True
     """
     match = _KEY.fullmatch(key)
-    if not match:
-        return None
+    if not match or not (is_id(match["line"]) and is_id(match["camera"])):
+        return None  # written by hand, say, with ids the API would refuse to issue a key for
     return KeyParts(match["line"], match["camera"], match["upload_id"], match["ext"])
 
 

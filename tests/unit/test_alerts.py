@@ -82,6 +82,23 @@ def test_a_low_confidence_alert_says_which_limit_it_fell_under() -> None:
     assert "limit" not in decide(_record(True, 0.95), AlertPolicy(0.25)).message
 
 
+def test_a_value_just_under_its_limit_is_never_shown_as_the_limit() -> None:
+    record = _record(False, 0.6996).with_changes(score=0.4996)
+    message = decide(record, AlertPolicy(0.2)).message
+    assert "Confidence:  0.6996 (under this line's low-confidence limit, 0.7000)" in message
+    assert "Score:       0.4996 (threshold 0.5000)" in message
+    message = decide(_record(False, 0.61), AlertPolicy(0.125)).message
+    assert "Confidence:  0.61 (under this line's low-confidence limit, 0.62)" in message
+    assert "Score:       0.700 (threshold 0.500)" in message
+
+
+def test_a_control_character_in_an_id_never_reaches_the_subject() -> None:
+    """SNS refuses a subject with one, and the alert would never be sent."""
+    record = _record(True, 0.95).with_changes(line_id="press 1\nBCC: x", camera_id="cam\t1")
+    subject = decide(record, AlertPolicy(0.2)).subject
+    assert subject == "LineSight: Defect detected - line press 1?BCC: x, camera cam?1"
+
+
 def test_the_cameras_own_image_id_is_in_the_message() -> None:
     record = _record(True, 0.9).with_changes(client_image_id="part-20261123-0042")
     assert "part-20261123-0042" in decide(record, AlertPolicy(0.2)).message

@@ -97,6 +97,17 @@ def test_the_server_chooses_a_unique_key_per_upload() -> None:
                               "imageid": "frame-7"}
 
 
+@pytest.mark.parametrize("line, camera", [
+    ("press 1\nBCC: x", "cam-1"),  # a line break would reach the alert's subject
+    ("line-1", "cam\t1"), ("..", "cam-1"), ("-line", "cam-1"), ("line-1", "c" * 65)])
+def test_a_key_shaped_like_ours_with_ids_the_api_refuses_is_not_ours(line: str,
+                                                                       camera: str) -> None:
+    """Written to the bucket by hand, say: recorded as unexpected_key, not under its line."""
+    ours = uploads.new_target("line-1", "cam-1", None, "image/jpeg", now=NOW).key
+    assert uploads.parse_key(ours) is not None
+    assert uploads.parse_key(ours.replace("line-1/cam-1/", f"{line}/{camera}/")) is None
+
+
 @pytest.mark.parametrize("key", [
     "line-1/cam-1/2026/03/04/" + "a" * 32 + ".jpg\n",
     "line-1/cam-1/2026/03/04/" + "a" * 32 + ".jpg/extra",
