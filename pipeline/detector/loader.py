@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -49,13 +50,22 @@ def _build(backend: str, model_uri: str, sagemaker_endpoint: str) -> Detector:
     # Each backend is imported when first loaded: the embedded one brings numpy and
     # Pillow, which the API's own functions (the same app, other Lambdas) never need.
     if backend == "embedded":
+        from pipeline.detector.artifact import ArtifactError
         from pipeline.detector.embedded import EmbeddedDetector
 
         if not model_uri:
             raise DetectorError("the embedded detector needs a model URI (LINESIGHT_MODEL_URI)")
-        model_dir = download_model(model_uri) if model_uri.startswith("s3://") else Path(
-            model_uri)
-        detector = EmbeddedDetector.from_dir(model_dir)
+        if not model_uri.startswith("s3://"):
+            detector = EmbeddedDetector.from_dir(Path(model_uri))
+        else:
+            model_dir = download_model(model_uri)
+            try:
+                detector = EmbeddedDetector.from_dir(model_dir)
+            except ArtifactError as exc:  # e.g. copied while the prefix was being replaced
+                log.warning("the copy of %s in %s does not load (%s): copying it again",
+                            model_uri, model_dir, exc)
+                shutil.rmtree(model_dir, ignore_errors=True)
+                detector = EmbeddedDetector.from_dir(download_model(model_uri))
         log.info("loaded embedded model %s (%s) from %s", detector.model_version,
                  detector.model.method_name, model_uri)
         return detector
@@ -83,7 +93,11 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def download_model(uri: str, client: Any = None, root: Path | None = None) -> Path:
-    """Copy the model under an s3:// prefix to a local directory (once) and return it."""
+    """Copy the model under an s3:// prefix to a local directory (once) and return it.
+
+    Each download goes to a folder of its own, renamed into place when whole, so that a
+    download cut short leaves nothing a later one reads. Keys that would land outside the
+    folder (`..`, or an absolute path from a doubled `/`) are left out."""
     bucket, prefix = split_s3_uri(uri)
     target = (root or Path(tempfile.gettempdir()) / "linesight-models") / hashlib.sha256(
         uri.encode()).hexdigest()[:16]
@@ -95,25 +109,32 @@ def download_model(uri: str, client: Any = None, root: Path | None = None) -> Pa
         client = boto3.client("s3")
     from botocore.exceptions import BotoCoreError, ClientError
 
+    partial: Path | None = None
     try:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
         if not any(key == prefix + "model.json" for key in keys):
             raise DetectorError(f"no model.json under {uri}")
-        partial = target.with_name(target.name + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
         for key in keys:
-            relative = key[len(prefix):]
-            if not relative or relative.endswith("/") or ".." in Path(relative).parts:
+            relative = Path(key[len(prefix):])
+            if (not relative.parts or key.endswith("/") or relative.is_absolute()
+                    or ".." in relative.parts):
                 continue
             destination = partial / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(destination))
-    except (BotoCoreError, ClientError) as exc:
-        raise DetectorError(f"could not download the model from {uri}: {exc}") from exc
+    except BaseException as exc:  # a failed download, a full disk, ...: nothing half-made
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, BotoCoreError | ClientError):
+            raise DetectorError(f"could not download the model from {uri}: {exc}") from exc
+        raise
     try:
         partial.rename(target)
     except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
         if not (target / "model.json").is_file():  # not just another process finishing first
             raise
     return target

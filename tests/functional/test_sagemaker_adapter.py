@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 from PIL import Image
 
 from pipeline.detector import DetectorError, InvalidImageError, clear_cache, load_detector
+from pipeline.detector.artifact import ArtifactError
 from pipeline.detector.embedded import EmbeddedDetector
 from pipeline.detector.sagemaker import SageMakerDetector, invocation_response
 from pipeline.detector.training import train_model
@@ -240,6 +242,36 @@ def test_embedded_model_loads_from_s3(mocked: None, small_model: tuple[Path, Pat
     assert result.model_version == EmbeddedDetector.from_dir(model).model_version
     with pytest.raises(DetectorError, match="no model.json"):
         load_detector("embedded", "s3://models/elsewhere/")
+
+
+def test_a_copy_made_while_the_model_was_replaced_is_downloaded_again(
+        mocked: None, small_model: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold start between the two files' uploads copies a model.json and an arrays.npz
+    of two trainings. That copy is refused, and was kept: every later load in the
+    container was refused too, after the upload had ended."""
+    import tempfile
+
+    samples, model = small_model
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    fewer = Path(shutil.copytree(samples, tmp_path / "fewer"))
+    for path in sorted((fewer / "train" / "normal").iterdir())[:2]:
+        path.unlink()
+    other = train_model(fewer, tmp_path / "other", methods=["pixel_gaussian"])
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="models")
+    s3.upload_file(str(model / "model.json"), "models", "line-3/model.json")
+    s3.upload_file(str(tmp_path / "other" / "arrays.npz"), "models", "line-3/arrays.npz")
+    s3.put_object(Bucket="models", Key="line-3//" + str(tmp_path / "escaped.txt"), Body=b"x")
+    with pytest.raises(ArtifactError, match="not of one training"):
+        load_detector("embedded", "s3://models/line-3/")
+    s3.upload_file(str(model / "arrays.npz"), "models", "line-3/arrays.npz")  # upload ends
+    detector = load_detector("embedded", "s3://models/line-3/")
+    assert detector.model_version == EmbeddedDetector.from_dir(model).model_version
+    assert detector.model_version != other.model_version
+    assert not (tmp_path / "escaped.txt").exists()  # a doubled / is not an absolute path
+    [copy] = (tmp_path / "linesight-models").iterdir()  # no half-made folder left behind
+    assert sorted(path.name for path in copy.iterdir()) == ["arrays.npz", "model.json"]
 
 
 @pytest.mark.parametrize(("backend", "uri", "endpoint", "message"), [
