@@ -30,7 +30,9 @@ def relative_map(anomaly_map: np.ndarray, pixel_threshold: float) -> np.ndarray:
 def anomaly_mask(anomaly_map: np.ndarray, pixel_threshold: float,
                  is_anomalous: bool) -> np.ndarray:
     """Pixels counted as anomalous. None when the image passed; when it failed, at least
-    the peak, so an anomalous verdict always names a place.
+    the peak, so an anomalous verdict names a place wherever the map has one. A flat map
+    below the pixel threshold has none (the verdict came from image-wide features, such as
+    the `shape` method's area or convexity): no pixel is counted, rather than all of them.
 
     >>> anomaly_mask(np.array([[0.0, 1.0, 3.0]]), 2.0, True).tolist()
     [[False, False, True]]
@@ -38,10 +40,14 @@ def anomaly_mask(anomaly_map: np.ndarray, pixel_threshold: float,
     [[False, False, True]]
     >>> anomaly_mask(np.array([[0.0, 1.0, 3.0]]), 2.0, False).any()
     np.False_
+    >>> flat, hot = np.zeros((2, 2)), np.full((2, 2), 3.0)
+    >>> anomaly_mask(flat, 2.0, True).any(), anomaly_mask(hot, 2.0, True).all()
+    (np.False_, np.True_)
     """
-    if not is_anomalous:
+    peak = float(anomaly_map.max()) if anomaly_map.size else 0.0
+    if not is_anomalous or (peak < pixel_threshold and peak <= float(anomaly_map.min())):
         return np.zeros(anomaly_map.shape, bool)
-    return anomaly_map >= min(pixel_threshold, float(anomaly_map.max()))
+    return anomaly_map >= min(pixel_threshold, peak)
 
 
 def lookout_anomalies(mask: np.ndarray) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.detector import heatmap
 from pipeline.detector.methods.shape import ObjectShape, _hull_area
 
 
@@ -43,6 +44,21 @@ def test_state_round_trip_scores_the_same() -> None:
     again = ObjectShape.from_state(method.state())
     assert again.score(image)[0] == pytest.approx(method.score(image)[0])
     assert again.score(image)[1].shape == image.shape[:2]
+
+
+def test_a_verdict_from_the_whole_object_claims_no_pixel_area() -> None:
+    """A square part where round ones belong is judged by its shape features, and its map
+    is flat: the anomaly area is none, where it was every pixel (100 %)."""
+    rng = np.random.default_rng(0)
+    method = ObjectShape()
+    method.fit([_photo(rng) for _ in range(10)], [], rng)
+    square = np.empty((96, 72, 3), np.uint8)
+    square[:] = (90, 92, 88)
+    square[20:76, 8:64] = (200, 160, 100)
+    raw, anomaly_map = method.score(square)
+    assert raw > 1.0 and anomaly_map.max() == anomaly_map.min()
+    mask = heatmap.anomaly_mask(anomaly_map, 0.5, is_anomalous=True)
+    assert [item["Name"] for item in heatmap.lookout_anomalies(mask)] == ["background"]
 
 
 def test_hull_area_of_a_square() -> None:
