@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 DEFAULT_THRESHOLD = 0.5
+# The `Color` of Lookout for Vision's `Anomalies` entries, as the embedded detector names them
+BACKGROUND_COLOR = "#FFFFFF"
+ANOMALY_COLOR = "#FF0000"
 
 
 def check_threshold(threshold: float | None) -> float:

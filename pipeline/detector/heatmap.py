@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pipeline.detector.base import ANOMALY_COLOR, BACKGROUND_COLOR
 from pipeline.detector.ops import resize_map
 
 HEATMAP_SIDE = 256
-BACKGROUND_COLOR = "#FFFFFF"
-ANOMALY_COLOR = "#FF0000"
 # A blue -> cyan -> yellow -> red ramp; the pixel threshold sits at the middle (cyan-yellow).
 _RAMP = np.array([[0, 0, 160], [0, 160, 255], [255, 230, 0], [255, 0, 0]], np.float32)
 

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from pipeline.detector.base import (
+    BACKGROUND_COLOR,
     DEFAULT_THRESHOLD,
     DetectionResult,
     Detector,
@@ -101,27 +102,38 @@ class SageMakerDetector:
 
 def parse_response(body: bytes, threshold: float, elapsed_ms: float,
                    endpoint_name: str = "") -> DetectionResult:
-    """A `DetectionResult` from the container's JSON answer."""
+    """A `DetectionResult` from the container's JSON answer. Each field is checked as the
+    pipeline will use and store it, so that an answer it could not store or read back
+    is a `DetectorError` now, not a dead letter later with a reason about decimals.
+
+    The verdict is made here, at `threshold`. A container that ignored the override may
+    name an anomalous area in a part the applied threshold passes: on a normal verdict,
+    every entry but the background is dropped (its area counted as background)."""
     try:
         document = json.loads(body)
-        if isinstance(document, dict) and document.get("Error") == "InvalidImage":
+        if not isinstance(document, dict):
+            raise TypeError("the answer is not a JSON object")
+        if document.get("Error") == "InvalidImage":
             raise InvalidImageError(str(document.get("Reason", "invalid")),
                                     str(document.get("Message", "")))
-        score = float(document["Score"])
-        version = str(document["ModelVersion"])
-        raw_score = float(document.get("RawScore", 0.0))
-        if not (math.isfinite(score) and math.isfinite(raw_score)):
-            raise ValueError("a score that is not a number")
+        score = _number(document, "Score")
         if not 0.0 <= score <= 1.0:  # the normalised scale: a raw score here is no verdict
             raise ValueError(f"Score {score} is outside [0, 1]")
-        # stored as they are: a result whose anomalies are not maps cannot be read back
+        raw_score = _number(document, "RawScore", 0.0)
+        version = document.get("ModelVersion")
+        if not isinstance(version, str) or not version.strip():
+            raise TypeError(f"ModelVersion is {version!r}, not a name")
         anomalies = document.get("Anomalies", [])
         if not isinstance(anomalies, list) or not all(isinstance(a, dict) for a in anomalies):
             raise TypeError("Anomalies is not a list of maps")
-        json.dumps(anomalies, allow_nan=False)  # ValueError: DynamoDB stores no NaN
+        anomalies = [_anomaly(item) for item in anomalies]
         heatmap = document.get("HeatmapPng")
         heatmap_png = base64.b64decode(heatmap, validate=True) if heatmap else None
-        notes = tuple(str(note) for note in document.get("Notes", ()))
+        if heatmap_png is not None and not heatmap_png.startswith(PNG_SIGNATURE):
+            raise ValueError("HeatmapPng is not a PNG image")
+        notes = document.get("Notes", [])
+        if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
+            raise TypeError("Notes is not a list of strings")
     except (ValueError, KeyError, TypeError) as exc:
         if isinstance(exc, InvalidImageError):
             raise
@@ -129,6 +141,8 @@ def parse_response(body: bytes, threshold: float, elapsed_ms: float,
             f"SageMaker endpoint {endpoint_name} answered something other than the "
             f"LineSight JSON contract ({exc}): {body[:80]!r}") from None
     is_anomalous, confidence = verdict(score, threshold)
+    if not is_anomalous:
+        anomalies = _passed(anomalies)
     return DetectionResult(
         is_anomalous=is_anomalous,
         confidence=confidence,
@@ -139,8 +153,65 @@ def parse_response(body: bytes, threshold: float, elapsed_ms: float,
         anomalies=anomalies,
         heatmap_png=heatmap_png,
         inference_ms=elapsed_ms,
-        notes=notes,
+        notes=tuple(notes),
     )
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# DynamoDB stores numbers of magnitude 1e-130 to 1e125; raw scores are far inside this
+_LARGEST = 1e100
+
+
+def _number(document: dict[str, Any], name: str, default: float | None = None) -> float:
+    """A finite JSON number (not a string, not true/false) of sensible size.
+
+    >>> _number({"Score": 0.7}, "Score"), _number({}, "RawScore", 0.0)
+    (0.7, 0.0)
+    >>> _number({"Score": True}, "Score")
+    Traceback (most recent call last):
+    ...
+    TypeError: Score is True, not a number
+    """
+    if name not in document and default is not None:
+        return default
+    value = document[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} is {value!r}, not a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} is not a finite number")
+    if abs(value) > _LARGEST:
+        raise ValueError(f"{name} {value} is too large to store")
+    return float(value)
+
+
+def _anomaly(item: dict[str, Any]) -> dict[str, Any]:
+    """One `Anomalies` entry in Lookout for Vision's shape, its area a share in [0, 100]
+    rounded as the embedded detector rounds it; other keys are not kept."""
+    pixel = item.get("PixelAnomaly")
+    if not isinstance(item.get("Name"), str) or not isinstance(pixel, dict):
+        raise TypeError(f"an Anomalies entry is not {{Name, PixelAnomaly}}: {item!r:.80}")
+    area = _number(pixel, "TotalPercentageArea")
+    if not 0.0 <= area <= 100.0:
+        raise ValueError(f"TotalPercentageArea {area} is outside [0, 100]")
+    color = pixel.get("Color", "")
+    if not isinstance(color, str):
+        raise TypeError(f"Color is {color!r}, not a string")
+    return {"Name": item["Name"],
+            "PixelAnomaly": {"TotalPercentageArea": round(area, 3), "Color": color}}
+
+
+def _passed(anomalies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The anomalies of a part the applied threshold passes: all background.
+
+    >>> _passed([{"Name": "background", "PixelAnomaly": {"TotalPercentageArea": 85.0,
+    ...           "Color": "#FFFFFF"}}, {"Name": "scratch", "PixelAnomaly":
+    ...           {"TotalPercentageArea": 15.0, "Color": "#FF0000"}}])
+    [{'Name': 'background', 'PixelAnomaly': {'TotalPercentageArea': 100.0, 'Color': '#FFFFFF'}}]
+    """
+    if all(item["Name"] == "background" for item in anomalies):
+        return anomalies
+    return [{"Name": "background",
+             "PixelAnomaly": {"TotalPercentageArea": 100.0, "Color": BACKGROUND_COLOR}}]
 
 
 def invocation_response(detector: Detector, body: bytes, content_type: str,

@@ -8,6 +8,7 @@ covers the real boto3 call, the request we send and the parsing of the contract.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -137,14 +138,24 @@ def test_a_non_contract_answer_is_a_detector_error(mocked: None) -> None:
     # every reader refused it, and a redelivery of its upload went to the dead letters
     ({"Anomalies": ["scratch"]}, "Anomalies is not a list of maps"),
     ({"Anomalies": {"Name": "anomaly"}}, "Anomalies is not a list of maps"),
-    ({"Score": "NaN"}, "a score that is not a number"),
+    ({"Score": float("nan")}, "Score is not a finite number"),
+    ({"Score": "0.7"}, "Score is '0.7', not a number"),
+    ({"Score": True}, "Score is True, not a number"),  # was a sure defect, confidence 0.998
+    ({"RawScore": 1e300}, "RawScore 1e+300 is too large to store"),
+    ({"ModelVersion": None}, "ModelVersion is None, not a name"),  # was stored as 'None'
+    ({"Notes": "abc"}, "Notes is not a list of strings"),  # was ('a', 'b', 'c')
+    ({"Anomalies": [{"Name": "anomaly", "PixelAnomaly": {"TotalPercentageArea": 250}}]},
+     "TotalPercentageArea 250.0 is outside [0, 100]"),
+    ({"Anomalies": [{"PixelAnomaly": {"TotalPercentageArea": 5}}]},
+     "an Anomalies entry is not {Name, PixelAnomaly}"),
+    ({"HeatmapPng": base64.b64encode(b"GIF89a").decode()}, "HeatmapPng is not a PNG image"),
     ({"HeatmapPng": "not base64!"}, "base64"),
     # a raw score where the normalised one belongs: stored as a sure defect (confidence 1)
     ({"Score": 7.0}, "Score 7.0 is outside [0, 1]"),
     ({"Score": -100}, "Score -100.0 is outside [0, 1]"),  # was OverflowError
     # DynamoDB stores no NaN: the put failed with a TypeError after the detection
-    ({"Anomalies": [{"PixelAnomaly": {"TotalPercentageArea": float("nan")}}]},
-     "Out of range float values are not JSON compliant"),
+    ({"Anomalies": [{"Name": "anomaly", "PixelAnomaly": {"TotalPercentageArea": float("nan")}}]},
+     "TotalPercentageArea is not a finite number"),
 ])
 def test_an_answer_the_pipeline_could_not_store_is_a_detector_error(
         mocked: None, answer: dict[str, Any], why: str) -> None:
@@ -152,6 +163,26 @@ def test_an_answer_the_pipeline_could_not_store_is_a_detector_error(
     with pytest.raises(DetectorError, match="contract") as caught:
         SageMakerDetector("ep").detect(b"\xff\xd8 some jpeg", "image/jpeg")
     assert why in str(caught.value)
+
+
+def test_a_part_the_applied_threshold_passes_names_no_anomalous_area(mocked: None) -> None:
+    """A container that ignores the line's override judged at 0.5 and named a scratch;
+    at the line's 0.6 the part passes, so the scratch is not stored beside that verdict.
+    An area of 1e-200 is stored rounded, as DynamoDB could not store it."""
+    scratch = {"Name": "scratch", "PixelAnomaly": {"TotalPercentageArea": 1e-200,
+                                                   "Color": "#FF0000", "Extra": [1]}}
+    background = {"Name": "background", "PixelAnomaly": {"TotalPercentageArea": 85.0,
+                                                         "Color": "#FFFFFF"}}
+    answer = {"Score": 0.55, "ModelVersion": "v1", "Anomalies": [background, scratch]}
+    for _ in range(2):
+        _queue(json.dumps(answer).encode())
+    passed = SageMakerDetector("ep").detect(b"\xff\xd8 some jpeg", "image/jpeg", threshold=0.6)
+    assert not passed.is_anomalous
+    assert passed.anomalies == [{"Name": "background", "PixelAnomaly": {
+        "TotalPercentageArea": 100.0, "Color": "#FFFFFF"}}]
+    failed = SageMakerDetector("ep").detect(b"\xff\xd8 some jpeg", "image/jpeg")
+    assert failed.is_anomalous and failed.anomalies == [background, {
+        "Name": "scratch", "PixelAnomaly": {"TotalPercentageArea": 0.0, "Color": "#FF0000"}}]
 
 
 def test_a_refusal_in_the_answer_is_an_invalid_image(mocked: None) -> None:
