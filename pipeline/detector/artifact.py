@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -175,8 +176,17 @@ def load(model_dir: Path) -> TrainedModel:
                             f"(known: {', '.join(sorted(METHODS))})")
     if not isinstance(document.get("method_state"), dict):
         raise ArtifactError(f"{model_file} is incomplete: no 'method_state' object")
-    arrays_bytes, arrays = _arrays(model_dir)
-    state = {**document["method_state"], **arrays}
+    # the two files are of one training, checked before the arrays are unpacked and the
+    # method built: a mismatch then says so, not that some array is missing
+    arrays_bytes = _arrays_bytes(model_dir)
+    learned = {key: value for key, value in document.items()
+               if key not in ("model_version", "training")}
+    if _version(arrays_bytes, learned) != document.get("model_version"):
+        raise ArtifactError(
+            f"{model_dir}: {MODEL_FILE} and {ARRAYS_FILE} are not of one training (a retrain "
+            f"cut short, a partial copy, or an edit), so model {document.get('model_version')}"
+            " is not what they hold: train again, or copy the whole folder again")
+    state = {**document["method_state"], **_arrays(model_dir, arrays_bytes)}
     try:
         method = METHODS[name].from_state(state)
     except KeyError as exc:
@@ -208,27 +218,58 @@ def load(model_dir: Path) -> TrainedModel:
         raise ArtifactError(f"{model_file} is incomplete: no {exc}") from None
     except (TypeError, ValueError, IndexError) as exc:
         raise ArtifactError(f"{model_file} holds a damaged value: {exc}") from None
-    learned = {key: value for key, value in document.items()
-               if key not in ("model_version", "training")}
-    if _version(arrays_bytes, learned) != model.model_version:
-        raise ArtifactError(
-            f"{model_dir}: {MODEL_FILE} and {ARRAYS_FILE} are not of one training (a retrain "
-            f"cut short, a partial copy, or an edit), so model {model.model_version} is not "
-            "what they hold: train again, or copy the whole folder again")
+    wrong = _out_of_range(model)
+    if wrong:  # written by hand and stamped again: it would fail, or invert, every verdict
+        raise ArtifactError(f"{model_file} holds a value no training writes: {wrong}")
     return model
 
 
-def _arrays(model_dir: Path) -> tuple[bytes, dict[str, np.ndarray]]:
-    """The bytes of `arrays.npz`, which `save` always writes, and the method's arrays."""
+def _out_of_range(model: TrainedModel) -> str:
+    """What is impossible in `model`'s values, or "": each is finite, the scale, sizes and
+    aspect above 0, the region of interest inside the image."""
+    calibration = model.calibration
+    numbers = {"calibration.raw_threshold": calibration.raw_threshold,
+               "calibration.scale": calibration.scale,
+               "pixel_threshold": model.pixel_threshold}
+    for name, value in numbers.items():
+        if not math.isfinite(value):
+            return f"{name} is {value}"
+    positive: dict[str, float | None] = {
+        "calibration.scale": calibration.scale, "method input size": model.method.input_size,
+        "expected_aspect": model.expected_aspect, "expected_longest": model.expected_longest}
+    for name, size in positive.items():
+        if size is not None and not 0 < size < math.inf:
+            return f"{name} is {size}, not above 0"
+    if model.roi is not None:
+        x0, y0, x1, y1 = model.roi
+        if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+            return f"roi {list(model.roi)} is not 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
+    return ""
+
+
+def _arrays_bytes(model_dir: Path) -> bytes:
+    """The bytes of `arrays.npz`, which `save` always writes."""
     arrays_file = model_dir / ARRAYS_FILE
     if not arrays_file.is_file():
         raise ArtifactError(f"{model_dir} is incomplete: no {ARRAYS_FILE}")
     try:
         data = arrays_file.read_bytes()
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            return data, {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {arrays_file}: {exc.strerror or exc}") from None
+    try:  # its table of contents only: a file cut short or overwritten, said as such
+        zipfile.ZipFile(io.BytesIO(data)).close()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise ArtifactError(f"{arrays_file} is damaged: {exc}") from None
+    return data
+
+
+def _arrays(model_dir: Path, data: bytes) -> dict[str, np.ndarray]:
+    """The method's arrays, from the bytes of its `arrays.npz`."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ArtifactError(f"{model_dir / ARRAYS_FILE} is damaged: {exc}") from None
 
 
 def size_bytes(model_dir: Path) -> int:

@@ -328,23 +328,53 @@ def _edited(change: Any) -> Any:
     return edit
 
 
+def _stamped(damage: Any = None, change: Any = lambda document: document) -> Any:
+    """`damage`, then `change` to model.json, with the model version computed again: an
+    edit made on purpose, which the check of the two files against each other passes."""
+    def edit(model: Path) -> None:
+        if damage:
+            damage(model)
+        document = change(json.loads((model / "model.json").read_text()))
+        learned = {key: value for key, value in document.items()
+                   if key not in ("model_version", "training")}
+        document["model_version"] = artifact._version((model / "arrays.npz").read_bytes(),
+                                                      learned)
+        (model / "model.json").write_text(json.dumps(document))
+    return edit
+
+
+def _calibration(**values: float) -> Any:
+    return _stamped(change=lambda d: {**d, "calibration": {**d["calibration"], **values}})
+
+
 @pytest.mark.parametrize(("damage", "said"), [
     (_garbage, "arrays.npz is damaged"),  # overwritten (numpy would try to unpickle it)
     (_truncated, "arrays.npz is damaged"),  # an interrupted copy
     (_missing, "is incomplete: no arrays.npz"),  # a copy that left it behind
-    (_without_mean, "needs 'mean', which neither model.json nor arrays.npz holds"),
+    (_stamped(_without_mean), "needs 'mean', which neither model.json nor arrays.npz holds"),
     (_edited(lambda d: {k: v for k, v in d.items() if k != "method_state"}),
      "model.json is incomplete: no 'method_state'"),
-    (_edited(lambda d: {k: v for k, v in d.items() if k != "calibration"}),
+    (_stamped(change=lambda d: {k: v for k, v in d.items() if k != "calibration"}),
      "model.json is incomplete: no 'calibration'"),
-    (_edited(lambda d: {**d, "pixel_threshold": "high"}), "model.json holds a damaged value"),
+    (_stamped(change=lambda d: {**d, "pixel_threshold": "high"}),
+     "model.json holds a damaged value"),
     (_edited(lambda d: [d]), "model.json is not a LineSight model: not a JSON object"),
-    # a retrain cut short between its two files, or one file copied over from another
+    # a retrain cut short between its two files, or one file copied over from another,
+    # said as such before the arrays are unpacked (a missing one was named instead)
     (_edited(lambda d: {**d, "pixel_threshold": d["pixel_threshold"] + 0.5}),
      "model.json and arrays.npz are not of one training"),
+    (_without_mean, "model.json and arrays.npz are not of one training"),
+    # edited on purpose: each failed every image (ZeroDivisionError) or inverted verdicts
+    (_calibration(scale=0.0), "holds a value no training writes: calibration.scale is 0.0"),
+    (_calibration(scale=-1.0), "calibration.scale is -1.0, not above 0"),
+    (_calibration(raw_threshold=float("inf")), "calibration.raw_threshold is inf"),
+    (_stamped(change=lambda d: {**d, "expected_aspect": 0}), "expected_aspect is 0.0"),
+    (_stamped(change=lambda d: {**d, "roi": [0.9, 0, 0.1, 1]}),
+     "1.0] is not 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"),
 ], ids=["garbage-arrays", "truncated-arrays", "missing-arrays", "arrays-without-a-key",
         "no-method-state", "no-calibration", "text-for-a-number", "not-an-object",
-        "two-trainings"])
+        "two-trainings", "other-arrays", "scale-0", "scale-negative", "threshold-inf",
+        "aspect-0", "roi-reversed"])
 def test_a_damaged_model_is_an_artifact_error_naming_what_is_wrong(
         samples: Path, model_dir: Path, tmp_path: Path, damage: Any, said: str) -> None:
     model = tmp_path / "model"
