@@ -244,19 +244,35 @@ def analyse(ref: ObjectRef, settings: Settings, detector: Detector,
         return invalid(exc.reason, str(exc))
     inference_ms = (time.perf_counter() - started) * 1000.0
     heatmap_uri = _store_heatmap(settings, base, result)
+    score, threshold = stored_score(result.score, result.threshold, result.is_anomalous)
     return base.with_changes(
         status=STATUS_OK,
         is_anomalous=result.is_anomalous,
         confidence=round(result.confidence, 4),
-        score=round(result.score, 4),
+        score=score,
         raw_score=round(result.raw_score, 6),
-        threshold=round(result.threshold, 4),
+        threshold=threshold,
         model_version=result.model_version,
         anomalies=result.anomalies,
         heatmap_uri=heatmap_uri,
         inference_ms=round(result.inference_ms or inference_ms, 2),
         processed_at=utc_now(),
     )
+
+
+def stored_score(score: float, threshold: float, is_anomalous: bool) -> tuple[float, float]:
+    """The score and threshold as a record keeps them, to 4 decimals, the score on its
+    verdict's side: a normal part's 0.5499999 rounded up to its threshold, 0.55, read as
+    a score at the threshold, which is anomalous. (Rounding keeps an anomalous score at or
+    above its threshold.)
+
+    >>> stored_score(0.5499999, 0.55, False), stored_score(0.71234, 0.5, True)
+    ((0.5499, 0.55), (0.7123, 0.5))
+    """
+    stored, limit = round(score, 4), round(threshold, 4)
+    if not is_anomalous and stored >= limit:
+        stored = round(limit - 0.0001, 4)
+    return stored, limit
 
 
 def alert_policy(settings: Settings, line_id: str) -> AlertPolicy:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
 from pipeline.detector import artifact, heatmap, imageio
-from pipeline.detector.base import DEFAULT_THRESHOLD, DetectionResult, check_threshold, verdict
+from pipeline.detector.base import (
+    DEFAULT_THRESHOLD,
+    DetectionResult,
+    DetectorError,
+    check_threshold,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,9 @@ class EmbeddedDetector:
         if decoded.notes:
             log.info("image accepted with notes: %s", ", ".join(decoded.notes))
         raw, anomaly_map = self.model.method.score(decoded.rgb)
+        if not math.isfinite(raw):  # no verdict, and a record DynamoDB could not store
+            raise DetectorError(f"model {self.model_version} ({self.model.method_name}) "
+                                f"scored the image {raw}, not a finite number")
         score = self.model.calibration.normalise(raw)
         is_anomalous, confidence = verdict(score, applied)
         mask = heatmap.anomaly_mask(anomaly_map, self.model.pixel_threshold, is_anomalous)

@@ -22,12 +22,14 @@ from typer.testing import CliRunner
 from pipeline.detector import (
     DetectionResult,
     Detector,
+    DetectorError,
     InvalidImageError,
     artifact,
     clear_cache,
     load_detector,
     training,
 )
+from pipeline.detector.embedded import EmbeddedDetector
 from pipeline.detector.evaluation import EvaluationError, evaluate
 from pipeline.detector.report import render_html
 from pipeline.detector.training import (
@@ -175,6 +177,20 @@ def test_invalid_images_raise_through_the_detector(model_dir: Path) -> None:
     with pytest.raises(InvalidImageError) as caught:
         detector.detect(b"<html>oops</html>", "image/jpeg")
     assert caught.value.reason == "not_an_image"
+
+
+@pytest.mark.parametrize("raw", [float("nan"), float("inf")])
+def test_a_score_that_is_not_finite_is_a_detector_error(samples: Path, model_dir: Path,
+                                                        raw: float,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No method is known to give one; if one did, NaN made a normal verdict with a NaN
+    confidence, and either made a record DynamoDB refuses, after the verdict was logged."""
+    detector = EmbeddedDetector(artifact.load(model_dir))
+    monkeypatch.setattr(detector.model.method, "score",
+                        lambda rgb: (raw, np.zeros(rgb.shape[:2], np.float32)))
+    image = next((samples / "test" / "normal").glob("*.jpg")).read_bytes()
+    with pytest.raises(DetectorError, match=f"scored the image {raw}, not a finite number"):
+        detector.detect(image, "image/jpeg")
 
 
 def test_artifact_round_trip_is_stable_and_small(model_dir: Path, tmp_path: Path) -> None:
