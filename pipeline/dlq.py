@@ -36,10 +36,12 @@ the queue's not-empty alarm can clear without anything being lost.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +89,7 @@ class RedriveResult:
     undeleted: list[str] = field(default_factory=list)  # went through, still in the queue
     reasons: dict[str, str] = field(default_factory=dict)  # failed message id -> why
     poison: dict[str, str] = field(default_factory=dict)  # message id -> why it never can
+    received: int = 0  # messages read from the queue (a redrive's --limit may cut it short)
 
     @property
     def failed(self) -> list[str]:
@@ -95,6 +98,38 @@ class RedriveResult:
 
     def fail(self, message_id: str, reason: str) -> None:
         self.reasons[message_id] = reason
+
+
+class RedriveStopped(RuntimeError):
+    """A redrive stopped part way by an AWS error: `result` says what it did before, and
+    the messages it had not finished are visible in their queue again."""
+
+    def __init__(self, result: RedriveResult, cause: BotoCoreError | ClientError) -> None:
+        super().__init__(str(cause))
+        self.result = result
+        self.cause = cause
+
+
+@contextmanager
+def _settling(sqs: Any, queue_url: str, messages: list[dict[str, Any]],
+              result: RedriveResult) -> Iterator[set[str]]:
+    """The ids of `messages` settled (deleted, or made visible again), for the redrive
+    to add to. If it stops early (AWS unreachable, Ctrl-C), every other message is made
+    visible again at once: hidden for `REDRIVE_VISIBILITY_SECONDS`, they made the next
+    `dlq list` and `dlq redrive` say the queue was empty. An AWS error then comes as
+    `RedriveStopped`, with what was done before it."""
+    settled: set[str] = set()
+    result.received = len(messages)
+    try:
+        yield settled
+    except BaseException as exc:
+        try:
+            release(sqs, queue_url, [m for m in messages if m["MessageId"] not in settled])
+        except (BotoCoreError, ClientError) as again:  # they come back after the timeout
+            log.warning("could not make the unfinished dead letters visible again: %s", again)
+        if isinstance(exc, BotoCoreError | ClientError):
+            raise RedriveStopped(result, exc) from exc
+        raise
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -119,6 +154,9 @@ def receive_all(sqs: Any, queue_url: str, *, limit: int = 1000,
             VisibilityTimeout=visibility_timeout, WaitTimeSeconds=wait,
             AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
         fresh = [m for m in batch if m["MessageId"] not in messages]
+        for message in batch:  # received again: only the latest receipt handle deletes it
+            if message["MessageId"] in messages:
+                messages[message["MessageId"]]["ReceiptHandle"] = message["ReceiptHandle"]
         if not fresh:
             if wait or not _visible(sqs, queue_url):
                 break
@@ -281,30 +319,34 @@ def redrive_to_queue(sqs: Any, dlq_url: str, source_url: str, limit: int = 1000
     """Move dead letters back to their source queue: send, then delete. Poison messages
     stay."""
     result = RedriveResult()
-    messages = _without_poison(sqs, dlq_url, "ingest", result, receive_all(
-        sqs, dlq_url, limit=limit, visibility_timeout=REDRIVE_VISIBILITY_SECONDS))
-    for start in range(0, len(messages), 10):
-        chunk = messages[start:start + 10]
-        try:
-            sent = sqs.send_message_batch(QueueUrl=source_url, Entries=[
-                {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(chunk)])
-        except ClientError as exc:
-            sent = {"Failed": [{"Id": str(i), "Code": _client_error(exc)}
-                               for i in range(len(chunk))]}
-        ok = {int(entry["Id"]) for entry in sent.get("Successful", [])}
-        for entry in sent.get("Failed", []):
-            result.fail(chunk[int(entry["Id"])]["MessageId"],
-                        ": ".join(filter(None, (entry.get("Code"), entry.get("Message")))))
-        result.undeleted += _delete(sqs, dlq_url, [chunk[i] for i in sorted(ok)])
-        result.moved += len(ok)
-    release(sqs, dlq_url, [m for m in messages if m["MessageId"] in result.reasons])
+    received = receive_all(sqs, dlq_url, limit=limit,
+                           visibility_timeout=REDRIVE_VISIBILITY_SECONDS)
+    with _settling(sqs, dlq_url, received, result) as settled:
+        messages = _without_poison(sqs, dlq_url, "ingest", result, received, settled)
+        for start in range(0, len(messages), 10):
+            chunk = messages[start:start + 10]
+            try:
+                sent = sqs.send_message_batch(QueueUrl=source_url, Entries=[
+                    {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(chunk)])
+            except ClientError as exc:
+                sent = {"Failed": [{"Id": str(i), "Code": _client_error(exc)}
+                                   for i in range(len(chunk))]}
+            ok = {int(entry["Id"]) for entry in sent.get("Successful", [])}
+            for entry in sent.get("Failed", []):
+                result.fail(chunk[int(entry["Id"])]["MessageId"],
+                            ": ".join(filter(None, (entry.get("Code"), entry.get("Message")))))
+            result.undeleted += _delete(sqs, dlq_url, [chunk[i] for i in sorted(ok)])
+            settled.update(chunk[i]["MessageId"] for i in ok)
+            result.moved += len(ok)
+        release(sqs, dlq_url, [m for m in messages if m["MessageId"] in result.reasons])
     return result
 
 
 def _without_poison(sqs: Any, queue_url: str, queue: str, result: RedriveResult,
-                    messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                    messages: list[dict[str, Any]], settled: set[str]
+                    ) -> list[dict[str, Any]]:
     """The messages a redrive can work on; poison ones are noted in `result` and made
-    visible again, left where they are."""
+    visible again, left where they are (and `settled`)."""
     poison = {}
     for message in messages:
         why = [letter.reason for letter in describe(queue, message) if letter.poison]
@@ -312,6 +354,7 @@ def _without_poison(sqs: Any, queue_url: str, queue: str, result: RedriveResult,
             poison[message["MessageId"]] = why[0].removeprefix("poison message: ")
     result.poison.update(poison)
     release(sqs, queue_url, [m for m in messages if m["MessageId"] in poison])
+    settled.update(poison)
     return [m for m in messages if m["MessageId"] not in poison]
 
 
@@ -362,20 +405,33 @@ def redrive_workflow(sqs: Any, failure_url: str, targets: WorkflowTargets, *, sf
     exactly-once; the other photo's case sends this one back to the ingest queue, with the
     notification rebuilt from the image when the input has none); a stored record whose
     alert failed gets the alert published."""
+    return _redrive_each(sqs, failure_url, "workflow", limit, lambda state, result: (
+        _finish_execution(state, targets, sfn, ddb, sns, s3, result)))
+
+
+def _redrive_each(sqs: Any, queue_url: str, queue: str, limit: int,
+                  finish: Callable[[Any, RedriveResult], None]) -> RedriveResult:
+    """Redrive a queue's dead letters one at a time: `finish(body, result)` does one's
+    work (its JSON body) and counts it in `result`; the message is then deleted. One whose
+    work fails is reported in `result` and made visible again; AWS unreachable stops the
+    redrive (`RedriveStopped`), since every other message would wait for it too."""
     result = RedriveResult()
-    for message in _without_poison(sqs, failure_url, "workflow", result, receive_all(
-            sqs, failure_url, limit=limit, visibility_timeout=REDRIVE_VISIBILITY_SECONDS)):
-        try:
-            _finish_execution(json.loads(message["Body"]), targets, sfn, ddb, sns, s3,
-                              result)
-        except BotoCoreError:
-            raise  # AWS unreachable: every other message would wait for it too
-        except Exception as exc:  # one message's failure is reported, not fatal
-            result.fail(message["MessageId"], _failure(exc))
-            release(sqs, failure_url, [message])
-            continue
-        result.undeleted += _delete(sqs, failure_url, [message])
-        result.moved += 1
+    received = receive_all(sqs, queue_url, limit=limit,
+                           visibility_timeout=REDRIVE_VISIBILITY_SECONDS)
+    with _settling(sqs, queue_url, received, result) as settled:
+        for message in _without_poison(sqs, queue_url, queue, result, received, settled):
+            try:
+                finish(json.loads(message["Body"]), result)
+            except BotoCoreError:
+                raise
+            except Exception as exc:  # one message's failure is reported, not fatal
+                result.fail(message["MessageId"], _failure(exc))
+                release(sqs, queue_url, [message])
+                settled.add(message["MessageId"])
+                continue
+            result.moved += 1
+            result.undeleted += _delete(sqs, queue_url, [message])
+            settled.add(message["MessageId"])
     return result
 
 
@@ -456,25 +512,14 @@ def redrive_lake(sqs: Any, lake_failure_url: str, *, streams: Any, firehose_stre
     letter of its own and the message is deleted. A message of parked data none of which
     went through stays as it is; a stream batch none of which went through is parked as
     data, since the stream keeps its records only 24 hours."""
-    result = RedriveResult()
-    for message in _without_poison(sqs, lake_failure_url, "lake", result, receive_all(
-            sqs, lake_failure_url, limit=limit, visibility_timeout=REDRIVE_VISIBILITY_SECONDS)):
-        try:
-            done = _redrive_lake_letter(json.loads(message["Body"]), lake_failure_url,
-                                        streams=streams, firehose_stream=firehose_stream,
-                                        region=region, send=send)
-        except BotoCoreError:
-            raise  # AWS unreachable: every other message would wait for it too
-        except Exception as exc:  # one message's failure is reported, not fatal
-            result.fail(message["MessageId"], _failure(exc))
-            release(sqs, lake_failure_url, [message])
-            continue
+    def finish(info: Any, result: RedriveResult) -> None:
+        done = _redrive_lake_letter(info, lake_failure_url, streams=streams,
+                                    firehose_stream=firehose_stream, region=region, send=send)
         result.lake_rows_sent += done.lake_rows_sent
         result.refused += done.refused
         result.parked += done.parked
-        result.moved += 1
-        result.undeleted += _delete(sqs, lake_failure_url, [message])
-    return result
+
+    return _redrive_each(sqs, lake_failure_url, "lake", limit, finish)
 
 
 def _redrive_lake_letter(info: dict[str, Any], lake_failure_url: str, *, streams: Any,
@@ -575,8 +620,23 @@ def saved_copy(queue: str, message: Mapping[str, Any], letters: Sequence[DeadLet
     return {"queue": queue, "message_id": message["MessageId"], "body": message["Body"],
             "reasons": sorted({letter.reason for letter in letters}),
             "attributes": dict(message.get("Attributes", {})),
-            "message_attributes": dict(message.get("MessageAttributes", {})),
+            "message_attributes": {name: _as_text(value) for name, value in
+                                   message.get("MessageAttributes", {}).items()},
             "dropped_at": iso(utc_now())}
+
+
+def _as_text(attribute: Mapping[str, Any]) -> dict[str, Any]:
+    """A message attribute as JSON can hold it: binary values in base64, as the SQS API
+    writes them (a foreign message's Binary attribute stopped `drop --save`).
+
+    >>> _as_text({"DataType": "Binary", "BinaryValue": b"\\x00\\x01"})
+    {'DataType': 'Binary', 'BinaryValue': 'AAE='}
+    """
+    def text(value: Any) -> Any:
+        return base64.b64encode(value).decode() if isinstance(value, bytes) else value
+
+    return {key: ([text(item) for item in value] if isinstance(value, list) else text(value))
+            for key, value in attribute.items()}
 
 
 class NothingWentThrough(ValueError):

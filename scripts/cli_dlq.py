@@ -24,7 +24,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import aws, dlq
-from scripts.cli_tokens import StateOption, fail, no_answer, use_local_stack, use_stack_file
+from scripts.cli_tokens import (
+    StateOption,
+    fail,
+    no_answer,
+    operator_aws,
+    use_local_stack,
+    use_stack_file,
+)
 
 console = Console()
 dlq_app = typer.Typer(help="Inspect, redrive and drop dead letters (ingest, workflow, lake).",
@@ -52,6 +59,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _stack(state: Path | None) -> Any:
+    operator_aws()  # short timeouts: an endpoint that does not answer fails in seconds
     if state is None:
         return use_local_stack()
     described = use_stack_file(state, NEEDED)
@@ -74,9 +82,12 @@ def list_(queue: QueueOption = None, state: StateOption = None,
         linesight dlq list --queue ingest
     """
     info = _stack(state)
-    queues = queue or list(Queue)
+    queues = _queues(queue)
     view = Table("queue", "id", "line", "camera", "image", "reason", "receives",
-                 title="dead letters")
+                 title="dead letters", caption="receives: how often SQS handed the message "
+                 "out, to the pipeline and to each `dlq list` alike")
+    for column in view.columns[1:6]:  # an id or an S3 key cut short is of no use
+        column.overflow = "fold"
     total = 0
     full: list[str] = []  # queues that may hold more than the limit shown
     try:
@@ -118,39 +129,60 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
     info = _stack(state)
     failed = 0
     try:
-        for name in queue or list(Queue):
-            result = _redrive(info, name, limit)
-            failed += len(result.failed) + len(result.undeleted) + len(result.poison)
-            console.print(
-                f"{name.value}: {result.moved} redriven"
-                + (f", {result.executions_started} executions started" if
-                   result.executions_started else "")
-                + (f", {result.alerts_published} alerts published" if
-                   result.alerts_published else "")
-                + (f", {result.alerts_already_sent} alerts an earlier redrive sent not sent "
-                   "again" if result.alerts_already_sent else "")
-                + (f", {result.lake_rows_sent} lake rows sent" if result.lake_rows_sent else "")
-                + (f", {result.parked} stream records that cannot be read kept as their own "
-                   "dead letter" if result.parked else "")
-                + (f", [yellow]{result.refused} lake rows Firehose refused again kept as their "
-                   "own dead letter[/yellow]" if result.refused else "")
-                + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
-                   result.failed else "")
-                + (f", [red]{len(result.undeleted)} went through but SQS would not delete "
-                   f"them ({escape(', '.join(result.undeleted))}): they are still in the "
-                   "queue[/red]" if result.undeleted else "")
-                + (f", [yellow]{len(result.poison)} poison messages left in the queue (no "
-                   "redrive can finish them; `linesight dlq list` shows them, `linesight dlq "
-                   "drop --poison --save FILE` takes them out and keeps a copy)[/yellow]" if
-                   result.poison else ""))
-            _print_reasons("failed", result.reasons)
-            _print_reasons("poison", result.poison)
+        for name in _queues(queue):
+            try:
+                result = _redrive(info, name, limit)
+            except dlq.RedriveStopped as stopped:
+                _say_redriven(name, stopped.result, limit)
+                cause = stopped.cause
+                fail(f"redrive of {name.value} stopped: "
+                     f"{no_answer(cause) if isinstance(cause, BotoCoreError) else cause}; "
+                     "the messages it had not finished are back in the queue", 1)
+            # still in the queue, whose not-empty alarm stays on: exit 1
+            failed += (len(result.failed) + len(result.undeleted) + len(result.poison)
+                       + result.refused + result.parked)
+            _say_redriven(name, result, limit)
     except ClientError as exc:
         fail(f"redrive stopped: {exc}", 1)
     except BotoCoreError as exc:
         fail(f"redrive stopped: {no_answer(exc)}", 1)
     if failed:
         raise typer.Exit(1)
+
+
+def _queues(chosen: list[Queue] | None) -> list[Queue]:
+    """The queues a command works on, each once, in the order given (default: all)."""
+    return list(dict.fromkeys(chosen or list(Queue)))
+
+
+def _say_redriven(name: Queue, result: dlq.RedriveResult, limit: int) -> None:
+    """What a redrive of one queue did, in one line, and why any messages stayed."""
+    console.print(
+        f"{name.value}: {result.moved} redriven"
+        + (f", {result.executions_started} executions started" if
+           result.executions_started else "")
+        + (f", {result.alerts_published} alerts published" if
+           result.alerts_published else "")
+        + (f", {result.alerts_already_sent} alerts an earlier redrive sent not sent "
+           "again" if result.alerts_already_sent else "")
+        + (f", {result.lake_rows_sent} lake rows sent" if result.lake_rows_sent else "")
+        + (f", {result.parked} stream records that cannot be read kept as their own "
+           "dead letter" if result.parked else "")
+        + (f", [yellow]{result.refused} lake rows Firehose refused again kept as their "
+           "own dead letter[/yellow]" if result.refused else "")
+        + (f", [red]{len(result.failed)} failed (left in the queue)[/red]" if
+           result.failed else "")
+        + (f", [red]{len(result.undeleted)} went through but SQS would not delete "
+           f"them ({escape(', '.join(result.undeleted))}): they are still in the "
+           "queue[/red]" if result.undeleted else "")
+        + (f", [yellow]{len(result.poison)} poison messages left in the queue (no "
+           "redrive can finish them; `linesight dlq list` shows them, `linesight dlq "
+           "drop --poison --save FILE` takes them out and keeps a copy)[/yellow]" if
+           result.poison else ""))
+    _print_reasons("failed", result.reasons)
+    _print_reasons("poison", result.poison)
+    if result.received >= limit:
+        console.print(f"  {limit} read from {name.value}, the --limit: there may be more")
 
 
 @dlq_app.command("drop")
@@ -191,7 +223,7 @@ def drop(save: Annotated[Path, typer.Option(
     ambiguous: set[str] = set()
     trouble = 0
     try:
-        for name in queue or list(Queue):
+        for name in _queues(queue):
             result = dlq.drop(aws.client("sqs"), _queue_url(info, name), name.value,
                               lambda copies: _append(save, copies), message_ids=wanted,
                               poison=poison, limit=limit)
