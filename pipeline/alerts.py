@@ -112,11 +112,11 @@ def _printable(text: str) -> str:
     return "".join("?" if unicodedata.category(char) == "Cc" else char for char in text)
 
 
-def _apart(value: float, other: float, decimals: int) -> tuple[str, str]:
+def apart(value: float, other: float, decimals: int) -> tuple[str, str]:
     """`value` and `other` to `decimals` places, or more (up to 4, as results are stored)
     where that many would show a value under a limit as the limit itself.
 
-    >>> _apart(0.6996, 0.7, 2), _apart(0.4996, 0.5, 3), _apart(0.61, 0.625, 2)
+    >>> apart(0.6996, 0.7, 2), apart(0.4996, 0.5, 3), apart(0.61, 0.625, 2)
     (('0.6996', '0.7000'), ('0.4996', '0.5000'), ('0.61', '0.62'))
     """
     for places in range(decimals, 5):
@@ -163,12 +163,12 @@ def details(record: ResultRecord, policy: AlertPolicy) -> list[str]:
                   f"Reason:      {record.reason}"]
     else:
         limit = low_confidence_limit(policy.confidence_threshold)
-        confidence, limit_shown = _apart(record.confidence, limit, 2)
+        confidence, limit_shown = apart(record.confidence, limit, 2)
         if not is_low_confidence(record.confidence, policy.confidence_threshold):
             confidence = f"{record.confidence:.2f}"
         else:
             confidence += f" (under this line's low-confidence limit, {limit_shown})"
-        score, threshold = _apart(record.score, record.threshold, 3)
+        score, threshold = apart(record.score, record.threshold, 3)
         lines += [
             f"Verdict:     {'ANOMALOUS' if record.is_anomalous else 'normal'}",
             f"Confidence:  {confidence}",

@@ -101,10 +101,10 @@ class RedriveResult:
 
 
 class RedriveStopped(RuntimeError):
-    """A redrive stopped part way by an AWS error: `result` says what it did before, and
-    the messages it had not finished are visible in their queue again."""
+    """A redrive stopped part way by an AWS error or Ctrl-C (`cause`): `result` says what
+    it did before, and the messages it had not finished are visible in their queue again."""
 
-    def __init__(self, result: RedriveResult, cause: BotoCoreError | ClientError) -> None:
+    def __init__(self, result: RedriveResult, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.result = result
         self.cause = cause
@@ -116,8 +116,8 @@ def _settling(sqs: Any, queue_url: str, messages: list[dict[str, Any]],
     """The ids of `messages` settled (deleted, or made visible again), for the redrive
     to add to. If it stops early (AWS unreachable, Ctrl-C), every other message is made
     visible again at once: hidden for `REDRIVE_VISIBILITY_SECONDS`, they made the next
-    `dlq list` and `dlq redrive` say the queue was empty. An AWS error then comes as
-    `RedriveStopped`, with what was done before it."""
+    `dlq list` and `dlq redrive` say the queue was empty. An AWS error or Ctrl-C then
+    comes as `RedriveStopped`, with what was done before it."""
     settled: set[str] = set()
     result.received = len(messages)
     try:
@@ -127,7 +127,7 @@ def _settling(sqs: Any, queue_url: str, messages: list[dict[str, Any]],
             release(sqs, queue_url, [m for m in messages if m["MessageId"] not in settled])
         except (BotoCoreError, ClientError) as again:  # they come back after the timeout
             log.warning("could not make the unfinished dead letters visible again: %s", again)
-        if isinstance(exc, BotoCoreError | ClientError):
+        if isinstance(exc, BotoCoreError | ClientError | KeyboardInterrupt):
             raise RedriveStopped(result, exc) from exc
         raise
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from pipeline.alerts import apart
 from pipeline.detector import imageio
 from pipeline.detector.base import InvalidImageError
 from pipeline.records import STATUS_INVALID, ResultRecord, parse_time, utc_now
@@ -307,7 +308,8 @@ def _picture_facts(record: ResultRecord) -> list[str]:
     if record.status == STATUS_INVALID:
         judged = f"why: {record.reason}"
     else:
-        judged = (f"score {record.score:.3f} (threshold {record.threshold:.3f})  |  "
+        score, threshold = apart(record.score, record.threshold, 3)
+        judged = (f"score {score} (threshold {threshold})  |  "
                   f"confidence {record.confidence:.2f}  |  model {record.model_version}")
     facts = [judged,
              f"line {record.line_id}  |  camera {record.camera_id}  |  captured "
@@ -812,8 +814,9 @@ def _lightbox(record: ResultRecord, image: ReportImage, anchor: str) -> str:
     original = (f'<a href="{_e(link)}" target="_blank" rel="noopener">open the original'
                 f"</a> (a signed link; it expires) &middot; " if link else "")
     area = _anomalous_area(record)
+    score, threshold = apart(record.score, record.threshold, 3)
     details = (f"image {_e(record.image_id)} &middot; captured {_e(_when(record.captured_at))}"
-               f" &middot; score {record.score:.3f} (threshold {record.threshold:.2f}) &middot; "
+               f" &middot; score {score} (threshold {threshold}) &middot; "
                f"confidence {record.confidence:.3f}"
                + (f" &middot; anomalous area {area:.2f}%" if area is not None else "")
                + (f" &middot; model {_e(record.model_version)}" if record.model_version else ""))

@@ -135,9 +135,11 @@ def redrive(queue: QueueOption = None, state: StateOption = None,
             except dlq.RedriveStopped as stopped:
                 _say_redriven(name, stopped.result, limit)
                 cause = stopped.cause
-                fail(f"redrive of {name.value} stopped: "
-                     f"{no_answer(cause) if isinstance(cause, BotoCoreError) else cause}; "
-                     "the messages it had not finished are back in the queue", 1)
+                why = ("interrupted (Ctrl-C)" if isinstance(cause, KeyboardInterrupt) else
+                       no_answer(cause) if isinstance(cause, BotoCoreError) else str(cause))
+                fail(f"redrive of {name.value} stopped: {why}; the messages it had not "
+                     "finished are back in the queue",
+                     130 if isinstance(cause, KeyboardInterrupt) else 1)
             # still in the queue, whose not-empty alarm stays on: exit 1
             failed += (len(result.failed) + len(result.undeleted) + len(result.poison)
                        + result.refused + result.parked)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.detector.base import InvalidImageError, check_threshold
+from pipeline.detector.base import DetectorError, InvalidImageError, check_threshold
 from pipeline.detector.embedded import EmbeddedDetector
 from pipeline.detector.metrics import (
     Confusion,
@@ -326,12 +326,13 @@ def evaluate(model_dir: Path | str, test_dir: Path | str, *, threshold: float | 
                 try:
                     # no content type: a file's name is not a declaration, its bytes decide
                     result = detector.detect(data, "", threshold=applied)
-                except InvalidImageError as exc:
-                    invalid.append({"path": str(path), "label": label, "reason": exc.reason,
+                except (InvalidImageError, DetectorError) as exc:
+                    reason = getattr(exc, "reason", "detector_error")
+                    invalid.append({"path": str(path), "label": label, "reason": reason,
                                     "message": str(exc)})
+                    notify("scoring test images", len(scored) + len(invalid), total)
                     continue
-                finally:
-                    notify("scoring test images", len(scored) + len(invalid) + 1, total)
+                notify("scoring test images", len(scored) + len(invalid) + 1, total)
                 elapsed = (time.perf_counter() - started) * 1000.0
                 cpu = (time.thread_time() - cpu_started) * 1000.0
                 area = sum(item["PixelAnomaly"]["TotalPercentageArea"]

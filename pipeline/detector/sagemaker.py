@@ -134,7 +134,7 @@ def parse_response(body: bytes, threshold: float, elapsed_ms: float,
         notes = document.get("Notes", [])
         if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
             raise TypeError("Notes is not a list of strings")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # 1e400 as an integer
         if isinstance(exc, InvalidImageError):
             raise
         raise DetectorError(

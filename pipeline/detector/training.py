@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -467,6 +468,7 @@ def _layout(data_dir: Path, root: Path, normal: Sequence[Path], anomaly: Sequenc
 
 
 def _from_manifest(manifest: Path, data_dir: Path) -> TrainingSet:
+    _real_folders.cache_clear()  # the folders as they are now
     if not manifest.is_file():
         raise TrainingError(f"manifest {manifest} does not exist")
     try:  # utf-8-sig: a manifest saved by a Windows editor starts with a byte-order mark
@@ -635,15 +637,24 @@ def _inside(path: Path, data_dir: Path, folders: Sequence[str]) -> bool:
         return (absolute.is_relative_to(top) and any(
             part.lower() in folders for part in absolute.relative_to(top).parts[:-1]))
 
-    real = path.resolve()
-    if by_text(path.absolute(), data_dir.absolute()) or by_text(real, data_dir.resolve()):
+    if by_text(path.absolute(), data_dir.absolute()):
         return True
+    real = path.resolve()
+    top, linked = _real_folders(data_dir, tuple(folders))
+    return by_text(real, top) or any(real.is_relative_to(folder) for folder in linked)
+
+
+@lru_cache(maxsize=8)
+def _real_folders(data_dir: Path, folders: tuple[str, ...]) -> tuple[Path, tuple[Path, ...]]:
+    """`data_dir`'s real path, and those of its top-level `folders` that are links, read
+    once per manifest (`_from_manifest` clears this): once per reference, listing a folder
+    of thousands of images made an import quadratic."""
     try:
-        linked = [child for child in data_dir.iterdir()
-                  if child.name.lower() in folders and child.is_symlink()]
+        linked = tuple(child.resolve() for child in data_dir.iterdir()
+                       if child.name.lower() in folders and child.is_symlink())
     except OSError:  # no such folder: nothing is inside it
-        return False
-    return any(real.is_relative_to(child.resolve()) for child in linked)
+        linked = ()
+    return data_dir.resolve(), linked
 
 
 def _shared_tail(first: Sequence[str], second: Sequence[str]) -> int:
@@ -973,7 +984,7 @@ class _ImageCache:
         def one(path: Path) -> imageio.DecodedImage | str:
             try:
                 data = path.read_bytes()
-            except OSError as exc:  # e.g. no permission, or a link to nothing: left out
+            except OSError as exc:  # e.g. no read permission: left out, and listed
                 return f"{self.shown(path)}: unreadable ({exc.strerror or exc})"
             try:
                 return imageio.decode(data, longest_side=size, roi=self.roi)

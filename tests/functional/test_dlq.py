@@ -638,16 +638,19 @@ def test_a_redrive_cut_at_its_limit_says_so_and_a_queue_named_twice_is_read_once
 
 class _Unreachable:
     """An SQS client whose `send_message_batch` cannot reach AWS from its `after`-th call
-    on: the network failing part way through a redrive."""
+    on (or is interrupted by Ctrl-C there): the network failing part way through a
+    redrive."""
 
-    def __init__(self, sqs: Any, after: int) -> None:
-        self._sqs, self._calls, self._after = sqs, 0, after
+    def __init__(self, sqs: Any, after: int, ctrl_c: bool = False) -> None:
+        self._sqs, self._calls, self._after, self._ctrl_c = sqs, 0, after, ctrl_c
 
     def send_message_batch(self, **request: Any) -> Any:
         from botocore.exceptions import EndpointConnectionError
 
         self._calls += 1
         if self._calls >= self._after:
+            if self._ctrl_c:
+                raise KeyboardInterrupt
             raise EndpointConnectionError(endpoint_url="https://sqs.example")
         return self._sqs.send_message_batch(**request)
 
@@ -672,6 +675,12 @@ def test_a_redrive_the_network_stops_leaves_the_rest_visible_and_says_what_it_di
     assert (stopped.value.result.moved, stopped.value.result.received) == (10, 15)
     assert len(_bodies(moto_stack, info.dlq_url)) == 5  # visible again at once
     assert len(queue_bodies(moto_stack, info.queue_url)) == 10
+    with pytest.raises(dlq.RedriveStopped) as interrupted:  # Ctrl-C: the same, counted
+        dlq.redrive_to_queue(_Unreachable(sqs, after=1, ctrl_c=True), info.dlq_url,
+                             info.queue_url)
+    assert isinstance(interrupted.value.cause, KeyboardInterrupt)
+    assert (interrupted.value.result.moved, interrupted.value.result.received) == (0, 5)
+    assert len(_bodies(moto_stack, info.dlq_url)) == 5
 
 
 def test_empty_queues_say_so(cli: Any) -> None:

@@ -142,6 +142,7 @@ def test_a_non_contract_answer_is_a_detector_error(mocked: None) -> None:
     ({"Score": "0.7"}, "Score is '0.7', not a number"),
     ({"Score": True}, "Score is True, not a number"),  # was a sure defect, confidence 0.998
     ({"RawScore": 1e300}, "RawScore 1e+300 is too large to store"),
+    ({"RawScore": 10 ** 400}, "int too large to convert to float"),  # was OverflowError
     ({"ModelVersion": None}, "ModelVersion is None, not a name"),  # was stored as 'None'
     ({"Notes": "abc"}, "Notes is not a list of strings"),  # was ('a', 'b', 'c')
     ({"Anomalies": [{"Name": "anomaly", "PixelAnomaly": {"TotalPercentageArea": 250}}]},

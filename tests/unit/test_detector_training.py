@@ -191,6 +191,16 @@ def test_a_score_that_is_not_finite_is_a_detector_error(samples: Path, model_dir
     image = next((samples / "test" / "normal").glob("*.jpg")).read_bytes()
     with pytest.raises(DetectorError, match=f"scored the image {raw}, not a finite number"):
         detector.detect(image, "image/jpeg")
+    # evaluate lists each such image, where the error ended the run in a traceback
+    monkeypatch.setattr(type(detector.model.method), "score",
+                        lambda self, rgb: (raw, np.zeros(rgb.shape[:2], np.float32)))
+    steps: list[tuple[int, int]] = []
+    evaluated = evaluate(model_dir, samples / "test", keep_heatmaps=False, allow_one_class=True,
+                         progress=lambda _, done, total: steps.append((done, total)))
+    assert evaluated.images == () and {item["reason"] for item in evaluated.invalid} == {
+        "detector_error"}
+    total = len(evaluated.invalid)
+    assert [done for done, _ in steps] == list(range(1, total + 1))  # 6/5 when refused
 
 
 def test_artifact_round_trip_is_stable_and_small(model_dir: Path, tmp_path: Path) -> None:

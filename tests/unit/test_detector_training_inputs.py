@@ -366,6 +366,17 @@ def test_a_test_image_reached_through_a_link_or_dotdot_is_still_a_test_image(
         find_training_set(data, manifest)
 
 
+def test_a_manifest_lists_the_data_folder_once_not_once_per_reference(
+        tmp_path: Path) -> None:
+    """Listing it for each of 5,000 references into one folder took 46 s (0.2 s before)."""
+    from pipeline.detector import training
+
+    _manifest_set(tmp_path)
+    lines = [_line(f"s3://b/p/normal-{index}.png", 0) for index in range(4)] * 10
+    find_training_set(tmp_path, _manifest(tmp_path / "m.manifest", lines))
+    assert training._real_folders.cache_info().misses <= 2  # one per folder kind
+
+
 def test_an_image_two_lines_name_is_read_once_and_never_under_both_labels(
         tmp_path: Path) -> None:
     _manifest_set(tmp_path)

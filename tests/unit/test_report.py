@@ -286,6 +286,18 @@ def test_the_anomalous_area_is_shown_when_it_reads_as_a_number(area: Any, shown:
     assert shown is None or shown in page
 
 
+def test_a_score_beside_its_threshold_is_shown_with_the_decimals_that_tell_them_apart(
+        ) -> None:
+    from pipeline.report import _picture_facts
+
+    near = result(2, "line-1", "cam-1", anomalous=True, alert="anomalous", score=0.5001)
+    assert "score 0.5001 (threshold 0.5000)" in build_report([near])  # was 0.500 (0.50)
+    passed = result(3, "line-1", "cam-1", score=0.5499, threshold=0.55)
+    assert _picture_facts(passed)[0].startswith("score 0.5499 (threshold 0.5500)")
+    assert _picture_facts(result(4, "line-1", "cam-1"))[0].startswith(
+        "score 0.200 (threshold 0.500)")
+
+
 def _turned_jpeg(width: int, height: int, orientation: int) -> bytes:
     """A photo stored sideways, as a camera held on its side writes it: the pixels as the
     sensor read them, and an EXIF orientation saying how to turn them."""
