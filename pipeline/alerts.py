@@ -162,11 +162,10 @@ def details(record: ResultRecord, policy: AlertPolicy) -> list[str]:
         lines += ["Verdict:     none: the image could not be judged",
                   f"Reason:      {record.reason}"]
     else:
-        limit = low_confidence_limit(policy.confidence_threshold)
-        confidence, limit_shown = apart(record.confidence, limit, 2)
-        if not is_low_confidence(record.confidence, policy.confidence_threshold):
-            confidence = f"{record.confidence:.2f}"
-        else:
+        confidence = f"{record.confidence:.2f}"
+        if is_low_confidence(record.confidence, policy.confidence_threshold):
+            limit = low_confidence_limit(policy.confidence_threshold)
+            confidence, limit_shown = apart(record.confidence, limit, 2)
             confidence += f" (under this line's low-confidence limit, {limit_shown})"
         score, threshold = apart(record.score, record.threshold, 3)
         lines += [

@@ -114,10 +114,11 @@ class RedriveStopped(RuntimeError):
 def _settling(sqs: Any, queue_url: str, messages: list[dict[str, Any]],
               result: RedriveResult) -> Iterator[set[str]]:
     """The ids of `messages` settled (deleted, or made visible again), for the redrive
-    to add to. If it stops early (AWS unreachable, Ctrl-C), every other message is made
-    visible again at once: hidden for `REDRIVE_VISIBILITY_SECONDS`, they made the next
-    `dlq list` and `dlq redrive` say the queue was empty. An AWS error or Ctrl-C then
-    comes as `RedriveStopped`, with what was done before it."""
+    to add to; `result.received` is set to how many there are. If the redrive stops early
+    (AWS unreachable, Ctrl-C), every other message is made visible again at once: hidden
+    for `REDRIVE_VISIBILITY_SECONDS`, they made the next `dlq list` and `dlq redrive` say
+    the queue was empty. An AWS error or Ctrl-C then comes as `RedriveStopped`, with what
+    was done before it."""
     settled: set[str] = set()
     result.received = len(messages)
     try:

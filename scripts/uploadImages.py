@@ -525,18 +525,17 @@ NO_IMAGES = "has no .jpg, .jpeg or .png files at its top level"
 
 
 def upload_folder(directory: Path, camera: str, line: str, endpoint: str, token: str,
-                  delay: float = 0.0, concurrency: int = 4, retries: int = 3,
-                  progress: bool = True, post: bool = False,
-                  folder: FolderState | None = None) -> list[Upload]:
+                  concurrency: int = 4, retries: int = 3, progress: bool = True,
+                  post: bool = False, folder: FolderState | None = None) -> list[Upload]:
     """One Upload per image in `directory`, sent or not (see FolderState for when it stops
-    early). Uploads start `delay` seconds apart (`folder`'s own, when given). Ctrl-C stops
+    early). Uploads start `folder.delay` seconds apart (none by default). Ctrl-C stops
     the folder (`folder.stopped` is then INTERRUPTED): the requests in flight end, the rest
     are not sent, and all are returned; a second Ctrl-C meanwhile is ignored, so that
     what went is still reported."""
     files, _ = images_in(directory)
     base = api_base(endpoint)
     send = request_post if post else request_put
-    folder = folder or FolderState(delay)
+    folder = folder or FolderState()
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   disable=not progress) as bar:

@@ -311,26 +311,30 @@ def evaluate(model_dir: Path | str, test_dir: Path | str, *, threshold: float | 
     total = sum(len(paths) for paths in labelled.values())
     scored: list[ScoredImage] = []
     invalid: list[dict[str, str]] = []
+
+    def refused(path: Path, label: str, reason: str, message: str) -> None:
+        invalid.append({"path": str(path), "label": label, "reason": reason,
+                        "message": message})
+        notify("scoring test images", len(scored) + len(invalid), total)
+
     with blas_threads(1):
         for label, paths in labelled.items():
             for path in paths:
                 try:
                     data = path.read_bytes()
                 except OSError as exc:  # e.g. no permission: refused like a bad image
-                    invalid.append({"path": str(path), "label": label, "reason": "unreadable",
-                                    "message": f"cannot be read: {exc.strerror or exc}"})
-                    notify("scoring test images", len(scored) + len(invalid), total)
+                    refused(path, label, "unreadable", f"cannot be read: {exc.strerror or exc}")
                     continue
                 started = time.perf_counter()
                 cpu_started = time.thread_time()
                 try:
                     # no content type: a file's name is not a declaration, its bytes decide
                     result = detector.detect(data, "", threshold=applied)
-                except (InvalidImageError, DetectorError) as exc:
-                    reason = getattr(exc, "reason", "detector_error")
-                    invalid.append({"path": str(path), "label": label, "reason": reason,
-                                    "message": str(exc)})
-                    notify("scoring test images", len(scored) + len(invalid), total)
+                except InvalidImageError as exc:
+                    refused(path, label, exc.reason, str(exc))
+                    continue
+                except DetectorError as exc:
+                    refused(path, label, "detector_error", str(exc))
                     continue
                 notify("scoring test images", len(scored) + len(invalid) + 1, total)
                 elapsed = (time.perf_counter() - started) * 1000.0
